@@ -1,0 +1,1 @@
+"""TriVault client package."""

@@ -1,0 +1,64 @@
+"""Run a protocol on three in-process parties (threads), re-raising any party's exception.
+
+Used by unit tests and in-process benchmarks (SPU's ``simulation.py`` is the model).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Sequence
+
+from .comm import CommStats, InProcessComm
+from .party import Party
+from .prf import dealerless_trio_keys
+from .ring import DEFAULT_FP, FixedPoint
+
+
+class PartyFailed(RuntimeError):
+    """One of the simulated parties raised; the original is the ``__cause__``."""
+
+
+def make_parties(fp: FixedPoint = DEFAULT_FP, timeout_s: float = 120.0) -> list[Party]:
+    """Three connected parties with fresh pairwise keys."""
+    comms = InProcessComm.create_trio(timeout_s)
+    keys = dealerless_trio_keys()
+    return [Party(comms[i], keys[i], fp) for i in range(3)]
+
+
+def run_parties(
+    fn: Callable[..., Any],
+    per_party_args: Sequence[Sequence[Any]] | None = None,
+    parties: list[Party] | None = None,
+    fp: FixedPoint = DEFAULT_FP,
+    timeout_s: float = 120.0,
+) -> list[Any]:
+    """Call ``fn(party, *args_i)`` on three threads; return the three results in order."""
+    parties = parties or make_parties(fp, timeout_s)
+    args = per_party_args or [()] * 3
+    results: list[Any] = [None] * 3
+    errors: list[BaseException | None] = [None] * 3
+    order: list[int] = []  # parties in the order they failed: the first is the root cause
+
+    def target(i: int) -> None:
+        try:
+            results[i] = fn(parties[i], *args[i])
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            errors[i] = exc
+            order.append(i)
+            parties[i].comm.close()
+
+    threads = [threading.Thread(target=target, args=(i,), name=f"party-{i}") for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if order:
+        i = order[0]
+        err = errors[i]
+        raise PartyFailed(f"party {i} failed: {type(err).__name__}: {err}") from err
+    return results
+
+
+def stats_of(parties: list[Party]) -> list[CommStats]:
+    """Snapshot of each party's communication counters."""
+    return [p.comm.stats.snapshot() for p in parties]

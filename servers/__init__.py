@@ -1,0 +1,1 @@
+"""TriVault servers package."""
