@@ -1,7 +1,8 @@
 """Comparison family: A2B, MSB, bit injection (B2A), less-than, ReLU, equality, multiplexer.
 
-* ``msb``: arithmetic -> boolean with a carry-save step and a Kogge-Stone parallel-prefix
-  carry over 63 bit positions (log2(64) = 6 AND rounds), all 64 bits packed in one word.
+* ``msb``: arithmetic -> boolean with a carry-save step (x0 + x1 + x2 -> s + c, one AND
+  round), the generate word (one AND round) and a Kogge-Stone parallel-prefix carry over
+  63 bit positions (log2(64) = 6 AND rounds), all 64 bits packed in one word.
 * ``bit_inject``: a shared bit -> arithmetic share of 0/1 in ONE round with a 3-party
   oblivious-transfer trick (party 0 knows ``b0 ^ b1``; parties 1 and 2 both know ``b2``
   and help each other receive the right message).
@@ -51,11 +52,11 @@ def _carry_save(x: ArithmeticShares) -> tuple[BooleanShares, BooleanShares]:
 def msb(x: ArithmeticShares) -> BooleanShares:
     """Boolean sharing of the sign bit of ``[x]`` (in bit 0 of each word).
 
-    Cost: 7 rounds (1 carry-save + 6 Kogge-Stone levels), 12 words per element per party.
+    Cost: 8 rounds (1 carry-save, 1 generate, 6 Kogge-Stone levels), 13 words per element per party.
     """
     s, c = _carry_save(x)
     p = s ^ c  # propagate
-    g = s & c  # generate, 1 round ... merged below into the first level would need 3 ANDs
+    g = s & c  # generate: 1 round
     pp = p
     for k in _KS_SHIFTS:
         if k == _KS_SHIFTS[-1]:
@@ -109,24 +110,24 @@ def bit_inject(b: BooleanShares) -> ArithmeticShares:
 
 
 def ltz(x: ArithmeticShares) -> ArithmeticShares:
-    """``[x < 0]`` as an arithmetic 0/1 sharing. Cost: 8 rounds (MSB 7 + injection 1)."""
+    """``[x < 0]`` as an arithmetic 0/1 sharing. Cost: 9 rounds (MSB 8 + injection 1), 14-17 words/party."""
     return bit_inject(msb(x))
 
 
 def lt(x: ArithmeticShares, y) -> ArithmeticShares:
-    """``[x < y]`` (0/1). Cost: 8 rounds; needs ``|x - y| < 2**63`` in the ring."""
+    """``[x < y]`` (0/1). Cost: 9 rounds, 14-17 words/party; needs ``|x - y| < 2**63`` in the ring."""
     return ltz(x - y)
 
 
 def gt(x: ArithmeticShares, y) -> ArithmeticShares:
-    """``[x > y]`` (0/1). Cost: 8 rounds."""
+    """``[x > y]`` (0/1). Cost: 9 rounds."""
     if isinstance(y, ArithmeticShares):
         return ltz(y - x)
     return ltz((-x) + y)
 
 
 def le(x: ArithmeticShares, y) -> ArithmeticShares:
-    """``[x <= y]`` = 1 - [y < x]. Cost: 8 rounds."""
+    """``[x <= y]`` = 1 - [y < x]. Cost: 9 rounds."""
     return 1 - gt(x, y)
 
 
@@ -138,7 +139,7 @@ def mux(c: ArithmeticShares, a: ArithmeticShares, b: ArithmeticShares) -> Arithm
 
 
 def relu(x: ArithmeticShares) -> ArithmeticShares:
-    """``max(x, 0)``. Cost: 9 rounds (comparison 8 + one product)."""
+    """``max(x, 0)``. Cost: 10 rounds (comparison 9 + one product), 15-18 words/party."""
     return x - mul(ltz(x), x)
 
 
@@ -199,7 +200,7 @@ def _add_boolean(a: BooleanShares, b: BooleanShares) -> BooleanShares:
 
 
 def a2b(x: ArithmeticShares) -> BooleanShares:
-    """Arithmetic -> boolean sharing of all 64 bits. Cost: 8 rounds."""
+    """Arithmetic -> boolean sharing of all 64 bits. Cost: 8 rounds, 14 words/party."""
     s, c = _carry_save(x)
     return _add_boolean(s, c)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Sequence
 
+import torch
+
 from .comm import CommStats, InProcessComm
 from .party import Party
 from .prf import dealerless_trio_keys
@@ -62,3 +64,55 @@ def run_parties(
 def stats_of(parties: list[Party]) -> list[CommStats]:
     """Snapshot of each party's communication counters."""
     return [p.comm.stats.snapshot() for p in parties]
+
+
+def evaluate(
+    fn: Callable[..., Any],
+    *inputs: Any,
+    fp: FixedPoint = DEFAULT_FP,
+    parties: list[Party] | None = None,
+) -> Any:
+    """Share ``inputs``, run ``fn(*shares)`` on three parties, reveal and decode the result.
+
+    Float tensors are shared in fixed point, int64 tensors as integers; anything else is
+    passed through unchanged. ``fn`` returns ArithmeticShares/BooleanShares (or a tuple
+    of them). All three parties must open the same value (checked). Returns decoded
+    tensors: float64 for fixed point, int64 otherwise.
+    """
+    from .sharing import ArithmeticShares, BooleanShares, from_pair, reveal, share, share_fixed
+
+    shared: list[list[Any]] = [[], [], []]
+    kinds: list[int | None] = []
+    for x in inputs:
+        if isinstance(x, torch.Tensor) and x.dtype == torch.int64:
+            pairs, kind = share(x), 0
+        elif isinstance(x, torch.Tensor) and torch.is_floating_point(x):
+            pairs, kind = share_fixed(x, fp), fp.frac_bits
+        else:
+            pairs, kind = [x, x, x], None
+        kinds.append(kind)
+        for i in range(3):
+            shared[i].append(pairs[i])
+
+    def body(party: Party, *pairs: Any) -> Any:
+        args = [from_pair(party, p, k) if k is not None else p for p, k in zip(pairs, kinds)]
+        out = fn(*args)
+        outs = out if isinstance(out, tuple) else (out,)
+        opened = []
+        for o in outs:
+            if isinstance(o, (ArithmeticShares, BooleanShares)):
+                v = reveal(o)
+                if isinstance(o, ArithmeticShares) and o.frac_bits:
+                    v = FixedPoint(o.frac_bits).decode(v)
+                opened.append(v)
+            else:
+                opened.append(o)
+        return tuple(opened)
+
+    results = run_parties(body, shared, parties=parties, fp=fp)
+    for r in results[1:]:
+        for a, b in zip(results[0], r):
+            if isinstance(a, torch.Tensor) and not torch.equal(a, b):
+                raise AssertionError("parties opened different values")
+    first = results[0]
+    return first if len(first) > 1 else first[0]

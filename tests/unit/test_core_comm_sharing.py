@@ -1,0 +1,158 @@
+"""Comm counters/timeouts, share/reconstruct, reveal, and the security-shaped view tests."""
+
+import pytest
+import torch
+
+from protocols.comm import CommError, InProcessComm
+from protocols.sharing import (
+    ArithmeticShares,
+    InconsistentSharesError,
+    additive_split,
+    from_pair,
+    reconstruct,
+    reveal,
+    reveal_to,
+    share,
+    share_xor,
+)
+from protocols.simulate import PartyFailed, make_parties, run_parties
+
+
+def test_share_reconstruct_roundtrip_any_shape():
+    for shape in [(), (1,), (7,), (3, 5, 2)]:
+        x = torch.randint(-(2**63), 2**63 - 1, shape)
+        pairs = share(x)
+        assert torch.equal(reconstruct(pairs), x)
+        for drop in range(3):  # any two servers suffice
+            partial = [p if i != drop else None for i, p in enumerate(pairs)]
+            assert torch.equal(reconstruct(partial, check=False), x)
+        xs = share_xor(x)
+        assert torch.equal(xs[0][0] ^ xs[1][0] ^ xs[2][0], x)
+
+
+def test_reconstruct_detects_a_wrong_share_and_names_servers():
+    x = torch.arange(10, dtype=torch.int64)
+    pairs = share(x)
+    lo, hi = pairs[1]
+    pairs[1] = (lo, hi + 1)  # server 1 lies about component 2
+    with pytest.raises(InconsistentSharesError) as e:
+        reconstruct(pairs)
+    assert set(e.value.suspects) == {1, 2}
+
+
+def test_reconstruct_rejects_bad_input():
+    x = torch.arange(4, dtype=torch.int64)
+    pairs = share(x)
+    with pytest.raises(ValueError, match="at least two"):
+        reconstruct([pairs[0], None, None])
+    with pytest.raises(ValueError, match="shapes differ"):
+        reconstruct([pairs[0], (pairs[1][0], pairs[1][1][:2]), pairs[2]])
+    with pytest.raises(TypeError, match="int64"):
+        reconstruct([(p[0].float(), p[1]) for p in pairs])
+
+
+def test_share_rejects_non_ring_input():
+    with pytest.raises(TypeError, match="int64"):
+        share(torch.zeros(3))
+
+
+def test_single_party_view_is_uniform_whatever_the_secret():
+    """A server's pair (x_i, x_{i+1}) has the same (uniform) distribution for secrets 0 and 2**62-1."""
+    n = 20000
+    for secret in (0, 2**62 - 1):
+        x = torch.full((n,), secret, dtype=torch.int64)
+        pairs = share(x)
+        for server in range(3):
+            for comp in pairs[server]:
+                bits = torch.stack([(comp >> i) & 1 for i in range(64)]).double().mean(dim=1)
+                assert float((bits - 0.5).abs().max()) < 0.025, (secret, server)
+    # and the two components of one pair are independent: their XOR is balanced too
+    pairs = share(torch.zeros(n, dtype=torch.int64))
+    x = pairs[0][0] ^ pairs[0][1]
+    assert float(((x & 1).double().mean() - 0.5).abs()) < 0.025
+
+
+def test_additive_split_sums():
+    x = torch.randint(-1000, 1000, (50,))
+    a, b, c = additive_split(x)
+    assert torch.equal(a + b + c, x)
+
+
+def test_reveal_to_all_costs_one_round_one_element():
+    x = torch.randint(-(2**40), 2**40, (100,))
+    pairs = share(x)
+    parties = make_parties()
+    out = run_parties(lambda p, pr: reveal(from_pair(p, pr)), [(pr,) for pr in pairs], parties=parties)
+    assert all(torch.equal(o, x) for o in out)
+    for p in parties:
+        assert p.comm.stats.rounds == 1 and p.comm.stats.bytes_sent == 100 * 8
+
+
+def test_reveal_to_one_sends_only_to_the_receiver():
+    x = torch.randint(-(2**40), 2**40, (64,))
+    pairs = share(x)
+    for receiver in range(3):
+        parties = make_parties()
+        out = run_parties(
+            lambda p, pr: reveal_to(from_pair(p, pr), receiver), [(pr,) for pr in pairs], parties=parties
+        )
+        assert torch.equal(out[receiver], x)
+        assert all(out[i] is None for i in range(3) if i != receiver)
+        sent = [p.comm.stats.bytes_sent for p in parties]
+        received = [p.comm.stats.bytes_received for p in parties]
+        # only party receiver-1 sends, only the receiver receives: the third party gets nothing
+        assert sent[(receiver - 1) % 3] == 64 * 8 and sum(sent) == 64 * 8
+        assert received[receiver] == 64 * 8 and sum(received) == 64 * 8
+
+
+def test_secret_cannot_be_branched_on_and_repr_hides_values():
+    parties = make_parties()
+    s = ArithmeticShares(parties[0], torch.tensor([123456789]), torch.tensor([987654321]))
+    with pytest.raises(TypeError, match="branch"):
+        bool(s)
+    assert "123456789" not in repr(s) and "987654321" not in repr(s)
+
+
+def test_mismatched_shapes_and_dtypes_rejected():
+    parties = make_parties()
+    with pytest.raises(ValueError, match="shapes differ"):
+        ArithmeticShares(parties[0], torch.zeros(3, dtype=torch.int64), torch.zeros(4, dtype=torch.int64))
+    with pytest.raises(TypeError, match="int64"):
+        ArithmeticShares(parties[0], torch.zeros(3), torch.zeros(3))
+    a = ArithmeticShares(parties[0], torch.zeros(3, dtype=torch.int64), torch.zeros(3, dtype=torch.int64), 16)
+    b = ArithmeticShares(parties[0], torch.zeros(3, dtype=torch.int64), torch.zeros(3, dtype=torch.int64), 0)
+    with pytest.raises(ValueError, match="scales differ"):
+        a + b
+    c = ArithmeticShares(parties[1], torch.zeros(3, dtype=torch.int64), torch.zeros(3, dtype=torch.int64), 16)
+    with pytest.raises(ValueError, match="different parties"):
+        a + c
+
+
+def test_comm_counts_rounds_and_bytes_and_rejects_non_ring():
+    comms = InProcessComm.create_trio()
+    t = torch.zeros(10, dtype=torch.int64)
+    comms[0].exchange(send_next=t)
+    _, got = comms[1].exchange(recv_prev=True)
+    assert torch.equal(got, t)
+    assert comms[0].stats.bytes_sent == 80 and comms[0].stats.rounds == 1
+    assert comms[1].stats.bytes_received == 80
+    with pytest.raises(TypeError, match="int64"):
+        comms[0].exchange(send_next=torch.zeros(2))
+    with pytest.raises(ValueError):
+        InProcessComm(3, None)  # type: ignore[arg-type]
+
+
+def test_comm_timeout_is_a_clear_error():
+    comms = InProcessComm.create_trio(timeout_s=0.2)
+    with pytest.raises(CommError, match="no message from party 1"):
+        comms[0].exchange(recv_next=True)
+
+
+def test_failure_in_one_party_aborts_the_others_quickly():
+    def f(p):
+        if p.id == 1:
+            raise ValueError("boom")
+        p.comm.exchange(recv_next=True, recv_prev=True)
+
+    with pytest.raises(PartyFailed, match="party 1 failed: ValueError: boom"):
+        run_parties(f, timeout_s=60)
