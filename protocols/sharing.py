@@ -70,8 +70,10 @@ class _Shares:
         raise NotImplementedError
 
     # Layout operations are local and apply identically to both components.
-    def reshape(self, *shape: int):
-        return self._like(self.lo.reshape(*shape), self.hi.reshape(*shape))
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)):
+            shape = tuple(shape[0])
+        return self._like(self.lo.reshape(shape), self.hi.reshape(shape))
 
     def view(self, *shape: int):
         return self.reshape(*shape)
