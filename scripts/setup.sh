@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create ./.venv and install TriVault into it. Idempotent; safe to re-run.
+#   bash scripts/setup.sh          runtime + test dependencies
+#   bash scripts/setup.sh --bench  also CrypTen 0.4.1 (benchmark peer, installed --no-deps)
+# torch is pinned to the 2.13.0 CPU wheel: an unpinned torch pulls gigabytes of CUDA wheels.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+VENV="${TRIVAULT_VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating virtualenv $VENV"
+  "$PY" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip install --quiet --progress-bar off)
+stamp="$VENV/.trivault-installed"
+want="$(cat pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "[setup] installing torch==2.13.0 (CPU) and TriVault with test extras (first run takes a few minutes)"
+  "${PIP[@]}" "torch==2.13.0"
+  "${PIP[@]}" -e ".[test]"
+  echo "$want" > "$stamp"
+fi
+if [ "${1:-}" = "--bench" ] && ! "$VENV/bin/python" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('crypten') is None)"; then
+  echo "[setup] installing CrypTen 0.4.1 (--no-deps) for benchmarks"
+  "${PIP[@]}" -e ".[bench]"
+  "${PIP[@]}" --no-deps "crypten==0.4.1"
+fi
