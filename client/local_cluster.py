@@ -1,0 +1,129 @@
+"""Start and stop three local server processes on 127.0.0.1 (``trivault up``, demo, tests).
+
+``LocalCluster(root)`` makes certificates (once), picks free ephemeral ports, writes
+``cluster.toml`` (servers) and ``client.toml`` (SDK), and runs
+``python -m servers --id i --config cluster.toml`` for i = 0, 1, 2 with logs in
+``root/logs``. Servers can be killed (SIGKILL) and restarted on the same port.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .certs import make_deployment
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1 (ephemeral range)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalCluster:
+    """Three ``python -m servers`` processes sharing one certificate directory."""
+
+    def __init__(self, root: str | Path, txn_timeout_s: float = 60.0, peer_timeout_s: float = 30.0,
+                 query_timeout_s: float = 60.0, env: dict[str, str] | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.certs = make_deployment(self.root / "certs", clients=("owner", "querier"))
+        self.txn_timeout_s = txn_timeout_s
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.env = env or {}
+        (self.root / "logs").mkdir(parents=True, exist_ok=True)
+        self.config_path = self.root / "cluster.toml"
+        if not self.config_path.exists():
+            self.ports = [free_port() for _ in range(3)]
+            lines = ['data_root = "data"', 'ca = "certs/ca.pem"', f"peer_timeout_s = {peer_timeout_s}",
+                     f"query_timeout_s = {query_timeout_s}", ""]
+            for i, p in enumerate(self.ports):
+                lines += [f"[servers.{i}]", f'address = "127.0.0.1:{p}"', f'cert = "certs/server{i}.pem"',
+                          f'key = "certs/server{i}.key"', ""]
+            self.config_path.write_text("\n".join(lines))
+        else:
+            import tomllib
+
+            raw = tomllib.loads(self.config_path.read_text())
+            self.ports = [int(raw["servers"][str(i)]["address"].rsplit(":", 1)[1]) for i in range(3)]
+        for name in ("owner", "querier"):
+            c, k = self.certs.client(name)
+            (self.root / f"client-{name}.toml").write_text(
+                f'ca = "{self.certs.ca}"\ncert = "{c}"\nkey = "{k}"\nowner_dir = "{self.root / "owner"}"\n'
+                f"timeout_s = {query_timeout_s}\n"
+                f"servers = [{', '.join(f'{chr(34)}127.0.0.1:{p}{chr(34)}' for p in self.ports)}]\n")
+
+    @property
+    def client_config(self) -> Path:
+        """The data owner's SDK config file."""
+        return self.root / "client-owner.toml"
+
+    def start(self, i: int | None = None, timeout_s: float = 60.0) -> None:
+        """Start server ``i`` (or all three) and wait until each listens."""
+        ids = [i] if i is not None else [0, 1, 2]
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **self.env)
+        for j in ids:
+            log = self.log_path(j)
+            with open(log, "ab") as f:
+                f.write(f"--- start {time.time():.3f}\n".encode())
+                self.procs[j] = subprocess.Popen(
+                    [sys.executable, "-m", "servers", "--id", str(j), "--config", str(self.config_path),
+                     "--txn-timeout", str(self.txn_timeout_s)],
+                    stdout=f, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env, start_new_session=True)
+        for j in ids:
+            self._wait_ready(j, timeout_s)
+
+    def log_path(self, i: int) -> Path:
+        """Server ``i``'s log file."""
+        return self.root / "logs" / f"server{i}.log"
+
+    def _wait_ready(self, i: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        log = self.log_path(i)
+        while time.monotonic() < deadline:
+            text = log.read_text(errors="replace")
+            last = text.rsplit("--- start", 1)[-1]
+            if "TRIVAULT_READY" in last:
+                return
+            if self.procs[i].poll() is not None:
+                raise RuntimeError(f"server {i} exited with code {self.procs[i].returncode}:\n{last[-2000:]}")
+            time.sleep(0.1)
+        raise TimeoutError(f"server {i} did not become ready within {timeout_s} s")
+
+    def kill(self, i: int) -> None:
+        """SIGKILL server ``i`` (simulates a crash)."""
+        p = self.procs.get(i)
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            p.wait(10)
+
+    def stop(self, i: int | None = None, timeout_s: float = 15.0) -> None:
+        """Stop server ``i`` (or all) gracefully with SIGTERM, SIGKILL if it does not exit."""
+        ids = [i] if i is not None else list(self.procs)
+        for j in ids:
+            p = self.procs.get(j)
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for j in ids:
+            p = self.procs.get(j)
+            if p is None:
+                continue
+            try:
+                p.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGKILL)
+                p.wait(5)
+
+    def __enter__(self) -> "LocalCluster":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,66 @@
+"""The data owner's local (plaintext, never uploaded) state: model, features, ids.
+
+Lives in ``owner_dir``: ``model_arch.json`` + ``model_params.npz`` (float64, no pickle),
+``features.npy`` [N, d] float32 and ``ids.npy`` [N] int64. Written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class OwnerState:
+    """Owner-side model and feature store."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+
+    def save_model(self, arch: dict, params: dict[str, torch.Tensor]) -> None:
+        """Keep the owner's plaintext model (to extract features locally)."""
+        buf = io.BytesIO()
+        np.savez(buf, **{k: v.detach().numpy() for k, v in params.items()})
+        _write(self.root / "model_params.npz", buf.getvalue())
+        _write(self.root / "model_arch.json", json.dumps(arch).encode())
+
+    def load_model(self) -> tuple[dict, dict[str, torch.Tensor]] | None:
+        """(arch, float params) or None if no model was registered from here."""
+        a = self.root / "model_arch.json"
+        if not a.exists():
+            return None
+        with np.load(self.root / "model_params.npz", allow_pickle=False) as z:
+            params = {k: torch.from_numpy(z[k].copy()) for k in z.files}
+        return json.loads(a.read_text()), params
+
+    def load_features(self) -> tuple[np.ndarray | None, np.ndarray]:
+        """(features [N,d] or None, ids [N])."""
+        f = self.root / "features.npy"
+        if not f.exists():
+            return None, np.zeros(0, dtype=np.int64)
+        return np.load(f), np.load(self.root / "ids.npy")
+
+    def save_features(self, feats: np.ndarray | None, ids: np.ndarray) -> None:
+        """Replace the stored features and ids."""
+        for name, arr in (("features.npy", feats), ("ids.npy", ids)):
+            if arr is None:
+                (self.root / name).unlink(missing_ok=True)
+                continue
+            buf = io.BytesIO()
+            np.save(buf, arr)
+            _write(self.root / name, buf.getvalue())

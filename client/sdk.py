@@ -1,0 +1,437 @@
+"""The TriVault Python SDK: ``Client(config)`` talks to the three servers over mutual TLS.
+
+Owner side: ``register_model``, ``upload``, ``delete`` (features are extracted locally with
+the owner's plaintext model, the index is rebuilt and re-shared, every upload is one
+two-phase transaction on the three servers). Querier side: ``search`` (the preprocessed
+image is secret-shared; the servers run secure CNN + secure search; the client
+reconstructs the result) and ``retrieve`` (key shares sealed to a fresh X25519 key).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import tomllib
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import grpc
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+from tqdm import tqdm
+
+from protocols.ring import DEFAULT_FP
+from protocols.sharing import SharePair, reconstruct, share, share_fixed
+from protos.trivault.v1 import trivault_pb2 as pb
+from protos.trivault.v1 import trivault_pb2_grpc as pbg
+from servers import bundle as bd
+from servers.tls import channel_credentials, secure_channel
+
+from . import crypto
+from .owner_state import OwnerState
+
+ImageInput = str | Path | np.ndarray | Image.Image
+
+
+class TriVaultError(RuntimeError):
+    """A request failed; the message names the server(s) and the reason."""
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Server addresses, TLS files, the owner's local state directory and the RPC timeout."""
+
+    servers: list[str]
+    ca: Path
+    cert: Path
+    key: Path
+    owner_dir: Path = Path("trivault-owner")
+    timeout_s: float = 60.0
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ClientConfig":
+        """Read a client TOML file (relative paths are relative to it)."""
+        path = Path(path)
+        raw = tomllib.loads(path.read_text())
+        base = path.resolve().parent
+
+        def p(k: str, default: str | None = None) -> Path:
+            q = Path(raw.get(k, default))
+            return q if q.is_absolute() else base / q
+
+        if len(raw.get("servers", [])) != 3:
+            raise ValueError("client config must list exactly three server addresses")
+        return cls(list(raw["servers"]), p("ca"), p("cert"), p("key"), p("owner_dir", "trivault-owner"),
+                   float(raw.get("timeout_s", 60.0)))
+
+
+@dataclass
+class SearchResult:
+    """Reconstructed top-k ids and distances, with timing and per-server communication."""
+
+    ids: list[int]
+    distances: list[float]
+    seconds: float
+    server_seconds: float
+    comm: list[dict[str, int]] = field(default_factory=list)
+    mode: str = "topk"
+
+    @property
+    def bytes_per_party(self) -> float:
+        """Mean bytes sent per server during the protocol."""
+        return float(np.mean([c["bytes_sent"] for c in self.comm])) if self.comm else 0.0
+
+
+@dataclass
+class Retrieved:
+    """A decrypted image: the uploaded file bytes, its label, and a decoded array."""
+
+    image_id: int
+    data: bytes
+    label: str | None
+
+    def array(self) -> np.ndarray:
+        """Decoded RGB uint8 array."""
+        with Image.open(io.BytesIO(self.data)) as im:
+            return np.asarray(im.convert("RGB"))
+
+
+def load_image_bytes(item: ImageInput) -> tuple[bytes, Image.Image]:
+    """File bytes (PNG for arrays) and the decoded RGB image; clear errors for bad files."""
+    if isinstance(item, (str, Path)):
+        data = Path(item).read_bytes()
+        name = str(item)
+    elif isinstance(item, Image.Image):
+        buf = io.BytesIO()
+        item.convert("RGB").save(buf, format="PNG")
+        data, name = buf.getvalue(), "<PIL image>"
+    elif isinstance(item, np.ndarray):
+        from .preprocess import to_pil
+
+        buf = io.BytesIO()
+        to_pil(item).save(buf, format="PNG")
+        data, name = buf.getvalue(), "<array>"
+    else:
+        raise TypeError(f"unsupported image input {type(item).__name__}")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return data, im.convert("RGB")
+    except UnidentifiedImageError:
+        raise ValueError(f"{name}: not an image file") from None
+    except (OSError, SyntaxError) as exc:
+        raise ValueError(f"{name}: corrupt or truncated image ({exc})") from None
+
+
+def _rpc_error(i: int, exc: grpc.RpcError) -> str:
+    return f"server {i}: {exc.code().name}: {exc.details()}"
+
+
+class Client:
+    """SDK entry point: ``Client(config)`` where config is a ClientConfig or a TOML path."""
+
+    def __init__(self, config: ClientConfig | str | Path, progress: bool = True) -> None:
+        self.cfg = config if isinstance(config, ClientConfig) else ClientConfig.load(config)
+        creds = channel_credentials(self.cfg.ca, self.cfg.cert, self.cfg.key)
+        self._channels = [secure_channel(a, creds) for a in self.cfg.servers]
+        self._stubs = [pbg.VaultStub(c) for c in self._channels]
+        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="trivault-client")
+        self.owner = OwnerState(self.cfg.owner_dir)
+        self.progress = progress
+        self.last_upload_stats: dict[str, float] = {}
+
+    def close(self) -> None:
+        """Close the channels."""
+        for c in self._channels:
+            c.close()
+        self._pool.shutdown(wait=False)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- plumbing -----------------------------------------------------------------
+    def _all(self, fn: Callable[[int], Any], servers: Sequence[int] = (0, 1, 2), tolerate: bool = False) -> list[Any]:
+        """Run ``fn(i)`` for each server in parallel; raise one clear error unless ``tolerate``."""
+        futs = {i: self._pool.submit(fn, i) for i in servers}
+        out: list[Any] = [None] * 3
+        errs: list[str] = []
+        for i, f in futs.items():
+            try:
+                out[i] = f.result()
+            except grpc.RpcError as exc:
+                errs.append(_rpc_error(i, exc))
+            except bd.BundleError as exc:
+                errs.append(f"server {i}: {exc}")
+        if errs and not tolerate:
+            raise TriVaultError("; ".join(errs))
+        return out
+
+    def info(self) -> dict[str, Any]:
+        """Public state of the deployment; checks that the three servers agree."""
+        infos = self._all(lambda i: json.loads(self._stubs[i].Info(pb.InfoRequest(), timeout=10).meta_json))
+        for key in ("index_version", "model_version", "image_ids"):
+            vals = {json.dumps(x[key]) for x in infos}
+            if len(vals) != 1:
+                pend = {i: x["pending"] for i, x in enumerate(infos) if x["pending"]}
+                raise TriVaultError(f"servers disagree on {key} (an upload is being recovered: {pend}); retry shortly")
+        return infos[0]
+
+    def _transact(self, bundles: list[bd.Bundle]) -> None:
+        """Two-phase commit: prepare on all three, then commit on server 0 (the decision), then 1 and 2."""
+        txn = bundles[0].session_id
+        try:
+            self._all(lambda i: self._stubs[i].Prepare(bd.encode(bundles[i]), timeout=self.cfg.timeout_s * 10))
+        except TriVaultError as exc:
+            self._all(lambda i: self._stubs[i].Abort(pb.TxnRequest(txn_id=txn), timeout=10), tolerate=True)
+            raise TriVaultError(f"upload aborted, nothing stored: {exc}") from None
+        try:
+            self._stubs[0].Commit(pb.TxnRequest(txn_id=txn), timeout=30)
+        except grpc.RpcError as exc:
+            self._all(lambda i: self._stubs[i].Abort(pb.TxnRequest(txn_id=txn), timeout=10), servers=(1, 2),
+                      tolerate=True)
+            raise TriVaultError(f"upload not committed ({_rpc_error(0, exc)}); servers 1 and 2 abort it") from None
+        try:
+            self._all(lambda i: self._stubs[i].Commit(pb.TxnRequest(txn_id=txn), timeout=30), servers=(1, 2))
+        except TriVaultError as exc:
+            raise TriVaultError(f"upload committed by server 0; {exc}; that server completes it when it is back")
+
+    # ---- model owner ----------------------------------------------------------------
+    def register_model(self, model: nn.Module, resolution: int | None = None) -> dict:
+        """Split ``model`` into RSS weight pairs and register it on the three servers; returns its arch."""
+        from .model import describe_model, split_model
+
+        if self.info()["image_ids"]:
+            raise TriVaultError("images are already stored with the current model: delete them before replacing it")
+        res = int(resolution or getattr(model, "resolution", 224))
+        arch, per_server = split_model(model, [3, res, res], DEFAULT_FP)
+        _, params = describe_model(model, [3, res, res])
+        txn = str(uuid.uuid4())
+        bundles = []
+        for i in range(3):
+            tensors: dict[str, torch.Tensor] = {}
+            for name, pair in per_server[i].items():
+                tensors.update(bd.pairs_to_tensors(f"model/{name}", pair))
+            bundles.append(bd.Bundle("txn", txn, {"model": {"arch": arch}}, tensors))
+        self._transact(bundles)
+        self.owner.save_model(arch, params)
+        return arch
+
+    def _owner_model(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        m = self.owner.load_model()
+        if m is None:
+            raise TriVaultError("no model registered from this owner directory: call register_model first")
+        return m
+
+    def extract_features(self, images: Sequence[Image.Image], batch: int = 16) -> np.ndarray:
+        """Owner-side plaintext features of decoded images with the registered model."""
+        from .model import plain_forward
+        from .preprocess import preprocess_batch
+
+        arch, params = self._owner_model()
+        res = int(arch["input_shape"][-1])
+        out = []
+        for s in tqdm(range(0, len(images), batch), desc="features", unit="batch", disable=not self.progress):
+            x = preprocess_batch(list(images[s:s + batch]), res)
+            with torch.no_grad():
+                out.append(plain_forward(arch, params, x).float().numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    # ---- index --------------------------------------------------------------------
+    def _index_bundles(self, feats: np.ndarray, ids: np.ndarray, base_version: int) -> tuple[dict, list[dict]]:
+        """Public index meta + one dict of tensors per server (IVF if available, else flat)."""
+        try:
+            from index import build_index, share_index  # type: ignore[attr-defined]
+        except ImportError:
+            build_index = None
+        if build_index is not None:
+            n_centroids = max(1, int(round(np.sqrt(len(ids)))))
+            plain = build_index(feats.astype(np.float32), ids.astype(np.int64), n_centroids)
+            shares = share_index(plain, DEFAULT_FP)
+            return ({"format": "ivf", "base_version": base_version, "n_centroids": n_centroids},
+                    [s.to_tensors() for s in shares])
+        x = torch.from_numpy(feats.astype(np.float64))
+        fpairs = share_fixed(x, DEFAULT_FP)
+        npairs = share_fixed((x * x).sum(1), DEFAULT_FP)
+        idt = torch.from_numpy(ids.astype(np.int64))
+        per = []
+        for i in range(3):
+            t = {"ids": idt}
+            t.update(bd.pairs_to_tensors("features", fpairs[i]))
+            t.update(bd.pairs_to_tensors("norms", npairs[i]))
+            per.append(t)
+        return {"format": "flat", "base_version": base_version, "dim": int(feats.shape[1])}, per
+
+    # ---- data owner ---------------------------------------------------------------
+    def upload(self, images: Sequence[ImageInput], labels: Sequence[str] | None = None, deid: bool = False,
+               eps: float = 1.0) -> list[int]:
+        """Encrypt and upload images with their features' shares; returns the new image ids."""
+        if labels is not None and len(labels) != len(images):
+            raise ValueError("labels must match images one to one")
+        t0 = time.perf_counter()
+        info = self.info()
+        loaded = [load_image_bytes(x) for x in tqdm(images, desc="read", unit="img", disable=not self.progress)]
+        feats_new = self.extract_features([im for _, im in loaded])
+        old_feats, old_ids = self.owner.load_features()
+        if sorted(old_ids.tolist()) != sorted(info["image_ids"]):
+            raise TriVaultError("this owner directory does not match the servers' images")
+        start = max(info["image_ids"], default=-1) + 1
+        new_ids = np.arange(start, start + len(loaded), dtype=np.int64)
+        feats = feats_new if old_feats is None else np.concatenate([old_feats, feats_new])
+        ids = np.concatenate([old_ids, new_ids])
+        txn = str(uuid.uuid4())
+        per_server: list[dict[str, torch.Tensor]] = [{}, {}, {}]
+        metas = []
+        deid_fn = _deid_function() if deid else None
+        for n, ((data, im), i) in enumerate(tqdm(list(zip(loaded, new_ids.tolist())), desc="encrypt", unit="img",
+                                                 disable=not self.progress)):
+            copies = [(False, data)]
+            if deid_fn is not None:
+                copies.append((True, deid_fn(np.asarray(im), eps)))
+            for is_deid, blob in copies:
+                key = crypto.new_key()
+                ct = torch.frombuffer(bytearray(crypto.encrypt(key, blob, crypto.image_aad(i, is_deid))),
+                                      dtype=torch.uint8)
+                kp = share(crypto.key_to_ring(key))
+                sfx = ".deid" if is_deid else ""
+                for s in range(3):
+                    per_server[s][f"img/{i}{sfx}"] = ct
+                    per_server[s].update(bd.pairs_to_tensors(f"key/{i}{sfx}", kp[s]))
+            metas.append({"id": i, "label": None if labels is None else str(labels[n]), "deid": deid_fn is not None})
+        imeta, itensors = self._index_bundles(feats, ids, info["index_version"])
+        bundles = []
+        for s in range(3):
+            t = dict(per_server[s])
+            t.update({f"index/{k}": v for k, v in itensors[s].items()})
+            bundles.append(bd.Bundle("txn", txn, {"images": metas, "index": imeta}, t))
+        t1 = time.perf_counter()
+        self._transact(bundles)
+        self.owner.save_features(feats, ids)
+        t2 = time.perf_counter()
+        self.last_upload_stats = {"n": len(loaded), "seconds": t2 - t0, "transfer_seconds": t2 - t1,
+                                  "bytes_per_server": float(bundles[0].nbytes())}
+        return new_ids.tolist()
+
+    def delete(self, image_id: int) -> None:
+        """Delete an image everywhere: ciphertexts, key shares and its index entry."""
+        info = self.info()
+        if int(image_id) not in info["image_ids"]:
+            raise TriVaultError(f"unknown image id {image_id}")
+        feats, ids = self.owner.load_features()
+        keep = ids != int(image_id)
+        feats, ids = feats[keep], ids[keep]
+        txn = str(uuid.uuid4())
+        meta: dict[str, Any] = {"deletes": [int(image_id)]}
+        if len(ids):
+            imeta, itensors = self._index_bundles(feats, ids, info["index_version"])
+        else:  # an empty index: one all-zero placeholder row is not allowed, so keep a flat empty index
+            imeta = {"format": "flat", "base_version": info["index_version"], "dim": int(feats.shape[1])}
+            z = torch.zeros(0, feats.shape[1], dtype=torch.int64)
+            itensors = [{"ids": torch.zeros(0, dtype=torch.int64), "features.lo": z, "features.hi": z,
+                         "norms.lo": torch.zeros(0, dtype=torch.int64), "norms.hi": torch.zeros(0, dtype=torch.int64)}
+                        for _ in range(3)]
+        meta["index"] = imeta
+        self._transact([bd.Bundle("txn", txn, meta, {f"index/{k}": v for k, v in itensors[s].items()})
+                        for s in range(3)])
+        self.owner.save_features(feats if len(ids) else None, ids)
+
+    # ---- querier ------------------------------------------------------------------
+    def search(self, image: ImageInput, k: int = 10, nprobe: int = 1) -> SearchResult:
+        """Secure top-k search for one query image."""
+        from .preprocess import preprocess
+
+        info = self.info()
+        if not info.get("arch"):
+            raise TriVaultError("no model registered on the servers")
+        res = int(info["arch"]["input_shape"][-1])
+        _, im = load_image_bytes(image)
+        x = preprocess(im, res).unsqueeze(0).to(torch.float64)
+        return self._search(share_fixed(x, DEFAULT_FP), "image", info, k, nprobe)
+
+    def search_features(self, features: np.ndarray, k: int = 10, nprobe: int = 1) -> SearchResult:
+        """Secure search for a feature vector [d] (or [1, d]) the querier computed itself."""
+        x = torch.as_tensor(np.asarray(features, dtype=np.float64)).reshape(1, -1)
+        return self._search(share_fixed(x, DEFAULT_FP), "features", self.info(), k, nprobe)
+
+    def _search(self, pairs: list[SharePair], kind: str, info: dict, k: int, nprobe: int) -> SearchResult:
+        if not info["image_ids"]:
+            raise TriVaultError("no images uploaded yet")
+        sid = str(uuid.uuid4())
+        meta = {"k": int(k), "nprobe": int(nprobe), "input": kind, "index_version": info["index_version"],
+                "model_version": info["model_version"]}
+        t0 = time.perf_counter()
+
+        def one(i: int) -> bd.Bundle:
+            b = bd.Bundle("search", sid, meta, bd.pairs_to_tensors("query", pairs[i]))
+            return bd.decode(self._stubs[i].Search(bd.encode(b), timeout=self.cfg.timeout_s))
+
+        with tqdm(total=1, desc="secure search", unit="query", disable=not self.progress, leave=False) as bar:
+            outs = self._all(one)
+            bar.update(1)
+        secs = time.perf_counter() - t0
+        mode = outs[0].meta["result"]
+        f = DEFAULT_FP.frac_bits
+        dist = reconstruct([bd.tensors_to_pair(o.tensors, "dist") for o in outs]).to(torch.float64) / (1 << f)
+        if mode == "distances":
+            ids_all = outs[0].tensors["ids"]
+            if any(not torch.equal(o.tensors["ids"], ids_all) for o in outs[1:]):
+                raise TriVaultError("servers returned different index ids")
+            order = torch.argsort(dist[0], stable=True)[:k]
+            ids, d = ids_all[order].tolist(), dist[0][order].tolist()
+        else:
+            ids = reconstruct([bd.tensors_to_pair(o.tensors, "ids") for o in outs])[0]
+            ids, d = ids.tolist(), dist[0].tolist()
+        return SearchResult(ids, d, secs, max(o.meta["seconds"] for o in outs), [o.meta["comm"] for o in outs], mode)
+
+    def retrieve(self, image_id: int, deid: bool = False) -> Retrieved:
+        """Fetch and decrypt an image: key shares arrive sealed to a fresh X25519 key."""
+        sk, pk = crypto.new_x25519()
+        req = pb.ImageRequest(image_id=int(image_id), client_public_key=pk, deid=deid)
+
+        def one(i: int) -> bd.Bundle:
+            return bd.decode(self._stubs[i].Retrieve(req, timeout=self.cfg.timeout_s))
+
+        outs = self._all(one, tolerate=True)
+        got = [i for i in range(3) if outs[i] is not None]
+        if len(got) < 2:
+            if all(o is None for o in outs):
+                self._all(one)  # re-raise the servers' errors
+            raise TriVaultError(f"image {image_id}: fewer than two servers answered")
+        pairs: list[SharePair | None] = [None, None, None]
+        for i in got:
+            blob = bytes(outs[i].tensors["sealed"].numpy().tobytes())
+            raw = crypto.open_sealed(sk, blob, crypto.seal_info(i, int(image_id), deid))
+            with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+                pairs[i] = (torch.from_numpy(z["lo"].copy()), torch.from_numpy(z["hi"].copy()))
+        key = crypto.ring_to_key(reconstruct(pairs))
+        ct = bytes(outs[got[0]].tensors["ciphertext"].numpy().tobytes())
+        data = crypto.decrypt(key, ct, crypto.image_aad(int(image_id), deid))
+        return Retrieved(int(image_id), data, outs[got[0]].meta.get("label"))
+
+
+def _deid_function() -> Callable[[np.ndarray, float], bytes]:
+    """``client.deid.deidentify`` wrapped to return PNG bytes; clear error if not installed."""
+    try:
+        from .deid import deidentify  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise TriVaultError(f"de-identification is not available: {exc}") from None
+
+    def run(arr: np.ndarray, eps: float) -> bytes:
+        res = deidentify(arr, eps)
+        out = next((getattr(res, n) for n in ("image", "deidentified", "array", "output")
+                    if isinstance(getattr(res, n, None), np.ndarray)), None)
+        if out is None:
+            raise TriVaultError("deidentify() returned no image array")
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(out, dtype=np.uint8)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    return run

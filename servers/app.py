@@ -1,0 +1,59 @@
+"""Build a server (``create_server``) separately from running it (``serve``)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from protos.trivault.v1 import trivault_pb2_grpc as pbg
+
+from .config import ServerConfig
+from .node import Node
+from .options import GRPC_OPTIONS
+from .peer import PeerServicer
+from .tls import server_credentials
+from .vault import VaultServicer
+
+log = logging.getLogger("trivault.server")
+
+
+def create_server(cfg: ServerConfig, txn_timeout_s: float = 60.0) -> tuple[grpc.Server, int, Node]:
+    """A configured, not yet started server bound with mTLS; returns (server, port, node)."""
+    node = Node(cfg, txn_timeout_s)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8 + 2 * cfg.max_sessions, thread_name_prefix="rpc"),
+                         options=GRPC_OPTIONS)
+    pbg.add_VaultServicer_to_server(VaultServicer(node), server)
+    pbg.add_PeerServicer_to_server(PeerServicer(node), server)
+    hs = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(hs, server)
+    for name in ("", "trivault.v1.Vault", "trivault.v1.Peer"):
+        hs.set(name, health_pb2.HealthCheckResponse.SERVING)
+    port = server.add_secure_port(cfg.listen, server_credentials(cfg.ca, cfg.cert, cfg.key))
+    if port == 0:
+        raise OSError(f"could not bind {cfg.listen}")
+    return server, port, node
+
+
+def serve(cfg: ServerConfig, txn_timeout_s: float = 60.0) -> None:
+    """Run until SIGTERM/SIGINT, then stop gracefully."""
+    server, port, node = create_server(cfg, txn_timeout_s)
+    server.start()
+    node.start()
+    log.info("server %d listening on port %d (data %s)", cfg.server_id, port, cfg.data_dir)
+    print(f"TRIVAULT_READY server={cfg.server_id} port={port}", flush=True)
+    done = threading.Event()
+
+    def stop(signum, frame) -> None:  # noqa: ARG001
+        done.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    done.wait()
+    log.info("server %d stopping", cfg.server_id)
+    server.stop(grace=2.0).wait()
+    node.stop()

@@ -1,0 +1,70 @@
+"""Server configuration: a TOML file (``python -m servers --id N --config FILE``).
+
+Example::
+
+    data_root = "/var/lib/trivault"        # server i uses data_root/server{i}
+    ca = "certs/ca.pem"
+    query_timeout_s = 60
+    [servers.0]
+    listen = "127.0.0.1:50051"
+    address = "127.0.0.1:50051"              # how peers and clients reach it
+    cert = "certs/server0.pem"
+    key = "certs/server0.key"
+
+Relative paths are resolved against the config file's directory. Environment variables
+``TRIVAULT_DATA_ROOT`` and ``TRIVAULT_LISTEN`` override the matching entries (containers).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything one server needs to start."""
+
+    server_id: int
+    listen: str
+    data_dir: Path
+    ca: Path
+    cert: Path
+    key: Path
+    peers: dict[int, str]  # id -> address, all three servers
+    query_timeout_s: float = 60.0
+    peer_timeout_s: float = 30.0
+    max_sessions: int = 8
+
+
+def _path(base: Path, p: str) -> Path:
+    q = Path(p)
+    return q if q.is_absolute() else (base / q).resolve()
+
+
+def load_config(path: str | Path, server_id: int) -> ServerConfig:
+    """Read the cluster TOML file and return server ``server_id``'s configuration."""
+    path = Path(path)
+    base = path.resolve().parent
+    raw = tomllib.loads(path.read_text())
+    servers = raw.get("servers", {})
+    if server_id not in (0, 1, 2):
+        raise ValueError(f"server id must be 0, 1 or 2, got {server_id}")
+    if sorted(servers) != ["0", "1", "2"]:
+        raise ValueError("config must define [servers.0], [servers.1] and [servers.2]")
+    me = servers[str(server_id)]
+    root = os.environ.get("TRIVAULT_DATA_ROOT") or raw.get("data_root", "data")
+    return ServerConfig(
+        server_id=server_id,
+        listen=os.environ.get("TRIVAULT_LISTEN") or me.get("listen", me["address"]),
+        data_dir=_path(base, root) / f"server{server_id}",
+        ca=_path(base, raw["ca"]),
+        cert=_path(base, me["cert"]),
+        key=_path(base, me["key"]),
+        peers={int(k): v["address"] for k, v in servers.items()},
+        query_timeout_s=float(raw.get("query_timeout_s", 60.0)),
+        peer_timeout_s=float(raw.get("peer_timeout_s", 30.0)),
+        max_sessions=int(raw.get("max_sessions", 8)),
+    )

@@ -1,0 +1,121 @@
+"""A server's runtime state: config, store, peer links, pairwise keys, caches, recovery."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import grpc
+
+from protos.trivault.v1 import trivault_pb2 as pb
+
+from .config import ServerConfig
+from .peer_comm import PeerKeys, PeerLink, PeerRouter, load_or_create_x25519
+from .query import LoadedIndex, LoadedModel
+from .storage import Store, StorageError
+from .tls import channel_credentials
+
+log = logging.getLogger("trivault.server")
+
+
+class Node:
+    """Everything the servicers of one server share."""
+
+    def __init__(self, cfg: ServerConfig, txn_timeout_s: float = 60.0) -> None:
+        self.cfg = cfg
+        self.id = cfg.server_id
+        self.store = Store(cfg.data_dir)
+        self.router = PeerRouter()
+        creds = channel_credentials(cfg.ca, cfg.cert, cfg.key)
+        self.links = {j: PeerLink(self.id, j, cfg.peers[j], creds, self.router) for j in cfg.peers if j != self.id}
+        self.sk = load_or_create_x25519(cfg.data_dir / "x25519.key")
+        self.keys = PeerKeys(self.id, self.sk, self.links)
+        self.sessions = threading.BoundedSemaphore(cfg.max_sessions)
+        self.txn_timeout_s = txn_timeout_s
+        self._cache_lock = threading.Lock()
+        self._model: LoadedModel | None = None
+        self._index: LoadedIndex | None = None
+        self._stop = threading.Event()
+        self._recovery = threading.Thread(target=self._recover_loop, name="txn-recovery", daemon=True)
+
+    def start(self) -> None:
+        """Start background transaction recovery."""
+        self._recovery.start()
+
+    def stop(self) -> None:
+        """Stop background work and close links and the store."""
+        self._stop.set()
+        for link in self.links.values():
+            link.close()
+        self.store.close()
+
+    # ---- cached model/index --------------------------------------------------------
+    def model(self) -> LoadedModel | None:
+        """The current model (loaded once per version)."""
+        version, meta = self.store.current("model")
+        if version == 0:
+            return None
+        with self._cache_lock:
+            if self._model is None or self._model.version != version:
+                t = self.store.load_tensors("model", version)
+                names = sorted({k.rsplit(".", 1)[0] for k in t})
+                self._model = LoadedModel(version, meta["arch"], {n: (t[f"{n}.lo"], t[f"{n}.hi"]) for n in names})
+            return self._model
+
+    def index(self) -> LoadedIndex | None:
+        """The current index (loaded once per version)."""
+        version, meta = self.store.current("index")
+        if version == 0:
+            return None
+        with self._cache_lock:
+            if self._index is None or self._index.version != version:
+                self._index = LoadedIndex(version, meta, self.store.load_tensors("index", version))
+            return self._index
+
+    # ---- two-phase commit recovery -------------------------------------------------
+    def _recover_loop(self) -> None:
+        first = True
+        while not self._stop.is_set():
+            try:
+                self.recover(force=first)
+            except Exception as exc:  # noqa: BLE001 - keep the loop alive
+                log.warning("recovery pass failed: %s", type(exc).__name__)
+            first = False
+            self._stop.wait(2.0)
+
+    def recover(self, force: bool = False) -> None:
+        """Decide stale prepared transactions: server 0 is the decision point.
+
+        A transaction is committed iff server 0 committed it. Server 0 aborts a prepared
+        transaction nobody committed within ``txn_timeout_s``; servers 1 and 2 follow
+        server 0's state (on start-up at once, afterwards once the timeout passed).
+        """
+        for txn in self.store.pending_txns():
+            age = time.time() - self._txn_created(txn)
+            if self.id == 0:
+                if age > self.txn_timeout_s:
+                    self.store.abort(txn)
+                    self.store.audit("txn_abort_timeout", txn)
+                    log.info("txn %s aborted after %.0f s without commit", txn, age)
+                continue
+            if not force and age < self.txn_timeout_s / 4:
+                continue
+            try:
+                rep = self.links[0].stub.TxnStatus(pb.TxnRequest(txn_id=txn), timeout=5.0)
+            except grpc.RpcError:
+                continue
+            try:
+                if rep.state == "committed":
+                    self.store.commit(txn)
+                    self.store.audit("txn_commit_recovered", txn)
+                    log.info("txn %s committed by recovery", txn)
+                elif rep.state in ("aborted", "unknown") and (age > self.txn_timeout_s or rep.state == "aborted"):
+                    self.store.abort(txn)
+                    self.store.audit("txn_abort_recovered", txn)
+            except StorageError as exc:
+                log.warning("txn %s recovery: %s", txn, exc)
+
+    def _txn_created(self, txn: str) -> float:
+        row = self.store._db.execute("SELECT created FROM txns WHERE id=?", (txn,)).fetchone()
+        return float(row[0]) if row else time.time()

@@ -1,0 +1,261 @@
+"""``GrpcComm``: the protocols' ``Comm`` over gRPC streams between the three servers.
+
+Each server keeps one outgoing client stream (``Peer.Link``) to each peer and receives
+the peers' streams in its ``Link`` servicer. Every message carries ``(session_id, seq)``
+where ``seq`` counts messages on that session's directed link; protocols send in a
+deterministic order, so the receiver files early arrivals in a dict until the protocol
+asks for them (MPyC's program-counter idea). Tensors above ``CHUNK_BYTES`` travel as
+several chunks. A peer whose stream breaks, or that aborts the session, makes every
+waiting receive fail with ``CommError`` at once; otherwise a receive fails after the
+timeout. Pairwise PRF keys come from X25519 (static key per server) + HKDF, with the
+public keys exchanged by ``Peer.Hello`` over mutual TLS: no dealer.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import torch
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from protocols.comm import Comm, CommError
+from protocols.prf import KEY_BYTES, PairwiseKeys
+from protos.trivault.v1 import trivault_pb2 as pb
+from protos.trivault.v1 import trivault_pb2_grpc as pbg
+
+from .options import CHUNK_BYTES
+from .storage import write_atomic
+from .tls import secure_channel
+
+log = logging.getLogger("trivault.peer")
+_STOP = object()
+
+
+class PeerRouter:
+    """Incoming peer messages, filed by (session, sender, seq) until a receive asks for them."""
+
+    def __init__(self, max_buffered_sessions: int = 64) -> None:
+        self._cv = threading.Condition()
+        self._boxes: dict[tuple[str, int], dict[int, torch.Tensor]] = {}
+        self._partial: dict[tuple[str, int, int], list[bytes]] = {}
+        self._aborted: dict[str, int] = {}
+        self._closed: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._epoch = {0: 0, 1: 0, 2: 0}
+        self._max = max_buffered_sessions
+
+    def epoch(self, peer: int) -> int:
+        """Number of times ``peer``'s link went down so far."""
+        with self._cv:
+            return self._epoch[peer]
+
+    def peer_down(self, peer: int) -> None:
+        """A stream from/to ``peer`` broke: waiting receives from it fail."""
+        with self._cv:
+            self._epoch[peer] += 1
+            self._cv.notify_all()
+
+    def deliver(self, msg: pb.PeerMsg) -> None:
+        """File one incoming message (or chunk, or abort notice)."""
+        sid, frm = msg.session_id, int(msg.sender)
+        with self._cv:
+            if sid in self._closed:
+                return
+            if msg.abort:
+                self._aborted[sid] = frm
+                self._cv.notify_all()
+                return
+            if (sid, frm) not in self._boxes and len({s for s, _ in self._boxes}) >= self._max:
+                raise CommError("too many concurrent sessions buffered")
+            if msg.n_chunks > 1:
+                key = (sid, frm, int(msg.seq))
+                parts = self._partial.setdefault(key, [])
+                parts.append(msg.data)
+                if len(parts) < msg.n_chunks:
+                    return
+                data = b"".join(self._partial.pop(key))
+            else:
+                data = msg.data
+            t = torch.from_numpy(np.frombuffer(data, dtype="<i8").copy()).view(tuple(msg.shape))
+            self._boxes.setdefault((sid, frm), {})[int(msg.seq)] = t
+            self._cv.notify_all()
+
+    def wait(self, sid: str, frm: int, seq: int, timeout_s: float, epoch: int) -> torch.Tensor:
+        """Block until message ``seq`` of ``sid`` from ``frm`` arrives; CommError on timeout/failure."""
+        deadline = time.monotonic() + timeout_s
+        with self._cv:
+            while True:
+                box = self._boxes.get((sid, frm))
+                if box is not None and seq in box:
+                    return box.pop(seq)
+                if sid in self._aborted:
+                    raise CommError(f"session {sid}: server {self._aborted[sid]} aborted the query")
+                if self._epoch[frm] != epoch:
+                    raise CommError(f"session {sid}: lost the connection to server {frm}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise CommError(f"session {sid}: no message from server {frm} within {timeout_s:.0f} s")
+                self._cv.wait(min(left, 1.0))
+
+    def close_session(self, sid: str) -> None:
+        """Forget a finished session; late messages for it are dropped."""
+        with self._cv:
+            for k in [k for k in self._boxes if k[0] == sid]:
+                del self._boxes[k]
+            for k in [k for k in self._partial if k[0] == sid]:
+                del self._partial[k]
+            self._aborted.pop(sid, None)
+            self._closed[sid] = None
+            while len(self._closed) > 10_000:
+                self._closed.popitem(last=False)
+
+
+class PeerLink:
+    """The outgoing stream to one peer; ``send`` never blocks on the receiver."""
+
+    def __init__(self, me: int, peer: int, address: str, creds: grpc.ChannelCredentials, router: PeerRouter) -> None:
+        self.me, self.peer, self.router = me, peer, router
+        self._channel = secure_channel(address, creds)
+        self.stub = pbg.PeerStub(self._channel)
+        self._lock = threading.Lock()
+        self._q: queue.Queue | None = None
+
+    def _open(self) -> queue.Queue:
+        q: queue.Queue = queue.Queue()
+        fut = self.stub.Link.future(iter(q.get, _STOP))
+
+        def done(f: grpc.Future) -> None:
+            with self._lock:
+                if self._q is q:
+                    self._q = None
+            if f.cancelled() or f.exception() is not None:
+                log.info("link %d->%d closed", self.me, self.peer)
+                self.router.peer_down(self.peer)
+
+        fut.add_done_callback(done)
+        return q
+
+    def send(self, msg: pb.PeerMsg) -> None:
+        """Queue ``msg`` on the stream, opening it if needed."""
+        with self._lock:
+            if self._q is None:
+                self._q = self._open()
+            self._q.put(msg)
+
+    def send_tensor(self, sid: str, seq: int, t: torch.Tensor) -> None:
+        """Send one tensor, chunked when large."""
+        data = np.ascontiguousarray(t.detach().numpy(), dtype="<i8").tobytes()
+        n = max(1, -(-len(data) // CHUNK_BYTES))
+        for c in range(n):
+            self.send(pb.PeerMsg(session_id=sid, seq=seq, sender=self.me, shape=list(t.shape),
+                                 data=data[c * CHUNK_BYTES:(c + 1) * CHUNK_BYTES], chunk=c, n_chunks=n))
+
+    def close(self) -> None:
+        """End the stream and the channel."""
+        with self._lock:
+            if self._q is not None:
+                self._q.put(_STOP)
+                self._q = None
+        self._channel.close()
+
+
+class GrpcComm(Comm):
+    """One protocol session's links to the two peers over gRPC."""
+
+    def __init__(self, party_id: int, session_id: str, router: PeerRouter, links: dict[int, PeerLink],
+                 timeout_s: float = 30.0) -> None:
+        super().__init__(party_id)
+        self.session_id = session_id
+        self._router, self._links, self._timeout = router, links, timeout_s
+        self._send_seq = {self.next_id: 0, self.prev_id: 0}
+        self._recv_seq = {self.next_id: 0, self.prev_id: 0}
+        self._epochs = {p: router.epoch(p) for p in (self.next_id, self.prev_id)}
+
+    def _send(self, to: int, tensor: torch.Tensor) -> None:
+        seq = self._send_seq[to]
+        self._send_seq[to] = seq + 1
+        self._links[to].send_tensor(self.session_id, seq, tensor)
+
+    def _recv(self, frm: int) -> torch.Tensor:
+        seq = self._recv_seq[frm]
+        self._recv_seq[frm] = seq + 1
+        return self._router.wait(self.session_id, frm, seq, self._timeout, self._epochs[frm])
+
+    def abort(self) -> None:
+        """Tell both peers this session failed here, so they stop waiting."""
+        for p in (self.next_id, self.prev_id):
+            try:
+                self._links[p].send(pb.PeerMsg(session_id=self.session_id, sender=self.party_id, abort=True))
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+        self.close()
+
+    def close(self) -> None:
+        """Drop buffered messages of this session."""
+        self._router.close_session(self.session_id)
+
+
+# ---- dealer-free pairwise keys --------------------------------------------------------
+
+
+def load_or_create_x25519(path: Path) -> X25519PrivateKey:
+    """This server's static X25519 key (created once, file mode 0600)."""
+    if path.exists():
+        return X25519PrivateKey.from_private_bytes(path.read_bytes())
+    sk = X25519PrivateKey.generate()
+    raw = sk.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    write_atomic(path, raw)
+    path.chmod(0o600)
+    return sk
+
+
+def public_bytes(sk: X25519PrivateKey) -> bytes:
+    """Raw 32-byte public key."""
+    return sk.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def pair_key(sk: X25519PrivateKey, peer_public: bytes, a: int, b: int) -> bytes:
+    """The key shared by servers ``a`` and ``b``: HKDF-SHA256 of their X25519 secret."""
+    shared = sk.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    lo, hi = sorted((a, b))
+    return HKDF(algorithm=SHA256(), length=KEY_BYTES, salt=None,
+                info=f"trivault/v1/pairwise/{lo}-{hi}".encode()).derive(shared)
+
+
+class PeerKeys:
+    """Fetches the peers' public keys (``Hello``) and derives the pairwise keys."""
+
+    def __init__(self, me: int, sk: X25519PrivateKey, links: dict[int, PeerLink], timeout_s: float = 10.0) -> None:
+        self.me, self._sk, self._links, self._timeout = me, sk, links, timeout_s
+        self._cache: dict[int, bytes] = {}
+        self._lock = threading.Lock()
+
+    def _peer_public(self, peer: int) -> bytes:
+        with self._lock:
+            if peer in self._cache:
+                return self._cache[peer]
+        try:
+            rep = self._links[peer].stub.Hello(
+                pb.HelloRequest(sender=self.me, x25519_public_key=public_bytes(self._sk)), timeout=self._timeout)
+        except grpc.RpcError as exc:
+            raise CommError(f"server {peer} unreachable: {exc.code().name}") from None
+        if rep.server != peer or len(rep.x25519_public_key) != 32:
+            raise CommError(f"server {peer} answered the key handshake with a wrong identity")
+        with self._lock:
+            self._cache[peer] = rep.x25519_public_key
+        return rep.x25519_public_key
+
+    def keys(self) -> PairwiseKeys:
+        """``PairwiseKeys(prev, next)`` of this server."""
+        prev, nxt = (self.me - 1) % 3, (self.me + 1) % 3
+        return PairwiseKeys(prev=pair_key(self._sk, self._peer_public(prev), self.me, prev),
+                            next=pair_key(self._sk, self._peer_public(nxt), self.me, nxt))

@@ -1,0 +1,250 @@
+"""Per-server storage: SQLite (metadata, transactions, audit) + atomically written files.
+
+Layout of ``data_dir``::
+
+    meta.db                 images, txns, kv (current index/model versions), audit, sessions
+    objects/img/<id>.enc    AES-256-GCM ciphertext of an image (and <id>.deid.enc)
+    objects/key/<id>.npz    this server's share pair of the image key (and <id>.deid.npz)
+    objects/index/v<N>.npz  this server's index tensors, version N
+    objects/model/v<N>.npz  this server's model weight pairs, version N
+    staging/<txn>/...       files of a prepared (not yet committed) transaction
+
+Every file is written as temp file + fsync + rename (+ fsync of the directory), so a
+crash leaves either the old or the new file. A transaction is *prepared* (files staged
+and fsynced, row ``prepared``) then *committed* (staged files renamed into ``objects/``,
+rows inserted, state ``committed``) in one SQLite transaction; commit is idempotent, so
+a server killed half-way finishes it on restart.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (id INTEGER PRIMARY KEY, label TEXT, nbytes INTEGER NOT NULL,
+    has_deid INTEGER NOT NULL, txn TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS txns (id TEXT PRIMARY KEY, state TEXT NOT NULL, meta TEXT NOT NULL,
+    files TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (ts REAL NOT NULL, event TEXT NOT NULL, ref TEXT, detail TEXT);
+CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, ts REAL NOT NULL);
+"""
+
+
+class StorageError(ValueError):
+    """A request the store cannot honour (unknown id, conflicting transaction, ...)."""
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename in it is durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via temp file + fsync + rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}_{threading.get_ident()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def tensors_to_npz(tensors: dict[str, torch.Tensor]) -> bytes:
+    """Serialise int64/uint8 tensors as npz bytes (no pickle)."""
+    buf = io.BytesIO()
+    np.savez(buf, **{k: v.numpy() for k, v in tensors.items()})
+    return buf.getvalue()
+
+
+def npz_to_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Read an npz file written by :func:`tensors_to_npz`."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: torch.from_numpy(z[k].copy()) for k in z.files}
+
+
+class Store:
+    """One server's durable state. Thread-safe (one lock around SQLite writes)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = Path(data_dir)
+        self.objects = self.root / "objects"
+        self.staging = self.root / "staging"
+        for d in (self.objects / "img", self.objects / "key", self.objects / "index", self.objects / "model",
+                  self.staging):
+            d.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.root / "meta.db", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    # ---- key/value and audit ------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        """JSON value stored under ``key``."""
+        row = self._db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def audit(self, event: str, ref: str = "", **detail: Any) -> None:
+        """Append an audit row (ids, sizes and timings only)."""
+        with self._lock:
+            self._db.execute("INSERT INTO audit VALUES (?,?,?,?)", (time.time(), event, ref, json.dumps(detail)))
+
+    def audit_rows(self, limit: int = 100) -> list[tuple]:
+        """Most recent audit rows."""
+        return self._db.execute("SELECT * FROM audit ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()
+
+    def claim_session(self, session_id: str) -> None:
+        """Record a protocol session id; a reused id is refused (it would reuse PRG streams)."""
+        with self._lock:
+            try:
+                self._db.execute("INSERT INTO sessions VALUES (?,?)", (session_id, time.time()))
+            except sqlite3.IntegrityError:
+                raise StorageError(f"session id {session_id} was already used") from None
+
+    # ---- images -------------------------------------------------------------------
+    def image_ids(self) -> list[int]:
+        """Committed image ids, ascending."""
+        return [r[0] for r in self._db.execute("SELECT id FROM images ORDER BY id")]
+
+    def image_row(self, image_id: int) -> dict[str, Any]:
+        """Metadata of a committed image; StorageError if unknown."""
+        row = self._db.execute("SELECT id, label, nbytes, has_deid FROM images WHERE id=?", (image_id,)).fetchone()
+        if row is None:
+            raise StorageError(f"unknown image id {image_id}")
+        return {"id": row[0], "label": row[1], "nbytes": row[2], "has_deid": bool(row[3])}
+
+    def image_files(self, image_id: int, deid: bool = False) -> tuple[bytes, dict[str, torch.Tensor]]:
+        """(ciphertext, key share tensors) of a committed image."""
+        row = self.image_row(image_id)
+        if deid and not row["has_deid"]:
+            raise StorageError(f"image {image_id} has no de-identified copy")
+        suffix = ".deid" if deid else ""
+        ct = (self.objects / "img" / f"{image_id}{suffix}.enc").read_bytes()
+        return ct, npz_to_tensors(self.objects / "key" / f"{image_id}{suffix}.npz")
+
+    # ---- versions -----------------------------------------------------------------
+    def current(self, what: str) -> tuple[int, dict[str, Any] | None]:
+        """(version, public meta) of the current ``index`` or ``model`` (version 0 = none)."""
+        return int(self.get(f"{what}_version", 0)), self.get(f"{what}_meta")
+
+    def load_tensors(self, what: str, version: int) -> dict[str, torch.Tensor]:
+        """Tensors of ``index``/``model`` version ``version``."""
+        return npz_to_tensors(self.objects / what / f"v{version}.npz")
+
+    # ---- two-phase transactions ---------------------------------------------------
+    def txn_state(self, txn_id: str) -> str:
+        """'prepared', 'committed', 'aborted' or 'unknown'."""
+        row = self._db.execute("SELECT state FROM txns WHERE id=?", (txn_id,)).fetchone()
+        return row[0] if row else "unknown"
+
+    def pending_txns(self) -> list[str]:
+        """Prepared transactions awaiting a decision."""
+        return [r[0] for r in self._db.execute("SELECT id FROM txns WHERE state='prepared' ORDER BY created")]
+
+    def prepare(self, txn_id: str, meta: dict[str, Any], files: dict[str, bytes]) -> None:
+        """Phase 1: stage ``files`` (relative object paths -> bytes) durably and record the vote."""
+        if not txn_id or "/" in txn_id or ".." in txn_id:
+            raise StorageError("bad transaction id")
+        with self._lock:
+            if self.txn_state(txn_id) != "unknown":
+                raise StorageError(f"transaction {txn_id} already exists")
+            for other in self.pending_txns():
+                raise StorageError(f"another transaction ({other}) is pending; retry later")
+            d = self.staging / txn_id
+            for rel, data in files.items():
+                write_atomic(d / rel, data)
+            self._db.execute(
+                "INSERT INTO txns VALUES (?,?,?,?,?)",
+                (txn_id, "prepared", json.dumps(meta), json.dumps(sorted(files)), time.time()),
+            )
+
+    def commit(self, txn_id: str) -> str:
+        """Phase 2: move staged files into place and apply metadata. Idempotent."""
+        with self._lock:
+            row = self._db.execute("SELECT state, meta, files FROM txns WHERE id=?", (txn_id,)).fetchone()
+            if row is None:
+                raise StorageError(f"unknown transaction {txn_id}")
+            state, meta, files = row[0], json.loads(row[1]), json.loads(row[2])
+            if state == "committed":
+                return state
+            if state == "aborted":
+                raise StorageError(f"transaction {txn_id} was aborted")
+            stage = self.staging / txn_id
+            for rel in files:
+                src, dst = stage / rel, self.objects / rel
+                if src.exists():
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(src, dst)
+                    fsync_dir(dst.parent)
+                elif not dst.exists():
+                    raise StorageError(f"transaction {txn_id}: staged file {rel} is missing")
+            now = time.time()
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for im in meta.get("images", []):
+                    cur.execute(
+                        "INSERT OR REPLACE INTO images VALUES (?,?,?,?,?,?)",
+                        (int(im["id"]), im.get("label"), int(im["nbytes"]), int(bool(im.get("deid"))), txn_id, now),
+                    )
+                for i in meta.get("deletes", []):
+                    cur.execute("DELETE FROM images WHERE id=?", (int(i),))
+                for what in ("index", "model"):
+                    if what in meta:
+                        cur.execute("INSERT OR REPLACE INTO kv VALUES (?,?)", (f"{what}_version", json.dumps(meta[what]["version"])))
+                        cur.execute("INSERT OR REPLACE INTO kv VALUES (?,?)", (f"{what}_meta", json.dumps(meta[what]["meta"])))
+                cur.execute("UPDATE txns SET state='committed' WHERE id=?", (txn_id,))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            shutil.rmtree(stage, ignore_errors=True)
+            self._gc(meta)
+            return "committed"
+
+    def _gc(self, meta: dict[str, Any]) -> None:
+        """Remove files no committed state refers to (deleted images, old versions)."""
+        for i in meta.get("deletes", []):
+            for p in (self.objects / "img").glob(f"{int(i)}.*"):
+                p.unlink(missing_ok=True)
+            for p in (self.objects / "key").glob(f"{int(i)}.*"):
+                p.unlink(missing_ok=True)
+        for what in ("index", "model"):
+            if what in meta:
+                keep = f"v{meta[what]['version']}.npz"
+                for p in (self.objects / what).glob("v*.npz"):
+                    if p.name != keep:
+                        p.unlink(missing_ok=True)
+
+    def abort(self, txn_id: str) -> str:
+        """Drop a prepared transaction (no effect on committed state)."""
+        with self._lock:
+            state = self.txn_state(txn_id)
+            if state == "committed":
+                raise StorageError(f"transaction {txn_id} is already committed")
+            if state == "prepared":
+                self._db.execute("UPDATE txns SET state='aborted' WHERE id=?", (txn_id,))
+            shutil.rmtree(self.staging / txn_id, ignore_errors=True)
+            return "aborted" if state != "unknown" else "unknown"
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()

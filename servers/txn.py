@@ -1,0 +1,97 @@
+"""Validation of an upload transaction bundle into staged files (phase 1 of two-phase commit).
+
+A transaction bundle (kind ``txn``) may carry: new images (``img/<id>`` ciphertexts,
+``key/<id>.lo|hi`` key-share pairs, optional ``.deid`` copies), ``deletes``, a new index
+(``index/<name>`` tensors, public meta) and/or a model (``model/<name>.lo|hi`` + arch).
+Every check here is about public structure; share values are never inspected.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+
+from .bundle import Bundle, BundleError, tensors_to_pair
+from .storage import Store, tensors_to_npz
+
+MIN_CIPHERTEXT = 12 + 16
+
+
+def _check_key_pair(b: Bundle, prefix: str) -> dict[str, torch.Tensor]:
+    lo, hi = tensors_to_pair(b.tensors, prefix)
+    if tuple(lo.shape) != (4,):
+        raise BundleError(f"{prefix}: a key share must be 4 int64 words, got shape {list(lo.shape)}")
+    return {"lo": lo, "hi": hi}
+
+
+def _check_flat_index(t: dict[str, torch.Tensor], ids: list[int]) -> None:
+    feats = tensors_to_pair(t, "features")[0]
+    norms = tensors_to_pair(t, "norms")[0]
+    if feats.dim() != 2 or norms.shape != (feats.shape[0],):
+        raise BundleError(f"flat index: features must be [N,d] and norms [N], got {list(feats.shape)} and "
+                          f"{list(norms.shape)}")
+    if "ids" not in t or t["ids"].tolist() != ids:
+        raise BundleError("flat index: ids must list the index rows' image ids in order")
+
+
+def stage(store: Store, b: Bundle) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Check a transaction bundle against the committed state; return (meta, files)."""
+    m = b.meta
+    existing = set(store.image_ids())
+    meta: dict[str, Any] = {"images": [], "deletes": []}
+    files: dict[str, bytes] = {}
+    new_ids: list[int] = []
+    for im in m.get("images", []):
+        i = int(im["id"])
+        if i < 0 or i in existing or i in new_ids:
+            raise BundleError(f"image id {i} already exists or is repeated")
+        new_ids.append(i)
+        for deid in (False, True) if im.get("deid") else (False,):
+            sfx = ".deid" if deid else ""
+            ct = b.tensors.get(f"img/{i}{sfx}")
+            if ct is None or ct.dtype != torch.uint8 or ct.dim() != 1 or ct.numel() < MIN_CIPHERTEXT:
+                raise BundleError(f"image {i}{sfx}: missing or malformed ciphertext")
+            files[f"img/{i}{sfx}.enc"] = ct.numpy().tobytes()
+            files[f"key/{i}{sfx}.npz"] = tensors_to_npz(_check_key_pair(b, f"key/{i}{sfx}"))
+        label = im.get("label")
+        meta["images"].append({"id": i, "label": None if label is None else str(label)[:200],
+                               "nbytes": int(b.tensors[f"img/{i}"].numel()), "deid": bool(im.get("deid"))})
+    for i in m.get("deletes", []):
+        if int(i) not in existing:
+            raise BundleError(f"unknown image id {int(i)}")
+        meta["deletes"].append(int(i))
+    live = sorted((existing | set(new_ids)) - set(meta["deletes"]))
+    if "index" in m:
+        version, _ = store.current("index")
+        if int(m["index"].get("base_version", -1)) != version:
+            raise BundleError(f"index changed meanwhile (server has version {version}); rebuild and retry")
+        t = {k[len("index/"):]: v for k, v in b.tensors.items() if k.startswith("index/")}
+        if any(v.dtype != torch.int64 for v in t.values()):
+            raise BundleError("index tensors must be int64")
+        fmt = m["index"].get("format")
+        if fmt == "flat":
+            _check_flat_index(t, live)
+        elif fmt != "ivf":
+            raise BundleError(f"unknown index format {fmt!r}")
+        imeta = {k: v for k, v in m["index"].items() if k != "base_version"}
+        imeta["n_images"] = len(live)
+        meta["index"] = {"version": version + 1, "meta": imeta}
+        files[f"index/v{version + 1}.npz"] = tensors_to_npz(t)
+    elif new_ids or meta["deletes"]:
+        raise BundleError("adding or deleting images needs the updated index in the same transaction")
+    if "model" in m:
+        arch = m["model"].get("arch")
+        if not isinstance(arch, dict) or "layers" not in arch or "input_shape" not in arch:
+            raise BundleError("model: arch must describe layers and input_shape")
+        w = {k[len("model/"):]: v for k, v in b.tensors.items() if k.startswith("model/")}
+        for n in {k.rsplit(".", 1)[0] for k in w}:
+            tensors_to_pair(w, n)
+        version, _ = store.current("model")
+        meta["model"] = {"version": version + 1, "meta": {"arch": arch}}
+        files[f"model/v{version + 1}.npz"] = tensors_to_npz(w)
+    if not files:
+        raise BundleError("empty transaction")
+    json.dumps(meta)
+    return meta, files
