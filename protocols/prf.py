@@ -89,7 +89,14 @@ class PairwiseKeys:
         return hashlib.sha256(self.prev + self.next).hexdigest()[:12]
 
 
-def dealerless_trio_keys() -> list[PairwiseKeys]:
-    """Keys for three in-process parties: key ``k[i]`` is shared by parties i and i+1."""
-    k = [random_key() for _ in range(3)]
+def dealerless_trio_keys(seed: int | None = None) -> list[PairwiseKeys]:
+    """Keys for three in-process parties: key ``k[i]`` is shared by parties i and i+1.
+
+    ``seed`` makes them reproducible, FOR TESTS ONLY (a seeded key is not secret).
+    """
+    if seed is None:
+        k = [random_key() for _ in range(3)]
+    else:
+        master = hashlib.sha256(f"trivault-test-seed-{seed}".encode()).digest()
+        k = [derive_key(master, f"pair-{i}") for i in range(3)]
     return [PairwiseKeys(prev=k[(i - 1) % 3], next=k[i]) for i in range(3)]

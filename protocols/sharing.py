@@ -337,23 +337,49 @@ def digest(t: torch.Tensor) -> bytes:
 # ---- party side: reveal -------------------------------------------------------------
 
 
-def reveal(x: ArithmeticShares | BooleanShares) -> torch.Tensor:
-    """Open ``x`` to all three parties. Cost: 1 round, ``numel`` elements sent per party.
+def _digest_words(t: torch.Tensor) -> torch.Tensor:
+    """SHA-256 of a tensor as 4 int64 words (to send through ``Comm``)."""
+    return torch.frombuffer(bytearray(digest(t)), dtype=torch.int64)
 
-    Party i sends ``x_i`` to party i+1, which is the one component it lacks.
+
+def _combine(x: ArithmeticShares | BooleanShares, missing: torch.Tensor) -> torch.Tensor:
+    if isinstance(x, BooleanShares):
+        return x.lo ^ x.hi ^ missing
+    return x.lo + x.hi + missing
+
+
+def _verify(party_id: int, got: torch.Tensor, digest_words: torch.Tensor) -> None:
+    if not torch.equal(_digest_words(got), digest_words):
+        suspects = ((party_id - 1) % 3, (party_id + 1) % 3)
+        raise InconsistentSharesError(
+            f"party {party_id}: replicated share copies disagree at an opening "
+            f"(sent by parties {suspects[0]} and {suspects[1]}); one of them deviated",
+            suspects,
+        )
+
+
+def reveal(x: ArithmeticShares | BooleanShares, check: bool = True) -> torch.Tensor:
+    """Open ``x`` to all three parties. Cost: 1 round, ``numel`` elements (+4 words if checked) per party.
+
+    Party i sends ``x_i`` to party i+1, the one component it lacks. With ``check`` the
+    other holder of that component (party i+2) sends its SHA-256 digest too, so a single
+    party that sends a wrong share is detected (``InconsistentSharesError``), never trusted.
     """
     comm = x.party.comm
-    _, got = comm.exchange(send_next=x.lo, recv_prev=True)
-    if isinstance(x, BooleanShares):
-        return x.lo ^ x.hi ^ got
-    return x.lo + x.hi + got
+    if not check:
+        _, got = comm.exchange(send_next=x.lo, recv_prev=True)
+        return _combine(x, got)
+    h, got = comm.exchange(send_next=x.lo, send_prev=_digest_words(x.hi), recv_next=True, recv_prev=True)
+    _verify(x.party.id, got, h)
+    return _combine(x, got)
 
 
-def reveal_to(x: ArithmeticShares | BooleanShares, receiver: int) -> torch.Tensor | None:
-    """Open ``x`` to party ``receiver`` only. Cost: 1 round, ``numel`` elements sent by one party.
+def reveal_to(x: ArithmeticShares | BooleanShares, receiver: int, check: bool = True) -> torch.Tensor | None:
+    """Open ``x`` to party ``receiver`` only. Cost: 1 round, ``numel`` elements sent by one party (+4 words).
 
-    Only party ``receiver - 1`` sends, and it sends ``x_{receiver-1}``, the component the
-    receiver lacks; the third party sends nothing, so it learns nothing new.
+    Only party ``receiver - 1`` sends a share: ``x_{receiver-1}``, the component the
+    receiver lacks. With ``check`` the third party sends the receiver a digest of its copy
+    of that same component; the non-receivers receive nothing.
     """
     p = x.party
     if receiver not in (0, 1, 2):
@@ -362,11 +388,11 @@ def reveal_to(x: ArithmeticShares | BooleanShares, receiver: int) -> torch.Tenso
         p.comm.exchange(send_next=x.lo)
         return None
     if p.id == receiver:
-        _, got = p.comm.exchange(recv_prev=True)
-        if isinstance(x, BooleanShares):
-            return x.lo ^ x.hi ^ got
-        return x.lo + x.hi + got
-    p.comm.exchange()
+        h, got = p.comm.exchange(recv_prev=True, recv_next=check)
+        if check:
+            _verify(p.id, got, h)
+        return _combine(x, got)
+    p.comm.exchange(send_prev=_digest_words(x.hi) if check else None)
     return None
 
 

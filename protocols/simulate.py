@@ -20,10 +20,10 @@ class PartyFailed(RuntimeError):
     """One of the simulated parties raised; the original is the ``__cause__``."""
 
 
-def make_parties(fp: FixedPoint = DEFAULT_FP, timeout_s: float = 120.0) -> list[Party]:
-    """Three connected parties with fresh pairwise keys."""
+def make_parties(fp: FixedPoint = DEFAULT_FP, timeout_s: float = 120.0, seed: int | None = None) -> list[Party]:
+    """Three connected parties with fresh pairwise keys (``seed``: reproducible, tests only)."""
     comms = InProcessComm.create_trio(timeout_s)
-    keys = dealerless_trio_keys()
+    keys = dealerless_trio_keys(seed)
     return [Party(comms[i], keys[i], fp) for i in range(3)]
 
 
@@ -71,23 +71,31 @@ def evaluate(
     *inputs: Any,
     fp: FixedPoint = DEFAULT_FP,
     parties: list[Party] | None = None,
+    seed: int | None = None,
 ) -> Any:
     """Share ``inputs``, run ``fn(*shares)`` on three parties, reveal and decode the result.
 
     Float tensors are shared in fixed point, int64 tensors as integers; anything else is
     passed through unchanged. ``fn`` returns ArithmeticShares/BooleanShares (or a tuple
     of them). All three parties must open the same value (checked). Returns decoded
-    tensors: float64 for fixed point, int64 otherwise.
+    tensors: float64 for fixed point, int64 otherwise. ``seed`` fixes the parties' keys
+    and the input sharing so a test is reproducible (tests only).
     """
+    from .prf import PRG, derive_key
     from .sharing import ArithmeticShares, BooleanShares, from_pair, reveal, share, share_fixed
+
+    client_prg = None
+    if seed is not None:
+        client_prg = PRG(derive_key(bytes(16), f"trivault-test-client-{seed}"))
+        parties = parties or make_parties(fp, seed=seed)
 
     shared: list[list[Any]] = [[], [], []]
     kinds: list[int | None] = []
     for x in inputs:
         if isinstance(x, torch.Tensor) and x.dtype == torch.int64:
-            pairs, kind = share(x), 0
+            pairs, kind = share(x, client_prg), 0
         elif isinstance(x, torch.Tensor) and torch.is_floating_point(x):
-            pairs, kind = share_fixed(x, fp), fp.frac_bits
+            pairs, kind = share_fixed(x, fp, client_prg), fp.frac_bits
         else:
             pairs, kind = [x, x, x], None
         kinds.append(kind)

@@ -3,6 +3,10 @@
 Tolerance: inputs are first rounded to the fixed-point grid (``q(x)``); a secure product
 then equals the exact product of the rounded inputs up to ONE truncation ulp (2**-16),
 so we assert ``|secure - plain(q(x))| <= 2**-16`` (plus float64 rounding).
+
+Truncation fails (a huge error) with probability ``|z| / 2**64`` per element, ``z`` the
+product at scale 2**32. Exactness tests use seeded keys (``seed=``) so they are
+reproducible; the failure RATE is measured separately against that bound.
 """
 
 import pytest
@@ -47,15 +51,20 @@ def test_mul_matches_plaintext(scale):
     assert float((out - q(x) * q(y)).abs().max()) <= TOL
 
 
-def test_mul_near_documented_product_limit():
-    # |x*y| up to ~2**29: still inside the 2**31 product range
-    x = torch.tensor([2.0**20, -(2.0**20), 2.0**15, -(2.0**14), 0.0], dtype=torch.float64)
-    y = torch.tensor([2.0**9, 2.0**9, -(2.0**14), -(2.0**15), 5.0], dtype=torch.float64)
+def test_mul_near_the_product_limit_fails_only_at_the_documented_rate():
+    """|x*y| = 2**29 (inside the 2**31 range): z = 2**61, so P(large error) = 1/8 per element."""
+    n = 40_000
+    x = torch.full((n,), 2.0**20, dtype=torch.float64)
+    y = torch.full((n,), -(2.0**9), dtype=torch.float64)
     out = evaluate(lambda a, b: a * b, x, y)
-    assert float((out - x * y).abs().max()) <= TOL
+    bad = (out - x * y).abs() > TOL
+    rate = bad.double().mean().item()
+    # binomial(4e4, 1/8): sd 0.0017; the good elements are exact
+    assert abs(rate - 1 / 8) < 0.01
+    assert bool((out[~bad] == x[~bad] * y[~bad]).all())
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15, deadline=None, derandomize=True)
 @given(
     shape=st.lists(st.integers(1, 5), min_size=1, max_size=3),
     seed=st.integers(0, 2**31 - 1),
@@ -65,7 +74,7 @@ def test_mul_any_shape_property(shape, seed):
     x = torch.randn(shape, generator=g, dtype=torch.float64) * 50
     y = torch.randn(shape, generator=g, dtype=torch.float64) * 50
     x[..., 0] = 0.0
-    out = evaluate(lambda a, b: a * b, x, y)
+    out = evaluate(lambda a, b: a * b, x, y, seed=seed)
     assert out.shape == x.shape
     assert float((out - q(x) * q(y)).abs().max()) <= TOL
 
@@ -96,7 +105,7 @@ def test_matmul_matches_plaintext_and_costs_output_size():
     # 1 round for the product + 1 for the reveal; product sends 3*17 elements, not 3*128*17
     st0 = parties[0].comm.stats
     assert st0.rounds == 2
-    assert st0.bytes_sent <= (3 * 17 + 3 * 17) * 8
+    assert st0.bytes_sent == (3 * 17 + 3 * 17) * 8 + 32  # + reveal digest
 
 
 def test_matmul_batched_and_bad_shapes():
@@ -123,7 +132,7 @@ def test_conv2d_matches_torch(cin, cout, k, stride, padding, groups):
     assert out.shape == ref.shape
     assert float((out - ref).abs().max()) <= TOL
     # communication proportional to the output: product + reveal = 2 * numel elements
-    assert parties[0].comm.stats.bytes_sent == 2 * ref.numel() * 8
+    assert parties[0].comm.stats.bytes_sent == 2 * ref.numel() * 8 + 32  # + reveal digest
 
 
 def test_conv2d_rejects_bad_shapes():

@@ -84,8 +84,8 @@ def test_reveal_to_all_costs_one_round_one_element():
     parties = make_parties()
     out = run_parties(lambda p, pr: reveal(from_pair(p, pr)), [(pr,) for pr in pairs], parties=parties)
     assert all(torch.equal(o, x) for o in out)
-    for p in parties:
-        assert p.comm.stats.rounds == 1 and p.comm.stats.bytes_sent == 100 * 8
+    for p in parties:  # the share plus a 32-byte digest for the consistency check
+        assert p.comm.stats.rounds == 1 and p.comm.stats.bytes_sent == 100 * 8 + 32
 
 
 def test_reveal_to_one_sends_only_to_the_receiver():
@@ -100,9 +100,10 @@ def test_reveal_to_one_sends_only_to_the_receiver():
         assert all(out[i] is None for i in range(3) if i != receiver)
         sent = [p.comm.stats.bytes_sent for p in parties]
         received = [p.comm.stats.bytes_received for p in parties]
-        # only party receiver-1 sends, only the receiver receives: the third party gets nothing
-        assert sent[(receiver - 1) % 3] == 64 * 8 and sum(sent) == 64 * 8
-        assert received[receiver] == 64 * 8 and sum(received) == 64 * 8
+        # only party receiver-1 sends a share; the third party sends only a 32-byte digest
+        # of its copy of that same component; only the receiver receives anything
+        assert sent[(receiver - 1) % 3] == 64 * 8 and sent[(receiver + 1) % 3] == 32
+        assert received[receiver] == 64 * 8 + 32 and sum(received) == received[receiver]
 
 
 def test_secret_cannot_be_branched_on_and_repr_hides_values():
@@ -156,3 +157,35 @@ def test_failure_in_one_party_aborts_the_others_quickly():
 
     with pytest.raises(PartyFailed, match="party 1 failed: ValueError: boom"):
         run_parties(f, timeout_s=60)
+
+
+@pytest.mark.parametrize("cheater", [0, 1, 2])
+def test_a_party_that_sends_a_wrong_share_is_detected_at_opening(cheater):
+    x = torch.randint(-(2**40), 2**40, (32,))
+    pairs = share(x)
+
+    def f(p, pr):
+        lo, hi = pr
+        if p.id == cheater:
+            lo = lo + 1  # deviates: sends a wrong x_i to its next party
+        return reveal(from_pair(p, (lo, hi)))
+
+    with pytest.raises(PartyFailed) as e:
+        run_parties(f, [(pr,) for pr in pairs])
+    err = e.value.__cause__
+    assert isinstance(err, InconsistentSharesError)
+    assert cheater in err.suspects
+
+
+def test_reveal_to_one_detects_a_wrong_share():
+    x = torch.randint(-(2**40), 2**40, (8,))
+    pairs = share(x)
+
+    def f(p, pr):
+        lo, hi = pr
+        if p.id == 2:
+            lo = lo ^ 4
+        return reveal_to(from_pair(p, (lo, hi)), 0)
+
+    with pytest.raises(PartyFailed, match="disagree"):
+        run_parties(f, [(pr,) for pr in pairs])

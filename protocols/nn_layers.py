@@ -1,0 +1,173 @@
+"""Secure CNN layers on replicated shares (one function per layer type of the architecture).
+
+Linear layers (conv2d, linear, affine) are ABY3 products of a shared input with shared
+weights: local cross terms ``f(x_i, w_i + w_{i+1}) + f(x_{i+1}, w_i)`` plus a zero-sharing,
+then ONE reshare-and-truncate round: 1 round, 1 ring element per OUTPUT element per party,
+whatever the kernel size. The local kernels are chosen for int64 speed on CPU: a single
+``conv2d`` on channel-concatenated shares for dense convolutions, a fused shifted-slice sum
+for depthwise convolutions (torch's int64 depthwise path is slow).
+Bias add, zero padding, pooling sums, flatten and residual add are local.
+Non-linear layers use :mod:`protocols.approx` (bounded comparisons, see there).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from . import approx
+from .arithmetic import _reshare, _reshare_truncate
+from .sharing import ArithmeticShares
+
+MAXPOOL_PAD = -8192.0  # public value of padded max-pool cells (inputs must exceed it, |x| < 24576)
+
+
+def bilinear(
+    x: ArithmeticShares,
+    w: ArithmeticShares,
+    local: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+) -> ArithmeticShares:
+    """Secure bilinear ``f(x, w)`` given ``local(x_i, x_{i+1}, w_i + w_{i+1}, w_i) = f(x_i, w_i + w_{i+1}) + f(x_{i+1}, w_i)``.
+
+    Cost: 1 round, 1 element per output element per party (truncated when both operands
+    are fixed point: ABY3/SecureML share truncation, see ``arithmetic._reshare_truncate``).
+    """
+    if x.party is not w.party:
+        raise ValueError("cannot multiply shares of different parties/sessions")
+    party = x.party
+    z = local(x.lo, x.hi, w.lo + w.hi, w.lo)
+    z = z + party.zero_share(z.shape)
+    if x.frac_bits and w.frac_bits:
+        bits = min(x.frac_bits, w.frac_bits)
+        lo, hi = _reshare_truncate(party, z, bits)
+        return ArithmeticShares(party, lo, hi, x.frac_bits + w.frac_bits - bits)
+    lo, hi = _reshare(party, z)
+    return ArithmeticShares(party, lo, hi, x.frac_bits + w.frac_bits)
+
+
+def _depthwise_local(stride: list[int], padding: list[int], dilation: list[int]):
+    """Fused local kernel for a depthwise conv (weight [C,1,kh,kw]): one pass over the taps."""
+
+    def local(xa: torch.Tensor, xb: torch.Tensor, wa: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
+        ph, pw = padding
+        if ph or pw:
+            xa = F.pad(xa, (pw, pw, ph, ph))
+            xb = F.pad(xb, (pw, pw, ph, ph))
+        n, c, h, w_ = xa.shape
+        kh, kw = wa.shape[-2:]
+        sh, sw = stride
+        dh, dw = dilation
+        ho = (h - dh * (kh - 1) - 1) // sh + 1
+        wo = (w_ - dw * (kw - 1) - 1) // sw + 1
+        out = torch.zeros((n, c, ho, wo), dtype=torch.int64)
+        for i in range(kh):
+            for j in range(kw):
+                r0, c0 = i * dh, j * dw
+                sa = xa[:, :, r0 : r0 + sh * (ho - 1) + 1 : sh, c0 : c0 + sw * (wo - 1) + 1 : sw]
+                sb = xb[:, :, r0 : r0 + sh * (ho - 1) + 1 : sh, c0 : c0 + sw * (wo - 1) + 1 : sw]
+                out += sa * wa[:, 0, i, j].view(1, c, 1, 1)
+                out += sb * wb[:, 0, i, j].view(1, c, 1, 1)
+        return out
+
+    return local
+
+
+def conv2d(x: ArithmeticShares, spec: dict, weight: ArithmeticShares, bias: ArithmeticShares | None) -> ArithmeticShares:
+    """Secure Conv2d (+ bias). Cost: 1 round, 1 element per output element per party."""
+    stride, padding, dilation, groups = spec["stride"], spec["padding"], spec["dilation"], spec["groups"]
+    cin = x.shape[1]
+    if groups == 1:
+
+        def local(xa, xb, wa, wb):
+            return F.conv2d(torch.cat([xa, xb], 1), torch.cat([wa, wb], 1), None, stride, padding, dilation)
+
+    elif groups == cin and weight.shape[0] == cin and weight.shape[1] == 1:
+        local = _depthwise_local(stride, padding, dilation)
+    else:
+
+        def local(xa, xb, wa, wb):
+            return F.conv2d(xa, wa, None, stride, padding, dilation, groups) + F.conv2d(
+                xb, wb, None, stride, padding, dilation, groups
+            )
+
+    y = bilinear(x, weight, local)
+    if bias is not None:
+        y = y + bias.reshape(1, -1, 1, 1)
+    return y
+
+
+def linear(x: ArithmeticShares, weight: ArithmeticShares, bias: ArithmeticShares | None) -> ArithmeticShares:
+    """Secure ``x @ W.T + b``. Cost: 1 round, 1 element per output element per party."""
+
+    def local(xa, xb, wa, wb):
+        return xa @ wa.T + xb @ wb.T
+
+    y = bilinear(x, weight, local)
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def affine(x: ArithmeticShares, scale: ArithmeticShares, shift: ArithmeticShares) -> ArithmeticShares:
+    """Per-channel ``x * scale + shift`` (standalone BatchNorm). Cost: 1 round, 1 element per output."""
+    v = (1, -1) + (1,) * (len(x.shape) - 2)
+    return x * scale.reshape(*v) + shift.reshape(*v)
+
+
+def pad(x: ArithmeticShares, p: list[int]) -> ArithmeticShares:
+    """Zero padding (left, right, top, bottom): zeros are a valid sharing of 0. Cost: local."""
+    return ArithmeticShares(x.party, F.pad(x.lo, p), F.pad(x.hi, p), x.frac_bits)
+
+
+def _flat(fn, x: ArithmeticShares) -> ArithmeticShares:
+    shape = x.shape
+    return fn(x.reshape(-1)).reshape(*shape)
+
+
+def clamp(x: ArithmeticShares, lo: float, hi: float) -> ArithmeticShares:
+    """Clamp (ReLU6). Cost: 9 rounds, 2 bounded comparisons per element."""
+    return _flat(lambda t: approx.clamp(t, lo, hi), x)
+
+
+def relu(x: ArithmeticShares) -> ArithmeticShares:
+    """ReLU. Cost: 9 rounds, 1 bounded comparison per element."""
+    return _flat(approx.relu, x)
+
+
+def _windows(t: torch.Tensor, k: list[int], s: list[int]) -> torch.Tensor:
+    """[N,C,H,W] -> [N,C,Ho,Wo,kh*kw] (views of the sliding windows)."""
+    u = t.unfold(2, k[0], s[0]).unfold(3, k[1], s[1])
+    return u.reshape(*u.shape[:4], k[0] * k[1])
+
+
+def maxpool2d(x: ArithmeticShares, spec: dict) -> ArithmeticShares:
+    """Max pooling by a tournament over each window. Cost: 9 ceil(log2(kh kw)) rounds, kh kw - 1 comparisons per output."""
+    k, s, p = spec["kernel_size"], spec["stride"], spec["padding"]
+    if p[0] or p[1]:
+        mask = F.pad(torch.zeros((1, 1) + tuple(x.shape[2:]), dtype=torch.float64), (p[1], p[1], p[0], p[0]),
+                     value=MAXPOOL_PAD)
+        x = pad(x, [p[1], p[1], p[0], p[0]]) + mask.expand(x.shape[0], x.shape[1], -1, -1).contiguous()
+    w = ArithmeticShares(x.party, _windows(x.lo, k, s), _windows(x.hi, k, s), x.frac_bits)
+    return approx.max_last(w)
+
+
+def avgpool2d(x: ArithmeticShares, spec: dict) -> ArithmeticShares:
+    """Average pooling: local window sums times public 1/count. Cost: 1 round (truncation), 1 element per output."""
+    k, s, p = spec["kernel_size"], spec["stride"], spec["padding"]
+    if p[0] or p[1]:
+        x = pad(x, [p[1], p[1], p[0], p[0]])
+    sums = ArithmeticShares(x.party, _windows(x.lo, k, s).sum(-1), _windows(x.hi, k, s).sum(-1), x.frac_bits)
+    if spec.get("count_include_pad", True) or not (p[0] or p[1]):
+        return sums * (1.0 / (k[0] * k[1]))
+    h, w_ = x.shape[2] - 2 * p[0], x.shape[3] - 2 * p[1]
+    ones = F.pad(torch.ones((1, 1, h, w_), dtype=torch.float64), (p[1], p[1], p[0], p[0]))
+    cnt = _windows(ones, k, s).sum(-1)
+    return sums * (1.0 / cnt).expand(sums.shape).contiguous()
+
+
+def global_avgpool(x: ArithmeticShares, keepdim: bool) -> ArithmeticShares:
+    """Mean over H, W: local sum times public 1/(H W). Cost: 1 round (truncation), N*C elements."""
+    hw = x.shape[2] * x.shape[3]
+    return x.sum(dim=(2, 3), keepdim=keepdim) * (1.0 / hw)
