@@ -1,9 +1,10 @@
 """Comparison family: A2B, MSB, bit injection (B2A), less-than, ReLU, equality, multiplexer.
 
-* ``msb``: arithmetic -> boolean with a carry-save step (x0 + x1 + x2 -> s + c, one AND
-  round), the generate word (one AND round) and a log-depth carry tree over the 64 bit
-  positions (log2(64) = 6 AND rounds) that packs two elements per word after each level,
-  so its work halves level by level. ``a2b`` (all 64 bits) uses a Kogge-Stone adder.
+* ``msb``: ``x = (x0 + x1) + x2`` is a two-operand sum (party 0 knows the first operand,
+  parties 1 and 2 the second), whose generate/propagate words come in one round by a
+  bitwise 3-party OT; then a log-depth carry tree over the 64 bit positions (log2(64) = 6
+  AND rounds) that packs two elements per word after each level, so its work halves
+  level by level. ``a2b`` (all 64 bits) uses a Kogge-Stone adder instead of the tree.
 * ``bit_inject``: a shared bit -> arithmetic share of 0/1 in ONE round with a 3-party
   oblivious-transfer trick (party 0 knows ``b0 ^ b1``; parties 1 and 2 both know ``b2``
   and help each other receive the right message).
@@ -23,32 +24,56 @@ from .sharing import ArithmeticShares, BooleanShares
 _KS_SHIFTS = (1, 2, 4, 8, 16, 32)
 
 
-def _components_as_boolean(x: ArithmeticShares) -> tuple[BooleanShares, BooleanShares, BooleanShares]:
-    """The three additive components x0, x1, x2 as boolean sharings. Cost: local.
+def _generate_propagate(x: ArithmeticShares) -> tuple[BooleanShares, BooleanShares]:
+    """Boolean sharings of ``g = u & v`` and ``p = u ^ v`` where ``x = u + v``. Cost: 1 round.
 
-    Component j is known to parties j-1 and j; its boolean sharing is (x_j, 0, 0) rotated
-    so that exactly those two parties hold it.
+    ``u = x0 + x1`` is known to party 0 (it holds both), ``v = x2`` to parties 1 and 2, so
+    ``x = u + v`` is a two-operand addition whose generate/propagate words come in ONE
+    round (instead of a carry-save round and an AND round):
+
+    * ``g``: components ``g0`` (key of parties 2,0) and ``g1`` (key of parties 0,1) are
+      pseudo-random; ``g2 = (u & v) ^ g0 ^ g1`` must reach parties 1 and 2, who both know
+      the choice bits ``v``. Party 0 sends each of them both candidate words
+      ``m_b = (u & b) ^ g0 ^ g1`` (b = all-zeros / all-ones) masked with pads that only
+      the OTHER receiver also holds; each receiver gets the pads for its choice bits from
+      the other (a bitwise 3-party OT).
+    * ``p``: party 0 shares ``u`` as ``(u ^ r, r, 0)`` (``r`` from the key of parties 0,1;
+      party 2 receives ``u ^ r``); ``v`` is the free sharing ``(0, 0, v)``.
+    Elements sent: party 0 sends 5 words, parties 1 and 2 one word each. Each party sees
+    only words masked by a key it does not hold.
     """
     p = x.party
-    zero = torch.zeros_like(x.lo)
-    comps = []
-    for j in range(3):
-        if p.id == j:  # we hold x_j as lo
-            comps.append(BooleanShares(p, x.lo, zero))
-        elif p.id == (j - 1) % 3:  # we hold x_j as hi
-            comps.append(BooleanShares(p, zero, x.hi))
-        else:
-            comps.append(BooleanShares(p, zero, zero))
-    # comps[j] has value x_j; rotate so that the boolean component index equals j.
-    return comps[0], comps[1], comps[2]
-
-
-def _carry_save(x: ArithmeticShares) -> tuple[BooleanShares, BooleanShares]:
-    """Two boolean sharings ``s, c`` with ``s + c = x (mod 2**64)``. Cost: 1 round, 1 word/party."""
-    a, b, c = _components_as_boolean(x)
-    s = a ^ b ^ c
-    maj = and_(a ^ c, b ^ c) ^ c  # majority(a, b, c): the carries
-    return s, maj << 1
+    shape = x.shape
+    two = (2,) + tuple(shape)
+    if p.id == 0:
+        u = x.lo + x.hi
+        g0 = p.prg_prev.int64(shape)
+        pads1 = p.prg_prev.int64(two)  # known to party 2, used for party 1's message
+        g1 = p.prg_next.int64(shape)
+        r = p.prg_next.int64(shape)
+        pads2 = p.prg_next.int64(two)  # known to party 1, used for party 2's message
+        m0 = g0 ^ g1
+        m1 = m0 ^ u
+        to1 = torch.stack((m0 ^ pads1[0], m1 ^ pads1[1]))
+        to2 = torch.stack((m0 ^ pads2[0], m1 ^ pads2[1], u ^ r))
+        p.comm.exchange(send_next=to1, send_prev=to2)
+        return BooleanShares(p, g0, g1), BooleanShares(p, u ^ r, r)
+    if p.id == 1:
+        v = x.hi
+        g1 = p.prg_prev.int64(shape)
+        r = p.prg_prev.int64(shape)
+        pads2 = p.prg_prev.int64(two)
+        help2 = pads2[0] ^ ((pads2[0] ^ pads2[1]) & v)
+        pad_from_2, from_0 = p.comm.exchange(send_next=help2, recv_next=True, recv_prev=True)
+        g2 = from_0[0] ^ ((from_0[0] ^ from_0[1]) & v) ^ pad_from_2
+        return BooleanShares(p, g1, g2), BooleanShares(p, r, v)
+    v = x.lo
+    g0 = p.prg_next.int64(shape)
+    pads1 = p.prg_next.int64(two)
+    help1 = pads1[0] ^ ((pads1[0] ^ pads1[1]) & v)
+    from_0, pad_from_1 = p.comm.exchange(send_prev=help1, recv_next=True, recv_prev=True)
+    g2 = from_0[0] ^ ((from_0[0] ^ from_0[1]) & v) ^ pad_from_1
+    return BooleanShares(p, g2, g0), BooleanShares(p, v, from_0[2])
 
 
 # Masks selecting the low half of every 2**(L+1)-bit block, L = 0..5 (as signed int64).
@@ -110,16 +135,15 @@ def _carry_tree(g: BooleanShares, p: BooleanShares) -> tuple[BooleanShares, torc
 def msb(x: ArithmeticShares) -> BooleanShares:
     """Boolean sharing of the sign bit of ``[x]`` (in bit 0 of each word).
 
-    Steps: carry-save ``x0 + x1 + x2 -> s + c`` (1 AND round); generate ``g = s & c`` (1
-    round); the carry into bit 63 is the combined generate of ``(g << 1, p << 1)`` over all
-    64 positions, from a packed carry tree (6 rounds); ``msb = p_63 ^ carry``.
-    Cost: 8 rounds, about 6 words per element per party.
+    Steps: generate/propagate words of ``(x0 + x1) + x2`` (1 round, see
+    ``_generate_propagate``); the carry into bit 63 is the combined generate of
+    ``(g << 1, p << 1)`` over all 64 positions, from a packed carry tree (6 rounds);
+    ``msb = p_63 ^ carry``. Cost: 7 rounds; about 9 words per element for party 0 and 5
+    for the others.
     """
     shape = x.shape
     flat = x.reshape(-1)
-    s, c = _carry_save(flat)
-    p = s ^ c
-    g = s & c
+    g, p = _generate_propagate(flat)
     tree, word, offset = _carry_tree(g << 1, p << 1)
     carry = BooleanShares(x.party, (tree.lo[word] >> offset) & 1, (tree.hi[word] >> offset) & 1)
     top = BooleanShares(x.party, (p.lo >> 63) & 1, (p.hi >> 63) & 1)
@@ -168,24 +192,24 @@ def bit_inject(b: BooleanShares) -> ArithmeticShares:
 
 
 def ltz(x: ArithmeticShares) -> ArithmeticShares:
-    """``[x < 0]`` as an arithmetic 0/1 sharing. Cost: 9 rounds (MSB 8 + injection 1), 7-10 words/party."""
+    """``[x < 0]`` as an arithmetic 0/1 sharing. Cost: 8 rounds (MSB 7 + injection 1), 6-13 words/party."""
     return bit_inject(msb(x))
 
 
 def lt(x: ArithmeticShares, y) -> ArithmeticShares:
-    """``[x < y]`` (0/1). Cost: 9 rounds, 7-10 words/party; needs ``|x - y| < 2**63`` in the ring."""
+    """``[x < y]`` (0/1). Cost: 8 rounds, 6-13 words/party; needs ``|x - y| < 2**63`` in the ring."""
     return ltz(x - y)
 
 
 def gt(x: ArithmeticShares, y) -> ArithmeticShares:
-    """``[x > y]`` (0/1). Cost: 9 rounds."""
+    """``[x > y]`` (0/1). Cost: 8 rounds."""
     if isinstance(y, ArithmeticShares):
         return ltz(y - x)
     return ltz((-x) + y)
 
 
 def le(x: ArithmeticShares, y) -> ArithmeticShares:
-    """``[x <= y]`` = 1 - [y < x]. Cost: 9 rounds."""
+    """``[x <= y]`` = 1 - [y < x]. Cost: 8 rounds."""
     return 1 - gt(x, y)
 
 
@@ -197,7 +221,7 @@ def mux(c: ArithmeticShares, a: ArithmeticShares, b: ArithmeticShares) -> Arithm
 
 
 def relu(x: ArithmeticShares) -> ArithmeticShares:
-    """``max(x, 0)``. Cost: 10 rounds (comparison 9 + one product), 8-11 words/party."""
+    """``max(x, 0)``. Cost: 9 rounds (comparison 8 + one product), 7-14 words/party."""
     return x - mul(ltz(x), x)
 
 
@@ -246,21 +270,14 @@ def eqz(x: ArithmeticShares) -> ArithmeticShares:
     return bit_inject(v.and_public(1))
 
 
-def _add_boolean(a: BooleanShares, b: BooleanShares) -> BooleanShares:
-    """Boolean sharing of ``a + b mod 2**64``. Cost: 7 rounds (1 + 6 Kogge-Stone)."""
-    p = a ^ b
-    g = a & b
+def a2b(x: ArithmeticShares) -> BooleanShares:
+    """Arithmetic -> boolean sharing of all 64 bits. Cost: 7 rounds, ~16 words/party (Kogge-Stone)."""
+    g, p = _generate_propagate(x)
     pp = p
     for k in _KS_SHIFTS:
         g_and, p_and = and_many([(pp, g << k), (pp, pp << k)])
         g, pp = g ^ g_and, p_and
     return p ^ (g << 1)
-
-
-def a2b(x: ArithmeticShares) -> BooleanShares:
-    """Arithmetic -> boolean sharing of all 64 bits. Cost: 8 rounds, 14 words/party."""
-    s, c = _carry_save(x)
-    return _add_boolean(s, c)
 
 
 def eq(x: ArithmeticShares, y) -> ArithmeticShares:
