@@ -60,14 +60,21 @@ def _reshare_truncate(party: Party, z: torch.Tensor, bits: int) -> tuple[torch.T
     return (z1_from_prev + z) >> bits, y0
 
 
-def _product(
-    x: ArithmeticShares, y: ArithmeticShares, f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-) -> ArithmeticShares:
-    """Secure ``f(x, y)`` for a bilinear ``f``. Cost: 1 round, 1 element per output element."""
+LocalProduct = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def bilinear(x: ArithmeticShares, y: ArithmeticShares, local: LocalProduct) -> ArithmeticShares:
+    """Secure bilinear product given its local step. Cost: 1 round, 1 element per output element.
+
+    ``local(x_i, x_{i+1}, y_i + y_{i+1}, y_i)`` must return
+    ``f(x_i, y_i + y_{i+1}) + f(x_{i+1}, y_i)``, this party's 3-out-of-3 term of ``f(x, y)``
+    (a fused kernel may compute it in one pass). Truncation is fused into the reshare
+    round when both operands are fixed point.
+    """
     if x.party is not y.party:
         raise ValueError("cannot multiply shares of different parties/sessions")
     party = x.party
-    z = f(x.lo, y.lo + y.hi) + f(x.hi, y.lo)
+    z = local(x.lo, x.hi, y.lo + y.hi, y.lo)
     z = z + party.zero_share(z.shape)
     if x.frac_bits and y.frac_bits:
         bits = min(x.frac_bits, y.frac_bits)
@@ -75,6 +82,13 @@ def _product(
         return ArithmeticShares(party, lo, hi, x.frac_bits + y.frac_bits - bits)
     lo, hi = _reshare(party, z)
     return ArithmeticShares(party, lo, hi, x.frac_bits + y.frac_bits)
+
+
+def _product(
+    x: ArithmeticShares, y: ArithmeticShares, f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> ArithmeticShares:
+    """Secure ``f(x, y)`` for a bilinear ``f``. Cost: 1 round, 1 element per output element."""
+    return bilinear(x, y, lambda xa, xb, ysum, ya: f(xa, ysum) + f(xb, ya))
 
 
 def _check_same_shape(x: ArithmeticShares, y: ArithmeticShares, op: str) -> None:
