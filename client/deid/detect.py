@@ -148,11 +148,21 @@ class HaarDetector:
         self.kind, self.scale_factor, self.min_neighbors, self.min_size = kind, scale_factor, min_neighbors, min_size
         self.name = cascade.removesuffix(".xml")
 
-    def __call__(self, rgb: np.ndarray) -> list[Region]:
-        """Detect objects in an RGB uint8 image."""
-        grey = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+    def __call__(self, rgb: np.ndarray, max_side: int = 1280, expand: float = 0.2) -> list[Region]:
+        """Detect objects in an RGB uint8 image; boxes are grown by ``expand`` on each side."""
+        H, W = rgb.shape[:2]
+        s = min(1.0, max_side / max(H, W))
+        small = cv2.resize(rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else rgb
+        grey = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
         found = self._clf.detectMultiScale(grey, self.scale_factor, self.min_neighbors, minSize=self.min_size)
-        return [Region(int(x), int(y), int(w), int(h), self.kind, 1.0, self.name) for x, y, w, h in found]
+        out = []
+        for x, y, w, h in found:
+            x, y, w, h = x / s, y / s, w / s, h / s
+            r = Region(int(x - expand * w), int(y - expand * h), int(w * (1 + 2 * expand)), int(h * (1 + 2 * expand)),
+                       self.kind, 1.0, self.name).clip(W, H)
+            if r is not None:
+                out.append(r)
+        return out
 
 
 @lru_cache(maxsize=1)
@@ -164,7 +174,7 @@ def face_detector() -> CenterFaceDetector:
 @lru_cache(maxsize=1)
 def plate_detector() -> HaarDetector:
     """Shared licence-plate detector (OpenCV's Russian-plate Haar cascade)."""
-    return HaarDetector("haarcascade_russian_plate_number.xml", PLATE, 1.1, 3, (30, 10))
+    return HaarDetector("haarcascade_russian_plate_number.xml", PLATE, 1.05, 3, (24, 8))
 
 
 def detect(rgb: np.ndarray, faces: bool = True, plates: bool = True) -> list[Region]:
