@@ -104,6 +104,10 @@ class LocalCluster:
             p.send_signal(signal.SIGKILL)
             p.wait(10)
 
+    def pause(self, i: int) -> None:
+        """SIGSTOP server ``i`` (a hung peer)."""
+        self.procs[i].send_signal(signal.SIGSTOP)
+
     def stop(self, i: int | None = None, timeout_s: float = 15.0) -> None:
         """Stop server ``i`` (or all) gracefully with SIGTERM, SIGKILL if it does not exit."""
         ids = [i] if i is not None else list(self.procs)

@@ -14,7 +14,7 @@ import json
 import time
 import tomllib
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -141,10 +141,11 @@ class Client:
         creds = channel_credentials(self.cfg.ca, self.cfg.cert, self.cfg.key)
         self._channels = [secure_channel(a, creds) for a in self.cfg.servers]
         self._stubs = [pbg.VaultStub(c) for c in self._channels]
-        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="trivault-client")
+        self._pool = ThreadPoolExecutor(max_workers=9, thread_name_prefix="trivault-client")
         self.owner = OwnerState(self.cfg.owner_dir)
         self.progress = progress
         self.last_upload_stats: dict[str, float] = {}
+        self.fault_hook: Callable[[str], None] | None = None  # fault injection for tests: called with a phase
 
     def close(self) -> None:
         """Close the channels."""
@@ -159,20 +160,26 @@ class Client:
         self.close()
 
     # ---- plumbing -----------------------------------------------------------------
-    def _all(self, fn: Callable[[int], Any], servers: Sequence[int] = (0, 1, 2), tolerate: bool = False) -> list[Any]:
-        """Run ``fn(i)`` for each server in parallel; raise one clear error unless ``tolerate``."""
-        futs = {i: self._pool.submit(fn, i) for i in servers}
+    def _all(self, fn: Callable[[int], Any], servers: Sequence[int] = (0, 1, 2), tolerate: bool = False,
+             fail_fast: bool = True) -> list[Any]:
+        """Run ``fn(i)`` for each server in parallel; raise one clear error on failure (at the first
+        one, without waiting for slower servers, if ``fail_fast``) unless ``tolerate``."""
+        futs = {self._pool.submit(fn, i): i for i in servers}
         out: list[Any] = [None] * 3
         errs: list[str] = []
-        for i, f in futs.items():
-            try:
-                out[i] = f.result()
-            except grpc.RpcError as exc:
-                errs.append(_rpc_error(i, exc))
-            except bd.BundleError as exc:
-                errs.append(f"server {i}: {exc}")
+        pending = set(futs)
+        while pending and not (errs and fail_fast and not tolerate):
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                i = futs[f]
+                try:
+                    out[i] = f.result()
+                except grpc.RpcError as exc:
+                    errs.append(_rpc_error(i, exc))
+                except bd.BundleError as exc:
+                    errs.append(f"server {i}: {exc}")
         if errs and not tolerate:
-            raise TriVaultError("; ".join(errs))
+            raise TriVaultError("; ".join(sorted(errs)))
         return out
 
     def info(self) -> dict[str, Any]:
@@ -188,11 +195,16 @@ class Client:
     def _transact(self, bundles: list[bd.Bundle]) -> None:
         """Two-phase commit: prepare on all three, then commit on server 0 (the decision), then 1 and 2."""
         txn = bundles[0].session_id
+        if self.fault_hook is not None:
+            self.fault_hook("before_prepare")
         try:
-            self._all(lambda i: self._stubs[i].Prepare(bd.encode(bundles[i]), timeout=self.cfg.timeout_s * 10))
+            self._all(lambda i: self._stubs[i].Prepare(bd.encode(bundles[i]), timeout=self.cfg.timeout_s * 10),
+                      fail_fast=False)
         except TriVaultError as exc:
             self._all(lambda i: self._stubs[i].Abort(pb.TxnRequest(txn_id=txn), timeout=10), tolerate=True)
             raise TriVaultError(f"upload aborted, nothing stored: {exc}") from None
+        if self.fault_hook is not None:
+            self.fault_hook("after_prepare")
         try:
             self._stubs[0].Commit(pb.TxnRequest(txn_id=txn), timeout=30)
         except grpc.RpcError as exc:

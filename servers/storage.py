@@ -242,6 +242,8 @@ class Store:
                 raise StorageError(f"transaction {txn_id} is already committed")
             if state == "prepared":
                 self._db.execute("UPDATE txns SET state='aborted' WHERE id=?", (txn_id,))
+            elif state == "unknown":  # remember it, so a late prepare of this id is refused
+                self._db.execute("INSERT INTO txns VALUES (?,?,?,?,?)", (txn_id, "aborted", "{}", "[]", time.time()))
             shutil.rmtree(self.staging / txn_id, ignore_errors=True)
             return "aborted" if state != "unknown" else "unknown"
 
