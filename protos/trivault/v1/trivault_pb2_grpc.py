@@ -40,13 +40,8 @@ class VaultStub:
                 request_serializer=trivault_dot_v1_dot_trivault__pb2.InfoRequest.SerializeToString,
                 response_deserializer=trivault_dot_v1_dot_trivault__pb2.Ack.FromString,
                 _registered_method=True)
-        self.RegisterModel = channel.stream_unary(
-                '/trivault.v1.Vault/RegisterModel',
-                request_serializer=trivault_dot_v1_dot_trivault__pb2.Frame.SerializeToString,
-                response_deserializer=trivault_dot_v1_dot_trivault__pb2.Ack.FromString,
-                _registered_method=True)
-        self.PrepareUpload = channel.stream_unary(
-                '/trivault.v1.Vault/PrepareUpload',
+        self.Prepare = channel.stream_unary(
+                '/trivault.v1.Vault/Prepare',
                 request_serializer=trivault_dot_v1_dot_trivault__pb2.Frame.SerializeToString,
                 response_deserializer=trivault_dot_v1_dot_trivault__pb2.TxnReply.FromString,
                 _registered_method=True)
@@ -70,11 +65,6 @@ class VaultStub:
                 request_serializer=trivault_dot_v1_dot_trivault__pb2.ImageRequest.SerializeToString,
                 response_deserializer=trivault_dot_v1_dot_trivault__pb2.Frame.FromString,
                 _registered_method=True)
-        self.Delete = channel.unary_unary(
-                '/trivault.v1.Vault/Delete',
-                request_serializer=trivault_dot_v1_dot_trivault__pb2.ImageRequest.SerializeToString,
-                response_deserializer=trivault_dot_v1_dot_trivault__pb2.Ack.FromString,
-                _registered_method=True)
 
 
 class VaultServicer:
@@ -87,14 +77,9 @@ class VaultServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def RegisterModel(self, request_iterator, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def PrepareUpload(self, request_iterator, context):
-        """phase 1: stage, fsync, vote
+    def Prepare(self, request_iterator, context):
+        """One transaction = model weights and/or images, key shares, deletions and a new index.
+        phase 1: stage, fsync, vote
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -127,12 +112,6 @@ class VaultServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Delete(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_VaultServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -141,13 +120,8 @@ def add_VaultServicer_to_server(servicer, server):
                     request_deserializer=trivault_dot_v1_dot_trivault__pb2.InfoRequest.FromString,
                     response_serializer=trivault_dot_v1_dot_trivault__pb2.Ack.SerializeToString,
             ),
-            'RegisterModel': grpc.stream_unary_rpc_method_handler(
-                    servicer.RegisterModel,
-                    request_deserializer=trivault_dot_v1_dot_trivault__pb2.Frame.FromString,
-                    response_serializer=trivault_dot_v1_dot_trivault__pb2.Ack.SerializeToString,
-            ),
-            'PrepareUpload': grpc.stream_unary_rpc_method_handler(
-                    servicer.PrepareUpload,
+            'Prepare': grpc.stream_unary_rpc_method_handler(
+                    servicer.Prepare,
                     request_deserializer=trivault_dot_v1_dot_trivault__pb2.Frame.FromString,
                     response_serializer=trivault_dot_v1_dot_trivault__pb2.TxnReply.SerializeToString,
             ),
@@ -170,11 +144,6 @@ def add_VaultServicer_to_server(servicer, server):
                     servicer.Retrieve,
                     request_deserializer=trivault_dot_v1_dot_trivault__pb2.ImageRequest.FromString,
                     response_serializer=trivault_dot_v1_dot_trivault__pb2.Frame.SerializeToString,
-            ),
-            'Delete': grpc.unary_unary_rpc_method_handler(
-                    servicer.Delete,
-                    request_deserializer=trivault_dot_v1_dot_trivault__pb2.ImageRequest.FromString,
-                    response_serializer=trivault_dot_v1_dot_trivault__pb2.Ack.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,7 +185,7 @@ class Vault:
             _registered_method=True)
 
     @staticmethod
-    def RegisterModel(request_iterator,
+    def Prepare(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -229,34 +198,7 @@ class Vault:
         return grpc.experimental.stream_unary(
             request_iterator,
             target,
-            '/trivault.v1.Vault/RegisterModel',
-            trivault_dot_v1_dot_trivault__pb2.Frame.SerializeToString,
-            trivault_dot_v1_dot_trivault__pb2.Ack.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def PrepareUpload(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_unary(
-            request_iterator,
-            target,
-            '/trivault.v1.Vault/PrepareUpload',
+            '/trivault.v1.Vault/Prepare',
             trivault_dot_v1_dot_trivault__pb2.Frame.SerializeToString,
             trivault_dot_v1_dot_trivault__pb2.TxnReply.FromString,
             options,
@@ -367,33 +309,6 @@ class Vault:
             '/trivault.v1.Vault/Retrieve',
             trivault_dot_v1_dot_trivault__pb2.ImageRequest.SerializeToString,
             trivault_dot_v1_dot_trivault__pb2.Frame.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Delete(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/trivault.v1.Vault/Delete',
-            trivault_dot_v1_dot_trivault__pb2.ImageRequest.SerializeToString,
-            trivault_dot_v1_dot_trivault__pb2.Ack.FromString,
             options,
             channel_credentials,
             insecure,
