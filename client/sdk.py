@@ -43,6 +43,11 @@ class TriVaultError(RuntimeError):
     """A request failed; the message names the server(s) and the reason."""
 
 
+class PartialCommitError(TriVaultError):
+    """Server 0 committed (the decision is final) but another server did not answer; it
+    completes the transaction by itself when it is back."""
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     """Server addresses, TLS files, the owner's local state directory and the RPC timeout."""
@@ -214,7 +219,7 @@ class Client:
         try:
             self._all(lambda i: self._stubs[i].Commit(pb.TxnRequest(txn_id=txn), timeout=30), servers=(1, 2))
         except TriVaultError as exc:
-            raise TriVaultError(f"upload committed by server 0; {exc}; that server completes it when it is back")
+            raise PartialCommitError(f"upload committed by server 0; {exc}; that server completes it when it is back")
 
     # ---- model owner ----------------------------------------------------------------
     def register_model(self, model: nn.Module, resolution: int | None = None) -> dict:
@@ -260,15 +265,18 @@ class Client:
     # ---- index --------------------------------------------------------------------
     def _index_bundles(self, feats: np.ndarray, ids: np.ndarray, base_version: int) -> tuple[dict, list[dict]]:
         """Public index meta + one dict of tensors per server (IVF if available, else flat)."""
-        try:
+        try:  # IVF needs both the owner-side index and the servers' secure search
             from index import build_index, share_index  # type: ignore[attr-defined]
+            from protocols.search import secure_search  # type: ignore[import-not-found]  # noqa: F401
         except ImportError:
             build_index = None
         if build_index is not None:
-            n_centroids = max(1, int(round(np.sqrt(len(ids)))))
+            n = len(ids)
+            n_centroids = max(1, min(int(round(np.sqrt(n))), n // 39))  # faiss wants >= 39 points per centroid
             plain = build_index(feats.astype(np.float32), ids.astype(np.int64), n_centroids)
             shares = share_index(plain, DEFAULT_FP)
-            return ({"format": "ivf", "base_version": base_version, "n_centroids": n_centroids},
+            return ({"format": "ivf", "base_version": base_version, "n_centroids": n_centroids,
+                     "bucket_size": int(plain.bucket_size), "dim": int(feats.shape[1])},
                     [s.to_tensors() for s in shares])
         x = torch.from_numpy(feats.astype(np.float64))
         fpairs = share_fixed(x, DEFAULT_FP)
@@ -325,7 +333,11 @@ class Client:
             t.update({f"index/{k}": v for k, v in itensors[s].items()})
             bundles.append(bd.Bundle("txn", txn, {"images": metas, "index": imeta}, t))
         t1 = time.perf_counter()
-        self._transact(bundles)
+        try:
+            self._transact(bundles)
+        except PartialCommitError:
+            self.owner.save_features(feats, ids)
+            raise
         self.owner.save_features(feats, ids)
         t2 = time.perf_counter()
         self.last_upload_stats = {"n": len(loaded), "seconds": t2 - t0, "transfer_seconds": t2 - t1,
@@ -351,8 +363,12 @@ class Client:
                          "norms.lo": torch.zeros(0, dtype=torch.int64), "norms.hi": torch.zeros(0, dtype=torch.int64)}
                         for _ in range(3)]
         meta["index"] = imeta
-        self._transact([bd.Bundle("txn", txn, meta, {f"index/{k}": v for k, v in itensors[s].items()})
-                        for s in range(3)])
+        try:
+            self._transact([bd.Bundle("txn", txn, meta, {f"index/{k}": v for k, v in itensors[s].items()})
+                            for s in range(3)])
+        except PartialCommitError:
+            self.owner.save_features(feats if len(ids) else None, ids)
+            raise
         self.owner.save_features(feats if len(ids) else None, ids)
 
     # ---- querier ------------------------------------------------------------------

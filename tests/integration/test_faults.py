@@ -1,0 +1,89 @@
+"""Crashes: restart keeps committed data; a dead peer fails a query fast; uploads are atomic."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from client.sdk import Client, TriVaultError
+
+from .conftest import small_images
+
+
+def _wait_consistent(c: Client, timeout_s: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return c.info()
+        except TriVaultError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def test_restart_keeps_committed_data(cluster, client):
+    before = client.info()
+    cluster.kill(1)  # kill -9
+    cluster.start(1)
+    with Client(cluster.client_config, progress=False) as c:
+        assert c.info()["image_ids"] == before["image_ids"]
+        assert c.search(cluster.images[7], k=1).ids == [7]
+        assert c.retrieve(7).label == "img7"
+
+
+def test_dead_peer_mid_query_gives_clear_error(cluster, client):
+    """Server 2 hangs, then is killed while servers 0 and 1 are inside the protocol."""
+    cluster.pause(2)
+    err: list[BaseException] = []
+    t0 = time.monotonic()
+
+    def run() -> None:
+        try:
+            with Client(cluster.client_config, progress=False) as c:
+                c.search(cluster.images[3], k=2)
+        except BaseException as exc:  # noqa: BLE001
+            err.append(exc)
+
+    th = threading.Thread(target=run)
+    th.start()
+    time.sleep(1.0)  # servers 0 and 1 are now waiting for server 2's messages
+    cluster.kill(2)
+    th.join(60)
+    elapsed = time.monotonic() - t0
+    assert err and isinstance(err[0], TriVaultError)
+    assert "server 2" in str(err[0])
+    assert elapsed < 20, elapsed  # peer timeout is 5 s; no hang
+    cluster.start(2)
+    with Client(cluster.client_config, progress=False) as c:
+        assert c.search(cluster.images[3], k=1).ids == [3]
+
+
+def test_upload_interrupted_before_commit_completes_on_restart(cluster, client):
+    """kill -9 of server 2 after it prepared: servers 0 and 1 commit; server 2 finishes on restart."""
+    before = client.info()["image_ids"]
+    client.fault_hook = lambda phase: cluster.kill(2) if phase == "after_prepare" else None
+    with pytest.raises(TriVaultError, match="committed by server 0"):
+        client.upload(small_images(2, seed=5), labels=["n0", "n1"])
+    client.fault_hook = None
+    cluster.start(2)
+    info = _wait_consistent(client)
+    new = sorted(set(info["image_ids"]) - set(before))
+    assert len(new) == 2
+    with Client(cluster.client_config, progress=False) as c:
+        assert c.retrieve(new[1]).label == "n1"
+        assert c.search(small_images(2, seed=5)[0], k=1).ids == [new[0]]
+
+
+def test_upload_interrupted_during_prepare_is_absent_everywhere(cluster, client):
+    """kill -9 of server 1 before it voted: the upload is aborted on all three."""
+    before = client.info()
+    client.fault_hook = lambda phase: cluster.kill(1) if phase == "before_prepare" else None
+    with pytest.raises(TriVaultError, match="nothing stored"):
+        client.upload(small_images(1, seed=9), labels=["gone"])
+    client.fault_hook = None
+    cluster.start(1)
+    info = _wait_consistent(client)
+    assert info["image_ids"] == before["image_ids"] and info["index_version"] == before["index_version"]
+    assert client.upload(small_images(1, seed=9), labels=["back"])  # the next upload works
