@@ -1,0 +1,149 @@
+"""secure_search end to end on three in-process parties vs the plaintext index and faiss.
+
+Exactness: the plaintext replica ``PlainIndex.search`` ranks by (distance, id) in
+float64; the secure search ranks fixed-point distances (inputs rounded to 2**-16, one
+truncation). Ids must agree except where two candidates' true distances are within the
+fixed-point error (we allow at most 1% of queries to differ; none do on these seeds).
+Distances agree within 2**-16 (2 sum|q - x| + 4).
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from index import build_index, share_index, share_update
+from index.synthetic import clustered, queries_like
+from protocols.ring import DEFAULT_FP
+from protocols.search import secure_search
+from protocols.sharing import from_pair, output_pair, reconstruct, share_fixed
+from protocols.simulate import make_parties, run_parties
+
+
+def _run(shs, q, k, nprobe, record=False):
+    qs = share_fixed(torch.from_numpy(np.ascontiguousarray(q)))
+    parties = make_parties()
+    logs = [[], [], []]
+    if record:
+        for p in parties:
+            orig = p.comm.exchange
+
+            def rec(send_next=None, send_prev=None, recv_next=False, recv_prev=False, _o=orig, _l=logs[p.id]):
+                _l.append((None if send_next is None else tuple(send_next.shape),
+                           None if send_prev is None else tuple(send_prev.shape), recv_next, recv_prev))
+                return _o(send_next, send_prev, recv_next, recv_prev)
+
+            p.comm.exchange = rec
+
+    def body(p, qp, ish):
+        ids, d = secure_search(p, from_pair(p, qp, 16), ish, k, nprobe)
+        return output_pair(ids), output_pair(d), p.comm.stats.snapshot()
+
+    out = run_parties(body, [(qs[i], shs[i]) for i in range(3)], parties=parties)
+    ids = reconstruct([o[0] for o in out]).numpy()
+    dist = DEFAULT_FP.decode(reconstruct([o[1] for o in out])).numpy()
+    return ids, dist, [o[2] for o in out], logs
+
+
+@pytest.fixture(scope="module")
+def small():
+    x = clustered(4000, 32, 16, seed=2)
+    plain = build_index(x, np.arange(len(x)) * 3 + 7, 25, seed=0)
+    return x, plain, share_index(plain)
+
+
+@pytest.mark.parametrize("k,nprobe", [(10, 1), (1, 1), (5, 3)])
+def test_matches_plaintext_index_and_faiss(small, k, nprobe):
+    x, plain, shs = small
+    q = queries_like(x, 6, seed=k + nprobe)
+    ids, dist, _, _ = _run(shs, q, k, nprobe)
+    rid, rd = plain.search(q, k, nprobe)
+    assert (ids == rid).all(axis=1).mean() >= 0.99
+    assert np.abs(dist - rd).max() <= 2**-16 * (2 * np.abs(q).sum(-1).max() * 4 + 4)
+    ivf = plain.to_faiss()
+    ivf.nprobe = nprobe
+    _, fi = ivf.search(q, k)
+    assert (np.sort(fi, 1) == np.sort(ids, 1)).all(axis=1).mean() >= 0.99
+
+
+def test_k_equals_probed_rows_padding_last(small):
+    x, plain, shs = small
+    q = queries_like(x, 2, seed=9)
+    k = plain.bucket_size
+    ids, dist, _, _ = _run(shs, q, k, 1)
+    rid, _ = plain.search(q, k, 1)
+    assert np.array_equal(ids, rid)
+    for row, dr in zip(ids, dist):
+        pad = row == -1
+        if pad.any():
+            first = int(np.argmax(pad))
+            assert pad[first:].all() and dr[first:].min() > 1e5
+
+
+def test_transcript_independent_of_query_and_bucket(small):
+    x, plain, shs = small
+    cent = plain.centroids
+    far = np.argmax(((cent - cent[0]) ** 2).sum(-1))
+    q1, q2 = cent[0:1] + 0.01, cent[far : far + 1] + 0.01  # different nearest buckets
+    assert plain.search(q1, 1, 1)[0][0, 0] != plain.search(q2, 1, 1)[0][0, 0]
+    _, _, st1, log1 = _run(shs, q1, 10, 2, record=True)
+    _, _, st2, log2 = _run(shs, q2, 10, 2, record=True)
+    for i in range(3):
+        assert st1[i].as_dict() == st2[i].as_dict()
+        assert log1[i] == log2[i]
+    assert st1[0].rounds > 0
+
+
+def test_insert_and_delete_visible_to_secure_search(small):
+    x, _, _ = small
+    plain = build_index(x, None, 25, seed=0, slack=0.3)
+    shs = share_index(plain)
+    c = int((plain.ids != -1).sum(1).argmin())
+    new = plain.centroids[c : c + 1] + 0.05
+    upd = plain.insert(new, [len(x) + 1])
+    assert not upd.rebuilt
+    for s, u in zip(shs, share_update(plain, upd)):
+        s.apply_update(u)
+    ids, _, _, _ = _run(shs, new, 3, 1)
+    assert ids[0, 0] == len(x) + 1
+    upd = plain.delete([len(x) + 1])
+    for s, u in zip(shs, share_update(plain, upd)):
+        s.apply_update(u)
+    ids, _, _, _ = _run(shs, new, 3, 1)
+    assert len(x) + 1 not in ids[0]
+
+
+def test_rejects_bad_arguments(small):
+    _, _, shs = small
+    qs = share_fixed(torch.zeros(1, 32))
+
+    def body(p, qp, ish, other):
+        q = from_pair(p, qp, 16)
+        for kw in ({"k": 0}, {"k": 10, "nprobe": 0}, {"k": 10 ** 6}):
+            with pytest.raises(ValueError):
+                secure_search(p, q, ish, **kw)
+        with pytest.raises(ValueError):
+            secure_search(p, q, other, 1)
+        return True
+
+    assert all(run_parties(body, [(qs[i], shs[i], shs[(i + 1) % 3]) for i in range(3)]))
+
+
+def _recall_vs_faiss(n, n_queries, n_centroids, nprobe, seed):
+    x = clustered(n, 128, max(8, n // 1000), seed=seed)
+    plain = build_index(x, None, n_centroids, seed=0)
+    shs = share_index(plain)
+    q = queries_like(x, n_queries, seed=seed + 1)
+    ids, _, _, _ = _run(shs, q, 10, nprobe)
+    ivf = plain.to_faiss()
+    ivf.nprobe = nprobe
+    _, fi = ivf.search(q, 10)
+    return (np.sort(fi, 1) == np.sort(ids, 1)).all(axis=1).mean()
+
+
+def test_recall_at_10_vs_faiss_ivf_20k():
+    assert _recall_vs_faiss(20_000, 32, 64, 2, seed=5) >= 0.99
+
+
+@pytest.mark.slow
+def test_recall_at_10_vs_faiss_ivf_100k():
+    assert _recall_vs_faiss(100_000, 100, 316, 2, seed=6) >= 0.99
