@@ -180,9 +180,79 @@ def msb_bounded(x: ArithmeticShares) -> BooleanShares:
     return BooleanShares(pt, bits_lo, bits_hi)
 
 
+def bit_inject_chunked(b: BooleanShares) -> ArithmeticShares:
+    """Boolean shared bit (bit 0) -> arithmetic 0/1 sharing: the core's ``compare.bit_inject``
+    protocol (3-party OT, 1 round; party 0 sends 4 elements, parties 1 and 2 one each),
+    with the local work and PRG draws done in cache-sized chunks (the unchunked version
+    is dominated by page faults on multi-million-element tensors).
+    """
+    p = b.party
+    shape = b.shape
+    blo, bhi = b.lo.reshape(-1), b.hi.reshape(-1)
+    n = blo.numel()
+    sls = _slices(n)
+    if p.id == 0:
+        c0 = torch.empty(n, dtype=torch.int64)
+        c1 = torch.empty(n, dtype=torch.int64)
+        to1 = torch.empty(2 * n, dtype=torch.int64)
+        to2 = torch.empty(2 * n, dtype=torch.int64)
+        for sl in sls:
+            k = sl.stop - sl.start
+            t = (blo[sl] ^ bhi[sl]) & 1
+            a0 = p.prg_prev.int64((k,))  # key (2,0)
+            w = p.prg_prev.int64((2, k))  # pads known to party 2
+            a1 = p.prg_next.int64((k,))  # key (0,1)
+            w2 = p.prg_next.int64((2, k))  # pads known to party 1
+            m0 = t - a0 - a1
+            m1 = (t ^ 1) - a0 - a1
+            c0[sl], c1[sl] = a0, a1
+            to1[sl], to1[n + sl.start : n + sl.stop] = m0 + w[0], m1 + w[1]
+            to2[sl], to2[n + sl.start : n + sl.stop] = m0 + w2[0], m1 + w2[1]
+        p.comm.exchange(send_next=to1, send_prev=to2)
+        return ArithmeticShares(p, c0.view(shape), c1.view(shape), 0)
+    prg = p.prg_prev if p.id == 1 else p.prg_next  # the key shared with party 0
+    mine = torch.empty(n, dtype=torch.int64)
+    helps = torch.empty(n, dtype=torch.int64)
+    choices = []
+    for sl in sls:
+        k = sl.stop - sl.start
+        choice = ((bhi[sl] if p.id == 1 else blo[sl]) & 1).bool()  # b2
+        mine[sl] = prg.int64((k,))
+        w = prg.int64((2, k))
+        helps[sl] = torch.where(choice, w[1], w[0])
+        choices.append(choice)
+    if p.id == 1:
+        from_other, from_0 = p.comm.exchange(send_next=helps, recv_next=True, recv_prev=True)
+    else:
+        from_0, from_other = p.comm.exchange(send_prev=helps, recv_next=True, recv_prev=True)
+    c2 = torch.empty(n, dtype=torch.int64)
+    for sl, choice in zip(sls, choices):
+        c2[sl] = torch.where(choice, from_0[n + sl.start : n + sl.stop], from_0[sl]) - from_other[sl]
+    if p.id == 1:
+        return ArithmeticShares(p, mine.view(shape), c2.view(shape), 0)
+    return ArithmeticShares(p, c2.view(shape), mine.view(shape), 0)
+
+
+def mul_chunked(a: ArithmeticShares, d: ArithmeticShares) -> ArithmeticShares:
+    """Elementwise ``[a] * [d]`` for an integer 0/1 sharing ``a`` and same-shape ``d``: 1 round,
+    1 element per party, no truncation (ABY3 product + reshare), local work chunked."""
+    p = a.party
+    if a.frac_bits:
+        raise ValueError("mul_chunked: the first operand must be an integer sharing")
+    alo, ahi = a.lo.reshape(-1), a.hi.reshape(-1)
+    dlo, dhi = d.lo.reshape(-1), d.hi.reshape(-1)
+    n = alo.numel()
+    z = torch.empty(n, dtype=torch.int64)
+    for sl in _slices(n):
+        k = sl.stop - sl.start
+        z[sl] = alo[sl] * (dlo[sl] + dhi[sl]) + ahi[sl] * dlo[sl] + (p.prg_next.int64((k,)) - p.prg_prev.int64((k,)))
+    got, _ = p.comm.exchange(send_prev=z, recv_next=True)
+    return ArithmeticShares(p, z.view(d.shape), got.view(d.shape), d.frac_bits)
+
+
 def ltz_bounded(x: ArithmeticShares) -> ArithmeticShares:
     """``[x < 0]`` as an integer 0/1 sharing, for ``|x| < 2**31`` ring units. Cost: 8 rounds, ~5.5 words + injection per element per party."""
-    return C.bit_inject(msb_bounded(x))
+    return bit_inject_chunked(msb_bounded(x))
 
 
 def clamp(x: ArithmeticShares, lo: float, hi: float) -> ArithmeticShares:
@@ -194,20 +264,20 @@ def clamp(x: ArithmeticShares, lo: float, hi: float) -> ArithmeticShares:
     """
     d = cat([x - lo, (-x) + hi])
     b = ltz_bounded(d)
-    prod = mul(b, d)
+    prod = mul_chunked(b, d)
     n = x.shape[0]
     return x - prod[:n] + prod[n:]
 
 
 def relu(x: ArithmeticShares) -> ArithmeticShares:
     """``max(x, 0)``. Cost: 9 rounds; 1 bounded comparison + 1 product per element. Needs ``|x| < 32768``."""
-    return x - mul(ltz_bounded(x), x)
+    return x - mul_chunked(ltz_bounded(x), x)
 
 
 def max_pairs(a: ArithmeticShares, b: ArithmeticShares) -> ArithmeticShares:
     """Elementwise ``max(a, b)``. Cost: 9 rounds; 1 bounded comparison + 1 product per element."""
     d = b - a
-    return a + mul(ltz_bounded(-d), d)  # [a < b] * (b - a)
+    return a + mul_chunked(ltz_bounded(-d), d)  # [a < b] * (b - a)
 
 
 def max_last(x: ArithmeticShares) -> ArithmeticShares:
