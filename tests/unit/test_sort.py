@@ -75,20 +75,22 @@ def test_sort_fixed_point_keys_descending_without_payload():
     assert torch.allclose(sk, keys.double().sort(descending=True).values, atol=2**-16)
 
 
+@pytest.mark.parametrize("method", ["merge", "bitonic"])
 @pytest.mark.parametrize("n,k", [(1, 1), (7, 1), (37, 3), (100, 10), (40, 40), (129, 16), (300, 5)])
-def test_topk_matches_lexicographic_plaintext(n, k):
+def test_topk_matches_lexicographic_plaintext(n, k, method):
     g = torch.Generator().manual_seed(n * 7 + k)
     keys = torch.randint(-20, 20, (2, n), generator=g)  # many ties
     ids = _ids((2, n), k)
-    tk, tp = evaluate(lambda a, b: S.secure_topk(a, b, k, IDB), keys, ids)
+    tk, tp = evaluate(lambda a, b: S.secure_topk(a, b, k, IDB, method=method), keys, ids)
     rk, rp = _lex(keys, ids)
     assert torch.equal(tk, rk[..., :k]) and torch.equal(tp, rp[..., :k])
 
 
-def test_topk_batched_leading_dims_fixed_point_keys():
+@pytest.mark.parametrize("method", ["merge", "bitonic"])
+def test_topk_batched_leading_dims_fixed_point_keys(method):
     keys = torch.randn(2, 3, 50)
     ids = _ids((2, 3, 50), 5)
-    tk, tp = evaluate(lambda a, b: S.secure_topk(a, b, 4, IDB), keys, ids)
+    tk, tp = evaluate(lambda a, b: S.secure_topk(a, b, 4, IDB, method=method), keys, ids)
     ref = keys.double().sort(-1)
     assert torch.allclose(tk, ref.values[..., :4], atol=2**-16)
     assert torch.equal(tp, torch.gather(ids, -1, ref.indices[..., :4]))
@@ -99,6 +101,29 @@ def test_argmin_default_index_ties_to_smallest_index():
     mk, mi = evaluate(S.secure_argmin, keys)
     assert torch.equal(mk, keys.min(-1).values)
     assert torch.equal(mi, torch.tensor([1, 0, 2]))
+
+
+def test_merge_topk_without_payload_stable_on_ties():
+    keys = torch.tensor([[3, 1, 3, 1, 2, 1, 0, 5, 5]])
+    tk, tp = evaluate(lambda a: S.secure_topk(a, None, 4), keys)
+    assert tp is None and torch.equal(tk, torch.tensor([[0, 1, 1, 1]]))
+
+
+def test_merge_topk_rounds_are_levels_times_comparison_plus_one():
+    x = share(torch.randint(-1000, 1000, (1100,)))
+    ids = share(torch.randperm(1100))
+
+    def body(p, a, b):
+        ka, pa = from_pair(p, a, 0), from_pair(p, b, 0)
+        s0 = p.comm.stats.snapshot()
+        C.ltz(ka[:4])
+        s1 = p.comm.stats.snapshot()
+        S.secure_topk(ka, pa, 10, IDB)
+        s2 = p.comm.stats.snapshot()
+        return (s1 - s0).rounds, (s2 - s1).rounds
+
+    for r_lt, r_topk in run_parties(body, [(x[i], ids[i]) for i in range(3)]):
+        assert r_topk == 11 * (r_lt + 1)
 
 
 def test_topk_is_cheaper_than_a_full_sort_for_small_k():
