@@ -82,31 +82,13 @@ def _ensure_model(c, resolution: int, dim: int, model: str) -> None:
 
 
 def build_model(kind: str, resolution: int, dim: int):
-    """``efficientnet`` (pretrained, needs protocols.nn on the servers), ``tiny`` (small seeded CNN), or ``auto``."""
-    import torch
-    from torch import nn
+    """See :func:`client.recipes.build_model`."""
+    from .recipes import build_model as build
 
-    if kind == "auto":
-        try:
-            import protocols.nn  # noqa: F401
-
-            kind = "efficientnet"
-        except ImportError:
-            kind = "tiny"
-    if kind == "efficientnet":
-        from .model import default_feature_model
-
-        return default_feature_model(resolution=resolution, out_dim=dim)
-    if kind != "tiny":
-        raise typer.BadParameter(f"unknown model {kind!r}")
-    g = torch.Generator().manual_seed(7)
-    m = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1),
-                      nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, dim))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * (1.0 / max(1, p.shape[-1]) ** 0.5))
-    m.resolution = resolution  # type: ignore[attr-defined]
-    return m.eval()
+    try:
+        return build(kind, resolution, dim)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @app.command()

@@ -37,12 +37,28 @@ class OwnerState:
         buf = io.BytesIO()
         np.savez(buf, **{k: v.detach().numpy() for k, v in params.items()})
         _write(self.root / "model_params.npz", buf.getvalue())
+        (self.root / "model_recipe.json").unlink(missing_ok=True)
         _write(self.root / "model_arch.json", json.dumps(arch).encode())
+
+    def save_recipe(self, arch: dict, recipe: dict) -> None:
+        """Keep a reproducible recipe instead of the weights (named models)."""
+        (self.root / "model_params.npz").unlink(missing_ok=True)
+        _write(self.root / "model_recipe.json", json.dumps(recipe).encode())
+        _write(self.root / "model_arch.json", json.dumps(arch).encode())
+
+    def load_arch(self) -> dict:
+        """The registered model's public architecture description."""
+        return json.loads((self.root / "model_arch.json").read_text())
+
+    def load_recipe(self) -> dict | None:
+        """The saved recipe, if the model was registered from one."""
+        p = self.root / "model_recipe.json"
+        return json.loads(p.read_text()) if p.exists() else None
 
     def load_model(self) -> tuple[dict, dict[str, torch.Tensor]] | None:
         """(arch, float params) or None if no model was registered from here."""
         a = self.root / "model_arch.json"
-        if not a.exists():
+        if not a.exists() or not (self.root / "model_params.npz").exists():
             return None
         with np.load(self.root / "model_params.npz", allow_pickle=False) as z:
             params = {k: torch.from_numpy(z[k].copy()) for k in z.files}

@@ -114,13 +114,13 @@ def load_image_bytes(item: ImageInput) -> tuple[bytes, Image.Image]:
         name = str(item)
     elif isinstance(item, Image.Image):
         buf = io.BytesIO()
-        item.convert("RGB").save(buf, format="PNG")
+        item.convert("RGB").save(buf, format="PNG", compress_level=1)
         data, name = buf.getvalue(), "<PIL image>"
     elif isinstance(item, np.ndarray):
         from .preprocess import to_pil
 
         buf = io.BytesIO()
-        to_pil(item).save(buf, format="PNG")
+        to_pil(item).save(buf, format="PNG", compress_level=1)
         data, name = buf.getvalue(), "<array>"
     else:
         raise TypeError(f"unsupported image input {type(item).__name__}")
@@ -150,6 +150,7 @@ class Client:
         self.owner = OwnerState(self.cfg.owner_dir)
         self.progress = progress
         self.last_upload_stats: dict[str, float] = {}
+        self._module: nn.Module | None = None  # the owner's plaintext model, when known in this process
         self.fault_hook: Callable[[str], None] | None = None  # fault injection for tests: called with a phase
 
     def close(self) -> None:
@@ -230,7 +231,6 @@ class Client:
             raise TriVaultError("images are already stored with the current model: delete them before replacing it")
         res = int(resolution or getattr(model, "resolution", 224))
         arch, per_server = split_model(model, [3, res, res], DEFAULT_FP)
-        _, params = describe_model(model, [3, res, res])
         txn = str(uuid.uuid4())
         bundles = []
         for i in range(3):
@@ -239,27 +239,37 @@ class Client:
                 tensors.update(bd.pairs_to_tensors(f"model/{name}", pair))
             bundles.append(bd.Bundle("txn", txn, {"model": {"arch": arch}}, tensors))
         self._transact(bundles)
-        self.owner.save_model(arch, params)
+        recipe = getattr(model, "recipe", None)
+        if recipe is not None:
+            self.owner.save_recipe(arch, recipe)
+        else:
+            self.owner.save_model(arch, describe_model(model, [3, res, res])[1])
+        self._module = model
         return arch
-
-    def _owner_model(self) -> tuple[dict, dict[str, torch.Tensor]]:
-        m = self.owner.load_model()
-        if m is None:
-            raise TriVaultError("no model registered from this owner directory: call register_model first")
-        return m
 
     def extract_features(self, images: Sequence[Image.Image], batch: int = 16) -> np.ndarray:
         """Owner-side plaintext features of decoded images with the registered model."""
-        from .model import plain_forward
         from .preprocess import preprocess_batch
 
-        arch, params = self._owner_model()
-        res = int(arch["input_shape"][-1])
+        module = self._module
+        if module is None and (recipe := self.owner.load_recipe()) is not None:
+            from .recipes import from_recipe
+
+            module = self._module = from_recipe(recipe)
+        saved = None if module is not None else self.owner.load_model()
+        if module is None and saved is None:
+            raise TriVaultError("no model registered from this owner directory: call register_model first")
+        res = int(self.owner.load_arch()["input_shape"][-1])
         out = []
         for s in tqdm(range(0, len(images), batch), desc="features", unit="batch", disable=not self.progress):
             x = preprocess_batch(list(images[s:s + batch]), res)
             with torch.no_grad():
-                out.append(plain_forward(arch, params, x).float().numpy())
+                if module is not None:
+                    out.append(module.eval()(x).float().numpy())
+                else:
+                    from .model import plain_forward
+
+                    out.append(plain_forward(saved[0], saved[1], x).float().numpy())
         return np.concatenate(out).astype(np.float32)
 
     # ---- index --------------------------------------------------------------------

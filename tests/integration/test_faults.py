@@ -87,3 +87,18 @@ def test_upload_interrupted_during_prepare_is_absent_everywhere(cluster, client)
     info = _wait_consistent(client)
     assert info["image_ids"] == before["image_ids"] and info["index_version"] == before["index_version"]
     assert client.upload(small_images(1, seed=9), labels=["back"])  # the next upload works
+
+
+def test_delete_removes_everything(cluster, client):
+    """Delete: ciphertexts, key shares and index entry go on all three servers."""
+    victim = 6
+    client.delete(victim)
+    info = client.info()
+    assert victim not in info["image_ids"]
+    with pytest.raises(TriVaultError, match="unknown image id 6"):
+        client.retrieve(victim)
+    r = client.search(cluster.images[victim], k=3)
+    assert victim not in r.ids
+    for i in range(3):
+        objects = cluster.root / "data" / f"server{i}" / "objects"
+        assert not list(objects.glob(f"img/{victim}.*")) and not list(objects.glob(f"key/{victim}.*"))
