@@ -135,6 +135,11 @@ class VaultServicer(pbg.VaultServicer):
                 comm.abort()
             log.warning("session %s failed: %s", b.session_id, exc)
             context.abort(grpc.StatusCode.UNAVAILABLE, f"server {node.id}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - report, never hang the peers
+            if comm is not None:
+                comm.abort()
+            log.exception("session %s: internal error (%s)", b.session_id, type(exc).__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"server {node.id}: internal error {type(exc).__name__}")
         finally:
             node.sessions.release()
         stats = comm.stats.as_dict()

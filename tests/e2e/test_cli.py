@@ -1,0 +1,101 @@
+"""The ``trivault`` CLI end to end: help, up + upload/search/get/delete, and the demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from client.cli import app
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = dict(os.environ, PYTHONPATH=str(REPO))
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("cmd", [[], ["certs"], ["up"], ["upload"], ["search"], ["get"], ["delete"], ["demo"]])
+def test_help(cmd):
+    r = runner.invoke(app, [*cmd, "--help"])
+    assert r.exit_code == 0, r.output
+    assert "Usage" in r.output
+
+
+def test_certs_have_the_right_usages(tmp_path):
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    r = runner.invoke(app, ["certs", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    s = x509.load_pem_x509_certificate((tmp_path / "server0.pem").read_bytes())
+    eku = s.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.SERVER_AUTH in eku and ExtendedKeyUsageOID.CLIENT_AUTH in eku
+    san = s.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    c = x509.load_pem_x509_certificate((tmp_path / "client-owner.pem").read_bytes())
+    assert list(c.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert oct((tmp_path / "server0.key").stat().st_mode & 0o777) == "0o600"
+
+
+def _photos(d: Path, n: int) -> list[Path]:
+    from client.demo_data import base_images
+
+    d.mkdir()
+    out = []
+    for name, a in base_images()[:n]:
+        p = d / f"{name}.png"
+        Image.fromarray(a[:96, :96]).save(p)
+        out.append(p)
+    return out
+
+
+def test_up_upload_search_get_delete(tmp_path):
+    root = tmp_path / "cluster"
+    up = subprocess.Popen([sys.executable, "-m", "client.cli", "up", "--root", str(root)], cwd=REPO, env=ENV,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 90
+        while "three servers up" not in line and time.monotonic() < deadline:
+            line = up.stdout.readline()
+            assert line or up.poll() is None, "trivault up exited"
+        cfg = str(root / "client-owner.toml")
+        photos = _photos(tmp_path / "photos", 4)
+        r = runner.invoke(app, ["upload", str(tmp_path / "photos"), "-c", cfg, "--model", "tiny",
+                                "--resolution", "16", "--dim", "8"])
+        assert r.exit_code == 0, r.output
+        assert "uploaded 4 images" in r.output
+        r = runner.invoke(app, ["search", str(photos[2]), "-k", "2", "-c", cfg])
+        assert r.exit_code == 0, r.output
+        ranks = [ln.split("│") for ln in r.output.splitlines() if ln.startswith("│")]
+        assert ranks[0][2].strip() == "2"  # its own id ranks first
+        out = tmp_path / "got.png"
+        r = runner.invoke(app, ["get", "2", "-o", str(out), "-c", cfg])
+        assert r.exit_code == 0, r.output
+        assert out.read_bytes() == photos[2].read_bytes()
+        r = runner.invoke(app, ["delete", "2", "-c", cfg])
+        assert r.exit_code == 0, r.output
+        r = runner.invoke(app, ["get", "2", "-o", str(out), "-c", cfg])
+        assert r.exit_code == 1 and "unknown image id 2" in r.output
+    finally:
+        up.send_signal(signal.SIGTERM)
+        rest, _ = up.communicate(timeout=60)
+    assert "servers stopped" in rest
+
+
+def test_demo_runs_and_shuts_down(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "client.cli", "demo", "--root", str(tmp_path), "--model", "tiny",
+                        "--copies", "0", "--queries", "1", "--resolution", "16", "--dim", "8"],
+                       cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for needle in ("three servers up", "uploaded", "query 1", "agrees with plaintext", "retrieved image",
+                   "servers stopped cleanly"):
+        assert needle in r.stdout, r.stdout
