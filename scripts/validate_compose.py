@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""Validate docker/compose.yaml's structure without a docker engine (exit 1 on any problem).
+
+Checks: three services server0..2 built from docker/Dockerfile; each has its id in the
+environment, its own named data volume at /var/lib/trivault, the shared cluster config,
+the CA and ONLY its own certificate and key (read-only); ports published on 127.0.0.1
+only and distinct; the cluster config parses for every id and names the services; the
+Dockerfile pins torch==2.13.0 and runs ``python -m servers``.
+"""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKER = ROOT / "docker"
+
+
+def validate(compose_path: Path = DOCKER / "compose.yaml") -> list[str]:
+    """Return a list of problems (empty when valid)."""
+    import yaml
+
+    errs: list[str] = []
+    doc = yaml.safe_load(compose_path.read_text())
+    services = doc.get("services", {})
+    if sorted(services) != ["server0", "server1", "server2"]:
+        return [f"services must be server0, server1, server2; got {sorted(services)}"]
+    declared = set((doc.get("volumes") or {}).keys())
+    cfg = tomllib.loads((compose_path.parent / "cluster.toml").read_text())
+    host_ports, data_vols = set(), set()
+    for i in range(3):
+        name = f"server{i}"
+        s = services[name]
+        b = s.get("build", {})
+        if b.get("dockerfile") != "docker/Dockerfile" or not (compose_path.parent / b.get("context", ".")).is_dir():
+            errs.append(f"{name}: must build docker/Dockerfile from the repository root")
+        if str((s.get("environment") or {}).get("TRIVAULT_SERVER_ID")) != str(i):
+            errs.append(f"{name}: TRIVAULT_SERVER_ID must be {i}")
+        mounts = {}
+        for v in s.get("volumes", []):
+            parts = v.split(":")
+            mounts[parts[1]] = (parts[0], parts[2:] == ["ro"])
+        src = mounts.get("/var/lib/trivault", (None, False))[0]
+        if src not in declared:
+            errs.append(f"{name}: /var/lib/trivault must be a declared named volume, got {src}")
+        data_vols.add(src)
+        want = {"/etc/trivault/cluster.toml", "/etc/trivault/certs/ca.pem", f"/etc/trivault/certs/{name}.pem",
+                f"/etc/trivault/certs/{name}.key"}
+        for target in want:
+            if target not in mounts or not mounts[target][1]:
+                errs.append(f"{name}: needs a read-only mount at {target}")
+        for target, (source, _) in mounts.items():
+            if target.endswith(".key") and not target.endswith(f"{name}.key"):
+                errs.append(f"{name}: must not mount another server's key ({target})")
+            if source.endswith(".key") and Path(source).stem != name:
+                errs.append(f"{name}: mounts a foreign key file {source}")
+        for p in s.get("ports", []):
+            if not str(p).startswith("127.0.0.1:"):
+                errs.append(f"{name}: port {p} must be published on 127.0.0.1 only")
+            host_ports.add(str(p).split(":")[1])
+        me = cfg["servers"][str(i)]
+        if me["address"].split(":")[0] != name:
+            errs.append(f"cluster.toml: servers.{i}.address must name the service {name}")
+        for key in ("cert", "key"):
+            if me[key] not in mounts:
+                errs.append(f"cluster.toml: servers.{i}.{key} {me[key]} is not mounted in {name}")
+    if len(host_ports) != 3:
+        errs.append(f"host ports must be distinct, got {sorted(host_ports)}")
+    if len(data_vols) != 3:
+        errs.append("each server needs its own data volume")
+    df = (DOCKER / "Dockerfile").read_text()
+    if "torch==2.13.0" not in df or "python -m servers" not in df:
+        errs.append("Dockerfile must pin torch==2.13.0 and run python -m servers")
+    return errs
+
+
+def main() -> int:
+    """CLI entry point."""
+    errs = validate(Path(sys.argv[1]) if len(sys.argv) > 1 else DOCKER / "compose.yaml")
+    for e in errs:
+        print(f"compose: {e}", file=sys.stderr)
+    if not errs:
+        print("compose.yaml: OK (3 servers, own volumes, own certificates, loopback ports)")
+    return 1 if errs else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
