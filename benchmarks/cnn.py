@@ -8,7 +8,7 @@ threads in one process), ``secure_runs_s`` (every run), ``plaintext_inference_s`
 vs plaintext features), ``comparisons``, ``crypten_inference_s`` (the same architecture
 and weights, CrypTen 0.4.1 with 3 processes over gloo on loopback; its default
 trusted-first-party provider makes its Beaver triples locally), ``crypten_max_abs_error``,
-``speedup_vs_crypten``, ``torch_threads``, ``load_avg`` (machine load at the start: the
+``speedup_vs_crypten``, ``comparison_mode`` (fast/exact, see ``protocols.nn``), ``torch_threads``, ``load_avg`` (machine load at the start: the
 machine is shared, figures are noisy) and a per-layer-type ``profile`` of party 0.
 Speed goals (not asserted): 224 -> <= 10 s, 128 -> <= 3 s, >= 3x CrypTen.
 """
@@ -78,7 +78,7 @@ def _crypten_forward(rank: int, arch: dict, params: dict[str, torch.Tensor], x: 
     return {"seconds": seconds, "out": out, "pre_l2": pre[0].get_plain_text() if pre else None}
 
 
-def _secure_run(arch: dict, shares: list, x: torch.Tensor) -> tuple[float, torch.Tensor, list[dict], dict]:
+def _secure_run(arch: dict, shares: list, x: torch.Tensor, comparison: str) -> tuple[float, torch.Tensor, list[dict], dict]:
     from protocols.nn import SecureModel
     from protocols.ring import DEFAULT_FP
     from protocols.sharing import from_pair, output_pair, reconstruct, share_fixed
@@ -88,7 +88,7 @@ def _secure_run(arch: dict, shares: list, x: torch.Tensor) -> tuple[float, torch
     parties = make_parties()
 
     def party_fn(p, w, xp):
-        m = SecureModel.from_shares(p, arch, w)
+        m = SecureModel.from_shares(p, arch, w, comparison=comparison)
         before = p.comm.stats.snapshot()
         y = m.forward(from_pair(p, xp, DEFAULT_FP.frac_bits))
         return output_pair(y), (p.comm.stats.snapshot() - before).as_dict(), m.summary()
@@ -100,7 +100,7 @@ def _secure_run(arch: dict, shares: list, x: torch.Tensor) -> tuple[float, torch
     return seconds, y, [o[1] for o in out], out[0][2]
 
 
-def bench(resolution: int, batch: int, repeat: int, threads: int, crypten: bool) -> dict[str, Any]:
+def bench(resolution: int, batch: int, repeat: int, threads: int, crypten: bool, comparison: str = "fast") -> dict[str, Any]:
     from skimage import data
 
     from client.model import default_feature_model, describe_model, split_model
@@ -120,7 +120,7 @@ def bench(resolution: int, batch: int, repeat: int, threads: int, crypten: bool)
     load = os.getloadavg()[0]
     runs, y, stats, summary = [], None, None, None
     for _ in range(repeat):
-        s, y, stats, summary = _secure_run(arch, shares, x)
+        s, y, stats, summary = _secure_run(arch, shares, x, comparison)
         runs.append(round(s, 3))
     err = float((y - ref.double()).abs().max())
     rec: dict[str, Any] = {
@@ -133,6 +133,7 @@ def bench(resolution: int, batch: int, repeat: int, threads: int, crypten: bool)
         "bytes_per_party": max(st["bytes_sent"] for st in stats),
         "max_abs_error": err,
         "comparisons": summary["comparisons"],
+        "comparison_mode": comparison,
         "torch_threads": torch.get_num_threads(),
         "load_avg": round(load, 2),
         "goal_s": 10.0 if resolution >= 224 else 3.0 if resolution >= 128 else None,
@@ -169,12 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--threads", type=int, nargs="+", default=[1],
                     help="torch intra-op threads for the in-process parties (0 = torch default)")
+    ap.add_argument("--comparison", nargs="+", default=["fast", "exact"], choices=["fast", "exact"],
+                    help="SecureModel comparison modes to measure (see protocols.nn.COMPARISON_MODES)")
     ap.add_argument("--no-crypten", action="store_true")
     args = ap.parse_args(argv)
     for res in args.resolutions:
-        for i, th in enumerate(args.threads):
-            rec = bench(res, args.batch, args.repeat, th, crypten=not args.no_crypten and i == 0)
-            print(json.dumps(rec), flush=True)
+        first = True
+        for mode in args.comparison:
+            for th in args.threads:
+                rec = bench(res, args.batch, args.repeat, th, crypten=not args.no_crypten and first, comparison=mode)
+                first = False
+                print(json.dumps(rec), flush=True)
     return 0
 
 

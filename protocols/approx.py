@@ -38,9 +38,6 @@ from . import compare as C
 from .arithmetic import _product, mul, square, truncate
 from .sharing import ArithmeticShares, BooleanShares
 
-LANE = 32
-BOUND_REAL = 2.0 ** (LANE - 1 - 16)  # |x| bound for ltz_bounded at 16 fractional bits
-_LOW = (1 << LANE) - 1
 _KS = (1, 2, 4, 8, 16)
 
 
@@ -49,10 +46,36 @@ def _signed(v: int) -> int:
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
-def _lane_mask(k: int) -> int:
-    """Mask clearing the low ``k`` bits of each 32-bit lane (bits shifted across a lane)."""
-    low = (1 << k) - 1
-    return _signed(~(low | (low << LANE)))
+class Lanes:
+    """Packing of sign computations: ``lanes`` lanes of ``bits`` bits per word, after dropping ``drop`` low bits.
+
+    Each component ``x_j`` contributes ``(x_j >> drop) mod 2**bits``; their sum is
+    ``floor(x / 2**drop) - delta`` (``delta`` in {0, 1, 2}) mod ``2**bits``, whose top bit
+    is the sign of ``x`` whenever ``|x| < 2**(bits + drop - 1) - 2**(drop + 2)``, except
+    that ``0 <= x < 2**(drop + 1)`` may read as negative (never with ``drop = 0``).
+    """
+
+    def __init__(self, bits: int, drop: int) -> None:
+        self.bits, self.drop = bits, drop
+        self.lanes = 64 // bits
+        self.low = (1 << bits) - 1
+        self.bound = 2 ** (bits + drop - 1) - 2 ** (drop + 2) if drop else 2 ** (bits - 1)
+
+    def mask(self, k: int) -> int:
+        """Mask clearing the low ``k`` bits of every lane (bits shifted across a lane border)."""
+        low = (1 << k) - 1
+        m = 0
+        for i in range(self.lanes):
+            m |= low << (i * self.bits)
+        return _signed(~m)
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        """Flat int64 [lanes * m] -> [m] words (element i*m + j in lane i of word j)."""
+        m = t.numel() // self.lanes
+        out = (t[:m] >> self.drop) & self.low
+        for i in range(1, self.lanes):
+            out = out | (((t[i * m : (i + 1) * m] >> self.drop) & self.low) << (i * self.bits))
+        return out
 
 
 def cat(xs: Sequence[ArithmeticShares], dim: int = 0) -> ArithmeticShares:
@@ -65,10 +88,8 @@ def cat(xs: Sequence[ArithmeticShares], dim: int = 0) -> ArithmeticShares:
                             x0.frac_bits)
 
 
-def _pack(t: torch.Tensor) -> torch.Tensor:
-    """Flat int64 [2m] -> [m] words: element i in the low lane, element m+i in the high lane."""
-    m = t.numel() // 2
-    return (t[:m] & _LOW) | (t[m:] << LANE)
+EXACT = Lanes(32, 0)  # two exact 32-bit lanes: |x| < 2**31 ring units (32768 real)
+FAST = Lanes(21, 6)  # three 21-bit lanes of x >> 6: |x| < 2**26 - 256 ring units (~1024 real), see Lanes
 
 
 CHUNK = 1 << 15  # words per local step: keeps temporaries in cache and avoids page faults
@@ -113,7 +134,7 @@ def _map(n: int, fn, k: int = 1) -> list[torch.Tensor]:
     return outs
 
 
-def msb_bounded(x: ArithmeticShares) -> BooleanShares:
+def msb_bounded(x: ArithmeticShares, lanes: Lanes = EXACT) -> BooleanShares:
     """Boolean sharing (bit 0 of each word, shape of ``x``) of ``[x < 0]`` for ``|x| < 2**31`` ring units.
 
     Steps: pack the components mod 2**32 two per word; carry-save the three components
@@ -126,12 +147,12 @@ def msb_bounded(x: ArithmeticShares) -> BooleanShares:
     shape = x.shape
     n = x.numel()
     lo, hi = x.lo.reshape(-1), x.hi.reshape(-1)
-    if n % 2:
-        z1 = torch.zeros(1, dtype=torch.int64)
+    if n % lanes.lanes:
+        z1 = torch.zeros(lanes.lanes - n % lanes.lanes, dtype=torch.int64)
         lo, hi = torch.cat([lo, z1]), torch.cat([hi, z1])
-    plo, phi = _pack(lo), _pack(hi)  # s = (plo, phi): XOR of the three components
+    plo, phi = lanes.pack(lo), lanes.pack(hi)  # s = (plo, phi): XOR of the three components
     W = plo.numel()
-    m1 = _lane_mask(1)
+    m1 = lanes.mask(1)
 
     # components a, b, c (values x0, x1, x2): comp j has lo = plo iff pid == j, hi = phi iff pid == j - 1
     def comps(sl):
@@ -155,7 +176,7 @@ def msb_bounded(x: ArithmeticShares) -> BooleanShares:
     glo, ghi = _and_round(pt, W, lambda sl: [(plo[sl], phi[sl], clo[sl], chi[sl])])
     qlo, qhi = p_lo, p_hi
     for k in _KS:
-        mk = _lane_mask(k)
+        mk = lanes.mask(k)
         last = k == _KS[-1]
 
         def lvl(sl, k=k, mk=mk, last=last, glo=glo, ghi=ghi, qlo=qlo, qhi=qhi):
@@ -171,9 +192,8 @@ def msb_bounded(x: ArithmeticShares) -> BooleanShares:
             qlo, qhi = zl[W:], zh[W:]
 
     def top(pl, gl):
-        t0 = ((pl >> (LANE - 1)) ^ (gl >> (LANE - 2))) & 1
-        t1 = ((pl >> (2 * LANE - 1)) ^ (gl >> (2 * LANE - 2))) & 1
-        return torch.cat([t0, t1])
+        b = lanes.bits
+        return torch.cat([((pl >> (i * b + b - 1)) ^ (gl >> (i * b + b - 2))) & 1 for i in range(lanes.lanes)])
 
     bits_lo = top(p_lo, glo)[:n].view(shape)
     bits_hi = top(p_hi, ghi)[:n].view(shape)
@@ -250,12 +270,12 @@ def mul_chunked(a: ArithmeticShares, d: ArithmeticShares) -> ArithmeticShares:
     return ArithmeticShares(p, z.view(d.shape), got.view(d.shape), d.frac_bits)
 
 
-def ltz_bounded(x: ArithmeticShares) -> ArithmeticShares:
-    """``[x < 0]`` as an integer 0/1 sharing, for ``|x| < 2**31`` ring units. Cost: 8 rounds, ~5.5 words + injection per element per party."""
-    return bit_inject_chunked(msb_bounded(x))
+def ltz_bounded(x: ArithmeticShares, lanes: Lanes = EXACT) -> ArithmeticShares:
+    """``[x < 0]`` as an integer 0/1 sharing, for ``|x| < lanes.bound`` ring units. Cost: 8 rounds, ~5.5 (EXACT) or ~3.7 (FAST) words + injection per element per party."""
+    return bit_inject_chunked(msb_bounded(x, lanes))
 
 
-def clamp(x: ArithmeticShares, lo: float, hi: float) -> ArithmeticShares:
+def clamp(x: ArithmeticShares, lo: float, hi: float, lanes: Lanes = EXACT) -> ArithmeticShares:
     """``min(max(x, lo), hi)`` (ReLU6 = clamp(x, 0, 6)). Cost: 9 rounds; 2 bounded comparisons + 2 products per element.
 
     Both comparisons run in ONE batched ``ltz_bounded`` on ``[x - lo, hi - x]``; with the
@@ -263,29 +283,29 @@ def clamp(x: ArithmeticShares, lo: float, hi: float) -> ArithmeticShares:
     both products in one round. Needs ``|x - lo|, |x - hi| < 32768``.
     """
     d = cat([x - lo, (-x) + hi])
-    b = ltz_bounded(d)
+    b = ltz_bounded(d, lanes)
     prod = mul_chunked(b, d)
     n = x.shape[0]
     return x - prod[:n] + prod[n:]
 
 
-def relu(x: ArithmeticShares) -> ArithmeticShares:
-    """``max(x, 0)``. Cost: 9 rounds; 1 bounded comparison + 1 product per element. Needs ``|x| < 32768``."""
-    return x - mul_chunked(ltz_bounded(x), x)
+def relu(x: ArithmeticShares, lanes: Lanes = EXACT) -> ArithmeticShares:
+    """``max(x, 0)``. Cost: 9 rounds; 1 bounded comparison + 1 product per element. Needs ``|x| < lanes.bound``."""
+    return x - mul_chunked(ltz_bounded(x, lanes), x)
 
 
-def max_pairs(a: ArithmeticShares, b: ArithmeticShares) -> ArithmeticShares:
+def max_pairs(a: ArithmeticShares, b: ArithmeticShares, lanes: Lanes = EXACT) -> ArithmeticShares:
     """Elementwise ``max(a, b)``. Cost: 9 rounds; 1 bounded comparison + 1 product per element."""
     d = b - a
-    return a + mul_chunked(ltz_bounded(-d), d)  # [a < b] * (b - a)
+    return a + mul_chunked(ltz_bounded(-d, lanes), d)  # [a < b] * (b - a)
 
 
-def max_last(x: ArithmeticShares) -> ArithmeticShares:
+def max_last(x: ArithmeticShares, lanes: Lanes = EXACT) -> ArithmeticShares:
     """Max over the last dimension by a tournament. Cost: 9 ceil(log2 K) rounds, K-1 comparisons per row."""
     while x.shape[-1] > 1:
         k = x.shape[-1]
         h = k // 2
-        m = max_pairs(x[..., :h], x[..., h : 2 * h])
+        m = max_pairs(x[..., :h], x[..., h : 2 * h], lanes)
         x = cat([m, x[..., 2 * h :]], dim=-1) if k % 2 else m
     return x[..., 0]
 

@@ -25,6 +25,13 @@ from . import nn_layers as L
 from .party import Party
 from .sharing import ArithmeticShares, SharePair, from_pair
 
+# How ReLU / ReLU6 / max-pool compare (see protocols.approx.Lanes):
+#  "exact": sign from two exact 32-bit lanes per word; needs |x| < 32768.
+#  "fast":  sign of x >> 6 in three 21-bit lanes per word (about 1.5-1.9x faster); needs
+#           |x| < ~1024 and may treat 0 <= x < 2**-9 as negative, so a ReLU/ReLU6/max
+#           output can be off by at most 2**-9 ~ 0.002 next to a kink (0 or 6).
+COMPARISON_MODES = {"exact": approx.EXACT, "fast": approx.FAST}
+
 SUPPORTED = {
     "conv2d", "linear", "affine", "pad", "clamp", "relu", "maxpool2d", "avgpool2d",
     "global_avgpool", "flatten", "residual", "l2norm",
@@ -34,7 +41,12 @@ SUPPORTED = {
 class SecureModel:
     """A party's secure model: public ``arch`` + this party's weight shares."""
 
-    def __init__(self, party: Party, arch: dict, weights: dict[str, ArithmeticShares]) -> None:
+    def __init__(
+        self, party: Party, arch: dict, weights: dict[str, ArithmeticShares], comparison: str = "fast"
+    ) -> None:
+        if comparison not in COMPARISON_MODES:
+            raise ValueError(f"comparison must be one of {sorted(COMPARISON_MODES)}, got {comparison!r}")
+        self.lanes = COMPARISON_MODES[comparison]
         self.party = party
         self.arch = arch
         self.weights = weights
@@ -44,10 +56,15 @@ class SecureModel:
         self._check(arch["layers"])
 
     @classmethod
-    def from_shares(cls, party: Party, arch: dict, weights: dict[str, SharePair]) -> "SecureModel":
-        """Wrap this party's weight pairs (from ``split_model``) as shares. Cost: local."""
+    def from_shares(
+        cls, party: Party, arch: dict, weights: dict[str, SharePair], comparison: str = "fast"
+    ) -> "SecureModel":
+        """Wrap this party's weight pairs (from ``split_model``) as shares. Cost: local.
+
+        ``comparison``: ``"fast"`` (default) or ``"exact"``, see ``COMPARISON_MODES``.
+        """
         fb = int(arch.get("frac_bits", party.fp.frac_bits))
-        return cls(party, arch, {k: from_pair(party, v, fb) for k, v in weights.items()})
+        return cls(party, arch, {k: from_pair(party, v, fb) for k, v in weights.items()}, comparison)
 
     def _check(self, layers: list[dict]) -> None:
         for s in layers:
@@ -85,12 +102,12 @@ class SecureModel:
             return L.pad(x, s["pad"])
         if t == "clamp":
             self.comparisons += 2 * x.numel()
-            return L.clamp(x, s["min"], s["max"])
+            return L.clamp(x, s["min"], s["max"], self.lanes)
         if t == "relu":
             self.comparisons += x.numel()
-            return L.relu(x)
+            return L.relu(x, self.lanes)
         if t == "maxpool2d":
-            y = L.maxpool2d(x, s)
+            y = L.maxpool2d(x, s, self.lanes)
             self.comparisons += y.numel() * (s["kernel_size"][0] * s["kernel_size"][1] - 1)
             return y
         if t == "avgpool2d":

@@ -21,7 +21,6 @@ from . import approx
 from .arithmetic import _reshare, _reshare_truncate
 from .sharing import ArithmeticShares
 
-MAXPOOL_PAD = -8192.0  # public value of padded max-pool cells (inputs must exceed it, |x| < 24576)
 
 
 def bilinear(
@@ -126,14 +125,14 @@ def _flat(fn, x: ArithmeticShares) -> ArithmeticShares:
     return fn(x.reshape(-1)).reshape(*shape)
 
 
-def clamp(x: ArithmeticShares, lo: float, hi: float) -> ArithmeticShares:
+def clamp(x: ArithmeticShares, lo: float, hi: float, lanes: approx.Lanes = approx.EXACT) -> ArithmeticShares:
     """Clamp (ReLU6). Cost: 9 rounds, 2 bounded comparisons per element."""
-    return _flat(lambda t: approx.clamp(t, lo, hi), x)
+    return _flat(lambda t: approx.clamp(t, lo, hi, lanes), x)
 
 
-def relu(x: ArithmeticShares) -> ArithmeticShares:
+def relu(x: ArithmeticShares, lanes: approx.Lanes = approx.EXACT) -> ArithmeticShares:
     """ReLU. Cost: 9 rounds, 1 bounded comparison per element."""
-    return _flat(approx.relu, x)
+    return _flat(lambda t: approx.relu(t, lanes), x)
 
 
 def _windows(t: torch.Tensor, k: list[int], s: list[int]) -> torch.Tensor:
@@ -142,15 +141,20 @@ def _windows(t: torch.Tensor, k: list[int], s: list[int]) -> torch.Tensor:
     return u.reshape(*u.shape[:4], k[0] * k[1])
 
 
-def maxpool2d(x: ArithmeticShares, spec: dict) -> ArithmeticShares:
-    """Max pooling by a tournament over each window. Cost: 9 ceil(log2(kh kw)) rounds, kh kw - 1 comparisons per output."""
+def maxpool2d(x: ArithmeticShares, spec: dict, lanes: approx.Lanes = approx.EXACT) -> ArithmeticShares:
+    """Max pooling by a tournament over each window. Cost: 9 ceil(log2(kh kw)) rounds, kh kw - 1 comparisons per output.
+
+    Padding (torch allows ``p <= k/2``) replicates the border: every window that holds a
+    padded cell also holds the border cell it copies, so the max is over real inputs only
+    and no public "minus infinity" has to fit the bounded comparison (local, linear).
+    """
     k, s, p = spec["kernel_size"], spec["stride"], spec["padding"]
     if p[0] or p[1]:
-        mask = F.pad(torch.zeros((1, 1) + tuple(x.shape[2:]), dtype=torch.float64), (p[1], p[1], p[0], p[0]),
-                     value=MAXPOOL_PAD)
-        x = pad(x, [p[1], p[1], p[0], p[0]]) + mask.expand(x.shape[0], x.shape[1], -1, -1).contiguous()
+        pp = (p[1], p[1], p[0], p[0])
+        x = ArithmeticShares(x.party, F.pad(x.lo, pp, mode="replicate"), F.pad(x.hi, pp, mode="replicate"),
+                             x.frac_bits)
     w = ArithmeticShares(x.party, _windows(x.lo, k, s), _windows(x.hi, k, s), x.frac_bits)
-    return approx.max_last(w)
+    return approx.max_last(w, lanes)
 
 
 def avgpool2d(x: ArithmeticShares, spec: dict) -> ArithmeticShares:

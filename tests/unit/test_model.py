@@ -101,3 +101,17 @@ def test_split_files_roundtrip(tmp_path) -> None:
             assert torch.equal(lo, loaded[i][k][0]) and torch.equal(hi, loaded[i][k][1])
     w = DEFAULT_FP.decode(reconstruct([loaded[0]["conv2d1.weight"], None, loaded[2]["conv2d1.weight"]]))
     assert (w - model[0].weight.double()).abs().max().item() < 2**-16
+
+
+def test_pca_projection_replaces_the_head() -> None:
+    from client.model import L2Normalize, with_pca_projection
+
+    model = default_feature_model(64, out_dim=16)
+    rng = np.random.default_rng(0)
+    pooled = rng.random((40, 1280)).astype(np.float32)
+    pca = with_pca_projection(model, pooled, 8)
+    assert isinstance(pca[-1], L2Normalize) and pca[-2].out_features == 8
+    assert sum(isinstance(m, torch.nn.Linear) for m in pca) == 1
+    with torch.no_grad():
+        f = pca(preprocess(data.chelsea(), 64).unsqueeze(0))
+    assert f.shape == (1, 8) and abs(float(f.norm()) - 1) < 1e-5
