@@ -97,11 +97,14 @@ def secure_search(
     ``query`` is ``[Q, d]`` (or ``[d]``) fixed point. Results are sorted by (distance, id);
     if ``k`` exceeds the real rows in the probed buckets, padding appears as id -1 with a
     huge distance. Nothing is revealed.
-    Cost (``R_lt`` = comparison rounds, ``R_eq`` = equality rounds, ``K`` = next power
-    of two >= k, ``M = nprobe B``): rounds = 3 + T(C, nprobe) + R_eq + T(M, k) with
-    ``T(n, k) = (log2 K (log2 K + 1) / 2 + ceil(log2 ceil(n / K)) (1 + log2 K)) (R_lt + 1)``;
-    elements sent per party ~ ``Q (C + nprobe C * eq_words + nprobe B (d + 2) + M)``
-    plus the comparisons of both top-k (about ``n log2 K`` comparisons each).
+    Cost (``R_lt``, ``R_eq`` = rounds of ``compare.ltz`` / ``compare.eq``, 8 and 8 today):
+    rounds = ``1 + ceil(log2 C) (R_lt + 1) + R_eq + 1 + 1 + ceil(log2 (nprobe B)) (R_lt + 1)``
+    (centroid distances, top-nprobe, one-hot, fetch, distances, top-k; the top-nprobe
+    and one-hot are skipped when ``nprobe = C``). Elements sent per party:
+    ``Q (C + nprobe B (d + 2) + nprobe B)`` for the products, plus the comparison words
+    of both top-k (about ``1.5 n k`` comparisons for ``n`` keys, 7-10 words each) and of
+    ``Q nprobe C`` equality tests. At n = 1e6, C = 1000, B = 1100, k = 10, nprobe = 1:
+    200 rounds, about 3 MiB per party.
     """
     view = index if isinstance(index, SharedIndexView) else SharedIndexView.of(party, index)
     sh = view.shares
