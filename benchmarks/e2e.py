@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
                 log(f"index grown to {len(all_ids)} entries ({imeta}) in {time.perf_counter() - t1:.1f} s")
             n_images = max(len(fids), a.n)
             bases = base_images()
+            c.search(augment(bases[-1][1], 4_999), k=a.k, nprobe=a.nprobe)  # warm-up: servers load model/index
             qs, grpc_s, comm, proc_s, same = [], [], [], [], []
             for q in range(a.queries):
                 img = augment(bases[q % len(bases)][1], 5_000 + q)

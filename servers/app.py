@@ -55,5 +55,5 @@ def serve(cfg: ServerConfig, txn_timeout_s: float = 60.0) -> None:
     signal.signal(signal.SIGINT, stop)
     done.wait()
     log.info("server %d stopping", cfg.server_id)
-    server.stop(grace=2.0).wait()
+    server.stop(grace=1.0).wait()
     node.stop()

@@ -44,9 +44,9 @@ def _as_array(t: torch.Tensor | np.ndarray | bytes) -> np.ndarray:
         return np.frombuffer(bytes(t), dtype=np.uint8)
     a = t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
     if a.dtype == np.int64:
-        return np.ascontiguousarray(a, dtype="<i8")
+        return np.ascontiguousarray(a, dtype="<i8").reshape(a.shape)  # keeps 0-d tensors 0-d
     if a.dtype == np.uint8:
-        return np.ascontiguousarray(a)
+        return np.ascontiguousarray(a).reshape(a.shape)
     raise BundleError(f"bundles carry int64 or uint8 tensors, got {a.dtype}")
 
 

@@ -30,7 +30,7 @@ class Node:
         creds = channel_credentials(cfg.ca, cfg.cert, cfg.key)
         self.links = {j: PeerLink(self.id, j, cfg.peers[j], creds, self.router) for j in cfg.peers if j != self.id}
         self.sk = load_or_create_x25519(cfg.data_dir / "x25519.key")
-        self.keys = PeerKeys(self.id, self.sk, self.links)
+        self.keys = PeerKeys(self.id, self.sk, self.links, self.router)
         self.sessions = threading.BoundedSemaphore(cfg.max_sessions)
         self.txn_timeout_s = txn_timeout_s
         self._cache_lock = threading.Lock()

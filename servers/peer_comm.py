@@ -52,6 +52,22 @@ class PeerRouter:
         self._closed: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._epoch = {0: 0, 1: 0, 2: 0}
         self._max = max_buffered_sessions
+        self._first_seen: dict[str, float] = {}
+        self._active: set[str] = set()
+        self._delivered = 0
+        self.stale_after_s = 300.0
+
+    def open_session(self, sid: str) -> None:
+        """Mark ``sid`` as run by this server (its buffered messages are kept)."""
+        with self._cv:
+            self._active.add(sid)
+
+    def _sweep(self) -> None:
+        """Drop messages of sessions this server never ran (e.g. the client did not reach it)."""
+        now = time.monotonic()
+        for sid, t in list(self._first_seen.items()):
+            if sid not in self._active and now - t > self.stale_after_s:
+                self._drop(sid)
 
     def epoch(self, peer: int) -> int:
         """Number of times ``peer``'s link went down so far."""
@@ -74,8 +90,13 @@ class PeerRouter:
                 self._aborted[sid] = frm
                 self._cv.notify_all()
                 return
-            if (sid, frm) not in self._boxes and len({s for s, _ in self._boxes}) >= self._max:
-                raise CommError("too many concurrent sessions buffered")
+            self._delivered += 1
+            if self._delivered % 256 == 0:
+                self._sweep()
+            if sid not in self._first_seen:
+                if len(self._first_seen) >= self._max:
+                    raise CommError("too many concurrent sessions buffered")
+                self._first_seen[sid] = time.monotonic()
             if msg.n_chunks > 1:
                 key = (sid, frm, int(msg.seq))
                 parts = self._partial.setdefault(key, [])
@@ -109,14 +130,20 @@ class PeerRouter:
     def close_session(self, sid: str) -> None:
         """Forget a finished session; late messages for it are dropped."""
         with self._cv:
-            for k in [k for k in self._boxes if k[0] == sid]:
-                del self._boxes[k]
-            for k in [k for k in self._partial if k[0] == sid]:
-                del self._partial[k]
-            self._aborted.pop(sid, None)
-            self._closed[sid] = None
-            while len(self._closed) > 10_000:
-                self._closed.popitem(last=False)
+            self._drop(sid)
+
+    def _drop(self, sid: str) -> None:
+        """Forget everything about ``sid`` (caller holds the lock)."""
+        for k in [k for k in self._boxes if k[0] == sid]:
+            del self._boxes[k]
+        for k in [k for k in self._partial if k[0] == sid]:
+            del self._partial[k]
+        self._aborted.pop(sid, None)
+        self._first_seen.pop(sid, None)
+        self._active.discard(sid)
+        self._closed[sid] = None
+        while len(self._closed) > 10_000:
+            self._closed.popitem(last=False)
 
 
 class PeerLink:
@@ -179,6 +206,7 @@ class GrpcComm(Comm):
         self._send_seq = {self.next_id: 0, self.prev_id: 0}
         self._recv_seq = {self.next_id: 0, self.prev_id: 0}
         self._epochs = {p: router.epoch(p) for p in (self.next_id, self.prev_id)}
+        router.open_session(session_id)
 
     def _send(self, to: int, tensor: torch.Tensor) -> None:
         seq = self._send_seq[to]
@@ -234,15 +262,19 @@ def pair_key(sk: X25519PrivateKey, peer_public: bytes, a: int, b: int) -> bytes:
 class PeerKeys:
     """Fetches the peers' public keys (``Hello``) and derives the pairwise keys."""
 
-    def __init__(self, me: int, sk: X25519PrivateKey, links: dict[int, PeerLink], timeout_s: float = 10.0) -> None:
+    def __init__(self, me: int, sk: X25519PrivateKey, links: dict[int, PeerLink], router: PeerRouter,
+                 timeout_s: float = 10.0) -> None:
         self.me, self._sk, self._links, self._timeout = me, sk, links, timeout_s
-        self._cache: dict[int, bytes] = {}
+        self._router = router
+        self._cache: dict[int, tuple[int, bytes]] = {}  # peer -> (link epoch, public key)
         self._lock = threading.Lock()
 
     def _peer_public(self, peer: int) -> bytes:
+        epoch = self._router.epoch(peer)
         with self._lock:
-            if peer in self._cache:
-                return self._cache[peer]
+            hit = self._cache.get(peer)
+            if hit is not None and hit[0] == epoch:  # re-fetched after a reconnect (key may have changed)
+                return hit[1]
         try:
             rep = self._links[peer].stub.Hello(
                 pb.HelloRequest(sender=self.me, x25519_public_key=public_bytes(self._sk)), timeout=self._timeout)
@@ -251,7 +283,7 @@ class PeerKeys:
         if rep.server != peer or len(rep.x25519_public_key) != 32:
             raise CommError(f"server {peer} answered the key handshake with a wrong identity")
         with self._lock:
-            self._cache[peer] = rep.x25519_public_key
+            self._cache[peer] = (epoch, rep.x25519_public_key)
         return rep.x25519_public_key
 
     def keys(self) -> PairwiseKeys:
