@@ -4,7 +4,7 @@ Each server keeps one outgoing client stream (``Peer.Link``) to each peer and re
 the peers' streams in its ``Link`` servicer. Every message carries ``(session_id, seq)``
 where ``seq`` counts messages on that session's directed link; protocols send in a
 deterministic order, so the receiver files early arrivals in a dict until the protocol
-asks for them (MPyC's program-counter idea). Tensors above ``CHUNK_BYTES`` travel as
+asks for them (MPyC's program-counter idea). Tensors above ``PEER_CHUNK_BYTES`` travel as
 several chunks. A peer whose stream breaks, or that aborts the session, makes every
 waiting receive fail with ``CommError`` at once; otherwise a receive fails after the
 timeout. Pairwise PRF keys come from X25519 (static key per server) + HKDF, with the
@@ -33,7 +33,7 @@ from protocols.prf import KEY_BYTES, PairwiseKeys
 from protos.trivault.v1 import trivault_pb2 as pb
 from protos.trivault.v1 import trivault_pb2_grpc as pbg
 
-from .options import CHUNK_BYTES
+from .options import MAX_PEER_TENSOR_BYTES, PEER_CHUNK_BYTES
 from .storage import write_atomic
 from .tls import secure_channel
 
@@ -97,16 +97,27 @@ class PeerRouter:
                 if len(self._first_seen) >= self._max:
                     raise CommError("too many concurrent sessions buffered")
                 self._first_seen[sid] = time.monotonic()
+            shape = tuple(msg.shape)
             if msg.n_chunks > 1:
                 key = (sid, frm, int(msg.seq))
-                parts = self._partial.setdefault(key, [])
-                parts.append(msg.data)
-                if len(parts) < msg.n_chunks:
+                part = self._partial.get(key)
+                if part is None:  # [buffer of the whole tensor, bytes filled so far]
+                    n = 8 * int(np.prod(shape, dtype=np.int64))
+                    if not 0 < n <= MAX_PEER_TENSOR_BYTES or msg.n_chunks * PEER_CHUNK_BYTES < n:
+                        raise CommError(f"peer message of {n} bytes in {msg.n_chunks} chunks refused")
+                    part = self._partial[key] = [bytearray(n), 0]
+                buf, pos = part
+                if pos + len(msg.data) > len(buf):
+                    del self._partial[key]
+                    raise CommError("peer message longer than its declared shape")
+                buf[pos:pos + len(msg.data)] = msg.data
+                part[1] = pos + len(msg.data)
+                if part[1] < len(buf):
                     return
-                data = b"".join(self._partial.pop(key))
+                del self._partial[key]
+                t = torch.frombuffer(buf, dtype=torch.int64).view(shape)
             else:
-                data = msg.data
-            t = torch.from_numpy(np.frombuffer(data, dtype="<i8").copy()).view(tuple(msg.shape))
+                t = torch.from_numpy(np.frombuffer(msg.data, dtype="<i8").copy()).view(shape)
             self._boxes.setdefault((sid, frm), {})[int(msg.seq)] = t
             self._cv.notify_all()
 
@@ -146,6 +157,17 @@ class PeerRouter:
             self._closed.popitem(last=False)
 
 
+def tensor_messages(sid: str, seq: int, sender: int, t: torch.Tensor,
+                    chunk_bytes: int = PEER_CHUNK_BYTES) -> list[pb.PeerMsg]:
+    """The PeerMsg chunks carrying int64 tensor ``t`` as message ``seq`` of session ``sid``."""
+    arr = np.ascontiguousarray(t.detach().numpy(), dtype="<i8")
+    data = memoryview(arr.reshape(-1)).cast("B")
+    n = max(1, -(-len(data) // chunk_bytes))
+    return [pb.PeerMsg(session_id=sid, seq=seq, sender=sender, shape=list(t.shape),
+                       data=bytes(data[c * chunk_bytes:(c + 1) * chunk_bytes]), chunk=c, n_chunks=n)
+            for c in range(n)]
+
+
 class PeerLink:
     """The outgoing stream to one peer; ``send`` never blocks on the receiver."""
 
@@ -180,11 +202,8 @@ class PeerLink:
 
     def send_tensor(self, sid: str, seq: int, t: torch.Tensor) -> None:
         """Send one tensor, chunked when large."""
-        data = np.ascontiguousarray(t.detach().numpy(), dtype="<i8").tobytes()
-        n = max(1, -(-len(data) // CHUNK_BYTES))
-        for c in range(n):
-            self.send(pb.PeerMsg(session_id=sid, seq=seq, sender=self.me, shape=list(t.shape),
-                                 data=data[c * CHUNK_BYTES:(c + 1) * CHUNK_BYTES], chunk=c, n_chunks=n))
+        for msg in tensor_messages(sid, seq, self.me, t):
+            self.send(msg)
 
     def close(self) -> None:
         """End the stream and the channel."""

@@ -73,3 +73,25 @@ def test_session_ids_cannot_be_reused(tmp_path):
     s.claim_session("abc")
     with pytest.raises(StorageError, match="already used"):
         s.claim_session("abc")
+
+
+def test_peer_router_reassembles_chunks_out_of_order_sessions():
+    from servers.peer_comm import PeerRouter, tensor_messages
+
+    r = PeerRouter()
+    big = torch.arange(10_000, dtype=torch.int64).reshape(100, 100)
+    small = torch.tensor([7, 8], dtype=torch.int64)
+    for m in tensor_messages("s2", 0, 1, small) + tensor_messages("s1", 1, 1, small) + \
+            tensor_messages("s1", 0, 1, big, chunk_bytes=3000):
+        r.deliver(m)
+    assert torch.equal(r.wait("s1", 1, 0, 1.0, r.epoch(1)), big)
+    assert torch.equal(r.wait("s1", 1, 1, 1.0, r.epoch(1)), small)
+    assert torch.equal(r.wait("s2", 1, 0, 1.0, r.epoch(1)), small)
+    from protocols.comm import CommError
+
+    with pytest.raises(CommError, match="no message from server 1"):
+        r.wait("s1", 1, 2, 0.2, r.epoch(1))
+    e = r.epoch(2)
+    r.peer_down(2)
+    with pytest.raises(CommError, match="lost the connection to server 2"):
+        r.wait("s3", 2, 0, 5.0, e)
