@@ -21,6 +21,10 @@ from .certs import make_deployment
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+class PortInUse(RuntimeError):
+    """A server could not bind its configured port."""
+
+
 def free_port() -> int:
     """An unused TCP port on 127.0.0.1 (ephemeral range)."""
     with socket.socket() as s:
@@ -40,25 +44,32 @@ class LocalCluster:
         self.env = env or {}
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
         self.config_path = self.root / "cluster.toml"
-        if not self.config_path.exists():
-            self.ports = [free_port() for _ in range(3)]
-            lines = ['data_root = "data"', 'ca = "certs/ca.pem"', f"peer_timeout_s = {peer_timeout_s}",
-                     f"query_timeout_s = {query_timeout_s}", ""]
-            for i, p in enumerate(self.ports):
-                lines += [f"[servers.{i}]", f'address = "127.0.0.1:{p}"', f'cert = "certs/server{i}.pem"',
-                          f'key = "certs/server{i}.key"', ""]
-            self.config_path.write_text("\n".join(lines))
+        self._timeouts = (peer_timeout_s, query_timeout_s)
+        self._fresh = not self.config_path.exists()  # ports may still move until the first start
+        if self._fresh:
+            self._write_configs([free_port() for _ in range(3)])
         else:
             import tomllib
 
             raw = tomllib.loads(self.config_path.read_text())
             self.ports = [int(raw["servers"][str(i)]["address"].rsplit(":", 1)[1]) for i in range(3)]
+
+    def _write_configs(self, ports: list[int]) -> None:
+        """Write cluster.toml (servers) and client-<name>.toml (SDK) for ``ports``."""
+        self.ports = ports
+        peer_timeout_s, query_timeout_s = self._timeouts
+        lines = ['data_root = "data"', 'ca = "certs/ca.pem"', f"peer_timeout_s = {peer_timeout_s}",
+                 f"query_timeout_s = {query_timeout_s}", ""]
+        for i, p in enumerate(ports):
+            lines += [f"[servers.{i}]", f'address = "127.0.0.1:{p}"', f'cert = "certs/server{i}.pem"',
+                      f'key = "certs/server{i}.key"', ""]
+        self.config_path.write_text("\n".join(lines))
+        addrs = ", ".join(f'"127.0.0.1:{p}"' for p in ports)
         for name in ("owner", "querier"):
             c, k = self.certs.client(name)
             (self.root / f"client-{name}.toml").write_text(
                 f'ca = "{self.certs.ca}"\ncert = "{c}"\nkey = "{k}"\nowner_dir = "{self.root / "owner"}"\n'
-                f"timeout_s = {query_timeout_s}\n"
-                f"servers = [{', '.join(f'{chr(34)}127.0.0.1:{p}{chr(34)}' for p in self.ports)}]\n")
+                f"timeout_s = {query_timeout_s}\nservers = [{addrs}]\n")
 
     @property
     def client_config(self) -> Path:
@@ -66,7 +77,22 @@ class LocalCluster:
         return self.root / "client-owner.toml"
 
     def start(self, i: int | None = None, timeout_s: float = 60.0) -> None:
-        """Start server ``i`` (or all three) and wait until each listens."""
+        """Start server ``i`` (or all three) and wait until each listens.
+
+        Free ports are picked before the servers bind them, so another process may take one
+        in between: a fresh cluster then moves to new ports (up to three attempts)."""
+        for attempt in range(3):
+            try:
+                self._start(i, timeout_s)
+                self._fresh = False
+                return
+            except PortInUse:
+                self.stop(i)
+                if attempt == 2 or not (self._fresh and i is None):
+                    raise
+                self._write_configs([free_port() for _ in range(3)])
+
+    def _start(self, i: int | None, timeout_s: float) -> None:
         ids = [i] if i is not None else [0, 1, 2]
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **self.env)
         for j in ids:
@@ -93,6 +119,8 @@ class LocalCluster:
             if "TRIVAULT_READY" in last:
                 return
             if self.procs[i].poll() is not None:
+                if "Failed to bind" in last:
+                    raise PortInUse(f"server {i}: port {self.ports[i]} is taken")
                 raise RuntimeError(f"server {i} exited with code {self.procs[i].returncode}:\n{last[-2000:]}")
             time.sleep(0.1)
         raise TimeoutError(f"server {i} did not become ready within {timeout_s} s")
