@@ -3,17 +3,26 @@
 
 Bounded comparison (``ltz_bounded``)
 ------------------------------------
-The sign of ``x`` only needs the low ``LANE = 32`` bits when ``|x| < 2**31`` ring units
-(``|x| < 32768`` in real terms with 16 fractional bits): reducing every additive
-component mod ``2**32`` is local and gives an additive sharing of ``x mod 2**32``, whose
-bit 31 is the sign. Two 32-bit lanes are packed per int64 word, so the boolean adder
-handles half as many words, over 5 Kogge-Stone levels instead of 6 (lane-crossing bits
-are masked after every shift). Cost per compared element: 8 rounds (carry-save 1,
-generate 1, prefix 5, bit injection 1) and about 5.5 words sent per party (vs. about 13
-for the 64-bit ``compare.ltz``). A side benefit: a large truncation error (a multiple of
-``2**48``) vanishes mod ``2**32``, so the comparison still sees the right sign.
-The bound is a precondition: EfficientNet-Lite0 pre-activations stay below 100 on real
-images (measured), far inside 32768.
+The sign of ``x`` only needs a few low bits when ``|x|`` is bounded: reducing every
+additive component mod ``2**b`` is local and gives an additive sharing of ``x mod 2**b``,
+whose top bit is the sign. Several ``b``-bit lanes are packed per int64 word, so the
+boolean adder (carry-save + Kogge-Stone, lane-crossing bits masked after each shift)
+handles fewer words, over 5 prefix levels instead of 6. Two layouts (:class:`Lanes`):
+
+* ``EXACT``: two 32-bit lanes; exact for ``|x| < 2**31`` ring units (32768 real at 16
+  fractional bits). About 5.5 words per element per party (``compare.ltz``: about 13).
+* ``FAST``: the components are first shifted right by 6 bits (local), then three 21-bit
+  lanes; the sum of the shifted components is ``floor(x / 64) - delta``, ``delta`` in
+  {0, 1, 2}, so the sign is right for ``x < 0`` and ``x >= 128`` ring units (2**-9) and
+  ``|x| < 2**26 - 256`` (~1024 real); ``0 <= x < 2**-9`` may read as negative. A ReLU,
+  ReLU6 or max output is then off by at most ``2**-9`` next to its kink. About 3.7 words
+  per element per party. ``SecureModel`` uses it by default (``comparison="exact"`` to opt out).
+
+Both: 8 rounds (carry-save 1, generate 1, prefix 5, bit injection 1). Pre-activations of
+EfficientNet-Lite0 stay below 100 on real images (measured), inside both bounds. A side
+benefit: a large truncation error (a multiple of ``2**48``) vanishes mod ``2**b``, so the
+comparison still sees the right sign. Local work is done in cache-sized chunks (the
+bit-sliced adder on multi-million-element tensors is otherwise dominated by page faults).
 
 Reciprocal square root / L2 normalisation (``l2_normalize``)
 ------------------------------------------------------------

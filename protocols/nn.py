@@ -8,9 +8,11 @@ the pixels or the features; the control flow depends only on the public architec
 
 Cost of a forward pass (per party): 1 round per conv/linear (+ bias, padding: local);
 9 rounds per ReLU/ReLU6 layer; 9 per level of a max-pool tournament; 1 per average
-pool; 24 for the final L2 normalisation. Communication: 1 ring element per output
-element of every conv/linear/pool, about 11 words plus injection per ReLU6 element
-(2 bounded comparisons) -- see :mod:`protocols.nn_layers` and :mod:`protocols.approx`.
+pool; 21 for the final L2 normalisation (EfficientNet-Lite0: 368 rounds in all).
+Communication: 1 ring element per output element of every conv/linear/pool; per ReLU6
+element 2 bounded comparisons (about 2 x 3.7 words "fast" / 2 x 5.5 "exact") plus bit
+injection (party 0: 4 elements) and 1 product element per comparison -- see
+:mod:`protocols.nn_layers` and :mod:`protocols.approx`.
 ``comparisons`` counts the secure comparisons used; ``profile`` the time, rounds and
 bytes per layer type. Batching: several images run in one pass (same rounds).
 """
