@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dim", type=int, default=32)
     ap.add_argument("--json", action="store_true", help="print only the final JSON line on stdout")
     a = ap.parse_args(argv)
+    # Same per-party compute as the servers (TRIVAULT_TORCH_THREADS, default 1) so the ratio
+    # isolates the transport.
+    threads = int(os.environ.get("TRIVAULT_TORCH_THREADS", "1"))
+    torch.set_num_threads(threads)
     log = (lambda *m: print(*m, file=sys.stderr)) if a.json else print
 
     from client.demo_data import augment, base_images, demo_collection
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         "same_ids_grpc_vs_in_process": all(same),
         "model": getattr(model, "recipe", {}).get("kind"),
         "resolution": a.resolution, "dim": a.dim, "k": a.k, "nprobe": a.nprobe, "queries": a.queries,
-        "cores": os.cpu_count(),
+        "cores": os.cpu_count(), "torch_threads_per_party": threads,
     }
     print(json.dumps(out), flush=True)
 
