@@ -76,3 +76,24 @@ def test_logs_carry_no_secrets(cluster, client):
     for v in feats[0][:3]:
         assert f"{v:.6f}" not in text
     assert r.ids[0] == 0
+
+
+def test_deidentified_copy_is_stored_and_retrievable(cluster, client):
+    """upload --deid stores a de-identified copy under its own key beside the original."""
+    import pytest
+
+    pytest.importorskip("client.deid")
+    from skimage import data
+
+    face = data.astronaut()[:256, 96:352]
+    before = client.info()["index_version"]
+    [i] = client.upload([face], labels=["face"], deid=True, eps=1.0)
+    orig = client.retrieve(i)
+    anon = client.retrieve(i, deid=True)
+    np.testing.assert_array_equal(orig.array(), face)
+    assert anon.array().shape == face.shape
+    assert np.abs(anon.array().astype(int) - face.astype(int)).mean() > 1.0  # the face region was changed
+    assert client.info()["index_version"] == before + 1
+    plain = client.retrieve(0)
+    with pytest.raises(Exception, match="no de-identified copy"):
+        client.retrieve(plain.image_id, deid=True)
