@@ -39,8 +39,7 @@ def small_images(n: int, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
+def make_cluster(tmp_path_factory: pytest.TempPathFactory):
     """Three running servers with the tiny model registered and 12 images uploaded."""
     lc = LocalCluster(tmp_path_factory.mktemp("cluster"), txn_timeout_s=8.0, peer_timeout_s=5.0,
                       query_timeout_s=30.0)
@@ -53,6 +52,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     yield lc
     c.close()
     lc.stop()
+
+
+@pytest.fixture(scope="package")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    """One cluster shared by the non-destructive test modules (test_faults.py has its own)."""
+    yield from make_cluster(tmp_path_factory)
 
 
 @pytest.fixture

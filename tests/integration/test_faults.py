@@ -9,7 +9,13 @@ import pytest
 
 from client.sdk import Client, TriVaultError
 
-from .conftest import small_images
+from .conftest import make_cluster, small_images
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A cluster of its own: these tests kill, restart and delete."""
+    yield from make_cluster(tmp_path_factory)
 
 
 def _wait_consistent(c: Client, timeout_s: float = 20.0) -> dict:
