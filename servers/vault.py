@@ -110,6 +110,10 @@ class VaultServicer(pbg.VaultServicer):
         if int(m.get("index_version", -1)) != index.version:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           f"index version mismatch (server {node.id} has {index.version}); refresh and retry")
+        k, nprobe = int(m.get("k", 10)), int(m.get("nprobe", 1))
+        if not 1 <= k <= 1000 or not 1 <= nprobe <= int(index.meta.get("n_centroids", 1)):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"k must be in [1, 1000] and nprobe in [1, {index.meta.get('n_centroids', 1)}]")
         model = node.model() if m.get("input", "image") == "image" else None
         if model is not None and int(m.get("model_version", -1)) != model.version:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"model version mismatch on server {node.id}")
@@ -122,8 +126,7 @@ class VaultServicer(pbg.VaultServicer):
             comm = GrpcComm(node.id, b.session_id, node.router, node.links, node.cfg.peer_timeout_s)
             party = Party(comm, keys)
             t0 = time.perf_counter()
-            kind, outs = run_query(party, model, index, query, int(m.get("k", 10)), int(m.get("nprobe", 1)),
-                                   m.get("input", "image"))
+            kind, outs = run_query(party, model, index, query, k, nprobe, m.get("input", "image"))
             secs = time.perf_counter() - t0
             comm.close()
         except (QueryError, StorageError) as exc:
