@@ -119,12 +119,14 @@ def main(argv: list[str] | None = None) -> None:
                 all_ids = np.concatenate([fids, np.arange(10**6, 10**6 + extra, dtype=np.int64)])
                 info = c.info()
                 t1 = time.perf_counter()
-                imeta, it = c._index_bundles(all_f, all_ids, info["index_version"])
+                c.owner.drop_plain_index()  # build the big index from scratch
+                imeta, it, after = c._index_bundles(all_f, all_ids, info["index_version"])
                 if imeta["format"] == "flat":
                     raise SystemExit("the flat fallback index cannot hold synthetic ids; needs index/ + search")
                 txn = str(uuid.uuid4())
                 c._transact([bd.Bundle("txn", txn, {"index": imeta},
                                        {f"index/{k}": v for k, v in it[s].items()}) for s in range(3)])
+                after(info["index_version"] + 1)
                 log(f"index grown to {len(all_ids)} entries ({imeta}) in {time.perf_counter() - t1:.1f} s")
             n_images = max(len(fids), a.n)
             bases = base_images()

@@ -80,3 +80,35 @@ class OwnerState:
             buf = io.BytesIO()
             np.save(buf, arr)
             _write(self.root / name, buf.getvalue())
+
+    # ---- the owner's plaintext k-means index (for incremental updates) -----------------
+    _PLAIN_FIELDS = ("id_bits", "frac_bits", "slack", "spill", "seed", "niter")
+
+    def save_plain_index(self, plain, index_version: int, built_n: int) -> None:
+        """Keep the PlainIndex matching server index version ``index_version``."""
+        arrays = {"centroids": plain.centroids, "features": plain.features, "ids": plain.ids,
+                  "index_version": np.array(index_version), "built_n": np.array(built_n)}
+        arrays.update({f: np.array(getattr(plain, f)) for f in self._PLAIN_FIELDS})
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        _write(self.root / "index_plain.npz", buf.getvalue())
+
+    def load_plain_index(self, index_version: int):
+        """(PlainIndex, built_n) if the stored one matches ``index_version``, else None."""
+        p = self.root / "index_plain.npz"
+        if not p.exists():
+            return None
+        from index import PlainIndex  # type: ignore[attr-defined]
+
+        with np.load(p, allow_pickle=False) as z:
+            if int(z["index_version"]) != index_version:
+                return None
+            kw = {f: z[f].item() for f in self._PLAIN_FIELDS}
+            plain = PlainIndex(centroids=z["centroids"].copy(), features=z["features"].copy(), ids=z["ids"].copy(),
+                               **kw)
+            return plain, int(z["built_n"])
+
+    def drop_plain_index(self) -> None:
+        """Forget the stored PlainIndex (the next upload rebuilds)."""
+        (self.root / "index_plain.npz").unlink(missing_ok=True)
+

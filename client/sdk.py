@@ -273,21 +273,49 @@ class Client:
         return np.concatenate(out).astype(np.float32)
 
     # ---- index --------------------------------------------------------------------
-    def _index_bundles(self, feats: np.ndarray, ids: np.ndarray, base_version: int) -> tuple[dict, list[dict]]:
-        """Public index meta + one dict of tensors per server (IVF if available, else flat)."""
+    def _index_bundles(self, feats: np.ndarray, ids: np.ndarray, base_version: int,
+                       new_feats: np.ndarray | None = None, new_ids: np.ndarray | None = None,
+                       deletes: Sequence[int] = ()) -> tuple[dict, list[dict], Callable[[int], None]]:
+        """Public index meta, one dict of tensors per server, and a callback to run once committed.
+
+        IVF (when the index package and secure search are installed): inserts and deletes
+        re-share only the touched records (``share_update``) when the owner's PlainIndex
+        matches the servers' version; otherwise (first upload, size doubled since the last
+        build, or a bucket overflowed) the index is rebuilt and re-shared. Flat otherwise.
+        """
         try:  # IVF needs both the owner-side index and the servers' secure search
-            from index import build_index, share_index  # type: ignore[attr-defined]
+            from index import build_index, share_index, share_update  # type: ignore[attr-defined]
             from protocols.search import secure_search  # type: ignore[import-not-found]  # noqa: F401
         except ImportError:
             build_index = None
-        if build_index is not None:
-            n = len(ids)
-            n_centroids = max(1, min(int(round(np.sqrt(n))), n // 39))  # faiss wants >= 39 points per centroid
-            plain = build_index(feats.astype(np.float32), ids.astype(np.int64), n_centroids)
+        d = int(feats.shape[1])
+        if build_index is not None and len(ids):
+            got = self.owner.load_plain_index(base_version)
+            if got is not None and len(ids) < 2 * got[1]:
+                plain, built_n = got
+                upd = plain.delete(np.asarray(deletes, dtype=np.int64)) if len(deletes) else \
+                    plain.insert(new_feats, new_ids)
+                if not upd.rebuilt:
+                    ups = share_update(plain, upd, DEFAULT_FP)
+                    imeta = {"format": "ivf", "update": True, "base_version": base_version,
+                             "n_centroids": int(plain.n_centroids), "bucket_size": int(plain.bucket_size), "dim": d}
+                    per = [{"slots": u.slots, "records.lo": u.records[0], "records.hi": u.records[1],
+                            "n_items": torch.tensor(int(u.n_items), dtype=torch.int64)} for u in ups]
+                    return imeta, per, lambda v: self.owner.save_plain_index(plain, v, built_n)
+            else:
+                n_centroids = max(1, min(int(round(np.sqrt(len(ids)))), len(ids) // 39))  # faiss: >= 39 per centroid
+                plain = build_index(feats.astype(np.float32), ids.astype(np.int64), n_centroids)
+                built_n = len(ids)
             shares = share_index(plain, DEFAULT_FP)
-            return ({"format": "ivf", "base_version": base_version, "n_centroids": n_centroids,
-                     "bucket_size": int(plain.bucket_size), "dim": int(feats.shape[1])},
-                    [s.to_tensors() for s in shares])
+            imeta = {"format": "ivf", "base_version": base_version, "n_centroids": int(plain.n_centroids),
+                     "bucket_size": int(plain.bucket_size), "dim": d}
+            return imeta, [s.to_tensors() for s in shares], lambda v: self.owner.save_plain_index(plain, v, built_n)
+        if not len(ids):  # an empty index (everything deleted): a flat index with no rows
+            z = torch.zeros(0, d, dtype=torch.int64)
+            e = torch.zeros(0, dtype=torch.int64)
+            per = [{"ids": e, "features.lo": z, "features.hi": z, "norms.lo": e, "norms.hi": e} for _ in range(3)]
+            return ({"format": "flat", "base_version": base_version, "dim": d}, per,
+                    lambda v: self.owner.drop_plain_index())
         x = torch.from_numpy(feats.astype(np.float64))
         fpairs = share_fixed(x, DEFAULT_FP)
         npairs = share_fixed((x * x).sum(1), DEFAULT_FP)
@@ -298,7 +326,7 @@ class Client:
             t.update(bd.pairs_to_tensors("features", fpairs[i]))
             t.update(bd.pairs_to_tensors("norms", npairs[i]))
             per.append(t)
-        return {"format": "flat", "base_version": base_version, "dim": int(feats.shape[1])}, per
+        return {"format": "flat", "base_version": base_version, "dim": d}, per, lambda v: self.owner.drop_plain_index()
 
     # ---- data owner ---------------------------------------------------------------
     def upload(self, images: Sequence[ImageInput], labels: Sequence[str] | None = None, deid: bool = False,
@@ -336,7 +364,7 @@ class Client:
                     per_server[s][f"img/{i}{sfx}"] = ct
                     per_server[s].update(bd.pairs_to_tensors(f"key/{i}{sfx}", kp[s]))
             metas.append({"id": i, "label": None if labels is None else str(labels[n]), "deid": deid_fn is not None})
-        imeta, itensors = self._index_bundles(feats, ids, info["index_version"])
+        imeta, itensors, after = self._index_bundles(feats, ids, info["index_version"], feats_new, new_ids)
         bundles = []
         for s in range(3):
             t = dict(per_server[s])
@@ -347,11 +375,15 @@ class Client:
             self._transact(bundles)
         except PartialCommitError:
             self.owner.save_features(feats, ids)
+            after(info["index_version"] + 1)
             raise
         self.owner.save_features(feats, ids)
+        after(info["index_version"] + 1)
         t2 = time.perf_counter()
-        self.last_upload_stats = {"n": len(loaded), "seconds": t2 - t0, "transfer_seconds": t2 - t1,
-                                  "bytes_per_server": float(bundles[0].nbytes())}
+        self.last_upload_stats = {
+            "n": len(loaded), "seconds": t2 - t0, "transfer_seconds": t2 - t1,
+            "bytes_per_server": float(bundles[0].nbytes()), "index": "update" if imeta.get("update") else "full",
+            "index_bytes_per_server": float(sum(v.numel() * v.element_size() for v in itensors[0].values()))}
         return new_ids.tolist()
 
     def delete(self, image_id: int) -> None:
@@ -364,22 +396,17 @@ class Client:
         feats, ids = feats[keep], ids[keep]
         txn = str(uuid.uuid4())
         meta: dict[str, Any] = {"deletes": [int(image_id)]}
-        if len(ids):
-            imeta, itensors = self._index_bundles(feats, ids, info["index_version"])
-        else:  # an empty index: one all-zero placeholder row is not allowed, so keep a flat empty index
-            imeta = {"format": "flat", "base_version": info["index_version"], "dim": int(feats.shape[1])}
-            z = torch.zeros(0, feats.shape[1], dtype=torch.int64)
-            itensors = [{"ids": torch.zeros(0, dtype=torch.int64), "features.lo": z, "features.hi": z,
-                         "norms.lo": torch.zeros(0, dtype=torch.int64), "norms.hi": torch.zeros(0, dtype=torch.int64)}
-                        for _ in range(3)]
-        meta["index"] = imeta
+        meta["index"], itensors, after = self._index_bundles(feats, ids, info["index_version"],
+                                                             deletes=[int(image_id)])
         try:
             self._transact([bd.Bundle("txn", txn, meta, {f"index/{k}": v for k, v in itensors[s].items()})
                             for s in range(3)])
         except PartialCommitError:
             self.owner.save_features(feats if len(ids) else None, ids)
+            after(info["index_version"] + 1)
             raise
         self.owner.save_features(feats if len(ids) else None, ids)
+        after(info["index_version"] + 1)
 
     # ---- querier ------------------------------------------------------------------
     def search(self, image: ImageInput, k: int = 10, nprobe: int = 1) -> SearchResult:

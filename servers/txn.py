@@ -36,6 +36,26 @@ def _check_flat_index(t: dict[str, torch.Tensor], ids: list[int]) -> None:
         raise BundleError("flat index: ids must list the index rows' image ids in order")
 
 
+def _apply_ivf_update(store: Store, version: int, t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Current IVF index + fresh shares of the touched records -> the new version's tensors."""
+    from index import IndexShares, IndexUpdateShares  # type: ignore[attr-defined]
+
+    meta = store.current("index")[1] or {}
+    if version == 0 or meta.get("format") != "ivf":
+        raise BundleError("an index update needs a current IVF index")
+    shares = IndexShares.from_tensors(store.load_tensors("index", version))
+    slots = t.get("slots")
+    rec = tensors_to_pair(t, "records")[0]
+    if slots is None or slots.dim() != 2 or slots.shape[1] != 2 or rec.shape != (slots.shape[0], shares.record):
+        raise BundleError(f"index update: slots must be [m,2] and records [m,{shares.record}]")
+    if len(slots) and (slots.min() < 0 or (slots[:, 0] >= shares.n_centroids).any()
+                       or (slots[:, 1] >= shares.bucket_size).any()):
+        raise BundleError("index update: slot outside the index")
+    upd = IndexUpdateShares(slots, tensors_to_pair(t, "records"), int(t["n_items"]))
+    shares.apply_update(upd)
+    return shares.to_tensors()
+
+
 def stage(store: Store, b: Bundle) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Check a transaction bundle against the committed state; return (meta, files)."""
     m = b.meta
@@ -73,9 +93,11 @@ def stage(store: Store, b: Bundle) -> tuple[dict[str, Any], dict[str, bytes]]:
         fmt = m["index"].get("format")
         if fmt == "flat":
             _check_flat_index(t, live)
+        elif fmt == "ivf" and m["index"].get("update"):
+            t = _apply_ivf_update(store, version, t)
         elif fmt != "ivf":
             raise BundleError(f"unknown index format {fmt!r}")
-        imeta = {k: v for k, v in m["index"].items() if k != "base_version"}
+        imeta = {k: v for k, v in m["index"].items() if k not in ("base_version", "update")}
         imeta["n_images"] = len(live)
         meta["index"] = {"version": version + 1, "meta": imeta}
         files[f"index/v{version + 1}.npz"] = tensors_to_npz(t)

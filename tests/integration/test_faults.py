@@ -108,3 +108,18 @@ def test_delete_removes_everything(cluster, client):
     for i in range(3):
         objects = cluster.root / "data" / f"server{i}" / "objects"
         assert not list(objects.glob(f"img/{victim}.*")) and not list(objects.glob(f"key/{victim}.*"))
+
+
+def test_incremental_index_updates_send_only_touched_records(cluster, client):
+    """With IVF, an upload after the first re-shares only the touched records."""
+    pytest.importorskip("protocols.search")
+    info = client.info()
+    assert info["index_meta"]["format"] == "ivf"
+    imgs = small_images(2, seed=21)
+    ids = client.upload(imgs, labels=["u0", "u1"])
+    st = client.last_upload_stats
+    m = info["index_meta"]
+    full = 8 * 2 * m["n_centroids"] * m["bucket_size"] * (m["dim"] + 2)
+    assert st["index"] == "update"
+    assert st["index_bytes_per_server"] < full / 2  # two records + slots, not the whole index
+    assert client.search(imgs[1], k=1).ids == [ids[1]]
