@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100_000, help="index size (real + synthetic)")
     ap.add_argument("--upload", type=int, default=40, help="real images uploaded (timed)")
+    ap.add_argument("--upload-at-n", type=int, default=20, help="real images uploaded into the full index (timed)")
     ap.add_argument("--queries", type=int, default=3)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--nprobe", type=int, default=1)
@@ -128,7 +129,14 @@ def main(argv: list[str] | None = None) -> None:
                                        {f"index/{k}": v for k, v in it[s].items()}) for s in range(3)])
                 after(info["index_version"] + 1)
                 log(f"index grown to {len(all_ids)} entries ({imeta}) in {time.perf_counter() - t1:.1f} s")
-            n_images = max(len(fids), a.n)
+            # Uploads into the big index: only the touched index records are re-shared.
+            more = [augment(imgs[j % len(imgs)], 7_000 + j) for j in range(a.upload_at_n)]
+            t3 = time.perf_counter()
+            c.upload(more, labels=[f"extra{j}" for j in range(len(more))]) if more else None
+            upload_at_n_s = time.perf_counter() - t3
+            at_n_mode = c.last_upload_stats.get("index") if more else None
+            log(f"uploaded {len(more)} more images at n={a.n} in {upload_at_n_s:.1f} s (index {at_n_mode})")
+            n_images = max(len(fids), a.n) + len(more)
             bases = base_images()
             c.search(augment(bases[-1][1], 4_999), k=a.k, nprobe=a.nprobe)  # warm-up: servers load model/index
             qs, grpc_s, comm, proc_s, same = [], [], [], [], []
@@ -151,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         "n_images": int(n_images),
         "n_real_images": len(ids),
         "upload_images_per_s": round(len(ids) / upload_s, 3),
+        "upload_images_per_s_at_n": round(len(more) / upload_at_n_s, 3) if more else None,
+        "upload_index_mode_at_n": at_n_mode,
         "query_s": round(q_s, 4),
         "retrieve_s": round(retrieve_s, 4),
         "bytes_per_party_per_query": int(np.mean(comm)),
