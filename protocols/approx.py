@@ -44,7 +44,7 @@ from typing import Sequence
 import torch
 
 from . import compare as C
-from .arithmetic import _product, mul, square, truncate
+from .arithmetic import _product, mul, square, truncate  # _product(x, y, f): f bilinear
 from .sharing import ArithmeticShares, BooleanShares
 
 _KS = (1, 2, 4, 8, 16)

@@ -35,7 +35,8 @@ def and_many(pairs: Sequence[tuple[BooleanShares, BooleanShares]]) -> list[Boole
     out = []
     off = 0
     for (x, y), n in zip(pairs, sizes):
-        shape = torch.broadcast_shapes(x.shape, y.shape)
+        # (broadcast_shapes only when needed: its first call costs a lazy torch import)
+        shape = x.shape if x.shape == y.shape else torch.broadcast_shapes(x.shape, y.shape)
         out.append(BooleanShares(party, flat[off : off + n].view(shape), got[off : off + n].view(shape)))
         off += n
     return out

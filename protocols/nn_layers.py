@@ -18,32 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from . import approx
-from .arithmetic import _reshare, _reshare_truncate
+from .arithmetic import bilinear
 from .sharing import ArithmeticShares
 
-
-
-def bilinear(
-    x: ArithmeticShares,
-    w: ArithmeticShares,
-    local: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-) -> ArithmeticShares:
-    """Secure bilinear ``f(x, w)`` given ``local(x_i, x_{i+1}, w_i + w_{i+1}, w_i) = f(x_i, w_i + w_{i+1}) + f(x_{i+1}, w_i)``.
-
-    Cost: 1 round, 1 element per output element per party (truncated when both operands
-    are fixed point: ABY3/SecureML share truncation, see ``arithmetic._reshare_truncate``).
-    """
-    if x.party is not w.party:
-        raise ValueError("cannot multiply shares of different parties/sessions")
-    party = x.party
-    z = local(x.lo, x.hi, w.lo + w.hi, w.lo)
-    z = z + party.zero_share(z.shape)
-    if x.frac_bits and w.frac_bits:
-        bits = min(x.frac_bits, w.frac_bits)
-        lo, hi = _reshare_truncate(party, z, bits)
-        return ArithmeticShares(party, lo, hi, x.frac_bits + w.frac_bits - bits)
-    lo, hi = _reshare(party, z)
-    return ArithmeticShares(party, lo, hi, x.frac_bits + w.frac_bits)
 
 
 def _depthwise_local(stride: list[int], padding: list[int], dilation: list[int]):
