@@ -115,11 +115,12 @@ def upload(directory: Path = typer.Argument(..., exists=True, file_okay=False, h
 @app.command()
 def search(image: Path = typer.Argument(..., exists=True, dir_okay=False, help="query image"),
            k: int = typer.Option(10, "-k", help="number of results"),
+           nprobe: int = typer.Option(1, help="index buckets probed (more: better recall, slower)"),
            config: Path | None = typer.Option(None, "--config", "-c", help="client TOML")) -> None:
     """Secure top-k search for IMAGE."""
     try:
         with _client(config) as c:
-            r = c.search(image, k=k)
+            r = c.search(image, k=k, nprobe=nprobe)
     except (ValueError, RuntimeError) as exc:
         _fail(exc)
     t = Table("rank", "id", "distance")
@@ -162,12 +163,13 @@ def demo(root: Path | None = typer.Option(None, help="cluster directory (default
          queries: int = typer.Option(3, help="number of secure queries"),
          model: str = typer.Option("auto", help="auto, efficientnet or tiny"),
          resolution: int = typer.Option(64, help="model input resolution"),
-         dim: int = typer.Option(32, help="feature dimension")) -> None:
+         dim: int = typer.Option(32, help="feature dimension"),
+         nprobe: int = typer.Option(2, help="index buckets probed per query")) -> None:
     """Start three local servers, upload bundled photos, run secure queries, retrieve one, stop."""
     from .demo import run_demo
 
     try:
-        run_demo(root, copies, queries, model, resolution, dim, console)
+        run_demo(root, copies, queries, model, resolution, dim, console, nprobe)
     except (ValueError, RuntimeError) as exc:
         _fail(exc)
 

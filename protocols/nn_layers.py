@@ -12,7 +12,6 @@ Non-linear layers use :mod:`protocols.approx` (bounded comparisons, see there).
 
 from __future__ import annotations
 
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
