@@ -11,7 +11,7 @@ import grpc
 from protos.trivault.v1 import trivault_pb2 as pb
 
 from .config import ServerConfig
-from .peer_comm import PeerKeys, PeerLink, PeerRouter, load_or_create_x25519
+from .peer_comm import AioLoop, PeerKeys, PeerLink, PeerRouter, load_or_create_x25519
 from .query import LoadedIndex, LoadedModel
 from .storage import Store, StorageError
 from .tls import channel_credentials
@@ -28,7 +28,9 @@ class Node:
         self.store = Store(cfg.data_dir)
         self.router = PeerRouter()
         creds = channel_credentials(cfg.ca, cfg.cert, cfg.key)
-        self.links = {j: PeerLink(self.id, j, cfg.peers[j], creds, self.router) for j in cfg.peers if j != self.id}
+        self.aio = AioLoop()
+        self.links = {j: PeerLink(self.id, j, cfg.peers[j], creds, self.router, self.aio)
+                      for j in cfg.peers if j != self.id}
         self.sk = load_or_create_x25519(cfg.data_dir / "x25519.key")
         self.keys = PeerKeys(self.id, self.sk, self.links, self.router)
         self.sessions = threading.BoundedSemaphore(cfg.max_sessions)
@@ -48,6 +50,7 @@ class Node:
         self._stop.set()
         for link in self.links.values():
             link.close()
+        self.aio.stop()
         self.store.close()
 
     # ---- cached model/index --------------------------------------------------------

@@ -13,9 +13,9 @@ public keys exchanged by ``Peer.Hello`` over mutual TLS: no dealer.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
-import queue
 import threading
 import time
 from pathlib import Path
@@ -33,7 +33,7 @@ from protocols.prf import KEY_BYTES, PairwiseKeys
 from protos.trivault.v1 import trivault_pb2 as pb
 from protos.trivault.v1 import trivault_pb2_grpc as pbg
 
-from .options import MAX_PEER_TENSOR_BYTES, PEER_CHUNK_BYTES
+from .options import GRPC_OPTIONS, MAX_PEER_TENSOR_BYTES, PEER_CHUNK_BYTES
 from .storage import write_atomic
 from .tls import secure_channel
 
@@ -168,37 +168,81 @@ def tensor_messages(sid: str, seq: int, sender: int, t: torch.Tensor,
             for c in range(n)]
 
 
+class AioLoop:
+    """One asyncio event-loop thread that drives the outgoing peer streams (grpc.aio).
+
+    The sync API's client stream spends a thread hand-off and a completion wait on every
+    message; writing from an event loop removes most of that per-round latency.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="peer-aio", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the loop thread."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+
 class PeerLink:
     """The outgoing stream to one peer; ``send`` never blocks on the receiver."""
 
-    def __init__(self, me: int, peer: int, address: str, creds: grpc.ChannelCredentials, router: PeerRouter) -> None:
+    def __init__(self, me: int, peer: int, address: str, creds: grpc.ChannelCredentials, router: PeerRouter,
+                 aio: AioLoop | None = None) -> None:
         self.me, self.peer, self.router = me, peer, router
-        self._channel = secure_channel(address, creds)
+        self._address, self._creds = address, creds
+        self._channel = secure_channel(address, creds)  # sync: Hello and TxnStatus
         self.stub = pbg.PeerStub(self._channel)
-        self._lock = threading.Lock()
-        self._q: queue.Queue | None = None
-
-    def _open(self) -> queue.Queue:
-        q: queue.Queue = queue.Queue()
-        fut = self.stub.Link.future(iter(q.get, _STOP))
-
-        def done(f: grpc.Future) -> None:
-            with self._lock:
-                if self._q is q:
-                    self._q = None
-            if f.cancelled() or f.exception() is not None:
-                log.info("link %d->%d closed", self.me, self.peer)
-                self.router.peer_down(self.peer)
-
-        fut.add_done_callback(done)
-        return q
+        self._aio = aio or AioLoop()
+        self._own_loop = aio is None
+        self._achannel: grpc.aio.Channel | None = None
+        self._q: asyncio.Queue | None = None
+        self._writer: asyncio.Task | None = None
 
     def send(self, msg: pb.PeerMsg) -> None:
-        """Queue ``msg`` on the stream, opening it if needed."""
-        with self._lock:
-            if self._q is None:
-                self._q = self._open()
-            self._q.put(msg)
+        """Queue ``msg`` on the stream (opened on demand); returns at once."""
+        self._aio.loop.call_soon_threadsafe(self._enqueue, msg)
+
+    def _enqueue(self, msg: object) -> None:
+        if self._writer is None or self._writer.done():
+            if msg is _STOP:
+                return
+            self._q = asyncio.Queue()
+            self._writer = self._aio.loop.create_task(self._run(self._q))
+        self._q.put_nowait(msg)
+
+    async def _run(self, q: asyncio.Queue) -> None:
+        if self._achannel is None:
+            self._achannel = grpc.aio.secure_channel(self._address, self._creds, options=GRPC_OPTIONS)
+        call = pbg.PeerStub(self._achannel).Link()
+        watcher = asyncio.ensure_future(self._watch(call))
+        try:
+            while True:
+                msg = await q.get()
+                if msg is _STOP:
+                    await call.done_writing()
+                    return
+                await call.write(msg)
+        except (grpc.RpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+            pass
+        finally:
+            if not watcher.done():
+                await asyncio.wait([watcher], timeout=1.0)
+
+    async def _watch(self, call) -> None:
+        """The stream ended: if with an error, the peer is down (waiting receives fail)."""
+        try:
+            await call
+            return
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED and self._q is None:
+                return
+        log.info("link %d->%d closed", self.me, self.peer)
+        self.router.peer_down(self.peer)
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
 
     def send_tensor(self, sid: str, seq: int, t: torch.Tensor) -> None:
         """Send one tensor, chunked when large."""
@@ -206,12 +250,20 @@ class PeerLink:
             self.send(msg)
 
     def close(self) -> None:
-        """End the stream and the channel."""
-        with self._lock:
-            if self._q is not None:
-                self._q.put(_STOP)
-                self._q = None
+        """End the stream and the channels."""
+        self.send(_STOP)  # type: ignore[arg-type]
+
+        async def shut() -> None:
+            if self._achannel is not None:
+                await self._achannel.close(grace=0.5)
+
+        try:
+            asyncio.run_coroutine_threadsafe(shut(), self._aio.loop).result(3)
+        except Exception:  # noqa: BLE001 - best effort at shutdown
+            pass
         self._channel.close()
+        if self._own_loop:
+            self._aio.stop()
 
 
 class GrpcComm(Comm):
