@@ -88,6 +88,7 @@ class PeerRouter:
                 return
             if msg.abort:
                 self._aborted[sid] = frm
+                self._first_seen.setdefault(sid, time.monotonic())
                 self._cv.notify_all()
                 return
             self._delivered += 1

@@ -104,21 +104,27 @@ class VaultServicer(pbg.VaultServicer):
         except (bd.BundleError, ValueError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad search request: {exc}")
         node, m = self.node, b.meta
+
+        def refuse(code: grpc.StatusCode, msg: str) -> None:
+            for link in node.links.values():  # the peers stop waiting for this session at once
+                link.send(pb.PeerMsg(session_id=b.session_id, sender=node.id, abort=True))
+            context.abort(code, msg)
+
         index = node.index()
         if index is None:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no images uploaded yet")
+            refuse(grpc.StatusCode.FAILED_PRECONDITION, "no images uploaded yet")
         if int(m.get("index_version", -1)) != index.version:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"index version mismatch (server {node.id} has {index.version}); refresh and retry")
+            refuse(grpc.StatusCode.FAILED_PRECONDITION,
+                   f"index version mismatch (server {node.id} has {index.version}); refresh and retry")
         k, nprobe = int(m.get("k", 10)), int(m.get("nprobe", 1))
         if not 1 <= k <= 1000 or not 1 <= nprobe <= int(index.meta.get("n_centroids", 1)):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"k must be in [1, 1000] and nprobe in [1, {index.meta.get('n_centroids', 1)}]")
+            refuse(grpc.StatusCode.INVALID_ARGUMENT,
+                   f"k must be in [1, 1000] and nprobe in [1, {index.meta.get('n_centroids', 1)}]")
         model = node.model() if m.get("input", "image") == "image" else None
         if model is not None and int(m.get("model_version", -1)) != model.version:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"model version mismatch on server {node.id}")
+            refuse(grpc.StatusCode.FAILED_PRECONDITION, f"model version mismatch on server {node.id}")
         if not node.sessions.acquire(blocking=False):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"server {node.id} is running too many queries")
+            refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, f"server {node.id} is running too many queries")
         comm = None
         try:
             node.store.claim_session(b.session_id)

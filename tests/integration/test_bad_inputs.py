@@ -116,3 +116,31 @@ def test_bad_k_and_health_endpoint(cluster, client):
     from servers.healthcheck import main as health
 
     assert health(["--config", str(cluster.config_path), "--id", "1"]) == 0
+
+
+def test_one_server_refusing_stops_the_others_at_once(cluster, client):
+    """Servers 0 and 1 run the session; server 2 refuses it: 0 and 1 fail fast, not at the timeout."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from protocols.sharing import share_fixed
+
+    info = client.info()
+    sid = str(uuid.uuid4())
+    pairs = share_fixed(torch.zeros(1, 3, 16, 16, dtype=torch.float64))
+
+    def call(i: int, k: int):
+        meta = {"k": k, "index_version": info["index_version"], "model_version": info["model_version"]}
+        b = bd.Bundle("search", sid, meta, bd.pairs_to_tensors("query", pairs[i]))
+        try:
+            list(_raw_stub(cluster, i).Search(bd.encode(b), timeout=30))
+            return None
+        except grpc.RpcError as exc:
+            return exc.details()
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(3) as ex:
+        out = list(ex.map(call, (0, 1, 2), (1, 1, 0)))
+    assert "k must be in" in out[2]
+    assert all("server 2 aborted the query" in o for o in out[:2]), out
+    assert time.monotonic() - t0 < 4.0  # the peer timeout is 5 s
