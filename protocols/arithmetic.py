@@ -6,7 +6,7 @@ Every bilinear product (elementwise ``*``, ``@``, ``conv2d``) follows ABY3:
    fresh zero-sharing from the pairwise PRGs. ``z0 + z1 + z2 = f(x, y)`` is a 3-out-of-3
    sharing. (Computed as ``f(x_i, y_i + y_{i+1}) + f(x_{i+1}, y_i)``: two calls of ``f``.)
 2. One round: *reshare* (party i sends ``z_i`` to party i-1) gives an RSS again, or
-   *reshare-and-truncate* when both operands are fixed point (see :func:`_reshare_truncate`).
+   *reshare-and-truncate* when both operands are fixed point (see :func:`reshare_truncate`).
 
 Communication is one ring element per OUTPUT element per party, independent of the inner
 dimension of a matrix product or the kernel size of a convolution.
@@ -24,13 +24,13 @@ from .ring import FixedPoint
 from .sharing import ArithmeticShares
 
 
-def _reshare(party: Party, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """3-out-of-3 additive (masked) -> RSS. Cost: 1 round, ``numel`` elements per party."""
+def reshare(party: Party, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """3-out-of-3 additive (masked, e.g. by ``zero_share``) -> RSS. Cost: 1 round, ``numel`` elements per party."""
     got, _ = party.comm.exchange(send_prev=z, recv_next=True)
     return z, got
 
 
-def _reshare_truncate(party: Party, z: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+def reshare_truncate(party: Party, z: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """3-out-of-3 additive (masked) ``z`` -> RSS of ``z / 2**bits``. Cost: 1 round, 1 element per party.
 
     Steps (one round, every party sends one element per value):
@@ -78,9 +78,9 @@ def bilinear(x: ArithmeticShares, y: ArithmeticShares, local: LocalProduct) -> A
     z = z + party.zero_share(z.shape)
     if x.frac_bits and y.frac_bits:
         bits = min(x.frac_bits, y.frac_bits)
-        lo, hi = _reshare_truncate(party, z, bits)
+        lo, hi = reshare_truncate(party, z, bits)
         return ArithmeticShares(party, lo, hi, x.frac_bits + y.frac_bits - bits)
-    lo, hi = _reshare(party, z)
+    lo, hi = reshare(party, z)
     return ArithmeticShares(party, lo, hi, x.frac_bits + y.frac_bits)
 
 
@@ -148,7 +148,7 @@ def mul_public(x: ArithmeticShares, c: float | torch.Tensor) -> ArithmeticShares
 
 
 def truncate(x: ArithmeticShares, bits: int) -> ArithmeticShares:
-    """RSS ``[x]`` -> RSS ``[x / 2**bits]`` (probabilistic, see ``_reshare_truncate``). Cost: 1 round, 1 element/party.
+    """RSS ``[x]`` -> RSS ``[x / 2**bits]`` (probabilistic, see ``reshare_truncate``). Cost: 1 round, 1 element/party.
 
     The scale (``frac_bits``) is left unchanged: use this after a local product with a
     public fixed-point constant.
@@ -156,7 +156,7 @@ def truncate(x: ArithmeticShares, bits: int) -> ArithmeticShares:
     party = x.party
     # Each party's lo is one additive component; add a zero-sharing so z0 is uniform.
     z = x.lo + party.zero_share(x.shape)
-    lo, hi = _reshare_truncate(party, z, bits)
+    lo, hi = reshare_truncate(party, z, bits)
     return ArithmeticShares(party, lo, hi, x.frac_bits)
 
 

@@ -12,14 +12,14 @@ Fixed point: ``q`` and ``X`` carry ``f`` fractional bits; the products are held 
 (``2**-f``) from truncation, plus the encoding error of the inputs; with probability at
 most ``|z| / 2**63`` per element (``z`` the pre-truncation ring value, about
 ``2**(40-63) = 2**-23`` for distances near 256) an element is off by about
-``2**(64 - 2f)`` (see ``arithmetic._reshare_truncate``).
+``2**(64 - 2f)`` (see ``arithmetic.reshare_truncate``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from .arithmetic import _reshare_truncate
+from .arithmetic import reshare_truncate
 from .sharing import ArithmeticShares
 
 
@@ -59,7 +59,7 @@ def secure_distance(q: ArithmeticShares, X: ArithmeticShares, x_sqnorm: Arithmet
     z = qq - 2 * cross
     z = z + party.zero_share(z.shape)
     bits = min(q.frac_bits, X.frac_bits)
-    lo, hi = _reshare_truncate(party, z, bits)
+    lo, hi = reshare_truncate(party, z, bits)
     out = ArithmeticShares(party, lo, hi, q.frac_bits + X.frac_bits - bits)
     if out.frac_bits != x_sqnorm.frac_bits:
         raise ValueError("||x||^2 must be at the scale of the products after truncation")

@@ -14,7 +14,7 @@ element 2 bounded comparisons (about 2 x 3.7 words "fast" / 2 x 5.5 "exact") plu
 injection (party 0: 4 elements) and 1 product element per comparison -- see
 :mod:`protocols.nn_layers` and :mod:`protocols.approx`.
 Accuracy: features within ~5e-4 of plaintext torch (measured 1.7e-4 at 128 px, 4.3e-4 at
-224 px). Truncation after each conv is probabilistic (``arithmetic._reshare_truncate``):
+224 px). Truncation after each conv is probabilistic (``arithmetic.reshare_truncate``):
 summing ``|z| / 2**63`` over every conv output of EfficientNet-Lite0 on a real photo gives
 an expected 0.006 (224 px) / 0.002 (128 px) large-error events per inference; none was
 observed in our runs. ``comparisons`` counts the secure comparisons used; ``profile`` the time, rounds and

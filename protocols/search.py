@@ -25,7 +25,7 @@ import torch
 from index.shares import IndexShares
 
 from . import compare as C
-from .arithmetic import _reshare
+from .arithmetic import reshare
 from .distance import secure_distance
 from .party import Party
 from .sharing import ArithmeticShares, SharePair
@@ -77,7 +77,7 @@ def oblivious_fetch(onehot: ArithmeticShares, rows: SharePair) -> ArithmeticShar
             z[p].add_(lo_c, alpha=a[p][c]).add_(hi_c, alpha=b[p][c])
     party = onehot.party
     z += party.zero_share(z.shape)
-    lo, hi = _reshare(party, z)
+    lo, hi = reshare(party, z)
     return ArithmeticShares(party, lo, hi, 0)
 
 
