@@ -11,7 +11,10 @@ Dockerfile pins torch==2.13.0 and runs ``python -m servers``.
 from __future__ import annotations
 
 import sys
-import tomllib
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

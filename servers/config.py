@@ -18,7 +18,10 @@ Relative paths are resolved against the config file's directory. Environment var
 from __future__ import annotations
 
 import os
-import tomllib
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 from dataclasses import dataclass
 from pathlib import Path
 

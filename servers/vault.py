@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
 
 import grpc
+import torch
 
 from client.crypto import seal, seal_info
 from protocols.comm import CommError
@@ -25,9 +27,7 @@ from .txn import stage
 log = logging.getLogger("trivault.vault")
 
 
-def _json(o) -> str:
-    import json
-
+def _json(o: object) -> str:
     return json.dumps(o)
 
 
@@ -177,8 +177,6 @@ class VaultServicer(pbg.VaultServicer):
         except ValueError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         self.node.store.audit("retrieve", str(request.image_id), client=who, deid=bool(request.deid))
-        import torch
-
         tensors = {"ciphertext": torch.frombuffer(bytearray(ct), dtype=torch.uint8),
                    "sealed": torch.frombuffer(bytearray(sealed), dtype=torch.uint8)}
         yield from bd.encode(bd.Bundle("image", "", {"label": row["label"]}, tensors))

@@ -142,5 +142,5 @@ def test_one_server_refusing_stops_the_others_at_once(cluster, client):
     with ThreadPoolExecutor(3) as ex:
         out = list(ex.map(call, (0, 1, 2), (1, 1, 0)))
     assert "k must be in" in out[2]
-    assert all("server 2 aborted the query" in o for o in out[:2]), out
+    assert all("aborted the query" in o for o in out[:2]), out  # directly, or relayed by the other peer
     assert time.monotonic() - t0 < 4.0  # the peer timeout is 5 s
