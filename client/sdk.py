@@ -199,7 +199,9 @@ class Client:
             if len(vals) != 1:
                 pend = {i: x["pending"] for i, x in enumerate(infos) if x["pending"]}
                 raise TriVaultError(f"servers disagree on {key} (an upload is being recovered: {pend}); retry shortly")
-        return infos[0]
+        out = dict(infos[0])
+        out["pending"] = sorted({t for x in infos for t in x["pending"]})  # on any server
+        return out
 
     def _transact(self, bundles: list[bd.Bundle]) -> None:
         """Two-phase commit: prepare on all three, then commit on server 0 (the decision), then 1 and 2."""
@@ -217,9 +219,14 @@ class Client:
         try:
             self._stubs[0].Commit(pb.TxnRequest(txn_id=txn), timeout=30)
         except grpc.RpcError as exc:
-            self._all(lambda i: self._stubs[i].Abort(pb.TxnRequest(txn_id=txn), timeout=10), servers=(1, 2),
-                      tolerate=True)
-            raise TriVaultError(f"upload not committed ({_rpc_error(0, exc)}); servers 1 and 2 abort it") from None
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:  # server 0 refused: the decision is abort
+                self._all(lambda i: self._stubs[i].Abort(pb.TxnRequest(txn_id=txn), timeout=10), servers=(1, 2),
+                          tolerate=True)
+                raise TriVaultError(f"upload not committed ({_rpc_error(0, exc)}); nothing stored") from None
+            # Server 0 may or may not have committed before failing: servers 1 and 2 follow
+            # whatever it decided once it is back (never abort them here).
+            raise TriVaultError(f"upload outcome unknown ({_rpc_error(0, exc)}): servers 1 and 2 follow server "
+                                f"0's decision when it is back; retry the upload after checking info()") from None
         try:
             self._all(lambda i: self._stubs[i].Commit(pb.TxnRequest(txn_id=txn), timeout=30), servers=(1, 2))
         except TriVaultError as exc:

@@ -123,3 +123,24 @@ def test_incremental_index_updates_send_only_touched_records(cluster, client):
     assert st["index"] == "update"
     assert st["index_bytes_per_server"] < full / 2  # two records + slots, not the whole index
     assert client.search(imgs[1], k=1).ids == [ids[1]]
+
+
+def test_decision_server_killed_before_commit_aborts_everywhere(cluster, client):
+    """kill -9 of server 0 (the decision point) after all voted: nobody commits; after its restart
+    and the transaction timeout, the upload is absent on all three and uploads work again."""
+    before = client.info()
+    client.fault_hook = lambda phase: cluster.kill(0) if phase == "after_prepare" else None
+    with pytest.raises(TriVaultError, match="outcome unknown"):
+        client.upload(small_images(1, seed=33), labels=["limbo"])
+    client.fault_hook = None
+    cluster.start(0)
+    deadline = time.monotonic() + 30
+    while True:  # server 0 aborts after txn_timeout (8 s here); 1 and 2 follow it
+        info = _wait_consistent(client)
+        if not info["pending"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    with Client(cluster.client_config, progress=False) as c:
+        infos = [c.info()]
+    assert infos[0]["image_ids"] == before["image_ids"] and infos[0]["index_version"] == before["index_version"]
+    assert client.upload(small_images(1, seed=33), labels=["again"])
