@@ -26,6 +26,7 @@ import grpc
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 from torch import nn
 from tqdm import tqdm
 
@@ -38,6 +39,8 @@ from servers.tls import channel_credentials, secure_channel
 
 from . import crypto
 from .owner_state import OwnerState
+
+DEID_METADATA_KEY = "trivault-deid"  # PNG text chunk with the de-identified copy's privacy accounting
 
 ImageInput = str | Path | np.ndarray | Image.Image
 
@@ -505,8 +508,12 @@ def _deid_function() -> Callable[[np.ndarray, float], bytes]:
                     if isinstance(getattr(res, n, None), np.ndarray)), None)
         if out is None:
             raise TriVaultError("deidentify() returned no image array")
+        # The privacy accounting (eps per region, total by sequential composition) travels
+        # INSIDE the encrypted copy as a PNG text chunk: region boxes are not for servers.
+        info = PngInfo()
+        info.add_text(DEID_METADATA_KEY, json.dumps(getattr(res, "metadata", {}), default=str))
         buf = io.BytesIO()
-        Image.fromarray(np.asarray(out, dtype=np.uint8)).save(buf, format="PNG")
+        Image.fromarray(np.asarray(out, dtype=np.uint8)).save(buf, format="PNG", pnginfo=info)
         return buf.getvalue()
 
     return run

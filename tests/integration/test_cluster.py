@@ -93,6 +93,17 @@ def test_deidentified_copy_is_stored_and_retrievable(cluster, client):
     np.testing.assert_array_equal(orig.array(), face)
     assert anon.array().shape == face.shape
     assert np.abs(anon.array().astype(int) - face.astype(int)).mean() > 1.0  # the face region was changed
+    # the privacy accounting travels inside the encrypted copy (never in server metadata)
+    import io
+    import json
+
+    from PIL import Image
+
+    from client.sdk import DEID_METADATA_KEY
+
+    acct = json.loads(Image.open(io.BytesIO(anon.data)).text[DEID_METADATA_KEY])
+    assert acct["eps_per_region"] and all(e == 1.0 for e in acct["eps_per_region"])
+    assert acct["eps_total"] == sum(acct["eps_per_region"])  # sequential composition
     assert client.info()["index_version"] == before + 1
     plain = client.retrieve(0)
     with pytest.raises(Exception, match="no de-identified copy"):
