@@ -55,9 +55,8 @@ def reshare_truncate(party: Party, z: torch.Tensor, bits: int) -> tuple[torch.Te
         r = party.prg_prev.int64(z.shape)
         z2, _ = comm.exchange(send_next=z, recv_next=True)
         return r, (z + z2) >> bits
-    z1_from_prev = None
-    y0, z1_from_prev = comm.exchange(send_prev=z, recv_next=True, recv_prev=True)
-    return (z1_from_prev + z) >> bits, y0
+    y0, z1 = comm.exchange(send_prev=z, recv_next=True, recv_prev=True)
+    return (z1 + z) >> bits, y0
 
 
 LocalProduct = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -172,7 +172,7 @@ class ArithmeticShares(_Shares):
             self._check_peer(other)
             return ArithmeticShares(self.party, self.lo - other.lo, self.hi - other.hi, self.frac_bits)
         if isinstance(other, (int, float, torch.Tensor)):
-            return self.add_public(-other if not isinstance(other, torch.Tensor) else -other)
+            return self.add_public(-other)
         return NotImplemented
 
     def __rsub__(self, other) -> "ArithmeticShares":
