@@ -2,6 +2,7 @@
 # Create ./.venv and install TriVault into it. Idempotent; safe to re-run.
 #   bash scripts/setup.sh          runtime + test dependencies
 #   bash scripts/setup.sh --bench  also CrypTen 0.4.1 (benchmark peer, installed --no-deps)
+#                                  and dlib for the face re-identification metric
 # torch is pinned to the 2.13.0 CPU wheel: an unpinned torch pulls gigabytes of CUDA wheels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 if [ "${1:-}" = "--bench" ] && ! "$VENV/bin/python" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('crypten') is None)"; then
   echo "[setup] installing CrypTen 0.4.1 (--no-deps) for benchmarks"
-  "${PIP[@]}" -e ".[bench]"
+  "${PIP[@]}" -e ".[bench,reid]"
   "${PIP[@]}" --no-deps "crypten==0.4.1"
 fi
