@@ -61,8 +61,13 @@ class LocalCluster:
         """Write cluster.toml (servers) and client-<name>.toml (SDK) for ``ports``."""
         self.ports = ports
         peer_timeout_s, query_timeout_s = self._timeouts
+        owner_pub = self.owner_identity_dir / "identity.json"
+        if not owner_pub.exists():  # the deployment owner's identity; servers register it as the admin
+            from .identity import Identity
+
+            Identity.create().save(self.owner_identity_dir)
         lines = ['data_root = "data"', 'ca = "certs/ca.pem"', f"peer_timeout_s = {peer_timeout_s}",
-                 f"query_timeout_s = {query_timeout_s}", ""]
+                 f"query_timeout_s = {query_timeout_s}", f'owner_identity = "{owner_pub}"', ""]
         for i, p in enumerate(ports):
             lines += [f"[servers.{i}]", f'address = "127.0.0.1:{p}"', f'cert = "certs/server{i}.pem"',
                       f'key = "certs/server{i}.key"', ""]
@@ -73,6 +78,11 @@ class LocalCluster:
             (self.root / f"client-{name}.toml").write_text(
                 f'ca = "{self.certs.ca}"\ncert = "{c}"\nkey = "{k}"\nowner_dir = "{self.root / "owner"}"\n'
                 f"timeout_s = {query_timeout_s}\nservers = [{addrs}]\n")
+
+    @property
+    def owner_identity_dir(self) -> Path:
+        """The owner's identity directory (the SDK's default: ``owner_dir/identity``)."""
+        return self.root / "owner" / "identity"
 
     @property
     def client_config(self) -> Path:

@@ -38,6 +38,9 @@ from servers import bundle as bd
 from servers.tls import channel_credentials, secure_channel
 
 from . import crypto
+from .identity import Identity, PublicIdentity
+from .integrity import open_record, seal_record, sign_image, verify_image
+from .key_delivery import KeyDeliveryError, recover_key
 from .owner_state import OwnerState
 
 DEID_METADATA_KEY = "trivault-deid"  # PNG text chunk with the de-identified copy's privacy accounting
@@ -101,11 +104,21 @@ class SearchResult:
 
 @dataclass
 class Retrieved:
-    """A decrypted image: the uploaded file bytes, its label, and a decoded array."""
+    """A decrypted, integrity-checked image: the uploaded file bytes, its label, which copy
+    (``orig``/``deid``) the policy released, and the recipient its watermark names."""
 
     image_id: int
     data: bytes
     label: str | None
+    kind: str = "orig"
+    recipient: str = ""
+    verified: bool = False
+
+    def marked(self, key: bytes | None = None) -> np.ndarray:
+        """The delivered copy: RGB with an invisible watermark naming the recipient (``trivault trace``)."""
+        from .watermark import embed
+
+        return embed(self.array(), self.recipient, key)
 
     def array(self) -> np.ndarray:
         """Decoded RGB uint8 array."""
@@ -147,8 +160,13 @@ def _rpc_error(i: int, exc: grpc.RpcError) -> str:
 class Client:
     """SDK entry point: ``Client(config)`` where config is a ClientConfig or a TOML path."""
 
-    def __init__(self, config: ClientConfig | str | Path, progress: bool = True) -> None:
+    def __init__(self, config: ClientConfig | str | Path, progress: bool = True,
+                 identity: Identity | str | Path | None = None, passphrase: bytes | None = None) -> None:
         self.cfg = config if isinstance(config, ClientConfig) else ClientConfig.load(config)
+        self.identity = self._load_identity(identity, passphrase)
+        from servers.acl import audience_for_ca
+
+        self.audience = audience_for_ca(Path(self.cfg.ca).read_bytes())
         creds = channel_credentials(self.cfg.ca, self.cfg.cert, self.cfg.key)
         self._channels = [secure_channel(a, creds) for a in self.cfg.servers]
         self._stubs = [pbg.VaultStub(c) for c in self._channels]
@@ -170,6 +188,79 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # ---- identity and signed requests ------------------------------------------------
+    def _load_identity(self, identity: Identity | str | Path | None, passphrase: bytes | None) -> Identity:
+        """The user's keys: given, loaded from a directory, or ``owner_dir/identity`` (created if absent)."""
+        if isinstance(identity, Identity):
+            return identity
+        d = Path(identity) if identity is not None else Path(self.cfg.owner_dir) / "identity"
+        if (d / "identity.json").exists():
+            return Identity.load(d, passphrase)
+        if identity is not None:
+            raise TriVaultError(f"no identity in {d}: create one with `trivault keys new`")
+        ident = Identity.create()
+        ident.save(d, passphrase)
+        return ident
+
+    def sign(self, action: str, params: dict[str, Any]) -> bytes:
+        """A signed request (Ed25519, fresh nonce and timestamp) for this deployment."""
+        from .signing import sign_request
+
+        return sign_request(self.identity, action, params, self.audience).to_bytes()
+
+    def _manage(self, action: str, params: dict[str, Any]) -> dict:
+        auth = self.sign(action, params)  # the SAME signed request goes to all three servers
+        outs = self._all(lambda i: json.loads(self._stubs[i].Manage(pb.SignedCall(auth=auth), timeout=10).meta_json))
+        return outs[0]
+
+    def register_user(self, user: PublicIdentity, attributes: dict[str, str] | None = None) -> str:
+        """Owner: register a user's public identity with owner-attested attributes; returns its id."""
+        self._manage("register", {"user": user.to_dict(), "attributes": dict(attributes or {})})
+        return user.user_id
+
+    def bootstrap(self) -> str:
+        """First use of a deployment without ``owner_identity`` in its config: become its owner."""
+        return self._manage("register", {"user": self.identity.public().to_dict(), "bootstrap": True})["user"]
+
+    def grant(self, user_id: str, collection: str = "default", outcome: str = "ORIGINAL",
+              expires: float | None = None, purposes: Sequence[str] | None = None, image_id: int | None = None,
+              search: bool = True) -> None:
+        """Owner: give ``user_id`` at least ``outcome`` on a collection (or one image) until ``expires``."""
+        self._manage("grant", {"user": user_id, "collection": collection, "outcome": outcome.upper(),
+                               "expires_ms": None if expires is None else int(expires * 1000),
+                               "purposes": None if purposes is None else list(purposes), "image": image_id,
+                               "search": bool(search)})
+
+    def revoke(self, user_id: str, collection: str = "default", image_id: int | None = None) -> None:
+        """Owner: revoke every grant and membership of ``user_id`` (effective at the next key release)."""
+        self._manage("revoke", {"user": user_id, "collection": collection, "image": image_id})
+
+    def audit_exports(self) -> dict[int, list[dict]]:
+        """Each answering server's exported audit chain."""
+        outs = self._all(lambda i: json.loads(self._stubs[i].Audit(pb.InfoRequest(), timeout=30).meta_json),
+                         tolerate=True)
+        return {i: o["entries"] for i, o in enumerate(outs) if o is not None}
+
+    def audit(self):
+        """Fetch the three logs and compare them (``servers.audit.Divergence``: ok, suspects, summary)."""
+        from servers.audit import compare_chains
+
+        return compare_chains(self.audit_exports())
+
+    def owner_identity(self) -> PublicIdentity:
+        """The deployment owner's public identity, as at least two servers report it."""
+        infos = self._all(lambda i: json.loads(self._stubs[i].Info(pb.InfoRequest(), timeout=10).meta_json),
+                          tolerate=True)
+        votes: dict[str, int] = {}
+        for x in infos:
+            if x and x.get("owner"):
+                k = json.dumps(x["owner"], sort_keys=True)
+                votes[k] = votes.get(k, 0) + 1
+        best = [k for k, n in votes.items() if n >= 2]
+        if not best:
+            raise TriVaultError("the servers do not agree on the deployment owner")
+        return PublicIdentity.from_dict(json.loads(best[0]))
 
     # ---- plumbing -----------------------------------------------------------------
     def _all(self, fn: Callable[[int], Any], servers: Sequence[int] = (0, 1, 2), tolerate: bool = False,
@@ -206,9 +297,18 @@ class Client:
         out["pending"] = sorted({t for x in infos for t in x["pending"]})  # on any server
         return out
 
-    def _transact(self, bundles: list[bd.Bundle]) -> None:
-        """Two-phase commit: prepare on all three, then commit on server 0 (the decision), then 1 and 2."""
+    def _transact(self, bundles: list[bd.Bundle], action: str = "upload", collection: str = "default") -> None:
+        """Two-phase commit: prepare on all three, then commit on server 0 (the decision), then 1 and 2.
+
+        The owner signs one request naming the transaction, its image ids, deletions and model
+        flag; each server checks it against what it staged before voting."""
         txn = bundles[0].session_id
+        m = bundles[0].meta
+        auth = self.sign(action, {"txn": txn, "collection": collection, "model": "model" in m,
+                                  "images": [int(im["id"]) for im in m.get("images", [])],
+                                  "deletes": [int(i) for i in m.get("deletes", [])]})
+        for b in bundles:
+            b.auth = auth
         if self.fault_hook is not None:
             self.fault_hook("before_prepare")
         try:
@@ -343,7 +443,7 @@ class Client:
 
     # ---- data owner ---------------------------------------------------------------
     def upload(self, images: Sequence[ImageInput], labels: Sequence[str] | None = None, deid: bool = False,
-               eps: float = 1.0) -> list[int]:
+               eps: float = 1.0, collection: str = "default") -> list[int]:
         """Encrypt and upload images with their features' shares; returns the new image ids."""
         if labels is not None and len(labels) != len(images):
             raise ValueError("labels must match images one to one")
@@ -373,8 +473,11 @@ class Client:
                                       dtype=torch.uint8)
                 kp = share(crypto.key_to_ring(key))
                 sfx = ".deid" if is_deid else ""
+                rec = seal_record(sign_image(self.identity, i, blob, "deid" if is_deid else "orig"), key,
+                                  crypto.encrypt)
                 for s in range(3):
                     per_server[s][f"img/{i}{sfx}"] = ct
+                    per_server[s][f"rec/{i}{sfx}"] = torch.frombuffer(bytearray(rec), dtype=torch.uint8)
                     per_server[s].update(bd.pairs_to_tensors(f"key/{i}{sfx}", kp[s]))
             metas.append({"id": i, "label": None if labels is None else str(labels[n]), "deid": deid_fn is not None})
         imeta, itensors, after = self._index_bundles(feats, ids, info["index_version"], feats_new, new_ids)
@@ -385,7 +488,7 @@ class Client:
             bundles.append(bd.Bundle("txn", txn, {"images": metas, "index": imeta}, t))
         t1 = time.perf_counter()
         try:
-            self._transact(bundles)
+            self._transact(bundles, "upload", collection)
         except PartialCommitError:
             self.owner.save_features(feats, ids)
             after(info["index_version"] + 1)
@@ -413,7 +516,7 @@ class Client:
                                                              deletes=[int(image_id)])
         try:
             self._transact([bd.Bundle("txn", txn, meta, {f"index/{k}": v for k, v in itensors[s].items()})
-                            for s in range(3)])
+                            for s in range(3)], "delete")
         except PartialCommitError:
             self.owner.save_features(feats if len(ids) else None, ids)
             after(info["index_version"] + 1)
@@ -422,7 +525,8 @@ class Client:
         after(info["index_version"] + 1)
 
     # ---- querier ------------------------------------------------------------------
-    def search(self, image: ImageInput, k: int = 10, nprobe: int = 1) -> SearchResult:
+    def search(self, image: ImageInput, k: int = 10, nprobe: int = 1, collection: str = "default",
+               purpose: str | None = None) -> SearchResult:
         """Secure top-k search for one query image."""
         from .preprocess import preprocess
 
@@ -432,23 +536,26 @@ class Client:
         res = int(info["arch"]["input_shape"][-1])
         _, im = load_image_bytes(image)
         x = preprocess(im, res).unsqueeze(0).to(torch.float64)
-        return self._search(share_fixed(x, DEFAULT_FP), "image", info, k, nprobe)
+        return self._search(share_fixed(x, DEFAULT_FP), "image", info, k, nprobe, collection, purpose)
 
-    def search_features(self, features: np.ndarray, k: int = 10, nprobe: int = 1) -> SearchResult:
+    def search_features(self, features: np.ndarray, k: int = 10, nprobe: int = 1, collection: str = "default",
+                        purpose: str | None = None) -> SearchResult:
         """Secure search for a feature vector [d] (or [1, d]) the querier computed itself."""
         x = torch.as_tensor(np.asarray(features, dtype=np.float64)).reshape(1, -1)
-        return self._search(share_fixed(x, DEFAULT_FP), "features", self.info(), k, nprobe)
+        return self._search(share_fixed(x, DEFAULT_FP), "features", self.info(), k, nprobe, collection, purpose)
 
-    def _search(self, pairs: list[SharePair], kind: str, info: dict, k: int, nprobe: int) -> SearchResult:
+    def _search(self, pairs: list[SharePair], kind: str, info: dict, k: int, nprobe: int,
+                collection: str = "default", purpose: str | None = None) -> SearchResult:
         if not info["image_ids"]:
             raise TriVaultError("no images uploaded yet")
         sid = str(uuid.uuid4())
         meta = {"k": int(k), "nprobe": int(nprobe), "input": kind, "index_version": info["index_version"],
                 "model_version": info["model_version"]}
         t0 = time.perf_counter()
+        auth = self.sign("search", {"session": sid, "collection": collection, "purpose": purpose, "k": int(k)})
 
         def one(i: int) -> bd.Bundle:
-            b = bd.Bundle("search", sid, meta, bd.pairs_to_tensors("query", pairs[i]))
+            b = bd.Bundle("search", sid, meta, bd.pairs_to_tensors("query", pairs[i]), auth)
             return bd.decode(self._stubs[i].Search(bd.encode(b), timeout=self.cfg.timeout_s))
 
         with tqdm(total=1, desc="secure search", unit="query", disable=not self.progress, leave=False) as bar:
@@ -465,34 +572,56 @@ class Client:
             order = torch.argsort(dist[0], stable=True)[:k]
             ids, d = ids_all[order].tolist(), dist[0][order].tolist()
         else:
-            ids = reconstruct([bd.tensors_to_pair(o.tensors, "ids") for o in outs])[0]
-            ids, d = ids.tolist(), dist[0].tolist()
+            # checked reconstruction: a server that skipped the masking of hidden ids is named here
+            ids = reconstruct([bd.tensors_to_pair(o.tensors, "ids") for o in outs], check=True)[0]
+            keep = [j for j, v in enumerate(ids.tolist()) if v >= 0]  # -1: padding or hidden by policy
+            ids, d = [int(ids[j]) for j in keep], [float(dist[0][j]) for j in keep]
         return SearchResult(ids, d, secs, max(o.meta["seconds"] for o in outs), [o.meta["comm"] for o in outs], mode)
 
-    def retrieve(self, image_id: int, deid: bool = False) -> Retrieved:
-        """Fetch and decrypt an image: key shares arrive sealed to a fresh X25519 key."""
-        sk, pk = crypto.new_x25519()
-        req = pb.ImageRequest(image_id=int(image_id), client_public_key=pk, deid=deid)
+    def retrieve(self, image_id: int, deid: bool = False, purpose: str | None = None) -> Retrieved:
+        """Fetch, decrypt and verify an image the policy releases to this user.
 
-        def one(i: int) -> bd.Bundle:
-            return bd.decode(self._stubs[i].Retrieve(req, timeout=self.cfg.timeout_s))
+        One signed request goes to all three servers; each evaluates the policy itself and
+        seals its key-share pair to this user's REGISTERED X25519 key. With all three pairs
+        the shares are cross-checked (a lying server is named: ``KeyDeliveryError.suspects``);
+        with two, AES-GCM on the ciphertext catches a wrong key. The owner's signed hash
+        is then verified (``TamperError`` on mismatch). ``Retrieved.marked()`` is the
+        watermarked copy naming this user."""
+        auth = self.sign("retrieve", {"image_id": int(image_id), "deid": bool(deid), "purpose": purpose})
+        req = pb.ImageRequest(image_id=int(image_id), deid=deid, auth=auth)
+        errors: list[str] = [""] * 3
 
-        outs = self._all(one, tolerate=True)
-        got = [i for i in range(3) if outs[i] is not None]
+        def one(i: int) -> bd.Bundle | None:
+            try:
+                return bd.decode(self._stubs[i].Retrieve(req, timeout=self.cfg.timeout_s))
+            except grpc.RpcError as exc:
+                errors[i] = _rpc_error(i, exc)
+                return None
+
+        outs = self._all(one)
+        kinds = {i: o.meta.get("kind") for i, o in enumerate(outs) if o is not None}
+        best = max(("orig", "deid"), key=lambda kd: sum(v == kd for v in kinds.values()))
+        got = [i for i, kd in kinds.items() if kd == best]
         if len(got) < 2:
-            if all(o is None for o in outs):
-                self._all(one)  # re-raise the servers' errors
-            raise TriVaultError(f"image {image_id}: fewer than two servers answered")
-        pairs: list[SharePair | None] = [None, None, None]
-        for i in got:
-            blob = bytes(outs[i].tensors["sealed"].numpy().tobytes())
-            raw = crypto.open_sealed(sk, blob, crypto.seal_info(i, int(image_id), deid))
-            with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-                pairs[i] = (torch.from_numpy(z["lo"].copy()), torch.from_numpy(z["hi"].copy()))
-        key = crypto.ring_to_key(reconstruct(pairs))
+            why = "; ".join(e for e in errors if e) or f"the servers disagree on which copy to release ({kinds})"
+            raise TriVaultError(f"image {image_id}: fewer than two servers release a key: {why}")
+        is_deid = best == "deid"
+        sealed = [bytes(outs[i].tensors["sealed"].numpy().tobytes()) if i in got else None for i in range(3)]
+        key = recover_key(sealed, self.identity.kex_key, int(image_id), is_deid)  # KeyDeliveryError names suspects
         ct = bytes(outs[got[0]].tensors["ciphertext"].numpy().tobytes())
-        data = crypto.decrypt(key, ct, crypto.image_aad(int(image_id), deid))
-        return Retrieved(int(image_id), data, outs[got[0]].meta.get("label"))
+        try:
+            data = crypto.decrypt(key, ct, crypto.image_aad(int(image_id), is_deid))
+        except ValueError:
+            raise KeyDeliveryError(f"image {image_id}: the key does not decrypt the ciphertext from server {got[0]} "
+                                   f"(a server sent a wrong share or ciphertext)", tuple(got)) from None
+        verified = False
+        rec = outs[got[0]].tensors.get("record")
+        kind = "deid" if is_deid else "orig"
+        if rec is not None:
+            record = open_record(bytes(rec.numpy().tobytes()), key, int(image_id), kind, crypto.decrypt)
+            verify_image(self.owner_identity(), int(image_id), data, record, kind)  # TamperError
+            verified = True
+        return Retrieved(int(image_id), data, outs[got[0]].meta.get("label"), kind, self.identity.user_id, verified)
 
 
 def _deid_function() -> Callable[[np.ndarray, float], bytes]:

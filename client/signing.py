@@ -25,7 +25,9 @@ from .identity import Identity
 
 VERSION = 1
 DOMAIN = "trivault/v1/request"
-ACTIONS = frozenset({"upload", "grant", "revoke", "delete", "policy", "register", "unregister"})
+# search / retrieve: a requester's own signed request (its identity for the policy check)
+ACTIONS = frozenset({"upload", "grant", "revoke", "delete", "policy", "register", "unregister", "search",
+                     "retrieve"})
 NONCE_BYTES = 16
 
 

@@ -33,6 +33,7 @@ class Bundle:
     session_id: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    auth: bytes = b""  # a signed request (client.signing) authorising this bundle
 
     def nbytes(self) -> int:
         """Total tensor payload in bytes."""
@@ -58,7 +59,8 @@ def encode(bundle: Bundle, chunk_bytes: int = CHUNK_BYTES) -> Iterator[pb.Frame]
         for k, a in arrays.items()
     ]
     header = pb.BundleHeader(
-        kind=bundle.kind, session_id=bundle.session_id, meta_json=json.dumps(bundle.meta), tensors=specs
+        kind=bundle.kind, session_id=bundle.session_id, meta_json=json.dumps(bundle.meta), tensors=specs,
+        auth=bundle.auth,
     )
     yield pb.Frame(header=header)
     buf = bytearray()
@@ -112,7 +114,7 @@ def decode(frames: Iterable[pb.Frame], max_bytes: int = MAX_BUNDLE_BYTES) -> Bun
         a = np.frombuffer(data, dtype=_DTYPES[s.dtype], count=s.nbytes // _DTYPES[s.dtype].itemsize, offset=pos)
         tensors[s.name] = torch.from_numpy(a.copy().reshape(tuple(s.shape)))
         pos += s.nbytes
-    return Bundle(h.kind, h.session_id, meta, tensors)
+    return Bundle(h.kind, h.session_id, meta, tensors, bytes(h.auth))
 
 
 def pairs_to_tensors(prefix: str, pair: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -5,6 +5,7 @@ Example::
     data_root = "/var/lib/trivault"        # server i uses data_root/server{i}
     ca = "certs/ca.pem"
     query_timeout_s = 60
+    owner_identity = "owner.json"          # optional: the owner's public identity (else first use)
     [servers.0]
     listen = "127.0.0.1:50051"
     address = "127.0.0.1:50051"              # how peers and clients reach it
@@ -40,6 +41,7 @@ class ServerConfig:
     query_timeout_s: float = 60.0
     peer_timeout_s: float = 30.0
     max_sessions: int = 8
+    owner_identity: Path | None = None  # the deployment owner's public identity.json (ACL bootstrap)
 
 
 def _path(base: Path, p: str) -> Path:
@@ -70,4 +72,5 @@ def load_config(path: str | Path, server_id: int) -> ServerConfig:
         query_timeout_s=float(raw.get("query_timeout_s", 60.0)),
         peer_timeout_s=float(raw.get("peer_timeout_s", 30.0)),
         max_sessions=int(raw.get("max_sessions", 8)),
+        owner_identity=_path(base, raw["owner_identity"]) if raw.get("owner_identity") else None,
     )

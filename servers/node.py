@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
 import grpc
 
 from protos.trivault.v1 import trivault_pb2 as pb
 
+from .acl import Acl, audience_for_ca
 from .config import ServerConfig
 from .peer_comm import AioLoop, PeerKeys, PeerLink, PeerRouter, load_or_create_x25519
 from .query import LoadedIndex, LoadedModel
@@ -26,6 +28,8 @@ class Node:
         self.cfg = cfg
         self.id = cfg.server_id
         self.store = Store(cfg.data_dir)
+        self.acl = Acl(cfg.data_dir, self.id, audience_for_ca(Path(cfg.ca).read_bytes()), cfg.owner_identity)
+        self.store.on_commit = self.acl.apply_commit
         self.router = PeerRouter()
         creds = channel_credentials(cfg.ca, cfg.cert, cfg.key)
         self.aio = AioLoop()
@@ -52,6 +56,7 @@ class Node:
             link.close()
         self.aio.stop()
         self.store.close()
+        self.acl.close()
 
     # ---- cached model/index --------------------------------------------------------
     def model(self) -> LoadedModel | None:

@@ -101,9 +101,34 @@ def _flat_search(party: Party, index: LoadedIndex, q: ArithmeticShares) -> dict[
     return {"dist": output_pair(dist)}
 
 
+def mask_hidden(ids: ArithmeticShares, dist: ArithmeticShares,
+                hidden: list[int]) -> tuple[ArithmeticShares, ArithmeticShares]:
+    """Replace result ids the requester may not see by -1 (distance 0), obliviously.
+
+    ``hidden`` is public (it depends on the policy and the requester, not on the query).
+    ``bad = sum_j [id == hidden_j]`` (one batched secure equality), then
+    ``id' = (1 - bad) (id + 1) - 1`` and ``dist' = (1 - bad) dist`` (one product round each).
+    Every step is deterministic on replicated shares (the products' zero-sharings come
+    from the pairwise PRF keys), so the two servers holding each output component send the
+    same value: a server that skips or alters the mask is caught by the client's checked
+    reconstruction (``protocols.sharing.reconstruct(check=True)``), which names it.
+    """
+    from protocols.compare import eq
+
+    h = torch.tensor(sorted(set(hidden)), dtype=torch.int64)
+    shape = tuple(ids.shape) + (len(h),)
+    bad = eq(ids.unsqueeze(-1).expand(*shape), h.expand(*shape)).sum(-1)
+    ok = 1 - bad
+    return (ok * ids.add_public(1)).add_public(-1), ok * dist
+
+
 def run_query(party: Party, model: LoadedModel | None, index: LoadedIndex, query: SharePair, k: int,
-              nprobe: int = 1, input_kind: str = "image") -> tuple[str, dict[str, SharePair]]:
-    """Run one query on ``party``; returns (result kind, named output pairs for the querier)."""
+              nprobe: int = 1, input_kind: str = "image",
+              hidden: list[int] | None = None) -> tuple[str, dict[str, SharePair]]:
+    """Run one query on ``party``; returns (result kind, named output pairs for the querier).
+
+    ``hidden``: public image ids the requester may not see; they never leave the servers as
+    results (flat: their columns are dropped; IVF: their ids become -1 before output)."""
     f = party.fp.frac_bits
     x = from_pair(party, query, f)
     if input_kind == "image":
@@ -120,6 +145,12 @@ def run_query(party: Party, model: LoadedModel | None, index: LoadedIndex, query
         raise QueryError(f"unknown query input {input_kind!r}")
     fmt = index.meta.get("format")
     if fmt == "flat":
+        if hidden:
+            keep = torch.tensor([int(i) not in set(hidden) for i in index.tensors["ids"].tolist()], dtype=torch.bool)
+            t = dict(index.tensors)
+            for name in ("features.lo", "features.hi", "norms.lo", "norms.hi", "ids"):
+                t[name] = t[name][keep]
+            index = LoadedIndex(index.version, index.meta, t)
         return "distances", _flat_search(party, index, feats)
     if fmt == "ivf":
         from index import IndexShares  # type: ignore[attr-defined]
@@ -127,5 +158,7 @@ def run_query(party: Party, model: LoadedModel | None, index: LoadedIndex, query
 
         shares = IndexShares.from_tensors(index.tensors)
         ids, dist = secure_search(party, feats, shares, k, nprobe=nprobe)
+        if hidden:
+            ids, dist = mask_hidden(ids, dist, hidden)
         return "topk", {"ids": output_pair(ids), "dist": output_pair(dist)}
     raise QueryError(f"unknown index format {fmt!r}")

@@ -95,6 +95,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self.on_commit: Any = None  # called with a transaction's meta once it commits (ACL assignments)
 
     # ---- key/value and audit ------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
@@ -139,6 +140,11 @@ class Store:
         suffix = ".deid" if deid else ""
         ct = (self.objects / "img" / f"{image_id}{suffix}.enc").read_bytes()
         return ct, npz_to_tensors(self.objects / "key" / f"{image_id}{suffix}.npz")
+
+    def image_record(self, image_id: int, deid: bool = False) -> bytes:
+        """The owner's sealed integrity record of an image (b"" if none was uploaded)."""
+        p = self.objects / "img" / f"{int(image_id)}{'.deid' if deid else ''}.rec"
+        return p.read_bytes() if p.exists() else b""
 
     # ---- versions -----------------------------------------------------------------
     def current(self, what: str) -> tuple[int, dict[str, Any] | None]:
@@ -218,6 +224,8 @@ class Store:
                 raise
             shutil.rmtree(stage, ignore_errors=True)
             self._gc(meta)
+            if self.on_commit is not None:
+                self.on_commit(meta)
             return "committed"
 
     def _gc(self, meta: dict[str, Any]) -> None:

@@ -75,6 +75,11 @@ def stage(store: Store, b: Bundle) -> tuple[dict[str, Any], dict[str, bytes]]:
                 raise BundleError(f"image {i}{sfx}: missing or malformed ciphertext")
             files[f"img/{i}{sfx}.enc"] = ct.numpy().tobytes()
             files[f"key/{i}{sfx}.npz"] = tensors_to_npz(_check_key_pair(b, f"key/{i}{sfx}"))
+            rec = b.tensors.get(f"rec/{i}{sfx}")  # owner-signed image hash, encrypted under the image key
+            if rec is not None:
+                if rec.dtype != torch.uint8 or rec.dim() != 1 or rec.numel() < MIN_CIPHERTEXT:
+                    raise BundleError(f"image {i}{sfx}: malformed integrity record")
+                files[f"img/{i}{sfx}.rec"] = rec.numpy().tobytes()
         label = im.get("label")
         meta["images"].append({"id": i, "label": None if label is None else str(label)[:200],
                                "nbytes": int(b.tensors[f"img/{i}"].numel()), "deid": bool(im.get("deid"))})

@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 
 import grpc
 import torch
 
-from client.crypto import seal, seal_info
+from client.key_delivery import seal_share
 from protocols.comm import CommError
 from protocols.party import Party
 from protos.trivault.v1 import trivault_pb2 as pb
 from protos.trivault.v1 import trivault_pb2_grpc as pbg
 
 from . import bundle as bd
+from .acl import AclDenied
 from .node import Node
+from .policy import Outcome, PolicyError
 from .peer_comm import GrpcComm
 from .query import QueryError, run_query
-from .storage import StorageError, tensors_to_npz
+from .request_auth import RequestRejected
+from .storage import StorageError
 from .tls import CLIENT_CN_PREFIX, caller_cn
 from .txn import stage
 
@@ -36,6 +40,8 @@ class VaultServicer(pbg.VaultServicer):
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        # fault injection for tests ONLY (TRIVAULT_FAULT_KEY_SHARE=<id>): this server lies about its key share
+        self.fault_share = os.environ.get("TRIVAULT_FAULT_KEY_SHARE") == str(node.id)
 
     def _client(self, context: grpc.ServicerContext) -> str:
         cn = caller_cn(context)
@@ -50,8 +56,18 @@ class VaultServicer(pbg.VaultServicer):
         iv, imeta = s.current("index")
         mv, mmeta = s.current("model")
         info = {"server_id": self.node.id, "image_ids": s.image_ids(), "index_version": iv, "index_meta": imeta,
-                "model_version": mv, "arch": (mmeta or {}).get("arch"), "pending": s.pending_txns()}
+                "model_version": mv, "arch": (mmeta or {}).get("arch"), "pending": s.pending_txns(),
+                "owner": self._owner_bundle()}
         return pb.Ack(ok=True, meta_json=_json(info))
+
+    def _owner_bundle(self) -> dict | None:
+        """The deployment owner's public identity (clients check image signatures against it)."""
+        acl = self.node.acl
+        admin = acl.admin()
+        u = None if admin is None else acl.policies.user(admin)
+        if u is None:
+            return None
+        return {"user_id": u.user_id, "sign_pub": u.sign_pub.hex(), "kex_pub": u.kex_pub.hex(), "attributes": {}}
 
     # ---- uploads ------------------------------------------------------------------
     def Prepare(self, request_iterator, context: grpc.ServicerContext) -> pb.TxnReply:
@@ -63,8 +79,14 @@ class VaultServicer(pbg.VaultServicer):
             if b.kind != "txn":
                 raise bd.BundleError(f"expected a txn bundle, got {b.kind!r}")
             uuid.UUID(b.session_id)
+            action = "delete" if b.meta.get("deletes") and not b.meta.get("images") else "upload"
+            req = self.node.acl.verify(b.auth, action, who)
+            acl = self.node.acl.check_txn(req, b.session_id, b.meta, "model" in b.meta)  # before any staging
             meta, files = stage(self.node.store, b)
+            meta["acl"] = acl
             self.node.store.prepare(b.session_id, meta, files)
+        except (RequestRejected, AclDenied) as exc:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"server {self.node.id}: {exc}")
         except (bd.BundleError, StorageError, ValueError, KeyError, TypeError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"upload refused: {exc}")
         n = len(meta["images"])
@@ -110,6 +132,13 @@ class VaultServicer(pbg.VaultServicer):
                 link.send(pb.PeerMsg(session_id=b.session_id, sender=node.id, abort=True))
             context.abort(code, msg)
 
+        try:  # who asks, and may they search this collection? (checked here, independently per server)
+            req = node.acl.verify(b.auth, "search", who)
+            collection = node.acl.start_search(req, b.session_id, int(m.get("k", 10)))
+            hidden = node.acl.hidden_ids(req, collection, node.store.image_ids())
+        except (RequestRejected, AclDenied) as exc:
+            refuse(grpc.StatusCode.PERMISSION_DENIED, f"server {node.id}: {exc}")
+
         index = node.index()
         if index is None:
             refuse(grpc.StatusCode.FAILED_PRECONDITION, "no images uploaded yet")
@@ -132,7 +161,7 @@ class VaultServicer(pbg.VaultServicer):
             comm = GrpcComm(node.id, b.session_id, node.router, node.links, node.cfg.peer_timeout_s)
             party = Party(comm, keys)
             t0 = time.perf_counter()
-            kind, outs = run_query(party, model, index, query, k, nprobe, m.get("input", "image"))
+            kind, outs = run_query(party, model, index, query, k, nprobe, m.get("input", "image"), hidden)
             secs = time.perf_counter() - t0
             comm.close()
         except (QueryError, StorageError) as exc:
@@ -152,7 +181,7 @@ class VaultServicer(pbg.VaultServicer):
         finally:
             node.sessions.release()
         stats = comm.stats.as_dict()
-        node.store.audit("search", b.session_id, client=who, seconds=round(secs, 4), **stats)
+        node.store.audit("search", b.session_id, client=who, seconds=round(secs, 4), **stats)  # timings only
         log.info("session %s done: %.3f s, %d rounds, %d bytes sent", b.session_id, secs, stats["rounds"],
                  stats["bytes_sent"])
         tensors = {}
@@ -160,23 +189,56 @@ class VaultServicer(pbg.VaultServicer):
             tensors.update(bd.pairs_to_tensors(name, pair))
         meta = {"result": kind, "seconds": secs, "comm": stats, "index_version": index.version}
         if kind == "distances":
-            tensors["ids"] = index.tensors["ids"]
+            ids = index.tensors["ids"]
+            tensors["ids"] = ids[~torch.isin(ids, torch.tensor(hidden, dtype=torch.int64))] if hidden else ids
         yield from bd.encode(bd.Bundle("result", b.session_id, meta, tensors))
 
     # ---- retrieval ----------------------------------------------------------------
     def Retrieve(self, request: pb.ImageRequest, context: grpc.ServicerContext):
-        """Ciphertext + this server's key-share pair sealed to the client's X25519 key."""
+        """Ciphertext + this server's key-share pair, HPKE-sealed to the requester's REGISTERED key.
+
+        The policy is evaluated here, at key-release time, from this server's own database:
+        a revocation applied before this call stops the release even mid-session."""
         who = self._client(context)
+        acl, image_id = self.node.acl, int(request.image_id)
         try:
-            ct, key = self.node.store.image_files(int(request.image_id), bool(request.deid))
-            row = self.node.store.image_row(int(request.image_id))
-            sealed = seal(bytes(request.client_public_key), tensors_to_npz(key),
-                          seal_info(self.node.id, int(request.image_id), bool(request.deid)))
+            req = acl.verify(bytes(request.auth), "retrieve", who)
+            if int(req.params.get("image_id", -1)) != image_id or bool(req.params.get("deid")) != bool(request.deid):
+                raise acl.deny(req, "mismatch", "the signed request is for another image or copy")
+            row = self.node.store.image_row(image_id)
+            rel = acl.release(req, image_id, bool(request.deid), row["has_deid"])
+            if rel.outcome == Outcome.NOTHING:
+                context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                              f"server {self.node.id}: policy refuses image {image_id} to this user")
+            ct, key = self.node.store.image_files(image_id, rel.deid)
+            pair = (key["lo"] + 1, key["hi"]) if self.fault_share else (key["lo"], key["hi"])
+            sealed = seal_share(pair, acl.kex_pub(req.signer), self.node.id, image_id, rel.deid)
+            record = self.node.store.image_record(image_id, rel.deid)
+        except (RequestRejected, AclDenied) as exc:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"server {self.node.id}: {exc}")
         except StorageError as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except ValueError as exc:
+        except (ValueError, PolicyError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        self.node.store.audit("retrieve", str(request.image_id), client=who, deid=bool(request.deid))
+        self.node.store.audit("retrieve", str(image_id), client=who, deid=rel.deid)
         tensors = {"ciphertext": torch.frombuffer(bytearray(ct), dtype=torch.uint8),
                    "sealed": torch.frombuffer(bytearray(sealed), dtype=torch.uint8)}
-        yield from bd.encode(bd.Bundle("image", "", {"label": row["label"]}, tensors))
+        if record:
+            tensors["record"] = torch.frombuffer(bytearray(record), dtype=torch.uint8)
+        meta = {"label": row["label"], "kind": "deid" if rel.deid else "orig", "outcome": rel.outcome.name}
+        yield from bd.encode(bd.Bundle("image", "", meta, tensors))
+
+    # ---- owner actions and audit ------------------------------------------------------
+    def Manage(self, request: pb.SignedCall, context: grpc.ServicerContext) -> pb.Ack:
+        """Apply a signed register / grant / revoke / policy request."""
+        who = self._client(context)
+        try:
+            out = self.node.acl.manage(bytes(request.auth), who)
+        except (RequestRejected, AclDenied) as exc:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"server {self.node.id}: {exc}")
+        return pb.Ack(ok=True, meta_json=_json(out))
+
+    def Audit(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.Ack:
+        """This server's whole hash-chained audit log (ids, outcomes, k; no secrets, no query content)."""
+        self._client(context)
+        return pb.Ack(ok=True, meta_json=_json({"server_id": self.node.id, "entries": self.node.acl.audit.export()}))

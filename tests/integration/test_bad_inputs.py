@@ -49,17 +49,21 @@ def _raw_stub(cluster, i: int, options=None) -> pbg.VaultStub:
 
 def test_wrong_shaped_share_upload_is_refused(cluster, client):
     before = client.info()
-    bad = bd.Bundle("txn", str(uuid.uuid4()), {"images": [{"id": 1000}], "index": {"format": "flat"}},
+    txn = str(uuid.uuid4())
+    bad = bd.Bundle("txn", txn, {"images": [{"id": 1000}], "index": {"format": "flat"}},
                     {"img/1000": torch.zeros(64, dtype=torch.uint8), "key/1000.lo": torch.zeros(3, dtype=torch.int64),
-                     "key/1000.hi": torch.zeros(3, dtype=torch.int64)})
+                     "key/1000.hi": torch.zeros(3, dtype=torch.int64)},
+                    client.sign("upload", {"txn": txn, "images": [1000], "deletes": [], "model": False}))
     with pytest.raises(grpc.RpcError) as e:
         _raw_stub(cluster, 1).Prepare(bd.encode(bad), timeout=10)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "4 int64 words" in e.value.details()
     # A query share of the wrong shape is refused too, by every server.
     info = client.info()
-    q = bd.Bundle("search", str(uuid.uuid4()), {"k": 1, "index_version": info["index_version"],
-                                               "model_version": info["model_version"]},
-                  bd.pairs_to_tensors("query", (torch.zeros(1, 3, 5, 5, dtype=torch.int64),) * 2))
+    sid = str(uuid.uuid4())
+    q = bd.Bundle("search", sid, {"k": 1, "index_version": info["index_version"],
+                                  "model_version": info["model_version"]},
+                  bd.pairs_to_tensors("query", (torch.zeros(1, 3, 5, 5, dtype=torch.int64),) * 2),
+                  client.sign("search", {"session": sid, "k": 1}))
     with pytest.raises(grpc.RpcError) as e:
         list(_raw_stub(cluster, 0).Search(bd.encode(q), timeout=10))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not match the model input" in e.value.details()
@@ -129,9 +133,11 @@ def test_one_server_refusing_stops_the_others_at_once(cluster, client):
     sid = str(uuid.uuid4())
     pairs = share_fixed(torch.zeros(1, 3, 16, 16, dtype=torch.float64))
 
+    auth = client.sign("search", {"session": sid, "k": 1})  # one signed request, sent to all three
+
     def call(i: int, k: int):
         meta = {"k": k, "index_version": info["index_version"], "model_version": info["model_version"]}
-        b = bd.Bundle("search", sid, meta, bd.pairs_to_tensors("query", pairs[i]))
+        b = bd.Bundle("search", sid, meta, bd.pairs_to_tensors("query", pairs[i]), auth)
         try:
             list(_raw_stub(cluster, i).Search(bd.encode(b), timeout=30))
             return None

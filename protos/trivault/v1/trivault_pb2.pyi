@@ -19,16 +19,18 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., nbytes: _Optional[int] = ...) -> None: ...
 
 class BundleHeader(_message.Message):
-    __slots__ = ("kind", "session_id", "meta_json", "tensors")
+    __slots__ = ("kind", "session_id", "meta_json", "tensors", "auth")
     KIND_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     META_JSON_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
     kind: str
     session_id: str
     meta_json: str
     tensors: _containers.RepeatedCompositeFieldContainer[TensorSpec]
-    def __init__(self, kind: _Optional[str] = ..., session_id: _Optional[str] = ..., meta_json: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ...) -> None: ...
+    auth: bytes
+    def __init__(self, kind: _Optional[str] = ..., session_id: _Optional[str] = ..., meta_json: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., auth: _Optional[bytes] = ...) -> None: ...
 
 class Frame(_message.Message):
     __slots__ = ("header", "chunk")
@@ -53,14 +55,22 @@ class TxnReply(_message.Message):
     def __init__(self, txn_id: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
 
 class ImageRequest(_message.Message):
-    __slots__ = ("image_id", "client_public_key", "deid")
+    __slots__ = ("image_id", "client_public_key", "deid", "auth")
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     DEID_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
     image_id: int
     client_public_key: bytes
     deid: bool
-    def __init__(self, image_id: _Optional[int] = ..., client_public_key: _Optional[bytes] = ..., deid: _Optional[bool] = ...) -> None: ...
+    auth: bytes
+    def __init__(self, image_id: _Optional[int] = ..., client_public_key: _Optional[bytes] = ..., deid: _Optional[bool] = ..., auth: _Optional[bytes] = ...) -> None: ...
+
+class SignedCall(_message.Message):
+    __slots__ = ("auth",)
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    auth: bytes
+    def __init__(self, auth: _Optional[bytes] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("ok", "message", "meta_json")

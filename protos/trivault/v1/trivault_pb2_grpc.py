@@ -65,6 +65,16 @@ class VaultStub:
                 request_serializer=trivault_dot_v1_dot_trivault__pb2.ImageRequest.SerializeToString,
                 response_deserializer=trivault_dot_v1_dot_trivault__pb2.Frame.FromString,
                 _registered_method=True)
+        self.Manage = channel.unary_unary(
+                '/trivault.v1.Vault/Manage',
+                request_serializer=trivault_dot_v1_dot_trivault__pb2.SignedCall.SerializeToString,
+                response_deserializer=trivault_dot_v1_dot_trivault__pb2.Ack.FromString,
+                _registered_method=True)
+        self.Audit = channel.unary_unary(
+                '/trivault.v1.Vault/Audit',
+                request_serializer=trivault_dot_v1_dot_trivault__pb2.InfoRequest.SerializeToString,
+                response_deserializer=trivault_dot_v1_dot_trivault__pb2.Ack.FromString,
+                _registered_method=True)
 
 
 class VaultServicer:
@@ -112,6 +122,20 @@ class VaultServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Manage(self, request, context):
+        """register / grant / revoke / policy
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Audit(self, request, context):
+        """this server's hash-chained audit log (JSON)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VaultServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +168,16 @@ def add_VaultServicer_to_server(servicer, server):
                     servicer.Retrieve,
                     request_deserializer=trivault_dot_v1_dot_trivault__pb2.ImageRequest.FromString,
                     response_serializer=trivault_dot_v1_dot_trivault__pb2.Frame.SerializeToString,
+            ),
+            'Manage': grpc.unary_unary_rpc_method_handler(
+                    servicer.Manage,
+                    request_deserializer=trivault_dot_v1_dot_trivault__pb2.SignedCall.FromString,
+                    response_serializer=trivault_dot_v1_dot_trivault__pb2.Ack.SerializeToString,
+            ),
+            'Audit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Audit,
+                    request_deserializer=trivault_dot_v1_dot_trivault__pb2.InfoRequest.FromString,
+                    response_serializer=trivault_dot_v1_dot_trivault__pb2.Ack.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +343,60 @@ class Vault:
             '/trivault.v1.Vault/Retrieve',
             trivault_dot_v1_dot_trivault__pb2.ImageRequest.SerializeToString,
             trivault_dot_v1_dot_trivault__pb2.Frame.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Manage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trivault.v1.Vault/Manage',
+            trivault_dot_v1_dot_trivault__pb2.SignedCall.SerializeToString,
+            trivault_dot_v1_dot_trivault__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Audit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trivault.v1.Vault/Audit',
+            trivault_dot_v1_dot_trivault__pb2.InfoRequest.SerializeToString,
+            trivault_dot_v1_dot_trivault__pb2.Ack.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,207 @@
+"""Issue 8 across three real server processes (mTLS, real signatures): who may search and
+retrieve what, expiry, revocation mid-session, replayed/forged requests, a lying server,
+one server alone, deletion, and the cross-server audit chain."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from client.identity import Identity
+from client.key_delivery import KeyDeliveryError, recover_key
+from client.sdk import Client, TriVaultError
+from client.signing import SignedRequest
+from protos.trivault.v1 import trivault_pb2 as pb
+from servers import bundle as bd
+
+from .conftest import make_cluster
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A cluster of its own: these tests restart servers with fault hooks, delete and edit logs."""
+    yield from make_cluster(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def owner(cluster):
+    c = Client(cluster.client_config, progress=False)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def users(cluster, owner):
+    """Registered users (owner-attested attributes), each with its own SDK client and keys."""
+    out = {}
+    for name, attrs in (("bob", {"role": "doctor"}), ("carol", {"role": "nurse"}), ("dave", {"role": "auditor"}),
+                        ("eve", {"role": "none"})):
+        ident = Identity.create()
+        owner.register_user(ident.public(), attrs)
+        out[name] = Client(cluster.client_config, progress=False, identity=ident)
+    yield out
+    for c in out.values():
+        c.close()
+
+
+def _denied(fn, *a, **kw) -> str:
+    with pytest.raises(TriVaultError) as e:
+        fn(*a, **kw)
+    assert "PERMISSION_DENIED" in str(e.value), e.value
+    return str(e.value)
+
+
+def test_allowed_denied_and_deidentified_only(cluster, owner, users):
+    bob, eve = users["bob"], users["eve"]
+    # unregistered-by-policy users get nothing: neither search nor keys
+    _denied(eve.retrieve, 2)
+    _denied(eve.search, cluster.images[2], k=1)
+    # original for the purpose "care" only
+    owner.grant(bob.identity.user_id, outcome="ORIGINAL", purposes=["care"])
+    got = bob.retrieve(2, purpose="care")
+    assert got.kind == "orig" and got.label == "img2" and got.verified
+    np.testing.assert_array_equal(got.array(), cluster.images[2])
+    _denied(bob.retrieve, 2, purpose="marketing")
+    # de-identified only: asking for the original yields the de-identified copy (or nothing without one)
+    from skimage import data
+
+    face = data.astronaut()[:192, 128:320]
+    [fid] = owner.upload([face], labels=["face"], deid=True, eps=1.0)
+    carol = users["carol"]
+    owner.grant(carol.identity.user_id, outcome="DEIDENTIFIED")
+    anon = carol.retrieve(fid)
+    assert anon.kind == "deid" and anon.verified
+    assert np.abs(anon.array().astype(int) - face.astype(int)).mean() > 1.0
+    _denied(carol.retrieve, 3)  # no de-identified copy of image 3: nothing
+    assert owner.retrieve(fid).kind == "orig"
+    # the delivered copy names its recipient (watermark), recoverable after JPEG q75
+    import cv2
+
+    from client.watermark import extract
+
+    marked = anon.marked()
+    ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(marked, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 75])
+    assert extract(cv2.cvtColor(cv2.imdecode(jpg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)) == carol.identity.user_id
+
+
+def test_expiry(cluster, owner, users):
+    dave = users["dave"]
+    owner.grant(dave.identity.user_id, outcome="ORIGINAL", expires=time.time() + 2.0)
+    assert dave.retrieve(1).label == "img1"
+    time.sleep(2.2)
+    _denied(dave.retrieve, 1)
+    _denied(dave.search, cluster.images[1], k=1)
+
+
+def test_hidden_results_never_surface_and_masking_is_checked(cluster, owner, users):
+    """Per-image revocation: the image's id is replaced by -1 on shares before the requester sees it."""
+    bob = users["bob"]
+    owner.grant(bob.identity.user_id, outcome="ORIGINAL")
+    assert bob.search(cluster.images[5], k=2).ids[0] == 5
+    owner.revoke(bob.identity.user_id, image_id=5)
+    r = bob.search(cluster.images[5], k=2)
+    assert 5 not in r.ids and len(r.ids) >= 1
+    assert owner.search(cluster.images[5], k=2).ids[0] == 5
+    _denied(bob.retrieve, 5)
+
+
+def test_revocation_during_an_active_session(cluster, owner, users):
+    carol = users["carol"]
+    owner.grant(carol.identity.user_id, outcome="ORIGINAL")
+    r = carol.search(cluster.images[8], k=1)  # the session starts while allowed
+    assert r.ids == [8]
+    owner.revoke(carol.identity.user_id)
+    _denied(carol.retrieve, r.ids[0])  # key release re-checks the policy on every server
+    _denied(carol.search, cluster.images[8], k=1)
+
+
+def test_replayed_forged_and_foreign_requests(cluster, owner, users):
+    eve = users["eve"]
+    uid = eve.identity.user_id
+    auth = owner.sign("grant", {"user": uid, "collection": "default", "outcome": "DEIDENTIFIED"})
+    for i in range(3):
+        owner._stubs[i].Manage(pb.SignedCall(auth=auth), timeout=10)
+    for i in range(3):  # the same bytes again: replay
+        with pytest.raises(grpc.RpcError) as e:
+            owner._stubs[i].Manage(pb.SignedCall(auth=auth), timeout=10)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and "replayed" in e.value.details()
+    req = SignedRequest.from_bytes(owner.sign("grant", {"user": uid, "collection": "default", "outcome": "NOTHING"}))
+    forged = SignedRequest(req.action, {**req.params, "outcome": "ORIGINAL"}, req.signer, req.nonce, req.ts_ms,
+                           req.audience, req.signature)  # params changed after signing
+    for i in range(3):  # (sent to all three so the audit logs stay comparable)
+        with pytest.raises(grpc.RpcError) as e:
+            owner._stubs[i].Manage(pb.SignedCall(auth=forged.to_bytes()), timeout=10)
+        assert "forged" in e.value.details()
+    with pytest.raises(TriVaultError, match="not-owner"):  # a user cannot grant itself anything
+        eve._manage("grant", {"user": uid, "collection": "default", "outcome": "ORIGINAL"})
+    with pytest.raises(TriVaultError, match="unknown-signer"):  # an unregistered key
+        Client(cluster.client_config, progress=False, identity=Identity.create()).register_user(
+            Identity.create().public())
+    with pytest.raises(TriVaultError, match="not-owner"):  # a user cannot delete the owner's images
+        eve._transact([bd.Bundle("txn", "00000000-0000-4000-8000-000000000001", {"deletes": [0]}, {})
+                       for _ in range(3)], "delete")
+    assert 0 in owner.info()["image_ids"]
+
+
+def test_a_lying_server_is_named_and_one_server_alone_releases_nothing(cluster, owner, users):
+    # server 2 seals a wrong key share: the client cross-checks all three pairs and names the suspects
+    cluster.kill(2)
+    cluster.env["TRIVAULT_FAULT_KEY_SHARE"] = "2"
+    cluster.start(2)
+    try:
+        with pytest.raises(KeyDeliveryError) as e:
+            owner.retrieve(4)
+        assert 2 in e.value.suspects and 0 not in e.value.suspects
+    finally:
+        cluster.kill(2)
+        del cluster.env["TRIVAULT_FAULT_KEY_SHARE"]
+        cluster.start(2)
+    assert owner.retrieve(4).verified
+    # one server's sealed share, even handed to the right user, does not give the key
+    auth = owner.sign("retrieve", {"image_id": 4, "deid": False, "purpose": None})
+    b = [bd.decode(owner._stubs[i].Retrieve(pb.ImageRequest(image_id=4, auth=auth), timeout=10)) for i in range(3)]
+    sealed = bytes(b[0].tensors["sealed"].numpy().tobytes())
+    with pytest.raises(KeyDeliveryError, match="at least two"):
+        recover_key([sealed, None, None], owner.identity.kex_key, 4)
+    # a revoked user asking all three servers: the honest servers refuse, so no key
+    eve = users["eve"]
+    owner.revoke(eve.identity.user_id)
+    _denied(eve.retrieve, 4)
+
+
+def test_deletion_end_to_end(cluster, owner, users):
+    bob = users["bob"]
+    victim = 9
+    owner.delete(victim)
+    assert victim not in owner.info()["image_ids"]
+    assert victim not in owner.search(cluster.images[victim], k=3).ids
+    assert victim not in bob.search(cluster.images[victim], k=3).ids
+    with pytest.raises(TriVaultError):
+        owner.retrieve(victim)
+    for i in range(3):
+        d = cluster.root / "data" / f"server{i}"
+        assert not list((d / "objects").glob(f"img/{victim}.*")) and not list((d / "objects").glob(f"key/{victim}.*"))
+        with sqlite3.connect(d / "acl.db") as db:
+            assert db.execute("SELECT COUNT(*) FROM acl_images WHERE image_id=?", (victim,)).fetchone()[0] == 0
+
+
+def test_audit_chains_agree_and_an_edited_line_is_detected(cluster, owner, users):
+    div = owner.audit()
+    assert div.ok, div.summary()
+    events = {e["event"] for e in owner.audit_exports()[0]}
+    assert {"register", "upload", "grant", "revoke", "search", "retrieve", "delete", "reject"} <= events
+    # no query content, keys or pixels in any entry
+    for e in owner.audit_exports()[1]:
+        assert set(e["detail"]) <= {"k", "collection", "outcome", "kind", "expires", "purposes", "image", "reason",
+                                    "attributes", "n_images", "images", "version", "allowed", "action", "bytes"}
+    # an operator edits one line of server 1's log (dropping the append-only trigger first)
+    with sqlite3.connect(cluster.root / "data" / "server1" / "audit.db") as db:
+        db.execute("DROP TRIGGER audit_no_update")
+        db.execute("UPDATE audit_log SET detail='{\"kind\":\"orig\",\"outcome\":\"ORIGINAL\"}' "
+                   "WHERE seq=(SELECT MIN(seq) FROM audit_log WHERE event='retrieve')")
+    div = owner.audit()
+    assert not div.ok and 1 in div.suspects() and "server 1: chain broken" in div.summary()
