@@ -1,4 +1,5 @@
-"""The ``trivault`` command line: certs, up, upload, search, get, delete, demo (and deid)."""
+"""The ``trivault`` command line: certs, up, upload, search, get, delete, demo (and deid); keys, register,
+grant, revoke, audit, trace (access control)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,17 @@ def _config(config: Path | None) -> Path:
     return p
 
 
-def _client(config: Path | None):
+def _client(config: Path | None, identity: Path | None = None):
+    """SDK client; the user's keys come from --identity, $TRIVAULT_IDENTITY or owner_dir/identity."""
     from .sdk import Client
 
-    return Client(_config(config))
+    ident = identity or (Path(os.environ["TRIVAULT_IDENTITY"]) if os.environ.get("TRIVAULT_IDENTITY") else None)
+    pw = os.environ.get("TRIVAULT_PASSPHRASE")
+    return Client(_config(config), identity=ident, passphrase=pw.encode() if pw else None)
+
+
+IDENTITY_OPT = typer.Option(None, "--identity", "-i", help="identity directory (default: $TRIVAULT_IDENTITY or "
+                                                          "owner_dir/identity)")
 
 
 def _fail(exc: Exception) -> None:
@@ -116,11 +124,14 @@ def upload(directory: Path = typer.Argument(..., exists=True, file_okay=False, h
 def search(image: Path = typer.Argument(..., exists=True, dir_okay=False, help="query image"),
            k: int = typer.Option(10, "-k", help="number of results"),
            nprobe: int = typer.Option(1, help="index buckets probed (more: better recall, slower)"),
+           collection: str = typer.Option("default", "--collection", help="collection to search"),
+           purpose: str | None = typer.Option(None, "--purpose", help="purpose declared to the policy"),
+           identity: Path | None = IDENTITY_OPT,
            config: Path | None = typer.Option(None, "--config", "-c", help="client TOML")) -> None:
-    """Secure top-k search for IMAGE."""
+    """Secure top-k search for IMAGE (results you may not see are dropped on the servers' shares)."""
     try:
-        with _client(config) as c:
-            r = c.search(image, k=k, nprobe=nprobe)
+        with _client(config, identity) as c:
+            r = c.search(image, k=k, nprobe=nprobe, collection=collection, purpose=purpose)
     except (ValueError, RuntimeError) as exc:
         _fail(exc)
     t = Table("rank", "id", "distance")
@@ -134,23 +145,159 @@ def search(image: Path = typer.Argument(..., exists=True, dir_okay=False, help="
 def get(image_id: int = typer.Argument(..., help="image id"),
         out: Path = typer.Option(..., "--out", "-o", help="output file"),
         deid: bool = typer.Option(False, "--deid", help="fetch the de-identified copy"),
+        purpose: str | None = typer.Option(None, "--purpose", help="purpose declared to the policy"),
+        watermark: bool | None = typer.Option(None, "--watermark/--no-watermark",
+                                              help="embed a mark naming you (default: unless you are the owner)"),
+        identity: Path | None = IDENTITY_OPT,
         config: Path | None = typer.Option(None, "--config", "-c", help="client TOML")) -> None:
-    """Retrieve and decrypt image ID into FILE."""
+    """Retrieve, decrypt and verify image ID into FILE (the policy decides which copy)."""
     try:
-        with _client(config) as c:
-            r = c.retrieve(image_id, deid=deid)
+        with _client(config, identity) as c:
+            r = c.retrieve(image_id, deid=deid, purpose=purpose)
+            mark = watermark if watermark is not None else c.owner_identity().user_id != c.identity.user_id
     except (ValueError, RuntimeError) as exc:
         _fail(exc)
-    out.write_bytes(r.data)
-    console.print(f"wrote {out} ({len(r.data)} bytes, label {r.label})")
+    if mark:
+        from .watermark import save_rgb
+
+        save_rgb(out, r.marked())
+    else:
+        out.write_bytes(r.data)
+    console.print(f"wrote {out} ({r.kind} copy, label {r.label}, owner signature "
+                  f"{'verified' if r.verified else 'absent'}{', watermarked' if mark else ''})")
+
+
+keys_app = typer.Typer(help="User identities (Ed25519 signing + X25519 key delivery).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("new")
+def keys_new(out: Path = typer.Option(Path("trivault-identity"), "--out", "-o", help="directory for the key files"),
+             role: str | None = typer.Option(None, "--role", help="claimed role (the owner attests it)"),
+             org: str | None = typer.Option(None, "--org", help="claimed organisation"),
+             passphrase: bool = typer.Option(False, "--passphrase", help="encrypt the private keys (prompted)")) -> None:
+    """Create an identity; register its identity.json with the owner (`trivault register`)."""
+    from .identity import Identity
+
+    attrs = {k: v for k, v in (("role", role), ("organisation", org)) if v}
+    pw = typer.prompt("passphrase", hide_input=True, confirmation_prompt=True).encode() if passphrase else None
+    try:
+        Identity.create(attrs).save(out, pw)
+    except (ValueError, OSError) as exc:
+        _fail(exc)
+    from .identity import PublicIdentity
+
+    pub = PublicIdentity.from_json((out / "identity.json").read_text())
+    console.print(f"user id {pub.user_id}; public bundle {out / 'identity.json'} (private keys mode 0600)")
+
+
+@app.command()
+def register(bundle: Path = typer.Argument(..., exists=True, dir_okay=False, help="a user's identity.json"),
+             attr: list[str] = typer.Option([], "--attr", help="attested attribute key=value (repeatable)"),
+             identity: Path | None = IDENTITY_OPT,
+             config: Path | None = typer.Option(None, "--config", "-c", help="client TOML")) -> None:
+    """Owner: register a user with the attributes you attest (their own claims are not used)."""
+    from .identity import PublicIdentity
+
+    try:
+        attrs = dict(a.split("=", 1) for a in attr)
+        with _client(config, identity) as c:
+            uid = c.register_user(PublicIdentity.from_json(bundle.read_text()), attrs)
+    except (ValueError, RuntimeError) as exc:
+        _fail(exc)
+    console.print(f"registered {uid} {attrs}")
+
+
+def _expires(text: str | None) -> float | None:
+    if not text:
+        return None
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1] in unit and text[:-1].isdigit():
+        return time.time() + int(text[:-1]) * unit[text[-1]]
+    from datetime import datetime
+
+    return datetime.fromisoformat(text).timestamp()
+
+
+@app.command()
+def grant(user: str = typer.Argument(..., help="user id"),
+          collection: str = typer.Argument("default", help="collection"),
+          outcome: str = typer.Option("ORIGINAL", "--outcome", help="ORIGINAL | DEIDENTIFIED | NOTHING"),
+          expires: str | None = typer.Option(None, "--expires", help="e.g. 30m, 7d, or an ISO date"),
+          purpose: list[str] = typer.Option([], "--purpose", help="allowed purpose (repeatable; default any)"),
+          image: int | None = typer.Option(None, "--image", help="only this image"),
+          identity: Path | None = IDENTITY_OPT,
+          config: Path | None = typer.Option(None, "--config", "-c", help="client TOML")) -> None:
+    """Owner: grant USER access to COLLECTION (signed; applied by each server)."""
+    try:
+        with _client(config, identity) as c:
+            c.grant(user, collection, outcome, _expires(expires), purpose or None, image)
+    except (ValueError, RuntimeError) as exc:
+        _fail(exc)
+    console.print(f"granted {outcome.upper()} on {collection} to {user}")
+
+
+@app.command()
+def revoke(user: str = typer.Argument(..., help="user id"),
+           collection: str = typer.Argument("default", help="collection"),
+           image: int | None = typer.Option(None, "--image", help="only this image"),
+           identity: Path | None = IDENTITY_OPT,
+           config: Path | None = typer.Option(None, "--config", "-c", help="client TOML")) -> None:
+    """Owner: revoke USER on COLLECTION; effective at the next key release on every server."""
+    try:
+        with _client(config, identity) as c:
+            c.revoke(user, collection, image)
+    except (ValueError, RuntimeError) as exc:
+        _fail(exc)
+    console.print(f"revoked {user} on {collection}")
+
+
+@app.command()
+def audit(identity: Path | None = IDENTITY_OPT,
+          config: Path | None = typer.Option(None, "--config", "-c", help="client TOML")) -> None:
+    """Verify the three servers' hash-chained audit logs against each other; show your entries."""
+    from servers.audit import compare_chains
+
+    try:
+        with _client(config, identity) as c:
+            exports = c.audit_exports()
+            me = c.identity.user_id
+    except (ValueError, RuntimeError) as exc:
+        _fail(exc)
+    div = compare_chains(exports)
+    t = Table("seq", "time", "event", "actor", "subject", "detail")
+    mine = [e for e in exports[min(exports)] if me in (e["actor"], e["subject"])] if exports else []
+    for e in mine[-50:]:
+        t.add_row(str(e["seq"]), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["ts_ms"] / 1000)), e["event"],
+                  e["actor"][:12], str(e["subject"])[:24], str(e["detail"])[:60])
+    console.print(t)
+    console.print(f"servers answering: {sorted(exports)}")
+    if div.ok and len(exports) == 3:
+        console.print(f"[green]audit OK[/green]: {div.summary()}")
+        return
+    console.print(f"[red]audit divergence[/red] (suspects {div.suspects()}):\n{div.summary()}")
+    raise typer.Exit(1)
+
+
+@app.command()
+def trace(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="a leaked image file")) -> None:
+    """Read the recipient id watermarked into a retrieved image (survives JPEG q75 and resizing)."""
+    from .watermark import trace as read_mark
+
+    uid = read_mark(file)
+    if uid is None:
+        console.print("no TriVault watermark found")
+        raise typer.Exit(1)
+    console.print(f"delivered to user {uid}")
 
 
 @app.command()
 def delete(image_id: int = typer.Argument(..., help="image id"),
+           identity: Path | None = IDENTITY_OPT,
            config: Path | None = typer.Option(None, "--config", "-c", help="client TOML")) -> None:
-    """Delete image ID (ciphertexts, key shares, index entry) on all three servers."""
+    """Delete image ID (ciphertexts, key shares, index entry, policy rows) on all three servers (signed)."""
     try:
-        with _client(config) as c:
+        with _client(config, identity) as c:
             c.delete(image_id)
     except (ValueError, RuntimeError) as exc:
         _fail(exc)
