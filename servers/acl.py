@@ -277,7 +277,7 @@ class Acl:
         """Search permission on the signed collection (checked at session start); audited without the query."""
         p = req.params
         collection = str(p.get("collection") or DEFAULT_COLLECTION)
-        if p.get("session") != session_id:
+        if p.get("session") != session_id or ("k" in p and int(p["k"]) != int(k)):
             raise self.deny(req, "mismatch", "the signed request is for another search session")
         if not self.policies.may_search(collection, self.policies.requester(req.signer, p.get("purpose"))):
             raise self.deny(req, "forbidden", f"user may not search collection {collection!r}")

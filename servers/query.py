@@ -124,7 +124,7 @@ def mask_hidden(ids: ArithmeticShares, dist: ArithmeticShares,
 
 def run_query(party: Party, model: LoadedModel | None, index: LoadedIndex, query: SharePair, k: int,
               nprobe: int = 1, input_kind: str = "image",
-              hidden: list[int] | None = None) -> tuple[str, dict[str, SharePair]]:
+              hidden: list[int] | None = None, fault_skip_mask: bool = False) -> tuple[str, dict[str, SharePair]]:
     """Run one query on ``party``; returns (result kind, named output pairs for the querier).
 
     ``hidden``: public image ids the requester may not see; they never leave the servers as
@@ -159,6 +159,8 @@ def run_query(party: Party, model: LoadedModel | None, index: LoadedIndex, query
         shares = IndexShares.from_tensors(index.tensors)
         ids, dist = secure_search(party, feats, shares, k, nprobe=nprobe)
         if hidden:
-            ids, dist = mask_hidden(ids, dist, hidden)
+            masked = mask_hidden(ids, dist, hidden)  # run the protocol either way (the peers wait for it)
+            if not fault_skip_mask:  # fault injection for tests only: a server that outputs unmasked shares
+                ids, dist = masked
         return "topk", {"ids": output_pair(ids), "dist": output_pair(dist)}
     raise QueryError(f"unknown index format {fmt!r}")

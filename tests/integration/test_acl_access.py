@@ -173,6 +173,26 @@ def test_a_lying_server_is_named_and_one_server_alone_releases_nothing(cluster, 
     _denied(eve.retrieve, 4)
 
 
+def test_a_server_skipping_the_result_mask_is_detected(cluster, owner, users):
+    """Server 1 runs the masking protocol but outputs its unmasked shares: the client's checked
+    reconstruction sees the two copies of a component disagree and names server 1."""
+    from protocols.sharing import InconsistentSharesError
+
+    bob = users["bob"]  # image 5 is hidden from bob (test_hidden_results_...)
+    cluster.kill(1)
+    cluster.env["TRIVAULT_FAULT_SKIP_MASK"] = "1"
+    cluster.start(1)
+    try:
+        with pytest.raises(InconsistentSharesError) as e:
+            bob.search(cluster.images[5], k=2)
+        assert 1 in e.value.suspects
+    finally:
+        cluster.kill(1)
+        del cluster.env["TRIVAULT_FAULT_SKIP_MASK"]
+        cluster.start(1)
+    assert 5 not in bob.search(cluster.images[5], k=2).ids
+
+
 def test_deletion_end_to_end(cluster, owner, users):
     bob = users["bob"]
     victim = 9

@@ -133,7 +133,7 @@ def test_one_server_refusing_stops_the_others_at_once(cluster, client):
     sid = str(uuid.uuid4())
     pairs = share_fixed(torch.zeros(1, 3, 16, 16, dtype=torch.float64))
 
-    auth = client.sign("search", {"session": sid, "k": 1})  # one signed request, sent to all three
+    auth = client.sign("search", {"session": sid})  # one signed request (k left unsigned here), sent to all three
 
     def call(i: int, k: int):
         meta = {"k": k, "index_version": info["index_version"], "model_version": info["model_version"]}
