@@ -192,6 +192,18 @@ def keys_new(out: Path = typer.Option(Path("trivault-identity"), "--out", "-o", 
 
 
 @app.command()
+def bootstrap(identity: Path | None = IDENTITY_OPT,
+              config: Path | None = typer.Option(None, "--config", "-c", help="client TOML")) -> None:
+    """First use of servers started without owner_identity: make your identity their owner."""
+    try:
+        with _client(config, identity) as c:
+            uid = c.bootstrap()
+    except (ValueError, RuntimeError) as exc:
+        _fail(exc)
+    console.print(f"owner of this deployment: {uid}")
+
+
+@app.command()
 def register(bundle: Path = typer.Argument(..., exists=True, dir_okay=False, help="a user's identity.json"),
              attr: list[str] = typer.Option([], "--attr", help="attested attribute key=value (repeatable)"),
              identity: Path | None = IDENTITY_OPT,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,7 @@ class Acl:
         self.verifier = RequestVerifier(data_dir / "acl.db", self._signing_key, audience, window_s=window_s)
         self.audit = AuditLog(data_dir / "audit.db", server_id)
         self.audience = audience
+        self.ignore_policy = os.environ.get("TRIVAULT_FAULT_IGNORE_POLICY") == str(server_id)
         self._lock = threading.RLock()
         self.policies._db.execute("CREATE TABLE IF NOT EXISTS acl_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         if owner_identity is not None:
@@ -294,6 +296,8 @@ class Acl:
     def release(self, req: VerifiedRequest, image_id: int, want_deid: bool, has_deid: bool) -> Release:
         """Decide, at key-release time, which key share (if any) this server releases."""
         outcome = self.policies.decide(image_id, self.policies.requester(req.signer, req.params.get("purpose")))
+        if self.ignore_policy:  # fault injection for tests only: a corrupted server that releases to anyone
+            outcome = Outcome.ORIGINAL
         if outcome == Outcome.ORIGINAL:
             rel = Release(outcome, want_deid)
         elif outcome == Outcome.DEIDENTIFIED and has_deid:

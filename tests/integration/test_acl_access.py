@@ -167,10 +167,27 @@ def test_a_lying_server_is_named_and_one_server_alone_releases_nothing(cluster, 
     sealed = bytes(b[0].tensors["sealed"].numpy().tobytes())
     with pytest.raises(KeyDeliveryError, match="at least two"):
         recover_key([sealed, None, None], owner.identity.kex_key, 4)
-    # a revoked user asking all three servers: the honest servers refuse, so no key
+    # a revoked user, with server 2 corrupted to release to anyone: the two honest servers refuse,
+    # and server 2's share alone does not give the key
     eve = users["eve"]
     owner.revoke(eve.identity.user_id)
-    _denied(eve.retrieve, 4)
+    cluster.kill(2)
+    cluster.env["TRIVAULT_FAULT_IGNORE_POLICY"] = "2"
+    cluster.start(2)
+    try:
+        msg = _denied(eve.retrieve, 4)
+        assert "fewer than two servers" in msg and "server 2" not in msg  # 0 and 1 refused; 2 released
+        auth = eve.sign("retrieve", {"image_id": 4, "deid": False, "purpose": None})
+        b2 = bd.decode(eve._stubs[2].Retrieve(pb.ImageRequest(image_id=4, auth=auth), timeout=10))
+        for i in (0, 1):  # (the same request to the honest ones, which refuse it)
+            with pytest.raises(grpc.RpcError):
+                list(eve._stubs[i].Retrieve(pb.ImageRequest(image_id=4, auth=auth), timeout=10))
+        with pytest.raises(KeyDeliveryError, match="at least two"):
+            recover_key([None, None, bytes(b2.tensors["sealed"].numpy().tobytes())], eve.identity.kex_key, 4)
+    finally:
+        cluster.kill(2)
+        del cluster.env["TRIVAULT_FAULT_IGNORE_POLICY"]
+        cluster.start(2)
 
 
 def test_a_server_skipping_the_result_mask_is_detected(cluster, owner, users):
@@ -211,7 +228,12 @@ def test_deletion_end_to_end(cluster, owner, users):
 
 def test_audit_chains_agree_and_an_edited_line_is_detected(cluster, owner, users):
     div = owner.audit()
-    assert div.ok, div.summary()
+    # the only disagreement: server 2, corrupted earlier to release keys to a revoked user, logged
+    # those releases as ORIGINAL where the honest servers logged NOTHING; the audit names it
+    assert div.suspects() == [2] and all(c.ok for c in div.chains.values()), div.summary()
+    assert all(ln.startswith("server 2: unmatched retrieve") or ln.startswith("server 2: missing retrieve")
+               for ln in div.summary().splitlines()), div.summary()
+    assert "on '4'" in div.summary()
     events = {e["event"] for e in owner.audit_exports()[0]}
     assert {"register", "upload", "grant", "revoke", "search", "retrieve", "delete", "reject"} <= events
     # no query content, keys or pixels in any entry
@@ -224,4 +246,4 @@ def test_audit_chains_agree_and_an_edited_line_is_detected(cluster, owner, users
         db.execute("UPDATE audit_log SET detail='{\"kind\":\"orig\",\"outcome\":\"ORIGINAL\"}' "
                    "WHERE seq=(SELECT MIN(seq) FROM audit_log WHERE event='retrieve')")
     div = owner.audit()
-    assert not div.ok and 1 in div.suspects() and "server 1: chain broken" in div.summary()
+    assert not div.chains[1].ok and 1 in div.suspects() and "server 1: chain broken" in div.summary()
