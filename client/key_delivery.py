@@ -32,6 +32,8 @@ from pyhpke import AEADId, CipherSuite, KDFId, KEMId, KEMKey
 
 from protocols.sharing import InconsistentSharesError, SharePair, reconstruct, share
 
+from . import crypto
+
 KEY_BYTES = 32
 WORDS = KEY_BYTES // 8
 INFO = b"trivault/v1/key-share"
@@ -47,16 +49,9 @@ class KeyDeliveryError(ValueError):
         self.suspects = suspects
 
 
-def key_to_words(key: bytes) -> torch.Tensor:
-    """32-byte key -> int64 tensor [4] (little-endian words)."""
-    if len(key) != KEY_BYTES:
-        raise ValueError("an AES-256 key is 32 bytes")
-    return torch.from_numpy(np.frombuffer(key, dtype="<i8").copy())
-
-
-def words_to_key(words: torch.Tensor) -> bytes:
-    """int64 tensor [4] -> 32-byte key."""
-    return np.ascontiguousarray(words.numpy(), dtype="<i8").tobytes()
+# A key as 4 int64 ring words: one codec for the whole client (``client.crypto``).
+key_to_words = crypto.key_to_ring
+words_to_key = crypto.ring_to_key
 
 
 def split_key(key: bytes) -> list[SharePair]:
