@@ -90,15 +90,14 @@ _TREE_MASKS = [
 ]
 
 
-def _carry_tree(g: BooleanShares, p: BooleanShares) -> tuple[BooleanShares, torch.Tensor, torch.Tensor]:
-    """Combined generate bit over all 64 positions of each word, with words packed as it goes.
+def _carry_out(g: BooleanShares, p: BooleanShares) -> BooleanShares:
+    """Combined generate (the carry out) over all 64 positions of each word, in bit 0.
 
-    Level L combines adjacent groups (hi, lo): ``G = G_hi ^ (P_hi & G_lo)``,
+    A log-depth tree whose words are packed as it goes up. Level L combines adjacent groups (hi, lo): ``G = G_hi ^ (P_hi & G_lo)``,
     ``P = P_hi & P_lo``. Results occupy half the bits, so the second half of the array is
     shifted into the free bits of the first half: the array halves at every level and
     the work is ~2 + 1 + 1/2 + ... AND-words per element instead of 11 for a full
     Kogge-Stone adder. Cost: 6 rounds, about 4 words per element per party.
-    Returns the packed result and, per element, its word index and bit offset.
     """
     n = g.shape[0]
     padded = -(-n // 64) * 64
@@ -129,7 +128,8 @@ def _carry_tree(g: BooleanShares, p: BooleanShares) -> tuple[BooleanShares, torc
             word = torch.where(moved, word - half, word)
             offset = offset + moved.long() * sh
             length = half
-    return g, word, offset
+    # element e's bit sits in packed word ``word[e]`` at bit ``offset[e]``
+    return BooleanShares(g.party, (g.lo[word] >> offset) & 1, (g.hi[word] >> offset) & 1)
 
 
 def msb(x: ArithmeticShares) -> BooleanShares:
@@ -144,8 +144,7 @@ def msb(x: ArithmeticShares) -> BooleanShares:
     shape = x.shape
     flat = x.reshape(-1)
     g, p = _generate_propagate(flat)
-    tree, word, offset = _carry_tree(g << 1, p << 1)
-    carry = BooleanShares(x.party, (tree.lo[word] >> offset) & 1, (tree.hi[word] >> offset) & 1)
+    carry = _carry_out(g << 1, p << 1)
     top = BooleanShares(x.party, (p.lo >> 63) & 1, (p.hi >> 63) & 1)
     out = top ^ carry
     return out.reshape(shape)
@@ -327,9 +326,7 @@ def truncate_exact(x: ArithmeticShares, bits: int) -> ArithmeticShares:
         sum_uv = ArithmeticShares(p, (shifted.lo >> bits) & low_mask, got, 0)
     # step 3: carry out of u + v
     g, prop = _generate_propagate(shifted)
-    tree, word, offset = _carry_tree(g, prop)
-    carry_bits = BooleanShares(p, (tree.lo[word] >> offset) & 1, (tree.hi[word] >> offset) & 1)
-    carry = bit_inject(carry_bits)
+    carry = bit_inject(_carry_out(g, prop))
     # step 4
     out = (sum_uv - carry.mul_public_int(1 << (64 - bits))).add_public(
         torch.tensor(-(1 << (_OFFSET_BITS - bits)), dtype=torch.int64)
