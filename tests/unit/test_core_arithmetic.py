@@ -212,7 +212,7 @@ def test_exact_truncation_never_errs_by_more_than_one_ulp_where_the_fast_one_fai
 
     out = run_parties(f, [(pr,) for pr in pairs])[0]
     floor = torch.div(z, 2**16, rounding_mode="floor")
-    diff = floor - out
+    diff = out - floor
     assert bool(((diff == 0) | (diff == 1)).all())
 
 
