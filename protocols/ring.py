@@ -72,9 +72,10 @@ class FixedPoint:
         if t.numel() and not bool(torch.isfinite(t).all()):
             raise RingError("fixed-point encode: input has NaN or infinite values")
         if t.numel() and float(t.abs().max()) >= self.max_abs:
-            raise RingError(
+            n_bad = int((t.abs() >= self.max_abs).sum())
+            raise RingError(  # counts only: the values themselves may be secret
                 f"fixed-point encode: |x| must be < {self.max_abs:.0f} with {self.frac_bits} "
-                f"fractional bits, got max |x| = {float(t.abs().max()):.6g}"
+                f"fractional bits; {n_bad} of {t.numel()} values are out of range"
             )
         return torch.round(t * self.scale).to(DTYPE)
 
