@@ -9,6 +9,8 @@ Example::
     [servers.0]
     listen = "127.0.0.1:50051"
     address = "127.0.0.1:50051"              # how peers and clients reach it
+    peer_addresses = { "1" = "127.0.0.1:60001" }  # optional: how THIS server reaches a peer
+                                           # (overrides that peer's address, e.g. via a WAN proxy)
     cert = "certs/server0.pem"
     key = "certs/server0.key"
 
@@ -68,7 +70,8 @@ def load_config(path: str | Path, server_id: int) -> ServerConfig:
         ca=_path(base, raw["ca"]),
         cert=_path(base, me["cert"]),
         key=_path(base, me["key"]),
-        peers={int(k): v["address"] for k, v in servers.items()},
+        peers={int(k): v["address"] for k, v in servers.items()}
+        | {int(k): str(a) for k, a in me.get("peer_addresses", {}).items()},
         query_timeout_s=float(raw.get("query_timeout_s", 60.0)),
         peer_timeout_s=float(raw.get("peer_timeout_s", 30.0)),
         max_sessions=int(raw.get("max_sessions", 8)),
