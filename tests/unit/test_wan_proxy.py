@@ -1,0 +1,165 @@
+"""The WAN proxy on real loopback sockets: a ping-pong takes about the configured RTT and a
+bulk transfer runs at about the configured rate (loose bounds: the machine is shared)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from benchmarks.wan import TokenBucket, WanEmulator
+
+
+class _Echo:
+    """A loopback TCP echo server (one thread per connection), or a sink that counts bytes."""
+
+    def __init__(self, sink: bool = False) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.sock.settimeout(10)
+        self.port = self.sock.getsockname()[1]
+        self.sink = sink
+        self.received = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(10)
+            while True:
+                try:
+                    data = conn.recv(1 << 16)
+                except OSError:
+                    break
+                if not data:
+                    break
+                self.received += len(data)
+                if not self.sink:
+                    conn.sendall(data)
+        self.done.set()
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join(5)
+
+
+def _recv_exactly(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        assert chunk, "connection closed early"
+        buf += chunk
+    return buf
+
+
+def test_ping_pong_takes_the_configured_rtt():
+    echo = _Echo()
+    with WanEmulator() as wan:
+        port = wan.add_link(("127.0.0.1", echo.port), delay_s=0.020)  # RTT 40 ms
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            times = []
+            for i in range(5):
+                t0 = time.perf_counter()
+                s.sendall(b"ping%d" % i)
+                assert _recv_exactly(s, 5) == b"ping%d" % i
+                times.append(time.perf_counter() - t0)
+    echo.close()
+    best = min(times)
+    assert 0.039 <= best <= 0.060, times  # never faster than the RTT, a little slower is scheduling
+
+
+def test_zero_delay_adds_little():
+    echo = _Echo()
+    with WanEmulator() as wan:
+        port = wan.add_link(("127.0.0.1", echo.port), delay_s=0.0)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                s.sendall(b"x")
+                _recv_exactly(s, 1)
+                times.append(time.perf_counter() - t0)
+    echo.close()
+    assert min(times) < 0.010, times
+
+
+def test_bulk_transfer_is_limited_to_the_rate():
+    sink = _Echo(sink=True)
+    rate_bps = 40e6  # 5 MB/s
+    total = 3 * 1024 * 1024  # ~0.63 s at that rate
+    with WanEmulator() as wan:
+        port = wan.add_link(("127.0.0.1", sink.port), delay_s=0.005, rate_bps=rate_bps)
+        t0 = time.perf_counter()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            block = b"\0" * (1 << 16)
+            for _ in range(total // len(block)):
+                s.sendall(block)
+            s.shutdown(socket.SHUT_WR)
+            assert sink.done.wait(10)
+        secs = time.perf_counter() - t0
+    sink.close()
+    assert sink.received == total
+    mbps = total * 8 / secs / 1e6
+    assert 0.75 * 40 <= mbps <= 1.1 * 40, (mbps, secs)
+
+
+def test_shared_bucket_splits_the_rate_between_links():
+    a, b = _Echo(sink=True), _Echo(sink=True)
+    total = 1024 * 1024
+    with WanEmulator() as wan:
+        egress = wan.bucket(rate_bps=40e6)
+        pa = wan.add_link(("127.0.0.1", a.port), 0.0, bucket=egress)
+        pb = wan.add_link(("127.0.0.1", b.port), 0.0, bucket=egress)
+        t0 = time.perf_counter()
+        socks = [socket.create_connection(("127.0.0.1", p), timeout=10) for p in (pa, pb)]
+
+        def send(s: socket.socket) -> None:
+            s.sendall(b"\0" * total)
+            s.shutdown(socket.SHUT_WR)
+
+        senders = [threading.Thread(target=send, args=(s,)) for s in socks]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join(10)
+        assert a.done.wait(10) and b.done.wait(10)
+        secs = time.perf_counter() - t0
+        for s in socks:
+            s.close()
+    a.close()
+    b.close()
+    assert a.received == b.received == total
+    assert secs >= 0.8 * 2 * total * 8 / 40e6, secs  # both links drew from one 40 Mbit/s bucket
+
+
+def test_token_bucket_schedule():
+    b = TokenBucket(8e6, burst_bytes=0)  # 1 MB/s
+    assert b.reserve(500_000, now=0.0) == pytest.approx(0.5)
+    assert b.reserve(500_000, now=0.1) == pytest.approx(1.0)  # queued behind the first
+    assert b.reserve(100, now=5.0) == pytest.approx(5.0001)  # idle link: starts at once
+    assert TokenBucket(None).reserve(10**9, now=2.0) == 2.0
+    with pytest.raises(ValueError):
+        TokenBucket(0)
+
+
+def test_stop_closes_the_listening_port():
+    wan = WanEmulator().start()
+    port = wan.add_link(("127.0.0.1", 9), 0.001)
+    wan.stop()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_only_loopback():
+    with pytest.raises(ValueError):
+        WanEmulator("0.0.0.0")
