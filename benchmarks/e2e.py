@@ -1,15 +1,37 @@
-"""End-to-end benchmark over three real server processes (gRPC + mutual TLS) vs in-process.
+"""End-to-end benchmark: three real server processes (gRPC + mutual TLS) behind an emulated WAN.
 
-``python -m benchmarks.e2e --json`` prints one final JSON line with ``n_images``,
-``upload_images_per_s`` (real bundled photos: read, features, encrypt, share, 2PC upload),
-``query_s`` (end to end: share the image, secure CNN + secure search on the servers,
-reconstruct), ``retrieve_s``, ``bytes_per_party_per_query`` and ``in_process_query_s``: the
-same ``servers.query.run_query`` on the same stored shares with three in-process parties,
-so ``grpc_overhead`` = query_s / in_process_query_s - 1 is measured, not assumed.
+``python -m benchmarks.e2e --json --rtt-ms 0 10 30 --bandwidth-mbps 1000`` starts three
+``python -m servers`` processes on 127.0.0.1 whose server-to-server links all go through
+the WAN proxy of :mod:`benchmarks.wan`: one proxy per ORDERED link i -> j (server i reaches
+server j through it: ``peer_addresses`` in the cluster TOML), each delaying every byte by
+RTT / 2 in both directions, so a ping-pong between two servers takes the RTT and every
+protocol message one one-way delay. Each server's egress (its two outgoing links) is one
+token bucket of ``--bandwidth-mbps``. The querier's own link to the servers is not shaped.
 
-The index holds the uploaded real images plus synthetic clustered feature vectors up to
-``--n`` (default 100,000), uploaded as one index-only transaction. Not a test: no timing
-is asserted anywhere.
+It uploads real bundled photos (timed), grows the index with synthetic clustered feature
+vectors to ``--n`` entries (one index-only transaction), then for every RTT prints one
+JSON line (``"line": "rtt"``) with ``rtt_ms, bandwidth_mbps, n_images, resolution, dim,
+nprobe, k, query_s`` (median end to end: share the image, secure CNN + secure search on
+the servers, reconstruct), ``in_process_query_s`` (the same ``servers.query.run_query``
+on the same stored shares with three in-process parties), ``rounds_per_query``,
+``cnn_rounds``, ``search_rounds``, ``bytes_per_party_per_query`` (mean over servers; also
+``bytes_max_party_per_query``), ``predicted_query_s`` and ``recall_at_10_vs_exact`` (secure
+top-k vs exact plaintext search over every indexed feature vector), plus the upload and
+retrieve figures. With ``--concurrency`` it also prints, per RTT and level c, one line
+(``"line": "concurrency"``) with the queries/s of c clients each running one query at the
+same time (refused sessions are retried, bounded, and counted). One ``"line": "breakdown"``
+gives the rounds and bytes of every protocol step of one query (in-process profile), and
+one ``"line": "direct"`` the rtt-0 figures with the servers restarted WITHOUT the proxy
+(what gRPC + TLS alone add to the in-process query).
+
+COST MODEL (benchmarks.cost_model):
+  predicted_query_s = in_process_query_s + rounds x (rtt/2 + t_round) + bytes_max_party / bandwidth
+  one round = one one-way delay (every party sends, then waits for its neighbours);
+  t_round = the per-round cost of gRPC + TLS + proxy on loopback, fitted ONCE on the
+  rtt-0 line (so rtt 0 is a fit, every other RTT a prediction; 0 if rtt 0 is not run).
+  Also printed: predicted_query_s_unfitted (t_round = 0) and model_error (|pred - meas| / meas).
+
+Not a test: no timing is asserted anywhere. The machine is shared: figures are noisy.
 """
 
 from __future__ import annotations
@@ -25,6 +47,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks.cost_model import CostModel, RoundProfiler, agreement, format_table
+from benchmarks.wan import WanEmulator
+from benchmarks.wan_cluster import concurrent_queries, egress_buckets, wan_cluster
+
+DEFAULT_N = 1_000_000  # issue 11's target index size
+
+
+# ---- in-process reference (same function, same stored shares) -------------------------
 
 
 def _load_party_state(root: Path, i: int):
@@ -43,136 +74,265 @@ def _load_party_state(root: Path, i: int):
     return model, index
 
 
-def in_process_query(root: Path, image: np.ndarray, k: int, nprobe: int) -> tuple[float, list[int]]:
-    """Seconds and ids of one query with three in-process parties on the servers' stored shares."""
-    from client.preprocess import preprocess
-    from protocols.ring import DEFAULT_FP
-    from protocols.sharing import reconstruct, share_fixed
-    from protocols.simulate import run_parties
-    from servers.query import run_query
+class InProcess:
+    """Three in-process parties on the servers' stored shares (loaded once)."""
 
-    states = [_load_party_state(root, i) for i in range(3)]
-    res = int(states[0][0].arch["input_shape"][-1])
-    pairs = share_fixed(preprocess(image, res).unsqueeze(0).to(torch.float64), DEFAULT_FP)
+    def __init__(self, root: Path) -> None:
+        self.states = [_load_party_state(root, i) for i in range(3)]
 
-    def body(party, model, index, pair):
-        return run_query(party, model, index, pair, k, nprobe, "image")
+    def query(self, image: np.ndarray, k: int, nprobe: int) -> tuple[float, list[int], RoundProfiler]:
+        """Seconds, ids and the per-step profile of one query."""
+        from client.preprocess import preprocess
+        from protocols.ring import DEFAULT_FP
+        from protocols.sharing import reconstruct, share_fixed
+        from protocols.simulate import make_parties, run_parties
+        from servers.query import run_query
 
+        res = int(self.states[0][0].arch["input_shape"][-1])
+        pairs = share_fixed(preprocess(image, res).unsqueeze(0).to(torch.float64), DEFAULT_FP)
+        prof = RoundProfiler()
+        parties = [prof.attach(p) for p in make_parties(timeout_s=600.0)]
+
+        def body(party, model, index, pair):
+            return run_query(party, model, index, pair, k, nprobe, "image")
+
+        t0 = time.perf_counter()
+        out = run_parties(body, [(self.states[i][0], self.states[i][1], pairs[i]) for i in range(3)],
+                          parties=parties)
+        secs = time.perf_counter() - t0
+        if out[0][0] == "topk":
+            ids = reconstruct([o[1]["ids"] for o in out])[0].tolist()
+        else:
+            dist = reconstruct([o[1]["dist"] for o in out])[0]
+            ids = self.states[0][1].tensors["ids"][torch.argsort(dist, stable=True)[:k]].tolist()
+        return secs, [i for i in ids if i >= 0], prof
+
+
+def cnn_search_rounds(prof: RoundProfiler) -> tuple[int, int]:
+    """(CNN rounds, search rounds incl. masking) of one profiled query."""
+    rows = prof.by_step()
+    cnn = sum(r["rounds"] for r in rows if r["step"].startswith("cnn"))
+    return cnn, sum(r["rounds"] for r in rows) - cnn
+
+
+# ---- setup: model, real images, index grown to n ------------------------------------------
+
+
+def setup_collection(c, a, log) -> dict:
+    """Register the model, upload real photos, grow the index to ``a.n``; returns figures + features."""
+    from client.demo_data import augment, demo_collection
+    from client.recipes import build_model
+    from index.synthetic import clustered
+    try:
+        from wire import bundle as bd  # type: ignore[import-not-found]
+    except ImportError:
+        from servers import bundle as bd
+
+    model = build_model(a.model, a.resolution, a.dim)
+    c.register_model(model, resolution=a.resolution)
+    imgs, labels = demo_collection(copies=max(0, -(-a.upload // 19) - 1))
+    imgs, labels = imgs[: a.upload], labels[: a.upload]
     t0 = time.perf_counter()
-    out = run_parties(body, [(states[i][0], states[i][1], pairs[i]) for i in range(3)])
-    secs = time.perf_counter() - t0
-    kind, outs = out[0]
-    if kind == "topk":
-        ids = reconstruct([o[1]["ids"] for o in out])[0].tolist()
-    else:
-        dist = reconstruct([o[1]["dist"] for o in out])[0]
-        ids = states[0][1].tensors["ids"][torch.argsort(dist, stable=True)[:k]].tolist()
-    return secs, ids
+    ids = c.upload(imgs, labels=labels)
+    upload_s = time.perf_counter() - t0
+    log(f"uploaded {len(ids)} real images in {upload_s:.1f} s")
+    feats, fids = c.owner.load_features()
+    extra = max(0, a.n - len(fids))
+    syn = np.zeros((0, feats.shape[1]), np.float32)
+    syn_ids = np.zeros(0, np.int64)
+    if extra:
+        syn = clustered(extra, feats.shape[1], n_clusters=max(8, extra // 500), seed=1)
+        syn /= np.linalg.norm(syn, axis=1, keepdims=True)  # like the model's unit-norm features
+        syn = (syn * float(np.linalg.norm(feats, axis=1).mean())).astype(np.float32)
+        syn_ids = np.arange(10**6, 10**6 + extra, dtype=np.int64)
+        info = c.info()
+        t1 = time.perf_counter()
+        c.owner.drop_plain_index()  # build the big index from scratch
+        imeta, it, after = c._index_bundles(np.concatenate([feats, syn]), np.concatenate([fids, syn_ids]),
+                                            info["index_version"])
+        if imeta["format"] == "flat":
+            raise SystemExit("the flat fallback index cannot hold synthetic ids; needs index/ + search")
+        txn = str(uuid.uuid4())
+        c._transact([bd.Bundle("txn", txn, {"index": imeta}, {f"index/{k}": v for k, v in it[s].items()})
+                     for s in range(3)])
+        after(info["index_version"] + 1)
+        log(f"index grown to {len(fids) + extra} entries ({imeta}) in {time.perf_counter() - t1:.1f} s")
+    more = [augment(imgs[j % len(imgs)], 7_000 + j) for j in range(a.upload_at_n)]
+    t3 = time.perf_counter()
+    if more:
+        c.upload(more, labels=[f"extra{j}" for j in range(len(more))])
+    upload_at_n_s = time.perf_counter() - t3
+    at_n_mode = c.last_upload_stats.get("index") if more else None
+    log(f"uploaded {len(more)} more images at n={a.n} in {upload_at_n_s:.1f} s (index {at_n_mode})")
+    real_f, real_ids = c.owner.load_features()
+    return {
+        "ids": ids, "model": model, "n_images": int(len(real_ids) + len(syn_ids)),
+        "all_features": np.concatenate([real_f, syn]).astype(np.float32),
+        "all_ids": np.concatenate([real_ids, syn_ids]),
+        "figures": {
+            "n_real_images": len(ids),
+            "upload_images_per_s": round(len(ids) / upload_s, 3),
+            "upload_images_per_s_at_n": round(len(more) / upload_at_n_s, 3) if more else None,
+            "upload_index_mode_at_n": at_n_mode,
+        },
+    }
+
+
+def exact_top(c, images: list[np.ndarray], feats: np.ndarray, ids: np.ndarray, k: int) -> list[set[int]]:
+    """Exact plaintext top-k ids (squared L2 over every indexed vector) of each query image."""
+    from PIL import Image
+
+    q = c.extract_features([Image.fromarray(im) for im in images])
+    out = []
+    fn = (feats.astype(np.float64) ** 2).sum(1)
+    for v in q.astype(np.float64):
+        d = fn - 2.0 * feats.astype(np.float64) @ v
+        out.append(set(ids[np.argsort(d, kind="stable")[:k]].tolist()))
+    return out
+
+
+# ---- measurements -----------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command line (see the module docstring, printed by --help)."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=DEFAULT_N, help="index size, real + synthetic (default 1,000,000)")
+    ap.add_argument("--rtt-ms", type=float, nargs="+", default=[0.0, 10.0, 30.0],
+                    help="round-trip times between servers to emulate, one JSON line each (default 0 10 30)")
+    ap.add_argument("--bandwidth-mbps", type=float, default=1000.0,
+                    help="egress rate of each server in Mbit/s (0: unlimited; default 1000)")
+    ap.add_argument("--concurrency", type=int, nargs="*", default=[],
+                    help="also measure queries/s with this many concurrent clients, e.g. 1 4 16")
+    ap.add_argument("--concurrency-rtt-ms", type=float, nargs="*", default=None,
+                    help="RTTs at which to run the concurrency levels (default: every --rtt-ms)")
+    ap.add_argument("--max-sessions", type=int, default=8,
+                    help="queries one server runs at once (servers' max_sessions; default 8, the product default)")
+    ap.add_argument("--upload", type=int, default=40, help="real images uploaded (timed)")
+    ap.add_argument("--upload-at-n", type=int, default=20, help="real images uploaded into the full index (timed)")
+    ap.add_argument("--queries", type=int, default=3, help="sequential queries per RTT (median reported)")
+    ap.add_argument("--k", type=int, default=10, help="results per query")
+    ap.add_argument("--nprobe", type=int, default=1, help="buckets probed per query")
+    ap.add_argument("--model", default="auto", help="auto, efficientnet or tiny")
+    ap.add_argument("--resolution", type=int, default=64, help="model input size in pixels (product default 64)")
+    ap.add_argument("--dim", type=int, default=32, help="feature dimension (product default 32)")
+    ap.add_argument("--no-direct-baseline", dest="direct_baseline", action="store_false",
+                    help="skip the rtt-0 line without the proxy (servers restarted with direct peer links)")
+    ap.add_argument("--json", action="store_true", help="print only the JSON lines on stdout (progress on stderr)")
+    a = ap.parse_args(argv)
+    if a.n < 1 or a.queries < 1 or a.k < 1 or a.nprobe < 1 or any(r < 0 for r in a.rtt_ms):
+        ap.error("--n, --queries, --k, --nprobe must be >= 1 and --rtt-ms >= 0")
+    if any(c < 1 or c > 64 for c in a.concurrency):
+        ap.error("--concurrency levels must be in 1..64")
+    return a
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the benchmark and print one JSON line."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=100_000, help="index size (real + synthetic)")
-    ap.add_argument("--upload", type=int, default=40, help="real images uploaded (timed)")
-    ap.add_argument("--upload-at-n", type=int, default=20, help="real images uploaded into the full index (timed)")
-    ap.add_argument("--queries", type=int, default=3)
-    ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--nprobe", type=int, default=1)
-    ap.add_argument("--model", default="auto", help="auto, efficientnet or tiny")
-    ap.add_argument("--resolution", type=int, default=64)
-    ap.add_argument("--dim", type=int, default=32)
-    ap.add_argument("--json", action="store_true", help="print only the final JSON line on stdout")
-    a = ap.parse_args(argv)
-    # Same per-party compute as the servers (TRIVAULT_TORCH_THREADS, default 1) so the ratio
-    # isolates the transport.
+    """Run the benchmark and print the JSON lines."""
+    a = parse_args(argv)
+    # Same per-party compute as the servers (TRIVAULT_TORCH_THREADS, default 1).
     threads = int(os.environ.get("TRIVAULT_TORCH_THREADS", "1"))
     torch.set_num_threads(threads)
-    log = (lambda *m: print(*m, file=sys.stderr)) if a.json else print
-
-    from client.demo_data import augment, base_images, demo_collection
-    from client.local_cluster import LocalCluster
-    from client.recipes import build_model
+    log = (lambda *m: print(*m, file=sys.stderr, flush=True)) if a.json else print
+    emit = lambda d: print(json.dumps(d), flush=True)  # noqa: E731
+    bw = a.bandwidth_mbps or None
+    from client.demo_data import augment, base_images
     from client.sdk import Client
-    from index.synthetic import clustered
-    from servers import bundle as bd
 
-    with tempfile.TemporaryDirectory(prefix="trivault-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="trivault-bench-") as tmp, WanEmulator() as wan:
         root = Path(tmp)
-        with LocalCluster(root, query_timeout_s=600.0, peer_timeout_s=300.0) as lc, \
+        with wan_cluster(root, wan, bw, a.max_sessions, query_timeout_s=900.0, peer_timeout_s=600.0) as lc, \
                 Client(lc.client_config, progress=False) as c:
-            model = build_model(a.model, a.resolution, a.dim)
-            c.register_model(model, resolution=a.resolution)
-            imgs, labels = demo_collection(copies=max(0, -(-a.upload // 19) - 1))
-            imgs, labels = imgs[: a.upload], labels[: a.upload]
-            t0 = time.perf_counter()
-            ids = c.upload(imgs, labels=labels)
-            upload_s = time.perf_counter() - t0
-            log(f"uploaded {len(ids)} real images in {upload_s:.1f} s")
-            # Grow the index to n entries with synthetic clustered features (index-only transaction).
-            feats, fids = c.owner.load_features()
-            extra = max(0, a.n - len(fids))
-            if extra:
-                syn = clustered(extra, feats.shape[1], n_clusters=max(8, extra // 500), seed=1)
-                syn /= np.linalg.norm(syn, axis=1, keepdims=True)  # like the model's unit-norm features
-                syn *= float(np.linalg.norm(feats, axis=1).mean())
-                all_f = np.concatenate([feats, syn.astype(np.float32)])
-                all_ids = np.concatenate([fids, np.arange(10**6, 10**6 + extra, dtype=np.int64)])
-                info = c.info()
-                t1 = time.perf_counter()
-                c.owner.drop_plain_index()  # build the big index from scratch
-                imeta, it, after = c._index_bundles(all_f, all_ids, info["index_version"])
-                if imeta["format"] == "flat":
-                    raise SystemExit("the flat fallback index cannot hold synthetic ids; needs index/ + search")
-                txn = str(uuid.uuid4())
-                c._transact([bd.Bundle("txn", txn, {"index": imeta},
-                                       {f"index/{k}": v for k, v in it[s].items()}) for s in range(3)])
-                after(info["index_version"] + 1)
-                log(f"index grown to {len(all_ids)} entries ({imeta}) in {time.perf_counter() - t1:.1f} s")
-            # Uploads into the big index: only the touched index records are re-shared.
-            more = [augment(imgs[j % len(imgs)], 7_000 + j) for j in range(a.upload_at_n)]
-            t3 = time.perf_counter()
-            c.upload(more, labels=[f"extra{j}" for j in range(len(more))]) if more else None
-            upload_at_n_s = time.perf_counter() - t3
-            at_n_mode = c.last_upload_stats.get("index") if more else None
-            log(f"uploaded {len(more)} more images at n={a.n} in {upload_at_n_s:.1f} s (index {at_n_mode})")
-            n_images = max(len(fids), a.n) + len(more)
+            col = setup_collection(c, a, log)
             bases = base_images()
-            c.search(augment(bases[-1][1], 4_999), k=a.k, nprobe=a.nprobe)  # warm-up: servers load model/index
-            qs, grpc_s, comm, proc_s, same = [], [], [], [], []
-            for q in range(a.queries):
-                img = augment(bases[q % len(bases)][1], 5_000 + q)
-                r = c.search(img, k=a.k, nprobe=a.nprobe)
-                grpc_s.append(r.seconds)
-                comm.append(r.bytes_per_party)
-                ps, pids = in_process_query(root, img, a.k, a.nprobe)
-                proc_s.append(ps)
-                same.append(pids == r.ids)
-                log(f"query {q}: gRPC {r.seconds:.2f} s, in-process {ps:.2f} s, {r.bytes_per_party / 1e6:.2f} MB/party")
-                qs.append(r)
+            images = [augment(bases[q % len(bases)][1], 5_000 + q) for q in range(max(a.queries, 16))]
+            exact = exact_top(c, images[: a.queries], col["all_features"], col["all_ids"], a.k)
+            del col["all_features"]
             t2 = time.perf_counter()
-            for i in ids[:3]:
+            for i in col["ids"][:3]:
                 c.retrieve(i)
-            retrieve_s = (time.perf_counter() - t2) / min(3, len(ids))
-    q_s, p_s = float(np.median(grpc_s)), float(np.median(proc_s))
-    out = {
-        "n_images": int(n_images),
-        "n_real_images": len(ids),
-        "upload_images_per_s": round(len(ids) / upload_s, 3),
-        "upload_images_per_s_at_n": round(len(more) / upload_at_n_s, 3) if more else None,
-        "upload_index_mode_at_n": at_n_mode,
-        "query_s": round(q_s, 4),
-        "retrieve_s": round(retrieve_s, 4),
-        "bytes_per_party_per_query": int(np.mean(comm)),
-        "rounds_per_query": int(qs[0].comm[0]["rounds"]),
-        "in_process_query_s": round(p_s, 4),
-        "grpc_overhead": round(q_s / p_s - 1.0, 4),
-        "same_ids_grpc_vs_in_process": all(same),
-        "model": getattr(model, "recipe", {}).get("kind"),
-        "resolution": a.resolution, "dim": a.dim, "k": a.k, "nprobe": a.nprobe, "queries": a.queries,
-        "cores": os.cpu_count(), "torch_threads_per_party": threads,
-    }
-    print(json.dumps(out), flush=True)
+            col["figures"]["retrieve_s"] = round((time.perf_counter() - t2) / max(1, min(3, len(col["ids"]))), 4)
+            run = Runner(a, c, wan, InProcess(root), images, exact, bw, log)
+            base = {"n_images": col["n_images"], "resolution": a.resolution, "dim": a.dim, "nprobe": a.nprobe,
+                    "k": a.k, "model": getattr(col["model"], "recipe", {}).get("kind")}
+            extra = {**col["figures"], "queries": a.queries, "cores": os.cpu_count(), "torch_threads_per_party": threads}
+            if a.direct_baseline:  # rtt 0 without the proxy: what gRPC alone costs
+                lc.restart(via_proxy=False)
+                emit({"line": "direct", "rtt_ms": 0.0, "bandwidth_mbps": None, **base, **run.measure(None), **extra})
+                lc.restart(via_proxy=True)
+            if run.profile is None:  # no direct line: profile one query now
+                run.profile = run.inproc.query(images[0], a.k, a.nprobe)[2]
+            prof = run.profile
+            tot = prof.totals()
+            log(format_table(prof.by_step()))
+            emit({"line": "breakdown", **base, "rounds": tot["rounds"], "bytes_per_party": tot["bytes_per_party"],
+                  "steps": prof.by_step(), "operations": prof.table()})
+            rtts = sorted(a.rtt_ms)
+            conc_rtts = rtts if a.concurrency_rtt_ms is None else a.concurrency_rtt_ms
+            for rtt in rtts:
+                emit({"line": "rtt", "rtt_ms": rtt, "bandwidth_mbps": a.bandwidth_mbps, **base, **run.measure(rtt),
+                      **extra})
+                if rtt in conc_rtts:
+                    for level in a.concurrency:
+                        r = concurrent_queries(lc.client_config, images, level, a.k, a.nprobe)
+                        log(f"rtt {rtt} ms, {level} clients: {r['queries_per_s']} queries/s")
+                        emit({"line": "concurrency", "rtt_ms": rtt, "bandwidth_mbps": a.bandwidth_mbps, **base,
+                              **r, "server_max_sessions": a.max_sessions,
+                              "load_avg_1m": round(os.getloadavg()[0], 2)})
+
+
+class Runner:
+    """Sequential queries at one RTT, each next to the same query on in-process parties."""
+
+    def __init__(self, a: argparse.Namespace, client, wan: WanEmulator, inproc: InProcess,
+                 images: list[np.ndarray], exact: list[set[int]], bw: float | None, log) -> None:
+        self.a, self.c, self.wan, self.inproc = a, client, wan, inproc
+        self.images, self.exact, self.bw, self.log = images, exact, bw, log
+        self.transport_s_per_round = 0.0
+        self.profile: RoundProfiler | None = None
+
+    def measure(self, rtt: float | None) -> dict:
+        """One JSON line's figures at ``rtt`` ms (None: direct links, no proxy, no shaping)."""
+        a, c = self.a, self.c
+        self.wan.set_delay((rtt or 0.0) / 2000.0)
+        c.search(self.images[-1], k=a.k, nprobe=a.nprobe)  # warm-up at this delay (servers load, windows grow)
+        grpc_s, proc_s, comm, hits, same = [], [], [], [], []
+        wire0 = [b.bytes for b in egress_buckets(self.wan)]
+        for q in range(a.queries):
+            ps, pids, prof = self.inproc.query(self.images[q], a.k, a.nprobe)
+            self.profile = self.profile or prof
+            r = c.search(self.images[q], k=a.k, nprobe=a.nprobe)
+            grpc_s.append(r.seconds)
+            proc_s.append(ps)
+            comm.append(r.comm)
+            hits.append(len(set(r.ids) & self.exact[q]) / a.k)
+            same.append(r.ids == pids)
+            self.log(f"rtt {rtt} ms query {q}: {r.seconds:.2f} s (in-process {ps:.2f} s), "
+                     f"{r.bytes_per_party / 1e6:.2f} MB/party")
+        wire = [(b.bytes - w0) / a.queries for b, w0 in zip(egress_buckets(self.wan), wire0)]
+        q_s, p_s = float(np.median(grpc_s)), float(np.median(proc_s))
+        tot = self.profile.totals()
+        cnn_r, search_r = cnn_search_rounds(self.profile)
+        out = {"query_s": round(q_s, 4), "query_runs_s": [round(x, 3) for x in grpc_s],
+               "in_process_query_s": round(p_s, 4), "in_process_runs_s": [round(x, 3) for x in proc_s],
+               "rounds_per_query": int(comm[0][0]["rounds"]), "cnn_rounds": cnn_r, "search_rounds": search_r,
+               "bytes_per_party_per_query": int(np.mean([[x["bytes_sent"] for x in cm] for cm in comm])),
+               "bytes_max_party_per_query": int(max(x["bytes_sent"] for cm in comm for x in cm)),
+               "recall_at_10_vs_exact" if a.k == 10 else f"recall_at_{a.k}_vs_exact": round(float(np.mean(hits)), 4),
+               "same_ids_grpc_vs_in_process": all(same), "grpc_overhead": round(q_s / p_s - 1.0, 4),
+               "load_avg_1m": round(os.getloadavg()[0], 2)}
+        if rtt is None:
+            return out
+        model = CostModel(p_s, tot["rounds"], tot["bytes_max_party"])
+        if rtt == 0:
+            self.transport_s_per_round = model.fit_transport(q_s, 0.0, self.bw).transport_s_per_round
+        pred = CostModel(p_s, tot["rounds"], tot["bytes_max_party"], self.transport_s_per_round).predict(rtt, self.bw)
+        out.update({"wire_bytes_per_server_per_query": [int(w) for w in wire],
+                    "predicted_query_s": round(pred, 4),
+                    "predicted_query_s_unfitted": round(model.predict(rtt, self.bw), 4),
+                    "transport_s_per_round": round(self.transport_s_per_round, 6),
+                    "model_error": round(agreement(pred, q_s), 4)})
+        return out
 
 
 if __name__ == "__main__":
