@@ -48,7 +48,7 @@ from protocols.party import Party
 from protocols.search import secure_search
 from protocols.sharing import from_pair, output_pair, reconstruct, share, share_fixed
 from protocols.simulate import make_parties, run_parties
-from protocols.sort import secure_topk
+from protocols.topk import secure_topk
 
 GOAL_S_1M = 1.0
 GOAL_BYTES_1M = 64 * 2**20

@@ -28,14 +28,11 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
+from protocols import layout
+from protocols.layout import PAD_ID
+
 DEFAULT_SLACK = 0.1
 DEFAULT_SPILL = 8
-PAD_ID = -1
-
-
-def _pad_sqnorm(id_bits: int, frac_bits: int) -> float:
-    """Public ||x||^2 of padding rows: half the key range of ``protocols.sort`` (real units)."""
-    return float(2.0 ** min(59 - id_bits - frac_bits, 30))
 
 
 @dataclass
@@ -85,7 +82,7 @@ class PlainIndex:
 
     @property
     def pad_sqnorm(self) -> float:
-        return _pad_sqnorm(self.id_bits, self.frac_bits)
+        return layout.pad_sqnorm(self.id_bits, self.frac_bits)
 
     def assignment(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Real rows as ``(features [n, d], ids [n], bucket [n])``."""
@@ -203,10 +200,10 @@ def _check_norms(x: np.ndarray, id_bits: int, frac_bits: int) -> None:
     if len(x) == 0:
         return
     top = float((x.astype(np.float64) ** 2).sum(-1).max())
-    if 4 * top >= _pad_sqnorm(id_bits, frac_bits) / 2:
+    if 4 * top >= layout.pad_sqnorm(id_bits, frac_bits) / 2:
         raise ValueError(
             f"feature norms too large for the fixed-point key range: max ||x||^2 = {top:.3g}, "
-            f"limit {_pad_sqnorm(id_bits, frac_bits) / 8:.3g} (use fewer id_bits or normalise features)"
+            f"limit {layout.pad_sqnorm(id_bits, frac_bits) / 8:.3g} (use fewer id_bits or normalise features)"
         )
 
 
@@ -262,7 +259,7 @@ def build_index(
     ``ceil(N / C * (1 + slack))`` and must satisfy ``B * C >= N``. ``id_bits`` (public)
     bounds the ids (``< 2**id_bits``, default two bits above the largest id, room for
     inserts) and sets the key range of the secure top-k: real distances must stay below
-    ``pad_sqnorm = 2**min(59 - id_bits - frac_bits, 30)`` (checked, assuming queries
+    ``protocols.layout.pad_sqnorm`` (checked, assuming queries
     no larger than the data).
     """
     x = np.ascontiguousarray(features, dtype=np.float32)

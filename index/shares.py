@@ -1,103 +1,23 @@
-"""Upload format of the index: one :class:`IndexShares` per server (RSS pairs + public sizes).
+"""Owner side: encode the plaintext index into the shared layout and share it.
 
-Layout (all int64 ring tensors, fixed point with ``frac_bits`` where real):
-
-* ``centroids`` ``[C, d]`` and ``centroid_sqnorm`` ``[C]`` (fixed point);
-* ``rows`` ``[C, B * (d + 2)]``: bucket ``c`` is one row of ``B`` records
-  ``[x (d, fixed point), ||x||^2 (fixed point), id (integer)]``; padding records are
-  ``[0, pad_sqnorm, -1]``. One row per bucket makes the oblivious fetch a single
-  (one-hot x rows) product that reads every share once.
-
-``||x||^2`` is computed by the owner from the fixed-point-rounded features, so the
-secure distance is exact up to truncation. Public sizes: C, B, d, id_bits, frac_bits,
-and the number of real items N.
-
-Updates: ``share_update`` re-shares only the touched records; a server learns which
-bucket slots changed (not what they hold, nor whether a record was inserted or deleted).
+The layout itself (:class:`protocols.layout.IndexShares`, one per server) belongs to the
+protocol layer that reads it. ``||x||^2`` is computed by the owner from the
+fixed-point-rounded features, so the secure distance is exact up to truncation.
+``share_update`` re-shares only the records an insert/delete touched.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
+from protocols.layout import RECORD_EXTRA, IndexShares, IndexUpdateShares
 from protocols.ring import FixedPoint
-from protocols.sharing import SharePair, share
+from protocols.sharing import share
 
 from .build import IndexUpdate, PlainIndex
 
-_META_FIELDS = ("party_id", "n_centroids", "bucket_size", "dim", "id_bits", "frac_bits", "n_items")
-
-
-@dataclass
-class IndexShares:
-    """One server's shares of the index plus the public sizes."""
-
-    party_id: int
-    centroids: SharePair
-    centroid_sqnorm: SharePair
-    rows: SharePair
-    n_centroids: int
-    bucket_size: int
-    dim: int
-    id_bits: int
-    frac_bits: int
-    n_items: int
-
-    @property
-    def record(self) -> int:
-        """Ring elements per record: d features, ||x||^2, id."""
-        return self.dim + 2
-
-    def to_tensors(self) -> dict[str, torch.Tensor]:
-        """int64 tensors for storage/transport (no pickle)."""
-        meta = torch.tensor([getattr(self, f) for f in _META_FIELDS], dtype=torch.int64)
-        out = {"meta": meta}
-        for name in ("centroids", "centroid_sqnorm", "rows"):
-            lo, hi = getattr(self, name)
-            out[f"{name}.lo"] = lo
-            out[f"{name}.hi"] = hi
-        return out
-
-    @classmethod
-    def from_tensors(cls, t: dict[str, torch.Tensor]) -> "IndexShares":
-        meta = dict(zip(_META_FIELDS, (int(v) for v in t["meta"].tolist())))
-        pairs = {}
-        for name in ("centroids", "centroid_sqnorm", "rows"):
-            lo, hi = t[f"{name}.lo"], t[f"{name}.hi"]
-            if lo.dtype != torch.int64 or hi.dtype != torch.int64:
-                raise TypeError(f"{name}: index shares must be int64")
-            pairs[name] = (lo, hi)
-        sh = cls(centroids=pairs["centroids"], centroid_sqnorm=pairs["centroid_sqnorm"], rows=pairs["rows"], **meta)
-        sh.validate()
-        return sh
-
-    def validate(self) -> None:
-        C, B, d = self.n_centroids, self.bucket_size, self.dim
-        want = {"centroids": (C, d), "centroid_sqnorm": (C,), "rows": (C, B * (d + 2))}
-        for name, shape in want.items():
-            for part in getattr(self, name):
-                if tuple(part.shape) != shape:
-                    raise ValueError(f"{name}: shape {tuple(part.shape)}, expected {shape}")
-
-    def apply_update(self, upd: "IndexUpdateShares") -> None:
-        """Overwrite the touched records with their fresh shares (in place)."""
-        r = self.record
-        for j, (c, s) in enumerate(upd.slots.tolist()):
-            self.rows[0][c, s * r : (s + 1) * r] = upd.records[0][j]
-            self.rows[1][c, s * r : (s + 1) * r] = upd.records[1][j]
-        self.n_items = upd.n_items
-
-
-@dataclass
-class IndexUpdateShares:
-    """One server's shares of the re-written records ``[m, d + 2]`` at ``slots [m, 2]``."""
-
-    slots: torch.Tensor
-    records: SharePair
-    n_items: int
+__all__ = ["share_index", "share_update"]
 
 
 def _records(plain: PlainIndex, fp: FixedPoint, buckets: np.ndarray, slots: np.ndarray) -> torch.Tensor:
@@ -113,15 +33,15 @@ def _records(plain: PlainIndex, fp: FixedPoint, buckets: np.ndarray, slots: np.n
 def _encode_rows(plain: PlainIndex, fp: FixedPoint) -> torch.Tensor:
     """All buckets as ``[C, B * (d + 2)]`` ring elements, bucket by bucket (bounded memory)."""
     C, B, d = plain.n_centroids, plain.bucket_size, plain.dim
-    out = torch.empty((C, B, d + 2), dtype=torch.int64)
+    out = torch.empty((C, B, d + RECORD_EXTRA), dtype=torch.int64)
     step = max(1, (1 << 22) // max(1, B * d))
     all_slots = np.arange(B)
     for c0 in range(0, C, step):
         cs = np.arange(c0, min(C, c0 + step))
         b = np.repeat(cs, B)
         s = np.tile(all_slots, len(cs))
-        out[c0 : c0 + len(cs)] = _records(plain, fp, b, s).view(len(cs), B, d + 2)
-    return out.view(C, B * (d + 2))
+        out[c0 : c0 + len(cs)] = _records(plain, fp, b, s).view(len(cs), B, d + RECORD_EXTRA)
+    return out.view(C, B * (d + RECORD_EXTRA))
 
 
 def share_index(plain: PlainIndex, fp: FixedPoint | None = None) -> list[IndexShares]:

@@ -93,11 +93,12 @@ _TREE_MASKS = [
 def _carry_out(g: BooleanShares, p: BooleanShares) -> BooleanShares:
     """Combined generate (the carry out) over all 64 positions of each word, in bit 0.
 
-    A log-depth tree whose words are packed as it goes up. Level L combines adjacent groups (hi, lo): ``G = G_hi ^ (P_hi & G_lo)``,
-    ``P = P_hi & P_lo``. Results occupy half the bits, so the second half of the array is
-    shifted into the free bits of the first half: the array halves at every level and
-    the work is ~2 + 1 + 1/2 + ... AND-words per element instead of 11 for a full
-    Kogge-Stone adder. Cost: 6 rounds, about 4 words per element per party.
+    A log-depth tree whose words are packed as it goes up. Level L combines adjacent
+    groups (hi, lo): ``G = G_hi ^ (P_hi & G_lo)``, ``P = P_hi & P_lo``. Results occupy
+    half the bits, so the second half of the array is shifted into the free bits of the
+    first half: the array halves at every level and the work is 2 + 1 + 1/2 + ... + 1/32
+    = 3.9 AND-words per element (sizes a multiple of 64) instead of 11 for a full
+    Kogge-Stone adder. Cost: 6 rounds, 3.9 words per element per party.
     """
     n = g.shape[0]
     padded = -(-n // 64) * 64
@@ -138,8 +139,8 @@ def msb(x: ArithmeticShares) -> BooleanShares:
     Steps: generate/propagate words of ``(x0 + x1) + x2`` (1 round, see
     ``_generate_propagate``); the carry into bit 63 is the combined generate of
     ``(g << 1, p << 1)`` over all 64 positions, from a packed carry tree (6 rounds);
-    ``msb = p_63 ^ carry``. Cost: 7 rounds; about 9 words per element for party 0 and 5
-    for the others.
+    ``msb = p_63 ^ carry``. Cost: 7 rounds; 8.9 words per element for party 0 and 4.9
+    for the others (5 + 3.9 and 1 + 3.9, for sizes that are multiples of 64).
     """
     shape = x.shape
     flat = x.reshape(-1)
@@ -151,7 +152,9 @@ def msb(x: ArithmeticShares) -> BooleanShares:
 
 
 def bit_inject(b: BooleanShares) -> ArithmeticShares:
-    """Boolean shared bit (bit 0 of each word) -> arithmetic sharing of 0/1. Cost: 1 round; party 0 sends 4 elements, parties 1 and 2 one each.
+    """Boolean shared bit (bit 0 of each word) -> arithmetic sharing of 0/1.
+
+    Cost: 1 round; party 0 sends 4 elements per bit, parties 1 and 2 one each.
 
     Steps: party 0 knows ``t = b0 ^ b1`` and picks the output components c0 (key with party
     2) and c1 (key with party 1); the missing ``c2 = (t ^ b2) - c0 - c1`` must reach
@@ -191,12 +194,15 @@ def bit_inject(b: BooleanShares) -> ArithmeticShares:
 
 
 def ltz(x: ArithmeticShares) -> ArithmeticShares:
-    """``[x < 0]`` as an arithmetic 0/1 sharing. Cost: 8 rounds (MSB 7 + injection 1), 6-13 words/party."""
+    """``[x < 0]`` as an arithmetic 0/1 sharing. Cost: 8 rounds (MSB 7 + injection 1).
+
+    Words sent per element: 12.9 by party 0, 5.9 by the others (``protocols.costs``).
+    """
     return bit_inject(msb(x))
 
 
 def lt(x: ArithmeticShares, y) -> ArithmeticShares:
-    """``[x < y]`` (0/1). Cost: 8 rounds, 6-13 words/party; needs ``|x - y| < 2**63`` in the ring."""
+    """``[x < y]`` (0/1). Cost: as ``ltz`` (8 rounds); needs ``|x - y| < 2**63`` in the ring."""
     return ltz(x - y)
 
 
@@ -220,7 +226,8 @@ def mux(c: ArithmeticShares, a: ArithmeticShares, b: ArithmeticShares) -> Arithm
 
 
 def relu(x: ArithmeticShares) -> ArithmeticShares:
-    """``max(x, 0)``. Cost: 9 rounds (comparison 8 + one product), 7-14 words/party."""
+    """``max(x, 0)``. Cost: 9 rounds (comparison 8 + one product); 13.9 words per element
+    sent by party 0, 6.9 by the others."""
     return x - mul(ltz(x), x)
 
 
@@ -247,7 +254,9 @@ def _input_boolean_from_p0(x: ArithmeticShares, u: torch.Tensor | None) -> Boole
 
 
 def eqz(x: ArithmeticShares) -> ArithmeticShares:
-    """``[x == 0]`` (0/1). Cost: 8 rounds (1 input + 6 AND-tree + 1 injection), 8 words/party.
+    """``[x == 0]`` (0/1). Cost: 8 rounds (1 input + 6 AND-tree + 1 injection).
+
+    Words sent per element: 11 by party 0 (1 input + 6 AND + 4 injection), 7 by the others.
 
     ``x = 0`` iff ``x0 + x1 = -x2``. Party 0 knows ``u = x0 + x1`` and inputs it as a
     boolean sharing; ``-x2`` is known to parties 1 and 2 (a free boolean sharing). The 64
@@ -270,7 +279,10 @@ def eqz(x: ArithmeticShares) -> ArithmeticShares:
 
 
 def a2b(x: ArithmeticShares) -> BooleanShares:
-    """Arithmetic -> boolean sharing of all 64 bits. Cost: 7 rounds, ~16 words/party (Kogge-Stone)."""
+    """Arithmetic -> boolean sharing of all 64 bits (Kogge-Stone). Cost: 7 rounds.
+
+    Words sent per element: 17 by party 0 (5 + 2 per level), 13 by the others.
+    """
     g, p = _generate_propagate(x)
     pp = p
     for k in _KS_SHIFTS:
@@ -280,7 +292,7 @@ def a2b(x: ArithmeticShares) -> BooleanShares:
 
 
 def eq(x: ArithmeticShares, y) -> ArithmeticShares:
-    """``[x == y]`` (0/1). Cost: 8 rounds."""
+    """``[x == y]`` (0/1). Cost: as ``eqz`` (8 rounds)."""
     return eqz(x - y)
 
 

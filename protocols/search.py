@@ -22,14 +22,13 @@ from dataclasses import dataclass
 
 import torch
 
-from index.shares import IndexShares
-
 from . import compare as C
 from .arithmetic import reshare
 from .distance import secure_distance
+from .layout import RECORD_EXTRA, IndexShares
 from .party import Party
-from .sharing import ArithmeticShares, SharePair
-from .sort import public_shares, secure_topk
+from .sharing import ArithmeticShares, SharePair, public_shares
+from .topk import secure_topk
 
 
 @dataclass
@@ -97,13 +96,14 @@ def secure_search(
     ``query`` is ``[Q, d]`` (or ``[d]``) fixed point. Results are sorted by (distance, id);
     if ``k`` exceeds the real rows in the probed buckets, padding appears as id -1 with a
     huge distance. Nothing is revealed.
-    Cost (``R_lt``, ``R_eq`` = rounds of ``compare.ltz`` / ``compare.eq``, 8 and 8 today):
+    Cost (``R_lt``, ``R_eq`` = rounds of ``compare.ltz`` / ``compare.eq``, both 8):
     rounds = ``1 + ceil(log2 C) (R_lt + 1) + R_eq + 1 + 1 + ceil(log2 (nprobe B)) (R_lt + 1)``
     (centroid distances, top-nprobe, one-hot, fetch, distances, top-k; the top-nprobe
     and one-hot are skipped when ``nprobe = C``). Elements sent per party:
     ``Q (C + nprobe B (d + 2) + nprobe B)`` for the products, plus the comparison words
-    of both top-k (about ``1.5 n k`` comparisons for ``n`` keys, 7-10 words each) and of
-    ``Q nprobe C`` equality tests. At n = 1e6, C = 1000, B = 1100, k = 10, nprobe = 1:
+    of both top-k (about ``1.5 n k`` comparisons for ``n`` keys, 12.9 words each for party
+    0 and 5.9 for the others) and of
+    ``Q nprobe C`` equality tests (11 and 7 words). At n = 1e6, C = 1000, B = 1100, k = 10, nprobe = 1:
     200 rounds, about 3 MiB per party.
     """
     view = index if isinstance(index, SharedIndexView) else SharedIndexView.of(party, index)
@@ -134,7 +134,7 @@ def secure_search(
 
     # 4: oblivious fetch of the probed buckets.
     fetched = oblivious_fetch(onehot.reshape(Q * nprobe, n_c), view.rows)
-    fetched = fetched.reshape(Q, nprobe * B, d + 2)
+    fetched = fetched.reshape(Q, nprobe * B, d + RECORD_EXTRA)
     X = _columns(fetched, slice(0, d), sh.frac_bits)
     sq = _columns(fetched, d, sh.frac_bits)
     ids = _columns(fetched, d + 1, 0)

@@ -404,3 +404,14 @@ def output_pair(x: ArithmeticShares | BooleanShares) -> SharePair:
 def from_pair(party: Party, pair: SharePair, frac_bits: int = 0) -> ArithmeticShares:
     """Wrap a received pair (e.g. uploaded by a client) as this party's shares."""
     return ArithmeticShares(party, pair[0], pair[1], frac_bits)
+
+
+def public_shares(party: Party, value: torch.Tensor, frac_bits: int = 0) -> ArithmeticShares:
+    """Shares of a PUBLIC ring tensor (component x0 = value, x1 = x2 = 0). Cost: local."""
+    value = value.to(torch.int64)
+    zero = torch.zeros_like(value)
+    if party.id == 0:
+        return ArithmeticShares(party, value, zero, frac_bits)
+    if party.id == 2:
+        return ArithmeticShares(party, zero, value, frac_bits)
+    return ArithmeticShares(party, zero, zero.clone(), frac_bits)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from protocols import compare as C
 from protocols import sort as S
+from protocols import topk as T
 from protocols.sharing import from_pair, share
 from protocols.simulate import evaluate, run_parties
 
@@ -81,7 +82,7 @@ def test_topk_matches_lexicographic_plaintext(n, k, method):
     g = torch.Generator().manual_seed(n * 7 + k)
     keys = torch.randint(-20, 20, (2, n), generator=g)  # many ties
     ids = _ids((2, n), k)
-    tk, tp = evaluate(lambda a, b: S.secure_topk(a, b, k, IDB, method=method), keys, ids)
+    tk, tp = evaluate(lambda a, b: T.secure_topk(a, b, k, IDB, method=method), keys, ids)
     rk, rp = _lex(keys, ids)
     assert torch.equal(tk, rk[..., :k]) and torch.equal(tp, rp[..., :k])
 
@@ -90,7 +91,7 @@ def test_topk_matches_lexicographic_plaintext(n, k, method):
 def test_topk_batched_leading_dims_fixed_point_keys(method):
     keys = torch.randn(2, 3, 50)
     ids = _ids((2, 3, 50), 5)
-    tk, tp = evaluate(lambda a, b: S.secure_topk(a, b, 4, IDB, method=method), keys, ids)
+    tk, tp = evaluate(lambda a, b: T.secure_topk(a, b, 4, IDB, method=method), keys, ids)
     ref = keys.double().sort(-1)
     assert torch.allclose(tk, ref.values[..., :4], atol=2**-16)
     assert torch.equal(tp, torch.gather(ids, -1, ref.indices[..., :4]))
@@ -98,14 +99,14 @@ def test_topk_batched_leading_dims_fixed_point_keys(method):
 
 def test_argmin_default_index_ties_to_smallest_index():
     keys = torch.tensor([[4, 1, 7, 1, 9], [3, 3, 3, 3, 3], [-2, 0, -9, 5, -9]])
-    mk, mi = evaluate(S.secure_argmin, keys)
+    mk, mi = evaluate(T.secure_argmin, keys)
     assert torch.equal(mk, keys.min(-1).values)
     assert torch.equal(mi, torch.tensor([1, 0, 2]))
 
 
 def test_merge_topk_without_payload_stable_on_ties():
     keys = torch.tensor([[3, 1, 3, 1, 2, 1, 0, 5, 5]])
-    tk, tp = evaluate(lambda a: S.secure_topk(a, None, 4), keys)
+    tk, tp = evaluate(lambda a: T.secure_topk(a, None, 4), keys)
     assert tp is None and torch.equal(tk, torch.tensor([[0, 1, 1, 1]]))
 
 
@@ -118,7 +119,7 @@ def test_merge_topk_rounds_are_levels_times_comparison_plus_one():
         s0 = p.comm.stats.snapshot()
         C.ltz(ka[:4])
         s1 = p.comm.stats.snapshot()
-        S.secure_topk(ka, pa, 10, IDB)
+        T.secure_topk(ka, pa, 10, IDB)
         s2 = p.comm.stats.snapshot()
         return (s1 - s0).rounds, (s2 - s1).rounds
 
@@ -133,7 +134,7 @@ def test_topk_is_cheaper_than_a_full_sort_for_small_k():
     def body(p, a, b):
         ka, pa = from_pair(p, a, 0), from_pair(p, b, 0)
         s0 = p.comm.stats.snapshot()
-        S.secure_topk(ka, pa, 4, IDB)
+        T.secure_topk(ka, pa, 4, IDB)
         s1 = p.comm.stats.snapshot()
         S.secure_sort(ka, pa, IDB)
         s2 = p.comm.stats.snapshot()
@@ -152,9 +153,9 @@ def test_rejects_bad_k_and_shapes():
         ka, pb = from_pair(p, a, 0), from_pair(p, b, 0)
         for bad in (0, 6):
             with pytest.raises(ValueError):
-                S.secure_topk(ka, ka, bad)
+                T.secure_topk(ka, ka, bad)
         with pytest.raises(ValueError):
-            S.secure_topk(ka, pb, 2)
+            T.secure_topk(ka, pb, 2)
         return True
 
     assert all(run_parties(body, [(x[i], y[i]) for i in range(3)]))
@@ -166,6 +167,6 @@ def test_topk_property(vals, k):
     k = min(k, len(vals))
     keys = torch.tensor(vals)
     ids = torch.arange(len(vals)).flip(0)
-    tk, tp = evaluate(lambda a, b: S.secure_topk(a, b, k, IDB), keys, ids)
+    tk, tp = evaluate(lambda a, b: T.secure_topk(a, b, k, IDB), keys, ids)
     rk, rp = _lex(keys, ids)
     assert torch.equal(tk, rk[:k]) and torch.equal(tp, rp[:k])
