@@ -185,7 +185,7 @@ def keys_new(out: Path = typer.Option(Path("trivault-identity"), "--out", "-o", 
         Identity.create(attrs).save(out, pw)
     except (ValueError, OSError) as exc:
         _fail(exc)
-    from .identity import PublicIdentity
+    from wire.identity import PublicIdentity
 
     pub = PublicIdentity.from_json((out / "identity.json").read_text())
     console.print(f"user id {pub.user_id}; public bundle {out / 'identity.json'} (private keys mode 0600)")
@@ -209,7 +209,7 @@ def register(bundle: Path = typer.Argument(..., exists=True, dir_okay=False, hel
              identity: Path | None = IDENTITY_OPT,
              config: Path | None = typer.Option(None, "--config", "-c", help="client TOML")) -> None:
     """Owner: register a user with the attributes you attest (their own claims are not used)."""
-    from .identity import PublicIdentity
+    from wire.identity import PublicIdentity
 
     try:
         attrs = dict(a.split("=", 1) for a in attr)
@@ -268,7 +268,7 @@ def revoke(user: str = typer.Argument(..., help="user id"),
 def audit(identity: Path | None = IDENTITY_OPT,
           config: Path | None = typer.Option(None, "--config", "-c", help="client TOML")) -> None:
     """Verify the three servers' hash-chained audit logs against each other; show your entries."""
-    from servers.audit import compare_chains
+    from wire.audit import compare_chains
 
     try:
         with _client(config, identity) as c:

@@ -2,8 +2,6 @@
 
 * :func:`encrypt` / :func:`decrypt`: AES-256-GCM with a random 96-bit nonce, the image id
   as associated data (a ciphertext cannot be swapped for another id's).
-* :func:`key_to_ring` / :func:`ring_to_key`: a 32-byte key as 4 int64 ring words, so it
-  can be replicated-secret-shared like any other tensor.
 * :func:`seal` / :func:`open_sealed`: a server encrypts its key-share pair to the
   querier's X25519 public key (ephemeral X25519 + HKDF-SHA256 + AES-256-GCM, the
   structure of HPKE base mode); only the querier can open it.
@@ -13,8 +11,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-import torch
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -48,18 +44,6 @@ def decrypt(key: bytes, blob: bytes, aad: bytes) -> bytes:
         return AESGCM(key).decrypt(blob[:NONCE], blob[NONCE:], aad)
     except Exception:  # cryptography raises InvalidTag
         raise DecryptionError("AES-GCM authentication failed (wrong key or tampered ciphertext)") from None
-
-
-def key_to_ring(key: bytes) -> torch.Tensor:
-    """32-byte key -> int64 tensor [4]."""
-    if len(key) != KEY:
-        raise ValueError("AES-256 key must be 32 bytes")
-    return torch.from_numpy(np.frombuffer(key, dtype="<i8").copy())
-
-
-def ring_to_key(t: torch.Tensor) -> bytes:
-    """int64 tensor [4] -> 32-byte key."""
-    return np.ascontiguousarray(t.numpy(), dtype="<i8").tobytes()
 
 
 def image_aad(image_id: int, deid: bool = False) -> bytes:

@@ -16,8 +16,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .identity import Identity, PublicIdentity
-from .signing import canonical_json
+from wire.identity import PublicIdentity
+from wire.signing import canonical_json
+
+from .identity import Identity
 
 DOMAIN = "trivault/v1/image-hash"
 KINDS = ("orig", "deid")

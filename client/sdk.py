@@ -34,13 +34,16 @@ from protocols.ring import DEFAULT_FP
 from protocols.sharing import SharePair, reconstruct, share, share_fixed
 from protos.trivault.v1 import trivault_pb2 as pb
 from protos.trivault.v1 import trivault_pb2_grpc as pbg
-from servers import bundle as bd
-from servers.tls import channel_credentials, secure_channel
+from wire import bundle as bd
+from wire.audit import Divergence, compare_chains
+from wire.identity import PublicIdentity
+from wire.key_delivery import KeyDeliveryError, recover_key, split_key
+from wire.signing import audience_for_ca, sign_request
+from wire.tls import channel_credentials, secure_channel
 
 from . import crypto
-from .identity import Identity, PublicIdentity
+from .identity import Identity
 from .integrity import open_record, seal_record, sign_image, verify_image
-from .key_delivery import KeyDeliveryError, recover_key
 from .owner_state import OwnerState
 
 DEID_METADATA_KEY = "trivault-deid"  # PNG text chunk with the de-identified copy's privacy accounting
@@ -164,8 +167,6 @@ class Client:
                  identity: Identity | str | Path | None = None, passphrase: bytes | None = None) -> None:
         self.cfg = config if isinstance(config, ClientConfig) else ClientConfig.load(config)
         self.identity = self._load_identity(identity, passphrase)
-        from servers.acl import audience_for_ca
-
         self.audience = audience_for_ca(Path(self.cfg.ca).read_bytes())
         creds = channel_credentials(self.cfg.ca, self.cfg.cert, self.cfg.key)
         self._channels = [secure_channel(a, creds) for a in self.cfg.servers]
@@ -205,8 +206,6 @@ class Client:
 
     def sign(self, action: str, params: dict[str, Any]) -> bytes:
         """A signed request (Ed25519, fresh nonce and timestamp) for this deployment."""
-        from .signing import sign_request
-
         return sign_request(self.identity, action, params, self.audience).to_bytes()
 
     def _manage(self, action: str, params: dict[str, Any]) -> dict:
@@ -242,10 +241,8 @@ class Client:
                          tolerate=True)
         return {i: o["entries"] for i, o in enumerate(outs) if o is not None}
 
-    def audit(self):
-        """Fetch the three logs and compare them (``servers.audit.Divergence``: ok, suspects, summary)."""
-        from servers.audit import compare_chains
-
+    def audit(self) -> Divergence:
+        """Fetch the three logs and compare them (``wire.audit.Divergence``: ok, suspects, summary)."""
         return compare_chains(self.audit_exports())
 
     def owner_identity(self) -> PublicIdentity:
@@ -471,7 +468,7 @@ class Client:
                 key = crypto.new_key()
                 ct = torch.frombuffer(bytearray(crypto.encrypt(key, blob, crypto.image_aad(i, is_deid))),
                                       dtype=torch.uint8)
-                kp = share(crypto.key_to_ring(key))
+                kp = split_key(key)
                 sfx = ".deid" if is_deid else ""
                 rec = seal_record(sign_image(self.identity, i, blob, "deid" if is_deid else "orig"), key,
                                   crypto.encrypt)

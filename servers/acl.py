@@ -14,13 +14,13 @@ self-signed ``register`` request with ``bootstrap = true`` makes its signer the 
 seen the same first request). Everyone else arrives by an admin-signed ``register``
 request carrying the owner-attested attributes.
 
-The deployment id (``audience`` of signed requests) is derived from the CA certificate,
+The deployment id (``audience`` of signed requests, ``wire.signing.audience_for_ca``) is
+derived from the CA certificate,
 which clients and servers share: a request signed for another deployment is rejected.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -28,22 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from client.identity import IdentityError, PublicIdentity
-from client.signing import SignedRequest, EncodingError
+from wire.identity import IdentityError, PublicIdentity
+from wire.signing import EncodingError, SignedRequest
 
 from .audit import AuditLog
-from .policy import Outcome, Policy, PolicyError, PolicyStore, Requester, collection_scope, image_scope
+from .policy import Outcome, Policy, PolicyError, PolicyStore, collection_scope, image_scope
 from .request_auth import RequestRejected, RequestVerifier, VerifiedRequest
 
 log = logging.getLogger("trivault.acl")
 
 DEFAULT_COLLECTION = "default"
 ADMIN_KEY = "admin"
-
-
-def audience_for_ca(ca_pem: bytes) -> str:
-    """Deployment id: hash of the deployment CA certificate (clients and servers both hold it)."""
-    return "trivault-" + hashlib.sha256(b"trivault/v1/audience\x00" + ca_pem).hexdigest()[:32]
 
 
 class AclDenied(PermissionError):
@@ -111,7 +106,7 @@ class Acl:
         """Verify a signed request; a rejection is audited as ``reject`` and re-raised."""
         if not auth:
             self.audit.append("reject", "", subject=action, ref="", reason="unsigned")
-            raise RequestRejected("unsigned", f"{action!r} needs a signed request (client.signing)")
+            raise RequestRejected("unsigned", f"{action!r} needs a signed request (wire.signing)")
         try:
             return self.verifier.verify(auth, action)
         except RequestRejected as exc:

@@ -11,12 +11,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from protos.trivault.v1 import trivault_pb2_grpc as pbg
+from wire.options import GRPC_OPTIONS
+from wire.tls import server_credentials
 
 from .config import ServerConfig
 from .node import Node
-from .options import GRPC_OPTIONS
 from .peer import PeerServicer
-from .tls import server_credentials
 from .vault import VaultServicer
 
 log = logging.getLogger("trivault.server")

@@ -8,8 +8,9 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from wire.tls import channel_credentials, secure_channel
+
 from .config import load_config
-from .tls import channel_credentials, secure_channel
 
 
 def main(argv: list[str] | None = None) -> int:

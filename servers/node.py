@@ -10,13 +10,14 @@ from pathlib import Path
 import grpc
 
 from protos.trivault.v1 import trivault_pb2 as pb
+from wire.signing import audience_for_ca
+from wire.tls import channel_credentials
 
-from .acl import Acl, audience_for_ca
+from .acl import Acl
 from .config import ServerConfig
 from .peer_comm import AioLoop, PeerKeys, PeerLink, PeerRouter, load_or_create_x25519
 from .query import LoadedIndex, LoadedModel
 from .storage import Store, StorageError
-from .tls import channel_credentials
 
 log = logging.getLogger("trivault.server")
 

@@ -9,10 +9,10 @@ import grpc
 from protocols.comm import CommError
 from protos.trivault.v1 import trivault_pb2 as pb
 from protos.trivault.v1 import trivault_pb2_grpc as pbg
+from wire.tls import caller_server_id
 
 from .node import Node
 from .peer_comm import public_bytes
-from .tls import caller_server_id
 
 log = logging.getLogger("trivault.peer")
 

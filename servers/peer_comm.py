@@ -32,10 +32,10 @@ from protocols.comm import Comm, CommError
 from protocols.prf import KEY_BYTES, PairwiseKeys
 from protos.trivault.v1 import trivault_pb2 as pb
 from protos.trivault.v1 import trivault_pb2_grpc as pbg
+from wire.options import GRPC_OPTIONS, MAX_PEER_TENSOR_BYTES, PEER_CHUNK_BYTES
+from wire.tls import secure_channel
 
-from .options import GRPC_OPTIONS, MAX_PEER_TENSOR_BYTES, PEER_CHUNK_BYTES
 from .storage import write_atomic
-from .tls import secure_channel
 
 log = logging.getLogger("trivault.peer")
 _STOP = object()

@@ -1,4 +1,4 @@
-"""Server-side verification of owner-signed requests (see ``client.signing``).
+"""Server-side verification of owner-signed requests (see ``wire.signing``).
 
 :meth:`RequestVerifier.verify` checks, in this order, and raises :class:`RequestRejected`
 with a ``reason`` code and a message naming the problem:
@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from client.signing import ACTIONS, EncodingError, SignedRequest
-
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from wire.signing import ACTIONS, EncodingError, SignedRequest
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS acl_nonces (signer TEXT NOT NULL, nonce TEXT NOT NULL, ts_ms INTEGER NOT NULL,

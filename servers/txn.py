@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from .bundle import Bundle, BundleError, tensors_to_pair
+from wire.bundle import Bundle, BundleError, tensors_to_pair
+
 from .storage import Store, tensors_to_npz
 
 MIN_CIPHERTEXT = 12 + 16

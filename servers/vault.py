@@ -11,13 +11,14 @@ import uuid
 import grpc
 import torch
 
-from client.key_delivery import seal_share
 from protocols.comm import CommError
 from protocols.party import Party
 from protos.trivault.v1 import trivault_pb2 as pb
 from protos.trivault.v1 import trivault_pb2_grpc as pbg
+from wire import bundle as bd
+from wire.key_delivery import seal_share
+from wire.tls import CLIENT_CN_PREFIX, caller_cn
 
-from . import bundle as bd
 from .acl import AclDenied
 from .node import Node
 from .policy import Outcome, PolicyError
@@ -25,7 +26,6 @@ from .peer_comm import GrpcComm
 from .query import QueryError, run_query
 from .request_auth import RequestRejected
 from .storage import StorageError
-from .tls import CLIENT_CN_PREFIX, caller_cn
 from .txn import stage
 
 log = logging.getLogger("trivault.vault")

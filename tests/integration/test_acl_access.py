@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from client.identity import Identity
-from client.key_delivery import KeyDeliveryError, recover_key
 from client.sdk import Client, TriVaultError
-from client.signing import SignedRequest
 from protos.trivault.v1 import trivault_pb2 as pb
-from servers import bundle as bd
+from wire import bundle as bd
+from wire.key_delivery import KeyDeliveryError, recover_key
+from wire.signing import SignedRequest
 
 from .conftest import make_cluster
 

@@ -13,8 +13,8 @@ from client.certs import make_deployment
 from client.sdk import Client, ClientConfig, TriVaultError
 from protos.trivault.v1 import trivault_pb2 as pb
 from protos.trivault.v1 import trivault_pb2_grpc as pbg
-from servers import bundle as bd
-from servers.tls import channel_credentials
+from wire import bundle as bd
+from wire.tls import channel_credentials
 
 
 def _unchanged(c: Client, before: dict) -> None:

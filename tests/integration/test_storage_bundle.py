@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from servers import bundle as bd
+from wire import bundle as bd
 from servers.storage import Store, StorageError, tensors_to_npz
 
 

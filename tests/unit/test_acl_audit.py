@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from servers.audit import GENESIS, AuditError, AuditLog, compare_chains, verify_chain
+from servers.audit import AuditError, AuditLog
+from wire.audit import GENESIS, compare_chains, verify_chain
 
 OWNER, BOB = "o" * 32, "b" * 32
 
@@ -80,7 +81,7 @@ def test_deleted_reordered_and_relinked_lines_detected(tmp_path):
     rep = verify_chain(renum)
     assert not rep.ok and rep.first_bad == 3 and "link" in rep.reason
     # exported form round-trips, and a claimed server id is checked
-    from servers.audit import AuditEntry
+    from wire.audit import AuditEntry
     assert verify_chain([AuditEntry.from_dict(d) for d in log.export()], 0).ok
     assert verify_chain(es, 1).first_bad == 1
 

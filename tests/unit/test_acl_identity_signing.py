@@ -8,8 +8,9 @@ import stat
 
 import pytest
 
-from client.identity import Identity, IdentityError, PublicIdentity, user_id_for
-from client.signing import EncodingError, SignedRequest, canonical_json, sign_request
+from client.identity import Identity
+from wire.identity import IdentityError, PublicIdentity, user_id_for
+from wire.signing import EncodingError, SignedRequest, canonical_json, sign_request
 from servers.request_auth import RequestRejected, RequestVerifier
 
 AUD = "deployment-test"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from client.identity import Identity
-from client.signing import sign_request
-from servers.acl import Acl, AclDenied, audience_for_ca
+from servers.acl import Acl, AclDenied
 from servers.policy import Outcome
 from servers.request_auth import RequestRejected
+from wire.signing import audience_for_ca, sign_request
 
 AUD = audience_for_ca(b"test-ca")
 

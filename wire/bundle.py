@@ -33,7 +33,7 @@ class Bundle:
     session_id: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-    auth: bytes = b""  # a signed request (client.signing) authorising this bundle
+    auth: bytes = b""  # a signed request (wire.signing) authorising this bundle
 
     def nbytes(self) -> int:
         """Total tensor payload in bytes."""

@@ -8,20 +8,19 @@ UTF-8, integers only, no floats or NaN) of::
      "nonce": <32 hex chars>, "ts_ms": <unix time in ms>}
 
 The same signed request is sent to all three servers (``audience`` names the deployment,
-not one server), and each verifies it independently (``servers.request_auth``): unsigned,
-forged, replayed (nonce seen before) and stale (timestamp outside the window) requests
-are rejected. Binary parameters must be hex-encoded by the caller.
+not one server: :func:`audience_for_ca`), and each verifies it independently
+(``servers.request_auth``): unsigned, forged, replayed (nonce seen before) and stale
+(timestamp outside the window) requests are rejected. Binary parameters must be hex-encoded by the caller.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
-
-from .identity import Identity
+from typing import Any, Mapping, Protocol
 
 VERSION = 1
 DOMAIN = "trivault/v1/request"
@@ -29,6 +28,20 @@ DOMAIN = "trivault/v1/request"
 ACTIONS = frozenset({"upload", "grant", "revoke", "delete", "policy", "register", "unregister", "search",
                      "retrieve"})
 NONCE_BYTES = 16
+
+
+class Signer(Protocol):
+    """Whoever signs requests (``client.identity.Identity``): a user id and an Ed25519 signature."""
+
+    @property
+    def user_id(self) -> str: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
+def audience_for_ca(ca_pem: bytes) -> str:
+    """Deployment id: hash of the deployment CA certificate (clients and servers both hold it)."""
+    return "trivault-" + hashlib.sha256(b"trivault/v1/audience\x00" + ca_pem).hexdigest()[:32]
 
 
 class EncodingError(ValueError):
@@ -123,7 +136,7 @@ class SignedRequest:
         return cls.from_dict(d)
 
 
-def sign_request(identity: Identity, action: str, params: Mapping[str, Any], audience: str,
+def sign_request(identity: Signer, action: str, params: Mapping[str, Any], audience: str,
                  now: float | None = None, nonce: str | None = None) -> SignedRequest:
     """Build and sign an owner request (fresh random nonce, current time)."""
     if action not in ACTIONS:

@@ -32,8 +32,6 @@ from pyhpke import AEADId, CipherSuite, KDFId, KEMId, KEMKey
 
 from protocols.sharing import InconsistentSharesError, SharePair, reconstruct, share
 
-from . import crypto
-
 KEY_BYTES = 32
 WORDS = KEY_BYTES // 8
 INFO = b"trivault/v1/key-share"
@@ -49,9 +47,16 @@ class KeyDeliveryError(ValueError):
         self.suspects = suspects
 
 
-# A key as 4 int64 ring words: one codec for the whole client (``client.crypto``).
-key_to_words = crypto.key_to_ring
-words_to_key = crypto.ring_to_key
+def key_to_words(key: bytes) -> torch.Tensor:
+    """A 32-byte AES key as an int64 tensor [4] (ring words, shared like any other tensor)."""
+    if len(key) != KEY_BYTES:
+        raise ValueError("AES-256 key must be 32 bytes")
+    return torch.from_numpy(np.frombuffer(key, dtype="<i8").copy())
+
+
+def words_to_key(words: torch.Tensor) -> bytes:
+    """Inverse of :func:`key_to_words`."""
+    return np.ascontiguousarray(words.numpy(), dtype="<i8").tobytes()
 
 
 def split_key(key: bytes) -> list[SharePair]:
