@@ -19,8 +19,10 @@ import queue
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Literal, overload
 
 import torch
+from torch import Tensor
 
 N_PARTIES = 3
 
@@ -90,6 +92,31 @@ class Comm(ABC):
     @abstractmethod
     def _recv(self, frm: int) -> torch.Tensor:
         """Return the next tensor from party ``frm`` (blocks, raises CommError on timeout)."""
+
+    # The overloads tell a type checker that a requested message is never None.
+    @overload
+    def exchange(
+        self, send_next: Tensor | None = ..., send_prev: Tensor | None = ..., *,
+        recv_next: Literal[True], recv_prev: Literal[True],
+    ) -> tuple[Tensor, Tensor]: ...
+
+    @overload
+    def exchange(
+        self, send_next: Tensor | None = ..., send_prev: Tensor | None = ..., *,
+        recv_next: Literal[True], recv_prev: Literal[False] = ...,
+    ) -> tuple[Tensor, None]: ...
+
+    @overload
+    def exchange(
+        self, send_next: Tensor | None = ..., send_prev: Tensor | None = ..., *,
+        recv_next: Literal[False] = ..., recv_prev: Literal[True],
+    ) -> tuple[None, Tensor]: ...
+
+    @overload
+    def exchange(
+        self, send_next: Tensor | None = ..., send_prev: Tensor | None = ..., *,
+        recv_next: bool = ..., recv_prev: bool = ...,
+    ) -> tuple[Tensor | None, Tensor | None]: ...
 
     def exchange(
         self,

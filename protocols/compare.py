@@ -241,6 +241,8 @@ def _input_boolean_from_p0(x: ArithmeticShares, u: torch.Tensor | None) -> Boole
     shape = x.shape
     zero = torch.zeros(shape, dtype=torch.int64)
     if p.id == 0:
+        if u is None:
+            raise ValueError("party 0 inputs the value: u is required")
         r = p.prg_next.int64(shape)
         u0 = u ^ r
         p.comm.exchange(send_prev=u0)

@@ -27,6 +27,7 @@ payload -1; padding never surfaces unless ``k`` exceeds the number of real eleme
 from __future__ import annotations
 
 import math
+from typing import overload
 
 import torch
 
@@ -82,8 +83,12 @@ def select_pairs(c: ArithmeticShares, pairs: list[tuple[ArithmeticShares, Arithm
     ]
 
 
-def _gather(x: ArithmeticShares | None, idx: torch.Tensor) -> ArithmeticShares | None:
-    return None if x is None else x[..., idx]
+def muxed_pairs(ka: ArithmeticShares, kb: ArithmeticShares, pa: ArithmeticShares | None,
+                pb: ArithmeticShares | None) -> list[tuple[ArithmeticShares, ArithmeticShares]]:
+    """The ``(a, b)`` pairs a compare-and-swap selects between: keys, and payloads if given."""
+    if pa is None or pb is None:
+        return [(ka, kb)]
+    return [(ka, kb), (pa, pb)]
 
 
 def _cat(parts: list[ArithmeticShares], inv: torch.Tensor) -> ArithmeticShares:
@@ -100,10 +105,11 @@ def cas_stage(keys: ArithmeticShares, pays: ArithmeticShares | None, lo_idx: tor
     """
     n = keys.shape[-1]
     ka, kb = keys[..., lo_idx], keys[..., hi_idx]
-    pa, pb = _gather(pays, lo_idx), _gather(pays, hi_idx)
+    pa = pb = None
+    if pays is not None:
+        pa, pb = pays[..., lo_idx], pays[..., hi_idx]
     c = lex_less(kb, pb, ka, pa, id_bits)
-    sel = [(ka, kb)] + ([(pa, pb)] if pays is not None else [])
-    mins = select_pairs(c, sel)
+    mins = select_pairs(c, muxed_pairs(ka, kb, pa, pb))
     used = torch.cat([lo_idx, hi_idx])
     mask = torch.ones(n, dtype=torch.bool)
     mask[used] = False
@@ -111,11 +117,10 @@ def cas_stage(keys: ArithmeticShares, pays: ArithmeticShares | None, lo_idx: tor
     inv = torch.argsort(torch.cat([lo_idx, hi_idx, rest]))
     mk = mins[0]
     new_keys = _cat([mk, ka + kb - mk, keys[..., rest]], inv)
-    new_pays = None
-    if pays is not None:
-        mp = mins[1]
-        new_pays = _cat([mp, pa + pb - mp, pays[..., rest]], inv)
-    return new_keys, new_pays
+    if pays is None or pa is None or pb is None:
+        return new_keys, None
+    mp = mins[1]
+    return new_keys, _cat([mp, pa + pb - mp, pays[..., rest]], inv)
 
 
 def bitonic_sort_stages(m: int, descending: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -178,14 +183,24 @@ def secure_sort_pair(ka: ArithmeticShares, pa: ArithmeticShares | None, kb: Arit
     if (pa is None) != (pb is None):
         raise ValueError("give payloads for both sides or neither")
     c = lex_less(kb, pb, ka, pa, id_bits)
-    sel = [(ka, kb)] + ([(pa, pb)] if pa is not None else [])
-    mins = select_pairs(c, sel)
+    mins = select_pairs(c, muxed_pairs(ka, kb, pa, pb))
     kmin = mins[0]
     kmax = ka + kb - kmin
-    if pa is None:
+    if pa is None or pb is None:
         return (kmin, None), (kmax, None)
     pmin = mins[1]
     return (kmin, pmin), (kmax, pa + pb - pmin)
+
+
+@overload
+def secure_sort(keys: ArithmeticShares, payloads: ArithmeticShares, id_bits: int | None = ...,
+                descending: bool = ...) -> tuple[ArithmeticShares, ArithmeticShares]: ...
+@overload
+def secure_sort(keys: ArithmeticShares, payloads: None = ..., id_bits: int | None = ...,
+                descending: bool = ...) -> tuple[ArithmeticShares, None]: ...
+@overload
+def secure_sort(keys: ArithmeticShares, payloads: ArithmeticShares | None = ..., id_bits: int | None = ...,
+                descending: bool = ...) -> tuple[ArithmeticShares, ArithmeticShares | None]: ...
 
 
 def secure_sort(keys: ArithmeticShares, payloads: ArithmeticShares | None = None, id_bits: int | None = None,

@@ -16,6 +16,8 @@ n = 1100).
 
 from __future__ import annotations
 
+from typing import overload
+
 import torch
 
 from .arithmetic import matmul
@@ -25,6 +27,7 @@ from .sort import (
     cas_stage,
     check_keys,
     lex_less,
+    muxed_pairs,
     next_pow2,
     pad_key,
     pad_last,
@@ -32,8 +35,18 @@ from .sort import (
     select_pairs,
 )
 
-
 MERGE_MAX_K = 64
+
+
+@overload
+def secure_topk(keys: ArithmeticShares, payloads: ArithmeticShares, k: int, id_bits: int | None = ...,
+                method: str = ...) -> tuple[ArithmeticShares, ArithmeticShares]: ...
+@overload
+def secure_topk(keys: ArithmeticShares, payloads: None, k: int, id_bits: int | None = ...,
+                method: str = ...) -> tuple[ArithmeticShares, None]: ...
+@overload
+def secure_topk(keys: ArithmeticShares, payloads: ArithmeticShares | None, k: int, id_bits: int | None = ...,
+                method: str = ...) -> tuple[ArithmeticShares, ArithmeticShares | None]: ...
 
 
 def secure_topk(keys: ArithmeticShares, payloads: ArithmeticShares | None, k: int,
@@ -87,13 +100,13 @@ def _bitonic_tournament(keys: ArithmeticShares, payloads: ArithmeticShares | Non
         pa = payloads[..., 0:2 * h:2, :] if payloads is not None else None
         pb = _flip(payloads[..., 1:2 * h:2, :]) if payloads is not None else None
         c = lex_less(kb, pb, ka, pa, id_bits)
-        sel = select_pairs(c, [(ka, kb)] + ([(pa, pb)] if payloads is not None else []))
-        mk, mp = sel[0], (sel[1] if payloads is not None else None)
+        sel = select_pairs(c, muxed_pairs(ka, kb, pa, pb))
+        mk, mp = sel[0], (sel[1] if len(sel) > 1 else None)
         for lo_idx, hi_idx in merge:
             mk, mp = cas_stage(mk, mp, lo_idx, hi_idx, id_bits)
         if g % 2:
             mk = _cat_lists(mk, keys[..., g - 1 : g, :])
-            if payloads is not None:
+            if payloads is not None and mp is not None:
                 mp = _cat_lists(mp, payloads[..., g - 1 : g, :])
         keys, payloads = mk, mp
         g = h + g % 2
@@ -162,7 +175,7 @@ def _merge_keep(ka: ArithmeticShares, pa: ArithmeticShares | None, kb: Arithmeti
     pos_a, pos_b = _place(ind_a, o), _place(ind_b, o)
     ind = ArithmeticShares(beta.party, torch.cat([pos_a.lo, pos_b.lo], -2), torch.cat([pos_a.hi, pos_b.hi], -2), 0)
     vals = [torch.cat([ka.lo, kb.lo], -1)], [torch.cat([ka.hi, kb.hi], -1)]
-    if pa is not None:
+    if pa is not None and pb is not None:
         vals[0].append(torch.cat([pa.lo, pb.lo], -1))
         vals[1].append(torch.cat([pa.hi, pb.hi], -1))
     v = ArithmeticShares(beta.party, torch.stack(vals[0], -1), torch.stack(vals[1], -1), 0)  # [..., a+b, t]
