@@ -42,6 +42,8 @@ class LocalCluster:
         self.txn_timeout_s = txn_timeout_s
         self.procs: dict[int, subprocess.Popen] = {}
         self.env = env or {}
+        # per server id, a command that replaces ``python -m servers`` (tests start a corrupted server)
+        self.commands: dict[int, list[str]] = {}
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
         self.config_path = self.root / "cluster.toml"
         self._timeouts = (peer_timeout_s, query_timeout_s)
@@ -113,8 +115,8 @@ class LocalCluster:
             with open(log, "ab") as f:
                 f.write(f"--- start {time.time():.3f}\n".encode())
                 self.procs[j] = subprocess.Popen(
-                    [sys.executable, "-m", "servers", "--id", str(j), "--config", str(self.config_path),
-                     "--txn-timeout", str(self.txn_timeout_s)],
+                    self.commands.get(j, [sys.executable, "-m", "servers"])
+                    + ["--id", str(j), "--config", str(self.config_path), "--txn-timeout", str(self.txn_timeout_s)],
                     stdout=f, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env, start_new_session=True)
         for j in ids:
             self._wait_ready(j, timeout_s)

@@ -8,12 +8,12 @@ import os
 
 import torch
 
-from .app import serve
+from .app import Components, serve
 from .config import load_config
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse arguments, configure logging and threads, serve."""
+def main(argv: list[str] | None = None, components: Components = Components()) -> None:
+    """Parse arguments, configure logging and threads, serve (a server built from ``components``)."""
     ap = argparse.ArgumentParser(prog="python -m servers", description="Run one TriVault server.")
     ap.add_argument("--id", type=int, required=True, choices=(0, 1, 2), help="server id")
     ap.add_argument("--config", required=True, help="cluster TOML file")
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     logging.basicConfig(level=a.log_level, format=f"%(asctime)s S{a.id} %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(int(os.environ.get("TRIVAULT_TORCH_THREADS", "1")))
-    serve(load_config(a.config, a.id), a.txn_timeout)
+    serve(load_config(a.config, a.id), a.txn_timeout, components)
 
 
 if __name__ == "__main__":

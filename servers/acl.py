@@ -22,7 +22,6 @@ which clients and servers share: a request signed for another deployment is reje
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +66,6 @@ class Acl:
         self.verifier = RequestVerifier(data_dir / "acl.db", self._signing_key, audience, window_s=window_s)
         self.audit = AuditLog(data_dir / "audit.db", server_id)
         self.audience = audience
-        self.ignore_policy = os.environ.get("TRIVAULT_FAULT_IGNORE_POLICY") == str(server_id)
         self._lock = threading.RLock()
         self.policies._db.execute("CREATE TABLE IF NOT EXISTS acl_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         if owner_identity is not None:
@@ -288,11 +286,13 @@ class Acl:
         return [int(i) for i, o in zip(image_ids, vis)
                 if o == Outcome.NOTHING or self.policies.collection_of(int(i)) != collection]
 
+    def decide(self, req: VerifiedRequest, image_id: int) -> Outcome:
+        """This server's policy decision for the requester on one image (read fresh from SQLite)."""
+        return self.policies.decide(image_id, self.policies.requester(req.signer, req.params.get("purpose")))
+
     def release(self, req: VerifiedRequest, image_id: int, want_deid: bool, has_deid: bool) -> Release:
         """Decide, at key-release time, which key share (if any) this server releases."""
-        outcome = self.policies.decide(image_id, self.policies.requester(req.signer, req.params.get("purpose")))
-        if self.ignore_policy:  # fault injection for tests only: a corrupted server that releases to anyone
-            outcome = Outcome.ORIGINAL
+        outcome = self.decide(req, image_id)
         if outcome == Outcome.ORIGINAL:
             rel = Release(outcome, want_deid)
         elif outcome == Outcome.DEIDENTIFIED and has_deid:

@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 from concurrent import futures
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -14,6 +15,7 @@ from protos.trivault.v1 import trivault_pb2_grpc as pbg
 from wire.options import GRPC_OPTIONS
 from wire.tls import server_credentials
 
+from .acl import Acl
 from .config import ServerConfig
 from .node import Node
 from .peer import PeerServicer
@@ -22,12 +24,22 @@ from .vault import VaultServicer
 log = logging.getLogger("trivault.server")
 
 
-def create_server(cfg: ServerConfig, txn_timeout_s: float = 60.0) -> tuple[grpc.Server, int, Node]:
+@dataclass(frozen=True)
+class Components:
+    """The classes a server is built from. Production uses the defaults; a test builds a
+    corrupted server from a subclass that overrides one step (tests/integration/faulty_server.py)."""
+
+    vault: type[VaultServicer] = VaultServicer
+    acl: type[Acl] = Acl
+
+
+def create_server(cfg: ServerConfig, txn_timeout_s: float = 60.0,
+                  components: Components = Components()) -> tuple[grpc.Server, int, Node]:
     """A configured, not yet started server bound with mTLS; returns (server, port, node)."""
-    node = Node(cfg, txn_timeout_s)
+    node = Node(cfg, txn_timeout_s, components.acl)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8 + 2 * cfg.max_sessions, thread_name_prefix="rpc"),
                          options=GRPC_OPTIONS)
-    pbg.add_VaultServicer_to_server(VaultServicer(node), server)
+    pbg.add_VaultServicer_to_server(components.vault(node), server)
     pbg.add_PeerServicer_to_server(PeerServicer(node), server)
     hs = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)
@@ -39,9 +51,9 @@ def create_server(cfg: ServerConfig, txn_timeout_s: float = 60.0) -> tuple[grpc.
     return server, port, node
 
 
-def serve(cfg: ServerConfig, txn_timeout_s: float = 60.0) -> None:
+def serve(cfg: ServerConfig, txn_timeout_s: float = 60.0, components: Components = Components()) -> None:
     """Run until SIGTERM/SIGINT, then stop gracefully."""
-    server, port, node = create_server(cfg, txn_timeout_s)
+    server, port, node = create_server(cfg, txn_timeout_s, components)
     server.start()
     node.start()
     log.info("server %d listening on port %d (data %s)", cfg.server_id, port, cfg.data_dir)

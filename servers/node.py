@@ -25,11 +25,11 @@ log = logging.getLogger("trivault.server")
 class Node:
     """Everything the servicers of one server share."""
 
-    def __init__(self, cfg: ServerConfig, txn_timeout_s: float = 60.0) -> None:
+    def __init__(self, cfg: ServerConfig, txn_timeout_s: float = 60.0, acl_class: type[Acl] = Acl) -> None:
         self.cfg = cfg
         self.id = cfg.server_id
         self.store = Store(cfg.data_dir)
-        self.acl = Acl(cfg.data_dir, self.id, audience_for_ca(Path(cfg.ca).read_bytes()), cfg.owner_identity)
+        self.acl = acl_class(cfg.data_dir, self.id, audience_for_ca(Path(cfg.ca).read_bytes()), cfg.owner_identity)
         self.store.on_commit = self.acl.apply_commit
         self.router = PeerRouter()
         creds = channel_credentials(cfg.ca, cfg.cert, cfg.key)

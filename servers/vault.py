@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import uuid
 
@@ -13,6 +12,7 @@ import torch
 
 from protocols.comm import CommError
 from protocols.party import Party
+from protocols.sharing import SharePair, from_pair, output_pair
 from protos.trivault.v1 import trivault_pb2 as pb
 from protos.trivault.v1 import trivault_pb2_grpc as pbg
 from wire import bundle as bd
@@ -23,7 +23,7 @@ from .acl import AclDenied
 from .node import Node
 from .policy import Outcome, PolicyError
 from .peer_comm import GrpcComm
-from .query import QueryError, run_query
+from .query import QueryError, mask_hidden, run_query
 from .request_auth import RequestRejected
 from .storage import StorageError
 from .txn import stage
@@ -40,8 +40,6 @@ class VaultServicer(pbg.VaultServicer):
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        # fault injection for tests ONLY (TRIVAULT_FAULT_KEY_SHARE=<id>): this server lies about its key share
-        self.fault_share = os.environ.get("TRIVAULT_FAULT_KEY_SHARE") == str(node.id)
 
     def _client(self, context: grpc.ServicerContext) -> str:
         cn = caller_cn(context)
@@ -161,8 +159,11 @@ class VaultServicer(pbg.VaultServicer):
             comm = GrpcComm(node.id, b.session_id, node.router, node.links, node.cfg.peer_timeout_s)
             party = Party(comm, keys)
             t0 = time.perf_counter()
-            kind, outs = run_query(party, model, index, query, k, nprobe, m.get("input", "image"), hidden,
-                                   os.environ.get("TRIVAULT_FAULT_SKIP_MASK") == str(node.id))
+            flat = index.meta.get("format") == "flat"
+            kind, outs = run_query(party, model, index, query, k, nprobe, m.get("input", "image"),
+                                   hidden if flat else None)
+            if hidden and not flat:
+                outs = self.mask_results(party, outs, hidden)
             secs = time.perf_counter() - t0
             comm.close()
         except (QueryError, StorageError) as exc:
@@ -194,7 +195,20 @@ class VaultServicer(pbg.VaultServicer):
             tensors["ids"] = ids[~torch.isin(ids, torch.tensor(hidden, dtype=torch.int64))] if hidden else ids
         yield from bd.encode(bd.Bundle("result", b.session_id, meta, tensors))
 
+    def mask_results(self, party: Party, outs: dict[str, SharePair], hidden: list[int]) -> dict[str, SharePair]:
+        """Replace the result ids the requester may not see by -1 (``servers.query.mask_hidden``:
+        a protocol with the peers; its output is checked by the client's reconstruction)."""
+        ids = from_pair(party, outs["ids"], 0)
+        dist = from_pair(party, outs["dist"], party.fp.frac_bits)
+        ids, dist = mask_hidden(ids, dist, hidden)
+        return {"ids": output_pair(ids), "dist": output_pair(dist)}
+
     # ---- retrieval ----------------------------------------------------------------
+    def key_share(self, image_id: int, deid: bool) -> tuple[bytes, SharePair]:
+        """This server's ciphertext and key-share pair of one copy of an image."""
+        ct, key = self.node.store.image_files(image_id, deid)
+        return ct, (key["lo"], key["hi"])
+
     def Retrieve(self, request: pb.ImageRequest, context: grpc.ServicerContext):
         """Ciphertext + this server's key-share pair, HPKE-sealed to the requester's REGISTERED key.
 
@@ -211,8 +225,7 @@ class VaultServicer(pbg.VaultServicer):
             if rel.outcome == Outcome.NOTHING:
                 context.abort(grpc.StatusCode.PERMISSION_DENIED,
                               f"server {self.node.id}: policy refuses image {image_id} to this user")
-            ct, key = self.node.store.image_files(image_id, rel.deid)
-            pair = (key["lo"] + 1, key["hi"]) if self.fault_share else (key["lo"], key["hi"])
+            ct, pair = self.key_share(image_id, rel.deid)
             sealed = seal_share(pair, acl.kex_pub(req.signer), self.node.id, image_id, rel.deid)
             record = self.node.store.image_record(image_id, rel.deid)
         except (RequestRejected, AclDenied) as exc:

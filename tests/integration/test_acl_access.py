@@ -5,7 +5,9 @@ one server alone, deletion, and the cross-server audit chain."""
 from __future__ import annotations
 
 import sqlite3
+import sys
 import time
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -19,6 +21,8 @@ from wire.key_delivery import KeyDeliveryError, recover_key
 from wire.signing import SignedRequest
 
 from .conftest import make_cluster
+
+FAULTY_SERVER = [sys.executable, str(Path(__file__).with_name("faulty_server.py"))]
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +50,17 @@ def users(cluster, owner):
     yield out
     for c in out.values():
         c.close()
+
+
+def _restart(cluster, i: int, fault: str | None) -> None:
+    """Restart server ``i`` as the normal server (None) or as one corrupted by ``fault``
+    (a test-only subclass: tests/integration/faulty_server.py)."""
+    cluster.kill(i)
+    if fault is None:
+        cluster.commands.pop(i, None)
+    else:
+        cluster.commands[i] = FAULTY_SERVER + [fault]
+    cluster.start(i)
 
 
 def _denied(fn, *a, **kw) -> str:
@@ -149,17 +164,13 @@ def test_replayed_forged_and_foreign_requests(cluster, owner, users):
 
 def test_a_lying_server_is_named_and_one_server_alone_releases_nothing(cluster, owner, users):
     # server 2 seals a wrong key share: the client cross-checks all three pairs and names the suspects
-    cluster.kill(2)
-    cluster.env["TRIVAULT_FAULT_KEY_SHARE"] = "2"
-    cluster.start(2)
+    _restart(cluster, 2, "key-share")
     try:
         with pytest.raises(KeyDeliveryError) as e:
             owner.retrieve(4)
         assert 2 in e.value.suspects and 0 not in e.value.suspects
     finally:
-        cluster.kill(2)
-        del cluster.env["TRIVAULT_FAULT_KEY_SHARE"]
-        cluster.start(2)
+        _restart(cluster, 2, None)
     assert owner.retrieve(4).verified
     # one server's sealed share, even handed to the right user, does not give the key
     auth = owner.sign("retrieve", {"image_id": 4, "deid": False, "purpose": None})
@@ -171,9 +182,7 @@ def test_a_lying_server_is_named_and_one_server_alone_releases_nothing(cluster, 
     # and server 2's share alone does not give the key
     eve = users["eve"]
     owner.revoke(eve.identity.user_id)
-    cluster.kill(2)
-    cluster.env["TRIVAULT_FAULT_IGNORE_POLICY"] = "2"
-    cluster.start(2)
+    _restart(cluster, 2, "ignore-policy")
     try:
         msg = _denied(eve.retrieve, 4)
         assert "fewer than two servers" in msg and "server 2" not in msg  # 0 and 1 refused; 2 released
@@ -185,9 +194,7 @@ def test_a_lying_server_is_named_and_one_server_alone_releases_nothing(cluster, 
         with pytest.raises(KeyDeliveryError, match="at least two"):
             recover_key([None, None, bytes(b2.tensors["sealed"].numpy().tobytes())], eve.identity.kex_key, 4)
     finally:
-        cluster.kill(2)
-        del cluster.env["TRIVAULT_FAULT_IGNORE_POLICY"]
-        cluster.start(2)
+        _restart(cluster, 2, None)
 
 
 def test_a_server_skipping_the_result_mask_is_detected(cluster, owner, users):
@@ -196,17 +203,13 @@ def test_a_server_skipping_the_result_mask_is_detected(cluster, owner, users):
     from protocols.sharing import InconsistentSharesError
 
     bob = users["bob"]  # image 5 is hidden from bob (test_hidden_results_...)
-    cluster.kill(1)
-    cluster.env["TRIVAULT_FAULT_SKIP_MASK"] = "1"
-    cluster.start(1)
+    _restart(cluster, 1, "skip-mask")
     try:
         with pytest.raises(InconsistentSharesError) as e:
             bob.search(cluster.images[5], k=2)
         assert 1 in e.value.suspects
     finally:
-        cluster.kill(1)
-        del cluster.env["TRIVAULT_FAULT_SKIP_MASK"]
-        cluster.start(1)
+        _restart(cluster, 1, None)
     assert 5 not in bob.search(cluster.images[5], k=2).ids
 
 
