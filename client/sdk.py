@@ -30,8 +30,10 @@ from PIL.PngImagePlugin import PngInfo
 from torch import nn
 from tqdm import tqdm
 
+from index import PlainIndex, build_index, share_index, share_update
+from index.build import PAD_ID
 from protocols.ring import DEFAULT_FP
-from protocols.sharing import SharePair, reconstruct, share, share_fixed
+from protocols.sharing import reconstruct, share_fixed
 from protos.trivault.v1 import trivault_pb2 as pb
 from protos.trivault.v1 import trivault_pb2_grpc as pbg
 from wire import bundle as bd
@@ -388,55 +390,36 @@ class Client:
                        deletes: Sequence[int] = ()) -> tuple[dict, list[dict], Callable[[int], None]]:
         """Public index meta, one dict of tensors per server, and a callback to run once committed.
 
-        IVF (when the index package and secure search are installed): inserts and deletes
-        re-share only the touched records (``share_update``) when the owner's PlainIndex
-        matches the servers' version; otherwise (first upload, size doubled since the last
-        build, or a bucket overflowed) the index is rebuilt and re-shared. Flat otherwise.
+        Inserts and deletes re-share only the touched records (``share_update``) when the
+        owner's PlainIndex matches the servers' version; otherwise (first upload, size
+        doubled since the last build, or a bucket overflowed) the index is rebuilt and
+        re-shared. An index with no items is an IVF index whose buckets hold only padding.
         """
-        try:  # IVF needs both the owner-side index and the servers' secure search
-            from index import build_index, share_index, share_update  # type: ignore[attr-defined]
-            from protocols.search import secure_search  # type: ignore[import-not-found]  # noqa: F401
-        except ImportError:
-            build_index = None
         d = int(feats.shape[1])
-        if build_index is not None and len(ids):
-            got = self.owner.load_plain_index(base_version)
-            if got is not None and len(ids) < 2 * got[1]:
-                plain, built_n = got
-                upd = plain.delete(np.asarray(deletes, dtype=np.int64)) if len(deletes) else \
-                    plain.insert(new_feats, new_ids)
-                if not upd.rebuilt:
-                    ups = share_update(plain, upd, DEFAULT_FP)
-                    imeta = {"format": "ivf", "update": True, "base_version": base_version,
-                             "n_centroids": int(plain.n_centroids), "bucket_size": int(plain.bucket_size), "dim": d}
-                    per = [{"slots": u.slots, "records.lo": u.records[0], "records.hi": u.records[1],
-                            "n_items": torch.tensor(int(u.n_items), dtype=torch.int64)} for u in ups]
-                    return imeta, per, lambda v: self.owner.save_plain_index(plain, v, built_n)
-            else:
-                n_centroids = max(1, min(int(round(np.sqrt(len(ids)))), len(ids) // 39))  # faiss: >= 39 per centroid
-                plain = build_index(feats.astype(np.float32), ids.astype(np.int64), n_centroids)
-                built_n = len(ids)
-            shares = share_index(plain, DEFAULT_FP)
-            imeta = {"format": "ivf", "base_version": base_version, "n_centroids": int(plain.n_centroids),
-                     "bucket_size": int(plain.bucket_size), "dim": d}
-            return imeta, [s.to_tensors() for s in shares], lambda v: self.owner.save_plain_index(plain, v, built_n)
-        if not len(ids):  # an empty index (everything deleted): a flat index with no rows
-            z = torch.zeros(0, d, dtype=torch.int64)
-            e = torch.zeros(0, dtype=torch.int64)
-            per = [{"ids": e, "features.lo": z, "features.hi": z, "norms.lo": e, "norms.hi": e} for _ in range(3)]
-            return ({"format": "flat", "base_version": base_version, "dim": d}, per,
-                    lambda v: self.owner.drop_plain_index())
-        x = torch.from_numpy(feats.astype(np.float64))
-        fpairs = share_fixed(x, DEFAULT_FP)
-        npairs = share_fixed((x * x).sum(1), DEFAULT_FP)
-        idt = torch.from_numpy(ids.astype(np.int64))
-        per = []
-        for i in range(3):
-            t = {"ids": idt}
-            t.update(bd.pairs_to_tensors("features", fpairs[i]))
-            t.update(bd.pairs_to_tensors("norms", npairs[i]))
-            per.append(t)
-        return {"format": "flat", "base_version": base_version, "dim": d}, per, lambda v: self.owner.drop_plain_index()
+        got = self.owner.load_plain_index(base_version)
+        if got is not None and len(ids) < 2 * got[1]:
+            plain, built_n = got
+            upd = plain.delete(np.asarray(deletes, dtype=np.int64)) if len(deletes) else \
+                plain.insert(new_feats, new_ids)
+            if not upd.rebuilt:
+                ups = share_update(plain, upd, DEFAULT_FP)
+                imeta = {"format": "ivf", "update": True, "base_version": base_version,
+                         "n_centroids": int(plain.n_centroids), "bucket_size": int(plain.bucket_size), "dim": d}
+                per = [{"slots": u.slots, "records.lo": u.records[0], "records.hi": u.records[1],
+                        "n_items": torch.tensor(int(u.n_items), dtype=torch.int64)} for u in ups]
+                return imeta, per, lambda v: self.owner.save_plain_index(plain, v, built_n)
+        elif len(ids):
+            n_centroids = max(1, min(int(round(np.sqrt(len(ids)))), len(ids) // 39))  # faiss: >= 39 per centroid
+            plain = build_index(feats.astype(np.float32), ids.astype(np.int64), n_centroids)
+            built_n = len(ids)
+        else:  # no items: one centroid at the origin, one padding slot
+            plain = PlainIndex(np.zeros((1, d), np.float32), np.zeros((1, 1, d), np.float32),
+                               np.full((1, 1), PAD_ID, np.int64), id_bits=8)
+            built_n = 0
+        shares = share_index(plain, DEFAULT_FP)
+        imeta = {"format": "ivf", "base_version": base_version, "n_centroids": int(plain.n_centroids),
+                 "bucket_size": int(plain.bucket_size), "dim": d}
+        return imeta, [s.to_tensors() for s in shares], lambda v: self.owner.save_plain_index(plain, v, built_n)
 
     # ---- data owner ---------------------------------------------------------------
     def upload(self, images: Sequence[ImageInput], labels: Sequence[str] | None = None, deid: bool = False,
@@ -533,20 +516,11 @@ class Client:
         res = int(info["arch"]["input_shape"][-1])
         _, im = load_image_bytes(image)
         x = preprocess(im, res).unsqueeze(0).to(torch.float64)
-        return self._search(share_fixed(x, DEFAULT_FP), "image", info, k, nprobe, collection, purpose)
-
-    def search_features(self, features: np.ndarray, k: int = 10, nprobe: int = 1, collection: str = "default",
-                        purpose: str | None = None) -> SearchResult:
-        """Secure search for a feature vector [d] (or [1, d]) the querier computed itself."""
-        x = torch.as_tensor(np.asarray(features, dtype=np.float64)).reshape(1, -1)
-        return self._search(share_fixed(x, DEFAULT_FP), "features", self.info(), k, nprobe, collection, purpose)
-
-    def _search(self, pairs: list[SharePair], kind: str, info: dict, k: int, nprobe: int,
-                collection: str = "default", purpose: str | None = None) -> SearchResult:
         if not info["image_ids"]:
             raise TriVaultError("no images uploaded yet")
+        pairs = share_fixed(x, DEFAULT_FP)
         sid = str(uuid.uuid4())
-        meta = {"k": int(k), "nprobe": int(nprobe), "input": kind, "index_version": info["index_version"],
+        meta = {"k": int(k), "nprobe": int(nprobe), "input": "image", "index_version": info["index_version"],
                 "model_version": info["model_version"]}
         t0 = time.perf_counter()
         auth = self.sign("search", {"session": sid, "collection": collection, "purpose": purpose, "k": int(k)})
@@ -559,21 +533,14 @@ class Client:
             outs = self._all(one)
             bar.update(1)
         secs = time.perf_counter() - t0
-        mode = outs[0].meta["result"]
         f = DEFAULT_FP.frac_bits
         dist = reconstruct([bd.tensors_to_pair(o.tensors, "dist") for o in outs]).to(torch.float64) / (1 << f)
-        if mode == "distances":
-            ids_all = outs[0].tensors["ids"]
-            if any(not torch.equal(o.tensors["ids"], ids_all) for o in outs[1:]):
-                raise TriVaultError("servers returned different index ids")
-            order = torch.argsort(dist[0], stable=True)[:k]
-            ids, d = ids_all[order].tolist(), dist[0][order].tolist()
-        else:
-            # checked reconstruction: a server that skipped the masking of hidden ids is named here
-            ids = reconstruct([bd.tensors_to_pair(o.tensors, "ids") for o in outs], check=True)[0]
-            keep = [j for j, v in enumerate(ids.tolist()) if v >= 0]  # -1: padding or hidden by policy
-            ids, d = [int(ids[j]) for j in keep], [float(dist[0][j]) for j in keep]
-        return SearchResult(ids, d, secs, max(o.meta["seconds"] for o in outs), [o.meta["comm"] for o in outs], mode)
+        # checked reconstruction: a server that skipped the masking of hidden ids is named here
+        ids = reconstruct([bd.tensors_to_pair(o.tensors, "ids") for o in outs], check=True)[0]
+        keep = [j for j, v in enumerate(ids.tolist()) if v >= 0]  # -1: padding or hidden by policy
+        ids, d = [int(ids[j]) for j in keep], [float(dist[0][j]) for j in keep]
+        return SearchResult(ids, d, secs, max(o.meta["seconds"] for o in outs), [o.meta["comm"] for o in outs],
+                            outs[0].meta["result"])
 
     def retrieve(self, image_id: int, deid: bool = False, purpose: str | None = None) -> Retrieved:
         """Fetch, decrypt and verify an image the policy releases to this user.

@@ -154,10 +154,6 @@ class Policy:
         return replace(self, rules=rules, search=self.search + ((cond,) if search else ()),
                        revoked=self.revoked - {user_id})
 
-    def add_member(self, user_id: str) -> "Policy":
-        """Make ``user_id`` a collection member (default: de-identified copies); lifts a revocation."""
-        return replace(self, members=self.members | {user_id}, revoked=self.revoked - {user_id})
-
     def revoke(self, user_id: str) -> "Policy":
         """Remove every grant and membership of ``user_id`` and deny it from now on."""
         keep = tuple(r for r in self.rules if r.when.users != frozenset({user_id}))

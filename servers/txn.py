@@ -27,16 +27,6 @@ def _check_key_pair(b: Bundle, prefix: str) -> dict[str, torch.Tensor]:
     return {"lo": lo, "hi": hi}
 
 
-def _check_flat_index(t: dict[str, torch.Tensor], ids: list[int]) -> None:
-    feats = tensors_to_pair(t, "features")[0]
-    norms = tensors_to_pair(t, "norms")[0]
-    if feats.dim() != 2 or norms.shape != (feats.shape[0],):
-        raise BundleError(f"flat index: features must be [N,d] and norms [N], got {list(feats.shape)} and "
-                          f"{list(norms.shape)}")
-    if "ids" not in t or t["ids"].tolist() != ids:
-        raise BundleError("flat index: ids must list the index rows' image ids in order")
-
-
 def _apply_ivf_update(store: Store, version: int, t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Current IVF index + fresh shares of the touched records -> the new version's tensors."""
     from index import IndexShares, IndexUpdateShares  # type: ignore[attr-defined]
@@ -97,12 +87,10 @@ def stage(store: Store, b: Bundle) -> tuple[dict[str, Any], dict[str, bytes]]:
         if any(v.dtype != torch.int64 for v in t.values()):
             raise BundleError("index tensors must be int64")
         fmt = m["index"].get("format")
-        if fmt == "flat":
-            _check_flat_index(t, live)
-        elif fmt == "ivf" and m["index"].get("update"):
-            t = _apply_ivf_update(store, version, t)
-        elif fmt != "ivf":
+        if fmt != "ivf":
             raise BundleError(f"unknown index format {fmt!r}")
+        if m["index"].get("update"):
+            t = _apply_ivf_update(store, version, t)
         imeta = {k: v for k, v in m["index"].items() if k not in ("base_version", "update")}
         imeta["n_images"] = len(live)
         meta["index"] = {"version": version + 1, "meta": imeta}

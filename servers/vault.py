@@ -159,10 +159,8 @@ class VaultServicer(pbg.VaultServicer):
             comm = GrpcComm(node.id, b.session_id, node.router, node.links, node.cfg.peer_timeout_s)
             party = Party(comm, keys)
             t0 = time.perf_counter()
-            flat = index.meta.get("format") == "flat"
-            kind, outs = run_query(party, model, index, query, k, nprobe, m.get("input", "image"),
-                                   hidden if flat else None)
-            if hidden and not flat:
+            kind, outs = run_query(party, model, index, query, k, nprobe, m.get("input", "image"))
+            if hidden:
                 outs = self.mask_results(party, outs, hidden)
             secs = time.perf_counter() - t0
             comm.close()
@@ -190,9 +188,6 @@ class VaultServicer(pbg.VaultServicer):
         for name, pair in outs.items():
             tensors.update(bd.pairs_to_tensors(name, pair))
         meta = {"result": kind, "seconds": secs, "comm": stats, "index_version": index.version}
-        if kind == "distances":
-            ids = index.tensors["ids"]
-            tensors["ids"] = ids[~torch.isin(ids, torch.tensor(hidden, dtype=torch.int64))] if hidden else ids
         yield from bd.encode(bd.Bundle("result", b.session_id, meta, tensors))
 
     def mask_results(self, party: Party, outs: dict[str, SharePair], hidden: list[int]) -> dict[str, SharePair]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import pytest
+import yaml
 
-yaml = pytest.importorskip("yaml")
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("validate_compose", ROOT / "scripts" / "validate_compose.py")
 vc = importlib.util.module_from_spec(spec)

@@ -50,7 +50,7 @@ def _raw_stub(cluster, i: int, options=None) -> pbg.VaultStub:
 def test_wrong_shaped_share_upload_is_refused(cluster, client):
     before = client.info()
     txn = str(uuid.uuid4())
-    bad = bd.Bundle("txn", txn, {"images": [{"id": 1000}], "index": {"format": "flat"}},
+    bad = bd.Bundle("txn", txn, {"images": [{"id": 1000}], "index": {"format": "ivf"}},
                     {"img/1000": torch.zeros(64, dtype=torch.uint8), "key/1000.lo": torch.zeros(3, dtype=torch.int64),
                      "key/1000.hi": torch.zeros(3, dtype=torch.int64)},
                     client.sign("upload", {"txn": txn, "images": [1000], "deletes": [], "model": False}))

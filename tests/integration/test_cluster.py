@@ -6,6 +6,7 @@ import io
 import threading
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from client.sdk import Client
@@ -80,9 +81,6 @@ def test_logs_carry_no_secrets(cluster, client):
 
 def test_deidentified_copy_is_stored_and_retrievable(cluster, client):
     """upload --deid stores a de-identified copy under its own key beside the original."""
-    import pytest
-
-    pytest.importorskip("client.deid")
     from skimage import data
 
     face = data.astronaut()[:256, 96:352]

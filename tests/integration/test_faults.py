@@ -112,7 +112,6 @@ def test_delete_removes_everything(cluster, client):
 
 def test_incremental_index_updates_send_only_touched_records(cluster, client):
     """With IVF, an upload after the first re-shares only the touched records."""
-    pytest.importorskip("protocols.search")
     info = client.info()
     assert info["index_meta"]["format"] == "ivf"
     imgs = small_images(2, seed=21)

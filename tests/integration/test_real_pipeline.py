@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from client.local_cluster import LocalCluster
 from client.sdk import Client
 
 from .test_cluster import assert_matches_plaintext
-
-pytest.importorskip("protocols.nn", reason="secure CNN (protocols.nn) not installed")
 
 
 def test_efficientnet_end_to_end(tmp_path):

@@ -10,9 +10,6 @@ import pytest
 from skimage import data
 
 from client.identity import Identity
-
-pytest.importorskip("imwatermark", reason="invisible-watermark missing: scripts/setup.sh must run "
-                    "pip install --no-deps invisible-watermark==0.2.0 (needs PyWavelets)")
 from client.watermark import embed, extract, load_rgb, save_rgb, trace
 
 KEY = bytes(range(32))
