@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -171,10 +172,18 @@ def face_detector() -> CenterFaceDetector:
     return CenterFaceDetector()
 
 
-@lru_cache(maxsize=1)
-def plate_detector() -> HaarDetector:
-    """Shared licence-plate detector (OpenCV's Russian-plate Haar cascade)."""
+def haar_plate_detector() -> HaarDetector:
+    """OpenCV's Russian-plate Haar cascade (the fallback when no plate model is installed)."""
     return HaarDetector("haarcascade_russian_plate_number.xml", PLATE, 1.05, 3, (24, 8))
+
+
+@lru_cache(maxsize=1)
+def plate_detector() -> Callable[[np.ndarray], list[Region]]:
+    """Shared licence-plate detector: the YOLOv8n plate model if its optional extra is installed
+    (``scripts/setup.sh --plates``; see plates.py), else the Haar cascade."""
+    from .plates import yolo_plate_detector
+
+    return yolo_plate_detector() or haar_plate_detector()
 
 
 def detect(rgb: np.ndarray, faces: bool = True, plates: bool = True) -> list[Region]:

@@ -11,12 +11,17 @@ import pytest
 
 from client.deid.detect import PLATE, Region, face_detector, iou, parse_boxes, plate_detector
 from client.deid.image_io import load_image
+from client.deid.plates import YoloPlateDetector
 
 # Measured 2026-11-23: CenterFace 43/43 scene faces at IoU >= 0.3; Haar plate cascade 25/40
-# plates at least half covered. Floors leave a margin for onnxruntime/OpenCV version drift.
+# plates at least half covered. Measured 2026-12-01: the YOLOv8n plate model (safelicensing
+# weights, long side 640) matched 40/40 plates at IoU >= 0.3. Floors leave a margin for
+# onnxruntime/OpenCV version drift; the YOLO floors are the issue's goals (0.90 / 0.95).
 FACE_RECALL_FLOOR = 0.90
 FACE_DATASET_FLOOR = 0.95
 PLATE_COVER_FLOOR = 0.55
+PLATE_RECALL_FLOOR_YOLO = 0.90
+PLATE_COVER_FLOOR_YOLO = 0.95
 
 
 def _gt(path: Path) -> dict[str, list[Region]]:
@@ -49,20 +54,28 @@ def test_face_found_in_identity_images(deid_data: Path) -> None:
 
 
 def test_plate_coverage_on_ground_truth(deid_data: Path) -> None:
+    """The default plate detector: the YOLOv8n model when the 'plates' extra is installed, else Haar."""
     gt = _gt(deid_data / "scenes" / "plates.csv")
     det = plate_detector()
-    covered = total = 0
+    yolo = isinstance(det, YoloPlateDetector)
+    covered = matched = total = 0
     for name, boxes in gt.items():
         img = load_image(deid_data / "scenes" / name)
+        found = det(img)
         mask = np.zeros(img.shape[:2], bool)
-        for d in det(img):
+        for d in found:
             assert d.kind == PLATE
             mask[d.y : d.y + d.h, d.x : d.x + d.w] = True
         for b in boxes:
             total += 1
-            covered += mask[b.y : b.y + b.h, b.x : b.x + b.w].mean() >= 0.5
+            covered += mask[b.y : b.y + b.h, b.x : b.x + b.w].mean() >= (0.9 if yolo else 0.5)
+            matched += any(iou(b, d) >= 0.3 for d in found)
     assert total == 40
-    assert covered / total >= PLATE_COVER_FLOOR, f"plates half-covered {covered}/{total}"
+    if yolo:
+        assert matched / total >= PLATE_RECALL_FLOOR_YOLO, f"plate recall {matched}/{total}"
+        assert covered / total >= PLATE_COVER_FLOOR_YOLO, f"plates 90% covered {covered}/{total}"
+    else:
+        assert covered / total >= PLATE_COVER_FLOOR, f"plates half-covered {covered}/{total}"
 
 
 def test_parse_boxes() -> None:
