@@ -206,8 +206,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="also measure queries/s with this many concurrent clients, e.g. 1 4 16")
     ap.add_argument("--concurrency-rtt-ms", type=float, nargs="*", default=None,
                     help="RTTs at which to run the concurrency levels (default: every --rtt-ms)")
-    ap.add_argument("--max-sessions", type=int, default=8,
-                    help="queries one server runs at once (servers' max_sessions; default 8, the product default)")
+    ap.add_argument("--max-sessions", type=int, default=None,
+                    help="queries one server runs at once (servers' max_sessions; default: the product default 8, "
+                         "raised to the largest --concurrency level so that no session is refused)")
     ap.add_argument("--upload", type=int, default=40, help="real images uploaded (timed)")
     ap.add_argument("--upload-at-n", type=int, default=20, help="real images uploaded into the full index (timed)")
     ap.add_argument("--queries", type=int, default=3, help="sequential queries per RTT (median reported)")
@@ -222,8 +223,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a = ap.parse_args(argv)
     if a.n < 1 or a.queries < 1 or a.k < 1 or a.nprobe < 1 or any(r < 0 for r in a.rtt_ms):
         ap.error("--n, --queries, --k, --nprobe must be >= 1 and --rtt-ms >= 0")
-    if any(c < 1 or c > 64 for c in a.concurrency):
-        ap.error("--concurrency levels must be in 1..64")
+    if any(c < 1 or c > 32 for c in a.concurrency):
+        ap.error("--concurrency levels must be in 1..32")
+    if a.max_sessions is None:
+        a.max_sessions = max([8] + a.concurrency)
     return a
 
 
@@ -241,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="trivault-bench-") as tmp, WanEmulator() as wan:
         root = Path(tmp)
-        with wan_cluster(root, wan, bw, a.max_sessions, query_timeout_s=900.0, peer_timeout_s=600.0) as lc, \
+        with wan_cluster(root, wan, bw, a.max_sessions, query_timeout_s=600.0, peer_timeout_s=180.0) as lc, \
                 Client(lc.client_config, progress=False) as c:
             col = setup_collection(c, a, log)
             bases = base_images()

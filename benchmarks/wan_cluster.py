@@ -57,8 +57,11 @@ def wan_cluster(root: Path, wan: WanEmulator, bandwidth_mbps: float | None, max_
 
 
 def concurrent_queries(config: Path, images: list[np.ndarray], level: int, k: int, nprobe: int,
-                       max_attempts: int = 30) -> dict:
-    """``level`` clients each run one query at the same time; queries/s and latencies."""
+                       max_attempts: int = 5) -> dict:
+    """``level`` clients each run one query at the same time; queries/s and latencies.
+
+    A failed query (e.g. refused: the servers run ``max_sessions`` at most) is retried up to
+    ``max_attempts`` times after a short pause; retries and failures are reported."""
     from client.sdk import Client
 
     clients = [Client(config, progress=False) for _ in range(level)]
@@ -79,7 +82,7 @@ def concurrent_queries(config: Path, images: list[np.ndarray], level: int, k: in
                 retries[j] += 1
                 if attempt == max_attempts - 1:
                     errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
-                time.sleep(0.05 * (1 + attempt % 5))
+                time.sleep(0.5 * (1 + attempt))
 
     threads = [threading.Thread(target=run, args=(j,)) for j in range(level)]
     t0 = time.perf_counter()
