@@ -16,7 +16,7 @@ TOL = 1e-2  # fixed-point tolerance on squared distances (f = 16 bits, truncatio
 
 def plaintext_features(client, query: np.ndarray) -> np.ndarray:
     """The owner's plaintext pipeline: same model and preprocessing, float features [d]."""
-    from .sdk import load_image_bytes
+    from .images import load_image_bytes
 
     progress, client.progress = client.progress, False
     try:
@@ -48,11 +48,34 @@ def compare_to_plaintext(client, query: np.ndarray, ids: list[int], dists: list[
             f"recall@{k} vs exhaustive {recall:.2f}")
 
 
+def run_queries(client, queries: int, label_of: dict[int, str], nprobe: int, console: Console) -> int:
+    """Search for fresh variants of the bundled photos; print each top-5 with its cost and the
+    plaintext comparison. Returns the first query's best id."""
+    from .demo_data import augment, base_images
+
+    bases = base_images()
+    first_hit = None
+    for qn in range(queries):
+        name, a = bases[(qn * 5) % len(bases)]
+        q = augment(a, 99_000 + qn)  # a fresh variant, never uploaded
+        r = client.search(q, k=5, nprobe=min(nprobe, client.info()["index_meta"].get("n_centroids", 1)))
+        verdict = compare_to_plaintext(client, q, r.ids, r.distances, nprobe)
+        tab = Table("rank", "id", "label", "distance", title=f"query {qn + 1}: new variant of '{name}'")
+        for n, (i, d) in enumerate(zip(r.ids, r.distances), 1):
+            tab.add_row(str(n), str(i), label_of.get(i, "?"), f"{d:.4f}")
+        console.print(tab)
+        console.print(f"   {r.seconds:.2f} s end to end ({r.server_seconds:.2f} s secure computation), "
+                      f"{r.bytes_per_party / 1e6:.2f} MB and {r.comm[0]['rounds']} rounds per server, "
+                      f"mode {r.mode}; {verdict}")
+        first_hit = first_hit if first_hit is not None else r.ids[0]
+    return first_hit
+
+
 def run_demo(root: Path | None, copies: int, queries: int, model: str, resolution: int, dim: int,
              console: Console, nprobe: int = 2) -> None:
     """Start servers, upload, query, retrieve, stop; print timings and communication."""
     from .cli import build_model
-    from .demo_data import augment, base_images, demo_collection
+    from .demo_data import demo_collection
     from .local_cluster import LocalCluster
     from .sdk import Client
 
@@ -79,22 +102,7 @@ def run_demo(root: Path | None, copies: int, queries: int, model: str, resolutio
             console.print(f"[bold]3.[/bold] uploaded {len(ids)} images ({len(imgs) // (copies + 1)} bundled photos "
                           f"+ {copies} augmented copies each) in {dt:.1f} s ({len(ids) / dt:.1f} images/s), "
                           f"{c.last_upload_stats['bytes_per_server'] / 1e6:.1f} MB per server")
-            label_of = dict(zip(ids, labels))
-            bases = base_images()
-            first_hit = None
-            for qn in range(queries):
-                name, a = bases[(qn * 5) % len(bases)]
-                q = augment(a, 99_000 + qn)  # a fresh variant, never uploaded
-                r = c.search(q, k=5, nprobe=min(nprobe, c.info()["index_meta"].get("n_centroids", 1)))
-                verdict = compare_to_plaintext(c, q, r.ids, r.distances, nprobe)
-                tab = Table("rank", "id", "label", "distance", title=f"query {qn + 1}: new variant of '{name}'")
-                for n, (i, d) in enumerate(zip(r.ids, r.distances), 1):
-                    tab.add_row(str(n), str(i), label_of.get(i, "?"), f"{d:.4f}")
-                console.print(tab)
-                console.print(f"   {r.seconds:.2f} s end to end ({r.server_seconds:.2f} s secure computation), "
-                              f"{r.bytes_per_party / 1e6:.2f} MB and {r.comm[0]['rounds']} rounds per server, "
-                              f"mode {r.mode}; {verdict}")
-                first_hit = first_hit if first_hit is not None else r.ids[0]
+            first_hit = run_queries(c, queries, dict(zip(ids, labels)), nprobe, console)
             t = time.perf_counter()
             got = c.retrieve(first_hit)
             out = Path(root) / f"retrieved-{first_hit}.png"

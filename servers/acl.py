@@ -189,56 +189,65 @@ class Acl:
         if action == "register" and self.admin() is None:
             return self._bootstrap(auth)
         req = self.verify(auth, action, who)
-        p = req.params
         with self._lock:
             if action == "register":
-                if req.signer != self.admin():
-                    raise self.deny(req, "not-owner", "only the deployment owner registers users")
-                try:
-                    pub = PublicIdentity.from_dict(p["user"])
-                    attrs = {str(k).lower(): str(v) for k, v in (p.get("attributes") or {}).items()}
-                except (IdentityError, KeyError, TypeError, ValueError) as exc:
-                    raise self.deny(req, "malformed", f"bad user bundle: {exc}") from None
-                self._register(pub, attrs, req.signer)
-                self.audit.append("register", req.signer, subject=pub.user_id, ref=req.request_id,
-                                  attributes=attrs)
-                return {"user": pub.user_id}
-            collection = str(p.get("collection") or DEFAULT_COLLECTION)
-            scope = collection_scope(collection)
-            if "image" in p and p["image"] is not None:
-                if self.policies.collection_of(int(p["image"])) != collection:
-                    raise self.deny(req, "mismatch", f"image {p['image']} is not in collection {collection!r}")
-                scope = image_scope(int(p["image"]))
-            if not self._owns(req.signer, collection):
-                raise self.deny(req, "not-owner", f"signer does not own collection {collection!r}")
-            user = str(p.get("user", ""))
+                return self._register_user(req)
+            collection, scope = self._policy_scope(req)
             try:
-                if action == "grant":
-                    if self.policies.user(user) is None:
-                        raise self.deny(req, "unknown-user", f"user {user} is not registered")
-                    exp_ms = p.get("expires_ms")
-                    purposes = p.get("purposes")
-                    outcome = Outcome[str(p.get("outcome", "ORIGINAL")).upper()]
-                    self._update(scope, collection, lambda pol: pol.grant(
-                        user, outcome, None if exp_ms is None else exp_ms / 1000.0,
-                        None if purposes is None else [str(x) for x in purposes], bool(p.get("search", True))))
-                    self.audit.append("grant", req.signer, subject=user, ref=req.request_id, collection=collection,
-                                      image=p.get("image"), outcome=outcome.name, expires=exp_ms,
-                                      purposes=purposes)
-                elif action == "revoke":
-                    self._update(scope, collection, lambda pol: pol.revoke(user))
-                    self.audit.append("revoke", req.signer, subject=user, ref=req.request_id, collection=collection,
-                                      image=p.get("image"))
-                else:  # policy: replace the whole policy (owner must stay the signer)
-                    pol = Policy.from_dict(p["policy"])
-                    if pol.owner != req.signer:
-                        raise self.deny(req, "not-owner", "a policy's owner must be its signer")
-                    v = self.policies.put(scope, pol)
-                    self.audit.append("policy", req.signer, subject=scope, ref=req.request_id, collection=collection,
-                                      image=p.get("image"), version=v)
+                self._change_policy(req, collection, scope)
             except (PolicyError, KeyError, TypeError, ValueError) as exc:
                 raise self.deny(req, "malformed", str(exc)) from None
         return {"scope": scope}
+
+    def _register_user(self, req: VerifiedRequest) -> dict:
+        """The owner registers a user with the attributes it attests."""
+        if req.signer != self.admin():
+            raise self.deny(req, "not-owner", "only the deployment owner registers users")
+        try:
+            pub = PublicIdentity.from_dict(req.params["user"])
+            attrs = {str(k).lower(): str(v) for k, v in (req.params.get("attributes") or {}).items()}
+        except (IdentityError, KeyError, TypeError, ValueError) as exc:
+            raise self.deny(req, "malformed", f"bad user bundle: {exc}") from None
+        self._register(pub, attrs, req.signer)
+        self.audit.append("register", req.signer, subject=pub.user_id, ref=req.request_id, attributes=attrs)
+        return {"user": pub.user_id}
+
+    def _policy_scope(self, req: VerifiedRequest) -> tuple[str, str]:
+        """(collection, policy scope) a grant / revoke / policy request changes; the signer must own it."""
+        p = req.params
+        collection = str(p.get("collection") or DEFAULT_COLLECTION)
+        scope = collection_scope(collection)
+        if "image" in p and p["image"] is not None:
+            if self.policies.collection_of(int(p["image"])) != collection:
+                raise self.deny(req, "mismatch", f"image {p['image']} is not in collection {collection!r}")
+            scope = image_scope(int(p["image"]))
+        if not self._owns(req.signer, collection):
+            raise self.deny(req, "not-owner", f"signer does not own collection {collection!r}")
+        return collection, scope
+
+    def _change_policy(self, req: VerifiedRequest, collection: str, scope: str) -> None:
+        """Apply a grant, a revoke or a whole new policy to ``scope`` and audit it."""
+        p, user = req.params, str(req.params.get("user", ""))
+        where = {"collection": collection, "image": p.get("image")}
+        if req.action == "grant":
+            if self.policies.user(user) is None:
+                raise self.deny(req, "unknown-user", f"user {user} is not registered")
+            exp_ms, purposes = p.get("expires_ms"), p.get("purposes")
+            outcome = Outcome[str(p.get("outcome", "ORIGINAL")).upper()]
+            self._update(scope, collection, lambda pol: pol.grant(
+                user, outcome, None if exp_ms is None else exp_ms / 1000.0,
+                None if purposes is None else [str(x) for x in purposes], bool(p.get("search", True))))
+            self.audit.append("grant", req.signer, subject=user, ref=req.request_id, **where, outcome=outcome.name,
+                              expires=exp_ms, purposes=purposes)
+        elif req.action == "revoke":
+            self._update(scope, collection, lambda pol: pol.revoke(user))
+            self.audit.append("revoke", req.signer, subject=user, ref=req.request_id, **where)
+        else:  # policy: replace the whole policy (owner must stay the signer)
+            pol = Policy.from_dict(p["policy"])
+            if pol.owner != req.signer:
+                raise self.deny(req, "not-owner", "a policy's owner must be its signer")
+            v = self.policies.put(scope, pol)
+            self.audit.append("policy", req.signer, subject=scope, ref=req.request_id, **where, version=v)
 
     def _update(self, scope: str, collection: str, change) -> None:
         if scope.startswith("image:") and self.policies.get(scope) is None:

@@ -47,18 +47,14 @@ def _apply_ivf_update(store: Store, version: int, t: dict[str, torch.Tensor]) ->
     return shares.to_tensors()
 
 
-def stage(store: Store, b: Bundle) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Check a transaction bundle against the committed state; return (meta, files)."""
-    m = b.meta
-    existing = set(store.image_ids())
-    meta: dict[str, Any] = {"images": [], "deletes": []}
+def _stage_images(b: Bundle, existing: set[int]) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+    """New images: ciphertexts, key-share pairs and sealed integrity records (each copy)."""
+    metas: list[dict[str, Any]] = []
     files: dict[str, bytes] = {}
-    new_ids: list[int] = []
-    for im in m.get("images", []):
+    for im in b.meta.get("images", []):
         i = int(im["id"])
-        if i < 0 or i in existing or i in new_ids:
+        if i < 0 or i in existing or any(m["id"] == i for m in metas):
             raise BundleError(f"image id {i} already exists or is repeated")
-        new_ids.append(i)
         for deid in (False, True) if im.get("deid") else (False,):
             sfx = ".deid" if deid else ""
             ct = b.tensors.get(f"img/{i}{sfx}")
@@ -72,41 +68,59 @@ def stage(store: Store, b: Bundle) -> tuple[dict[str, Any], dict[str, bytes]]:
                     raise BundleError(f"image {i}{sfx}: malformed integrity record")
                 files[f"img/{i}{sfx}.rec"] = rec.numpy().tobytes()
         label = im.get("label")
-        meta["images"].append({"id": i, "label": None if label is None else str(label)[:200],
-                               "nbytes": int(b.tensors[f"img/{i}"].numel()), "deid": bool(im.get("deid"))})
-    for i in m.get("deletes", []):
+        metas.append({"id": i, "label": None if label is None else str(label)[:200],
+                      "nbytes": int(b.tensors[f"img/{i}"].numel()), "deid": bool(im.get("deid"))})
+    return metas, files
+
+
+def _stage_index(store: Store, b: Bundle, n_live: int) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The next index version (a full IVF index, or an update applied to the current one)."""
+    m = b.meta["index"]
+    version, _ = store.current("index")
+    if int(m.get("base_version", -1)) != version:
+        raise BundleError(f"index changed meanwhile (server has version {version}); rebuild and retry")
+    t = {k[len("index/"):]: v for k, v in b.tensors.items() if k.startswith("index/")}
+    if any(v.dtype != torch.int64 for v in t.values()):
+        raise BundleError("index tensors must be int64")
+    if m.get("format") != "ivf":
+        raise BundleError(f"unknown index format {m.get('format')!r}")
+    if m.get("update"):
+        t = _apply_ivf_update(store, version, t)
+    imeta = {k: v for k, v in m.items() if k not in ("base_version", "update")}
+    imeta["n_images"] = n_live
+    return {"version": version + 1, "meta": imeta}, {f"index/v{version + 1}.npz": tensors_to_npz(t)}
+
+
+def _stage_model(store: Store, b: Bundle) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The next model version: public arch + this server's weight pairs."""
+    arch = b.meta["model"].get("arch")
+    if not isinstance(arch, dict) or "layers" not in arch or "input_shape" not in arch:
+        raise BundleError("model: arch must describe layers and input_shape")
+    w = {k[len("model/"):]: v for k, v in b.tensors.items() if k.startswith("model/")}
+    for n in {k.rsplit(".", 1)[0] for k in w}:
+        tensors_to_pair(w, n)
+    version, _ = store.current("model")
+    return {"version": version + 1, "meta": {"arch": arch}}, {f"model/v{version + 1}.npz": tensors_to_npz(w)}
+
+
+def stage(store: Store, b: Bundle) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Check a transaction bundle against the committed state; return (meta, files)."""
+    existing = set(store.image_ids())
+    images, files = _stage_images(b, existing)
+    meta: dict[str, Any] = {"images": images, "deletes": []}
+    for i in b.meta.get("deletes", []):
         if int(i) not in existing:
             raise BundleError(f"unknown image id {int(i)}")
         meta["deletes"].append(int(i))
-    live = sorted((existing | set(new_ids)) - set(meta["deletes"]))
-    if "index" in m:
-        version, _ = store.current("index")
-        if int(m["index"].get("base_version", -1)) != version:
-            raise BundleError(f"index changed meanwhile (server has version {version}); rebuild and retry")
-        t = {k[len("index/"):]: v for k, v in b.tensors.items() if k.startswith("index/")}
-        if any(v.dtype != torch.int64 for v in t.values()):
-            raise BundleError("index tensors must be int64")
-        fmt = m["index"].get("format")
-        if fmt != "ivf":
-            raise BundleError(f"unknown index format {fmt!r}")
-        if m["index"].get("update"):
-            t = _apply_ivf_update(store, version, t)
-        imeta = {k: v for k, v in m["index"].items() if k not in ("base_version", "update")}
-        imeta["n_images"] = len(live)
-        meta["index"] = {"version": version + 1, "meta": imeta}
-        files[f"index/v{version + 1}.npz"] = tensors_to_npz(t)
-    elif new_ids or meta["deletes"]:
+    live = (existing | {im["id"] for im in images}) - set(meta["deletes"])
+    if "index" in b.meta:
+        meta["index"], more = _stage_index(store, b, len(live))
+        files.update(more)
+    elif images or meta["deletes"]:
         raise BundleError("adding or deleting images needs the updated index in the same transaction")
-    if "model" in m:
-        arch = m["model"].get("arch")
-        if not isinstance(arch, dict) or "layers" not in arch or "input_shape" not in arch:
-            raise BundleError("model: arch must describe layers and input_shape")
-        w = {k[len("model/"):]: v for k, v in b.tensors.items() if k.startswith("model/")}
-        for n in {k.rsplit(".", 1)[0] for k in w}:
-            tensors_to_pair(w, n)
-        version, _ = store.current("model")
-        meta["model"] = {"version": version + 1, "meta": {"arch": arch}}
-        files[f"model/v{version + 1}.npz"] = tensors_to_npz(w)
+    if "model" in b.meta:
+        meta["model"], more = _stage_model(store, b)
+        files.update(more)
     if not files:
         raise BundleError("empty transaction")
     json.dumps(meta)

@@ -6,6 +6,8 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass
+from typing import Iterator
 
 import grpc
 import torch
@@ -23,7 +25,7 @@ from .acl import AclDenied
 from .node import Node
 from .policy import Outcome, PolicyError
 from .peer_comm import GrpcComm
-from .query import QueryError, mask_hidden, run_query
+from .query import LoadedIndex, LoadedModel, QueryError, mask_hidden, run_query
 from .request_auth import RequestRejected
 from .storage import StorageError
 from .txn import stage
@@ -33,6 +35,21 @@ log = logging.getLogger("trivault.vault")
 
 def _json(o: object) -> str:
     return json.dumps(o)
+
+
+@dataclass(frozen=True)
+class SearchSession:
+    """An admitted search: who asks, the query pair, what to run it on, and the ids to mask."""
+
+    session_id: str
+    who: str
+    query: SharePair
+    model: LoadedModel | None
+    index: LoadedIndex
+    k: int
+    nprobe: int
+    input_kind: str
+    hidden: list[int]
 
 
 class VaultServicer(pbg.VaultServicer):
@@ -116,6 +133,13 @@ class VaultServicer(pbg.VaultServicer):
     # ---- search -------------------------------------------------------------------
     def Search(self, request_iterator, context: grpc.ServicerContext):
         """Run one secure query session with the two peers; stream back this server's result pairs."""
+        session = self._admit(request_iterator, context)
+        kind, outs, secs, stats = self._run(session, context)
+        yield from self._encode(session, kind, outs, secs, stats)
+
+    def _admit(self, request_iterator, context: grpc.ServicerContext) -> SearchSession:
+        """Decode the request; check, on this server alone, who asks, what, and against which
+        versions; take a session slot (released by :meth:`_run`). A refusal tells the peers."""
         who = self._client(context)
         try:
             b = bd.decode(request_iterator)
@@ -136,7 +160,6 @@ class VaultServicer(pbg.VaultServicer):
             hidden = node.acl.hidden_ids(req, collection, node.store.image_ids())
         except (RequestRejected, AclDenied) as exc:
             refuse(grpc.StatusCode.PERMISSION_DENIED, f"server {node.id}: {exc}")
-
         index = node.index()
         if index is None:
             refuse(grpc.StatusCode.FAILED_PRECONDITION, "no images uploaded yet")
@@ -152,16 +175,22 @@ class VaultServicer(pbg.VaultServicer):
             refuse(grpc.StatusCode.FAILED_PRECONDITION, f"model version mismatch on server {node.id}")
         if not node.sessions.acquire(blocking=False):
             refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, f"server {node.id} is running too many queries")
-        comm = None
+        return SearchSession(b.session_id, who, query, model, index, k, nprobe, m.get("input", "image"), hidden)
+
+    def _run(self, s: SearchSession, context: grpc.ServicerContext
+             ) -> tuple[str, dict[str, SharePair], float, dict[str, int]]:
+        """The secure query with the two peers, then the result masking; returns (result kind,
+        output pairs, seconds, communication counters). Any failure aborts the peers too."""
+        node, comm = self.node, None
         try:
-            node.store.claim_session(b.session_id)
-            keys = node.keys.keys().for_session(b.session_id)
-            comm = GrpcComm(node.id, b.session_id, node.router, node.links, node.cfg.peer_timeout_s)
+            node.store.claim_session(s.session_id)
+            keys = node.keys.keys().for_session(s.session_id)
+            comm = GrpcComm(node.id, s.session_id, node.router, node.links, node.cfg.peer_timeout_s)
             party = Party(comm, keys)
             t0 = time.perf_counter()
-            kind, outs = run_query(party, model, index, query, k, nprobe, m.get("input", "image"))
-            if hidden:
-                outs = self.mask_results(party, outs, hidden)
+            kind, outs = run_query(party, s.model, s.index, s.query, s.k, s.nprobe, s.input_kind)
+            if s.hidden:
+                outs = self.mask_results(party, outs, s.hidden)
             secs = time.perf_counter() - t0
             comm.close()
         except (QueryError, StorageError) as exc:
@@ -171,24 +200,29 @@ class VaultServicer(pbg.VaultServicer):
         except CommError as exc:
             if comm is not None:
                 comm.abort()
-            log.warning("session %s failed: %s", b.session_id, exc)
+            log.warning("session %s failed: %s", s.session_id, exc)
             context.abort(grpc.StatusCode.UNAVAILABLE, f"server {node.id}: {exc}")
         except Exception as exc:  # noqa: BLE001 - report, never hang the peers
             if comm is not None:
                 comm.abort()
-            log.exception("session %s: internal error (%s)", b.session_id, type(exc).__name__)
+            log.exception("session %s: internal error (%s)", s.session_id, type(exc).__name__)
             context.abort(grpc.StatusCode.INTERNAL, f"server {node.id}: internal error {type(exc).__name__}")
         finally:
             node.sessions.release()
         stats = comm.stats.as_dict()
-        node.store.audit("search", b.session_id, client=who, seconds=round(secs, 4), **stats)  # timings only
-        log.info("session %s done: %.3f s, %d rounds, %d bytes sent", b.session_id, secs, stats["rounds"],
+        node.store.audit("search", s.session_id, client=s.who, seconds=round(secs, 4), **stats)  # timings only
+        log.info("session %s done: %.3f s, %d rounds, %d bytes sent", s.session_id, secs, stats["rounds"],
                  stats["bytes_sent"])
-        tensors = {}
+        return kind, outs, secs, stats
+
+    def _encode(self, s: SearchSession, kind: str, outs: dict[str, SharePair], secs: float,
+                stats: dict[str, int]) -> Iterator[pb.Frame]:
+        """This server's result pairs and public timings as a streamed bundle."""
+        tensors: dict[str, torch.Tensor] = {}
         for name, pair in outs.items():
             tensors.update(bd.pairs_to_tensors(name, pair))
-        meta = {"result": kind, "seconds": secs, "comm": stats, "index_version": index.version}
-        yield from bd.encode(bd.Bundle("result", b.session_id, meta, tensors))
+        meta = {"result": kind, "seconds": secs, "comm": stats, "index_version": s.index.version}
+        return bd.encode(bd.Bundle("result", s.session_id, meta, tensors))
 
     def mask_results(self, party: Party, outs: dict[str, SharePair], hidden: list[int]) -> dict[str, SharePair]:
         """Replace the result ids the requester may not see by -1 (``servers.query.mask_hidden``:

@@ -97,7 +97,7 @@ def test_deidentified_copy_is_stored_and_retrievable(cluster, client):
 
     from PIL import Image
 
-    from client.sdk import DEID_METADATA_KEY
+    from client.encryption import DEID_METADATA_KEY
 
     acct = json.loads(Image.open(io.BytesIO(anon.data)).text[DEID_METADATA_KEY])
     assert acct["eps_per_region"] and all(e == 1.0 for e in acct["eps_per_region"])

@@ -1,0 +1,71 @@
+"""Two-phase commit of one upload/delete/model transaction on the three servers.
+
+Prepare on all three (each validates, stages and fsyncs, and votes); then commit on
+server 0, whose state is the decision; then on servers 1 and 2. A server that misses the
+commit completes it by itself from server 0's state when it is back (``servers.node``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import grpc
+
+from protos.trivault.v1 import trivault_pb2 as pb
+from wire import bundle as bd
+
+from .errors import PartialCommitError, TriVaultError
+from .transport import Fanout, Sign, rpc_error
+
+PhaseHook = Callable[[str], None]
+
+
+def transaction_auth(sign: Sign, bundle: bd.Bundle, action: str, collection: str) -> bytes:
+    """The owner's one signed request naming the transaction, its image ids, deletions and
+    model flag; each server checks it against what it staged before voting."""
+    m = bundle.meta
+    return sign(action, {"txn": bundle.session_id, "collection": collection, "model": "model" in m,
+                         "images": [int(im["id"]) for im in m.get("images", [])],
+                         "deletes": [int(i) for i in m.get("deletes", [])]})
+
+
+def transact(fan: Fanout, sign: Sign, bundles: Sequence[bd.Bundle], action: str = "upload",
+             collection: str = "default", timeout_s: float = 60.0, hook: PhaseHook | None = None) -> None:
+    """Prepare ``bundles[i]`` on server ``i``, then commit (server 0 first). ``hook`` (tests)
+    is called with ``"before_prepare"`` and ``"after_prepare"``."""
+    txn = bundles[0].session_id
+    auth = transaction_auth(sign, bundles[0], action, collection)
+    for b in bundles:
+        b.auth = auth
+    if hook is not None:
+        hook("before_prepare")
+    try:
+        fan.all(lambda i: fan.stubs[i].Prepare(bd.encode(bundles[i]), timeout=timeout_s * 10), fail_fast=False)
+    except TriVaultError as exc:
+        _abort(fan, txn, (0, 1, 2))
+        raise TriVaultError(f"upload aborted, nothing stored: {exc}") from None
+    if hook is not None:
+        hook("after_prepare")
+    _commit_decision(fan, txn)
+    try:
+        fan.all(lambda i: fan.stubs[i].Commit(pb.TxnRequest(txn_id=txn), timeout=30), servers=(1, 2))
+    except TriVaultError as exc:
+        raise PartialCommitError(f"upload committed by server 0; {exc}; that server completes it when it is back")
+
+
+def _commit_decision(fan: Fanout, txn: str) -> None:
+    """Commit on server 0 (the decision point); a refusal there aborts servers 1 and 2."""
+    try:
+        fan.stubs[0].Commit(pb.TxnRequest(txn_id=txn), timeout=30)
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:  # server 0 refused: the decision is abort
+            _abort(fan, txn, (1, 2))
+            raise TriVaultError(f"upload not committed ({rpc_error(0, exc)}); nothing stored") from None
+        # Server 0 may or may not have committed before failing: servers 1 and 2 follow
+        # whatever it decided once it is back (never abort them here).
+        raise TriVaultError(f"upload outcome unknown ({rpc_error(0, exc)}): servers 1 and 2 follow server "
+                            f"0's decision when it is back; retry the upload after checking info()") from None
+
+
+def _abort(fan: Fanout, txn: str, servers: Sequence[int]) -> None:
+    fan.all(lambda i: fan.stubs[i].Abort(pb.TxnRequest(txn_id=txn), timeout=10), servers=servers, tolerate=True)

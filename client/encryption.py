@@ -1,0 +1,88 @@
+"""Owner-side encryption of images for upload (and their de-identified copies).
+
+Each copy gets a fresh AES-256-GCM key (associated data: image id and kind); the key is
+split into three replicated-share pairs (``wire.key_delivery.split_key``), pair ``i`` for
+server ``i``; the owner's signed SHA-256 of the plaintext is stored beside the ciphertext,
+itself encrypted under the image key (``client.integrity``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+from tqdm import tqdm
+
+from wire import bundle as bd
+from wire.key_delivery import split_key
+
+from . import crypto
+from .errors import TriVaultError
+from .identity import Identity
+from .integrity import seal_record, sign_image
+
+DEID_METADATA_KEY = "trivault-deid"  # PNG text chunk with the de-identified copy's privacy accounting
+
+Deidentify = Callable[[np.ndarray, float], bytes]
+
+
+def _bytes_tensor(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def encrypt_copy(owner: Identity, image_id: int, blob: bytes, deid: bool) -> list[dict[str, torch.Tensor]]:
+    """One copy of one image, encrypted under a fresh key: the tensors for each server."""
+    key = crypto.new_key()
+    ct = _bytes_tensor(crypto.encrypt(key, blob, crypto.image_aad(image_id, deid)))
+    rec = _bytes_tensor(seal_record(sign_image(owner, image_id, blob, "deid" if deid else "orig"), key,
+                                    crypto.encrypt))
+    sfx = ".deid" if deid else ""
+    return [{f"img/{image_id}{sfx}": ct, f"rec/{image_id}{sfx}": rec, **bd.pairs_to_tensors(f"key/{image_id}{sfx}", pair)}
+            for pair in split_key(key)]
+
+
+def encrypt_images(owner: Identity, loaded: Sequence[tuple[bytes, Image.Image]], ids: Sequence[int],
+                   labels: Sequence[str] | None, deid_fn: Deidentify | None, eps: float,
+                   progress: bool = True) -> tuple[list[dict[str, torch.Tensor]], list[dict]]:
+    """Tensors for each server and the public per-image meta of a batch of new images."""
+    per_server: list[dict[str, torch.Tensor]] = [{}, {}, {}]
+    metas = []
+    for n, ((data, im), i) in enumerate(tqdm(list(zip(loaded, ids)), desc="encrypt", unit="img",
+                                             disable=not progress)):
+        copies = [(False, data)]
+        if deid_fn is not None:
+            copies.append((True, deid_fn(np.asarray(im), eps)))
+        for is_deid, blob in copies:
+            for s, tensors in enumerate(encrypt_copy(owner, i, blob, is_deid)):
+                per_server[s].update(tensors)
+        metas.append({"id": i, "label": None if labels is None else str(labels[n]), "deid": deid_fn is not None})
+    return per_server, metas
+
+
+def deid_function() -> Deidentify:
+    """``client.deid.deidentify`` wrapped to return PNG bytes; clear error if not installed."""
+    try:
+        from .deid import deidentify  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise TriVaultError(f"de-identification is not available: {exc}") from None
+
+    def run(arr: np.ndarray, eps: float) -> bytes:
+        res = deidentify(arr, eps)
+        out = next((getattr(res, n) for n in ("image", "deidentified", "array", "output")
+                    if isinstance(getattr(res, n, None), np.ndarray)), None)
+        if out is None:
+            raise TriVaultError("deidentify() returned no image array")
+        # The privacy accounting (eps per region, total by sequential composition) travels
+        # INSIDE the encrypted copy as a PNG text chunk: region boxes are not for servers.
+        info = PngInfo()
+        info.add_text(DEID_METADATA_KEY, json.dumps(getattr(res, "metadata", {}), default=str))
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(out, dtype=np.uint8)).save(buf, format="PNG", pnginfo=info)
+        return buf.getvalue()
+
+    return run

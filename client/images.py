@@ -1,0 +1,38 @@
+"""Image inputs of the SDK: a path, a PIL image or an RGB array, as file bytes + decoded RGB."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+ImageInput = str | Path | np.ndarray | Image.Image
+
+
+def load_image_bytes(item: ImageInput) -> tuple[bytes, Image.Image]:
+    """File bytes (PNG for arrays) and the decoded RGB image; clear errors for bad files."""
+    if isinstance(item, (str, Path)):
+        data = Path(item).read_bytes()
+        name = str(item)
+    elif isinstance(item, Image.Image):
+        buf = io.BytesIO()
+        item.convert("RGB").save(buf, format="PNG", compress_level=1)
+        data, name = buf.getvalue(), "<PIL image>"
+    elif isinstance(item, np.ndarray):
+        from .preprocess import to_pil
+
+        buf = io.BytesIO()
+        to_pil(item).save(buf, format="PNG", compress_level=1)
+        data, name = buf.getvalue(), "<array>"
+    else:
+        raise TypeError(f"unsupported image input {type(item).__name__}")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return data, im.convert("RGB")
+    except UnidentifiedImageError:
+        raise ValueError(f"{name}: not an image file") from None
+    except (OSError, SyntaxError) as exc:
+        raise ValueError(f"{name}: corrupt or truncated image ({exc})") from None

@@ -1,0 +1,162 @@
+"""The data owner's side: register the model, extract features, upload and delete images.
+
+Features are extracted locally with the owner's plaintext model; the index is updated or
+rebuilt and re-shared (``client.index_policy``); every change is one two-phase
+transaction on the three servers (``client.commit``).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+
+from protocols.ring import DEFAULT_FP
+from wire import bundle as bd
+
+from .commit import PhaseHook, transact
+from .encryption import deid_function, encrypt_images
+from .errors import PartialCommitError, TriVaultError
+from .identity import Identity
+from .images import ImageInput, load_image_bytes
+from .index_policy import IndexUpload, index_bundles
+from .owner_state import OwnerState
+from .transport import Fanout, Sign
+
+
+class OwnerOps:
+    """Model registration, feature extraction, uploads and deletions of one data owner."""
+
+    def __init__(self, fan: Fanout, sign: Sign, identity: Identity, owner: OwnerState, timeout_s: float) -> None:
+        self.fan, self.sign, self.identity, self.owner = fan, sign, identity, owner
+        self.timeout_s = timeout_s
+        self.progress = True
+        self.fault_hook: PhaseHook | None = None  # tests: called with a phase of the two-phase commit
+        self.last_upload_stats: dict[str, Any] = {}
+        self.module: nn.Module | None = None  # the owner's plaintext model, when known in this process
+
+    def transact(self, bundles: list[bd.Bundle], action: str = "upload", collection: str = "default") -> None:
+        """One two-phase transaction of ``bundles[i]`` on server ``i``."""
+        transact(self.fan, self.sign, bundles, action, collection, self.timeout_s, self.fault_hook)
+
+    def index_bundles(self, feats: np.ndarray, ids: np.ndarray, base_version: int,
+                      new_feats: np.ndarray | None = None, new_ids: np.ndarray | None = None,
+                      deletes: Sequence[int] = ()) -> IndexUpload:
+        """The index change for the new set of features (``client.index_policy.index_bundles``)."""
+        return index_bundles(self.owner, feats, ids, base_version, new_feats, new_ids, deletes)
+
+    def register_model(self, model: nn.Module, resolution: int | None = None) -> dict:
+        """Split ``model`` into RSS weight pairs and register it on the three servers; returns its arch."""
+        from .model import describe_model, split_model
+
+        if self.fan.info()["image_ids"]:
+            raise TriVaultError("images are already stored with the current model: delete them before replacing it")
+        res = int(resolution or getattr(model, "resolution", 224))
+        arch, per_server = split_model(model, [3, res, res], DEFAULT_FP)
+        txn = str(uuid.uuid4())
+        bundles = []
+        for i in range(3):
+            tensors: dict[str, torch.Tensor] = {}
+            for name, pair in per_server[i].items():
+                tensors.update(bd.pairs_to_tensors(f"model/{name}", pair))
+            bundles.append(bd.Bundle("txn", txn, {"model": {"arch": arch}}, tensors))
+        self.transact(bundles)
+        recipe = getattr(model, "recipe", None)
+        if recipe is not None:
+            self.owner.save_recipe(arch, recipe)
+        else:
+            self.owner.save_model(arch, describe_model(model, [3, res, res])[1])
+        self.module = model
+        return arch
+
+    def extract_features(self, images: Sequence[Image.Image], batch: int = 16) -> np.ndarray:
+        """Owner-side plaintext features of decoded images with the registered model."""
+        from .preprocess import preprocess_batch
+
+        module = self.module
+        if module is None and (recipe := self.owner.load_recipe()) is not None:
+            from .recipes import from_recipe
+
+            module = self.module = from_recipe(recipe)
+        saved = None if module is not None else self.owner.load_model()
+        if module is None and saved is None:
+            raise TriVaultError("no model registered from this owner directory: call register_model first")
+        res = int(self.owner.load_arch()["input_shape"][-1])
+        out = []
+        for s in tqdm(range(0, len(images), batch), desc="features", unit="batch", disable=not self.progress):
+            x = preprocess_batch(list(images[s:s + batch]), res)
+            with torch.no_grad():
+                if module is not None:
+                    out.append(module.eval()(x).float().numpy())
+                else:
+                    from .model import plain_forward
+
+                    out.append(plain_forward(saved[0], saved[1], x).float().numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    def upload(self, images: Sequence[ImageInput], labels: Sequence[str] | None = None, deid: bool = False,
+               eps: float = 1.0, collection: str = "default") -> list[int]:
+        """Encrypt and upload images with their features' shares; returns the new image ids."""
+        if labels is not None and len(labels) != len(images):
+            raise ValueError("labels must match images one to one")
+        t0 = time.perf_counter()
+        info = self.fan.info()
+        loaded = [load_image_bytes(x) for x in tqdm(images, desc="read", unit="img", disable=not self.progress)]
+        feats_new = self.extract_features([im for _, im in loaded])
+        old_feats, old_ids = self.owner.load_features()
+        if sorted(old_ids.tolist()) != sorted(info["image_ids"]):
+            raise TriVaultError("this owner directory does not match the servers' images")
+        start = max(info["image_ids"], default=-1) + 1
+        new_ids = np.arange(start, start + len(loaded), dtype=np.int64)
+        feats = feats_new if old_feats is None else np.concatenate([old_feats, feats_new])
+        ids = np.concatenate([old_ids, new_ids])
+        per_server, metas = encrypt_images(self.identity, loaded, new_ids.tolist(), labels,
+                                           deid_function() if deid else None, eps, self.progress)
+        imeta, itensors, after = self.index_bundles(feats, ids, info["index_version"], feats_new, new_ids)
+        txn = str(uuid.uuid4())
+        bundles = [bd.Bundle("txn", txn, {"images": metas, "index": imeta},
+                             {**per_server[s], **{f"index/{k}": v for k, v in itensors[s].items()}})
+                   for s in range(3)]
+        t1 = time.perf_counter()
+        self._commit_and_record(bundles, "upload", collection, feats, ids, lambda: after(info["index_version"] + 1))
+        t2 = time.perf_counter()
+        self.last_upload_stats = {
+            "n": len(loaded), "seconds": t2 - t0, "transfer_seconds": t2 - t1,
+            "bytes_per_server": float(bundles[0].nbytes()), "index": "update" if imeta.get("update") else "full",
+            "index_bytes_per_server": float(sum(v.numel() * v.element_size() for v in itensors[0].values()))}
+        return new_ids.tolist()
+
+    def delete(self, image_id: int) -> None:
+        """Delete an image everywhere: ciphertexts, key shares and its index entry."""
+        info = self.fan.info()
+        if int(image_id) not in info["image_ids"]:
+            raise TriVaultError(f"unknown image id {image_id}")
+        feats, ids = self.owner.load_features()
+        keep = ids != int(image_id)
+        feats, ids = feats[keep], ids[keep]
+        txn = str(uuid.uuid4())
+        meta: dict[str, Any] = {"deletes": [int(image_id)]}
+        meta["index"], itensors, after = self.index_bundles(feats, ids, info["index_version"],
+                                                            deletes=[int(image_id)])
+        bundles = [bd.Bundle("txn", txn, meta, {f"index/{k}": v for k, v in itensors[s].items()}) for s in range(3)]
+        self._commit_and_record(bundles, "delete", "default", feats if len(ids) else None, ids,
+                                lambda: after(info["index_version"] + 1))
+
+    def _commit_and_record(self, bundles: list[bd.Bundle], action: str, collection: str,
+                           feats: np.ndarray | None, ids: np.ndarray, after: Callable[[], None]) -> None:
+        """Run the transaction; once server 0 committed (even if another server did not
+        answer yet), record the owner's features and plain index for the new version."""
+        try:
+            self.transact(bundles, action, collection)
+        except PartialCommitError:
+            self.owner.save_features(feats, ids)
+            after()
+            raise
+        self.owner.save_features(feats, ids)
+        after()

@@ -1,0 +1,104 @@
+"""The querier's retrieval: sealed key shares from each server, combined, decrypted, verified.
+
+One signed request goes to all three servers; each evaluates the policy itself and seals
+its key-share pair to this user's REGISTERED X25519 key. With all three pairs the shares
+are cross-checked (a lying server is named: ``KeyDeliveryError.suspects``); with two,
+AES-GCM on the ciphertext catches a wrong key. The owner's signed hash is then verified
+(``TamperError`` on mismatch).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Callable
+
+import grpc
+import numpy as np
+from PIL import Image
+
+from protos.trivault.v1 import trivault_pb2 as pb
+from wire import bundle as bd
+from wire.identity import PublicIdentity
+from wire.key_delivery import KeyDeliveryError, recover_key
+
+from . import crypto
+from .errors import TriVaultError
+from .identity import Identity
+from .integrity import open_record, verify_image
+from .transport import Fanout, Sign, rpc_error
+
+
+@dataclass
+class Retrieved:
+    """A decrypted, integrity-checked image: the uploaded file bytes, its label, which copy
+    (``orig``/``deid``) the policy released, and the recipient its watermark names."""
+
+    image_id: int
+    data: bytes
+    label: str | None
+    kind: str = "orig"
+    recipient: str = ""
+    verified: bool = False
+
+    def marked(self, key: bytes | None = None) -> np.ndarray:
+        """The delivered copy: RGB with an invisible watermark naming the recipient (``trivault trace``)."""
+        from .watermark import embed
+
+        return embed(self.array(), self.recipient, key)
+
+    def array(self) -> np.ndarray:
+        """Decoded RGB uint8 array."""
+        with Image.open(io.BytesIO(self.data)) as im:
+            return np.asarray(im.convert("RGB"))
+
+
+def _bytes(t) -> bytes:
+    return bytes(t.numpy().tobytes())
+
+
+def fetch_releases(fan: Fanout, sign: Sign, image_id: int, deid: bool, purpose: str | None,
+                   timeout_s: float) -> tuple[list[bd.Bundle | None], list[int], bool]:
+    """Each server's answer (None if it refused), the servers releasing the majority copy, and
+    whether that copy is the de-identified one; TriVaultError if fewer than two release it."""
+    auth = sign("retrieve", {"image_id": int(image_id), "deid": bool(deid), "purpose": purpose})
+    req = pb.ImageRequest(image_id=int(image_id), deid=deid, auth=auth)
+    errors: list[str] = [""] * 3
+
+    def one(i: int) -> bd.Bundle | None:
+        try:
+            return bd.decode(fan.stubs[i].Retrieve(req, timeout=timeout_s))
+        except grpc.RpcError as exc:
+            errors[i] = rpc_error(i, exc)
+            return None
+
+    outs = fan.all(one)
+    kinds = {i: o.meta.get("kind") for i, o in enumerate(outs) if o is not None}
+    best = max(("orig", "deid"), key=lambda kd: sum(v == kd for v in kinds.values()))
+    got = [i for i, kd in kinds.items() if kd == best]
+    if len(got) < 2:
+        why = "; ".join(e for e in errors if e) or f"the servers disagree on which copy to release ({kinds})"
+        raise TriVaultError(f"image {image_id}: fewer than two servers release a key: {why}")
+    return outs, got, best == "deid"
+
+
+def retrieve(fan: Fanout, sign: Sign, identity: Identity, owner_identity: Callable[[], PublicIdentity],
+             image_id: int, deid: bool = False, purpose: str | None = None, timeout_s: float = 60.0) -> Retrieved:
+    """Fetch, decrypt and verify an image the policy releases to ``identity``."""
+    outs, got, is_deid = fetch_releases(fan, sign, image_id, deid, purpose, timeout_s)
+    sealed = [_bytes(outs[i].tensors["sealed"]) if i in got else None for i in range(3)]
+    key = recover_key(sealed, identity.kex_key, int(image_id), is_deid)  # KeyDeliveryError names suspects
+    ct = _bytes(outs[got[0]].tensors["ciphertext"])
+    try:
+        data = crypto.decrypt(key, ct, crypto.image_aad(int(image_id), is_deid))
+    except ValueError:
+        raise KeyDeliveryError(f"image {image_id}: the key does not decrypt the ciphertext from server {got[0]} "
+                               f"(a server sent a wrong share or ciphertext)", tuple(got)) from None
+    verified = False
+    rec = outs[got[0]].tensors.get("record")
+    kind = "deid" if is_deid else "orig"
+    if rec is not None:
+        record = open_record(_bytes(rec), key, int(image_id), kind, crypto.decrypt)
+        verify_image(owner_identity(), int(image_id), data, record, kind)  # TamperError
+        verified = True
+    return Retrieved(int(image_id), data, outs[got[0]].meta.get("label"), kind, identity.user_id, verified)

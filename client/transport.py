@@ -1,0 +1,79 @@
+"""Fan-out to the three servers: one mutual-TLS channel each, parallel calls, one clear error."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Any, Callable, Sequence
+
+import grpc
+
+from protos.trivault.v1 import trivault_pb2 as pb
+from protos.trivault.v1 import trivault_pb2_grpc as pbg
+from wire import bundle as bd
+from wire.tls import channel_credentials, secure_channel
+
+from .config import ClientConfig
+from .errors import TriVaultError
+
+Sign = Callable[[str, dict[str, Any]], bytes]  # (action, params) -> a signed request for this deployment
+
+
+def rpc_error(i: int, exc: grpc.RpcError) -> str:
+    """``server i: CODE: details`` for an RPC error."""
+    return f"server {i}: {exc.code().name}: {exc.details()}"
+
+
+class Fanout:
+    """The three servers' stubs and a thread pool that calls them in parallel."""
+
+    def __init__(self, cfg: ClientConfig) -> None:
+        creds = channel_credentials(cfg.ca, cfg.cert, cfg.key)
+        self.channels = [secure_channel(a, creds) for a in cfg.servers]
+        self.stubs = [pbg.VaultStub(c) for c in self.channels]
+        self._pool = ThreadPoolExecutor(max_workers=9, thread_name_prefix="trivault-client")
+
+    def close(self) -> None:
+        """Close the channels and the pool."""
+        for c in self.channels:
+            c.close()
+        self._pool.shutdown(wait=False)
+
+    def all(self, fn: Callable[[int], Any], servers: Sequence[int] = (0, 1, 2), tolerate: bool = False,
+            fail_fast: bool = True) -> list[Any]:
+        """Run ``fn(i)`` for each server in parallel; raise one clear error on failure (at the first
+        one, without waiting for slower servers, if ``fail_fast``) unless ``tolerate``."""
+        futs = {self._pool.submit(fn, i): i for i in servers}
+        out: list[Any] = [None] * 3
+        errs: list[str] = []
+        pending = set(futs)
+        while pending and not (errs and fail_fast and not tolerate):
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                i = futs[f]
+                try:
+                    out[i] = f.result()
+                except grpc.RpcError as exc:
+                    errs.append(rpc_error(i, exc))
+                except bd.BundleError as exc:
+                    errs.append(f"server {i}: {exc}")
+        if errs and not tolerate:
+            raise TriVaultError("; ".join(sorted(errs)))
+        return out
+
+    def infos(self, tolerate: bool = False) -> list[dict[str, Any] | None]:
+        """Each server's public state (None for a server that did not answer, if ``tolerate``)."""
+        return self.all(lambda i: json.loads(self.stubs[i].Info(pb.InfoRequest(), timeout=10).meta_json),
+                        tolerate=tolerate)
+
+    def info(self) -> dict[str, Any]:
+        """Public state of the deployment; checks that the three servers agree."""
+        infos = self.infos()
+        for key in ("index_version", "model_version", "image_ids"):
+            vals = {json.dumps(x[key]) for x in infos}
+            if len(vals) != 1:
+                pend = {i: x["pending"] for i, x in enumerate(infos) if x["pending"]}
+                raise TriVaultError(f"servers disagree on {key} (an upload is being recovered: {pend}); retry shortly")
+        out = dict(infos[0])
+        out["pending"] = sorted({t for x in infos for t in x["pending"]})  # on any server
+        return out
