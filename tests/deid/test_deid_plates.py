@@ -50,7 +50,8 @@ def test_boxes_decoded_to_image_pixels_with_nms_threshold_and_margin() -> None:
     # Image 1280x640 -> letterboxed at long side 640: scale 0.5.
     pred = _pred([(100, 50, 40, 20, 0.9), (101, 50, 40, 20, 0.8), (300, 200, 60, 30, 0.1)])
     det = YoloPlateDetector(lambda blob: pred, "test", long_side=640, threshold=0.15, expand=0.1)
-    regions = det(np.zeros((640, 1280, 3), np.uint8))
+    textured = np.random.default_rng(0).integers(0, 256, (640, 1280, 3), dtype=np.uint8)
+    regions = det(textured)
     assert len(regions) == 1  # duplicate removed by NMS, low score dropped
     r = regions[0]
     assert r.kind == PLATE and r.source == "test" and r.score == pytest.approx(0.9)
@@ -58,9 +59,12 @@ def test_boxes_decoded_to_image_pixels_with_nms_threshold_and_margin() -> None:
     assert (r.x, r.y, r.w, r.h) == (152, 76, 96, 48)
 
 
-def test_no_detection_gives_no_region() -> None:
+def test_no_detection_gives_no_region_and_flat_boxes_are_dropped() -> None:
     det = YoloPlateDetector(lambda blob: np.zeros((1, 5, 0), np.float32), "test")
     assert det(np.zeros((48, 64, 3), np.uint8)) == []
+    whole = YoloPlateDetector(lambda blob: _pred([(32, 24, 64, 48, 0.9)]), "test", long_side=64)
+    assert whole(np.full((48, 64, 3), 90, np.uint8)) == []  # no characters, nothing to hide
+    assert len(whole(np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8))) == 1
 
 
 @needs_weights
