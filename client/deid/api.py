@@ -62,11 +62,15 @@ def _as_regions(boxes: BoxesArg) -> list[Region]:
 
 def deidentify(image: np.ndarray, eps: float, mechanism: str = "dp_latent", boxes: BoxesArg = None,
                seed: int | None = None, *, detect_faces: bool = True, detect_plates: bool = True,
-               plate_ocr: Callable[[np.ndarray], str | None] | None = None, pixelize_m: int = 16) -> DeidResult:
+               plate_ocr: Callable[[np.ndarray], str | None] | None = None, pixelize_m: int = 16,
+               noise: NoiseSource | None = None) -> DeidResult:
     """De-identify faces and plates of ``image`` with ``mechanism`` at ``eps`` per region.
 
-    ``boxes`` (by hand) replaces detection. ``seed`` is for tests only: without it all DP
-    noise comes from os.urandom. The total eps of the image is the sum over regions.
+    ``boxes`` (by hand) replaces detection. ``seed`` and ``noise`` are for tests and
+    benchmarks only: without them all DP noise comes from os.urandom. ``seed`` starts a
+    fresh stream for this image; to give many images different noise from one seed,
+    pass the same ``noise=NoiseSource(seed)`` to every call (a reproducible sequence).
+    The total eps of the image is the sum over regions.
     """
     if mechanism not in MECHANISMS:
         raise ValueError(f"unknown mechanism {mechanism!r}; choose one of {', '.join(MECHANISMS)}")
@@ -79,7 +83,10 @@ def deidentify(image: np.ndarray, eps: float, mechanism: str = "dp_latent", boxe
     else:
         found, how = detect(rgb, faces=detect_faces, plates=detect_plates), "detection"
     regions = [r for r in (b.clip(W, H) for b in found) if r is not None]
-    noise = NoiseSource(seed)
+    if noise is None:
+        noise = NoiseSource(seed)
+    elif seed is not None:
+        raise ValueError("give either seed or noise, not both")
     ledger = PrivacyLedger(noise.describe())
     out, texts = rgb, []
     for r in regions:

@@ -13,6 +13,7 @@ from skimage import data
 
 from client.deid import DeidResult, deidentify
 from client.deid.image_io import ImageInputError, check_size, load_image, to_rgb_uint8
+from client.deid.noise import NoiseSource
 
 
 def test_no_detections_returns_unchanged_and_says_so() -> None:
@@ -47,6 +48,24 @@ def test_manual_boxes_sequential_composition_and_urandom() -> None:
     assert res.metadata["noise_source"] == "os.urandom"
     again = deidentify(img, 0.5, "dp_pixelize", boxes="10,10,40,30")
     assert not np.array_equal(res.image[10:40, 10:50], again.image[10:40, 10:50])  # fresh noise each call
+
+
+def test_one_seed_gives_a_reproducible_sequence_with_different_noise_per_image() -> None:
+    img = data.astronaut()
+    box = "10,10,40,30"
+
+    def sequence(seed: int) -> list[np.ndarray]:
+        noise = NoiseSource(seed)
+        return [deidentify(img, 0.5, "dp_pixelize", boxes=box, noise=noise).image[10:40, 10:50] for _ in range(3)]
+
+    first, again = sequence(7), sequence(7)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))  # reproducible
+    assert not np.array_equal(first[0], first[1]) and not np.array_equal(first[1], first[2])  # per image
+    assert not np.array_equal(first[0], sequence(8)[0])
+    res = deidentify(img, 0.5, "dp_pixelize", boxes=box, noise=NoiseSource(7))
+    assert res.metadata["noise_source"] == "numpy PCG64 seed=7 (test only, NOT private)"
+    with pytest.raises(ValueError, match="either seed or noise"):
+        deidentify(img, 0.5, "dp_pixelize", boxes=box, seed=1, noise=NoiseSource(1))
 
 
 def test_plate_box_gets_synthetic_plate_with_zero_eps_without_ocr() -> None:
