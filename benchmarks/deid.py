@@ -2,10 +2,10 @@
 
 ``python -m benchmarks.deid --json`` prints one JSON line per method and epsilon, then one
 ``"method": "summary"`` line. Row keys: method, eps, ssim, dhash, l0, l2, reid_rank1, reid_self,
-face_still_detected, naturalness, plate_recall, plate_covered, images_per_s, images_per_cpu_s.
+face_still_detected, latent_distance, naturalness, plate_recall, plate_covered, images_per_s, images_per_cpu_s.
 Definitions:
 
-* ssim / dhash / l0 / l2: means over the 56 scene images (whole image, original vs
+* ssim / dhash / l0 / l2: means over the 53 scene images (whole image, original vs
   released; dhash = Hamming bits of 64, l0 = changed pixels, l2 in 0..255 units).
 * reid_rank1: each de-identified face of faces/<identity>/* (369 images, 40 identities,
   largest detected face) is matched by dlib ResNet descriptors against the ORIGINAL faces
@@ -14,6 +14,8 @@ Definitions:
   dlib is not installed.
 * face_still_detected: share of de-identified face regions (faces set + scenes) on
   which CenterFace still finds a face (IoU >= 0.3).
+* latent_distance: mean L2 distance, in the public eigenface latent (clipped, k = 8), between the
+  released and the original largest face of each identity image (grows as the face moves away).
 * naturalness: over the same face regions, ``detector_confidence`` = mean CenterFace score on
   the released face / score on the original (0 where no face is found), and ``sharpness`` =
   mean variance of the Laplacian inside the face box, released / original (1 = as sharp).
@@ -22,7 +24,7 @@ Definitions:
   US/EU/BR in the summary line.
 * plate_covered: end to end, share of the 40 ground-truth plates of which at least 90% of the
   box lies inside regions replaced in the released image (a missed plate is released as is).
-* images_per_s: deidentify() including face and plate detection on the 56 scene images resized
+* images_per_s: deidentify() including face and plate detection on the 53 scene images resized
   to 640x480, one thread (torch, OpenCV and onnxruntime set to one thread); images_per_cpu_s:
   the same divided by this process's CPU time instead of wall time (the machine is shared:
   wall time includes waiting for a core). ``scene_images_per_s`` in the summary is the
@@ -53,12 +55,14 @@ from client.deid import deidentify
 from client.deid import mechanisms as M
 from client.deid.detect import FACE, PLATE, Region, detect, face_detector, iou, plate_detector
 from client.deid.image_io import load_image
+from client.deid.latent import load_basis
 from client.deid.metrics import dhash_distance, dlib_available, edit_distance, face_embedder, l0, l2, reid_rates, ssim
 from client.deid.noise import NoiseSource
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "deid"
 EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0)
-RUNS = [("dp_latent", e) for e in EPSILONS] + [("dp_pixelize", 1.0), ("blur", None), ("mosaic", None)]
+RUNS = ([("dp_latent", e) for e in EPSILONS] + [("dp_donor", e) for e in EPSILONS]
+        + [("dp_pixelize", 1.0), ("blur", None), ("mosaic", None)])
 COVER_SHARE = 0.9
 
 
@@ -99,6 +103,10 @@ def _face_checks(orig: np.ndarray, img: np.ndarray, regions: list[Region]) -> li
         out.append((bool(scores), max(scores, default=0.0) / max(r.score, 1e-6),
                     _sharpness(img, r) / sharp0 if sharp0 > 0 else 1.0))
     return out
+
+
+def _latent(basis, img: np.ndarray, r: Region) -> np.ndarray:
+    return basis.clip(basis.encode(img[r.y : r.y + r.h, r.x : r.x + r.w]))
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -155,13 +163,15 @@ def _gallery(faces, det_faces, emb) -> tuple[np.ndarray, list[str], list[str], d
 def _one_run(method, e, seed, faces, det_faces, scenes, det_scenes, plates_gt, emb, orig_of):
     noise = _noise(seed)
     probes, p_ids, p_keys, p_orig, checks = [], [], [], [], []
+    basis, q = load_basis(), defaultdict(list)
     for (ident, key, img), regs in zip(faces, det_faces):
         res = deidentify(img, e, method, boxes=regs, noise=noise)
         checks += _face_checks(img, res.image, regs)
         f = _largest_face(regs)
+        if f is not None:
+            q["latent_distance"].append(_latent(basis, res.image, f) - _latent(basis, img, f))
         if emb is not None and f is not None:
             probes.append(emb(res.image, f)), p_ids.append(ident), p_keys.append(key), p_orig.append(orig_of[key])
-    q: dict[str, list[float]] = defaultdict(list)
     cover: list[bool] = []
     for name, img in scenes:
         regs = det_scenes[name]
@@ -196,7 +206,8 @@ def run(seed: int | None, log) -> list[dict]:
         rank1, self_share = reid_rates(np.array(probes), p_ids, p_keys, gallery, g_ids, g_keys,
                                        np.array(p_orig)) if emb is not None and probes else (None, None)
         rows.append({
-            "method": method, "eps": eps, **{k: _mean(v) for k, v in q.items()},
+            "method": method, "eps": eps, **{k: _mean(v) for k, v in q.items() if k != "latent_distance"},
+            "latent_distance": _mean([float(np.linalg.norm(d)) for d in q["latent_distance"]]),
             "reid_rank1": rank1, "reid_self": self_share,
             "face_still_detected": _mean([float(c[0]) for c in checks]),
             "naturalness": {"detector_confidence": _mean([c[1] for c in checks]),

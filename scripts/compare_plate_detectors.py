@@ -10,8 +10,8 @@ with a fixed 640x640 fp16 input. Weights are never downloaded: pass files you al
 Per detector: recall = share of the 40 ground-truth plates matched by a box with IoU >= 0.3
 (also per US/EU/BR), covered = share at least half covered by boxes, precision = share of
 boxes on the 40 plate images that match a plate (IoU >= 0.3; several plates may be visible
-but only one is labelled, so this is a lower bound), false_boxes_other = boxes on the 16
-scenes without plates, images_per_s = detection on the 56 scenes resized to 640x480, one thread.
+but only one is labelled, so this is a lower bound), false_boxes_other = boxes on the 13
+scenes without plates, images_per_s = detection on the 53 scenes resized to 640x480, one thread.
 """
 
 from __future__ import annotations

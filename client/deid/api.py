@@ -11,14 +11,17 @@ import numpy as np
 from . import mechanisms as mech
 from .accounting import PrivacyLedger, RegionCharge
 from .detect import FACE, PLATE, Region, detect, parse_boxes
+from .donor import dp_donor
 from .image_io import to_rgb_uint8
 from .noise import NoiseSource
 
-MECHANISMS = ("dp_latent", "dp_pixelize", "blur", "mosaic")
+MECHANISMS = ("dp_latent", "dp_donor", "dp_pixelize", "blur", "mosaic")
 
 _GUARANTEE = {
     ("dp_latent", FACE): "eps-DP for any change inside the face ellipse (Laplace on clipped eigenface latent)",
     ("dp_latent", PLATE): "dp_plate: text drawn uniformly without OCR (0-DP); metric-DP on codes with OCR text",
+    ("dp_donor", FACE): "eps-DP for any change inside the face ellipse (exponential mechanism over 200 public donor faces)",
+    ("dp_donor", PLATE): "dp_plate: text drawn uniformly without OCR (0-DP); metric-DP on codes with OCR text",
     ("dp_pixelize", FACE): "eps-DP for changes of up to m pixels in the box (DP-Pix)",
     ("dp_pixelize", PLATE): "eps-DP for changes of up to m pixels in the box (DP-Pix)",
     ("blur", FACE): "none (baseline)", ("blur", PLATE): "none (baseline)",
@@ -100,6 +103,8 @@ def deidentify(image: np.ndarray, eps: float, mechanism: str = "dp_latent", boxe
         elif r.kind == PLATE:
             ocr_text = plate_ocr(rgb[r.y : r.y + r.h, r.x : r.x + r.w]) if plate_ocr else None
             out, text, spent = mech.dp_plate(out, r, eps, noise, text=ocr_text)
+        elif mechanism == "dp_donor":
+            out = dp_donor(out, r, eps, noise)
         else:
             out = mech.dp_latent(out, r, eps, noise)
         texts.append(text)

@@ -47,7 +47,7 @@ def preview(
     image: Path = typer.Argument(..., help="Image to preview (JPEG, PNG, GIF, PGM, ...)."),
     eps: str = typer.Option("0.5,1,2,4,8", "--eps", help="Comma-separated epsilons per region to compare."),
     out: Path = typer.Option(Path("deid_preview.png"), "-o", "--out", help="Output PNG contact sheet."),
-    mechanism: str = typer.Option("dp_latent", "--mechanism", "-m", help="DP mechanism: dp_latent or dp_pixelize."),
+    mechanism: str = typer.Option("dp_latent", "--mechanism", "-m", help="DP mechanism: dp_latent, dp_donor or dp_pixelize."),
     boxes: str | None = typer.Option(None, "--boxes", help="Regions by hand instead of detection: 'x,y,w,h;...' "
                                      "(append ',plate' to a box for a licence plate)."),
 ) -> None:
@@ -55,8 +55,9 @@ def preview(
 
     Smaller epsilon = stronger privacy (more noise). Use it to pick --eps for `apply`.
     """
-    if mechanism not in ("dp_latent", "dp_pixelize"):
-        raise typer.BadParameter("preview compares a DP mechanism: dp_latent or dp_pixelize", param_hint="--mechanism")
+    if mechanism not in ("dp_latent", "dp_donor", "dp_pixelize"):
+        raise typer.BadParameter("preview compares a DP mechanism: dp_latent, dp_donor or dp_pixelize",
+                                 param_hint="--mechanism")
     from .contact_sheet import write_contact_sheet
 
     rows = write_contact_sheet(out, _load(image), _eps_list(eps), mechanism=mechanism, boxes=_boxes(boxes))
@@ -72,7 +73,8 @@ def apply(
     dst: Path = typer.Argument(..., metavar="OUT", help="Where to write the de-identified image (format from extension)."),
     eps: float = typer.Option(1.0, "--eps", help="Epsilon per region (image total = sum over regions)."),
     mechanism: str = typer.Option("dp_latent", "--mechanism", "-m",
-                                  help="dp_latent (faces: noisy eigenface; plates: synthetic), dp_pixelize, "
+                                  help="dp_latent (faces: noisy eigenface; plates: synthetic), dp_donor (faces: a real "
+                                       "public face chosen by the exponential mechanism), dp_pixelize, "
                                        "blur or mosaic (baselines, no DP guarantee)."),
     boxes: str | None = typer.Option(None, "--boxes", help="Regions by hand instead of detection: 'x,y,w,h;...' "
                                      "(append ',plate' to a box for a licence plate)."),
