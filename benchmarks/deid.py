@@ -121,6 +121,8 @@ def plate_recall(det_scenes: dict[str, list[Region]], plates_gt: dict[str, list[
     """Share of ground-truth plates matched by a detected plate box (IoU >= 0.3), overall and per region."""
     hits: dict[str, list[int]] = defaultdict(list)
     for name, rows in plates_gt.items():
+        if name not in det_scenes:
+            raise KeyError(f"ground truth names {name}, which is not among the scene images")
         found = [r for r in det_scenes[name] if r.kind == PLATE]
         for b in _plate_boxes(rows):
             ok = int(any(iou(b, d) >= 0.3 for d in found))
@@ -184,8 +186,8 @@ def _one_run(method, e, seed, faces, det_faces, scenes, det_scenes, plates_gt, e
     return probes, p_ids, p_keys, p_orig, checks, q, cover
 
 
-def run(seed: int | None, log) -> list[dict]:
-    """Run every method and return the result rows (the summary row last)."""
+def run(seed: int | None, log, emit=lambda row: None) -> list[dict]:
+    """Run every method and return the result rows (the summary row last); ``emit`` gets each row when done."""
     faces, scenes = _load_sets()
     log(f"{len(faces)} identity images, {len(scenes)} scenes; plate detector: {getattr(plate_detector(), 'name', '?')}")
     det_faces = [detect(img, plates=False) for _, _, img in faces]
@@ -215,12 +217,15 @@ def run(seed: int | None, log) -> list[dict]:
             "plate_recall": recall["plate_recall"], "plate_covered": _mean([float(c) for c in cover]),
             "images_per_s": ips, "images_per_cpu_s": ipc,
         })
+        emit(rows[-1])
     rows.append(_plate_only(seed, plates_gt, scenes))
+    emit(rows[-1])
     default = next(r for r in rows if r["method"] == "dp_latent" and r["eps"] == 1.0)
     rows.append({"method": "summary", "plate_detector": getattr(plate_detector(), "name", "?"), **recall,
                  "plate_covered": default["plate_covered"], "scene_images_per_s": default["images_per_s"],
                  "scene_images_per_cpu_s": default["images_per_cpu_s"], "cores": os.cpu_count(),
                  "load_average_1min": os.getloadavg()[0]})
+    emit(rows[-1])
     return rows
 
 
@@ -255,12 +260,13 @@ def main() -> None:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    rows = run(args.seed, log)
-    for row in rows:
+    def emit(row: dict) -> None:
         if args.json:
             print(json.dumps(row), flush=True)
         else:
-            print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+
+    run(args.seed, log, emit)
 
 
 if __name__ == "__main__":
