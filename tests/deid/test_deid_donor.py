@@ -7,7 +7,7 @@ import pytest
 from skimage import data
 
 from client.deid.detect import face_detector
-from client.deid.donor import (DonorSet, donor_set, dp_donor, l2_sensitivity, select_donor,
+from client.deid.donor import (DonorSet, donor_set, dp_donor, l2_sensitivity, render_donor, select_donor,
                                selection_probabilities)
 from client.deid.latent import load_basis
 from client.deid.mechanisms import face_mask_geometry
@@ -55,13 +55,24 @@ def test_lower_eps_releases_faces_further_from_the_original() -> None:
     assert all(a > b for a, b in zip(values, values[1:])), dist  # expected distance falls as eps grows
 
 
-def test_dp_donor_changes_only_the_ellipse() -> None:
+def test_dp_donor_inside_the_ellipse_depends_only_on_the_donor_and_outside_pixels() -> None:
     img = data.astronaut()
     r = face_detector()(img)[0]
     out = dp_donor(img, r, 1.0, NoiseSource(3))
     box, mask = face_mask_geometry(r, img.shape[1], img.shape[0])
     inside = np.zeros(img.shape[:2], bool)
     inside[box.y : box.y + box.h, box.x : box.x + box.w] = mask > 0
-    changed = (out != img).any(axis=2)
-    assert changed.any() and not (changed & ~inside).any()
+    assert (out[inside] != img[inside]).any()
     assert np.array_equal(out, dp_donor(img, r, 1.0, NoiseSource(3)))
+    # Other content inside the ellipse: a different latent, but a given donor renders identically.
+    other = img.copy()
+    other[inside] = np.random.default_rng(0).integers(0, 256, (int(inside.sum()), 3), dtype=np.uint8)
+    u, v = (load_basis().clip(load_basis().encode(x[r.y : r.y + r.h, r.x : r.x + r.w])) for x in (img, other))
+    assert not np.allclose(u, v)
+    same_donor = render_donor(other, r, donor_set().faces[0]), render_donor(img, r, donor_set().faces[0])
+    assert np.array_equal(same_donor[0], same_donor[1])  # rendering never reads pixels inside the ellipse
+    changed = (out != img).any(axis=2)
+    far = np.ones(img.shape[:2], bool)
+    pad = int(round(0.12 * max(r.w, r.h))) + 2
+    far[max(0, box.y - pad) : box.y + box.h + pad, max(0, box.x - pad) : box.x + box.w + pad] = False
+    assert not (changed & far).any()  # nothing changes beyond the feather band
