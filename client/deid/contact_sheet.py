@@ -1,4 +1,4 @@
-"""Preview contact sheet: original, dp_latent at several eps, and blur/mosaic baselines, with metrics."""
+"""Preview contact sheet: original, a DP mechanism at several eps, and blur/mosaic baselines, with metrics."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from PIL import Image
 from .api import BoxesArg, deidentify
 from .detect import detect
 from .metrics import dhash_distance, ssim
+from .noise import NoiseSource
 
 TILE_WIDTH = 320
 LABEL_HEIGHT = 54
@@ -43,12 +44,13 @@ def contact_sheet(image: np.ndarray, eps_values: Sequence[float], mechanism: str
                   tile_width: int = TILE_WIDTH) -> tuple[np.ndarray, list[dict]]:
     """Build the sheet (RGB uint8) and the per-tile metrics (name, eps, ssim, dhash, eps_total)."""
     regions = detect(image) if boxes is None else boxes
+    noise = None if seed is None else NoiseSource(seed)  # one stream: every tile gets its own draw
     variants: list[tuple[str, float | None, np.ndarray, dict]] = [("original", None, image, {"eps_total": None})]
     for eps in eps_values:
-        r = deidentify(image, eps, mechanism, boxes=regions, seed=seed)
+        r = deidentify(image, eps, mechanism, boxes=regions, noise=noise)
         variants.append((mechanism, eps, r.image, r.metadata))
     for base in ("blur", "mosaic"):
-        r = deidentify(image, 1.0, base, boxes=regions, seed=seed)
+        r = deidentify(image, 1.0, base, boxes=regions, noise=noise)
         variants.append((base, None, r.image, r.metadata))
     tiles, rows = [], []
     n_regions = len(regions)
