@@ -236,8 +236,19 @@ def main(argv: list[str] | None = None) -> None:
     # Same per-party compute as the servers (TRIVAULT_TORCH_THREADS, default 1).
     threads = int(os.environ.get("TRIVAULT_TORCH_THREADS", "1"))
     torch.set_num_threads(threads)
+    out = sys.stdout
+    if a.json:  # libraries print (e.g. "Loaded pretrained weights"): keep stdout for the JSON lines only
+        sys.stdout = sys.stderr
     log = (lambda *m: print(*m, file=sys.stderr, flush=True)) if a.json else print
-    emit = lambda d: print(json.dumps(d), flush=True)  # noqa: E731
+    emit = lambda d: print(json.dumps(d), file=out, flush=True)  # noqa: E731
+    try:
+        _run(a, log, emit, threads)
+    finally:
+        sys.stdout = out
+
+
+def _run(a: argparse.Namespace, log, emit, threads: int) -> None:
+    """Start the WAN-shaped cluster, set up the collection, measure and emit every line."""
     bw = a.bandwidth_mbps or None
     from client.demo_data import augment, base_images
     from client.sdk import Client
