@@ -163,3 +163,18 @@ def test_stop_closes_the_listening_port():
 def test_only_loopback():
     with pytest.raises(ValueError):
         WanEmulator("0.0.0.0")
+
+
+def test_peer_addresses_route_one_server_through_the_proxy(tmp_path):
+    """How benchmarks.wan_cluster puts the proxy on a link: ``peer_addresses`` of one server."""
+    from servers.config import load_config
+
+    body = 'ca = "ca.pem"\n' + "".join(
+        f'[servers.{i}]\naddress = "127.0.0.1:{5000 + i}"\ncert = "s{i}.pem"\nkey = "s{i}.key"\n'
+        + ('peer_addresses = { "1" = "127.0.0.1:6001", "2" = "127.0.0.1:6002" }\n' if i == 0 else "")
+        for i in range(3))
+    (tmp_path / "cluster.toml").write_text(body)
+    assert load_config(tmp_path / "cluster.toml", 0).peers == {0: "127.0.0.1:5000", 1: "127.0.0.1:6001",
+                                                               2: "127.0.0.1:6002"}
+    assert load_config(tmp_path / "cluster.toml", 1).peers == {0: "127.0.0.1:5000", 1: "127.0.0.1:5001",
+                                                               2: "127.0.0.1:5002"}
