@@ -2,16 +2,18 @@
 
 Cost model (what ``benchmarks.e2e`` prints as ``predicted_query_s``)::
 
-    query_s = compute_s + rounds x (rtt / 2 + transport_s_per_round) + bytes / bandwidth
+    query_s = compute_scale x compute_s + rounds x rtt / 2 + bytes / bandwidth
 
 * ``compute_s``: the same query with three in-process parties (``servers.query.run_query``
-  on the servers' stored shares): local computation with free communication.
+  on the servers' stored shares), measured next to each gRPC query (so it tracks the load
+  of the shared machine): local computation with free communication.
+* ``compute_scale``: three server processes do not compute at the speed of three threads
+  in one process (the GIL, process scheduling), and gRPC + TLS + proxy on loopback add a
+  little per round. Fitted ONCE on the rtt-0 measurement (``fit_compute_scale``); 1.0 when
+  not fitted. Every other RTT is then a prediction.
 * ``rounds``: :meth:`protocols.comm.Comm.exchange` calls on the critical path. In a round
   every party sends to its neighbours and then waits for theirs, so a round costs ONE
   one-way delay, i.e. RTT / 2 (the WAN proxy delays every directed message by RTT / 2).
-* ``transport_s_per_round``: what one round costs on top of that over gRPC + TLS +
-  proxy on loopback (serialisation, wake-ups). Fitted once from the RTT-0 measurement
-  (``fit_transport``); 0 when not fitted.
 * ``bytes / bandwidth``: bytes sent by the busiest server (each server's egress is one
   token bucket of ``bandwidth``, shared by its two outgoing links).
 
@@ -40,7 +42,8 @@ SEARCH_STEP_NAMES = {
 OPERATIONS = {
     "_carry_out": "comparison", "msb": "comparison", "msb_bounded": "comparison", "a2b": "comparison",
     "_generate_propagate": "comparison", "_input_boolean_from_p0": "comparison", "eqz": "equality",
-    "bit_inject": "bit injection", "bit_inject_chunked": "bit injection",
+    "bit_inject": "bit injection", "bit_inject_chunked": "bit injection", "inject": "bit injection",
+    "_digit_bits": "comparison", "_tree": "comparison",
     "mul_chunked": "product", "mul": "product", "_select": "product", "mux": "product", "square": "product",
     "matmul": "product", "bilinear": "product", "conv2d": "product", "oblivious_fetch": "product",
     "reshare_truncate": "product+truncate", "truncate_exact": "truncation", "truncate": "truncation",
@@ -50,24 +53,29 @@ OPERATIONS = {
 
 @dataclass(frozen=True)
 class CostModel:
-    """``compute_s + rounds (rtt/2 + transport_s_per_round) + bytes_max_party / bandwidth``."""
+    """``compute_scale x compute_s + rounds x rtt / 2 + bytes_max_party / bandwidth``."""
 
     compute_s: float
     rounds: int
     bytes_max_party: int
-    transport_s_per_round: float = 0.0
+    compute_scale: float = 1.0
+
+    def wire_s(self, bandwidth_mbps: float | None) -> float:
+        """Seconds the busiest server spends sending its bytes at ``bandwidth_mbps`` (None: 0)."""
+        if bandwidth_mbps is not None and bandwidth_mbps <= 0:
+            raise ValueError("bandwidth must be > 0 (or None: unlimited)")
+        return 0.0 if bandwidth_mbps is None else self.bytes_max_party * 8 / (bandwidth_mbps * 1e6)
 
     def predict(self, rtt_ms: float, bandwidth_mbps: float | None) -> float:
         """Predicted seconds per query at this round-trip time and per-server egress rate."""
-        if rtt_ms < 0 or (bandwidth_mbps is not None and bandwidth_mbps <= 0):
-            raise ValueError("rtt must be >= 0 and bandwidth > 0 (or None: unlimited)")
-        wire = 0.0 if bandwidth_mbps is None else self.bytes_max_party * 8 / (bandwidth_mbps * 1e6)
-        return self.compute_s + self.rounds * (rtt_ms / 2000.0 + self.transport_s_per_round) + wire
+        if rtt_ms < 0:
+            raise ValueError("rtt must be >= 0")
+        return self.compute_scale * self.compute_s + self.rounds * rtt_ms / 2000.0 + self.wire_s(bandwidth_mbps)
 
-    def fit_transport(self, measured_s: float, rtt_ms: float, bandwidth_mbps: float | None) -> "CostModel":
-        """The model with ``transport_s_per_round`` fitted to one measurement (clipped at 0)."""
-        base = replace(self, transport_s_per_round=0.0).predict(rtt_ms, bandwidth_mbps)
-        return replace(self, transport_s_per_round=max(0.0, (measured_s - base) / max(1, self.rounds)))
+    def fit_compute_scale(self, measured_s: float, rtt_ms: float, bandwidth_mbps: float | None) -> float:
+        """The ``compute_scale`` that makes this model predict ``measured_s`` exactly."""
+        rest = self.rounds * rtt_ms / 2000.0 + self.wire_s(bandwidth_mbps)
+        return max(0.0, measured_s - rest) / self.compute_s
 
 
 def agreement(predicted_s: float, measured_s: float) -> float:

@@ -25,11 +25,13 @@ one ``"line": "direct"`` the rtt-0 figures with the servers restarted WITHOUT th
 (what gRPC + TLS alone add to the in-process query).
 
 COST MODEL (benchmarks.cost_model):
-  predicted_query_s = in_process_query_s + rounds x (rtt/2 + t_round) + bytes_max_party / bandwidth
-  one round = one one-way delay (every party sends, then waits for its neighbours);
-  t_round = the per-round cost of gRPC + TLS + proxy on loopback, fitted ONCE on the
-  rtt-0 line (so rtt 0 is a fit, every other RTT a prediction; 0 if rtt 0 is not run).
-  Also printed: predicted_query_s_unfitted (t_round = 0) and model_error (|pred - meas| / meas).
+  predicted_query_s = s x in_process_query_s + rounds x rtt/2 + bytes_max_party / bandwidth
+  in_process_query_s is measured next to each gRPC query (same load); one round = one
+  one-way delay (every party sends, then waits for its neighbours); s (compute_scale) =
+  how fast three server processes + loopback gRPC run the query relative to three
+  in-process threads, fitted ONCE on the rtt-0 line (so rtt 0 is a fit and every other
+  RTT a prediction; s = 1 if rtt 0 is not run). Also printed: predicted_query_s_unfitted
+  (s = 1) and model_error = |predicted - measured| / measured.
 
 Not a test: no timing is asserted anywhere. The machine is shared: figures are noisy.
 """
@@ -302,7 +304,7 @@ class Runner:
                  images: list[np.ndarray], exact: list[set[int]], bw: float | None, log) -> None:
         self.a, self.c, self.wan, self.inproc = a, client, wan, inproc
         self.images, self.exact, self.bw, self.log = images, exact, bw, log
-        self.transport_s_per_round = 0.0
+        self.compute_scale = 1.0
         self.profile: RoundProfiler | None = None
 
     def measure(self, rtt: float | None) -> dict:
@@ -339,12 +341,12 @@ class Runner:
             return out
         model = CostModel(p_s, tot["rounds"], tot["bytes_max_party"])
         if rtt == 0:
-            self.transport_s_per_round = model.fit_transport(q_s, 0.0, self.bw).transport_s_per_round
-        pred = CostModel(p_s, tot["rounds"], tot["bytes_max_party"], self.transport_s_per_round).predict(rtt, self.bw)
+            self.compute_scale = model.fit_compute_scale(q_s, 0.0, self.bw)
+        pred = CostModel(p_s, tot["rounds"], tot["bytes_max_party"], self.compute_scale).predict(rtt, self.bw)
         out.update({"wire_bytes_per_server_per_query": [int(w) for w in wire],
                     "predicted_query_s": round(pred, 4),
                     "predicted_query_s_unfitted": round(model.predict(rtt, self.bw), 4),
-                    "transport_s_per_round": round(self.transport_s_per_round, 6),
+                    "compute_scale": round(self.compute_scale, 4),
                     "model_error": round(agreement(pred, q_s), 4)})
         return out
 

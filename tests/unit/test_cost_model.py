@@ -14,14 +14,18 @@ def test_cost_model_formula_and_fit():
     # 2 s + 500 x 5 ms (one-way delay per round) + 250 MB / 125 MB/s
     assert m.predict(10.0, 1000.0) == pytest.approx(2.0 + 2.5 + 2.0)
     assert m.predict(0.0, None) == pytest.approx(2.0)
-    fitted = m.fit_transport(measured_s=4.5, rtt_ms=0.0, bandwidth_mbps=1000.0)
-    assert fitted.transport_s_per_round == pytest.approx(0.5 / 500)
-    assert fitted.predict(0.0, 1000.0) == pytest.approx(4.5)
-    assert fitted.predict(30.0, 1000.0) == pytest.approx(4.5 + 500 * 0.015)
-    assert m.fit_transport(1.0, 0.0, None).transport_s_per_round == 0.0  # clipped, never negative
+    scale = m.fit_compute_scale(measured_s=5.0, rtt_ms=0.0, bandwidth_mbps=1000.0)
+    assert scale == pytest.approx(1.5)  # (5 - 2 s on the wire) / 2 s in-process
+    fitted = CostModel(2.0, 500, 250_000_000, scale)
+    assert fitted.predict(0.0, 1000.0) == pytest.approx(5.0)
+    assert fitted.predict(30.0, 1000.0) == pytest.approx(3.0 + 500 * 0.015 + 2.0)
+    assert CostModel(4.0, 500, 250_000_000, scale).predict(0.0, 1000.0) == pytest.approx(6.0 + 2.0)
+    assert m.fit_compute_scale(1.0, 0.0, 1000.0) == 0.0  # clipped, never negative
     assert agreement(1.2, 1.0) == pytest.approx(0.2)
     with pytest.raises(ValueError):
         m.predict(-1.0, 1000.0)
+    with pytest.raises(ValueError):
+        m.predict(1.0, 0.0)
 
 
 def test_profiler_attributes_every_round_and_byte_of_a_secure_query():
