@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from .preprocess import rgb_uint8
+
 SKIMAGE_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "horse", "moon", "clock",
                  "hubble_deep_field", "immunohistochemistry", "colorwheel", "grass", "gravel", "brick",
                  "stereo_motorcycle", "cell")
@@ -23,19 +25,11 @@ def base_images() -> list[tuple[str, np.ndarray]]:
         except Exception:  # noqa: BLE001 - a sample that needs a download is skipped
             continue
         a = a[0] if isinstance(a, tuple) else a
-        out.append((n, _rgb(a)))
+        out.append((n, rgb_uint8(a)))
     ds = load_sample_images()
     for name, a in zip(("china", "flower"), ds.images):
-        out.append((name, _rgb(a)))
+        out.append((name, rgb_uint8(a)))
     return out
-
-
-def _rgb(a: np.ndarray) -> np.ndarray:
-    if a.dtype != np.uint8:
-        a = np.clip(np.asarray(a, dtype=np.float64) * (255.0 if a.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-    if a.ndim == 2:
-        a = np.stack([a] * 3, -1)
-    return np.ascontiguousarray(a[:, :, :3])
 
 
 def augment(a: np.ndarray, seed: int) -> np.ndarray:

@@ -22,6 +22,22 @@ CROP_FRACTION = 0.875
 ImageLike = np.ndarray | Image.Image | str | Path
 
 
+def rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """An image array (HxW grey, HxWx3 RGB or HxWx4 RGBA; uint8, bool, or float in [0, 1] or
+    [0, 255]) -> contiguous HxWx3 uint8 RGB. The one array normalisation of the client."""
+    a = image
+    if a.dtype != np.uint8:
+        a = np.asarray(a, dtype=np.float64)
+        if a.size and a.max() <= 1.0:
+            a = a * 255.0
+        a = np.clip(np.round(a), 0, 255).astype(np.uint8)
+    if a.ndim == 2:
+        a = np.stack([a] * 3, axis=-1)
+    if a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise ValueError(f"image array must be HxW, HxWx3 or HxWx4, got shape {image.shape}")
+    return np.ascontiguousarray(a[:, :, :3])
+
+
 def to_pil(image: ImageLike) -> Image.Image:
     """Any supported image (array HxW / HxWx3 / HxWx4, PIL image, file path) -> RGB PIL image."""
     if isinstance(image, (str, Path)):
@@ -30,17 +46,7 @@ def to_pil(image: ImageLike) -> Image.Image:
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     if isinstance(image, np.ndarray):
-        a = image
-        if a.dtype != np.uint8:
-            a = np.asarray(a, dtype=np.float64)
-            if a.size and a.max() <= 1.0:
-                a = a * 255.0
-            a = np.clip(np.round(a), 0, 255).astype(np.uint8)
-        if a.ndim == 2:
-            a = np.stack([a] * 3, axis=-1)
-        if a.ndim != 3 or a.shape[2] not in (3, 4):
-            raise ValueError(f"image array must be HxW, HxWx3 or HxWx4, got shape {image.shape}")
-        return Image.fromarray(a[:, :, :3])
+        return Image.fromarray(rgb_uint8(image))
     raise TypeError(f"unsupported image type {type(image).__name__}")
 
 

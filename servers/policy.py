@@ -26,13 +26,13 @@ tables prefixed ``acl_``; it holds no cache, so a revocation applies to the next
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+from .db import Database
 
 
 class Outcome(IntEnum):
@@ -237,6 +237,7 @@ CREATE TABLE IF NOT EXISTS acl_users (user_id TEXT PRIMARY KEY, sign_pub BLOB NO
 CREATE TABLE IF NOT EXISTS acl_policies (scope TEXT PRIMARY KEY, policy TEXT NOT NULL, version INTEGER NOT NULL,
     updated REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS acl_images (image_id INTEGER PRIMARY KEY, collection TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS acl_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -262,27 +263,25 @@ def image_scope(image_id: int) -> str:
 
 
 class PolicyStore:
-    """Users, policies and image assignments in SQLite (``acl_`` tables). Thread-safe."""
+    """Users, policies, image assignments and the deployment's admin in SQLite (``acl_`` tables).
+    Thread-safe."""
 
     def __init__(self, db_path: str | Path) -> None:
-        self._db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.RLock()
+        self.db = Database(db_path, _SCHEMA)
 
     # ---- users ----------------------------------------------------------------------
     def register_user(self, user_id: str, sign_pub: bytes, kex_pub: bytes, attributes: Mapping[str, str],
                       registered_by: str) -> None:
         """Add or update a user (attributes as attested by ``registered_by``)."""
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO acl_users VALUES (?,?,?,?,?,?)",
+        with self.db.lock:
+            self.db.execute("INSERT OR REPLACE INTO acl_users VALUES (?,?,?,?,?,?)",
                              (user_id, sign_pub, kex_pub, json.dumps(dict(attributes), sort_keys=True),
                               registered_by, time.time()))
 
     def user(self, user_id: str) -> RegisteredUser | None:
         """The registered user, or None."""
-        row = self._db.execute("SELECT user_id, sign_pub, kex_pub, attributes, registered_by FROM acl_users "
-                               "WHERE user_id=?", (user_id,)).fetchone()
+        row = self.db.one("SELECT user_id, sign_pub, kex_pub, attributes, registered_by FROM acl_users "
+                               "WHERE user_id=?", (user_id,))
         return None if row is None else RegisteredUser(row[0], bytes(row[1]), bytes(row[2]), json.loads(row[3]), row[4])
 
     def signing_key(self, user_id: str) -> bytes | None:
@@ -295,30 +294,40 @@ class PolicyStore:
         u = self.user(user_id)
         return Requester(user_id, dict(u.attributes) if u else {}, purpose)
 
+    # ---- deployment admin -------------------------------------------------------------
+    def admin(self) -> str | None:
+        """User id of the deployment owner (None before bootstrap)."""
+        row = self.db.one("SELECT value FROM acl_meta WHERE key='admin'")
+        return None if row is None else row[0]
+
+    def set_admin(self, user_id: str) -> None:
+        """Record the deployment owner."""
+        self.db.execute("INSERT OR REPLACE INTO acl_meta VALUES ('admin', ?)", (user_id,))
+
     # ---- policies -------------------------------------------------------------------
     def get(self, scope: str) -> Policy | None:
         """Policy stored under ``scope``, or None."""
-        row = self._db.execute("SELECT policy FROM acl_policies WHERE scope=?", (scope,)).fetchone()
+        row = self.db.one("SELECT policy FROM acl_policies WHERE scope=?", (scope,))
         return None if row is None else Policy.from_json(row[0])
 
     def version(self, scope: str) -> int:
         """Number of times ``scope`` was written (0 = never)."""
-        row = self._db.execute("SELECT version FROM acl_policies WHERE scope=?", (scope,)).fetchone()
+        row = self.db.one("SELECT version FROM acl_policies WHERE scope=?", (scope,))
         return 0 if row is None else int(row[0])
 
     def put(self, scope: str, policy: Policy) -> int:
         """Store ``policy`` under ``scope``; returns the new version."""
         if not (scope.startswith("collection:") or scope.startswith("image:")):
             raise PolicyError(f"bad scope {scope!r}")
-        with self._lock:
+        with self.db.lock:
             v = self.version(scope) + 1
-            self._db.execute("INSERT OR REPLACE INTO acl_policies VALUES (?,?,?,?)",
+            self.db.execute("INSERT OR REPLACE INTO acl_policies VALUES (?,?,?,?)",
                              (scope, policy.to_json(), v, time.time()))
             return v
 
     def update(self, scope: str, change) -> Policy:
         """Atomically apply ``change(policy) -> policy`` to the policy under ``scope``."""
-        with self._lock:
+        with self.db.lock:
             cur = self.get(scope)
             if cur is None:
                 raise PolicyError(f"no policy for {scope}")
@@ -328,7 +337,7 @@ class PolicyStore:
 
     def create_collection(self, name: str, owner: str, members: Iterable[str] = ()) -> Policy:
         """New collection with the default policy (members: de-identified; others: nothing)."""
-        with self._lock:
+        with self.db.lock:
             if self.get(collection_scope(name)) is not None:
                 raise PolicyError(f"collection {name!r} exists")
             p = Policy(owner, frozenset(members))
@@ -339,19 +348,19 @@ class PolicyStore:
         """Put an image in a collection (its policy then governs the image)."""
         if self.get(collection_scope(collection)) is None:
             raise PolicyError(f"unknown collection {collection!r}")
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO acl_images VALUES (?,?)", (int(image_id), collection))
+        with self.db.lock:
+            self.db.execute("INSERT OR REPLACE INTO acl_images VALUES (?,?)", (int(image_id), collection))
 
     def collection_of(self, image_id: int) -> str | None:
         """The image's collection, or None."""
-        row = self._db.execute("SELECT collection FROM acl_images WHERE image_id=?", (int(image_id),)).fetchone()
+        row = self.db.one("SELECT collection FROM acl_images WHERE image_id=?", (int(image_id),))
         return None if row is None else row[0]
 
     def delete_image(self, image_id: int) -> None:
         """Forget an image's assignment and image policy (on deletion)."""
-        with self._lock:
-            self._db.execute("DELETE FROM acl_images WHERE image_id=?", (int(image_id),))
-            self._db.execute("DELETE FROM acl_policies WHERE scope=?", (image_scope(image_id),))
+        with self.db.lock:
+            self.db.execute("DELETE FROM acl_images WHERE image_id=?", (int(image_id),))
+            self.db.execute("DELETE FROM acl_policies WHERE scope=?", (image_scope(image_id),))
 
     def effective(self, image_id: int) -> Policy | None:
         """Collection policy merged with the image's own, or None for an unassigned image."""
@@ -381,4 +390,4 @@ class PolicyStore:
 
     def close(self) -> None:
         """Close the database."""
-        self._db.close()
+        self.db.close()

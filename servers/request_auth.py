@@ -20,7 +20,6 @@ restart is still refused.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from wire.signing import ACTIONS, EncodingError, SignedRequest
+
+from .db import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS acl_nonces (signer TEXT NOT NULL, nonce TEXT NOT NULL, ts_ms INTEGER NOT NULL,
@@ -69,10 +70,7 @@ class RequestVerifier:
 
     def __init__(self, db_path: str | Path, signer_key: KeyLookup, audience: str, window_s: float = 300.0,
                  skew_s: float = 30.0, clock: Callable[[], float] = time.time) -> None:
-        self._db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()
+        self.db = Database(db_path, _SCHEMA)
         self._key = signer_key
         self.audience = audience
         self.window_ms = int(window_s * 1000)
@@ -106,7 +104,7 @@ class RequestVerifier:
             Ed25519PublicKey.from_public_bytes(pub).verify(req.signature, req.payload())
         except (InvalidSignature, ValueError):
             raise RequestRejected("forged", f"signature does not verify for signer {req.signer}") from None
-        self._record_nonce(req, now_ms)
+        self.record_nonce(req, now_ms)
         return VerifiedRequest(req.action, req.params, req.signer, req.nonce, req.ts_ms)
 
     def _parse(self, request: SignedRequest | bytes | Mapping[str, Any]) -> SignedRequest:
@@ -119,26 +117,20 @@ class RequestVerifier:
         except EncodingError as e:
             raise RequestRejected("malformed", str(e)) from None
 
-    def _record_nonce(self, req: SignedRequest, now_ms: int) -> None:
-        with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
+    def record_nonce(self, req: SignedRequest, now_ms: int) -> None:
+        """Remember ``req``'s nonce (pruning expired ones); ``replayed`` if it was seen before."""
+        try:
+            with self.db.transaction() as cur:
                 cur.execute("DELETE FROM acl_nonces WHERE ts_ms < ?", (now_ms - self.window_ms - self.skew_ms,))
                 cur.execute("INSERT INTO acl_nonces VALUES (?,?,?,?,?)",
                             (req.signer, req.nonce, req.ts_ms, now_ms, req.action))
-                cur.execute("COMMIT")
-            except sqlite3.IntegrityError:
-                cur.execute("ROLLBACK")
-                raise RequestRejected("replayed", f"nonce {req.nonce} from {req.signer} was already used") from None
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        except sqlite3.IntegrityError:
+            raise RequestRejected("replayed", f"nonce {req.nonce} from {req.signer} was already used") from None
 
     def cached_nonces(self) -> int:
         """Number of nonces currently remembered (bounded by rate x window)."""
-        return int(self._db.execute("SELECT COUNT(*) FROM acl_nonces").fetchone()[0])
+        return int(self.db.one("SELECT COUNT(*) FROM acl_nonces")[0])
 
     def close(self) -> None:
         """Close the database."""
-        self._db.close()
+        self.db.close()

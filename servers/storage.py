@@ -1,8 +1,8 @@
-"""Per-server storage: SQLite (metadata, transactions, audit) + atomically written files.
+"""Per-server storage: SQLite (metadata, transactions, sessions) + atomically written files.
 
 Layout of ``data_dir``::
 
-    meta.db                 images, txns, kv (current index/model versions), audit, sessions
+    meta.db                 images, txns, kv (current index/model versions), sessions
     objects/img/<id>.enc    AES-256-GCM ciphertext of an image (and <id>.deid.enc)
     objects/key/<id>.npz    this server's share pair of the image key (and <id>.deid.npz)
     objects/index/v<N>.npz  this server's index tensors, version N
@@ -13,7 +13,8 @@ Every file is written as temp file + fsync + rename (+ fsync of the directory), 
 crash leaves either the old or the new file. A transaction is *prepared* (files staged
 and fsynced, row ``prepared``) then *committed* (staged files renamed into ``objects/``,
 rows inserted, state ``committed``) in one SQLite transaction; commit is idempotent, so
-a server killed half-way finishes it on restart.
+a server killed half-way finishes it on restart. The audit log is ``servers.audit``
+(hash-chained, ``audit.db``); this store keeps none.
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from .db import Database
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (id INTEGER PRIMARY KEY, label TEXT, nbytes INTEGER NOT NULL,
     has_deid INTEGER NOT NULL, txn TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS txns (id TEXT PRIMARY KEY, state TEXT NOT NULL, meta TEXT NOT NULL,
     files TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS audit (ts REAL NOT NULL, event TEXT NOT NULL, ref TEXT, detail TEXT);
 CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, ts REAL NOT NULL);
 """
 
@@ -90,44 +92,31 @@ class Store:
         for d in (self.objects / "img", self.objects / "key", self.objects / "index", self.objects / "model",
                   self.staging):
             d.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.root / "meta.db", check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self.db = Database(self.root / "meta.db", _SCHEMA, durable=True)
         self.on_commit: Any = None  # called with a transaction's meta once it commits (ACL assignments)
 
-    # ---- key/value and audit ------------------------------------------------------
+    # ---- key/value and sessions ---------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         """JSON value stored under ``key``."""
-        row = self._db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        row = self.db.one("SELECT value FROM kv WHERE key=?", (key,))
         return json.loads(row[0]) if row else default
-
-    def audit(self, event: str, ref: str = "", **detail: Any) -> None:
-        """Append an audit row (ids, sizes and timings only)."""
-        with self._lock:
-            self._db.execute("INSERT INTO audit VALUES (?,?,?,?)", (time.time(), event, ref, json.dumps(detail)))
-
-    def audit_rows(self, limit: int = 100) -> list[tuple]:
-        """Most recent audit rows."""
-        return self._db.execute("SELECT * FROM audit ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()
 
     def claim_session(self, session_id: str) -> None:
         """Record a protocol session id; a reused id is refused (it would reuse PRG streams)."""
-        with self._lock:
+        with self.db.lock:
             try:
-                self._db.execute("INSERT INTO sessions VALUES (?,?)", (session_id, time.time()))
+                self.db.execute("INSERT INTO sessions VALUES (?,?)", (session_id, time.time()))
             except sqlite3.IntegrityError:
                 raise StorageError(f"session id {session_id} was already used") from None
 
     # ---- images -------------------------------------------------------------------
     def image_ids(self) -> list[int]:
         """Committed image ids, ascending."""
-        return [r[0] for r in self._db.execute("SELECT id FROM images ORDER BY id")]
+        return [r[0] for r in self.db.all("SELECT id FROM images ORDER BY id")]
 
     def image_row(self, image_id: int) -> dict[str, Any]:
         """Metadata of a committed image; StorageError if unknown."""
-        row = self._db.execute("SELECT id, label, nbytes, has_deid FROM images WHERE id=?", (image_id,)).fetchone()
+        row = self.db.one("SELECT id, label, nbytes, has_deid FROM images WHERE id=?", (image_id,))
         if row is None:
             raise StorageError(f"unknown image id {image_id}")
         return {"id": row[0], "label": row[1], "nbytes": row[2], "has_deid": bool(row[3])}
@@ -158,18 +147,23 @@ class Store:
     # ---- two-phase transactions ---------------------------------------------------
     def txn_state(self, txn_id: str) -> str:
         """'prepared', 'committed', 'aborted' or 'unknown'."""
-        row = self._db.execute("SELECT state FROM txns WHERE id=?", (txn_id,)).fetchone()
+        row = self.db.one("SELECT state FROM txns WHERE id=?", (txn_id,))
         return row[0] if row else "unknown"
+
+    def txn_created(self, txn_id: str) -> float | None:
+        """When a transaction was first seen (epoch s), or None if unknown."""
+        row = self.db.one("SELECT created FROM txns WHERE id=?", (txn_id,))
+        return float(row[0]) if row else None
 
     def pending_txns(self) -> list[str]:
         """Prepared transactions awaiting a decision."""
-        return [r[0] for r in self._db.execute("SELECT id FROM txns WHERE state='prepared' ORDER BY created")]
+        return [r[0] for r in self.db.all("SELECT id FROM txns WHERE state='prepared' ORDER BY created")]
 
     def prepare(self, txn_id: str, meta: dict[str, Any], files: dict[str, bytes]) -> None:
         """Phase 1: stage ``files`` (relative object paths -> bytes) durably and record the vote."""
         if not txn_id or "/" in txn_id or ".." in txn_id:
             raise StorageError("bad transaction id")
-        with self._lock:
+        with self.db.lock:
             if self.txn_state(txn_id) != "unknown":
                 raise StorageError(f"transaction {txn_id} already exists")
             for other in self.pending_txns():
@@ -177,15 +171,15 @@ class Store:
             d = self.staging / txn_id
             for rel, data in files.items():
                 write_atomic(d / rel, data)
-            self._db.execute(
+            self.db.execute(
                 "INSERT INTO txns VALUES (?,?,?,?,?)",
                 (txn_id, "prepared", json.dumps(meta), json.dumps(sorted(files)), time.time()),
             )
 
     def commit(self, txn_id: str) -> str:
         """Phase 2: move staged files into place and apply metadata. Idempotent."""
-        with self._lock:
-            row = self._db.execute("SELECT state, meta, files FROM txns WHERE id=?", (txn_id,)).fetchone()
+        with self.db.lock:
+            row = self.db.one("SELECT state, meta, files FROM txns WHERE id=?", (txn_id,))
             if row is None:
                 raise StorageError(f"unknown transaction {txn_id}")
             state, meta, files = row[0], json.loads(row[1]), json.loads(row[2])
@@ -203,9 +197,7 @@ class Store:
                 elif not dst.exists():
                     raise StorageError(f"transaction {txn_id}: staged file {rel} is missing")
             now = time.time()
-            cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
+            with self.db.transaction() as cur:
                 for im in meta.get("images", []):
                     cur.execute(
                         "INSERT OR REPLACE INTO images VALUES (?,?,?,?,?,?)",
@@ -218,10 +210,6 @@ class Store:
                         cur.execute("INSERT OR REPLACE INTO kv VALUES (?,?)", (f"{what}_version", json.dumps(meta[what]["version"])))
                         cur.execute("INSERT OR REPLACE INTO kv VALUES (?,?)", (f"{what}_meta", json.dumps(meta[what]["meta"])))
                 cur.execute("UPDATE txns SET state='committed' WHERE id=?", (txn_id,))
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
             shutil.rmtree(stage, ignore_errors=True)
             self._gc(meta)
             if self.on_commit is not None:
@@ -244,17 +232,17 @@ class Store:
 
     def abort(self, txn_id: str) -> str:
         """Drop a prepared transaction (no effect on committed state)."""
-        with self._lock:
+        with self.db.lock:
             state = self.txn_state(txn_id)
             if state == "committed":
                 raise StorageError(f"transaction {txn_id} is already committed")
             if state == "prepared":
-                self._db.execute("UPDATE txns SET state='aborted' WHERE id=?", (txn_id,))
+                self.db.execute("UPDATE txns SET state='aborted' WHERE id=?", (txn_id,))
             elif state == "unknown":  # remember it, so a late prepare of this id is refused
-                self._db.execute("INSERT INTO txns VALUES (?,?,?,?,?)", (txn_id, "aborted", "{}", "[]", time.time()))
+                self.db.execute("INSERT INTO txns VALUES (?,?,?,?,?)", (txn_id, "aborted", "{}", "[]", time.time()))
             shutil.rmtree(self.staging / txn_id, ignore_errors=True)
             return "aborted" if state != "unknown" else "unknown"
 
     def close(self) -> None:
         """Close the database."""
-        self._db.close()
+        self.db.close()

@@ -104,9 +104,8 @@ class VaultServicer(pbg.VaultServicer):
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"server {self.node.id}: {exc}")
         except (bd.BundleError, StorageError, ValueError, KeyError, TypeError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"upload refused: {exc}")
-        n = len(meta["images"])
-        self.node.store.audit("prepare", b.session_id, client=who, images=n, bytes=b.nbytes())
-        log.info("txn %s prepared: %d images, %d bytes, %.3f s", b.session_id, n, b.nbytes(), time.perf_counter() - t0)
+        log.info("txn %s prepared for %s: %d images, %d bytes, %.3f s", b.session_id, who, len(meta["images"]),
+                 b.nbytes(), time.perf_counter() - t0)
         return pb.TxnReply(txn_id=b.session_id, state="prepared")
 
     def Commit(self, request: pb.TxnRequest, context: grpc.ServicerContext) -> pb.TxnReply:
@@ -116,7 +115,6 @@ class VaultServicer(pbg.VaultServicer):
             state = self.node.store.commit(request.txn_id)
         except StorageError as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        self.node.store.audit("commit", request.txn_id)
         log.info("txn %s committed", request.txn_id)
         return pb.TxnReply(txn_id=request.txn_id, state=state)
 
@@ -127,7 +125,7 @@ class VaultServicer(pbg.VaultServicer):
             state = self.node.store.abort(request.txn_id)
         except StorageError as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        self.node.store.audit("abort", request.txn_id)
+        log.info("txn %s aborted (%s)", request.txn_id, state)
         return pb.TxnReply(txn_id=request.txn_id, state=state)
 
     # ---- search -------------------------------------------------------------------
@@ -210,9 +208,8 @@ class VaultServicer(pbg.VaultServicer):
         finally:
             node.sessions.release()
         stats = comm.stats.as_dict()
-        node.store.audit("search", s.session_id, client=s.who, seconds=round(secs, 4), **stats)  # timings only
-        log.info("session %s done: %.3f s, %d rounds, %d bytes sent", s.session_id, secs, stats["rounds"],
-                 stats["bytes_sent"])
+        log.info("session %s for %s done: %.3f s, %d rounds, %d bytes sent", s.session_id, s.who, secs,
+                 stats["rounds"], stats["bytes_sent"])
         return kind, outs, secs, stats
 
     def _encode(self, s: SearchSession, kind: str, outs: dict[str, SharePair], secs: float,
@@ -263,7 +260,7 @@ class VaultServicer(pbg.VaultServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except (ValueError, PolicyError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        self.node.store.audit("retrieve", str(image_id), client=who, deid=rel.deid)
+        log.info("image %d released to %s (%s)", image_id, who, "deid" if rel.deid else "orig")
         tensors = {"ciphertext": torch.frombuffer(bytearray(ct), dtype=torch.uint8),
                    "sealed": torch.frombuffer(bytearray(sealed), dtype=torch.uint8)}
         if record:

@@ -37,9 +37,9 @@ def test_chain_verifies_and_is_append_only(tmp_path):
     assert [e.seq for e in log.entries()] == [1, 2, 3, 4, 5]
     assert [e.event for e in log.entries(actor=BOB)] == ["search", "retrieve", "retrieve"]
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        log._db.execute("UPDATE audit_log SET actor='x' WHERE seq=2")
+        log.db.execute("UPDATE audit_log SET actor='x' WHERE seq=2")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        log._db.execute("DELETE FROM audit_log WHERE seq=5")
+        log.db.execute("DELETE FROM audit_log WHERE seq=5")
     log.close()
     again = AuditLog(tmp_path / "s0.db", 0)  # restart continues the chain
     again.append("search", BOB, subject="scans", ref="session-4", k=3)
