@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from wire.tls import CLIENT_CN_PREFIX, SERVER_CN_PREFIX
+
 
 @dataclass(frozen=True)
 class CertPaths:
@@ -105,7 +107,7 @@ def make_server_cert(root: Path, i: int, extra_dns: tuple[str, ...] = (), days: 
     key = _key()
     sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"), x509.DNSName(f"server{i}")]
     sans += [x509.DNSName(d) for d in extra_dns]
-    cert = _issue(f"trivault-server-{i}", key, ca_cert, ca_key,
+    cert = _issue(f"{SERVER_CN_PREFIX}{i}", key, ca_cert, ca_key,
                   [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], sans, days)
     c, k = CertPaths(root).server(i)
     _write_key(k, key)
@@ -119,7 +121,7 @@ def make_client_cert(root: Path, name: str = "owner", days: int = 365) -> tuple[
         raise ValueError("client name must be alphanumeric (dashes allowed)")
     ca_cert, ca_key = make_ca(root)
     key = _key()
-    cert = _issue(f"trivault-client-{name}", key, ca_cert, ca_key, [ExtendedKeyUsageOID.CLIENT_AUTH], [], days)
+    cert = _issue(f"{CLIENT_CN_PREFIX}{name}", key, ca_cert, ca_key, [ExtendedKeyUsageOID.CLIENT_AUTH], [], days)
     c, k = CertPaths(root).client(name)
     _write_key(k, key)
     _write_cert(c, cert)

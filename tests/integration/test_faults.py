@@ -143,3 +143,22 @@ def test_decision_server_killed_before_commit_aborts_everywhere(cluster, client)
         infos = [c.info()]
     assert infos[0]["image_ids"] == before["image_ids"] and infos[0]["index_version"] == before["index_version"]
     assert client.upload(small_images(1, seed=33), labels=["again"])
+
+
+def test_deleting_every_image_leaves_an_empty_ivf_index(cluster, client):
+    """An empty index is an IVF index with no items: deleting everything (the last delete
+    without the owner's local index, so it is rebuilt empty) leaves format ivf and 0 images;
+    search is refused clearly and the next upload is found again."""
+    ids = _wait_consistent(client)["image_ids"]
+    for i in ids[:-1]:
+        client.delete(i)
+    client.owner.drop_plain_index()  # the last delete rebuilds the (empty) index from scratch
+    client.delete(ids[-1])
+    info = client.info()
+    assert info["image_ids"] == [] and info["index_meta"]["format"] == "ivf"
+    assert info["index_meta"]["n_images"] == 0
+    img = small_images(1, seed=44)
+    with pytest.raises(TriVaultError, match="no images uploaded yet"):
+        client.search(img[0], k=1)
+    [new] = client.upload(img, labels=["again"])
+    assert client.search(img[0], k=1).ids == [new]
