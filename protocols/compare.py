@@ -1,10 +1,12 @@
 """Comparison family: A2B, MSB, bit injection (B2A), less-than, ReLU, equality, multiplexer.
 
-* ``msb``: ``x = (x0 + x1) + x2`` is a two-operand sum (party 0 knows the first operand,
-  parties 1 and 2 the second), whose generate/propagate words come in one round by a
-  bitwise 3-party OT; then a log-depth carry tree over the 64 bit positions (log2(64) = 6
-  AND rounds) that packs two elements per word after each level, so its work halves
-  level by level. ``a2b`` (all 64 bits) uses a Kogge-Stone adder instead of the tree.
+* ``msb`` / ``ltz`` / ``eqz``: :mod:`protocols.digits` with 8-bit digits (``digits.FULL``):
+  ``x = (x_r + x_{r+1}) + x_{r+2}`` is a two-operand sum; the generate/propagate bits of
+  its eight 8-bit digits come in ONE round by a 1-of-256 3-party table OT (the sender
+  role ``r`` rotated over the batch, so all parties send the same), then a 3-level carry
+  tree over the digits: MSB 4 rounds, ``ltz`` 5, ``eqz`` 5 (was 7, 8, 8).
+* ``truncate_exact`` keeps the bitwise OT (``_generate_propagate``) and the packed carry
+  tree over the 64 bit positions (6 AND rounds). ``a2b`` uses a Kogge-Stone adder.
 * ``bit_inject``: a shared bit -> arithmetic share of 0/1 in ONE round with a 3-party
   oblivious-transfer trick (party 0 knows ``b0 ^ b1``; parties 1 and 2 both know ``b2``
   and help each other receive the right message).
@@ -17,11 +19,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import digits as D
 from .arithmetic import mul
 from .boolean import and_, and_many
 from .sharing import ArithmeticShares, BooleanShares
 
 _KS_SHIFTS = (1, 2, 4, 8, 16, 32)
+_EQ_FULL = D.Digits(64, 0, (8,) * 8)
 
 
 def _generate_propagate(x: ArithmeticShares) -> tuple[BooleanShares, BooleanShares]:
@@ -134,21 +138,13 @@ def _carry_out(g: BooleanShares, p: BooleanShares) -> BooleanShares:
 
 
 def msb(x: ArithmeticShares) -> BooleanShares:
-    """Boolean sharing of the sign bit of ``[x]`` (in bit 0 of each word).
+    """Boolean sharing of the sign bit of ``[x]`` (in bit 0 of each word), exact on the whole ring.
 
-    Steps: generate/propagate words of ``(x0 + x1) + x2`` (1 round, see
-    ``_generate_propagate``); the carry into bit 63 is the combined generate of
-    ``(g << 1, p << 1)`` over all 64 positions, from a packed carry tree (6 rounds);
-    ``msb = p_63 ^ carry``. Cost: 7 rounds; 8.9 words per element for party 0 and 4.9
-    for the others (5 + 3.9 and 1 + 3.9, for sizes that are multiples of 64).
+    ``digits.msb(x, digits.FULL)``: one table-OT round for the eight 8-bit digits, a
+    3-level carry tree. Cost: 4 rounds; 40.3 words per element sent by EVERY party (sizes a
+    multiple of 192; ``costs.msb``). Security: see :mod:`protocols.digits`.
     """
-    shape = x.shape
-    flat = x.reshape(-1)
-    g, p = _generate_propagate(flat)
-    carry = _carry_out(g << 1, p << 1)
-    top = BooleanShares(x.party, (p.lo >> 63) & 1, (p.hi >> 63) & 1)
-    out = top ^ carry
-    return out.reshape(shape)
+    return D.msb(x, D.FULL)
 
 
 def bit_inject(b: BooleanShares) -> ArithmeticShares:
@@ -194,27 +190,27 @@ def bit_inject(b: BooleanShares) -> ArithmeticShares:
 
 
 def ltz(x: ArithmeticShares) -> ArithmeticShares:
-    """``[x < 0]`` as an arithmetic 0/1 sharing. Cost: 8 rounds (MSB 7 + injection 1).
+    """``[x < 0]`` as an arithmetic 0/1 sharing. Cost: 5 rounds (MSB 4 + rotated injection 1).
 
-    Words sent per element: 12.9 by party 0, 5.9 by the others (``protocols.costs``).
+    Words sent per element: 42.3 by every party (``protocols.costs``).
     """
-    return bit_inject(msb(x))
+    return D.inject(msb(x))
 
 
 def lt(x: ArithmeticShares, y) -> ArithmeticShares:
-    """``[x < y]`` (0/1). Cost: as ``ltz`` (8 rounds); needs ``|x - y| < 2**63`` in the ring."""
+    """``[x < y]`` (0/1). Cost: as ``ltz`` (5 rounds); needs ``|x - y| < 2**63`` in the ring."""
     return ltz(x - y)
 
 
 def gt(x: ArithmeticShares, y) -> ArithmeticShares:
-    """``[x > y]`` (0/1). Cost: 8 rounds."""
+    """``[x > y]`` (0/1). Cost: 5 rounds."""
     if isinstance(y, ArithmeticShares):
         return ltz(y - x)
     return ltz((-x) + y)
 
 
 def le(x: ArithmeticShares, y) -> ArithmeticShares:
-    """``[x <= y]`` = 1 - [y < x]. Cost: 8 rounds."""
+    """``[x <= y]`` = 1 - [y < x]. Cost: 5 rounds."""
     return 1 - gt(x, y)
 
 
@@ -226,58 +222,21 @@ def mux(c: ArithmeticShares, a: ArithmeticShares, b: ArithmeticShares) -> Arithm
 
 
 def relu(x: ArithmeticShares) -> ArithmeticShares:
-    """``max(x, 0)``. Cost: 9 rounds (comparison 8 + one product); 13.9 words per element
-    sent by party 0, 6.9 by the others."""
+    """``max(x, 0)``. Cost: 6 rounds (comparison 5 + one product); 43.3 words per element
+    sent by every party."""
     return x - mul(ltz(x), x)
 
 
-def _input_boolean_from_p0(x: ArithmeticShares, u: torch.Tensor | None) -> BooleanShares:
-    """Boolean sharing of a value ``u`` known to party 0 only. Cost: 1 round, party 0 sends 1 word.
-
-    Components ``(u ^ r, r, 0)`` with ``r`` from the key of parties 0 and 1; party 2 gets
-    ``u ^ r`` (uniform to it).
-    """
-    p = x.party
-    shape = x.shape
-    zero = torch.zeros(shape, dtype=torch.int64)
-    if p.id == 0:
-        if u is None:
-            raise ValueError("party 0 inputs the value: u is required")
-        r = p.prg_next.int64(shape)
-        u0 = u ^ r
-        p.comm.exchange(send_prev=u0)
-        return BooleanShares(p, u0, r)
-    if p.id == 1:
-        r = p.prg_prev.int64(shape)
-        p.comm.exchange()
-        return BooleanShares(p, r, zero)
-    u0, _ = p.comm.exchange(recv_next=True)
-    return BooleanShares(p, zero, u0)
-
-
 def eqz(x: ArithmeticShares) -> ArithmeticShares:
-    """``[x == 0]`` (0/1). Cost: 8 rounds (1 input + 6 AND-tree + 1 injection).
+    """``[x == 0]`` (0/1) on the whole ring. Cost: 5 rounds (table OT 1 + 3-level AND tree + injection).
 
-    Words sent per element: 11 by party 0 (1 input + 6 AND + 4 injection), 7 by the others.
-
-    ``x = 0`` iff ``x0 + x1 = -x2``. Party 0 knows ``u = x0 + x1`` and inputs it as a
-    boolean sharing; ``-x2`` is known to parties 1 and 2 (a free boolean sharing). The 64
-    bits of ``~(u ^ -x2)`` are AND-reduced in a log-depth tree, then injected.
+    ``x = 0`` iff ``x_r + x_{r+1} = -x_{r+2}``: ``digits.eqz`` compares the eight 8-bit
+    digits of both sides by a 1-of-256 table OT and AND-reduces them (``costs.eqz``:
+    21.3 words per element, every party). For ``|x| < bound`` use ``digits.eqz`` with
+    ``digits.eq_spec(bound)`` (fewer digits: 2 rounds for ``bound <= 4096``).
     """
-    p = x.party
-    u = x.lo + x.hi if p.id == 0 else None
-    bu = _input_boolean_from_p0(x, u)
-    zero = torch.zeros_like(x.lo)
-    if p.id == 0:
-        bv = BooleanShares(p, zero, zero)
-    elif p.id == 1:
-        bv = BooleanShares(p, zero, -x.hi)
-    else:
-        bv = BooleanShares(p, -x.lo, zero)
-    v = ~(bu ^ bv)
-    for k in (32, 16, 8, 4, 2, 1):
-        v = and_(v, v.rshift_logical(k))
-    return bit_inject(v.and_public(1))
+    return D.eqz(x, _EQ_FULL)
+
 
 
 def a2b(x: ArithmeticShares) -> BooleanShares:
@@ -294,7 +253,7 @@ def a2b(x: ArithmeticShares) -> BooleanShares:
 
 
 def eq(x: ArithmeticShares, y) -> ArithmeticShares:
-    """``[x == y]`` (0/1). Cost: as ``eqz`` (8 rounds)."""
+    """``[x == y]`` (0/1). Cost: as ``eqz`` (5 rounds)."""
     return eqz(x - y)
 
 

@@ -102,12 +102,12 @@ def _flat(fn, x: ArithmeticShares) -> ArithmeticShares:
 
 
 def clamp(x: ArithmeticShares, lo: float, hi: float, lanes: approx.Lanes = approx.EXACT) -> ArithmeticShares:
-    """Clamp (ReLU6). Cost: 9 rounds, 2 bounded comparisons per element."""
+    """Clamp (ReLU6). Cost: ``lanes.rounds + 2`` rounds (5 fast, 6 exact), 2 bounded comparisons + 1 product per element."""
     return _flat(lambda t: approx.clamp(t, lo, hi, lanes), x)
 
 
 def relu(x: ArithmeticShares, lanes: approx.Lanes = approx.EXACT) -> ArithmeticShares:
-    """ReLU. Cost: 9 rounds, 1 bounded comparison per element."""
+    """ReLU. Cost: ``lanes.rounds + 2`` rounds (5 fast, 6 exact), 1 bounded comparison per element."""
     return _flat(lambda t: approx.relu(t, lanes), x)
 
 
@@ -118,7 +118,7 @@ def _windows(t: torch.Tensor, k: list[int], s: list[int]) -> torch.Tensor:
 
 
 def maxpool2d(x: ArithmeticShares, spec: dict, lanes: approx.Lanes = approx.EXACT) -> ArithmeticShares:
-    """Max pooling by a tournament over each window. Cost: 9 ceil(log2(kh kw)) rounds, kh kw - 1 comparisons per output.
+    """Max pooling by a tournament over each window. Cost: (``lanes.rounds`` + 2) ceil(log2(kh kw)) rounds, kh kw - 1 comparisons per output.
 
     Padding (torch allows ``p <= k/2``) replicates the border: every window that holds a
     padded cell also holds the border cell it copies, so the max is over real inputs only

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocols import compare as C
+from protocols import digits as D
 from protocols.ring import DEFAULT_FP
 from protocols.sharing import BooleanShares, from_pair, reveal, share, share_xor
 from protocols.simulate import evaluate, make_parties, run_parties
@@ -96,11 +97,24 @@ def test_comparison_cost_matches_docstring():
     parties = make_parties()
     run_parties(lambda p, pr: C.ltz(from_pair(p, pr)), [(pr,) for pr in pairs], parties=parties)
     rounds = [p.comm.stats.rounds for p in parties]
-    words = [p.comm.stats.bytes_sent // 8 // 1000 for p in parties]
-    assert rounds == [8, 8, 8]
-    # party 0 plays the OT sender (5 words) and injection sender (4 words); the packed
-    # carry tree costs ~4 words per element per party
-    assert words == [13, 6, 6]
+    words = [p.comm.stats.bytes_sent / 8 / 1000 for p in parties]
+    assert rounds == [5, 5, 5]  # table OT, 3-level digit carry tree, injection
+    # the sender role rotates over the batch: every party sends the same (costs.ltz)
+    assert words[0] == words[1] == words[2] == (D.msb_cost(1000, D.FULL)[1] + D.inject_cost(1000)[1]) / 1000
+    assert 40 < words[0] < 45
+
+
+def test_eq_and_relu_costs_match_the_table():
+    x = torch.randint(-(2**40), 2**40, (999,))
+    pairs = share(x)
+    eq = D.msb_cost(999, D.Digits(64, 0, (8,) * 8), "eq")
+    lt = D.msb_cost(999, D.FULL)
+    inj = D.inject_cost(999)
+    for fn, (rounds, words) in ((C.eqz, (eq[0] + 1, eq[1] + inj[1])), (C.relu, (lt[0] + 2, lt[1] + inj[1] + 999))):
+        parties = make_parties()
+        run_parties(lambda p, pr, fn=fn: fn(from_pair(p, pr)), [(pr,) for pr in pairs], parties=parties)
+        assert [p.comm.stats.rounds for p in parties] == [rounds] * 3 == [eq[0] + 1 if fn is C.eqz else 6] * 3
+        assert [p.comm.stats.bytes_sent for p in parties] == [8 * words] * 3
 
 
 def test_boolean_and_and_shifts():
