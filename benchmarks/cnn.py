@@ -3,13 +3,16 @@
 ``python -m benchmarks.cnn --json`` prints one JSON line per configuration
 (EfficientNet-Lite0 at 224x224 and 128x128, batch 1 by default) with: ``model``,
 ``input_shape``, ``secure_inference_s`` (best of ``--repeat`` runs, three parties as
-threads in one process), ``secure_runs_s`` (every run), ``secure_cpu_s`` (process CPU time of the three
-parties, a load-independent measure of the work), ``plaintext_inference_s``,
-``rounds``, ``bytes_per_party`` (max over parties of bytes sent), ``max_abs_error`` (secure
-vs plaintext features), ``comparisons``, ``crypten_inference_s`` (the same architecture
-and weights, CrypTen 0.4.1 with 3 processes over gloo on loopback; its default
-trusted-first-party provider makes its Beaver triples locally), ``crypten_max_abs_error``,
-``speedup_vs_crypten``, ``comparison_mode`` (fast/exact, see ``protocols.nn``), ``torch_threads``, ``load_avg`` (machine load at the start: the
+threads in one process), ``secure_runs_s`` (every run), ``secure_cpu_s`` (process CPU
+time of the three parties, a load-independent measure of the work),
+``plaintext_inference_s``, ``rounds``, ``bytes_per_party`` (max over parties of bytes
+sent), ``max_abs_error`` (secure vs plaintext features), ``comparisons``,
+``crypten_inference_s`` (the same architecture and weights, CrypTen 0.4.1 with 3
+processes over gloo on loopback; its default trusted-first-party provider makes its
+Beaver triples locally), ``crypten_max_abs_error``, ``speedup_vs_crypten``,
+``predicted`` (rounds and bytes per party from the layer registry's cost model,
+``protocols.layers.forward_cost``), ``comparison_mode`` (fast/exact, see
+``protocols.nn``), ``torch_threads``, ``load_avg`` (machine load at the start: the
 machine is shared, figures are noisy) and a per-layer-type ``profile`` of party 0.
 Speed goals (not asserted): 224 -> <= 10 s, 128 -> <= 3 s, >= 3x CrypTen.
 
@@ -44,52 +47,57 @@ import torch
 _DEFAULT_THREADS = torch.get_num_threads()
 
 
+def _crypten_layers(enc: dict[str, Any], pre: list) -> dict[str, Any]:
+    """CrypTen's version of every layer kind of ``protocols.layers.LAYERS`` (same vocabulary)."""
+
+    def conv2d(s, y):
+        y = y.conv2d(enc[f"{s['name']}.weight"], stride=tuple(s["stride"]), padding=tuple(s["padding"]),
+                     dilation=tuple(s["dilation"]), groups=s["groups"])
+        return y + enc[f"{s['name']}.bias"].view(1, -1, 1, 1) if s["bias"] else y
+
+    def linear(s, y):
+        y = y.matmul(enc[f"{s['name']}.weight"].t())
+        return y + enc[f"{s['name']}.bias"] if s["bias"] else y
+
+    def global_avgpool(s, y):
+        y = y.sum(3).sum(2) * (1.0 / (y.size(2) * y.size(3)))
+        return y.view(y.size(0), y.size(1), 1, 1) if s["keepdim"] else y
+
+    def l2norm(s, y):
+        pre.append(y)  # the input of the L2 normalisation, to check the prefix separately
+        return y * y.square().sum(1, keepdim=True).inv_sqrt()
+
+    return {
+        "pad": lambda s, y: y.pad(tuple(s["pad"]), value=0.0),
+        "conv2d": conv2d,
+        "linear": linear,
+        "clamp": lambda s, y: y.hardtanh(s["min"], s["max"]),
+        "relu": lambda s, y: y.relu(),
+        "global_avgpool": global_avgpool,
+        "flatten": lambda s, y: y.flatten(1),
+        "l2norm": l2norm,
+    }
+
+
 def _crypten_forward(rank: int, arch: dict, params: dict[str, torch.Tensor], x: torch.Tensor) -> dict[str, Any]:
     """Run the architecture in CrypTen (module level: pickled to the workers)."""
     import crypten
 
+    from protocols.layers import walk
+
     enc = {k: crypten.cryptensor(v.float() if rank == 0 else torch.zeros_like(v, dtype=torch.float32), src=0)
            for k, v in params.items()}
     X = crypten.cryptensor(x if rank == 0 else torch.zeros_like(x), src=0)
-    pre: list = []  # the input of the L2 normalisation, to check the prefix separately
+    pre: list = []
+    layers = _crypten_layers(enc, pre)
 
-    def run(layers: list[dict], y):
-        for s in layers:
-            t = s["type"]
-            name = s.get("name")
-            if t == "pad":
-                y = y.pad(tuple(s["pad"]), value=0.0)
-            elif t == "conv2d":
-                y = y.conv2d(enc[f"{name}.weight"], stride=tuple(s["stride"]), padding=tuple(s["padding"]),
-                             dilation=tuple(s["dilation"]), groups=s["groups"])
-                if s["bias"]:
-                    y = y + enc[f"{name}.bias"].view(1, -1, 1, 1)
-            elif t == "clamp":
-                y = y.hardtanh(s["min"], s["max"])
-            elif t == "relu":
-                y = y.relu()
-            elif t == "residual":
-                y = y + run(s["body"], y)
-            elif t == "global_avgpool":
-                hw = y.size(2) * y.size(3)
-                y = y.sum(3).sum(2) * (1.0 / hw)
-                if s["keepdim"]:
-                    y = y.view(y.size(0), y.size(1), 1, 1)
-            elif t == "flatten":
-                y = y.flatten(1)
-            elif t == "linear":
-                y = y.matmul(enc[f"{name}.weight"].t())
-                if s["bias"]:
-                    y = y + enc[f"{name}.bias"]
-            elif t == "l2norm":
-                pre.append(y)
-                y = y * y.square().sum(1, keepdim=True).inv_sqrt()
-            else:
-                raise ValueError(f"CrypTen benchmark: layer {t} not mapped")
-        return y
+    def step(spec: dict, y):
+        if spec["type"] not in layers:
+            raise ValueError(f"CrypTen benchmark: layer {spec['type']} not mapped")
+        return layers[spec["type"]](spec, y)
 
     t0 = time.perf_counter()
-    y = run(arch["layers"], X)
+    y = walk(arch["layers"], X, step)
     seconds = time.perf_counter() - t0
     out = y.get_plain_text()
     return {"seconds": seconds, "out": out, "pre_l2": pre[0].get_plain_text() if pre else None}
@@ -124,6 +132,8 @@ def bench(resolution: int, batch: int, repeat: int, threads: int, crypten: bool,
 
     from client.model import default_feature_model, describe_model, split_model
     from client.preprocess import preprocess
+    from protocols.layers import forward_cost
+    from protocols.nn import COMPARISON_MODES
 
     torch.set_num_threads(threads or _DEFAULT_THREADS)
     model = default_feature_model(resolution)
@@ -159,6 +169,9 @@ def bench(resolution: int, batch: int, repeat: int, threads: int, crypten: bool,
         "load_avg": round(load, 2),
         "goal_s": 10.0 if resolution >= 224 else 3.0 if resolution >= 128 else None,
     }
+    predicted = forward_cost(arch, batch, COMPARISON_MODES[comparison])  # the layer registry's cost model
+    rec["predicted"] = {"rounds": predicted.rounds, "bytes_party0": int(8 * predicted.sent_p0),
+                        "bytes_other": int(8 * predicted.sent_other)}
     rec["profile"] = {k: {"s": round(v["seconds"], 3), "rounds": v["rounds"], "bytes": v["bytes_sent"]}
                       for k, v in summary["profile"].items()}
     if crypten:

@@ -6,19 +6,21 @@ secret-shared image batch [N, 3, H, W] (fixed point) and obtains RSS shares of t
 feature rows [N, d], which go straight into secure search. No server sees the weights,
 the pixels or the features; the control flow depends only on the public architecture.
 
-Cost of a forward pass (per party): 1 round per conv/linear (+ bias, padding: local);
-9 rounds per ReLU/ReLU6 layer; 9 per level of a max-pool tournament; 1 per average
-pool; 21 for the final L2 normalisation (EfficientNet-Lite0: 368 rounds in all).
-Communication: 1 ring element per output element of every conv/linear/pool; per ReLU6
-element 2 bounded comparisons (about 2 x 3.7 words "fast" / 2 x 5.5 "exact") plus bit
-injection (party 0: 4 elements) and 1 product element per comparison -- see
-:mod:`protocols.nn_layers` and :mod:`protocols.approx`.
+Every layer runs through the registry :data:`protocols.layers.LAYERS` (plaintext, secure
+and cost function of each layer kind). Cost of a forward pass (per party, exact:
+``protocols.layers.forward_cost``, asserted by the tests): 1 round per conv/linear/
+affine/pool (bias, padding: local); ``spec.rounds + 2`` rounds per ReLU/ReLU6 layer and
+per level of a max-pool tournament (5 "fast", 6 "exact", see ``approx``); 18 for the
+final L2 normalisation. EfficientNet-Lite0 at 224 px, "fast": 233 rounds, 576 MB sent
+per party (``forward_cost``). Communication: 1 ring element per output element of every
+conv/linear/pool, and per ReLU6 element 2 bounded comparisons (``costs.bounded_ltz``)
+plus 1 product element.
 Accuracy: features within ~5e-4 of plaintext torch (measured 1.7e-4 at 128 px, 4.3e-4 at
 224 px). Truncation after each conv is probabilistic (``arithmetic.reshare_truncate``):
 summing ``|z| / 2**63`` over every conv output of EfficientNet-Lite0 on a real photo gives
 an expected 0.006 (224 px) / 0.002 (128 px) large-error events per inference; none was
-observed in our runs. ``comparisons`` counts the secure comparisons used; ``profile`` the time, rounds and
-bytes per layer type. Batching: several images run in one pass (same rounds).
+observed in our runs. ``comparisons`` counts the secure comparisons used; ``profile`` the
+time, rounds and bytes per layer type. Batching: several images run in one pass (same rounds).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import time
 from typing import Any
 
 from . import approx
-from . import nn_layers as L
+from .layers import RESIDUAL, kind_of, layer_params, walk
 from .party import Party
 from .sharing import ArithmeticShares, SharePair, from_pair
 
@@ -37,11 +39,6 @@ from .sharing import ArithmeticShares, SharePair, from_pair
 #           |x| < ~1024 and may treat 0 <= x < 2**-9 as negative, so a ReLU/ReLU6/max
 #           output can be off by at most 2**-9 ~ 0.002 next to a kink (0 or 6).
 COMPARISON_MODES = {"exact": approx.EXACT, "fast": approx.FAST}
-
-SUPPORTED = {
-    "conv2d", "linear", "affine", "pad", "clamp", "relu", "maxpool2d", "avgpool2d",
-    "global_avgpool", "flatten", "residual", "l2norm",
-}
 
 
 class SecureModel:
@@ -73,76 +70,34 @@ class SecureModel:
         return cls(party, arch, {k: from_pair(party, v, fb) for k, v in weights.items()}, comparison)
 
     def _check(self, layers: list[dict]) -> None:
-        for s in layers:
-            t = s.get("type")
-            if t not in SUPPORTED:
-                raise ValueError(f"unsupported layer type {t!r} in architecture")
-            if t == "residual":
-                self._check(s["body"])
-            name = s.get("name")
-            if t in ("conv2d", "linear", "affine"):
-                for part in ("weight",) + (("bias",) if s.get("bias", t == "affine") else ()):
-                    if f"{name}.{part}" not in self.weights:
-                        raise ValueError(f"missing weight share {name}.{part}")
-                    want = None
-                    if part == "weight" and t == "conv2d":
-                        want = (s["out_channels"], s["in_channels"] // s["groups"], *s["kernel_size"])
-                    elif part == "weight" and t == "linear":
-                        want = (s["out_features"], s["in_features"])
-                    got = tuple(self.weights[f"{name}.{part}"].shape)
-                    if want is not None and got != want:
-                        raise ValueError(f"weight share {name}.{part} has shape {got}, architecture says {want}")
-
-    def _w(self, name: str, part: str) -> ArithmeticShares | None:
-        return self.weights.get(f"{name}.{part}")
+        for spec in layers:
+            if spec.get("type") == RESIDUAL:
+                self._check(spec["body"])
+                continue
+            for part, want in kind_of(spec).weights(spec).items():
+                key = f"{spec.get('name')}.{part}"
+                if key not in self.weights:
+                    raise ValueError(f"missing weight share {key}")
+                got = tuple(self.weights[key].shape)
+                if want is not None and got != tuple(want):
+                    raise ValueError(f"weight share {key} has shape {got}, architecture says {tuple(want)}")
 
     def _layer(self, s: dict, x: ArithmeticShares) -> ArithmeticShares:
-        t = s["type"]
-        if t == "conv2d":
-            return L.conv2d(x, s, self._w(s["name"], "weight"), self._w(s["name"], "bias") if s["bias"] else None)
-        if t == "linear":
-            return L.linear(x, self._w(s["name"], "weight"), self._w(s["name"], "bias") if s["bias"] else None)
-        if t == "affine":
-            return L.affine(x, self._w(s["name"], "weight"), self._w(s["name"], "bias"))
-        if t == "pad":
-            return L.pad(x, s["pad"])
-        if t == "clamp":
-            self.comparisons += 2 * x.numel()
-            return L.clamp(x, s["min"], s["max"], self.lanes)
-        if t == "relu":
-            self.comparisons += x.numel()
-            return L.relu(x, self.lanes)
-        if t == "maxpool2d":
-            y = L.maxpool2d(x, s, self.lanes)
-            self.comparisons += y.numel() * (s["kernel_size"][0] * s["kernel_size"][1] - 1)
-            return y
-        if t == "avgpool2d":
-            return L.avgpool2d(x, s)
-        if t == "global_avgpool":
-            return L.global_avgpool(x, s["keepdim"])
-        if t == "flatten":
-            return x.flatten(1)
-        if t == "l2norm":
-            self.comparisons += approx.l2_comparisons(x.shape[0])
-            return approx.l2_normalize(x)
-        if t == "residual":
-            return x + self._run(s["body"], x)
-        raise ValueError(f"unsupported layer type {t!r}")
+        """One layer ``s`` through the registry, with its comparisons and profile counted.
 
-    def _run(self, layers: list[dict], x: ArithmeticShares) -> ArithmeticShares:
-        for s in layers:
-            if s["type"] == "residual":
-                x = self._layer(s, x)
-                continue
-            before = self.party.comm.stats.snapshot()
-            t0 = time.perf_counter()
-            x = self._layer(s, x)
-            d = self.party.comm.stats.snapshot() - before
-            p = self.profile.setdefault(s["type"], {"seconds": 0.0, "rounds": 0, "bytes_sent": 0, "calls": 0})
-            p["seconds"] += time.perf_counter() - t0
-            p["rounds"] += d.rounds
-            p["bytes_sent"] += d.bytes_sent
-            p["calls"] += 1
+        (``benchmarks.cost_model`` attributes rounds to CNN layers by this frame's name and ``s``.)
+        """
+        kind = kind_of(s)
+        before = self.party.comm.stats.snapshot()
+        t0 = time.perf_counter()
+        self.comparisons += kind.comparisons(s, x.shape[0])
+        x = kind.secure(s, layer_params(self.weights, s), x, self.lanes)
+        d = self.party.comm.stats.snapshot() - before
+        p = self.profile.setdefault(kind.name, {"seconds": 0.0, "rounds": 0, "bytes_sent": 0, "calls": 0})
+        p["seconds"] += time.perf_counter() - t0
+        p["rounds"] += d.rounds
+        p["bytes_sent"] += d.bytes_sent
+        p["calls"] += 1
         return x
 
     def forward(self, x: ArithmeticShares) -> ArithmeticShares:
@@ -155,7 +110,7 @@ class SecureModel:
             raise ValueError(f"input must be [N, {', '.join(map(str, want))}], got {list(x.shape)}")
         if x.frac_bits != self.frac_bits:
             raise ValueError(f"input has {x.frac_bits} fractional bits, model uses {self.frac_bits}")
-        return self._run(self.arch["layers"], x)
+        return walk(self.arch["layers"], x, self._layer)
 
     __call__ = forward
 

@@ -86,11 +86,3 @@ class FixedPoint:
 
 
 DEFAULT_FP = FixedPoint(16)
-
-
-def wrap_add(*ts: torch.Tensor) -> torch.Tensor:
-    """Sum in Z_2^64 (torch int64 addition wraps)."""
-    out = ts[0]
-    for t in ts[1:]:
-        out = out + t
-    return out

@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .comm import CommStats, InProcessComm
+from .comm import InProcessComm
 from .party import Party
 from .prf import dealerless_trio_keys
 from .ring import DEFAULT_FP, FixedPoint
@@ -59,11 +59,6 @@ def run_parties(
         err = errors[i]
         raise PartyFailed(f"party {i} failed: {type(err).__name__}: {err}") from err
     return results
-
-
-def stats_of(parties: list[Party]) -> list[CommStats]:
-    """Snapshot of each party's communication counters."""
-    return [p.comm.stats.snapshot() for p in parties]
 
 
 def evaluate(

@@ -14,28 +14,41 @@ import pytest
 import torch
 from torch import nn
 
-from client.model import GlobalAvgPool, L2Normalize, Residual, UnsupportedLayerError, split_model
+from client.model import (
+    GlobalAvgPool,
+    L2Normalize,
+    Residual,
+    UnsupportedLayerError,
+    count_layers,
+    describe_model,
+    split_model,
+)
 from protocols import approx
-from protocols.nn import SecureModel
+from protocols.layers import SUPPORTED, forward_comparisons, forward_cost, plain_forward
+from protocols.nn import COMPARISON_MODES, SecureModel
 from protocols.ring import DEFAULT_FP
 from protocols.sharing import from_pair, output_pair, reconstruct, reveal, share_fixed
 from protocols.simulate import run_parties
 
 
 def secure_forward(model: nn.Module, x: torch.Tensor, comparison: str = "fast") -> tuple[torch.Tensor, dict]:
-    """Split ``model``, share ``x``, run SecureModel on three parties, reconstruct."""
+    """Split ``model``, share ``x``, run SecureModel on three parties, reconstruct.
+
+    The summary also holds the architecture and each party's communication counters.
+    """
     arch, weights = split_model(model, tuple(x.shape[1:]))
     json.dumps(arch)  # the public description is plain JSON
     xs = share_fixed(x.double())
 
     def party_fn(p, w, xp):
         m = SecureModel.from_shares(p, arch, w, comparison=comparison)
+        before = p.comm.stats.snapshot()
         y = m.forward(from_pair(p, xp, DEFAULT_FP.frac_bits))
-        return output_pair(y), m.summary()
+        return output_pair(y), m.summary(), p.comm.stats.snapshot() - before
 
     out = run_parties(party_fn, [(weights[i], xs[i]) for i in range(3)])
     y = DEFAULT_FP.decode(reconstruct([o[0] for o in out]))
-    return y, out[0][1]
+    return y, {**out[0][1], "arch": arch, "comm": [o[2] for o in out]}
 
 
 def _init(model: nn.Module, seed: int) -> nn.Module:
@@ -97,6 +110,32 @@ def test_every_layer_matches_torch(batch: int, comparison: str) -> None:
     assert y.shape == ref.shape
     assert (y - ref).abs().max().item() < (2e-3 if comparison == "fast" else 1e-3)
     assert summary["comparisons"] > 0
+
+
+@pytest.mark.parametrize("batch,comparison", [(2, "fast"), (1, "exact")])
+def test_layer_registry_cost_matches_the_counters(batch: int, comparison: str) -> None:
+    """Rounds, elements sent by every party and comparisons are exactly what the registry says."""
+    model = every_layer_model()
+    x = torch.rand(batch, 3, 20, 20) * 2 - 1
+    _, summary = secure_forward(model, x, comparison)
+    arch = summary["arch"]
+    assert set(count_layers(arch)) == SUPPORTED  # the model exercises every layer kind
+    cost = forward_cost(arch, batch, COMPARISON_MODES[comparison])
+    for pid, stats in enumerate(summary["comm"]):
+        assert stats.rounds == cost.rounds
+        assert stats.bytes_sent == 8 * cost.sent(pid)
+    assert summary["comparisons"] == forward_comparisons(arch, batch)
+    by_kind = {k: v["rounds"] for k, v in summary["profile"].items()}
+    assert by_kind["l2norm"] == 18 and by_kind["conv2d"] == count_layers(arch)["conv2d"]
+
+
+def test_plain_forward_of_the_registry_matches_torch() -> None:
+    model = every_layer_model()
+    x = torch.rand(2, 3, 20, 20) * 2 - 1
+    arch, params = describe_model(model, (3, 20, 20))
+    with torch.no_grad():
+        ref = model(x).double()
+    assert (plain_forward(arch, params, x) - ref).abs().max().item() < 1e-5  # float32 torch vs float64
 
 
 def test_unnormalised_features_and_plain_layers() -> None:
