@@ -63,7 +63,7 @@ def _as_regions(boxes: BoxesArg) -> list[Region]:
     return out
 
 
-def deidentify(image: np.ndarray, eps: float, mechanism: str = "dp_latent", boxes: BoxesArg = None,
+def deidentify(image: np.ndarray, eps: float, mechanism: str = "dp_donor", boxes: BoxesArg = None,
                seed: int | None = None, *, detect_faces: bool = True, detect_plates: bool = True,
                plate_ocr: Callable[[np.ndarray], str | None] | None = None, pixelize_m: int = 16,
                noise: NoiseSource | None = None) -> DeidResult:

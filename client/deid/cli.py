@@ -47,7 +47,8 @@ def preview(
     image: Path = typer.Argument(..., help="Image to preview (JPEG, PNG, GIF, PGM, ...)."),
     eps: str = typer.Option("0.5,1,2,4,8", "--eps", help="Comma-separated epsilons per region to compare."),
     out: Path = typer.Option(Path("deid_preview.png"), "-o", "--out", help="Output PNG contact sheet."),
-    mechanism: str = typer.Option("dp_latent", "--mechanism", "-m", help="DP mechanism: dp_latent, dp_donor or dp_pixelize."),
+    mechanism: str = typer.Option("dp_donor", "--mechanism", "-m",
+                                  help="DP mechanism: dp_donor (default), dp_latent or dp_pixelize."),
     boxes: str | None = typer.Option(None, "--boxes", help="Regions by hand instead of detection: 'x,y,w,h;...' "
                                      "(append ',plate' to a box for a licence plate)."),
 ) -> None:
@@ -72,9 +73,9 @@ def apply(
     src: Path = typer.Argument(..., metavar="IN", help="Image to de-identify."),
     dst: Path = typer.Argument(..., metavar="OUT", help="Where to write the de-identified image (format from extension)."),
     eps: float = typer.Option(1.0, "--eps", help="Epsilon per region (image total = sum over regions)."),
-    mechanism: str = typer.Option("dp_latent", "--mechanism", "-m",
-                                  help="dp_latent (faces: noisy eigenface; plates: synthetic), dp_donor (faces: a real "
-                                       "public face chosen by the exponential mechanism), dp_pixelize, "
+    mechanism: str = typer.Option("dp_donor", "--mechanism", "-m",
+                                  help="dp_donor (default; faces: a real public face chosen by the exponential "
+                                       "mechanism; plates: synthetic), dp_latent (faces: noisy eigenface), dp_pixelize, "
                                        "blur or mosaic (baselines, no DP guarantee)."),
     boxes: str | None = typer.Option(None, "--boxes", help="Regions by hand instead of detection: 'x,y,w,h;...' "
                                      "(append ',plate' to a box for a licence plate)."),

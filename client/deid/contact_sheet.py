@@ -39,7 +39,7 @@ def _tile(img: np.ndarray, lines: list[str], tile_width: int) -> np.ndarray:
     return np.vstack([body, label])
 
 
-def contact_sheet(image: np.ndarray, eps_values: Sequence[float], mechanism: str = "dp_latent",
+def contact_sheet(image: np.ndarray, eps_values: Sequence[float], mechanism: str = "dp_donor",
                   boxes: BoxesArg = None, seed: int | None = None,
                   tile_width: int = TILE_WIDTH) -> tuple[np.ndarray, list[dict]]:
     """Build the sheet (RGB uint8) and the per-tile metrics (name, eps, ssim, dhash, eps_total)."""

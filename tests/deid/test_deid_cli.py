@@ -40,7 +40,7 @@ def test_preview_contact_sheet(tmp_path: Path) -> None:
         # original + 5 eps + blur + mosaic = 8 tiles
         assert im.format == "PNG" and im.size == sheet_size((256, 256), 8)
         assert im.size == (4 * 320, 2 * (320 + 54))
-    assert "dp_latent eps=0.5" in res.output and "mosaic" in res.output
+    assert "dp_donor eps=0.5" in res.output and "mosaic" in res.output  # dp_donor is the default
 
 
 def test_apply_writes_image_and_metadata(tmp_path: Path) -> None:
