@@ -6,6 +6,7 @@ import torch
 from protocols.comm import CommError, InProcessComm
 from protocols.sharing import (
     ArithmeticShares,
+    BooleanShares,
     InconsistentSharesError,
     additive_split,
     from_pair,
@@ -15,7 +16,7 @@ from protocols.sharing import (
     share,
     share_xor,
 )
-from protocols.simulate import PartyFailed, make_parties, run_parties
+from protocols.simulate import PartyFailed, evaluate, make_parties, run_parties
 
 
 def test_share_reconstruct_roundtrip_any_shape():
@@ -112,6 +113,25 @@ def test_secret_cannot_be_branched_on_and_repr_hides_values():
     with pytest.raises(TypeError, match="branch"):
         bool(s)
     assert "123456789" not in repr(s) and "987654321" not in repr(s)
+
+
+def test_equality_on_shares_is_secure_or_raises_never_identity():
+    """Like MPyC's secure types: ``==`` is a protocol (shares of 0/1), never Python's identity test."""
+    x, y = torch.tensor([3, -7, 0, 42]), torch.tensor([3, 7, 0, 41])
+    eq, ne, eq_public = evaluate(lambda a, b: (a == b, a != b, a == 42), x, y)
+    assert eq.tolist() == [1, 0, 1, 0] and ne.tolist() == [0, 1, 0, 1] and eq_public.tolist() == [0, 0, 0, 1]
+    assert evaluate(lambda a: a == a, x).tolist() == [1, 1, 1, 1]  # the same object: still the protocol
+    parties = make_parties()
+    a = ArithmeticShares(parties[0], torch.zeros(2, dtype=torch.int64), torch.zeros(2, dtype=torch.int64))
+    b = BooleanShares(parties[0], torch.zeros(2, dtype=torch.int64), torch.zeros(2, dtype=torch.int64))
+    for bad in (lambda: a == "x", lambda: a == None, lambda: a == True, lambda: b == b, lambda: b != 0):  # noqa: E711, E712
+        with pytest.raises(TypeError):
+            bad()
+    for obj in (a, b):
+        with pytest.raises(TypeError, match="unhashable"):
+            hash(obj)
+        with pytest.raises(TypeError):
+            _ = {obj}
 
 
 def test_mismatched_shapes_and_dtypes_rejected():
