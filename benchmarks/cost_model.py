@@ -36,6 +36,7 @@ SEARCH_STEP_NAMES = {
     "secure_distance": ["centroid distances", "bucket distances"],
     "secure_topk": ["top-nprobe", "top-k"],
     "eq": ["one-hot of the probes"],
+    "eqz": ["one-hot of the probes"],
     "oblivious_fetch": ["oblivious fetch"],
 }
 # The innermost of these on the stack names the operation of an exchange.

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import compare as C
+from . import digits as D
 from .arithmetic import reshare
 from .distance import secure_distance
 from .layout import RECORD_EXTRA, IndexShares
@@ -96,15 +96,14 @@ def secure_search(
     ``query`` is ``[Q, d]`` (or ``[d]``) fixed point. Results are sorted by (distance, id);
     if ``k`` exceeds the real rows in the probed buckets, padding appears as id -1 with a
     huge distance. Nothing is revealed.
-    Cost (``R_lt``, ``R_eq`` = rounds of ``compare.ltz`` / ``compare.eq``, both 8):
-    rounds = ``1 + ceil(log2 C) (R_lt + 1) + R_eq + 1 + 1 + ceil(log2 (nprobe B)) (R_lt + 1)``
-    (centroid distances, top-nprobe, one-hot, fetch, distances, top-k; the top-nprobe
-    and one-hot are skipped when ``nprobe = C``). Elements sent per party:
-    ``Q (C + nprobe B (d + 2) + nprobe B)`` for the products, plus the comparison words
-    of both top-k (about ``1.5 n k`` comparisons for ``n`` keys, 12.9 words each for party
-    0 and 5.9 for the others) and of
-    ``Q nprobe C`` equality tests (11 and 7 words). At n = 1e6, C = 1000, B = 1100, k = 10, nprobe = 1:
-    200 rounds, about 3 MiB per party.
+    Cost: rounds = ``1 + T(C, nprobe) + 2 + 1 + 1 + T(nprobe B, k)`` (centroid distances,
+    top-nprobe, one-hot, fetch, distances, top-k; the top-nprobe and one-hot are skipped
+    when ``nprobe = C``), ``T(n, k)`` the rounds of ``secure_topk`` (``topk.merge_plan``:
+    6 per binary level, 8 per wider one) and 2 for the one-hot (``digits.eqz`` on
+    ``|probe - c| < C``). Elements sent per party: ``Q (C + nprobe B (d + 2))`` for the
+    products, plus the comparisons of both top-k (42.3 words each, ``costs.ltz``, every
+    party), their small equalities and products, and the ``Q nprobe C`` one-hot equalities.
+    At n = 1e6, C = 1000, B = 1100, d = 32, k = 10: 45 rounds for nprobe = 1, 71 for 8.
     """
     view = index if isinstance(index, SharedIndexView) else SharedIndexView.of(party, index)
     sh = view.shares
@@ -130,7 +129,7 @@ def secure_search(
         cd = secure_distance(query, view.centroids, view.centroid_sqnorm)  # [Q, C]
         cid = public_shares(party, torch.arange(n_c, dtype=torch.int64).expand(Q, n_c).contiguous())
         _, probe = secure_topk(cd, cid, nprobe, id_bits=n_c.bit_length() + 1)  # [Q, nprobe]
-        onehot = C.eq(probe.unsqueeze(-1), torch.arange(n_c, dtype=torch.int64))  # [Q, nprobe, C]
+        onehot = D.eqz(probe.unsqueeze(-1) - torch.arange(n_c, dtype=torch.int64), D.eq_spec(n_c))  # [Q, nprobe, C]
 
     # 4: oblivious fetch of the probed buckets.
     fetched = oblivious_fetch(onehot.reshape(Q * nprobe, n_c), view.rows)

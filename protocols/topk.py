@@ -2,16 +2,15 @@
 
 Keys, ties (``id_bits``) and padding follow :mod:`protocols.sort`.
 
-Top-k (``k << n``), default for ``k <= 64``: a tournament of sorted lists merged by
-RANKS (``_merge_keep``). Lists start as singletons; each level merges pairs of lists
-with ONE comparison of all cross pairs and ONE product round that places every element
-at its rank (the rank indicators are local differences of the comparison bits because
-both lists are sorted), keeping the ``k`` smallest. ``ceil(log2 n)`` levels of
-``R_lt + 1`` rounds (9), about ``1.5 n k`` comparisons. The alternative
+Top-k (``k << n``), default for ``k <= 64``: a tournament of sorted lists. Lists start
+as singletons; each level merges groups of ``m`` lists (radices from :func:`merge_plan`,
+public, sizes only): ``m = 2`` by RANKS (``_merge_keep``: ONE comparison of all cross
+pairs, ONE product placing every element, ``R_lt + 1`` rounds); ``m > 2`` by
+``_merge_many`` (positions as local sums of comparison bits, a 2-round small equality for
+the placement one-hot, ONE product: ``R_lt + 3`` rounds). E.g. n = 1,100, k = 10: radices
+[25, 4, 11], 24 rounds (the binary tournament: 11 levels, 66 rounds). The alternative
 (``method="bitonic"``) bitonic-sorts lists of ``K = next_pow2(k)`` and halves them with
-bitonic merges: fewer comparisons but ``log2 K (log2 K + 1) / 2 + ceil(log2(n/K))
-(1 + log2 K)`` stages of ``R_lt + 1`` rounds (45 stages vs 11 levels for k = 10,
-n = 1100).
+bitonic merges: fewer comparisons, many more rounds.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from typing import overload
 
 import torch
 
+from . import digits as D
 from .arithmetic import matmul
 from .sharing import ArithmeticShares, public_shares
 from .sort import (
@@ -53,17 +53,17 @@ def secure_topk(keys: ArithmeticShares, payloads: ArithmeticShares | None, k: in
                 id_bits: int | None = None, method: str = "auto") -> tuple[ArithmeticShares, ArithmeticShares | None]:
     """The ``k`` smallest keys (ascending) with their payloads, along the last dimension.
 
-    ``method="merge"`` (default for ``k <= 64``): tournament of sorted lists merged by
-    ranks (:func:`_merge_keep`), ``ceil(log2 n)`` levels of ``R_lt + 1`` rounds each;
-    about ``n (1.5 k)`` comparisons in all (a level merging lists of size ``s`` costs
-    ``s**2`` comparisons per merge) plus ``2 min(2s, k)`` elements per merge.
+    ``method="merge"`` (default for ``k <= 64``): tournament of sorted lists, groups of
+    ``m`` merged per level (``merge_plan``: ``R_lt + 1`` rounds for ``m = 2``, ``R_lt + 3``
+    otherwise; a level costs ``m (m - 1) / 2 s**2`` comparisons per group of lists of
+    size ``s``), plus ``min(m s, k)`` (or twice that) product elements per group.
     ``method="bitonic"``: tournament of bitonic-sorted lists of ``K = next_pow2(k)``
     (module docstring): ``log2 K (log2 K + 1) / 2 + ceil(log2 ceil(n / K)) (1 + log2 K)``
     stages of ``R_lt + 1`` rounds, about ``n / 2 (log2 K (log2 K + 1) / 2 + 1 + log2 K)``
     comparisons (fewer comparisons, many more rounds). Each comparison is 12.9 words
     for party 0 and 5.9 for the others (``protocols.costs``: ``ltz``). Ties resolved by
     payload when ``id_bits`` is set.
-    E.g. k = 10, n = 1,100: 11 levels (merge) vs 45 stages (bitonic).
+    E.g. k = 10, n = 1,100: 24 rounds (merge, radices [25, 4, 11]) vs 45 stages (bitonic).
     """
     check_keys(keys, payloads)
     n = keys.shape[-1]
@@ -187,23 +187,97 @@ def _merge_keep(ka: ArithmeticShares, pa: ArithmeticShares | None, kb: Arithmeti
     return keys, pays
 
 
+ROUND_COMPARISONS = 2500
+"""Planner's exchange rate: one round is worth this many comparisons (10 ms round trip vs ~350
+bytes per 64-bit comparison at 1 Gbit/s, ``costs.ltz``); sizes only, so the plan is public."""
+
+
+def merge_plan(n: int, k: int, r_lt: int = D.FULL.rounds + 1) -> list[int]:
+    """Radices of the merge tournament for ``n`` keys, minimising ``rounds + comparisons / ROUND_COMPARISONS``.
+
+    A level merging ``m`` lists of ``s`` costs ``r_lt + 1`` rounds for ``m = 2`` (rank
+    merge) and ``r_lt + 3`` for ``m > 2`` (:func:`_merge_many`), and ``m (m - 1) / 2 s**2``
+    comparisons per group. Dynamic programming over the number of lists left.
+    """
+    memo: dict[tuple[int, int], tuple[float, list[int]]] = {}
+
+    def best(g: int, s: int) -> tuple[float, list[int]]:
+        if g == 1:
+            return 0.0, []
+        if (g, s) not in memo:
+            options = []
+            for m in range(2, min(g, 32) + 1):
+                groups = -(-g // m)
+                cost = (r_lt + (1 if m == 2 else 3)) + groups * m * (m - 1) // 2 * s * s / ROUND_COMPARISONS
+                rest, plan = best(groups, min(m * s, k))
+                options.append((cost + rest, [m] + plan))
+            memo[(g, s)] = min(options)
+        return memo[(g, s)]
+
+    return best(n, 1)[1]
+
+
 def _merge_tournament(keys: ArithmeticShares, payloads: ArithmeticShares | None, k: int,
                       id_bits: int | None) -> tuple[ArithmeticShares, ArithmeticShares | None]:
-    """Top-k by rank merging: singletons, then pairwise merges keeping ``min(2s, k)``."""
+    """Top-k by merging sorted lists (singletons first), ``merge_plan`` radices, keeping ``min(m s, k)``."""
     K = keys.unsqueeze(-1)  # [..., g, 1]
     P = payloads.unsqueeze(-1) if payloads is not None else None
-    g, s = keys.shape[-1], 1
-    while g > 1:
-        if g % 2:
+    s = 1
+    for m in merge_plan(keys.shape[-1], k):
+        while K.shape[-2] % m:
             K, P = _pad_lists(K, P, id_bits)
-            g += 1
-        o = min(2 * s, k)
-        A, B = K[..., 0::2, :], K[..., 1::2, :]
-        PA = P[..., 0::2, :] if P is not None else None
-        PB = P[..., 1::2, :] if P is not None else None
-        K, P = _merge_keep(A, PA, B, PB, o, id_bits)
-        g, s = g // 2, o
+        o = min(m * s, k)
+        if m == 2:
+            A, B = K[..., 0::2, :], K[..., 1::2, :]
+            PA = P[..., 0::2, :] if P is not None else None
+            PB = P[..., 1::2, :] if P is not None else None
+            K, P = _merge_keep(A, PA, B, PB, o, id_bits)
+        else:
+            K, P = _merge_many(K, P, m, o, id_bits)
+        s = o
     return K[..., 0, :k], (P[..., 0, :k] if P is not None else None)
+
+
+def _merge_many(K: ArithmeticShares, P: ArithmeticShares | None, m: int, o: int, id_bits: int | None):
+    """Merge every ``m`` consecutive sorted lists of ``K [..., g, s]`` keeping the ``o`` smallest.
+
+    Steps: ONE comparison of all cross pairs of the ``m`` lists (``beta = [B_j < A_i]`` for
+    list A before B); the output position of ``A_i`` is ``i + #{B_j < A_i : B after A} +
+    #{B_j <= A_i : B before A}``, a LOCAL sum of comparison bits (a stable merge: ties
+    keep the earlier list first); the placement one-hot ``[pos = t]`` (``t < o``) by ONE
+    bounded equality (``digits.eqz``, 2 rounds); the output ``one-hot^T @ values`` in
+    ONE product round. Cost: ``R_lt + 3`` rounds; ``m (m - 1) / 2 s**2`` comparisons,
+    ``m s o`` small equalities and ``o`` (or ``2 o``) product elements per group.
+    Security: only secure sub-protocols (``ltz``, ``digits.eqz``, a product) on shares; which
+    positions meet depends on the public sizes only.
+    """
+    lead, g, s = tuple(K.shape[:-2]), K.shape[-2], K.shape[-1]
+    G = g // m
+    K = K.reshape(lead + (G, m, s))
+    P = P.reshape(lead + (G, m, s)) if P is not None else None
+    ia, ib = torch.triu_indices(m, m, 1)
+    shape = lead + (G, len(ia), s, s)
+    KA, KB = K[..., ia, :].unsqueeze(-1).expand(shape), K[..., ib, :].unsqueeze(-2).expand(shape)
+    PA = P[..., ia, :].unsqueeze(-1).expand(shape) if P is not None else None
+    PB = P[..., ib, :].unsqueeze(-2).expand(shape) if P is not None else None
+    beta = lex_less(KB, PB, KA, PA, id_bits)  # [..., G, pairs, s (A), s (B)]
+    pos = []
+    for part in ("lo", "hi"):
+        t = getattr(beta, part)
+        acc = torch.zeros(lead + (G, m, s), dtype=torch.int64)
+        acc.index_add_(len(lead) + 1, ia, t.sum(-1))
+        acc.index_add_(len(lead) + 1, ib, -t.sum(-2))
+        pos.append(acc)
+    offset = torch.arange(s).view(1, s) + s * torch.arange(m).view(m, 1)  # i, and "+ s" per earlier list B
+    position = ArithmeticShares(K.party, pos[0], pos[1], 0).add_public(offset)
+    flat = position.reshape(lead + (G, m * s)).unsqueeze(-1)
+    onehot = D.eqz(flat - torch.arange(o), D.eq_spec(m * s + o))  # [..., G, m s, o]
+    vals = [K.reshape(lead + (G, m * s))] + ([P.reshape(lead + (G, m * s))] if P is not None else [])
+    v = ArithmeticShares(K.party, torch.stack([x.lo for x in vals], -1), torch.stack([x.hi for x in vals], -1), 0)
+    out = matmul(onehot.transpose(-1, -2), v)  # [..., G, o, channels]
+    keys = ArithmeticShares(K.party, out.lo[..., 0], out.hi[..., 0], K.frac_bits)
+    pays = ArithmeticShares(K.party, out.lo[..., 1], out.hi[..., 1], P.frac_bits) if P is not None else None
+    return keys, pays
 
 
 def _pad_lists(K: ArithmeticShares, P: ArithmeticShares | None, id_bits: int | None):
@@ -229,8 +303,8 @@ def secure_argmin(keys: ArithmeticShares, payloads: ArithmeticShares | None = No
     """Smallest key along the last dimension and its payload (default: its index, shared).
 
     Without payloads the index ``0..n-1`` is the payload and ties go to the smallest
-    index. Cost: ``ceil(log2 n)`` stages of ``R_lt + 1`` rounds, ``n - 1`` comparisons in
-    all (per batch row), each with 2 muxed elements.
+    index. Cost: as ``secure_topk`` with ``k = 1`` (``merge_plan(n, 1)``: n = 1,000 in two
+    levels of 32, 16 rounds).
     """
     n = keys.shape[-1]
     if payloads is None:

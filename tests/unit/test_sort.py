@@ -110,7 +110,7 @@ def test_merge_topk_without_payload_stable_on_ties():
     assert tp is None and torch.equal(tk, torch.tensor([[0, 1, 1, 1]]))
 
 
-def test_merge_topk_rounds_are_levels_times_comparison_plus_one():
+def test_merge_topk_rounds_follow_the_plan():
     x = share(torch.randint(-1000, 1000, (1100,)))
     ids = share(torch.randperm(1100))
 
@@ -124,7 +124,9 @@ def test_merge_topk_rounds_are_levels_times_comparison_plus_one():
         return (s1 - s0).rounds, (s2 - s1).rounds
 
     for r_lt, r_topk in run_parties(body, [(x[i], ids[i]) for i in range(3)]):
-        assert r_topk == 11 * (r_lt + 1)
+        plan = T.merge_plan(1100, 10)
+        assert r_topk == sum(r_lt + (1 if m == 2 else 3) for m in plan) == 24  # [25, 4, 11]
+        assert r_topk < 11 * (r_lt + 1)  # the binary tournament: 11 levels
 
 
 def test_topk_is_cheaper_than_a_full_sort_for_small_k():
@@ -141,8 +143,8 @@ def test_topk_is_cheaper_than_a_full_sort_for_small_k():
         return s1 - s0, s2 - s1
 
     for topk, full in run_parties(body, [(x[i], ids[i]) for i in range(3)]):
-        assert topk.rounds < full.rounds
-        assert topk.bytes_sent * 2 < full.bytes_sent
+        assert topk.rounds * 10 < full.rounds  # 16 vs 270
+        assert topk.bytes_sent < full.bytes_sent  # the plan spends comparisons to save rounds
 
 
 def test_rejects_bad_k_and_shapes():
