@@ -10,7 +10,6 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-
 TOL = 1e-2  # fixed-point tolerance on squared distances (f = 16 bits, truncations in the CNN)
 
 
@@ -58,7 +57,11 @@ def run_queries(client, queries: int, label_of: dict[int, str], nprobe: int, con
     for qn in range(queries):
         name, a = bases[(qn * 5) % len(bases)]
         q = augment(a, 99_000 + qn)  # a fresh variant, never uploaded
-        r = client.search(q, k=5, nprobe=min(nprobe, client.info()["index_meta"].get("n_centroids", 1)))
+        probe = min(nprobe, client.info()["index_meta"].get("n_centroids", 1))
+        if hasattr(client, "search_results"):  # the faiss-style SDK: one result object per query
+            r = client.search_results(q, k=5, nprobe=probe)[0]
+        else:
+            r = client.search(q, k=5, nprobe=probe)
         verdict = compare_to_plaintext(client, q, r.ids, r.distances, nprobe)
         tab = Table("rank", "id", "label", "distance", title=f"query {qn + 1}: new variant of '{name}'")
         for n, (i, d) in enumerate(zip(r.ids, r.distances), 1):
@@ -74,9 +77,9 @@ def run_queries(client, queries: int, label_of: dict[int, str], nprobe: int, con
 def run_demo(root: Path | None, copies: int, queries: int, model: str, resolution: int, dim: int,
              console: Console, nprobe: int = 2) -> None:
     """Start servers, upload, query, retrieve, stop; print timings and communication."""
-    from .cli import build_model
     from .demo_data import demo_collection
     from .local_cluster import LocalCluster
+    from .recipes import build_model
     from .sdk import Client
 
     tmp = None

@@ -4,10 +4,15 @@
 ``cluster.toml`` (servers) and ``client.toml`` (SDK), and runs
 ``python -m servers --id i --config cluster.toml`` for i = 0, 1, 2 with logs in
 ``root/logs``. Servers can be killed (SIGKILL) and restarted on the same port.
+
+``root/servers.pid`` records the running servers' process ids (``trivault up --detach``,
+``status`` and ``down`` read it); starting all three while another set runs from the same
+folder raises :class:`ClusterRunning`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -21,8 +26,57 @@ from .certs import make_deployment
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+PID_FILE = "servers.pid"
+
+
 class PortInUse(RuntimeError):
     """A server could not bind its configured port."""
+
+
+class ClusterRunning(RuntimeError):
+    """Servers started from this cluster folder are still running."""
+
+
+def _is_server(pid: int, config_path: Path) -> bool:
+    """True if ``pid`` is alive and is a server started with ``config_path``."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return True  # no /proc: trust the pid
+    return str(config_path) in cmd
+
+
+def running_servers(root: str | Path) -> dict[int, int]:
+    """Server id -> pid of the servers started from ``root`` that are still alive."""
+    root = Path(root).resolve()
+    try:
+        pids = {int(k): int(v) for k, v in json.loads((root / PID_FILE).read_text()).items()}
+    except (OSError, ValueError):
+        return {}
+    return {i: p for i, p in pids.items() if _is_server(p, root / "cluster.toml")}
+
+
+def stop_servers(root: str | Path, timeout_s: float = 15.0) -> dict[int, int]:
+    """SIGTERM the servers recorded in ``root``'s pid file (SIGKILL after ``timeout_s``); removes it.
+    Returns the server ids and pids that were running."""
+    root = Path(root).resolve()
+    alive = running_servers(root)
+    for pid in alive.values():
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_is_server(p, root / "cluster.toml") for p in alive.values()):
+        time.sleep(0.1)
+    for pid in alive.values():
+        if _is_server(pid, root / "cluster.toml"):
+            os.kill(pid, signal.SIGKILL)
+    (root / PID_FILE).unlink(missing_ok=True)
+    return alive
 
 
 def free_port() -> int:
@@ -96,6 +150,9 @@ class LocalCluster:
 
         Free ports are picked before the servers bind them, so another process may take one
         in between: a fresh cluster then moves to new ports (up to three attempts)."""
+        if i is None and (alive := running_servers(self.root)):
+            raise ClusterRunning(f"servers from {self.root} are already running (pids "
+                                 f"{', '.join(map(str, alive.values()))})")
         for attempt in range(3):
             try:
                 self._start(i, timeout_s)
@@ -118,8 +175,15 @@ class LocalCluster:
                     self.commands.get(j, [sys.executable, "-m", "servers"])
                     + ["--id", str(j), "--config", str(self.config_path), "--txn-timeout", str(self.txn_timeout_s)],
                     stdout=f, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env, start_new_session=True)
+        self._write_pids()
         for j in ids:
             self._wait_ready(j, timeout_s)
+
+    def _write_pids(self) -> None:
+        pids = {str(j): p.pid for j, p in self.procs.items() if p.poll() is None}
+        tmp = self.root / (PID_FILE + ".tmp")
+        tmp.write_text(json.dumps(pids))
+        os.replace(tmp, self.root / PID_FILE)
 
     def log_path(self, i: int) -> Path:
         """Server ``i``'s log file."""
@@ -167,8 +231,10 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 p.send_signal(signal.SIGKILL)
                 p.wait(5)
+        if not any(p.poll() is None for p in self.procs.values()):
+            (self.root / PID_FILE).unlink(missing_ok=True)
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         self.start()
         return self
 

@@ -20,11 +20,18 @@ ENV = dict(os.environ, PYTHONPATH=str(REPO))
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("cmd", [[], ["certs"], ["up"], ["upload"], ["search"], ["get"], ["delete"], ["demo"]])
+@pytest.mark.parametrize("cmd", [[], ["certs"], ["up"], ["status"], ["down"], ["upload"], ["ls"], ["search"], ["get"],
+                                 ["delete"], ["demo"]])
 def test_help(cmd):
     r = runner.invoke(app, [*cmd, "--help"])
     assert r.exit_code == 0, r.output
     assert "Usage" in r.output
+
+
+def test_help_documents_config_discovery_and_exit_codes():
+    r = runner.invoke(app, ["--help"])
+    assert "TRIVAULT_CONFIG" in r.output and ".config/trivault/client.toml" in r.output
+    assert "3 partial upload" in r.output and "2 usage" in r.output
 
 
 def test_certs_have_the_right_usages(tmp_path):
@@ -58,7 +65,8 @@ def _photos(d: Path, n: int) -> list[Path]:
 
 def test_up_upload_search_get_delete(tmp_path):
     root = tmp_path / "cluster"
-    up = subprocess.Popen([sys.executable, "-m", "client.cli", "up", "--root", str(root)], cwd=REPO, env=ENV,
+    env = dict(ENV, XDG_CONFIG_HOME=str(tmp_path / "xdg"))  # `up` writes the user's client config there
+    up = subprocess.Popen([sys.executable, "-m", "client.cli", "up", "--root", str(root)], cwd=REPO, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = ""
@@ -83,11 +91,13 @@ def test_up_upload_search_get_delete(tmp_path):
         r = runner.invoke(app, ["delete", "2", "-c", cfg])
         assert r.exit_code == 0, r.output
         r = runner.invoke(app, ["get", "2", "-o", str(out), "-c", cfg])
-        assert r.exit_code == 1 and "unknown image id 2" in r.output
+        assert r.exit_code == 1 and "unknown image id 2" in r.stderr
+        assert (tmp_path / "xdg" / "trivault" / "client.toml").read_text().split("\n", 1)[1] == Path(cfg).read_text()
     finally:
         up.send_signal(signal.SIGTERM)
         rest, _ = up.communicate(timeout=60)
     assert "servers stopped" in rest
+    assert not (root / "servers.pid").exists()
 
 
 def test_demo_runs_and_shuts_down(tmp_path):

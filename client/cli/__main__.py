@@ -1,0 +1,5 @@
+"""``python -m client.cli``."""
+
+from .app import main
+
+main()

@@ -1,0 +1,196 @@
+"""Identities and access control: ``keys new``, ``bootstrap``, ``register``, ``grant``, ``revoke``,
+``audit``, ``trace``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from .common import (
+    CONFIG_OPT,
+    IDENTITY_OPT,
+    JSON_OPT,
+    console,
+    fail,
+    make_client,
+    note,
+    print_json,
+    sdk_errors,
+)
+
+keys_app = typer.Typer(help="User identities (Ed25519 signing + X25519 key delivery).", no_args_is_help=True)
+USER_ARG = typer.Argument(..., help="user id, or the user's identity.json (or its folder)")
+
+
+@keys_app.command("new")
+def keys_new(out: Path = typer.Option(Path("trivault-identity"), "--out", "-o", help="folder for the key files"),
+             role: str | None = typer.Option(None, "--role", help="claimed role (the owner attests it)"),
+             org: str | None = typer.Option(None, "--org", help="claimed organisation"),
+             passphrase: bool = typer.Option(False, "--passphrase", help="encrypt the private keys (prompted)")) -> None:
+    """Create an identity in OUT; its public OUT/identity.json is what the owner registers."""
+    from wire.identity import PublicIdentity
+
+    from ..identity import Identity
+
+    attrs = {k: v for k, v in (("role", role), ("organisation", org)) if v}
+    pw = typer.prompt("passphrase", hide_input=True, confirmation_prompt=True).encode() if passphrase else None
+    with sdk_errors(("exists", "choose another --out, or keep using the identity already there")):
+        Identity.create(attrs).save(out, pw)
+    pub = PublicIdentity.from_json((out / "identity.json").read_text())
+    console.print(f"user id {pub.user_id}; private keys in {out} (mode 0600)")
+    console.print(f"public bundle {out / 'identity.json'}: the owner runs `trivault register {out / 'identity.json'}`")
+
+
+def load_bundle(path: Path):
+    """A public identity from ``identity.json`` or a folder holding it."""
+    from wire.identity import PublicIdentity
+
+    p = path / "identity.json" if path.is_dir() else path
+    with sdk_errors():
+        return PublicIdentity.from_json(p.read_text())
+
+
+def user_id(user: str) -> str:
+    """A user id given directly, or read from an identity bundle path."""
+    p = Path(user)
+    return load_bundle(p).user_id if p.exists() else user
+
+
+def parse_attrs(pairs: list[str]) -> dict[str, str]:
+    """``key=value`` pairs; a pair without ``=`` is a usage error."""
+    out = {}
+    for a in pairs:
+        key, sep, value = a.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{a!r} is not key=value (e.g. --attr role=analyst)", param_hint="--attr")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@keys_app.command("show")
+def keys_show(bundle: Path = typer.Argument(..., exists=True, help="identity.json or its folder"),
+              as_json: bool = JSON_OPT) -> None:
+    """Print a public identity's user id and claimed attributes."""
+    pub = load_bundle(bundle)
+    if as_json:
+        print_json({"user_id": pub.user_id, "attributes": dict(pub.attributes)})
+    else:
+        console.print(f"user id {pub.user_id}; claims {dict(pub.attributes)}")
+
+
+def bootstrap(identity: Path | None = IDENTITY_OPT, config: Path | None = CONFIG_OPT) -> None:
+    """First use of servers started without owner_identity: make your identity their owner."""
+    with sdk_errors(), make_client(config, identity) as c:
+        uid = c.bootstrap()
+    console.print(f"owner of this deployment: {uid}")
+
+
+def register(bundle: Path = typer.Argument(..., exists=True, help="a user's identity.json (or its folder)"),
+             attr: list[str] = typer.Option([], "--attr", help="attribute key=value you attest (repeatable; "
+                                                               "adds to or overrides the bundle's claims)"),
+             ignore_claims: bool = typer.Option(False, "--ignore-claims", help="attest only the --attr values"),
+             identity: Path | None = IDENTITY_OPT, config: Path | None = CONFIG_OPT) -> None:
+    """Owner: register a user, attesting the role/org claimed in their bundle (and any --attr)."""
+    extra = parse_attrs(attr)
+    pub = load_bundle(bundle)
+    attrs = {**({} if ignore_claims else dict(pub.attributes)), **extra}
+    with sdk_errors(), make_client(config, identity) as c:
+        uid = c.register_user(pub, attrs)
+    console.print(f"registered {uid} with attributes {attrs or '{}'}")
+
+
+def _expires(text: str | None) -> float | None:
+    if not text:
+        return None
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1] in unit and text[:-1].isdigit():
+        return time.time() + int(text[:-1]) * unit[text[-1]]
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: use e.g. 30m, 7d or an ISO date", param_hint="--expires") from None
+
+
+def grant(user: str = USER_ARG,
+          collection: str = typer.Argument("default", help="collection"),
+          outcome: str = typer.Option("ORIGINAL", "--outcome", help="ORIGINAL | DEIDENTIFIED | NOTHING"),
+          expires: str | None = typer.Option(None, "--expires", help="e.g. 30m, 7d, or an ISO date"),
+          purpose: list[str] = typer.Option([], "--purpose", help="allowed purpose (repeatable; default any); "
+                                                                  "the user passes the same --purpose"),
+          image: int | None = typer.Option(None, "--image", help="only this image"),
+          identity: Path | None = IDENTITY_OPT, config: Path | None = CONFIG_OPT) -> None:
+    """Owner: grant USER access to COLLECTION (signed; applied by each server)."""
+    uid = user_id(user)
+    when = _expires(expires)
+    with sdk_errors(), make_client(config, identity) as c:
+        c.grant(uid, collection, outcome, when, purpose or None, image)
+    console.print(f"granted {outcome.upper()} on {collection} to {uid}")
+    if purpose:
+        note(f"the user must declare --purpose {' or '.join(purpose)} with search and get")
+    else:
+        note("no --purpose: any declared purpose (or none) is accepted")
+
+
+def revoke(user: str = USER_ARG,
+           collection: str = typer.Argument("default", help="collection"),
+           image: int | None = typer.Option(None, "--image", help="only this image"),
+           identity: Path | None = IDENTITY_OPT, config: Path | None = CONFIG_OPT) -> None:
+    """Owner: revoke USER on COLLECTION; effective at the next key release on every server."""
+    uid = user_id(user)
+    with sdk_errors(), make_client(config, identity) as c:
+        c.revoke(uid, collection, image)
+    console.print(f"revoked {uid} on {collection}")
+
+
+def audit(identity: Path | None = IDENTITY_OPT, config: Path | None = CONFIG_OPT, as_json: bool = JSON_OPT) -> None:
+    """Verify the three servers' hash-chained audit logs against each other; show your entries."""
+    from wire.audit import compare_chains
+
+    with sdk_errors(), make_client(config, identity) as c:
+        exports = c.audit_exports()
+        me = c.identity.user_id
+    div = compare_chains(exports)
+    mine = [e for e in exports[min(exports)] if me in (e["actor"], e["subject"])] if exports else []
+    ok = div.ok and len(exports) == 3
+    if as_json:
+        print_json({"ok": ok, "servers": sorted(exports), "suspects": list(div.suspects()), "summary": div.summary(),
+                    "entries": mine[-50:]})
+    else:
+        t = Table("seq", "time", "event", "actor", "subject", "detail")
+        for e in mine[-50:]:
+            t.add_row(str(e["seq"]), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["ts_ms"] / 1000)),
+                      e["event"], e["actor"][:12], str(e["subject"])[:24], str(e["detail"])[:60])
+        console.print(t)
+        console.print(f"servers answering: {sorted(exports)}")
+        if ok:
+            console.print(f"[green]audit OK[/green]: {div.summary()}")
+    if not ok:
+        fail(f"audit divergence (suspects {div.suspects()}): {div.summary()}",
+             "a server's log differs from the others: check that server")
+
+
+def trace(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="a leaked image file"),
+          as_json: bool = JSON_OPT) -> None:
+    """Read the recipient id watermarked into a retrieved image (survives JPEG q75 and resizing)."""
+    from ..watermark import trace as read_mark
+
+    with sdk_errors():
+        uid = read_mark(file)
+    if as_json:
+        print_json({"file": str(file), "recipient": uid})
+    if uid is None:
+        fail("no TriVault watermark found", "owners' own retrievals are not watermarked")
+    if not as_json:
+        console.print(f"delivered to user {uid}")
+
+
+def register_commands(app: typer.Typer) -> None:
+    """Add these commands to ``app``."""
+    app.add_typer(keys_app, name="keys")
+    for fn in (bootstrap, register, grant, revoke, audit, trace):
+        app.command()(fn)
