@@ -317,7 +317,7 @@ class Runner:
         for q in range(a.queries):
             ps, pids, prof = self.inproc.query(self.images[q], a.k, a.nprobe)
             self.profile = self.profile or prof
-            r = c.search(self.images[q], k=a.k, nprobe=a.nprobe)
+            r = c.search_results(self.images[q], k=a.k, nprobe=a.nprobe)[0]
             grpc_s.append(r.seconds)
             proc_s.append(ps)
             comm.append(r.comm)

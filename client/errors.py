@@ -7,6 +7,21 @@ class TriVaultError(RuntimeError):
     """A request failed; the message names the server(s) and the reason."""
 
 
+class TriVaultUnavailable(TriVaultError):
+    """One or more servers did not answer (down, unreachable, or refusing the TLS handshake)
+    after gRPC's bounded retries. ``servers`` maps each unreachable server's number to its
+    address, e.g. ``{1: "127.0.0.1:7001"}``."""
+
+    def __init__(self, message: str, servers: dict[int, str]) -> None:
+        super().__init__(message)
+        self.servers = dict(servers)
+
+
 class PartialCommitError(TriVaultError):
     """Server 0 committed (the decision is final) but another server did not answer; it
     completes the transaction by itself when it is back."""
+
+
+class TriVaultWarning(UserWarning):
+    """Something the caller should know that did not stop the request (e.g. k above the
+    number of candidates: fewer results than asked for)."""

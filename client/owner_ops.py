@@ -7,8 +7,10 @@ transaction on the three servers (``client.commit``).
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -20,6 +22,7 @@ from tqdm import tqdm
 from protocols.ring import DEFAULT_FP
 from wire import bundle as bd
 
+from .catalog import Catalog, ImageEntry
 from .commit import PhaseHook, transact
 from .encryption import deid_function, encrypt_images
 from .errors import PartialCommitError, TriVaultError
@@ -36,7 +39,8 @@ class OwnerOps:
     def __init__(self, fan: Fanout, sign: Sign, identity: Identity, owner: OwnerState, timeout_s: float) -> None:
         self.fan, self.sign, self.identity, self.owner = fan, sign, identity, owner
         self.timeout_s = timeout_s
-        self.progress = True
+        self.progress = False
+        self.catalog = Catalog(owner.root)
         self.fault_hook: PhaseHook | None = None  # tests: called with a phase of the two-phase commit
         self.last_upload_stats: dict[str, Any] = {}
         self.module: nn.Module | None = None  # the owner's plaintext model, when known in this process
@@ -124,7 +128,15 @@ class OwnerOps:
                              {**per_server[s], **{f"index/{k}": v for k, v in itensors[s].items()}})
                    for s in range(3)]
         t1 = time.perf_counter()
-        self._commit_and_record(bundles, "upload", collection, feats, ids, lambda: after(info["index_version"] + 1))
+        entries = [ImageEntry(int(i), entry_name(src, None if labels is None else labels[n]), collection,
+                              len(data), hashlib.sha256(data).hexdigest(), deid)
+                   for n, (i, src, (data, _)) in enumerate(zip(new_ids.tolist(), images, loaded))]
+
+        def recorded() -> None:
+            after(info["index_version"] + 1)
+            self.catalog.add(entries)
+
+        self._commit_and_record(bundles, "upload", collection, feats, ids, recorded)
         t2 = time.perf_counter()
         self.last_upload_stats = {
             "n": len(loaded), "seconds": t2 - t0, "transfer_seconds": t2 - t1,
@@ -145,8 +157,12 @@ class OwnerOps:
         meta["index"], itensors, after = self.index_bundles(feats, ids, info["index_version"],
                                                             deletes=[int(image_id)])
         bundles = [bd.Bundle("txn", txn, meta, {f"index/{k}": v for k, v in itensors[s].items()}) for s in range(3)]
-        self._commit_and_record(bundles, "delete", "default", feats if len(ids) else None, ids,
-                                lambda: after(info["index_version"] + 1))
+
+        def recorded() -> None:
+            after(info["index_version"] + 1)
+            self.catalog.remove([int(image_id)])
+
+        self._commit_and_record(bundles, "delete", "default", feats if len(ids) else None, ids, recorded)
 
     def _commit_and_record(self, bundles: list[bd.Bundle], action: str, collection: str,
                            feats: np.ndarray | None, ids: np.ndarray, after: Callable[[], None]) -> None:
@@ -160,3 +176,12 @@ class OwnerOps:
             raise
         self.owner.save_features(feats, ids)
         after()
+
+
+def entry_name(source: ImageInput, label: str | None) -> str | None:
+    """The owner's name for an uploaded image: its label, else the file name of a path input."""
+    if label is not None:
+        return str(label)
+    if isinstance(source, (str, Path)):
+        return Path(source).name
+    return None

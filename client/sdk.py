@@ -6,8 +6,10 @@
 * ``client.owner_ops``: ``register_model``, ``upload``, ``delete`` (features extracted
   locally, ``client.encryption`` of every copy, ``client.index_policy`` for the index
   update, one ``client.commit`` two-phase transaction per change);
-* ``client.search``: the preprocessed image is secret-shared, the servers run secure CNN
-  + secure search, the client reconstructs the result;
+* ``client.search``: one image, a list of images or a ``[Q, d]`` feature array is
+  secret-shared, the servers run secure CNN + secure search on the whole batch in one
+  session, the client reconstructs faiss-shaped ``(distances, ids)``;
+* ``client.catalog``: the owner's local list of its images (``ls``; names never leave it);
 * ``client.retrieval``: key shares sealed to this user's registered key, combined,
   decrypted and verified;
 * ``client.acl_admin``: register users, grant, revoke, cross-check the audit logs.
@@ -28,19 +30,26 @@ from wire.identity import PublicIdentity
 from wire.signing import audience_for_ca, sign_request
 
 from .acl_admin import AclAdmin
+from .catalog import ImageEntry
 from .commit import PhaseHook
 from .config import ClientConfig
-from .errors import PartialCommitError, TriVaultError
+from .errors import (
+    PartialCommitError,
+    TriVaultError,
+    TriVaultUnavailable,
+    TriVaultWarning,
+)
 from .identity import Identity
 from .images import ImageInput
 from .index_policy import IndexUpload
 from .owner_ops import OwnerOps
 from .owner_state import OwnerState
 from .retrieval import Retrieved, retrieve
-from .search import SearchResult, search
+from .search import QueryInput, SearchBatch, SearchResult, search
 from .transport import Fanout
 
-__all__ = ["Client", "ClientConfig", "PartialCommitError", "Retrieved", "SearchResult", "TriVaultError"]
+__all__ = ["Client", "ClientConfig", "ImageEntry", "PartialCommitError", "Retrieved", "SearchBatch", "SearchResult",
+           "TriVaultError", "TriVaultUnavailable", "TriVaultWarning"]
 
 
 def load_identity(identity: Identity | str | Path | None, passphrase: bytes | None, owner_dir: Path) -> Identity:
@@ -58,9 +67,11 @@ def load_identity(identity: Identity | str | Path | None, passphrase: bytes | No
 
 
 class Client:
-    """SDK entry point: ``Client(config)`` where config is a ClientConfig or a TOML path."""
+    """SDK entry point: ``Client(config)`` where config is a ClientConfig or a TOML path.
 
-    def __init__(self, config: ClientConfig | str | Path, progress: bool = True,
+    The SDK prints nothing; ``progress=True`` shows tqdm progress bars (on stderr) on long work."""
+
+    def __init__(self, config: ClientConfig | str | Path, progress: bool = False,
                  identity: Identity | str | Path | None = None, passphrase: bytes | None = None) -> None:
         self.cfg = config if isinstance(config, ClientConfig) else ClientConfig.load(config)
         self.identity = load_identity(identity, passphrase, self.cfg.owner_dir)
@@ -176,10 +187,43 @@ class Client:
         self._owner_ops.delete(image_id)
 
     # ---- querier (client.search, client.retrieval) ----------------------------------------
-    def search(self, image: ImageInput, k: int = 10, nprobe: int = 1, collection: str = "default",
-               purpose: str | None = None) -> SearchResult:
-        """Secure top-k search for one query image."""
-        return search(self.fan, self.sign, image, k, nprobe, collection, purpose, self.cfg.timeout_s, self.progress)
+    def search(self, queries: QueryInput, k: int = 10, nprobe: int = 1, collection: str = "default",
+               purpose: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Secure top-k search, faiss-style: ``(distances, ids)`` of shape ``[Q, k]``.
+
+        ``queries``: one image (path, PIL image or HxWxC array), a list of images, or a
+        ``[Q, d]`` float feature array (features of the registered model). All Q queries run
+        in one secure session. Rows are sorted nearest first (squared L2); ``-1`` / ``inf``
+        fill places with no (visible) result. k above the index's candidates widens nprobe,
+        then returns what exists, with a :class:`TriVaultWarning`."""
+        b = self.search_batch(queries, k, nprobe, collection, purpose)
+        return b.distances, b.ids
+
+    def search_batch(self, queries: QueryInput, k: int = 10, nprobe: int = 1, collection: str = "default",
+                     purpose: str | None = None) -> SearchBatch:
+        """As :meth:`search`, with timing, per-server communication and the k/nprobe run."""
+        return search(self.fan, self.sign, queries, k, nprobe, collection, purpose, self.cfg.timeout_s,
+                      self.progress)
+
+    def search_results(self, queries: QueryInput, k: int = 10, nprobe: int = 1, collection: str = "default",
+                       purpose: str | None = None) -> list[SearchResult]:
+        """As :meth:`search`, one :class:`SearchResult` per query (ids, distances, and the owner's
+        labels from the local catalog; padding dropped)."""
+        names = {i: e.name for i, e in self._owner_ops.catalog.entries().items()}
+        return self.search_batch(queries, k, nprobe, collection, purpose).results(names.get)
+
+    def ls(self, collection: str | None = None, local_only: bool = False) -> list[ImageEntry]:
+        """The owner's images (id, name, collection, size), from the local catalog in ``owner_dir``.
+
+        Unless ``local_only``, the list follows the servers' ids: images the servers hold
+        but this owner directory does not know appear with ``name=None``; images no longer
+        on the servers are left out. Names never leave this machine."""
+        known = self._owner_ops.catalog.entries()
+        if local_only:
+            entries = list(known.values())
+        else:
+            entries = [known.get(i) or ImageEntry(i, None, None, None) for i in self.fan.info()["image_ids"]]
+        return sorted((e for e in entries if collection is None or e.collection == collection), key=lambda e: e.id)
 
     def retrieve(self, image_id: int, deid: bool = False, purpose: str | None = None) -> Retrieved:
         """Fetch, decrypt and verify an image the policy releases to this user.

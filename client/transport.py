@@ -14,7 +14,7 @@ from wire import bundle as bd
 from wire.tls import channel_credentials, secure_channel
 
 from .config import ClientConfig
-from .errors import TriVaultError
+from .errors import TriVaultError, TriVaultUnavailable
 
 Sign = Callable[[str, dict[str, Any]], bytes]  # (action, params) -> a signed request for this deployment
 
@@ -24,11 +24,18 @@ def rpc_error(i: int, exc: grpc.RpcError) -> str:
     return f"server {i}: {exc.code().name}: {exc.details()}"
 
 
+def is_unreachable(exc: grpc.RpcError) -> bool:
+    """UNAVAILABLE raised by the transport (no connection, handshake refused), not a server's
+    own ``UNAVAILABLE`` answer about its peers (those details start with ``server <i>:``)."""
+    return not str(exc.details() or "").startswith("server ")
+
+
 class Fanout:
     """The three servers' stubs and a thread pool that calls them in parallel."""
 
     def __init__(self, cfg: ClientConfig) -> None:
         creds = channel_credentials(cfg.ca, cfg.cert, cfg.key)
+        self.addresses = list(cfg.servers)
         self.channels = [secure_channel(a, creds) for a in cfg.servers]
         self.stubs = [pbg.VaultStub(c) for c in self.channels]
         self._pool = ThreadPoolExecutor(max_workers=9, thread_name_prefix="trivault-client")
@@ -42,10 +49,15 @@ class Fanout:
     def all(self, fn: Callable[[int], Any], servers: Sequence[int] = (0, 1, 2), tolerate: bool = False,
             fail_fast: bool = True) -> list[Any]:
         """Run ``fn(i)`` for each server in parallel; raise one clear error on failure (at the first
-        one, without waiting for slower servers, if ``fail_fast``) unless ``tolerate``."""
+        one, without waiting for slower servers, if ``fail_fast``) unless ``tolerate``.
+
+        Transient ``UNAVAILABLE`` is retried by gRPC itself (``wire.options``); a server
+        still unreachable after that raises :class:`TriVaultUnavailable` naming it and its
+        address."""
         futs = {self._pool.submit(fn, i): i for i in servers}
         out: list[Any] = [None] * 3
         errs: list[str] = []
+        down: dict[int, str] = {}
         pending = set(futs)
         while pending and not (errs and fail_fast and not tolerate):
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -55,9 +67,14 @@ class Fanout:
                     out[i] = f.result()
                 except grpc.RpcError as exc:
                     errs.append(rpc_error(i, exc))
+                    if exc.code() == grpc.StatusCode.UNAVAILABLE and is_unreachable(exc):
+                        down[i] = self.addresses[i]
                 except bd.BundleError as exc:
                     errs.append(f"server {i}: {exc}")
         if errs and not tolerate:
+            if down:
+                where = ", ".join(f"server {i} at {a}" for i, a in sorted(down.items()))
+                raise TriVaultUnavailable(f"cannot reach {where} (UNAVAILABLE): " + "; ".join(sorted(errs)), down)
             raise TriVaultError("; ".join(sorted(errs)))
         return out
 

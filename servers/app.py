@@ -19,6 +19,7 @@ from .acl import Acl
 from .config import ServerConfig
 from .node import Node
 from .peer import PeerServicer
+from .storage import DataDirLock, StorageError
 from .vault import VaultServicer
 
 log = logging.getLogger("trivault.server")
@@ -45,15 +46,37 @@ def create_server(cfg: ServerConfig, txn_timeout_s: float = 60.0,
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)
     for name in ("", "trivault.v1.Vault", "trivault.v1.Peer"):
         hs.set(name, health_pb2.HealthCheckResponse.SERVING)
-    port = server.add_secure_port(cfg.listen, server_credentials(cfg.ca, cfg.cert, cfg.key))
+    try:
+        port = server.add_secure_port(cfg.listen, server_credentials(cfg.ca, cfg.cert, cfg.key))
+    except RuntimeError:  # grpcio raises instead of returning 0 in recent versions
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind {cfg.listen}")
+        node.stop()
+        raise OSError(f"Failed to bind {cfg.listen}: the port is in use (is another server running?)")
     return server, port, node
 
 
 def serve(cfg: ServerConfig, txn_timeout_s: float = 60.0, components: Components = Components()) -> None:
-    """Run until SIGTERM/SIGINT, then stop gracefully."""
-    server, port, node = create_server(cfg, txn_timeout_s, components)
+    """Hold the data folder's lock, run until SIGTERM/SIGINT, then stop gracefully.
+
+    A data folder another server holds, or a port in use (``grpc.so_reuseport`` is off in
+    ``wire.options``), stops this process at once with a one-line reason on stderr."""
+    lock = DataDirLock(cfg.data_dir)
+    try:
+        lock.acquire()
+        server, port, node = create_server(cfg, txn_timeout_s, components)
+    except (StorageError, OSError) as exc:
+        lock.release()
+        log.error("server %d not started: %s", cfg.server_id, exc)
+        raise SystemExit(f"trivault server {cfg.server_id}: {exc}") from None
+    try:
+        _run(cfg, server, port, node)
+    finally:
+        lock.release()
+
+
+def _run(cfg: ServerConfig, server: grpc.Server, port: int, node: Node) -> None:
+    """Start ``server`` and ``node``; block until SIGTERM/SIGINT; stop both."""
     server.start()
     node.start()
     log.info("server %d listening on port %d (data %s)", cfg.server_id, port, cfg.data_dir)

@@ -19,6 +19,7 @@ a server killed half-way finishes it on restart. The audit log is ``servers.audi
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -80,6 +81,48 @@ def npz_to_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Read an npz file written by :func:`tensors_to_npz`."""
     with np.load(path, allow_pickle=False) as z:
         return {k: torch.from_numpy(z[k].copy()) for k in z.files}
+
+
+class DataDirLock:
+    """An exclusive ``fcntl.flock`` on ``data_dir/server.lock``, held while a server runs.
+
+    A second server started on the same data folder fails at once with a clear
+    :class:`StorageError` instead of sharing (and corrupting) the first one's state. The
+    kernel drops the lock when the holder exits, even on SIGKILL, so a crashed server never
+    leaves a stale lock behind. The file records the holder's pid (for the message only)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / "server.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> "DataDirLock":
+        """Take the lock or raise StorageError naming the folder and the holder's pid."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StorageError(f"data folder {self.path.parent} is in use by another server (pid {holder}); "
+                               "stop it first or give this server its own data folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Drop the lock (idempotent)."""
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "DataDirLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class Store:

@@ -52,6 +52,41 @@ class SearchSession:
     hidden: list[int]
 
 
+MAX_K = 1000
+MAX_QUERIES = 64  # queries in one search session
+
+
+def query_problem(index: LoadedIndex, model: LoadedModel | None, input_kind: str, query: SharePair, k: int,
+                  nprobe: int) -> str | None:
+    """Why this search cannot run (public numbers only), or None. Checked at admission so a
+    bad request gets INVALID_ARGUMENT with the numbers, never an internal error later."""
+    n_c = int(index.meta.get("n_centroids", 1))
+    bucket = int(index.meta.get("bucket_size", MAX_K))
+    if not 1 <= k <= MAX_K or not 1 <= nprobe <= n_c:
+        return f"k must be in [1, {MAX_K}] and nprobe in [1, {n_c}] (got k={k}, nprobe={nprobe})"
+    if k > nprobe * bucket:
+        return (f"k={k} is more than the {nprobe * bucket} candidates of nprobe={nprobe} bucket(s) of {bucket} "
+                f"(the index has {n_c} buckets): lower k or raise nprobe")
+    shape = list(query[0].shape)
+    if input_kind == "features":
+        dim = int(index.meta.get("dim", shape[-1] if shape else -1))
+        if len(shape) != 2 or shape[1] != dim:
+            return f"query features must be [Q, {dim}] (the index dimension), got {shape}"
+    elif input_kind == "image":
+        if model is None:
+            return "no model registered: upload one with Client.register_model"
+        want = list(model.arch["input_shape"])
+        if len(shape) != 4:
+            return f"query image shares must be [N, {', '.join(map(str, want))}], got {shape}"
+        if shape[1:] != want:
+            return f"query image shape {shape[1:]} does not match the model input {want}"
+    else:
+        return f"unknown query input {input_kind!r} (image or features)"
+    if not 1 <= shape[0] <= MAX_QUERIES:
+        return f"a search session takes 1 to {MAX_QUERIES} queries, got {shape[0]}"
+    return None
+
+
 class VaultServicer(pbg.VaultServicer):
     """Requires a client certificate from the deployment CA (checked by TLS and CN)."""
 
@@ -165,9 +200,9 @@ class VaultServicer(pbg.VaultServicer):
             refuse(grpc.StatusCode.FAILED_PRECONDITION,
                    f"index version mismatch (server {node.id} has {index.version}); refresh and retry")
         k, nprobe = int(m.get("k", 10)), int(m.get("nprobe", 1))
-        if not 1 <= k <= 1000 or not 1 <= nprobe <= int(index.meta.get("n_centroids", 1)):
-            refuse(grpc.StatusCode.INVALID_ARGUMENT,
-                   f"k must be in [1, 1000] and nprobe in [1, {index.meta.get('n_centroids', 1)}]")
+        problem = query_problem(index, node.model(), m.get("input", "image"), query, k, nprobe)
+        if problem:
+            refuse(grpc.StatusCode.INVALID_ARGUMENT, f"server {node.id}: {problem}")
         model = node.model() if m.get("input", "image") == "image" else None
         if model is not None and int(m.get("model_version", -1)) != model.version:
             refuse(grpc.StatusCode.FAILED_PRECONDITION, f"model version mismatch on server {node.id}")

@@ -116,18 +116,18 @@ def test_hidden_results_never_surface_and_masking_is_checked(cluster, owner, use
     """Per-image revocation: the image's id is replaced by -1 on shares before the requester sees it."""
     bob = users["bob"]
     owner.grant(bob.identity.user_id, outcome="ORIGINAL")
-    assert bob.search(cluster.images[5], k=2).ids[0] == 5
+    assert bob.search_results(cluster.images[5], k=2)[0].ids[0] == 5
     owner.revoke(bob.identity.user_id, image_id=5)
-    r = bob.search(cluster.images[5], k=2)
+    r = bob.search_results(cluster.images[5], k=2)[0]
     assert 5 not in r.ids and len(r.ids) >= 1
-    assert owner.search(cluster.images[5], k=2).ids[0] == 5
+    assert owner.search_results(cluster.images[5], k=2)[0].ids[0] == 5
     _denied(bob.retrieve, 5)
 
 
 def test_revocation_during_an_active_session(cluster, owner, users):
     carol = users["carol"]
     owner.grant(carol.identity.user_id, outcome="ORIGINAL")
-    r = carol.search(cluster.images[8], k=1)  # the session starts while allowed
+    r = carol.search_results(cluster.images[8], k=1)[0]  # the session starts while allowed
     assert r.ids == [8]
     owner.revoke(carol.identity.user_id)
     _denied(carol.retrieve, r.ids[0])  # key release re-checks the policy on every server
@@ -206,11 +206,11 @@ def test_a_server_skipping_the_result_mask_is_detected(cluster, owner, users):
     _restart(cluster, 1, "skip-mask")
     try:
         with pytest.raises(InconsistentSharesError) as e:
-            bob.search(cluster.images[5], k=2)
+            bob.search_results(cluster.images[5], k=2)[0]
         assert 1 in e.value.suspects
     finally:
         _restart(cluster, 1, None)
-    assert 5 not in bob.search(cluster.images[5], k=2).ids
+    assert 5 not in bob.search_results(cluster.images[5], k=2)[0].ids
 
 
 def test_deletion_end_to_end(cluster, owner, users):
@@ -218,8 +218,8 @@ def test_deletion_end_to_end(cluster, owner, users):
     victim = 9
     owner.delete(victim)
     assert victim not in owner.info()["image_ids"]
-    assert victim not in owner.search(cluster.images[victim], k=3).ids
-    assert victim not in bob.search(cluster.images[victim], k=3).ids
+    assert victim not in owner.search_results(cluster.images[victim], k=3)[0].ids
+    assert victim not in bob.search_results(cluster.images[victim], k=3)[0].ids
     with pytest.raises(TriVaultError):
         owner.retrieve(victim)
     for i in range(3):

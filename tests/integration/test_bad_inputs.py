@@ -109,14 +109,14 @@ def test_oversized_message_is_refused(cluster, client):
         stub.Prepare(frames, timeout=10)
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     _unchanged(client, before)
-    r = client.search(cluster.images[4], k=1)  # the service still works
+    r = client.search_results(cluster.images[4], k=1)[0]  # the service still works
     assert r.ids == [4]
     assert np.isfinite(r.distances).all()
 
 
 def test_bad_k_and_health_endpoint(cluster, client):
     with pytest.raises(TriVaultError, match="k must be in"):
-        client.search(cluster.images[0], k=0)
+        client.search_results(cluster.images[0], k=0)[0]
     from servers.healthcheck import main as health
 
     assert health(["--config", str(cluster.config_path), "--id", "1"]) == 0

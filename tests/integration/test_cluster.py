@@ -36,7 +36,7 @@ def test_upload_search_retrieve_matches_plaintext(cluster, client):
     info = client.info()
     assert info["image_ids"] == sorted(cluster.images)
     target = 5
-    r = client.search(cluster.images[target], k=4)
+    r = client.search_results(cluster.images[target], k=4)[0]
     assert r.ids[0] == target and abs(r.distances[0]) <= TOL
     assert_matches_plaintext(client, cluster.images[target], r.ids, r.distances)
     assert all(c["rounds"] > 0 and c["bytes_sent"] > 0 for c in r.comm)
@@ -55,7 +55,7 @@ def test_concurrent_queries_are_separate_sessions(cluster):
     def run(t: int) -> None:
         try:
             with Client(cluster.client_config, progress=False) as c:
-                results[t] = c.search(cluster.images[t], k=2).ids
+                results[t] = c.search_results(cluster.images[t], k=2)[0].ids
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -70,7 +70,7 @@ def test_concurrent_queries_are_separate_sessions(cluster):
 
 def test_logs_carry_no_secrets(cluster, client):
     """Server logs hold ids, sizes and timings: no share values, keys or pixels."""
-    r = client.search(cluster.images[0], k=1)
+    r = client.search_results(cluster.images[0], k=1)[0]
     text = "".join(cluster.log_path(i).read_text() for i in range(3))
     assert "session" in text and "bytes" in text
     feats, _ = client.owner.load_features()

@@ -35,7 +35,7 @@ def test_restart_keeps_committed_data(cluster, client):
     cluster.start(1)
     with Client(cluster.client_config, progress=False) as c:
         assert c.info()["image_ids"] == before["image_ids"]
-        assert c.search(cluster.images[7], k=1).ids == [7]
+        assert c.search_results(cluster.images[7], k=1)[0].ids == [7]
         assert c.retrieve(7).label == "img7"
 
 
@@ -48,7 +48,7 @@ def test_dead_peer_mid_query_gives_clear_error(cluster, client):
     def run() -> None:
         try:
             with Client(cluster.client_config, progress=False) as c:
-                c.search(cluster.images[3], k=2)
+                c.search_results(cluster.images[3], k=2)[0]
         except BaseException as exc:  # noqa: BLE001
             err.append(exc)
 
@@ -63,7 +63,7 @@ def test_dead_peer_mid_query_gives_clear_error(cluster, client):
     assert elapsed < 20, elapsed  # peer timeout is 5 s; no hang
     cluster.start(2)
     with Client(cluster.client_config, progress=False) as c:
-        assert c.search(cluster.images[3], k=1).ids == [3]
+        assert c.search_results(cluster.images[3], k=1)[0].ids == [3]
 
 
 def test_upload_interrupted_before_commit_completes_on_restart(cluster, client):
@@ -79,7 +79,7 @@ def test_upload_interrupted_before_commit_completes_on_restart(cluster, client):
     assert len(new) == 2
     with Client(cluster.client_config, progress=False) as c:
         assert c.retrieve(new[1]).label == "n1"
-        assert c.search(small_images(2, seed=5)[0], k=1).ids == [new[0]]
+        assert c.search_results(small_images(2, seed=5)[0], k=1)[0].ids == [new[0]]
 
 
 def test_upload_interrupted_during_prepare_is_absent_everywhere(cluster, client):
@@ -103,7 +103,7 @@ def test_delete_removes_everything(cluster, client):
     assert victim not in info["image_ids"]
     with pytest.raises(TriVaultError, match="unknown image id 6"):
         client.retrieve(victim)
-    r = client.search(cluster.images[victim], k=3)
+    r = client.search_results(cluster.images[victim], k=3)[0]
     assert victim not in r.ids
     for i in range(3):
         objects = cluster.root / "data" / f"server{i}" / "objects"
@@ -121,7 +121,7 @@ def test_incremental_index_updates_send_only_touched_records(cluster, client):
     full = 8 * 2 * m["n_centroids"] * m["bucket_size"] * (m["dim"] + 2)
     assert st["index"] == "update"
     assert st["index_bytes_per_server"] < full / 2  # two records + slots, not the whole index
-    assert client.search(imgs[1], k=1).ids == [ids[1]]
+    assert client.search_results(imgs[1], k=1)[0].ids == [ids[1]]
 
 
 def test_decision_server_killed_before_commit_aborts_everywhere(cluster, client):
@@ -159,6 +159,6 @@ def test_deleting_every_image_leaves_an_empty_ivf_index(cluster, client):
     assert info["index_meta"]["n_images"] == 0
     img = small_images(1, seed=44)
     with pytest.raises(TriVaultError, match="no images uploaded yet"):
-        client.search(img[0], k=1)
+        client.search_results(img[0], k=1)[0]
     [new] = client.upload(img, labels=["again"])
-    assert client.search(img[0], k=1).ids == [new]
+    assert client.search_results(img[0], k=1)[0].ids == [new]

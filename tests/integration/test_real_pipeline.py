@@ -22,7 +22,7 @@ def test_efficientnet_end_to_end(tmp_path):
         c.register_model(build_model("efficientnet", 32, 16), resolution=32)
         ids = c.upload(imgs, labels=labels)
         q = augment(bases[1][1], 77)  # a new variant of the second photo
-        r = c.search(q, k=3)
+        r = c.search_results(q, k=3)[0]
         assert_matches_plaintext(c, q, r.ids, r.distances)
         got = c.retrieve(r.ids[0])
         assert got.label in labels
