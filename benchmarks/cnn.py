@@ -127,7 +127,8 @@ def _secure_run(
     return seconds, cpu, y, [o[1] for o in out], out[0][2]
 
 
-def bench(resolution: int, batch: int, repeat: int, threads: int, crypten: bool, comparison: str = "fast") -> dict[str, Any]:
+def bench(resolution: int, batch: int, repeat: int, threads: int, crypten: bool,
+          comparison: str = "fast") -> dict[str, Any]:
     from skimage import data
 
     from client.model import default_feature_model, describe_model, split_model

@@ -228,11 +228,11 @@ def run_flat(n: int, d: int, k: int, n_queries: int, with_crypten: bool, seed: i
 
     def body(p: Party, a, b, c, qp):
         torch.set_num_threads(1)
-        X, S, I, Q = from_pair(p, a, 16), from_pair(p, b, 16), from_pair(p, c, 0), from_pair(p, qp, 16)
+        X, S, ID, Q = from_pair(p, a, 16), from_pair(p, b, 16), from_pair(p, c, 0), from_pair(p, qp, 16)
 
         def one(i):
             dist = secure_distance(Q[i : i + 1], X, S)
-            _, ids = secure_topk(dist, I.unsqueeze(0), k, id_bits)
+            _, ids = secure_topk(dist, ID.unsqueeze(0), k, id_bits)
             return ids
 
         one(0)

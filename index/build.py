@@ -142,7 +142,7 @@ class PlainIndex:
         _, near = flat.search(features, min(self.spill, self.n_centroids))
         free = self.ids == PAD_ID
         placed: list[tuple[int, int, int]] = []
-        for r, (row_near, x_id) in enumerate(zip(near, ids)):
+        for r, row_near in enumerate(near):
             slot = None
             for c in row_near:
                 if c < 0:
@@ -213,14 +213,14 @@ def _balanced_assign(x: np.ndarray, centroids: np.ndarray, cap: int, spill: int)
     flat = faiss.IndexFlatL2(centroids.shape[1])
     flat.add(np.ascontiguousarray(centroids, dtype=np.float32))
     m = min(spill, C)
-    D, I = flat.search(x, m)
+    dist_to, near = flat.search(x, m)
     assign = np.full(n, -1, dtype=np.int64)
     load = np.zeros(C, dtype=np.int64)
     for r in range(m):
         un = np.flatnonzero(assign < 0)
         if len(un) == 0:
             break
-        cand, dist = I[un, r], D[un, r]
+        cand, dist = near[un, r], dist_to[un, r]
         ok = cand >= 0
         un, cand, dist = un[ok], cand[ok], dist[ok]
         order = np.lexsort((un, dist, cand))

@@ -38,11 +38,12 @@ but not normalised. EfficientNet features have ``||x||`` of a few units to tens.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from . import compare as C
+from . import bitmul as BM
 from . import digits as D
 from .arithmetic import _product, mul, square, truncate  # _product(x, y, f): f bilinear
 from .sharing import ArithmeticShares
@@ -105,7 +106,11 @@ def clamp(x: ArithmeticShares, lo: float, hi: float, lanes: Lanes = EXACT) -> Ar
     |x - hi| < lanes.bound``; with ``FAST`` the output is within ``2**-9`` of the clamp.
     """
     n = x.shape[0]
-    b = ltz_bounded(cat([x - lo, (-x) + hi]), lanes)
+    d = cat([x - lo, (-x) + hi])
+    if BM.fuse(n, 3):  # small layer: x + b1 (lo - x) + b2 (hi - x) by two fused bit products, 1 round less
+        prod = BM.bit_mul(D.msb(d, lanes), cat([-d[:n], d[n:]]))
+        return x + prod[:n] + prod[n:]
+    b = ltz_bounded(d, lanes)
     b1, b2 = b[:n], b[n:]
     e_lo, e_hi = round(lo * 2**x.frac_bits), round(hi * 2**x.frac_bits)  # public ends at x's scale
     ends = ArithmeticShares(x.party, b1.lo * e_lo + b2.lo * e_hi, b1.hi * e_lo + b2.hi * e_hi, x.frac_bits)
@@ -115,17 +120,24 @@ def clamp(x: ArithmeticShares, lo: float, hi: float, lanes: Lanes = EXACT) -> Ar
 def relu(x: ArithmeticShares, lanes: Lanes = EXACT) -> ArithmeticShares:
     """``max(x, 0)``. Cost: ``lanes.rounds + 2`` (5 ``FAST``); 1 bounded comparison + 1 product per element.
     Needs ``|x| < lanes.bound``."""
+    if BM.fuse(x.numel(), 1):
+        return x - BM.bit_mul(D.msb(x, lanes), x)
     return x - mul_chunked(ltz_bounded(x, lanes), x)
 
 
 def max_pairs(a: ArithmeticShares, b: ArithmeticShares, lanes: Lanes = EXACT) -> ArithmeticShares:
     """Elementwise ``max(a, b)``. Cost: ``lanes.rounds + 2`` rounds; 1 bounded comparison + 1 product per element."""
     d = b - a
+    if BM.fuse(d.numel(), 1):
+        return a + BM.bit_mul(D.msb(-d, lanes), d)
     return a + mul_chunked(ltz_bounded(-d, lanes), d)  # [a < b] * (b - a)
 
 
 def max_last(x: ArithmeticShares, lanes: Lanes = EXACT) -> ArithmeticShares:
-    """Max over the last dimension by a tournament. Cost: ``(lanes.rounds + 2) ceil(log2 K)`` rounds, K-1 comparisons per row."""
+    """Max over the last dimension by a tournament.
+
+    Cost: ``(lanes.rounds + 2) ceil(log2 K)`` rounds, K-1 comparisons per row.
+    """
     while x.shape[-1] > 1:
         k = x.shape[-1]
         h = k // 2

@@ -14,7 +14,7 @@ dimension of a matrix product or the kernel size of a convolution.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -40,10 +40,10 @@ class CommStats:
     bytes_sent: int = 0
     bytes_received: int = 0
 
-    def snapshot(self) -> "CommStats":
+    def snapshot(self) -> CommStats:
         return CommStats(self.rounds, self.messages_sent, self.bytes_sent, self.bytes_received)
 
-    def __sub__(self, other: "CommStats") -> "CommStats":
+    def __sub__(self, other: CommStats) -> CommStats:
         return CommStats(
             self.rounds - other.rounds,
             self.messages_sent - other.messages_sent,
@@ -145,8 +145,8 @@ class Comm(ABC):
         self.stats.rounds += 1
         return got_next, got_prev
 
-    def close(self) -> None:  # pragma: no cover - backends may override
-        """Release transport resources."""
+    def close(self) -> None:  # noqa: B027 - optional hook, deliberately not abstract  # pragma: no cover
+        """Release transport resources (nothing to release by default; backends may override)."""
 
 
 @dataclass
@@ -194,7 +194,7 @@ class InProcessComm(Comm):
         self._boxes.aborted.set()
 
     @staticmethod
-    def create_trio(timeout_s: float = 120.0) -> list["InProcessComm"]:
+    def create_trio(timeout_s: float = 120.0) -> list[InProcessComm]:
         """Three connected communicators, one per party."""
         boxes = _Mailboxes()
         return [InProcessComm(i, boxes, timeout_s) for i in range(N_PARTIES)]

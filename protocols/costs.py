@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import bitmul as BM
 from . import digits as D
-
-from . import digits
 
 
 @dataclass(frozen=True)
@@ -122,13 +121,24 @@ def bounded_ltz(n: int, spec: D.Digits) -> Cost:
     return digit_msb(n, spec) + rotated_inject(n)
 
 
+def bit_mul(n: int) -> Cost:
+    """``bitmul.bit_mul``: bit injection fused into the product, 1 round, 4 elements per party."""
+    return _same(BM.bit_mul_cost(n))
+
+
 def bounded_relu(n: int, spec: D.Digits) -> Cost:
-    """``approx.relu`` / ``approx.max_pairs``: one bounded comparison and one product per element."""
+    """``approx.relu`` / ``approx.max_pairs``: one bounded comparison and one product per element,
+    fused (``digit_msb + bit_mul``, one round less) when ``bitmul.fuse(n, 1)``."""
+    if BM.fuse(n, 1):
+        return digit_msb(n, spec) + bit_mul(n)
     return bounded_ltz(n, spec) + product(n)
 
 
 def bounded_clamp(n: int, spec: D.Digits) -> Cost:
-    """``approx.clamp``: both comparisons of ``n`` elements in one batch, then ONE product."""
+    """``approx.clamp``: both comparisons of ``n`` elements in one batch, then ONE product, or two
+    fused bit products when ``bitmul.fuse(n, 3)``."""
+    if BM.fuse(n, 3):
+        return digit_msb(2 * n, spec) + bit_mul(2 * n)
     return bounded_ltz(2 * n, spec) + product(n)
 
 

@@ -21,8 +21,9 @@ the benchmarks all dispatch through :data:`LAYERS` and :func:`walk`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F

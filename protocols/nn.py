@@ -61,7 +61,7 @@ class SecureModel:
     @classmethod
     def from_shares(
         cls, party: Party, arch: dict, weights: dict[str, SharePair], comparison: str = "fast"
-    ) -> "SecureModel":
+    ) -> SecureModel:
         """Wrap this party's weight pairs (from ``split_model``) as shares. Cost: local.
 
         ``comparison``: ``"fast"`` (default) or ``"exact"``, see ``COMPARISON_MODES``.

@@ -12,14 +12,12 @@ Non-linear layers use :mod:`protocols.approx` (bounded comparisons, see there).
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
 from . import approx
 from .arithmetic import bilinear
 from .sharing import ArithmeticShares
-
 
 
 def _depthwise_local(stride: list[int], padding: list[int], dilation: list[int]):
@@ -49,7 +47,8 @@ def _depthwise_local(stride: list[int], padding: list[int], dilation: list[int])
     return local
 
 
-def conv2d(x: ArithmeticShares, spec: dict, weight: ArithmeticShares, bias: ArithmeticShares | None) -> ArithmeticShares:
+def conv2d(x: ArithmeticShares, spec: dict, weight: ArithmeticShares,
+           bias: ArithmeticShares | None) -> ArithmeticShares:
     """Secure Conv2d (+ bias). Cost: 1 round, 1 element per output element per party."""
     stride, padding, dilation, groups = spec["stride"], spec["padding"], spec["dilation"], spec["groups"]
     cin = x.shape[1]
@@ -102,7 +101,8 @@ def _flat(fn, x: ArithmeticShares) -> ArithmeticShares:
 
 
 def clamp(x: ArithmeticShares, lo: float, hi: float, lanes: approx.Lanes = approx.EXACT) -> ArithmeticShares:
-    """Clamp (ReLU6). Cost: ``lanes.rounds + 2`` rounds (5 fast, 6 exact), 2 bounded comparisons + 1 product per element."""
+    """Clamp (ReLU6). Cost: ``lanes.rounds + 2`` rounds (5 fast, 6 exact), 2 bounded comparisons + 1 product
+    per element (``costs.bounded_clamp``)."""
     return _flat(lambda t: approx.clamp(t, lo, hi, lanes), x)
 
 
@@ -118,7 +118,9 @@ def _windows(t: torch.Tensor, k: list[int], s: list[int]) -> torch.Tensor:
 
 
 def maxpool2d(x: ArithmeticShares, spec: dict, lanes: approx.Lanes = approx.EXACT) -> ArithmeticShares:
-    """Max pooling by a tournament over each window. Cost: (``lanes.rounds`` + 2) ceil(log2(kh kw)) rounds, kh kw - 1 comparisons per output.
+    """Max pooling by a tournament over each window.
+
+    Cost: (``lanes.rounds`` + 2) ceil(log2(kh kw)) rounds, kh kw - 1 comparisons per output.
 
     Padding (torch allows ``p <= k/2``) replicates the border: every window that holds a
     padded cell also holds the border cell it copies, so the max is over real inputs only

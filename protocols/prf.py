@@ -80,7 +80,7 @@ class PairwiseKeys:
     prev: bytes
     next: bytes
 
-    def for_session(self, session_id: str) -> "PairwiseKeys":
+    def for_session(self, session_id: str) -> PairwiseKeys:
         """Keys for one protocol session, so concurrent sessions draw independent streams."""
         return PairwiseKeys(derive_key(self.prev, session_id), derive_key(self.next, session_id))
 

@@ -113,7 +113,7 @@ class ArithmeticShares(_Shares):
         super().__init__(party, lo, hi)
         self.frac_bits = frac_bits
 
-    def _like(self, lo: torch.Tensor, hi: torch.Tensor) -> "ArithmeticShares":
+    def _like(self, lo: torch.Tensor, hi: torch.Tensor) -> ArithmeticShares:
         return ArithmeticShares(self.party, lo, hi, self.frac_bits)
 
     # ---- local (no communication) -------------------------------------------------
@@ -128,7 +128,7 @@ class ArithmeticShares(_Shares):
             raise TypeError("adding a float to an integer (frac_bits=0) sharing; encode it first")
         return t.to(torch.int64)
 
-    def add_public(self, c) -> "ArithmeticShares":
+    def add_public(self, c) -> ArithmeticShares:
         """``[x] + c`` for public ``c``: component x0 absorbs c (parties 0 and 2). Cost: local."""
         cr = self._public_to_ring(c)
         lo, hi = self.lo, self.hi
@@ -143,7 +143,7 @@ class ArithmeticShares(_Shares):
             lo, hi = lo + zero, hi + zero
         return ArithmeticShares(self.party, lo, hi, self.frac_bits)
 
-    def _check_peer(self, other: "ArithmeticShares") -> None:
+    def _check_peer(self, other: ArithmeticShares) -> None:
         if other.party is not self.party:
             raise ValueError("cannot combine shares of different parties/sessions")
         if other.frac_bits != self.frac_bits:
@@ -151,7 +151,7 @@ class ArithmeticShares(_Shares):
                 f"fixed-point scales differ: {self.frac_bits} vs {other.frac_bits} fractional bits"
             )
 
-    def __add__(self, other) -> "ArithmeticShares":
+    def __add__(self, other) -> ArithmeticShares:
         if isinstance(other, ArithmeticShares):
             self._check_peer(other)
             return ArithmeticShares(self.party, self.lo + other.lo, self.hi + other.hi, self.frac_bits)
@@ -169,10 +169,10 @@ class ArithmeticShares(_Shares):
 
         return compare.eq(self, other)
 
-    def __neg__(self) -> "ArithmeticShares":
+    def __neg__(self) -> ArithmeticShares:
         return ArithmeticShares(self.party, -self.lo, -self.hi, self.frac_bits)
 
-    def __sub__(self, other) -> "ArithmeticShares":
+    def __sub__(self, other) -> ArithmeticShares:
         if isinstance(other, ArithmeticShares):
             self._check_peer(other)
             return ArithmeticShares(self.party, self.lo - other.lo, self.hi - other.hi, self.frac_bits)
@@ -180,10 +180,10 @@ class ArithmeticShares(_Shares):
             return self.add_public(-other)
         return NotImplemented
 
-    def __rsub__(self, other) -> "ArithmeticShares":
+    def __rsub__(self, other) -> ArithmeticShares:
         return (-self).__add__(other)
 
-    def mul_public_int(self, c: int | torch.Tensor) -> "ArithmeticShares":
+    def mul_public_int(self, c: int | torch.Tensor) -> ArithmeticShares:
         """``[x] * c`` for a public integer (tensor) ``c``; scale unchanged. Cost: local."""
         if isinstance(c, torch.Tensor) and c.dtype != torch.int64:
             raise TypeError("mul_public_int needs an int64 tensor; use * for fixed-point reals")
@@ -211,7 +211,7 @@ class ArithmeticShares(_Shares):
             return arithmetic.matmul(self, other)
         return NotImplemented
 
-    def sum(self, dim=None, keepdim: bool = False) -> "ArithmeticShares":
+    def sum(self, dim=None, keepdim: bool = False) -> ArithmeticShares:
         if dim is None:
             return ArithmeticShares(self.party, self.lo.sum(), self.hi.sum(), self.frac_bits)
         return ArithmeticShares(
@@ -222,10 +222,10 @@ class ArithmeticShares(_Shares):
 class BooleanShares(_Shares):
     """A party's view of a boolean RSS: XOR shares, 64 bit-lanes per int64 word."""
 
-    def _like(self, lo: torch.Tensor, hi: torch.Tensor) -> "BooleanShares":
+    def _like(self, lo: torch.Tensor, hi: torch.Tensor) -> BooleanShares:
         return BooleanShares(self.party, lo, hi)
 
-    def __xor__(self, other) -> "BooleanShares":
+    def __xor__(self, other) -> BooleanShares:
         if isinstance(other, BooleanShares):
             return BooleanShares(self.party, self.lo ^ other.lo, self.hi ^ other.hi)
         if isinstance(other, (int, torch.Tensor)):
@@ -234,7 +234,7 @@ class BooleanShares(_Shares):
 
     __rxor__ = __xor__
 
-    def xor_public(self, c: int | torch.Tensor) -> "BooleanShares":
+    def xor_public(self, c: int | torch.Tensor) -> BooleanShares:
         """``[x] ^ c`` for public ``c``: component x0 absorbs it. Cost: local."""
         c = torch.as_tensor(c, dtype=torch.int64)
         lo, hi = self.lo, self.hi
@@ -244,10 +244,10 @@ class BooleanShares(_Shares):
             hi = hi ^ c
         return BooleanShares(self.party, lo, hi)
 
-    def __invert__(self) -> "BooleanShares":
+    def __invert__(self) -> BooleanShares:
         return self.xor_public(-1)
 
-    def and_public(self, mask: int | torch.Tensor) -> "BooleanShares":
+    def and_public(self, mask: int | torch.Tensor) -> BooleanShares:
         """``[x] & m`` for public ``m``. Cost: local."""
         return BooleanShares(self.party, self.lo & mask, self.hi & mask)
 
@@ -260,10 +260,10 @@ class BooleanShares(_Shares):
             return self.and_public(other)
         return NotImplemented
 
-    def __lshift__(self, k: int) -> "BooleanShares":
+    def __lshift__(self, k: int) -> BooleanShares:
         return BooleanShares(self.party, self.lo << k, self.hi << k)
 
-    def rshift_logical(self, k: int) -> "BooleanShares":
+    def rshift_logical(self, k: int) -> BooleanShares:
         """Logical right shift by ``k`` bits (zeros enter at the top). Cost: local."""
         if k == 0:
             return self

@@ -13,7 +13,7 @@ The share types (:class:`ArithmeticShares`, :class:`BooleanShares`) live in
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -6,7 +6,8 @@ Used by unit tests and in-process benchmarks (SPU's ``simulation.py`` is the mod
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 

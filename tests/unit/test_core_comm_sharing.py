@@ -95,7 +95,7 @@ def test_reveal_to_one_sends_only_to_the_receiver():
     for receiver in range(3):
         parties = make_parties()
         out = run_parties(
-            lambda p, pr: reveal_to(from_pair(p, pr), receiver), [(pr,) for pr in pairs], parties=parties
+            lambda p, pr, r=receiver: reveal_to(from_pair(p, pr), r), [(pr,) for pr in pairs], parties=parties
         )
         assert torch.equal(out[receiver], x)
         assert all(out[i] is None for i in range(3) if i != receiver)

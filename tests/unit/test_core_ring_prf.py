@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from protocols.prf import PRG, PairwiseKeys, derive_key, dealerless_trio_keys, random_key
+from protocols.prf import PRG, PairwiseKeys, dealerless_trio_keys, derive_key, random_key
 from protocols.ring import DEFAULT_FP, FixedPoint, RingError, as_ring
-from protocols.simulate import make_parties, run_parties
+from protocols.simulate import run_parties
 
 
 def test_encode_decode_roundtrip_within_half_ulp():

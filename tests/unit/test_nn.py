@@ -241,9 +241,10 @@ def test_l2_normalize_accuracy(scale: float) -> None:
 
 def test_efficientnet_lite0_secure_features_match_plaintext() -> None:
     """The real pretrained model at 64x64, batch 2: secure features = plaintext within 2e-3."""
+    from skimage import data
+
     from client.model import default_feature_model
     from client.preprocess import preprocess
-    from skimage import data
 
     model = default_feature_model(64)
     x = torch.stack([preprocess(data.chelsea(), 64), preprocess(data.rocket(), 64)])
