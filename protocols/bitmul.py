@@ -1,0 +1,91 @@
+"""``b * y`` for a boolean shared bit ``b`` and an arithmetic sharing ``y`` in ONE round (bit injection fused with the product).
+
+With ``t = b_r ^ b_{r+1}`` and ``c = b_{r+2}``: ``b y = (t ^ c)(y_r + y_{r+1}) + (t' ^ c') y_{r+2}``
+where ``t' = b_{r+1} ^ b_{r+2}``, ``c' = b_r``. Each term is a 3-party OT like
+``compare.bit_inject``: in the first, party ``r`` (knows ``t`` and ``y_r + y_{r+1}``) sends
+both candidates ``(t ^ j)(y_r + y_{r+1}) - masks`` to parties ``r+1`` and ``r+2`` (who both
+know the choice ``c``), each masked by pads the OTHER receiver also holds, and each
+receiver sends the other the pad of its choice; the second is the same with party
+``r+1`` as sender (it knows ``t'`` and ``y_{r+2}``) and parties ``r+2``, ``r`` choosing
+with ``c'``. Both run in the same round; the role ``r`` rotates over three equal parts of
+the batch, so every party sends the same: ``2 (4 + 1 + 1) / 3 = 4`` elements per product.
+Cost: 1 round, 4 elements per element per party (inject + product: 2 rounds, 3 elements).
+
+Security (semi-honest, one corrupted party): as ``compare.bit_inject``: a receiver sees both
+candidates masked by pads of a key it lacks and one chosen pad; the outputs are masked by
+two PRG components the receivers do not both hold, so every received word is uniform.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .digits import _pad3, _rotated_round
+from .sharing import ArithmeticShares, BooleanShares
+
+
+def _ot(p, q: int, t, value, choice, nc: int):
+    """One OT of the pair, relative role ``q`` (0 sender, 1 its next, 2 its prev): parts to send and a finish."""
+    if q == 0:
+        c0, w = p.prg_prev.int64((nc,)), p.prg_prev.int64((2, nc))
+        c1, w2 = p.prg_next.int64((nc,)), p.prg_next.int64((2, nc))
+        m = torch.stack((t * value - c0 - c1, (t ^ 1) * value - c0 - c1))
+        return (m + w).reshape(-1), (m + w2).reshape(-1), 0, 0, lambda a_, b_: (c0, c1)
+    ch = choice.bool()
+    if q == 1:
+        c1, w2 = p.prg_prev.int64((nc,)), p.prg_prev.int64((2, nc))
+        return torch.where(ch, w2[1], w2[0]), None, nc, 2 * nc, lambda fn_, fp_: (
+            c1, torch.where(ch, fp_[nc:], fp_[:nc]) - fn_)
+    c0, w = p.prg_next.int64((nc,)), p.prg_next.int64((2, nc))
+    return None, torch.where(ch, w[1], w[0]), 2 * nc, nc, lambda fn_, fp_: (
+        torch.where(ch, fn_[nc:], fn_[:nc]) - fp_, c0)
+
+
+def bit_mul(b: BooleanShares, y: ArithmeticShares) -> ArithmeticShares:
+    """``b * y`` (``b``: bit 0 of a boolean sharing, same shape as ``y``; scale of ``y``). Cost: 1 round, 4 elements per party per element."""
+    p = b.party
+    blo, bhi, ylo, yhi = _pad3(b.lo & 1), _pad3(b.hi & 1), _pad3(y.lo), _pad3(y.hi)
+
+    def prepare(q: int, e0: int, e1: int):
+        nc = e1 - e0
+        bl, bh, yl, yh = blo[e0:e1], bhi[e0:e1], ylo[e0:e1], yhi[e0:e1]
+        # OT 1: sender = role-0 party: t = b_r ^ b_{r+1} (its lo ^ hi), value y_r + y_{r+1}; choice b_{r+2}.
+        first = _ot(p, q, bl ^ bh, yl + yh, bh if q == 1 else bl, nc)
+        # OT 2: sender = role-1 party: t' = b_{r+1} ^ b_{r+2}, value y_{r+2} (its hi); choice b_r.
+        q2 = (q - 1) % 3
+        second = _ot(p, q2, bl ^ bh, yh, bh if q2 == 1 else bl, nc)
+        parts = [first, second]
+        to_next = [x[0] for x in parts if x[0] is not None]
+        to_prev = [x[1] for x in parts if x[1] is not None]
+
+        def finish(fn_, fp_):
+            outs, on, op = [], 0, 0
+            for _, _, a, c, fin in parts:
+                outs.append(fin(fn_[on : on + a] if a else None, fp_[op : op + c] if c else None))
+                on, op = on + a, op + c
+            return outs[0][0] + outs[1][0], outs[0][1] + outs[1][1]
+
+        return (torch.cat(to_next) if to_next else None, torch.cat(to_prev) if to_prev else None,
+                first[2] + second[2], first[3] + second[3], finish)
+
+    res = _rotated_round(p, blo.numel(), prepare)
+    n = y.numel()
+    lo = torch.cat([r[0] for r in res])[:n].view(y.shape)
+    hi = torch.cat([r[1] for r in res])[:n].view(y.shape)
+    return ArithmeticShares(p, lo, hi, y.frac_bits)
+
+
+def bit_mul_cost(n: int) -> tuple[int, int]:
+    """(1 round, elements sent by EACH party) of :func:`bit_mul`."""
+    return 1, 4 * (n + (-n % 3))
+
+
+FUSE_MAX_BYTES = 625_000
+"""A layer fuses its bit injection into the product (one round less, more bytes) when the
+extra bytes per party stay below what one round costs on the target WAN: half of a 10 ms
+round trip at 1 Gbit/s (``benchmarks.cost_model``). A public rule on sizes only."""
+
+
+def fuse(n: int, extra_words: int) -> bool:
+    """Whether ``n`` products costing ``extra_words`` more words each should use :func:`bit_mul`."""
+    return 8 * extra_words * n <= FUSE_MAX_BYTES

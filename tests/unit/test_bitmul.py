@@ -1,0 +1,46 @@
+"""Fused bit x value product (protocols.bitmul) vs plaintext; fused and unfused ReLU / ReLU6 agree."""
+
+import torch
+
+from protocols import approx
+from protocols import bitmul as BM
+from protocols import digits as D
+from protocols.sharing import from_pair, share
+from protocols.simulate import evaluate, make_parties, run_parties
+
+
+def test_bit_mul_exact_for_every_size():
+    for n in (1, 2, 3, 4, 100, 1001):
+        x = torch.randint(-(2**30), 2**30, (n,))
+        y = torch.randint(-(2**62), 2**62, (n,))
+        out = evaluate(lambda a, c: BM.bit_mul(D.msb(a, D.CNN_EXACT), c), x, y)
+        assert torch.equal(out, (x < 0).long() * y), n
+
+
+def test_bit_mul_cost_one_round_same_for_every_party():
+    n = 999
+    pairs = share(torch.randint(-100, 100, (n,)))
+    parties = make_parties()
+    run_parties(lambda p, pr: BM.bit_mul(D.msb(from_pair(p, pr), D.CNN_EXACT), from_pair(p, pr)),
+                [(pr,) for pr in pairs], parties=parties)
+    rounds, words = D.msb_cost(n, D.CNN_EXACT)
+    for p in parties:
+        assert p.comm.stats.rounds == rounds + 1
+        assert p.comm.stats.bytes_sent == 8 * (words + BM.bit_mul_cost(n)[1]) == 8 * (words + 4 * n)
+
+
+def test_fused_relu_and_clamp_match_torch_and_save_a_round():
+    x = torch.randn(3000, dtype=torch.float64) * 10
+    small, big = x[:1000], torch.randn(40000, dtype=torch.float64) * 10
+    assert BM.fuse(1000, 3) and not BM.fuse(40000, 3)
+    for t in (small, big):
+        parties = make_parties()
+        r6, r = evaluate(lambda a: (approx.clamp(a, 0.0, 6.0, approx.FAST), approx.relu(a, approx.FAST)), t,
+                         parties=parties)
+        assert (r6 - t.clamp(0, 6)).abs().max() <= 2**-9 + 2**-15
+        assert (r - t.clamp(min=0)).abs().max() <= 2**-9 + 2**-15
+    parties = make_parties()
+    pairs = share(torch.randint(-2**20, 2**20, (900,)))
+    run_parties(lambda p, pr: approx.clamp(from_pair(p, pr, 16), 0.0, 6.0, approx.FAST), [(pr,) for pr in pairs],
+                parties=parties)
+    assert parties[0].comm.stats.rounds == D.CNN_FAST.rounds + 1  # 4: table, 2 AND levels, fused product
