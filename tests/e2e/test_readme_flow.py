@@ -9,6 +9,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -91,9 +92,14 @@ def test_readme_flow_runs_as_written(tmp_path):
     write_photos(tmp_path)
     env = env_for(tmp_path)
     cmds = readme_commands()
+    transcript = []  # what a new user sees, step by step (printed with pytest -s)
     try:
         for n, cmd in enumerate(cmds):
+            t0 = time.monotonic()
             r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=STEP_TIMEOUT_S)
+            transcript.append(f"$ {shlex.join(cmd)}   [{time.monotonic() - t0:.0f} s, exit {r.returncode}]\n"
+                              f"{r.stdout}{r.stderr}")
+            print(transcript[-1])
             assert r.returncode == 0, f"{shlex.join(cmd)} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
             assert not any(x in r.stdout for x in NOISE), r.stdout  # library noise stays off stdout
             _check_step(cmd, r.stdout, tmp_path)
