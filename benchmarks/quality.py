@@ -129,7 +129,8 @@ def build_heads(db_pooled: np.ndarray, kinds: list[str], dims: list[int]) -> tup
                 heads.append(random_head(d))
             elif len(db_pooled) <= d:
                 skipped.append({"projection": kind, "dim": d,
-                                "reason": f"PCA to {d} dims needs more than {d} database images, have {len(db_pooled)}"})
+                                "reason": f"PCA to {d} dims needs more than {d} database images, "
+                                          f"have {len(db_pooled)}"})
             else:
                 heads.append(pca_head(fit_pca(db_pooled, d, whiten=kind == "pca_whiten")))
     return heads, skipped

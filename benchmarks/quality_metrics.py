@@ -47,10 +47,10 @@ def exact_topk(db: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
 def ivf_recall(db: np.ndarray, queries: np.ndarray, centroid_counts: list[int], nprobes: list[int], k: int = 10,
                truth: np.ndarray | None = None, seed: int = 0) -> list[dict]:
     """Recall@k of the product's IVF (``index.build_index``: faiss k-means, balanced buckets padded to B)
-    against exact search: one dict per C, with per-nprobe ``recall_at_10_vs_exact``. Searched with faiss IVF-Flat over the SAME centroids and
-    lists (``PlainIndex.to_faiss``), which returns what ``PlainIndex.search`` (the plaintext replica of
-    the secure search) returns up to ties. With ``truth``: also the fraction of queries whose true
-    original is in the IVF top-k."""
+    against exact search: one dict per C, with per-nprobe ``recall_at_10_vs_exact``. Searched with
+    faiss IVF-Flat over the SAME centroids and lists (``PlainIndex.to_faiss``), which returns what
+    ``PlainIndex.search`` (the plaintext replica of the secure search) returns up to ties. With
+    ``truth``: also the fraction of queries whose true original is in the IVF top-k."""
     exact = exact_topk(db, queries, k)
     qs = np.ascontiguousarray(queries, dtype=np.float32)
     out = []
