@@ -167,9 +167,8 @@ def ls(config: Path | None = CONFIG_OPT, as_json: bool = JSON_OPT) -> None:
 def delete(image_id: int = typer.Argument(..., help="image id"),
            identity: Path | None = IDENTITY_OPT, config: Path | None = CONFIG_OPT) -> None:
     """Delete image ID (ciphertexts, key shares, index entry, policy rows) on all three servers (signed)."""
-    with sdk_errors(("unknown image id", "`trivault ls` lists your image ids")):
-        with make_client(config, identity) as c:
-            c.delete(image_id)
+    with sdk_errors(("unknown image id", "`trivault ls` lists your image ids")), make_client(config, identity) as c:
+        c.delete(image_id)
     console.print(f"deleted {image_id}")
 
 

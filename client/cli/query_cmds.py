@@ -59,9 +59,8 @@ def search(image: Path = typer.Argument(..., exists=True, dir_okay=False, help="
            purpose: str | None = PURPOSE_OPT, identity: Path | None = IDENTITY_OPT,
            config: Path | None = CONFIG_OPT, as_json: bool = JSON_OPT) -> None:
     """Secure top-k search for IMAGE (results you may not see are dropped on the servers' shares)."""
-    with sdk_errors(("INTERNAL", K_HINT), ("k=", K_HINT)):
-        with make_client(config, identity) as c:
-            r, names, why = run_search(c, image, k, nprobe, collection, purpose)
+    with sdk_errors(("INTERNAL", K_HINT), ("k=", K_HINT)), make_client(config, identity) as c:
+        r, names, why = run_search(c, image, k, nprobe, collection, purpose)
     rows = [{"rank": n, "id": i, "name": name, "distance": d}
             for n, (i, d, name) in enumerate(zip(r.ids, r.distances, names), 1)]
     if why:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -54,7 +55,7 @@ def test_upload_reports_each_file_and_exits_3(uploaded):
     assert sorted(ids.values()) == [0, 1, 2]
     assert "notes.txt" not in by_name and "not images" in r.stderr
     assert "broken.png" in r.stderr  # the warning names the file
-    saved = json.loads(open(doc["map"]).read())  # the id -> file map is kept with the owner's state
+    saved = json.loads(Path(doc["map"]).read_text())  # the id -> file map is kept with the owner's state
     assert {e["id"]: e["name"] for e in saved["images"]} == {v: k for k, v in ids.items()}
 
 
@@ -71,7 +72,8 @@ def test_eps_without_deid_is_a_usage_error(cluster, uploaded):
     assert r.exit_code == 2 and "--eps only applies with --deid" in r.stderr
 
 
-def test_ls_json(cluster, uploaded):
+@pytest.mark.usefixtures("uploaded")
+def test_ls_json(cluster):
     r = runner.invoke(app, ["ls", "-c", str(cluster.client_config), "--json"])
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)
