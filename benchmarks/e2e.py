@@ -254,6 +254,8 @@ def _run(a: argparse.Namespace, log, emit, threads: int) -> None:
     bw = a.bandwidth_mbps or None
     from client.demo_data import augment, base_images
     from client.sdk import Client
+    import servers.query  # noqa: F401  - load the protocol code now, as the servers about to start do
+    import protocols.simulate  # noqa: F401
 
     with tempfile.TemporaryDirectory(prefix="trivault-bench-") as tmp, WanEmulator() as wan:
         root = Path(tmp)
@@ -339,10 +341,13 @@ class Runner:
                "load_avg_1m": round(os.getloadavg()[0], 2)}
         if rtt is None:
             return out
-        model = CostModel(p_s, tot["rounds"], tot["bytes_max_party"])
+        out["profile_matches_servers"] = tot["rounds"] == out["rounds_per_query"] and \
+            tot["bytes_max_party"] == out["bytes_max_party_per_query"]
+        # what the servers ran (equal to the in-process profile unless the protocol code changed in between)
+        model = CostModel(p_s, out["rounds_per_query"], out["bytes_max_party_per_query"])
         if rtt == 0:
             self.compute_scale = model.fit_compute_scale(q_s, 0.0, self.bw)
-        pred = CostModel(p_s, tot["rounds"], tot["bytes_max_party"], self.compute_scale).predict(rtt, self.bw)
+        pred = CostModel(p_s, model.rounds, model.bytes_max_party, self.compute_scale).predict(rtt, self.bw)
         out.update({"wire_bytes_per_server_per_query": [int(w) for w in wire],
                     "predicted_query_s": round(pred, 4),
                     "predicted_query_s_unfitted": round(model.predict(rtt, self.bw), 4),
