@@ -154,3 +154,14 @@ def test_register_takes_claims_and_rejects_bad_attr(cluster, uploaded, tmp_path)
     assert r.exit_code == 0 and "watermarked" in r.stdout, r.output
     r = runner.invoke(app, ["grant", str(me), "-c", cfg])
     assert r.exit_code == 0 and "any declared purpose" in r.stderr
+
+
+def test_status_and_down_when_nothing_runs(tmp_path):
+    LocalCluster(tmp_path / "idle")  # certificates and configs, no servers started
+    r = runner.invoke(app, ["status", "--root", str(tmp_path / "idle"), "--json"])
+    assert r.exit_code == 1 and "not every server answers" in r.stderr
+    assert [(s["running"], s["answering"]) for s in json.loads(r.stdout)] == [(False, False)] * 3
+    r = runner.invoke(app, ["down", "--root", str(tmp_path / "idle")])
+    assert r.exit_code == 0 and "no running servers" in r.stderr
+    r = runner.invoke(app, ["status", "--root", str(tmp_path / "nowhere")])
+    assert r.exit_code == 1 and "no cluster in" in r.stderr and "trivault up --detach" in r.stderr
