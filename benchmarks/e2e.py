@@ -196,6 +196,38 @@ def exact_top(c, images: list[np.ndarray], feats: np.ndarray, ids: np.ndarray, k
 # ---- measurements -----------------------------------------------------------------------
 
 
+def profile_only(a: argparse.Namespace, emit) -> None:
+    """``--profile-only``: the per-step breakdown of one query on in-process parties, no servers.
+
+    Same model recipe and index layout as the full run (synthetic clustered features, the
+    SDK's choice of sqrt(n) centroids), shared in-process; rounds and bytes do not depend on
+    the feature values, only on the public sizes."""
+    from client.demo_data import augment, base_images
+    from client.model import split_model
+    from client.recipes import build_model
+    from index import build_index, share_index
+    from index.synthetic import clustered
+    from protocols.ring import DEFAULT_FP
+    from servers.query import LoadedIndex, LoadedModel
+
+    model = build_model(a.model, a.resolution, a.dim)
+    arch, weights = split_model(model, [3, a.resolution, a.resolution], DEFAULT_FP)
+    x = clustered(a.n, a.dim, n_clusters=max(8, a.n // 500), seed=1)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    n_c = max(1, min(int(round(np.sqrt(a.n))), a.n // 39))
+    shares = share_index(build_index(x.astype(np.float32), None, n_c), DEFAULT_FP)
+    inproc = InProcess.__new__(InProcess)
+    inproc.states = [(LoadedModel(1, arch, weights[i]), LoadedIndex(1, {"format": "ivf"}, shares[i].to_tensors()))
+                     for i in range(3)]
+    secs, _, prof = inproc.query(augment(base_images()[0][1], 5_000), a.k, a.nprobe)
+    tot = prof.totals()
+    print(format_table(prof.table()), file=sys.stderr)
+    emit({"line": "breakdown", "n_images": a.n, "resolution": a.resolution, "dim": a.dim, "nprobe": a.nprobe,
+          "k": a.k, "model": getattr(model, "recipe", {}).get("kind"), "in_process_query_s": round(secs, 3),
+          "rounds": tot["rounds"], "bytes_per_party": tot["bytes_per_party"], "steps": prof.by_step(),
+          "operations": prof.table()})
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command line (see the module docstring, printed by --help)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -221,6 +253,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--dim", type=int, default=32, help="feature dimension (product default 32)")
     ap.add_argument("--no-direct-baseline", dest="direct_baseline", action="store_false",
                     help="skip the rtt-0 line without the proxy (servers restarted with direct peer links)")
+    ap.add_argument("--profile-only", action="store_true",
+                    help="only the per-step round/byte breakdown of one query, in-process parties, no servers")
     ap.add_argument("--json", action="store_true", help="print only the JSON lines on stdout (progress on stderr)")
     a = ap.parse_args(argv)
     if a.n < 1 or a.queries < 1 or a.k < 1 or a.nprobe < 1 or any(r < 0 for r in a.rtt_ms):
@@ -244,7 +278,10 @@ def main(argv: list[str] | None = None) -> None:
     log = (lambda *m: print(*m, file=sys.stderr, flush=True)) if a.json else print
     emit = lambda d: print(json.dumps(d), file=out, flush=True)  # noqa: E731
     try:
-        _run(a, log, emit, threads)
+        if a.profile_only:
+            profile_only(a, emit)
+        else:
+            _run(a, log, emit, threads)
     finally:
         sys.stdout = out
 
