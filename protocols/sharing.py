@@ -76,18 +76,17 @@ def reconstruct(pairs: Sequence[SharePair | None], check: bool = True) -> torch.
     two servers that hold it; a mismatch raises :class:`InconsistentSharesError` naming
     the servers involved (a server that sent a wrong share is detected, not trusted).
     """
-    present = [i for i, p in enumerate(pairs) if p is not None]
-    if len(pairs) != 3 or len(present) < 2:
+    given = {i: p for i, p in enumerate(pairs) if p is not None}
+    if len(pairs) != 3 or len(given) < 2:
         raise ValueError("reconstruct needs pairs from at least two of the three servers")
-    for i in present:
-        _check_pair(*pairs[i])
-    shapes = {tuple(pairs[i][0].shape) for i in present}
+    for pair in given.values():
+        _check_pair(*pair)
+    shapes = {tuple(pair[0].shape) for pair in given.values()}
     if len(shapes) != 1:
         raise ValueError(f"servers returned different shapes: {sorted(shapes)}")
     comp: dict[int, torch.Tensor] = {}
     bad: set[int] = set()
-    for i in present:
-        lo, hi = pairs[i]
+    for i, (lo, hi) in given.items():
         for j, v in ((i, lo), ((i + 1) % 3, hi)):
             if j not in comp:
                 comp[j] = v
@@ -159,9 +158,11 @@ def reveal_to(x: ArithmeticShares | BooleanShares, receiver: int, check: bool = 
         p.comm.exchange(send_next=x.lo)
         return None
     if p.id == receiver:
-        h, got = p.comm.exchange(recv_prev=True, recv_next=check)
-        if check:
-            _verify(p.id, got, h)
+        if not check:
+            _, got = p.comm.exchange(recv_prev=True)
+            return _combine(x, got)
+        h, got = p.comm.exchange(recv_prev=True, recv_next=True)
+        _verify(p.id, got, h)
         return _combine(x, got)
     p.comm.exchange(send_prev=_digest_words(x.hi) if check else None)
     return None
