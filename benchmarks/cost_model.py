@@ -49,6 +49,8 @@ OPERATIONS = {
     "matmul": "product", "bilinear": "product", "conv2d": "product", "oblivious_fetch": "product",
     "reshare_truncate": "product+truncate", "truncate_exact": "truncation", "truncate": "truncation",
     "rsqrt_parts": "rsqrt", "_octave_onehot": "rsqrt",
+    "_digit_bits": "comparison", "_tree": "comparison", "inject": "bit injection",
+    "bit_mul": "bit x value (fused)",
 }
 
 
