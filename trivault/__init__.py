@@ -16,7 +16,7 @@ See README.md, "Python SDK".
 from __future__ import annotations
 
 from client.catalog import ImageEntry
-from client.config import ClientConfig
+from client.config import ClientConfig, ConfigError
 from client.errors import PartialCommitError, TriVaultError, TriVaultUnavailable, TriVaultWarning
 from client.identity import Identity
 from client.integrity import TamperError
@@ -29,6 +29,6 @@ from .models import build_model
 
 __version__ = "0.1.0"
 
-__all__ = ["Client", "ClientConfig", "Identity", "ImageEntry", "PartialCommitError", "PublicIdentity", "Retrieved",
+__all__ = ["Client", "ClientConfig", "ConfigError", "Identity", "ImageEntry", "PartialCommitError", "PublicIdentity", "Retrieved",
            "SearchBatch", "SearchResult", "TamperError", "TriVaultError", "TriVaultUnavailable", "TriVaultWarning",
            "__version__", "build_model"]

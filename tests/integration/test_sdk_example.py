@@ -26,7 +26,7 @@ def test_trivault_namespace():
     from client.sdk import Client
 
     assert trivault.Client is Client
-    for name in ("ClientConfig", "TriVaultError", "TriVaultUnavailable", "TriVaultWarning", "TamperError",
+    for name in ("ClientConfig", "ConfigError", "TriVaultError", "TriVaultUnavailable", "TriVaultWarning", "TamperError",
                  "PartialCommitError", "SearchResult", "SearchBatch", "ImageEntry", "Identity", "build_model"):
         assert hasattr(trivault, name), name
     assert issubclass(trivault.TriVaultUnavailable, trivault.TriVaultError)
