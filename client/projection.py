@@ -4,8 +4,12 @@ The feature model is ``trunk -> global average pool -> [projection] -> L2 normal
 (:func:`client.model.default_feature_model`). The projection is one ``nn.Linear``; the
 seeded random map has no bias, a PCA has one (it is centred). Fitted on the owner's
 pooled 1280-d trunk features, PCA keeps the directions the owner's images vary along,
-which a random map does not: ``python -m benchmarks.quality`` measures the difference
-in copy-detection mAP (and whether whitening helps).
+which a random map does not: ``python -m benchmarks.quality`` measures the difference.
+Measured there (442 real photos, 2,210 copies): at the same dim, PCA beats the random map
+by 0.004-0.035 copy-detection mAP (most at 32-d), whitened PCA by 0.008-0.052 (96 px, 128-d: random
+0.634, PCA 0.638, whitened 0.643, 1280-d unprojected 0.659), but whitening makes the IVF
+need more probes (n = 1M, 96 px, 128-d: recall@10 vs exact 0.909 at nprobe 16, 0.973 at
+64). ``whiten`` is therefore a choice the caller makes with its nprobe.
 
 Steps for the owner (before ``register_model``, which must happen before any upload):
 
