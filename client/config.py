@@ -28,7 +28,7 @@ class ClientConfig:
     timeout_s: float = 60.0
 
     @classmethod
-    def load(cls, path: str | Path) -> "ClientConfig":
+    def load(cls, path: str | Path) -> ClientConfig:
         """Read a client TOML file (relative paths are relative to it); :class:`ConfigError` names
         the file and the missing or bad setting."""
         path = Path(path)

@@ -19,8 +19,9 @@ import math
 import time
 import uuid
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from .errors import TriVaultError, TriVaultWarning
 from .images import ImageInput, load_image_bytes
 from .transport import Fanout, Sign
 
-QueryInput = Union[ImageInput, Sequence[ImageInput], np.ndarray]
+QueryInput = ImageInput | Sequence[ImageInput] | np.ndarray
 MAX_K = 1000  # the servers' admission limit
 MAX_QUERIES = 64  # queries per secure session (the servers' admission limit)
 

@@ -83,7 +83,7 @@ def _run(cfg: ServerConfig, server: grpc.Server, port: int, node: Node) -> None:
     print(f"TRIVAULT_READY server={cfg.server_id} port={port}", flush=True)
     done = threading.Event()
 
-    def stop(signum, frame) -> None:  # noqa: ARG001
+    def stop(signum, frame) -> None:
         done.set()
 
     signal.signal(signal.SIGTERM, stop)

@@ -95,7 +95,7 @@ class DataDirLock:
         self.path = Path(data_dir) / "server.lock"
         self._fd: int | None = None
 
-    def acquire(self) -> "DataDirLock":
+    def acquire(self) -> DataDirLock:
         """Take the lock or raise StorageError naming the folder and the holder's pid."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -118,7 +118,7 @@ class DataDirLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "DataDirLock":
+    def __enter__(self) -> DataDirLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
@@ -250,8 +250,9 @@ class Store:
                     cur.execute("DELETE FROM images WHERE id=?", (int(i),))
                 for what in ("index", "model"):
                     if what in meta:
-                        cur.execute("INSERT OR REPLACE INTO kv VALUES (?,?)", (f"{what}_version", json.dumps(meta[what]["version"])))
-                        cur.execute("INSERT OR REPLACE INTO kv VALUES (?,?)", (f"{what}_meta", json.dumps(meta[what]["meta"])))
+                        put = "INSERT OR REPLACE INTO kv VALUES (?,?)"
+                        cur.execute(put, (f"{what}_version", json.dumps(meta[what]["version"])))
+                        cur.execute(put, (f"{what}_meta", json.dumps(meta[what]["meta"])))
                 cur.execute("UPDATE txns SET state='committed' WHERE id=?", (txn_id,))
             shutil.rmtree(stage, ignore_errors=True)
             self._gc(meta)

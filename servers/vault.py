@@ -6,8 +6,8 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import grpc
 import torch
@@ -23,8 +23,8 @@ from wire.tls import CLIENT_CN_PREFIX, caller_cn
 
 from .acl import AclDenied
 from .node import Node
-from .policy import Outcome, PolicyError
 from .peer_comm import GrpcComm
+from .policy import Outcome, PolicyError
 from .query import LoadedIndex, LoadedModel, QueryError, mask_hidden, run_query
 from .request_auth import RequestRejected
 from .storage import StorageError
@@ -235,7 +235,7 @@ class VaultServicer(pbg.VaultServicer):
                 comm.abort()
             log.warning("session %s failed: %s", s.session_id, exc)
             context.abort(grpc.StatusCode.UNAVAILABLE, f"server {node.id}: {exc}")
-        except Exception as exc:  # noqa: BLE001 - report, never hang the peers
+        except Exception as exc:
             if comm is not None:
                 comm.abort()
             log.exception("session %s: internal error (%s)", s.session_id, type(exc).__name__)

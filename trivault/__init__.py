@@ -29,6 +29,6 @@ from .models import build_model
 
 __version__ = "0.1.0"
 
-__all__ = ["Client", "ClientConfig", "ConfigError", "Identity", "ImageEntry", "PartialCommitError", "PublicIdentity", "Retrieved",
-           "SearchBatch", "SearchResult", "TamperError", "TriVaultError", "TriVaultUnavailable", "TriVaultWarning",
-           "__version__", "build_model"]
+__all__ = ["Client", "ClientConfig", "ConfigError", "Identity", "ImageEntry", "PartialCommitError", "PublicIdentity",
+           "Retrieved", "SearchBatch", "SearchResult", "TamperError", "TriVaultError", "TriVaultUnavailable",
+           "TriVaultWarning", "__version__", "build_model"]

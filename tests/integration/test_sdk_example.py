@@ -26,8 +26,9 @@ def test_trivault_namespace():
     from client.sdk import Client
 
     assert trivault.Client is Client
-    for name in ("ClientConfig", "ConfigError", "TriVaultError", "TriVaultUnavailable", "TriVaultWarning", "TamperError",
-                 "PartialCommitError", "SearchResult", "SearchBatch", "ImageEntry", "Identity", "build_model"):
+    for name in ("ClientConfig", "ConfigError", "TriVaultError", "TriVaultUnavailable", "TriVaultWarning",
+                 "TamperError", "PartialCommitError", "SearchResult", "SearchBatch", "ImageEntry", "Identity",
+                 "build_model"):
         assert hasattr(trivault, name), name
     assert issubclass(trivault.TriVaultUnavailable, trivault.TriVaultError)
     assert resources.files("trivault").joinpath("py.typed").is_file()
@@ -46,7 +47,8 @@ def test_readme_python_sdk_example_runs(tmp_path):
                              env=dict(os.environ))
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
-    assert lines[:3] == [f"{i} {n} default {lines[i].split()[-1]}" for i, n in enumerate(["astronaut", "coffee", "cat"])]
+    names = ["astronaut", "coffee", "cat"]
+    assert lines[:3] == [f"{i} {n} default {lines[i].split()[-1]}" for i, n in enumerate(names)]
     assert lines[3].startswith("[0 2] ")  # the nearest image of each query is itself
     assert lines[4] == "[1] ['coffee']"
     assert (work / "astronaut.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
