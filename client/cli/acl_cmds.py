@@ -29,7 +29,8 @@ USER_ARG = typer.Argument(..., help="user id, or the user's identity.json (or it
 def keys_new(out: Path = typer.Option(Path("trivault-identity"), "--out", "-o", help="folder for the key files"),
              role: str | None = typer.Option(None, "--role", help="claimed role (the owner attests it)"),
              org: str | None = typer.Option(None, "--org", help="claimed organisation"),
-             passphrase: bool = typer.Option(False, "--passphrase", help="encrypt the private keys (prompted)")) -> None:
+             passphrase: bool = typer.Option(False, "--passphrase", help="encrypt the private keys (prompted)"),
+             as_json: bool = JSON_OPT) -> None:
     """Create an identity in OUT; its public OUT/identity.json is what the owner registers."""
     from wire.identity import PublicIdentity
 
@@ -40,6 +41,9 @@ def keys_new(out: Path = typer.Option(Path("trivault-identity"), "--out", "-o", 
     with sdk_errors(("exists", "choose another --out, or keep using the identity already there")):
         Identity.create(attrs).save(out, pw)
     pub = PublicIdentity.from_json((out / "identity.json").read_text())
+    if as_json:
+        print_json({"user_id": pub.user_id, "bundle": str(out / "identity.json"), "claims": dict(pub.attributes)})
+        return
     console.print(f"user id {pub.user_id}; private keys in {out} (mode 0600)")
     console.print(f"public bundle {out / 'identity.json'}: the owner runs `trivault register {out / 'identity.json'}`")
 

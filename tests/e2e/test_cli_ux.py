@@ -138,7 +138,8 @@ def test_config_discovery_env_then_user_dir(cluster, tmp_path, monkeypatch):
 def test_register_takes_claims_and_rejects_bad_attr(cluster, uploaded, tmp_path):
     cfg = str(cluster.client_config)
     me = tmp_path / "carol"
-    assert runner.invoke(app, ["keys", "new", "--out", str(me), "--role", "nurse", "--org", "clinic"]).exit_code == 0
+    r = runner.invoke(app, ["keys", "new", "--out", str(me), "--role", "nurse", "--org", "clinic", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["claims"] == {"role": "nurse", "organisation": "clinic"}
     r = runner.invoke(app, ["register", str(me / "identity.json"), "--attr", "role", "-c", cfg])
     assert r.exit_code == 2 and "not key=value" in r.stderr
     r = runner.invoke(app, ["register", str(me / "identity.json"), "--attr", "ward=3", "-c", cfg])
