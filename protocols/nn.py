@@ -10,9 +10,10 @@ Every layer runs through the registry :data:`protocols.layers.LAYERS` (plaintext
 and cost function of each layer kind). Cost of a forward pass (per party, exact:
 ``protocols.layers.forward_cost``, asserted by the tests): 1 round per conv/linear/
 affine/pool (bias, padding: local); ``spec.rounds + 2`` rounds per ReLU/ReLU6 layer and
-per level of a max-pool tournament (5 "fast", 6 "exact", see ``approx``); 18 for the
-final L2 normalisation. EfficientNet-Lite0 at 224 px, "fast": 233 rounds, 576 MB sent
-per party (``forward_cost``). Communication: 1 ring element per output element of every
+per level of a max-pool tournament (5 "fast", 6 "exact", see ``approx``), one less on
+small layers (``bitmul.fuse``: the fused bit product costs less than a WAN round); 16
+for the final L2 normalisation. EfficientNet-Lite0, "fast": 232 rounds and 576 MB sent
+per party at 224 px, 205 rounds and 52.5 MB at 64 px (``forward_cost``, measured). Communication: 1 ring element per output element of every
 conv/linear/pool, and per ReLU6 element 2 bounded comparisons (``costs.bounded_ltz``)
 plus 1 product element.
 Accuracy: features within ~5e-4 of plaintext torch (measured 1.7e-4 at 128 px, 4.3e-4 at
