@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 # secure_search's callees, by order of the line they are called from.
@@ -49,7 +49,6 @@ OPERATIONS = {
     "matmul": "product", "bilinear": "product", "conv2d": "product", "oblivious_fetch": "product",
     "reshare_truncate": "product+truncate", "truncate_exact": "truncation", "truncate": "truncation",
     "rsqrt_parts": "rsqrt", "_octave_onehot": "rsqrt",
-    "_digit_bits": "comparison", "_tree": "comparison", "inject": "bit injection",
     "bit_mul": "bit x value (fused)",
 }
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import sys
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def import_crypten():
@@ -26,7 +27,7 @@ def import_crypten():
         stub.registry = None  # type: ignore[attr-defined]
         sys.modules[name] = stub
     try:
-        import crypten  # noqa: PLC0415
+        import crypten
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError(
             "CrypTen is not installed: pip install --no-deps crypten==0.4.1 "

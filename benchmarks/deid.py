@@ -223,10 +223,19 @@ def run(seed: int | None, log, emit=lambda row: None, methods: set[str] | None =
     rows.append(_plate_only(seed, plates_gt, scenes))
     emit(rows[-1])
     default = next(r for r in rows if r.get("images_per_s") is not None)
-    rows.append({"method": "summary", "speed_of": default["method"], "plate_detector": getattr(plate_detector(), "name", "?"), **recall,
-                 "plate_covered": default["plate_covered"], "scene_images_per_s": default["images_per_s"],
-                 "scene_images_per_cpu_s": default["images_per_cpu_s"], "cores": os.cpu_count(),
-                 "load_average_1min": os.getloadavg()[0]})
+    rows.append(
+        {
+            "method": "summary",
+            "speed_of": default["method"],
+            "plate_detector": getattr(plate_detector(), "name", "?"),
+            **recall,
+            "plate_covered": default["plate_covered"],
+            "scene_images_per_s": default["images_per_s"],
+            "scene_images_per_cpu_s": default["images_per_cpu_s"],
+            "cores": os.cpu_count(),
+            "load_average_1min": os.getloadavg()[0],
+        }
+    )
     emit(rows[-1])
     return rows
 

@@ -289,10 +289,10 @@ def main(argv: list[str] | None = None) -> None:
 def _run(a: argparse.Namespace, log, emit, threads: int) -> None:
     """Start the WAN-shaped cluster, set up the collection, measure and emit every line."""
     bw = a.bandwidth_mbps or None
+    import protocols.simulate  # noqa: F401
+    import servers.query  # noqa: F401  - load the protocol code now, as the servers about to start do
     from client.demo_data import augment, base_images
     from client.sdk import Client
-    import servers.query  # noqa: F401  - load the protocol code now, as the servers about to start do
-    import protocols.simulate  # noqa: F401
 
     with tempfile.TemporaryDirectory(prefix="trivault-bench-") as tmp, WanEmulator() as wan:
         root = Path(tmp)
@@ -310,7 +310,12 @@ def _run(a: argparse.Namespace, log, emit, threads: int) -> None:
             run = Runner(a, c, wan, InProcess(root), images, exact, bw, log)
             base = {"n_images": col["n_images"], "resolution": a.resolution, "dim": a.dim, "nprobe": a.nprobe,
                     "k": a.k, "model": getattr(col["model"], "recipe", {}).get("kind")}
-            extra = {**col["figures"], "queries": a.queries, "cores": os.cpu_count(), "torch_threads_per_party": threads}
+            extra = {
+                **col["figures"],
+                "queries": a.queries,
+                "cores": os.cpu_count(),
+                "torch_threads_per_party": threads,
+            }
             if a.direct_baseline:  # rtt 0 without the proxy: what gRPC alone costs
                 lc.restart(via_proxy=False)
                 emit({"line": "direct", "rtt_ms": 0.0, "bandwidth_mbps": None, **base, **run.measure(None), **extra})

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
@@ -161,7 +161,7 @@ def _text(im: Image.Image, rng: Rng) -> Image.Image:
     out = im.copy()
     d = ImageDraw.Draw(out)
     size = max(8, im.height // 8)
-    for row in range(2):
+    for _ in range(2):
         y = int(rng.integers(0, max(1, im.height - size)))
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
         d.text((int(rng.integers(0, max(1, im.width // 3))), y), f"COPY {int(rng.integers(1000, 9999))} (c) 2026",

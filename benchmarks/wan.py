@@ -184,7 +184,7 @@ class WanEmulator:
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle --------------------------------------------------------------------
-    def start(self) -> "WanEmulator":
+    def start(self) -> WanEmulator:
         """Start the event-loop thread (idempotent)."""
         if self._thread is None:
             self.loop = asyncio.new_event_loop()
@@ -226,7 +226,7 @@ class WanEmulator:
             self.loop.close()
             self._thread, self.loop = None, None
 
-    def __enter__(self) -> "WanEmulator":
+    def __enter__(self) -> WanEmulator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -37,7 +37,7 @@ def wan_cluster(root: Path, wan: WanEmulator, bandwidth_mbps: float | None, max_
     class WanCluster(LocalCluster):
         def _write_configs(self, ports: list[int]) -> None:
             super()._write_configs(ports)
-            for (i, j), p in links.items():
+            for (_, j), p in links.items():
                 by_port[p].upstream = ("127.0.0.1", ports[j])
             text = f"max_sessions = {max_sessions}\n" + self.config_path.read_text()
             self.direct_text = text

@@ -7,7 +7,8 @@ server verifies and applies it on its own (``servers.acl``).
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from protos.trivault.v1 import trivault_pb2 as pb
 from wire.audit import Divergence, compare_chains

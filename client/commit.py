@@ -7,7 +7,7 @@ commit completes it by itself from server 0's state when it is back (``servers.n
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -50,7 +50,8 @@ def transact(fan: Fanout, sign: Sign, bundles: Sequence[bd.Bundle], action: str 
     try:
         fan.all(lambda i: fan.stubs[i].Commit(pb.TxnRequest(txn_id=txn), timeout=30), servers=(1, 2))
     except TriVaultError as exc:
-        raise PartialCommitError(f"upload committed by server 0; {exc}; that server completes it when it is back")
+        raise PartialCommitError(
+            f"upload committed by server 0; {exc}; that server completes it when it is back") from exc
 
 
 def _commit_decision(fan: Fanout, txn: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 NONCE = 12
@@ -37,7 +38,7 @@ def decrypt(key: bytes, blob: bytes, aad: bytes) -> bytes:
         raise DecryptionError("ciphertext too short")
     try:
         return AESGCM(key).decrypt(blob[:NONCE], blob[NONCE:], aad)
-    except Exception:  # cryptography raises InvalidTag
+    except InvalidTag:
         raise DecryptionError("AES-GCM authentication failed (wrong key or tampered ciphertext)") from None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,8 +42,10 @@ def encrypt_copy(owner: Identity, image_id: int, blob: bytes, deid: bool) -> lis
     rec = _bytes_tensor(seal_record(sign_image(owner, image_id, blob, "deid" if deid else "orig"), key,
                                     crypto.encrypt))
     sfx = ".deid" if deid else ""
-    return [{f"img/{image_id}{sfx}": ct, f"rec/{image_id}{sfx}": rec, **bd.pairs_to_tensors(f"key/{image_id}{sfx}", pair)}
-            for pair in split_key(key)]
+    return [
+        {f"img/{image_id}{sfx}": ct, f"rec/{image_id}{sfx}": rec, **bd.pairs_to_tensors(f"key/{image_id}{sfx}", pair)}
+        for pair in split_key(key)
+    ]
 
 
 def encrypt_images(owner: Identity, loaded: Sequence[tuple[bytes, Image.Image]], ids: Sequence[int],

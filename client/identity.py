@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -42,7 +42,7 @@ class Identity:
         )
 
     @classmethod
-    def create(cls, attributes: Mapping[str, str] | None = None) -> "Identity":
+    def create(cls, attributes: Mapping[str, str] | None = None) -> Identity:
         """Fresh keys from the OS CSPRNG."""
         return cls(Ed25519PrivateKey.generate(), X25519PrivateKey.generate(), attributes)
 
@@ -79,7 +79,7 @@ class Identity:
         return d
 
     @classmethod
-    def load(cls, directory: str | Path, passphrase: bytes | None = None) -> "Identity":
+    def load(cls, directory: str | Path, passphrase: bytes | None = None) -> Identity:
         """Read an identity saved by :meth:`save`; refuses key files readable by others."""
         d = Path(directory)
         keys = []

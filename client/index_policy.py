@@ -9,7 +9,7 @@ deleted) is an IVF index whose buckets hold only padding.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from wire.identity import PublicIdentity
 from wire.signing import canonical_json
@@ -49,7 +50,7 @@ class ImageSignature:
                                "sha256": self.sha256, "signature": self.signature.hex()})
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "ImageSignature":
+    def from_bytes(cls, data: bytes) -> ImageSignature:
         """Parse :meth:`to_bytes` output; TamperError if malformed."""
         try:
             d: Mapping[str, Any] = json.loads(data)

@@ -32,8 +32,8 @@ loading of each component is positive), before the L2 normalisation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -96,7 +96,7 @@ class PcaProjection:
                 "whiten": np.array(self.whiten), "n_samples": np.array(self.n_samples, dtype=np.int64)}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "PcaProjection":
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> PcaProjection:
         """Inverse of :meth:`to_arrays`."""
         return cls(np.asarray(arrays["components"], dtype=np.float64), np.asarray(arrays["mean"], dtype=np.float64),
                    np.asarray(arrays["explained_variance"], dtype=np.float64), bool(arrays["whiten"]),

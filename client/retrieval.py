@@ -10,8 +10,8 @@ AES-GCM on the ciphertext catches a wrong key. The owner's signed hash is then v
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import grpc
 import numpy as np

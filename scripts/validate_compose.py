@@ -11,6 +11,7 @@ Dockerfile pins torch==2.13.0 and runs ``python -m servers``.
 from __future__ import annotations
 
 import sys
+
 try:
     import tomllib
 except ImportError:  # Python 3.10

@@ -11,8 +11,10 @@ import torch
 from .app import Components, serve
 from .config import load_config
 
+_DEFAULT_COMPONENTS = Components()
 
-def main(argv: list[str] | None = None, components: Components = Components()) -> None:
+
+def main(argv: list[str] | None = None, components: Components = _DEFAULT_COMPONENTS) -> None:
     """Parse arguments, configure logging and threads, serve (a server built from ``components``)."""
     ap = argparse.ArgumentParser(prog="python -m servers", description="Run one TriVault server.")
     ap.add_argument("--id", type=int, required=True, choices=(0, 1, 2), help="server id")

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from wire.identity import IdentityError, PublicIdentity
 from wire.signing import EncodingError, SignedRequest
@@ -72,7 +73,9 @@ class Acl:
             if admin is None:
                 self._register(pub, dict(pub.attributes), "config")
                 self.policies.set_admin(pub.user_id)
-                self.audit.append("register", pub.user_id, subject=pub.user_id, ref="config", attributes=dict(pub.attributes))
+                self.audit.append(
+                    "register", pub.user_id, subject=pub.user_id, ref="config", attributes=dict(pub.attributes)
+                )
             elif admin != pub.user_id:
                 raise ValueError("owner_identity in the config differs from this server's registered admin")
 
@@ -127,7 +130,10 @@ class Acl:
             raise self.deny(req, "mismatch", "the signed request is for another transaction")
         images = sorted(int(im["id"]) for im in meta.get("images", []))
         deletes = sorted(int(i) for i in meta.get("deletes", []))
-        if sorted(int(i) for i in p.get("images", [])) != images or sorted(int(i) for i in p.get("deletes", [])) != deletes:
+        if (
+            sorted(int(i) for i in p.get("images", [])) != images
+            or sorted(int(i) for i in p.get("deletes", [])) != deletes
+        ):
             raise self.deny(req, "mismatch", "signed image ids differ from the transaction's")
         if bool(p.get("model")) != has_model:
             raise self.deny(req, "mismatch", "signed model flag differs from the transaction's")

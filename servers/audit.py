@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from wire.audit import GENESIS, AuditEntry, ChainReport, canonical, entry_hash, verify_chain
 

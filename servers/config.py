@@ -21,6 +21,7 @@ Relative paths are resolved against the config file's directory. Environment var
 from __future__ import annotations
 
 import os
+
 try:
     import tomllib
 except ImportError:  # Python 3.10

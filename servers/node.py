@@ -17,7 +17,7 @@ from .acl import Acl
 from .config import ServerConfig
 from .peer_comm import AioLoop, PeerKeys, PeerLink, PeerRouter, load_or_create_x25519
 from .query import LoadedIndex, LoadedModel
-from .storage import Store, StorageError
+from .storage import StorageError, Store
 
 log = logging.getLogger("trivault.server")
 

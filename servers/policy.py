@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from .db import Database
 
@@ -94,7 +95,7 @@ class Condition:
                 "not_before": self.not_before, "expires": self.expires}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Condition":
+    def from_dict(cls, d: Mapping[str, Any]) -> Condition:
         """Inverse of :meth:`to_dict`."""
         return cls(_fs(d.get("users")), {k: frozenset(v) for k, v in (d.get("attributes") or {}).items()},
                    d.get("not_before"), d.get("expires"))
@@ -113,7 +114,7 @@ class Rule:
         return {"when": self.when.to_dict(), "outcome": self.outcome.name, "limit": self.limit}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Rule":
+    def from_dict(cls, d: Mapping[str, Any]) -> Rule:
         """Inverse of :meth:`to_dict`."""
         return cls(Condition.from_dict(d["when"]), _outcome(d["outcome"]), bool(d.get("limit", False)))
 
@@ -146,7 +147,7 @@ class Policy:
 
     # ---- grants and revocations (each returns a new policy) -------------------------
     def grant(self, user_id: str, outcome: Outcome | str = Outcome.ORIGINAL, expires: float | None = None,
-              purposes: Iterable[str] | None = None, search: bool = True) -> "Policy":
+              purposes: Iterable[str] | None = None, search: bool = True) -> Policy:
         """Give ``user_id`` at least ``outcome`` (until ``expires``, for ``purposes``); lifts a revocation."""
         attrs = {} if purposes is None else {"purpose": frozenset(purposes)}
         cond = Condition(frozenset({user_id}), attrs, None, expires)
@@ -154,7 +155,7 @@ class Policy:
         return replace(self, rules=rules, search=self.search + ((cond,) if search else ()),
                        revoked=self.revoked - {user_id})
 
-    def revoke(self, user_id: str) -> "Policy":
+    def revoke(self, user_id: str) -> Policy:
         """Remove every grant and membership of ``user_id`` and deny it from now on."""
         keep = tuple(r for r in self.rules if r.when.users != frozenset({user_id}))
         search = tuple(c for c in self.search if c.users != frozenset({user_id}))
@@ -170,7 +171,7 @@ class Policy:
                 "member_search": self.member_search}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Policy":
+    def from_dict(cls, d: Mapping[str, Any]) -> Policy:
         """Inverse of :meth:`to_dict`."""
         try:
             return cls(str(d["owner"]), frozenset(d.get("members", ())),
@@ -186,7 +187,7 @@ class Policy:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "Policy":
+    def from_json(cls, text: str) -> Policy:
         """Parse :meth:`to_json` output."""
         return cls.from_dict(json.loads(text))
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -96,7 +97,9 @@ class RequestVerifier:
         now_ms = int(self._clock() * 1000)
         age = now_ms - req.ts_ms
         if age > self.window_ms:
-            raise RequestRejected("stale", f"timestamp is {age / 1000:.0f} s old (window {self.window_ms / 1000:.0f} s)")
+            raise RequestRejected(
+                "stale", f"timestamp is {age / 1000:.0f} s old (window {self.window_ms / 1000:.0f} s)"
+            )
         if -age > self.skew_ms:
             raise RequestRejected("future", f"timestamp is {-age / 1000:.0f} s in the future (allowed skew "
                                             f"{self.skew_ms / 1000:.0f} s)")

@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 GENESIS = "0" * 64
 
@@ -43,7 +44,7 @@ class AuditEntry:
         return {**asdict(self), "detail": dict(self.detail)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "AuditEntry":
+    def from_dict(cls, d: Mapping[str, Any]) -> AuditEntry:
         """Inverse of :meth:`to_dict`."""
         return cls(int(d["server"]), int(d["seq"]), int(d["ts_ms"]), str(d["event"]), str(d["actor"]),
                    str(d["subject"]), str(d["ref"]), dict(d["detail"]), str(d["prev"]), str(d["hash"]))
@@ -81,7 +82,9 @@ def verify_chain(entries: Sequence[AuditEntry], server: int | None = None) -> Ch
     prev, expect_seq = GENESIS, 1
     for e in entries:
         if server is not None and e.server != server:
-            return ChainReport(False, len(entries), e.seq, f"entry {e.seq} claims server {e.server}, not {server}", prev)
+            return ChainReport(
+                False, len(entries), e.seq, f"entry {e.seq} claims server {e.server}, not {server}", prev
+            )
         if e.seq != expect_seq:
             what = "missing or deleted" if e.seq > expect_seq else "out of order or duplicated"
             return ChainReport(False, len(entries), e.seq,

@@ -8,8 +8,9 @@ elements) and uint8 (ciphertexts) are allowed: no pickle, nothing executable.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -60,7 +61,7 @@ class PublicIdentity:
         object.__setattr__(self, "attributes", clean_attributes(self.attributes))
 
     @classmethod
-    def from_keys(cls, sign_pub: bytes, kex_pub: bytes, attributes: Mapping[str, str] | None = None) -> "PublicIdentity":
+    def from_keys(cls, sign_pub: bytes, kex_pub: bytes, attributes: Mapping[str, str] | None = None) -> PublicIdentity:
         """Bundle from raw public keys (the id is derived)."""
         return cls(user_id_for(sign_pub, kex_pub), sign_pub, kex_pub, dict(attributes or {}))
 
@@ -78,7 +79,7 @@ class PublicIdentity:
                 "attributes": dict(self.attributes)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PublicIdentity":
+    def from_dict(cls, d: Mapping[str, Any]) -> PublicIdentity:
         """Inverse of :meth:`to_dict`; checks that the id matches the keys."""
         try:
             return cls(str(d["user_id"]), bytes.fromhex(d["sign_pub"]), bytes.fromhex(d["kex_pub"]),
@@ -93,6 +94,6 @@ class PublicIdentity:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "PublicIdentity":
+    def from_json(cls, text: str) -> PublicIdentity:
         """Parse :meth:`to_json` output."""
         return cls.from_dict(json.loads(text))

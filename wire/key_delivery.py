@@ -23,7 +23,7 @@ which is why enforcement needs an honest majority (docs/SECURITY.md).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -100,7 +100,7 @@ def open_share(sealed: bytes, recipient_sk: X25519PrivateKey, server_id: int, im
     try:
         ctx = _SUITE.create_recipient_context(sealed[:_ENC_LEN], sk, info=INFO)
         pt = ctx.open(sealed[_ENC_LEN:], aad=share_aad(server_id, image_id, deid))
-    except Exception:  # pyhpke raises OpenError; never include key material in the message
+    except Exception:  # noqa: BLE001 - any failure to open (OpenError, malformed enc) is an authentication failure
         raise KeyDeliveryError(f"sealed share from server {server_id} failed authentication "
                                "(wrong recipient, image, kind, or tampered)", (server_id,)) from None
     return _bytes_pair(pt)

@@ -19,8 +19,9 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 VERSION = 1
 DOMAIN = "trivault/v1/request"
@@ -106,7 +107,7 @@ class SignedRequest:
         return canonical_json(self.to_dict())
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SignedRequest":
+    def from_dict(cls, d: Mapping[str, Any]) -> SignedRequest:
         """Parse the wire form; a missing signature gives ``signature=b''`` (rejected as unsigned)."""
         try:
             if d.get("v", VERSION) != VERSION:
@@ -125,7 +126,7 @@ class SignedRequest:
             raise EncodingError(f"malformed signed request: {e}") from None
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "SignedRequest":
+    def from_bytes(cls, data: bytes) -> SignedRequest:
         """Parse :meth:`to_bytes` output."""
         try:
             d = json.loads(data.decode("utf-8"))

@@ -110,7 +110,9 @@ def _health(root: Path) -> list[dict]:
 
 
 def status(root: Path = ROOT_OPT, as_json: bool = JSON_OPT) -> None:
-    """Each local server's health (process, answering over mTLS, images, index version). Exit 1 unless all three answer."""
+    """Each local server's health (process, answering over mTLS, images, index version).
+
+    Exit 1 unless all three answer."""
     if not (root / "client-owner.toml").exists():
         fail(f"no cluster in {root}", "start one with `trivault up --detach` (or pass --root)")
     rows = _health(root)

@@ -95,7 +95,9 @@ def make_client(config: Path | None, identity: Path | None = None):
     cfg = find_config(config)
     pw = os.environ.get("TRIVAULT_PASSPHRASE")
     with quiet_stdout():  # progress bars (on stderr) only for a person at a terminal
-        return Client(cfg, progress=STDOUT_IS_TTY, identity=identity_dir(identity), passphrase=pw.encode() if pw else None)
+        return Client(
+            cfg, progress=STDOUT_IS_TTY, identity=identity_dir(identity), passphrase=pw.encode() if pw else None
+        )
 
 
 HINTS = (

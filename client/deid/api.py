@@ -20,12 +20,17 @@ MECHANISMS = ("dp_latent", "dp_donor", "dp_pixelize", "blur", "mosaic")
 _GUARANTEE = {
     ("dp_latent", FACE): "eps-DP for any change inside the face ellipse (Laplace on clipped eigenface latent)",
     ("dp_latent", PLATE): "dp_plate: text drawn uniformly without OCR (0-DP); metric-DP on codes with OCR text",
-    ("dp_donor", FACE): "eps-DP for any change inside the face ellipse (exponential mechanism over 200 public donor faces)",
+    (
+        "dp_donor",
+        FACE,
+    ): "eps-DP for any change inside the face ellipse (exponential mechanism over 200 public donor faces)",
     ("dp_donor", PLATE): "dp_plate: text drawn uniformly without OCR (0-DP); metric-DP on codes with OCR text",
     ("dp_pixelize", FACE): "eps-DP for changes of up to m pixels in the box (DP-Pix)",
     ("dp_pixelize", PLATE): "eps-DP for changes of up to m pixels in the box (DP-Pix)",
-    ("blur", FACE): "none (baseline)", ("blur", PLATE): "none (baseline)",
-    ("mosaic", FACE): "none (baseline)", ("mosaic", PLATE): "none (baseline)",
+    ("blur", FACE): "none (baseline)",
+    ("blur", PLATE): "none (baseline)",
+    ("mosaic", FACE): "none (baseline)",
+    ("mosaic", PLATE): "none (baseline)",
 }
 
 

@@ -71,14 +71,23 @@ def preview(
 @app.command()
 def apply(
     src: Path = typer.Argument(..., metavar="IN", help="Image to de-identify."),
-    dst: Path = typer.Argument(..., metavar="OUT", help="Where to write the de-identified image (format from extension)."),
+    dst: Path = typer.Argument(
+        ..., metavar="OUT", help="Where to write the de-identified image (format from extension)."
+    ),
     eps: float = typer.Option(1.0, "--eps", help="Epsilon per region (image total = sum over regions)."),
-    mechanism: str = typer.Option("dp_donor", "--mechanism", "-m",
-                                  help="dp_donor (default; faces: a real public face chosen by the exponential "
-                                       "mechanism; plates: synthetic), dp_latent (faces: noisy eigenface), dp_pixelize, "
-                                       "blur or mosaic (baselines, no DP guarantee)."),
-    boxes: str | None = typer.Option(None, "--boxes", help="Regions by hand instead of detection: 'x,y,w,h;...' "
-                                     "(append ',plate' to a box for a licence plate)."),
+    mechanism: str = typer.Option(
+        "dp_donor",
+        "--mechanism",
+        "-m",
+        help="dp_donor (default; faces: a real public face chosen by the exponential "
+        "mechanism; plates: synthetic), dp_latent (faces: noisy eigenface), dp_pixelize, "
+        "blur or mosaic (baselines, no DP guarantee).",
+    ),
+    boxes: str | None = typer.Option(
+        None,
+        "--boxes",
+        help="Regions by hand instead of detection: 'x,y,w,h;...' (append ',plate' to a box for a licence plate).",
+    ),
     metadata: Path | None = typer.Option(None, "--metadata", help="Privacy-accounting JSON (default: OUT.deid.json)."),
 ) -> None:
     """De-identify IN with one mechanism and write OUT plus its privacy-accounting JSON."""

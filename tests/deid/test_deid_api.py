@@ -126,7 +126,7 @@ def test_load_grey_16bit_and_palette(tmp_path: Path) -> None:
     img = load_image(p)
     assert img.shape == (512, 512, 3) and (img[..., 0] == img[..., 1]).all()
     p16 = tmp_path / "g16.png"
-    Image.fromarray((data.camera().astype(np.uint16) * 256)).save(p16)
+    Image.fromarray(data.camera().astype(np.uint16) * 256).save(p16)
     assert load_image(p16).shape == (512, 512, 3)
     pal = tmp_path / "p.gif"
     Image.fromarray(data.astronaut()).convert("P").save(pal)

@@ -7,8 +7,15 @@ import pytest
 from skimage import data
 
 from client.deid.detect import face_detector
-from client.deid.donor import (DonorSet, donor_set, dp_donor, l2_sensitivity, render_donor, select_donor,
-                               selection_probabilities)
+from client.deid.donor import (
+    DonorSet,
+    donor_set,
+    dp_donor,
+    l2_sensitivity,
+    render_donor,
+    select_donor,
+    selection_probabilities,
+)
 from client.deid.latent import load_basis
 from client.deid.mechanisms import face_mask_geometry
 from client.deid.noise import NoiseSource

@@ -39,7 +39,9 @@ def test_keys_grant_get_trace_revoke_audit(cluster, tmp_path):
     out = tmp_path / "cat.png"
     r = runner.invoke(app, ["get", "2", "-o", str(out), "-c", cfg, "-i", str(me)])
     assert r.exit_code == 1 and "unknown-signer" in r.output  # not registered yet
-    assert runner.invoke(app, ["register", str(me / "identity.json"), "--attr", "role=doctor", "-c", cfg]).exit_code == 0
+    assert (
+        runner.invoke(app, ["register", str(me / "identity.json"), "--attr", "role=doctor", "-c", cfg]).exit_code == 0
+    )
     r = runner.invoke(app, ["get", "2", "-o", str(out), "-c", cfg, "-i", str(me)])
     assert r.exit_code == 1 and "PERMISSION_DENIED" in r.output  # registered, but no grant
     r = runner.invoke(app, ["grant", uid, "default", "--outcome", "ORIGINAL", "--expires", "1h", "--purpose", "care",

@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
+from servers.storage import StorageError, Store, tensors_to_npz
 from wire import bundle as bd
-from servers.storage import Store, StorageError, tensors_to_npz
 
 
 def test_bundle_roundtrip_across_chunks():
@@ -33,8 +33,12 @@ def test_bundle_rejects_truncated_oversized_and_bad_dtypes():
 
 
 def _files(i: int) -> dict[str, bytes]:
-    return {f"img/{i}.enc": os.urandom(40),
-            f"key/{i}.npz": tensors_to_npz({"lo": torch.zeros(4, dtype=torch.int64), "hi": torch.ones(4, dtype=torch.int64)})}
+    return {
+        f"img/{i}.enc": os.urandom(40),
+        f"key/{i}.npz": tensors_to_npz(
+            {"lo": torch.zeros(4, dtype=torch.int64), "hi": torch.ones(4, dtype=torch.int64)}
+        ),
+    }
 
 
 def _meta(i: int) -> dict:

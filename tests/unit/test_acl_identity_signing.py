@@ -9,9 +9,9 @@ import stat
 import pytest
 
 from client.identity import Identity
+from servers.request_auth import RequestRejected, RequestVerifier
 from wire.identity import IdentityError, PublicIdentity, user_id_for
 from wire.signing import EncodingError, SignedRequest, canonical_json, sign_request
-from servers.request_auth import RequestRejected, RequestVerifier
 
 AUD = "deployment-test"
 T0 = 1_700_000_000.0

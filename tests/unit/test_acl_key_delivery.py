@@ -9,10 +9,17 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from client import crypto
 from client.identity import Identity
-
 from protocols.sharing import reconstruct
-from wire.key_delivery import (KeyDeliveryError, key_to_words, open_share, recover_key, seal_share, split_key,
-                               verify_key, words_to_key)
+from wire.key_delivery import (
+    KeyDeliveryError,
+    key_to_words,
+    open_share,
+    recover_key,
+    seal_share,
+    split_key,
+    verify_key,
+    words_to_key,
+)
 
 IMG = 42
 

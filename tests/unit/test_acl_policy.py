@@ -6,8 +6,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from servers.policy import (Condition, Outcome, Policy, PolicyError, PolicyStore, Requester, Rule,
-                            collection_scope, evaluate, image_scope, may_search)
+from servers.policy import (
+    Condition,
+    Outcome,
+    Policy,
+    PolicyError,
+    PolicyStore,
+    Requester,
+    Rule,
+    collection_scope,
+    evaluate,
+    image_scope,
+    may_search,
+)
 
 NOW = 1_700_000_000.0
 OWNER, ALICE, BOB, CAROL = "o" * 32, "a" * 32, "b" * 32, "c" * 32
@@ -32,7 +43,9 @@ def test_attribute_rule_with_purpose_and_expiry():
     assert evaluate(p, doctor(BOB), NOW) is Outcome.ORIGINAL
     assert evaluate(p, doctor(BOB, purpose="research"), NOW) is Outcome.NOTHING
     assert evaluate(p, doctor(BOB, org="Elsewhere"), NOW) is Outcome.NOTHING
-    assert evaluate(p, Requester(BOB, {"role": "nurse", "organisation": "St Mary"}, "treatment"), NOW) is Outcome.NOTHING
+    assert (
+        evaluate(p, Requester(BOB, {"role": "nurse", "organisation": "St Mary"}, "treatment"), NOW) is Outcome.NOTHING
+    )
     # expiry: valid strictly before `expires`, then the default applies again
     assert evaluate(p, doctor(BOB), NOW + 3599.9) is Outcome.ORIGINAL
     assert evaluate(p, doctor(BOB), NOW + 3600) is Outcome.NOTHING

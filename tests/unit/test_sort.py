@@ -27,7 +27,9 @@ def _lex(keys, ids):
 def _ids(shape, seed=0):
     g = torch.Generator().manual_seed(seed)
     n = shape[-1]
-    return torch.stack([torch.randperm(n, generator=g) for _ in range(int(torch.tensor(shape[:-1]).prod()))]).reshape(shape)
+    return torch.stack([torch.randperm(n, generator=g) for _ in range(int(torch.tensor(shape[:-1]).prod()))]).reshape(
+        shape
+    )
 
 
 def test_sort_pair_min_max_with_tie_break():
