@@ -284,7 +284,7 @@ def _tree(bits: BooleanShares, spec: Digits, kind: str) -> BooleanShares:
             if p_lo is not None:
                 pairs.append((p_hi, p_lo))
         prods = iter(and_many(pairs))
-        new = []
+        new: list[tuple[BooleanShares, BooleanShares | None]] = []
         for k in range(0, len(groups) - 1, 2):
             (g_lo, p_lo), (g_hi, p_hi) = groups[k], groups[k + 1]
             if kind == "eq":

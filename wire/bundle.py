@@ -19,7 +19,7 @@ from protos.trivault.v1 import trivault_pb2 as pb
 
 from .options import CHUNK_BYTES, MAX_BUNDLE_BYTES
 
-_DTYPES = {"int64": np.dtype("<i8"), "uint8": np.dtype("u1")}
+_DTYPES: dict[str, np.dtype] = {"int64": np.dtype("<i8"), "uint8": np.dtype("u1")}
 
 
 class BundleError(ValueError):
@@ -66,7 +66,7 @@ def encode(bundle: Bundle, chunk_bytes: int = CHUNK_BYTES) -> Iterator[pb.Frame]
     yield pb.Frame(header=header)
     buf = bytearray()
     for a in arrays.values():
-        mv = memoryview(a.reshape(-1).view(np.uint8))
+        mv = memoryview(a.reshape(-1).view(np.uint8).data)
         pos = 0
         while pos < len(mv):
             take = min(chunk_bytes - len(buf), len(mv) - pos)
