@@ -42,8 +42,8 @@ from collections.abc import Sequence
 
 import torch
 
-from . import compare as C
 from . import bitmul as BM
+from . import compare as C
 from . import digits as D
 from .arithmetic import _product, bilinear, mul, truncate  # _product(x, y, f): f bilinear
 from .sharing import ArithmeticShares

@@ -1,4 +1,6 @@
-"""``b * y`` for a boolean shared bit ``b`` and an arithmetic sharing ``y`` in ONE round (bit injection fused with the product).
+"""``b * y`` for a boolean shared bit ``b`` and an arithmetic sharing ``y`` in ONE round.
+
+Bit injection fused with the product.
 
 With ``t = b_r ^ b_{r+1}`` and ``c = b_{r+2}``: ``b y = (t ^ c)(y_r + y_{r+1}) + (t' ^ c') y_{r+2}``
 where ``t' = b_{r+1} ^ b_{r+2}``, ``c' = b_r``. Each term is a 3-party OT like
@@ -42,7 +44,9 @@ def _ot(p, q: int, t, value, choice, nc: int):
 
 
 def bit_mul(b: BooleanShares, y: ArithmeticShares) -> ArithmeticShares:
-    """``b * y`` (``b``: bit 0 of a boolean sharing, same shape as ``y``; scale of ``y``). Cost: 1 round, 4 elements per party per element."""
+    """``b * y`` (``b``: bit 0 of a boolean sharing, same shape as ``y``; scale of ``y``).
+
+    Cost: 1 round, 4 elements per party per element."""
     p = b.party
     blo, bhi, ylo, yhi = _pad3(b.lo & 1), _pad3(b.hi & 1), _pad3(y.lo), _pad3(y.hi)
 

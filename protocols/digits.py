@@ -310,7 +310,9 @@ def _unslice(root: BooleanShares, n: int) -> BooleanShares:
 
 
 def msb(x: ArithmeticShares, spec: Digits = FULL) -> BooleanShares:
-    """Boolean sharing (bit 0) of the sign of ``x`` within ``spec``'s bound. Cost: ``spec.rounds`` rounds (:func:`msb_cost`)."""
+    """Boolean sharing (bit 0) of the sign of ``x`` within ``spec``'s bound.
+
+    Cost: ``spec.rounds`` rounds (:func:`msb_cost`)."""
     bits = _digit_bits(x, spec, "cmp")
     return _unslice(_tree(bits, spec, "cmp"), x.numel()).reshape(x.shape)
 

@@ -13,9 +13,9 @@ affine/pool (bias, padding: local); ``spec.rounds + 2`` rounds per ReLU/ReLU6 la
 per level of a max-pool tournament (5 "fast", 6 "exact", see ``approx``), one less on
 small layers (``bitmul.fuse``: the fused bit product costs less than a WAN round); 16
 for the final L2 normalisation. EfficientNet-Lite0, "fast": 232 rounds and 576 MB sent
-per party at 224 px, 205 rounds and 52.5 MB at 64 px (``forward_cost``, measured). Communication: 1 ring element per output element of every
-conv/linear/pool, and per ReLU6 element 2 bounded comparisons (``costs.bounded_ltz``)
-plus 1 product element.
+per party at 224 px, 205 rounds and 52.5 MB at 64 px (``forward_cost``, measured).
+Communication: 1 ring element per output element of every conv/linear/pool, and per ReLU6
+element 2 bounded comparisons (``costs.bounded_ltz``) plus 1 product element.
 Accuracy: features within ~5e-4 of plaintext torch (measured 1.7e-4 at 128 px, 4.3e-4 at
 224 px). Truncation after each conv is probabilistic (``arithmetic.reshare_truncate``):
 summing ``|z| / 2**63`` over every conv output of EfficientNet-Lite0 on a real photo gives

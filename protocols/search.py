@@ -41,7 +41,7 @@ class SharedIndexView:
     centroid_sqnorm: ArithmeticShares
 
     @classmethod
-    def of(cls, party: Party, shares: IndexShares) -> "SharedIndexView":
+    def of(cls, party: Party, shares: IndexShares) -> SharedIndexView:
         if shares.party_id != party.id:
             raise ValueError(f"index shares of server {shares.party_id} given to party {party.id}")
         f = shares.frac_bits
@@ -87,7 +87,7 @@ def _columns(x: ArithmeticShares, sl, frac_bits: int) -> ArithmeticShares:
 def secure_search(
     party: Party,
     query: ArithmeticShares,
-    index: IndexShares | SharedIndexView,
+    index: IndexShares,
     k: int,
     nprobe: int = 1,
 ) -> tuple[ArithmeticShares, ArithmeticShares]:
@@ -105,7 +105,7 @@ def secure_search(
     party), their small equalities and products, and the ``Q nprobe C`` one-hot equalities.
     At n = 1e6, C = 1000, B = 1100, d = 32, k = 10: 45 rounds for nprobe = 1, 71 for 8.
     """
-    view = index if isinstance(index, SharedIndexView) else SharedIndexView.of(party, index)
+    view = SharedIndexView.of(party, index)
     sh = view.shares
     if query.party is not party:
         raise ValueError("query shares belong to another party/session")
