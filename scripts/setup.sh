@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create ./.venv and install TriVault into it. Idempotent; safe to re-run.
 #   bash scripts/setup.sh          runtime + test dependencies
-#   bash scripts/setup.sh --bench  also CrypTen 0.4.1 (benchmark peer, installed --no-deps)
+#   bash scripts/setup.sh --bench  also CrypTen 0.4.1 (benchmark peer, installed --no-deps) and the plate model
 #                                  and dlib for the face re-identification metric
 #   bash scripts/setup.sh --plates also the YOLOv8n licence-plate model (optional extra; see client/deid/plates.py)
 # torch is pinned to the 2.13.0 CPU wheel: an unpinned torch pulls gigabytes of CUDA wheels.
@@ -29,4 +29,4 @@ if [ "${1:-}" = "--bench" ] && ! "$VENV/bin/python" -c "import importlib.util,sy
   "${PIP[@]}" -e ".[bench,reid]"
   "${PIP[@]}" --no-deps "crypten==0.4.1"
 fi
-if [[ " $* " == *" --plates "* ]] && [ ! -f client/deid/assets/plate_yolov8n.onnx ]; then "${PIP[@]}" --no-deps "safelicensing==1.0.3" && "$VENV/bin/python" scripts/convert_plate_model.py; fi
+if [[ " $* " == *" --plates "* || " $* " == *" --bench "* ]] && [ ! -f client/deid/assets/plate_yolov8n.onnx ]; then "${PIP[@]}" --no-deps "safelicensing==1.0.3" && "$VENV/bin/python" scripts/convert_plate_model.py; fi
