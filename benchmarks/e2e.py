@@ -125,10 +125,7 @@ def setup_collection(c, a, log) -> dict:
     from client.demo_data import augment, demo_collection
     from client.recipes import build_model
     from index.synthetic import clustered
-    try:
-        from wire import bundle as bd  # type: ignore[import-not-found]
-    except ImportError:
-        from servers import bundle as bd
+    from wire import bundle as bd
 
     model = build_model(a.model, a.resolution, a.dim)
     c.register_model(model, resolution=a.resolution)

@@ -78,15 +78,13 @@ def mask_hidden(ids: ArithmeticShares, dist: ArithmeticShares,
 
 
 def run_query(party: Party, model: LoadedModel | None, index: LoadedIndex, query: SharePair, k: int,
-              nprobe: int = 1, input_kind: str = "image",
-              hidden: list[int] | None = None) -> tuple[str, dict[str, SharePair]]:
+              nprobe: int = 1, input_kind: str = "image") -> tuple[str, dict[str, SharePair]]:
     """Run one query on ``party``; returns ``("topk", {"ids": pair, "dist": pair})`` for the querier.
 
     ``query``: this party's pair of the image batch ``[N, 3, H, W]`` (``input_kind="image"``,
     run through the registered model) or of feature rows ``[Q, d]`` (``"features"``), fixed
-    point. ``k``/``nprobe``: results and probed buckets of ``secure_search``. ``hidden``:
-    public image ids the requester may not see; their ids become -1 before output
-    (:func:`mask_hidden`). Raises :class:`QueryError` for a query the servers cannot run.
+    point. ``k``/``nprobe``: results and probed buckets of ``secure_search``. Ids the requester
+    may not see are masked afterwards by the servicer (:func:`mask_hidden`). Raises :class:`QueryError` for a query the servers cannot run.
     """
     f = party.fp.frac_bits
     x = from_pair(party, query, f)
@@ -107,6 +105,4 @@ def run_query(party: Party, model: LoadedModel | None, index: LoadedIndex, query
         raise QueryError(f"unknown index format {fmt!r} (only the padded IVF index is served)")
     shares = IndexShares.from_tensors(index.tensors)
     ids, dist = secure_search(party, feats, shares, k, nprobe=nprobe)
-    if hidden:
-        ids, dist = mask_hidden(ids, dist, hidden)
     return "topk", {"ids": output_pair(ids), "dist": output_pair(dist)}
