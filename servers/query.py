@@ -84,7 +84,8 @@ def run_query(party: Party, model: LoadedModel | None, index: LoadedIndex, query
     ``query``: this party's pair of the image batch ``[N, 3, H, W]`` (``input_kind="image"``,
     run through the registered model) or of feature rows ``[Q, d]`` (``"features"``), fixed
     point. ``k``/``nprobe``: results and probed buckets of ``secure_search``. Ids the requester
-    may not see are masked afterwards by the servicer (:func:`mask_hidden`). Raises :class:`QueryError` for a query the servers cannot run.
+    may not see are masked afterwards by the servicer (:func:`mask_hidden`). Raises
+    :class:`QueryError` for a query the servers cannot run.
     """
     f = party.fp.frac_bits
     x = from_pair(party, query, f)
