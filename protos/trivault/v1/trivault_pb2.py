@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atrivault/v1/trivault.proto\x12\x0btrivault.v1\"H\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06nbytes\x18\x04 \x01(\x03\"{\n\x0c\x42undleHeader\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x11\n\tmeta_json\x18\x03 \x01(\t\x12(\n\x07tensors\x18\x04 \x03(\x0b\x32\x17.trivault.v1.TensorSpec\x12\x0c\n\x04\x61uth\x18\x05 \x01(\x0c\"M\n\x05\x46rame\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.trivault.v1.BundleHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04\x62ody\"\x1c\n\nTxnRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\")\n\x08TxnReply\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\"W\n\x0cImageRequest\x12\x10\n\x08image_id\x18\x01 \x01(\x03\x12\x19\n\x11\x63lient_public_key\x18\x02 \x01(\x0c\x12\x0c\n\x04\x64\x65id\x18\x03 \x01(\x08\x12\x0c\n\x04\x61uth\x18\x04 \x01(\x0c\"\x1a\n\nSignedCall\x12\x0c\n\x04\x61uth\x18\x01 \x01(\x0c\"5\n\x03\x41\x63k\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tmeta_json\x18\x03 \x01(\t\"\r\n\x0bInfoRequest\"\x87\x01\n\x07PeerMsg\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0e\n\x06sender\x18\x03 \x01(\x05\x12\r\n\x05shape\x18\x04 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\r\n\x05\x63hunk\x18\x06 \x01(\x05\x12\x10\n\x08n_chunks\x18\x07 \x01(\x05\x12\r\n\x05\x61\x62ort\x18\x08 \x01(\x08\"9\n\x0cHelloRequest\x12\x0e\n\x06sender\x18\x01 \x01(\x05\x12\x19\n\x11x25519_public_key\x18\x02 \x01(\x0c\"7\n\nHelloReply\x12\x0e\n\x06server\x18\x01 \x01(\x05\x12\x19\n\x11x25519_public_key\x18\x02 \x01(\x0c\x32\xc3\x03\n\x05Vault\x12\x32\n\x04Info\x12\x18.trivault.v1.InfoRequest\x1a\x10.trivault.v1.Ack\x12\x36\n\x07Prepare\x12\x12.trivault.v1.Frame\x1a\x15.trivault.v1.TxnReply(\x01\x12\x38\n\x06\x43ommit\x12\x17.trivault.v1.TxnRequest\x1a\x15.trivault.v1.TxnReply\x12\x37\n\x05\x41\x62ort\x12\x17.trivault.v1.TxnRequest\x1a\x15.trivault.v1.TxnReply\x12\x34\n\x06Search\x12\x12.trivault.v1.Frame\x1a\x12.trivault.v1.Frame(\x01\x30\x01\x12;\n\x08Retrieve\x12\x19.trivault.v1.ImageRequest\x1a\x12.trivault.v1.Frame0\x01\x12\x33\n\x06Manage\x12\x17.trivault.v1.SignedCall\x1a\x10.trivault.v1.Ack\x12\x33\n\x05\x41udit\x12\x18.trivault.v1.InfoRequest\x1a\x10.trivault.v1.Ack2\xb2\x01\n\x04Peer\x12;\n\x05Hello\x12\x19.trivault.v1.HelloRequest\x1a\x17.trivault.v1.HelloReply\x12\x30\n\x04Link\x12\x14.trivault.v1.PeerMsg\x1a\x10.trivault.v1.Ack(\x01\x12;\n\tTxnStatus\x12\x17.trivault.v1.TxnRequest\x1a\x15.trivault.v1.TxnReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atrivault/v1/trivault.proto\x12\x0btrivault.v1\"H\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06nbytes\x18\x04 \x01(\x03\"{\n\x0c\x42undleHeader\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x11\n\tmeta_json\x18\x03 \x01(\t\x12(\n\x07tensors\x18\x04 \x03(\x0b\x32\x17.trivault.v1.TensorSpec\x12\x0c\n\x04\x61uth\x18\x05 \x01(\x0c\"M\n\x05\x46rame\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.trivault.v1.BundleHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04\x62ody\"*\n\nTxnRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61uth\x18\x02 \x01(\x0c\"7\n\x08TxnReply\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0c\n\x04\x61uth\x18\x03 \x01(\x0c\"W\n\x0cImageRequest\x12\x10\n\x08image_id\x18\x01 \x01(\x03\x12\x19\n\x11\x63lient_public_key\x18\x02 \x01(\x0c\x12\x0c\n\x04\x64\x65id\x18\x03 \x01(\x08\x12\x0c\n\x04\x61uth\x18\x04 \x01(\x0c\"\x1a\n\nSignedCall\x12\x0c\n\x04\x61uth\x18\x01 \x01(\x0c\"5\n\x03\x41\x63k\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tmeta_json\x18\x03 \x01(\t\"\r\n\x0bInfoRequest\"\x87\x01\n\x07PeerMsg\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0e\n\x06sender\x18\x03 \x01(\x05\x12\r\n\x05shape\x18\x04 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\r\n\x05\x63hunk\x18\x06 \x01(\x05\x12\x10\n\x08n_chunks\x18\x07 \x01(\x05\x12\r\n\x05\x61\x62ort\x18\x08 \x01(\x08\"9\n\x0cHelloRequest\x12\x0e\n\x06sender\x18\x01 \x01(\x05\x12\x19\n\x11x25519_public_key\x18\x02 \x01(\x0c\"7\n\nHelloReply\x12\x0e\n\x06server\x18\x01 \x01(\x05\x12\x19\n\x11x25519_public_key\x18\x02 \x01(\x0c\x32\xc3\x03\n\x05Vault\x12\x32\n\x04Info\x12\x18.trivault.v1.InfoRequest\x1a\x10.trivault.v1.Ack\x12\x36\n\x07Prepare\x12\x12.trivault.v1.Frame\x1a\x15.trivault.v1.TxnReply(\x01\x12\x38\n\x06\x43ommit\x12\x17.trivault.v1.TxnRequest\x1a\x15.trivault.v1.TxnReply\x12\x37\n\x05\x41\x62ort\x12\x17.trivault.v1.TxnRequest\x1a\x15.trivault.v1.TxnReply\x12\x34\n\x06Search\x12\x12.trivault.v1.Frame\x1a\x12.trivault.v1.Frame(\x01\x30\x01\x12;\n\x08Retrieve\x12\x19.trivault.v1.ImageRequest\x1a\x12.trivault.v1.Frame0\x01\x12\x33\n\x06Manage\x12\x17.trivault.v1.SignedCall\x1a\x10.trivault.v1.Ack\x12\x33\n\x05\x41udit\x12\x18.trivault.v1.InfoRequest\x1a\x10.trivault.v1.Ack2\xb2\x01\n\x04Peer\x12;\n\x05Hello\x12\x19.trivault.v1.HelloRequest\x1a\x17.trivault.v1.HelloReply\x12\x30\n\x04Link\x12\x14.trivault.v1.PeerMsg\x1a\x10.trivault.v1.Ack(\x01\x12;\n\tTxnStatus\x12\x17.trivault.v1.TxnRequest\x1a\x15.trivault.v1.TxnReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,25 +38,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FRAME']._serialized_start=242
   _globals['_FRAME']._serialized_end=319
   _globals['_TXNREQUEST']._serialized_start=321
-  _globals['_TXNREQUEST']._serialized_end=349
-  _globals['_TXNREPLY']._serialized_start=351
-  _globals['_TXNREPLY']._serialized_end=392
-  _globals['_IMAGEREQUEST']._serialized_start=394
-  _globals['_IMAGEREQUEST']._serialized_end=481
-  _globals['_SIGNEDCALL']._serialized_start=483
-  _globals['_SIGNEDCALL']._serialized_end=509
-  _globals['_ACK']._serialized_start=511
-  _globals['_ACK']._serialized_end=564
-  _globals['_INFOREQUEST']._serialized_start=566
-  _globals['_INFOREQUEST']._serialized_end=579
-  _globals['_PEERMSG']._serialized_start=582
-  _globals['_PEERMSG']._serialized_end=717
-  _globals['_HELLOREQUEST']._serialized_start=719
-  _globals['_HELLOREQUEST']._serialized_end=776
-  _globals['_HELLOREPLY']._serialized_start=778
-  _globals['_HELLOREPLY']._serialized_end=833
-  _globals['_VAULT']._serialized_start=836
-  _globals['_VAULT']._serialized_end=1287
-  _globals['_PEER']._serialized_start=1290
-  _globals['_PEER']._serialized_end=1468
+  _globals['_TXNREQUEST']._serialized_end=363
+  _globals['_TXNREPLY']._serialized_start=365
+  _globals['_TXNREPLY']._serialized_end=420
+  _globals['_IMAGEREQUEST']._serialized_start=422
+  _globals['_IMAGEREQUEST']._serialized_end=509
+  _globals['_SIGNEDCALL']._serialized_start=511
+  _globals['_SIGNEDCALL']._serialized_end=537
+  _globals['_ACK']._serialized_start=539
+  _globals['_ACK']._serialized_end=592
+  _globals['_INFOREQUEST']._serialized_start=594
+  _globals['_INFOREQUEST']._serialized_end=607
+  _globals['_PEERMSG']._serialized_start=610
+  _globals['_PEERMSG']._serialized_end=745
+  _globals['_HELLOREQUEST']._serialized_start=747
+  _globals['_HELLOREQUEST']._serialized_end=804
+  _globals['_HELLOREPLY']._serialized_start=806
+  _globals['_HELLOREPLY']._serialized_end=861
+  _globals['_VAULT']._serialized_start=864
+  _globals['_VAULT']._serialized_end=1315
+  _globals['_PEER']._serialized_start=1318
+  _globals['_PEER']._serialized_end=1496
 # @@protoc_insertion_point(module_scope)

@@ -41,18 +41,22 @@ class Frame(_message.Message):
     def __init__(self, header: _Optional[_Union[BundleHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class TxnRequest(_message.Message):
-    __slots__ = ("txn_id",)
+    __slots__ = ("txn_id", "auth")
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
     txn_id: str
-    def __init__(self, txn_id: _Optional[str] = ...) -> None: ...
+    auth: bytes
+    def __init__(self, txn_id: _Optional[str] = ..., auth: _Optional[bytes] = ...) -> None: ...
 
 class TxnReply(_message.Message):
-    __slots__ = ("txn_id", "state")
+    __slots__ = ("txn_id", "state", "auth")
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
     txn_id: str
     state: str
-    def __init__(self, txn_id: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+    auth: bytes
+    def __init__(self, txn_id: _Optional[str] = ..., state: _Optional[str] = ..., auth: _Optional[bytes] = ...) -> None: ...
 
 class ImageRequest(_message.Message):
     __slots__ = ("image_id", "client_public_key", "deid", "auth")
