@@ -72,7 +72,12 @@ class VaultStub:
                 _registered_method=True)
         self.Audit = channel.unary_unary(
                 '/trivault.v1.Vault/Audit',
-                request_serializer=trivault_dot_v1_dot_trivault__pb2.InfoRequest.SerializeToString,
+                request_serializer=trivault_dot_v1_dot_trivault__pb2.SignedCall.SerializeToString,
+                response_deserializer=trivault_dot_v1_dot_trivault__pb2.Ack.FromString,
+                _registered_method=True)
+        self.Names = channel.unary_unary(
+                '/trivault.v1.Vault/Names',
+                request_serializer=trivault_dot_v1_dot_trivault__pb2.SignedCall.SerializeToString,
                 response_deserializer=trivault_dot_v1_dot_trivault__pb2.Ack.FromString,
                 _registered_method=True)
 
@@ -130,7 +135,16 @@ class VaultServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Audit(self, request, context):
-        """this server's hash-chained audit log (JSON)
+        """One page of this server's hash-chained audit log (JSON) for a signed "audit" request: the
+        signer's own entries and those touching collections the signer owns in full, the rest redacted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Names(self, request, context):
+        """A signed "names" request: encrypted image metadata + metadata-key shares sealed to the signer
+        (only for images the policy lets the signer see).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -176,7 +190,12 @@ def add_VaultServicer_to_server(servicer, server):
             ),
             'Audit': grpc.unary_unary_rpc_method_handler(
                     servicer.Audit,
-                    request_deserializer=trivault_dot_v1_dot_trivault__pb2.InfoRequest.FromString,
+                    request_deserializer=trivault_dot_v1_dot_trivault__pb2.SignedCall.FromString,
+                    response_serializer=trivault_dot_v1_dot_trivault__pb2.Ack.SerializeToString,
+            ),
+            'Names': grpc.unary_unary_rpc_method_handler(
+                    servicer.Names,
+                    request_deserializer=trivault_dot_v1_dot_trivault__pb2.SignedCall.FromString,
                     response_serializer=trivault_dot_v1_dot_trivault__pb2.Ack.SerializeToString,
             ),
     }
@@ -395,7 +414,34 @@ class Vault:
             request,
             target,
             '/trivault.v1.Vault/Audit',
-            trivault_dot_v1_dot_trivault__pb2.InfoRequest.SerializeToString,
+            trivault_dot_v1_dot_trivault__pb2.SignedCall.SerializeToString,
+            trivault_dot_v1_dot_trivault__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Names(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trivault.v1.Vault/Names',
+            trivault_dot_v1_dot_trivault__pb2.SignedCall.SerializeToString,
             trivault_dot_v1_dot_trivault__pb2.Ack.FromString,
             options,
             channel_credentials,
