@@ -28,6 +28,9 @@ DOMAIN = "trivault/v1/request"
 # search / retrieve: a requester's own signed request (its identity for the policy check)
 ACTIONS = frozenset({"upload", "grant", "revoke", "delete", "policy", "register", "unregister", "search",
                      "retrieve"})
+# audit / names: a user's signed read of their audit view or of image metadata (issue 17)
+READ_ACTIONS = frozenset({"audit", "names"})
+ACTIONS = ACTIONS | READ_ACTIONS
 NONCE_BYTES = 16
 
 
