@@ -10,10 +10,13 @@ mean/std; see ``tests/unit/test_model.py``).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:  # torch is imported where used, so de-identification loads without it
+    import torch
 
 MEAN = 127.0
 STD = 128.0
@@ -22,20 +25,58 @@ CROP_FRACTION = 0.875
 ImageLike = np.ndarray | Image.Image | str | Path
 
 
-def rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """An image array (HxW grey, HxWx3 RGB or HxWx4 RGBA; uint8, bool, or float in [0, 1] or
-    [0, 255]) -> contiguous HxWx3 uint8 RGB. The one array normalisation of the client."""
-    a = image
-    if a.dtype != np.uint8:
-        a = np.asarray(a, dtype=np.float64)
-        if a.size and a.max() <= 1.0:
-            a = a * 255.0
-        a = np.clip(np.round(a), 0, 255).astype(np.uint8)
-    if a.ndim == 2:
-        a = np.stack([a] * 3, axis=-1)
-    if a.ndim != 3 or a.shape[2] not in (3, 4):
-        raise ValueError(f"image array must be HxW, HxWx3 or HxWx4, got shape {image.shape}")
-    return np.ascontiguousarray(a[:, :, :3])
+#: Largest image accepted, in pixels (width x height). About 8K x 6K.
+MAX_PIXELS = 50_000_000
+
+
+class ImageInputError(ValueError):
+    """Raised when an image cannot be used (the message says why)."""
+
+
+def check_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
+    """Raise ImageInputError if an image is empty or larger than ``max_pixels``."""
+    if width <= 0 or height <= 0:
+        raise ImageInputError(f"image is empty ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageInputError(
+            f"image is too large: {width}x{height} = {width * height:,} pixels exceeds the limit of "
+            f"{max_pixels:,} pixels; downscale it first (e.g. to at most 8000x6000)"
+        )
+
+
+def _as_uint8(arr: np.ndarray) -> np.ndarray:
+    """Pixel values of any supported dtype -> uint8 (bool, float in [0, 1] or [0, 255], uint16, ints)."""
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ImageInputError("image contains NaN or infinite values")
+        scale = 255.0 if arr.max(initial=0.0) <= 1.0 else 1.0
+        return np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+    if arr.dtype == np.uint16:
+        return (arr >> 8).astype(np.uint8)
+    if arr.dtype != np.uint8:
+        if arr.min(initial=0) < 0 or arr.max(initial=0) > 255:
+            raise ImageInputError(f"integer image of dtype {arr.dtype} has values outside 0..255")
+        return arr.astype(np.uint8)
+    return arr
+
+
+def rgb_uint8(image: np.ndarray, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An image array (HxW grey, HxWxC with C = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA; bool, uint8,
+    uint16, other integers in 0..255, or float in [0, 1] or [0, 255]) -> contiguous HxWx3 uint8 RGB
+    (alpha dropped). The one array normalisation of the client (preprocessing and de-identification);
+    raises ImageInputError (a ValueError) for a bad shape, NaN, out-of-range values or > max_pixels."""
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
+        raise ImageInputError(f"expected an HxW or HxWxC (C in 1..4) image array, got shape {arr.shape}")
+    check_size(arr.shape[1], arr.shape[0], max_pixels)
+    arr = _as_uint8(arr)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.shape[2] in (1, 2):  # grey (+ alpha): replicate grey, drop alpha
+        arr = np.repeat(arr[:, :, :1], 3, axis=2)
+    return np.ascontiguousarray(arr[:, :, :3])
 
 
 def to_pil(image: ImageLike) -> Image.Image:
@@ -52,6 +93,8 @@ def to_pil(image: ImageLike) -> Image.Image:
 
 def preprocess(image: ImageLike, resolution: int = 224) -> torch.Tensor:
     """Resize, centre crop and normalise one image -> float32 tensor [3, resolution, resolution]."""
+    import torch
+
     if resolution < 8:
         raise ValueError(f"resolution must be >= 8, got {resolution}")
     im = to_pil(image)
@@ -68,4 +111,6 @@ def preprocess(image: ImageLike, resolution: int = 224) -> torch.Tensor:
 
 def preprocess_batch(images: list[ImageLike], resolution: int = 224) -> torch.Tensor:
     """Several images -> float32 tensor [N, 3, resolution, resolution]."""
+    import torch
+
     return torch.stack([preprocess(im, resolution) for im in images])

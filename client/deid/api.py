@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..preprocess import rgb_uint8
 from . import mechanisms as mech
 from .accounting import PrivacyLedger, RegionCharge
 from .detect import FACE, PLATE, Region, detect, parse_boxes
 from .donor import dp_donor
-from .image_io import to_rgb_uint8
 from .noise import NoiseSource
 
 MECHANISMS = ("dp_latent", "dp_donor", "dp_pixelize", "blur", "mosaic")
@@ -84,7 +84,7 @@ def deidentify(image: np.ndarray, eps: float, mechanism: str = "dp_donor", boxes
         raise ValueError(f"unknown mechanism {mechanism!r}; choose one of {', '.join(MECHANISMS)}")
     if not (isinstance(eps, (int, float)) and eps > 0 and not math.isnan(eps)):
         raise ValueError(f"eps must be a positive number, got {eps!r}")
-    rgb = to_rgb_uint8(image)
+    rgb = rgb_uint8(image)
     H, W = rgb.shape[:2]
     if boxes is not None:
         found, how = _as_regions(boxes), "given boxes"

@@ -12,8 +12,9 @@ from PIL import Image
 from skimage import data
 
 from client.deid import DeidResult, deidentify
-from client.deid.image_io import ImageInputError, check_size, load_image, to_rgb_uint8
+from client.deid.image_io import ImageInputError, check_size, load_image
 from client.deid.noise import NoiseSource
+from client.preprocess import rgb_uint8
 
 
 def test_no_detections_returns_unchanged_and_says_so() -> None:
@@ -86,7 +87,7 @@ def test_grayscale_and_rgba_arrays() -> None:
     assert res.image.shape == (512, 512, 3)
     assert (res.image[..., 0] == res.image[..., 2]).all()
     rgba = np.dstack([data.astronaut(), np.full((512, 512), 255, np.uint8)])
-    assert to_rgb_uint8(rgba).shape == (512, 512, 3)
+    assert rgb_uint8(rgba).shape == (512, 512, 3)
 
 
 def test_bad_arguments() -> None:
