@@ -5,6 +5,7 @@ Layout of ``data_dir``::
     meta.db                 images, txns, kv (current index/model versions), sessions
     objects/img/<id>.enc    AES-256-GCM ciphertext of an image (and <id>.deid.enc)
     objects/key/<id>.npz    this server's share pair of the image key (and <id>.deid.npz)
+    objects/pix/<id>.npz    this server's pixel-share pair and mark keys (servers.release; and .deid)
     objects/index/v<N>.npz  this server's index tensors, version N
     objects/model/v<N>.npz  this server's model weight pairs, version N
     staging/<txn>/...       files of a prepared (not yet committed) transaction
@@ -266,6 +267,8 @@ class Store:
             for p in (self.objects / "img").glob(f"{int(i)}.*"):
                 p.unlink(missing_ok=True)
             for p in (self.objects / "key").glob(f"{int(i)}.*"):
+                p.unlink(missing_ok=True)
+            for p in (self.objects / "pix").glob(f"{int(i)}.*"):
                 p.unlink(missing_ok=True)
         for what in ("index", "model"):
             if what in meta:
