@@ -15,9 +15,11 @@ from wire.tls import channel_credentials
 
 from .acl import Acl
 from .config import ServerConfig
-from .peer_comm import AioLoop, PeerKeys, PeerLink, PeerRouter, load_or_create_x25519
+from .peer_comm import AioLoop, PeerLink, PeerRouter
+from .peer_keys import PeerKeys, load_or_create_x25519
 from .query import LoadedIndex, LoadedModel
 from .storage import StorageError, Store
+from .txn_auth import TxnDecisions, valid_commit_evidence
 
 log = logging.getLogger("trivault.server")
 
@@ -31,6 +33,7 @@ class Node:
         self.store = Store(cfg.data_dir)
         self.acl = acl_class(cfg.data_dir, self.id, audience_for_ca(Path(cfg.ca).read_bytes()), cfg.owner_identity)
         self.store.on_commit = self.acl.apply_commit
+        self.decisions = TxnDecisions(cfg.data_dir / "txn_decisions.db")
         self.router = PeerRouter()
         creds = channel_credentials(cfg.ca, cfg.cert, cfg.key)
         self.aio = AioLoop()
@@ -58,6 +61,7 @@ class Node:
         self.aio.stop()
         self.store.close()
         self.acl.close()
+        self.decisions.close()
 
     # ---- cached model/index --------------------------------------------------------
     def model(self) -> LoadedModel | None:
@@ -96,13 +100,17 @@ class Node:
     def recover(self, force: bool = False) -> None:
         """Decide stale prepared transactions: server 0 is the decision point.
 
-        A transaction is committed iff server 0 committed it. Server 0 aborts a prepared
-        transaction nobody committed within ``txn_timeout_s``; servers 1 and 2 follow
-        server 0's state (on start-up at once, afterwards once the timeout passed).
+        A transaction is committed iff server 0 committed it, and only on the owner's signed
+        commit (``servers.txn_auth``): a server that missed it commits once it holds that
+        signed commit itself or gets it from a peer (``TxnStatus`` evidence). Server 0 aborts
+        a prepared transaction nobody committed within ``txn_timeout_s``; servers 1 and 2
+        follow server 0's abort (on start-up at once, afterwards once the timeout passed).
         """
         for txn in self.store.pending_txns():
             created = self.store.txn_created(txn)
             age = 0.0 if created is None else time.time() - created
+            if (force or age >= self.txn_timeout_s / 4) and self._commit_on_evidence(txn):
+                continue
             if self.id == 0:
                 if age > self.txn_timeout_s:
                     self.store.abort(txn)
@@ -116,10 +124,31 @@ class Node:
                 continue
             try:
                 if rep.state == "committed":
-                    self.store.commit(txn)
-                    log.info("txn %s committed by recovery", txn)
+                    log.warning("txn %s: server 0 reports committed without a valid owner signature", txn)
                 elif rep.state in ("aborted", "unknown") and (age > self.txn_timeout_s or rep.state == "aborted"):
                     self.store.abort(txn)
                     log.info("txn %s aborted by recovery (server 0: %s)", txn, rep.state)
             except StorageError as exc:
                 log.warning("txn %s recovery: %s", txn, exc)
+
+    def _commit_on_evidence(self, txn: str) -> bool:
+        """Commit ``txn`` if this server or a peer holds the owner's signed commit of it."""
+        for source in [None, *sorted(self.links)]:
+            if source is None:
+                auth = self.decisions.get(txn)
+            else:
+                try:
+                    auth = bytes(self.links[source].stub.TxnStatus(pb.TxnRequest(txn_id=txn), timeout=5.0).auth)
+                except grpc.RpcError:
+                    continue
+            if valid_commit_evidence(self.acl.verifier, self.store, txn, auth):
+                self.decisions.record(txn, "commit", auth)
+                try:
+                    self.store.commit(txn)
+                except StorageError as exc:
+                    log.warning("txn %s recovery: %s", txn, exc)
+                    return False
+                log.info("txn %s committed by recovery (signed commit from %s)", txn,
+                         "here" if source is None else f"server {source}")
+                return True
+        return False

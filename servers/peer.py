@@ -12,7 +12,7 @@ from protos.trivault.v1 import trivault_pb2_grpc as pbg
 from wire.tls import caller_server_id
 
 from .node import Node
-from .peer_comm import public_bytes
+from .peer_keys import public_bytes
 
 log = logging.getLogger("trivault.peer")
 
@@ -56,6 +56,9 @@ class PeerServicer(pbg.PeerServicer):
         return pb.Ack(ok=True)
 
     def TxnStatus(self, request: pb.TxnRequest, context: grpc.ServicerContext) -> pb.TxnReply:
-        """State of a transaction on this server."""
+        """State of a transaction on this server, with the owner's signed commit once committed
+        (the evidence a peer that missed the commit needs: ``servers.txn_auth``)."""
         self._peer(context)
-        return pb.TxnReply(txn_id=request.txn_id, state=self.node.store.txn_state(request.txn_id))
+        state = self.node.store.txn_state(request.txn_id)
+        auth = self.node.decisions.get(request.txn_id) if state == "committed" else b""
+        return pb.TxnReply(txn_id=request.txn_id, state=state, auth=auth)

@@ -18,49 +18,61 @@ import collections
 import logging
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import numpy as np
 import torch
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.hashes import SHA256
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from protocols.comm import Comm, CommError
-from protocols.prf import KEY_BYTES, PairwiseKeys
 from protos.trivault.v1 import trivault_pb2 as pb
 from protos.trivault.v1 import trivault_pb2_grpc as pbg
 from wire.options import GRPC_OPTIONS, MAX_PEER_TENSOR_BYTES, PEER_CHUNK_BYTES
 from wire.tls import secure_channel
-
-from .storage import write_atomic
 
 log = logging.getLogger("trivault.peer")
 _STOP = object()
 
 
 class PeerRouter:
-    """Incoming peer messages, filed by (session, sender, seq) until a receive asks for them."""
+    """Incoming peer messages, filed by (session, sender, seq) until a receive asks for them.
 
-    def __init__(self, max_buffered_sessions: int = 64) -> None:
+    Binding: a message names its session, its sender (checked against the sender's TLS
+    certificate by ``servers.peer.PeerServicer.Link``) and its ``seq`` on that directed
+    link. A seq that was delivered before (a replayed message, or a message of another
+    session re-sent under this session's id), chunks out of place, or a size that does not
+    match the declared shape is a protocol violation: the session is marked faulted by that
+    sender and every receive of it fails at once with a ``CommError`` naming the sender.
+    A dropped message (or a sender that stops) is named by the receive timeout.
+
+    Bookkeeping is bounded: abort notices live in an LRU of ``max_remembered`` entries and
+    never count as buffered sessions; only sessions holding early messages count towards
+    ``max_buffered_sessions``, and when that is reached the sessions this server never
+    opened that are older than ``stale_after_s`` are dropped first.
+    """
+
+    def __init__(self, max_buffered_sessions: int = 64, max_remembered: int = 10_000) -> None:
         self._cv = threading.Condition()
         self._boxes: dict[tuple[str, int], dict[int, torch.Tensor]] = {}
-        self._partial: dict[tuple[str, int, int], list[bytes]] = {}
-        self._aborted: dict[str, int] = {}
+        self._partial: dict[tuple[str, int, int], list] = {}
+        self._seen: dict[tuple[str, int], set[int]] = {}
+        self._aborted: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._faulted: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._closed: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._epoch = {0: 0, 1: 0, 2: 0}
-        self._max = max_buffered_sessions
+        self._max, self._remember = max_buffered_sessions, max_remembered
         self._first_seen: dict[str, float] = {}
         self._active: set[str] = set()
-        self._delivered = 0
         self.stale_after_s = 300.0
 
     def open_session(self, sid: str) -> None:
         """Mark ``sid`` as run by this server (its buffered messages are kept)."""
         with self._cv:
             self._active.add(sid)
+
+    def buffered_sessions(self) -> int:
+        """Sessions currently holding early messages (what ``max_buffered_sessions`` bounds)."""
+        with self._cv:
+            return len(self._first_seen)
 
     def _sweep(self) -> None:
         """Drop messages of sessions this server never ran (e.g. the client did not reach it)."""
@@ -80,47 +92,71 @@ class PeerRouter:
             self._epoch[peer] += 1
             self._cv.notify_all()
 
+    def _note_abort(self, sid: str, frm: int) -> None:
+        self._aborted[sid] = frm
+        self._aborted.move_to_end(sid)
+        while len(self._aborted) > self._remember:
+            self._aborted.popitem(last=False)
+        if sid not in self._active:  # nobody here waits for it: free its early messages now
+            self._free(sid)
+        self._cv.notify_all()
+
+    def _fault(self, sid: str, frm: int, why: str) -> None:
+        self._faulted.setdefault(sid, f"session {sid}: server {frm} {why}")
+        while len(self._faulted) > self._remember:
+            self._faulted.popitem(last=False)
+        self._free(sid)
+        self._cv.notify_all()
+        raise CommError(self._faulted[sid])
+
     def deliver(self, msg: pb.PeerMsg) -> None:
-        """File one incoming message (or chunk, or abort notice)."""
+        """File one incoming message (or chunk, or abort notice); CommError if it is refused."""
         sid, frm = msg.session_id, int(msg.sender)
         with self._cv:
-            if sid in self._closed:
+            if sid in self._closed or sid in self._faulted:
                 return
             if msg.abort:
-                self._aborted[sid] = frm
-                self._first_seen.setdefault(sid, time.monotonic())
-                self._cv.notify_all()
+                self._note_abort(sid, frm)
                 return
-            self._delivered += 1
-            if self._delivered % 256 == 0:
-                self._sweep()
+            if sid in self._aborted and sid not in self._active:
+                return
             if sid not in self._first_seen:
+                if len(self._first_seen) >= self._max:
+                    self._sweep()
                 if len(self._first_seen) >= self._max:
                     raise CommError("too many concurrent sessions buffered")
                 self._first_seen[sid] = time.monotonic()
-            shape = tuple(msg.shape)
-            if msg.n_chunks > 1:
-                key = (sid, frm, int(msg.seq))
-                part = self._partial.get(key)
-                if part is None:  # [buffer of the whole tensor, bytes filled so far]
-                    n = 8 * int(np.prod(shape, dtype=np.int64))
-                    if not 0 < n <= MAX_PEER_TENSOR_BYTES or msg.n_chunks * PEER_CHUNK_BYTES < n:
-                        raise CommError(f"peer message of {n} bytes in {msg.n_chunks} chunks refused")
-                    part = self._partial[key] = [bytearray(n), 0]
-                buf, pos = part
-                if pos + len(msg.data) > len(buf):
-                    del self._partial[key]
-                    raise CommError("peer message longer than its declared shape")
-                buf[pos:pos + len(msg.data)] = msg.data
-                part[1] = pos + len(msg.data)
-                if part[1] < len(buf):
-                    return
-                del self._partial[key]
-                t = torch.frombuffer(buf, dtype=torch.int64).view(shape)
-            else:
-                t = torch.from_numpy(np.frombuffer(msg.data, dtype="<i8").copy()).view(shape)
-            self._boxes.setdefault((sid, frm), {})[int(msg.seq)] = t
-            self._cv.notify_all()
+            t = self._assemble(sid, frm, msg)
+            if t is not None:
+                self._boxes.setdefault((sid, frm), {})[int(msg.seq)] = t
+                self._cv.notify_all()
+
+    def _assemble(self, sid: str, frm: int, msg: pb.PeerMsg) -> torch.Tensor | None:
+        """Check the message's place on its link; return the tensor once all its chunks are in."""
+        seen, seq = self._seen.setdefault((sid, frm), set()), int(msg.seq)
+        if seq in seen or seq < 0:
+            self._fault(sid, frm, f"sent message {seq} twice (a replayed or foreign message)")
+        shape = tuple(msg.shape)
+        n = 8 * int(np.prod(shape, dtype=np.int64))
+        key = (sid, frm, seq)
+        part = self._partial.get(key)
+        if part is None:  # [buffer of the whole tensor, bytes filled so far, chunks so far, n_chunks]
+            if not 0 <= n <= MAX_PEER_TENSOR_BYTES or max(1, msg.n_chunks) * PEER_CHUNK_BYTES < n:
+                self._fault(sid, frm, f"sent a message of {n} bytes in {msg.n_chunks} chunks")
+            part = self._partial[key] = [bytearray(n), 0, 0, max(1, msg.n_chunks)]
+        buf, pos, got, total = part
+        if msg.chunk != got or max(1, msg.n_chunks) != total or pos + len(msg.data) > len(buf):
+            del self._partial[key]
+            self._fault(sid, frm, f"sent chunk {msg.chunk} of message {seq} out of place or too long")
+        buf[pos:pos + len(msg.data)] = msg.data
+        part[1:3] = [pos + len(msg.data), got + 1]
+        if part[2] < total:
+            return None
+        del self._partial[key]
+        if part[1] != len(buf):
+            self._fault(sid, frm, f"sent message {seq} shorter than its declared shape")
+        seen.add(seq)
+        return torch.frombuffer(buf, dtype=torch.int64).view(shape) if n else torch.zeros(shape, dtype=torch.int64)
 
     def wait(self, sid: str, frm: int, seq: int, timeout_s: float, epoch: int) -> torch.Tensor:
         """Block until message ``seq`` of ``sid`` from ``frm`` arrives; CommError on timeout/failure."""
@@ -130,6 +166,8 @@ class PeerRouter:
                 box = self._boxes.get((sid, frm))
                 if box is not None and seq in box:
                     return box.pop(seq)
+                if sid in self._faulted:
+                    raise CommError(self._faulted[sid])
                 if sid in self._aborted:
                     raise CommError(f"session {sid}: server {self._aborted[sid]} aborted the query")
                 if self._epoch[frm] != epoch:
@@ -140,21 +178,28 @@ class PeerRouter:
                 self._cv.wait(min(left, 1.0))
 
     def close_session(self, sid: str) -> None:
-        """Forget a finished session; late messages for it are dropped."""
+        """Forget a finished (or refused) session; late messages for it are dropped."""
         with self._cv:
             self._drop(sid)
 
-    def _drop(self, sid: str) -> None:
-        """Forget everything about ``sid`` (caller holds the lock)."""
+    def _free(self, sid: str) -> None:
+        """Drop ``sid``'s buffered messages (caller holds the lock)."""
         for k in [k for k in self._boxes if k[0] == sid]:
             del self._boxes[k]
         for k in [k for k in self._partial if k[0] == sid]:
             del self._partial[k]
-        self._aborted.pop(sid, None)
+        for k in [k for k in self._seen if k[0] == sid]:
+            del self._seen[k]
         self._first_seen.pop(sid, None)
+
+    def _drop(self, sid: str) -> None:
+        """Forget everything about ``sid`` (caller holds the lock)."""
+        self._free(sid)
+        self._aborted.pop(sid, None)
+        self._faulted.pop(sid, None)
         self._active.discard(sid)
         self._closed[sid] = None
-        while len(self._closed) > 10_000:
+        while len(self._closed) > self._remember:
             self._closed.popitem(last=False)
 
 
@@ -302,64 +347,3 @@ class GrpcComm(Comm):
     def close(self) -> None:
         """Drop buffered messages of this session."""
         self._router.close_session(self.session_id)
-
-
-# ---- dealer-free pairwise keys --------------------------------------------------------
-
-
-def load_or_create_x25519(path: Path) -> X25519PrivateKey:
-    """This server's static X25519 key (created once, file mode 0600)."""
-    if path.exists():
-        return X25519PrivateKey.from_private_bytes(path.read_bytes())
-    sk = X25519PrivateKey.generate()
-    raw = sk.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-    write_atomic(path, raw)
-    path.chmod(0o600)
-    return sk
-
-
-def public_bytes(sk: X25519PrivateKey) -> bytes:
-    """Raw 32-byte public key."""
-    return sk.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def pair_key(sk: X25519PrivateKey, peer_public: bytes, a: int, b: int) -> bytes:
-    """The key shared by servers ``a`` and ``b``: HKDF-SHA256 of their X25519 secret."""
-    shared = sk.exchange(X25519PublicKey.from_public_bytes(peer_public))
-    lo, hi = sorted((a, b))
-    return HKDF(algorithm=SHA256(), length=KEY_BYTES, salt=None,
-                info=f"trivault/v1/pairwise/{lo}-{hi}".encode()).derive(shared)
-
-
-class PeerKeys:
-    """Fetches the peers' public keys (``Hello``) and derives the pairwise keys."""
-
-    def __init__(self, me: int, sk: X25519PrivateKey, links: dict[int, PeerLink], router: PeerRouter,
-                 timeout_s: float = 10.0) -> None:
-        self.me, self._sk, self._links, self._timeout = me, sk, links, timeout_s
-        self._router = router
-        self._cache: dict[int, tuple[int, bytes]] = {}  # peer -> (link epoch, public key)
-        self._lock = threading.Lock()
-
-    def _peer_public(self, peer: int) -> bytes:
-        epoch = self._router.epoch(peer)
-        with self._lock:
-            hit = self._cache.get(peer)
-            if hit is not None and hit[0] == epoch:  # re-fetched after a reconnect (key may have changed)
-                return hit[1]
-        try:
-            rep = self._links[peer].stub.Hello(
-                pb.HelloRequest(sender=self.me, x25519_public_key=public_bytes(self._sk)), timeout=self._timeout)
-        except grpc.RpcError as exc:
-            raise CommError(f"server {peer} unreachable: {exc.code().name}") from None
-        if rep.server != peer or len(rep.x25519_public_key) != 32:
-            raise CommError(f"server {peer} answered the key handshake with a wrong identity")
-        with self._lock:
-            self._cache[peer] = (epoch, rep.x25519_public_key)
-        return rep.x25519_public_key
-
-    def keys(self) -> PairwiseKeys:
-        """``PairwiseKeys(prev, next)`` of this server."""
-        prev, nxt = (self.me - 1) % 3, (self.me + 1) % 3
-        return PairwiseKeys(prev=pair_key(self._sk, self._peer_public(prev), self.me, prev),
-                            next=pair_key(self._sk, self._peer_public(nxt), self.me, nxt))

@@ -110,6 +110,22 @@ class RequestVerifier:
         self.record_nonce(req, now_ms)
         return VerifiedRequest(req.action, req.params, req.signer, req.nonce, req.ts_ms)
 
+    def verify_evidence(self, request: SignedRequest | bytes | Mapping[str, Any],
+                        expected_action: str) -> VerifiedRequest:
+        """Signature, audience, action and registered signer only: for a signed decision a
+        peer hands over as evidence (old by nature, already used once: no window, no nonce)."""
+        req = self._parse(request)
+        if req.audience != self.audience or req.action != expected_action or not req.signature:
+            raise RequestRejected("bad-action", f"not a signed {expected_action!r} of this deployment")
+        pub = self._key(req.signer)
+        if pub is None:
+            raise RequestRejected("unknown-signer", f"signer {req.signer} is not registered on this server")
+        try:
+            Ed25519PublicKey.from_public_bytes(pub).verify(req.signature, req.payload())
+        except (InvalidSignature, ValueError):
+            raise RequestRejected("forged", f"signature does not verify for signer {req.signer}") from None
+        return VerifiedRequest(req.action, req.params, req.signer, req.nonce, req.ts_ms)
+
     def _parse(self, request: SignedRequest | bytes | Mapping[str, Any]) -> SignedRequest:
         try:
             if isinstance(request, SignedRequest):

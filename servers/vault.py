@@ -29,6 +29,7 @@ from .query import LoadedIndex, LoadedModel, QueryError, mask_hidden, run_query
 from .request_auth import RequestRejected
 from .storage import StorageError
 from .txn import stage
+from .txn_auth import TxnAuthError, check_decision, check_prepared_digest
 
 log = logging.getLogger("trivault.vault")
 
@@ -133,9 +134,9 @@ class VaultServicer(pbg.VaultServicer):
             req = self.node.acl.verify(b.auth, action, who)
             acl = self.node.acl.check_txn(req, b.session_id, b.meta, "model" in b.meta)  # before any staging
             meta, files = stage(self.node.store, b)
-            meta["acl"] = acl
+            meta["acl"], meta["digests"] = acl, check_prepared_digest(req, self.node.id, b)
             self.node.store.prepare(b.session_id, meta, files)
-        except (RequestRejected, AclDenied) as exc:
+        except (RequestRejected, AclDenied, TxnAuthError) as exc:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"server {self.node.id}: {exc}")
         except (bd.BundleError, StorageError, ValueError, KeyError, TypeError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"upload refused: {exc}")
@@ -143,19 +144,33 @@ class VaultServicer(pbg.VaultServicer):
                  b.nbytes(), time.perf_counter() - t0)
         return pb.TxnReply(txn_id=b.session_id, state="prepared")
 
+    def _decision(self, request: pb.TxnRequest, action: str, context: grpc.ServicerContext) -> None:
+        """Check the owner's signed commit/abort (``servers.txn_auth``) and keep it as evidence."""
+        who = self._client(context)
+        if bytes(request.auth) and self.node.decisions.get(request.txn_id, action) == bytes(request.auth):
+            return  # the same signed decision again (a retried call): applying it is idempotent
+        try:
+            check_decision(self.node.acl.verify, self.node.store, bytes(request.auth), action, request.txn_id, who)
+        except (RequestRejected, TxnAuthError) as exc:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"server {self.node.id}: {exc}")
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"server {self.node.id}: {exc}")
+        self.node.decisions.record(request.txn_id, action, bytes(request.auth))  # before applying: crash-safe
+
     def Commit(self, request: pb.TxnRequest, context: grpc.ServicerContext) -> pb.TxnReply:
-        """Phase 2: apply a prepared transaction (idempotent)."""
-        self._client(context)
+        """Phase 2: apply a prepared transaction the owner signed the commit of (idempotent)."""
+        self._decision(request, "commit", context)
         try:
             state = self.node.store.commit(request.txn_id)
         except StorageError as exc:
+            self.node.decisions.forget(request.txn_id, "commit")  # not applied: no evidence for the peers
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         log.info("txn %s committed", request.txn_id)
         return pb.TxnReply(txn_id=request.txn_id, state=state)
 
     def Abort(self, request: pb.TxnRequest, context: grpc.ServicerContext) -> pb.TxnReply:
-        """Drop a prepared transaction."""
-        self._client(context)
+        """Drop a prepared transaction (owner-signed abort)."""
+        self._decision(request, "abort", context)
         try:
             state = self.node.store.abort(request.txn_id)
         except StorageError as exc:
@@ -185,6 +200,7 @@ class VaultServicer(pbg.VaultServicer):
         def refuse(code: grpc.StatusCode, msg: str) -> None:
             for link in node.links.values():  # the peers stop waiting for this session at once
                 link.send(pb.PeerMsg(session_id=b.session_id, sender=node.id, abort=True))
+            node.router.close_session(b.session_id)  # and their messages for it are not buffered here
             context.abort(code, msg)
 
         try:  # who asks, and may they search this collection? (checked here, independently per server)
@@ -218,7 +234,7 @@ class VaultServicer(pbg.VaultServicer):
         try:
             node.store.claim_session(s.session_id)
             keys = node.keys.keys().for_session(s.session_id)
-            comm = GrpcComm(node.id, s.session_id, node.router, node.links, node.cfg.peer_timeout_s)
+            comm = self.make_comm(s.session_id)
             party = Party(comm, keys)
             t0 = time.perf_counter()
             kind, outs = run_query(party, s.model, s.index, s.query, s.k, s.nprobe, s.input_kind)
@@ -246,6 +262,11 @@ class VaultServicer(pbg.VaultServicer):
         log.info("session %s for %s done: %.3f s, %d rounds, %d bytes sent", s.session_id, s.who, secs,
                  stats["rounds"], stats["bytes_sent"])
         return kind, outs, secs, stats
+
+    def make_comm(self, session_id: str) -> GrpcComm:
+        """The session's links to the two peers (tests override it to inject message faults)."""
+        node = self.node
+        return GrpcComm(node.id, session_id, node.router, node.links, node.cfg.peer_timeout_s)
 
     def _encode(self, s: SearchSession, kind: str, outs: dict[str, SharePair], secs: float,
                 stats: dict[str, int]) -> Iterator[pb.Frame]:

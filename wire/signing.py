@@ -25,9 +25,10 @@ from typing import Any, Protocol
 
 VERSION = 1
 DOMAIN = "trivault/v1/request"
-# search / retrieve: a requester's own signed request (its identity for the policy check)
+# search / retrieve: a requester's own signed request (its identity for the policy check);
+# commit / abort: the owner's decision on a prepared upload (``client.commit``)
 ACTIONS = frozenset({"upload", "grant", "revoke", "delete", "policy", "register", "unregister", "search",
-                     "retrieve"})
+                     "retrieve", "commit", "abort"})
 # audit / names: a user's signed read of their audit view or of image metadata (issue 17)
 READ_ACTIONS = frozenset({"audit", "names"})
 ACTIONS = ACTIONS | READ_ACTIONS
