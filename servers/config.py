@@ -13,6 +13,14 @@ Example::
                                            # (overrides that peer's address, e.g. via a WAN proxy)
     cert = "certs/server0.pem"
     key = "certs/server0.key"
+    [shards]                               # optional: this server as a Ray cluster (servers.shards)
+    workers = 2                            # shard actors holding the IVF buckets (0: in-process, default)
+    address = "ray-head0:6379"             # optional: join this trust domain's Ray cluster instead
+    timeout_s = 30                         # bound on every call to a shard
+    worker_cpus = 1                        # CPUs each shard actor reserves
+
+``[shards]`` applies to every server of the file; a ``[servers.i.shards]`` table overrides
+it for server ``i`` (each server runs or joins its own Ray cluster, never a peer's).
 
 Relative paths are resolved against the config file's directory. Environment variables
 ``TRIVAULT_DATA_ROOT`` and ``TRIVAULT_LISTEN`` override the matching entries (containers).
@@ -45,6 +53,10 @@ class ServerConfig:
     peer_timeout_s: float = 30.0
     max_sessions: int = 8
     owner_identity: Path | None = None  # the deployment owner's public identity.json (ACL bootstrap)
+    shard_workers: int = 0  # Ray shard actors (0: the in-process index, the default)
+    ray_address: str | None = None  # an existing Ray cluster of this server's trust domain
+    shard_timeout_s: float = 30.0
+    shard_worker_cpus: float = 1.0
 
 
 def _path(base: Path, p: str) -> Path:
@@ -63,6 +75,12 @@ def load_config(path: str | Path, server_id: int) -> ServerConfig:
     if sorted(servers) != ["0", "1", "2"]:
         raise ValueError("config must define [servers.0], [servers.1] and [servers.2]")
     me = servers[str(server_id)]
+    shards = dict(raw.get("shards", {})) | dict(me.get("shards", {}))
+    workers = int(shards.get("workers", 0))
+    if workers < 0:
+        raise ValueError(f"[shards] workers must be >= 0, got {workers}")
+    if shards.get("address") and workers == 0:
+        raise ValueError("[shards] address needs workers >= 1 (how many shard actors to run there)")
     root = os.environ.get("TRIVAULT_DATA_ROOT") or raw.get("data_root", "data")
     return ServerConfig(
         server_id=server_id,
@@ -77,4 +95,8 @@ def load_config(path: str | Path, server_id: int) -> ServerConfig:
         peer_timeout_s=float(raw.get("peer_timeout_s", 30.0)),
         max_sessions=int(raw.get("max_sessions", 8)),
         owner_identity=_path(base, raw["owner_identity"]) if raw.get("owner_identity") else None,
+        shard_workers=workers,
+        ray_address=str(shards["address"]) if shards.get("address") else None,
+        shard_timeout_s=float(shards.get("timeout_s", 30.0)),
+        shard_worker_cpus=float(shards.get("worker_cpus", 1.0)),
     )

@@ -46,8 +46,31 @@ class Node:
         self._cache_lock = threading.Lock()
         self._model: LoadedModel | None = None
         self._index: LoadedIndex | None = None
+        self.shard_pool = None
         self._stop = threading.Event()
         self._recovery = threading.Thread(target=self._recover_loop, name="txn-recovery", daemon=True)
+        self.shard_pool = self._start_shards(cfg)
+
+    def _start_shards(self, cfg: ServerConfig):
+        """With ``[shards]``: this server's Ray cluster and its actors, bound to the current index now
+        and to every newly committed index version (so no query waits for actors to start)."""
+        if not cfg.shard_workers:
+            return None
+        from .shards import ShardPool
+
+        pool = ShardPool(self.id, cfg.shard_workers, cfg.ray_address, cfg.shard_timeout_s,
+                         worker_cpus=cfg.shard_worker_cpus).start()
+        on_commit = self.store.on_commit
+
+        def bind_after_commit(meta: dict) -> None:
+            on_commit(meta)
+            if "index" in meta:
+                self.index()
+
+        self.store.on_commit = bind_after_commit
+        self.shard_pool = pool
+        self.index()
+        return pool
 
     def start(self) -> None:
         """Start background transaction recovery."""
@@ -59,6 +82,8 @@ class Node:
         for link in self.links.values():
             link.close()
         self.aio.stop()
+        if self.shard_pool is not None:
+            self.shard_pool.shutdown()
         self.store.close()
         self.acl.close()
         self.decisions.close()
@@ -83,8 +108,17 @@ class Node:
             return None
         with self._cache_lock:
             if self._index is None or self._index.version != version:
-                self._index = LoadedIndex(version, meta, self.store.load_tensors("index", version))
+                self._index = self._load_index(version, meta)
             return self._index
+
+    def _load_index(self, version: int, meta: dict) -> LoadedIndex:
+        """In process: every tensor. Sharded: the actors map the buckets; this driver keeps the sizes."""
+        if self.shard_pool is None:
+            return LoadedIndex(version, meta, self.store.load_tensors("index", version))
+        from .sharded_search import ShardedIndex
+
+        sharded = ShardedIndex.open(self.shard_pool, self.store.objects / "index", version)
+        return LoadedIndex(version, meta, sharded.tensors(), shards=sharded)
 
     # ---- two-phase commit recovery -------------------------------------------------
     def _recover_loop(self) -> None:

@@ -44,6 +44,7 @@ class LoadedIndex:
     version: int
     meta: dict[str, Any]
     tensors: dict[str, torch.Tensor] = field(repr=False)
+    shards: Any = None  # a servers.sharded_search.ShardedIndex when the buckets live on Ray shard actors
 
 
 def secure_features(party: Party, model: LoadedModel, x: ArithmeticShares) -> ArithmeticShares:
@@ -104,6 +105,8 @@ def run_query(party: Party, model: LoadedModel | None, index: LoadedIndex, query
     fmt = index.meta.get("format")
     if fmt != "ivf":
         raise QueryError(f"unknown index format {fmt!r} (only the padded IVF index is served)")
-    shares = IndexShares.from_tensors(index.tensors)
-    ids, dist = secure_search(party, feats, shares, k, nprobe=nprobe)
+    if index.shards is not None:  # the same protocol, the bucket products on this server's shard actors
+        ids, dist = index.shards.search(party, feats, k, nprobe=nprobe)
+    else:
+        ids, dist = secure_search(party, feats, IndexShares.from_tensors(index.tensors), k, nprobe=nprobe)
     return "topk", {"ids": output_pair(ids), "dist": output_pair(dist)}
