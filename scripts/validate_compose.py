@@ -5,7 +5,9 @@ Checks: three services server0..2 built from docker/Dockerfile; each has its id 
 environment, its own named data volume at /var/lib/trivault, the shared cluster config,
 the CA and ONLY its own certificate and key (read-only); ports published on 127.0.0.1
 only and distinct; the cluster config parses for every id and names the services; the
-Dockerfile pins torch==2.13.0 and runs ``python -m servers``.
+Dockerfile pins torch==2.13.0 and runs ``python -m servers``. The ``ray`` profile (if
+present) has one Ray head and workers per trust domain on that domain's own network, which
+only that server joins, mounting only that server's data volume read-only and no key.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def validate(compose_path: Path = DOCKER / "compose.yaml") -> list[str]:
 
     errs: list[str] = []
     doc = yaml.safe_load(compose_path.read_text())
-    services = doc.get("services", {})
+    services = {k: v for k, v in doc.get("services", {}).items() if not v.get("profiles")}
     if sorted(services) != ["server0", "server1", "server2"]:
         return [f"services must be server0, server1, server2; got {sorted(services)}"]
     declared = set((doc.get("volumes") or {}).keys())
@@ -74,9 +76,35 @@ def validate(compose_path: Path = DOCKER / "compose.yaml") -> list[str]:
         errs.append(f"host ports must be distinct, got {sorted(host_ports)}")
     if len(data_vols) != 3:
         errs.append("each server needs its own data volume")
+    errs += validate_ray_profile(doc)
     df = (DOCKER / "Dockerfile").read_text()
     if "torch==2.13.0" not in df or "python -m servers" not in df:
         errs.append("Dockerfile must pin torch==2.13.0 and run python -m servers")
+    return errs
+
+
+def validate_ray_profile(doc: dict) -> list[str]:
+    """Problems of the ``ray`` profile: three separate Ray clusters, one per server."""
+    ray = {k: v for k, v in doc.get("services", {}).items() if "ray" in (v.get("profiles") or [])}
+    if not ray:
+        return []
+    errs: list[str] = []
+    for i in range(3):
+        mine = {k: v for k, v in ray.items() if k.endswith(str(i))}
+        if f"ray-head{i}" not in mine or not any(k.startswith("ray-worker") for k in mine):
+            errs.append(f"ray profile: trust domain {i} needs ray-head{i} and a ray-worker{i}")
+        if f"ray{i}" not in (doc["services"][f"server{i}"].get("networks") or []):
+            errs.append(f"server{i}: must join its Ray network ray{i}")
+        for j in range(3):
+            if j != i and f"ray{j}" in (doc["services"][f"server{i}"].get("networks") or []):
+                errs.append(f"server{i}: must not join another domain's Ray network ray{j}")
+        for name, s in mine.items():
+            if (s.get("networks") or []) != [f"ray{i}"]:
+                errs.append(f"{name}: must be on network ray{i} only (one Ray cluster per server)")
+            for v in s.get("volumes", []):
+                src, _, rest = v.partition(":")
+                if src != f"server{i}-data" or not rest.endswith(":ro"):
+                    errs.append(f"{name}: may mount only server{i}-data, read-only (got {v})")
     return errs
 
 

@@ -26,3 +26,14 @@ def test_validator_catches_a_shared_volume_and_a_foreign_key(tmp_path):
     (tmp_path / "cluster.toml").write_text((ROOT / "docker" / "cluster.toml").read_text())
     errs = "\n".join(vc.validate(bad))
     assert "own data volume" in errs and "another server's key" in errs
+
+
+def test_validator_catches_a_ray_cluster_shared_by_two_servers(tmp_path):
+    doc = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    doc["services"]["ray-worker1"]["networks"] = ["ray0"]
+    doc["services"]["ray-worker2"]["volumes"] = ["server0-data:/var/lib/trivault:ro"]
+    bad = tmp_path / "compose.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    (tmp_path / "cluster.toml").write_text((ROOT / "docker" / "cluster.toml").read_text())
+    errs = "\n".join(vc.validate(bad))
+    assert "ray-worker1: must be on network ray1 only" in errs and "may mount only server2-data" in errs
