@@ -53,11 +53,21 @@ class AclAdmin:
         """Owner: revoke every grant and membership of ``user_id`` (effective at the next key release)."""
         self.manage("revoke", {"user": user_id, "collection": collection, "image": image_id})
 
-    def audit_exports(self) -> dict[int, list[dict]]:
-        """Each answering server's exported audit chain."""
-        outs = self.fan.all(lambda i: json.loads(self.fan.stubs[i].Audit(pb.InfoRequest(), timeout=30).meta_json),
-                            tolerate=True)
-        return {i: o["entries"] for i, o in enumerate(outs) if o is not None}
+    def audit_exports(self, page_size: int = 1000) -> dict[int, list[dict]]:
+        """Each answering server's audit chain as this user may see it: own entries and those
+        touching collections this user owns in full, the rest redacted (signed, paged reads)."""
+        def one(i: int) -> list[dict]:
+            out: list[dict] = []
+            while True:  # bounded: every page must advance past the last seq seen
+                auth = self.sign("audit", {"after": out[-1]["seq"] if out else 0, "limit": page_size})
+                r = json.loads(self.fan.stubs[i].Audit(pb.SignedCall(auth=auth), timeout=30).meta_json)
+                page = [e for e in r["entries"] if not out or e["seq"] > out[-1]["seq"]]
+                out += page
+                if not page or out[-1]["seq"] >= int(r["last_seq"]):
+                    return out
+
+        outs = self.fan.all(one, tolerate=True)
+        return {i: o for i, o in enumerate(outs) if o is not None}
 
     def audit(self) -> Divergence:
         """Fetch the three logs and compare them (``wire.audit.Divergence``: ok, suspects, summary)."""

@@ -3,7 +3,8 @@
 Each copy gets a fresh AES-256-GCM key (associated data: image id and kind); the key is
 split into three replicated-share pairs (``wire.key_delivery.split_key``), pair ``i`` for
 server ``i``; the owner's signed SHA-256 of the plaintext is stored beside the ciphertext,
-itself encrypted under the image key (``client.integrity``).
+itself encrypted under the image key (``client.integrity``). The image's label travels only
+encrypted under its own metadata key (``client.metadata``); the public meta is id and flags.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from . import crypto
 from .errors import TriVaultError
 from .identity import Identity
 from .integrity import seal_record, sign_image
+from .metadata import meta_tensors
 
 DEID_METADATA_KEY = "trivault-deid"  # PNG text chunk with the de-identified copy's privacy accounting
 
@@ -62,7 +64,10 @@ def encrypt_images(owner: Identity, loaded: Sequence[tuple[bytes, Image.Image]],
         for is_deid, blob in copies:
             for s, tensors in enumerate(encrypt_copy(owner, i, blob, is_deid)):
                 per_server[s].update(tensors)
-        metas.append({"id": i, "label": None if labels is None else str(labels[n]), "deid": deid_fn is not None})
+        label = None if labels is None else str(labels[n])  # sent only encrypted (``client.metadata``)
+        for s, tensors in enumerate(meta_tensors(i, {"label": label})):
+            per_server[s].update(tensors)
+        metas.append({"id": i, "deid": deid_fn is not None})
     return per_server, metas
 
 

@@ -12,7 +12,10 @@
 * ``client.catalog``: the owner's local list of its images (``ls``; names never leave it);
 * ``client.retrieval``: key shares sealed to this user's registered key, combined,
   decrypted and verified;
-* ``client.acl_admin``: register users, grant, revoke, cross-check the audit logs.
+* ``client.acl_admin``: register users, grant, revoke, cross-check the audit logs;
+  ``client.audit_view``: the owner's merged, filtered audit and the trace look-up;
+* ``client.metadata``: names and labels, encrypted at upload; ``names`` reads them back for
+  the owner and granted users (fetched per collection, so search results stay hidden).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from wire.identity import PublicIdentity
 from wire.signing import audience_for_ca, sign_request
 
 from .acl_admin import AclAdmin
+from .audit_view import OwnerAudit, owner_audit
 from .catalog import ImageEntry
 from .commit import PhaseHook
 from .config import ClientConfig
@@ -43,6 +47,7 @@ from .errors import (
 from .identity import Identity
 from .images import ImageInput
 from .index_policy import IndexUpload
+from .metadata import NameBook
 from .owner_ops import OwnerOps
 from .owner_state import OwnerState
 from .retrieval import Retrieved, retrieve
@@ -82,6 +87,7 @@ class Client:
         self.owner = OwnerState(self.cfg.owner_dir)
         self.acl = AclAdmin(self.fan, self.sign, self.identity.public())
         self._owner_ops = OwnerOps(self.fan, self.sign, self.identity, self.owner, self.cfg.timeout_s)
+        self.names = NameBook(self.fan, self.sign, self.identity, self.cfg.timeout_s)
         self.progress = progress
 
     def close(self) -> None:
@@ -157,6 +163,20 @@ class Client:
         """Fetch the three logs and compare them (``wire.audit.Divergence``: ok, suspects, summary)."""
         return self.acl.audit()
 
+    def owner_audit(self) -> OwnerAudit:
+        """Every entry touching this user's collections (and their own), from all three servers,
+        merged and cross-checked (``client.audit_view``; filter with ``audit_view.select``)."""
+        return owner_audit(self.acl.audit_exports())
+
+    def image_names(self, ids: Sequence[int], collection: str = "default",
+                    purpose: str | None = None) -> dict[int, str | None]:
+        """Names of ``ids``: the local catalog, else the encrypted metadata of the whole collection."""
+        out = {i: e.name for i, e in self._owner_ops.catalog.entries().items()}
+        if any(out.get(int(i)) is None for i in ids):
+            book = self.names.collection(collection, purpose)
+            out.update({i: self.names.name(m) for i, m in book.items() if out.get(i) is None})
+        return out
+
     def owner_identity(self) -> PublicIdentity:
         """The deployment owner's public identity, as at least two servers report it."""
         return self.acl.owner_identity()
@@ -210,20 +230,25 @@ class Client:
                        purpose: str | None = None) -> list[SearchResult]:
         """As :meth:`search`, one :class:`SearchResult` per query (ids, distances, and the owner's
         labels from the local catalog; padding dropped)."""
-        names = {i: e.name for i, e in self._owner_ops.catalog.entries().items()}
-        return self.search_batch(queries, k, nprobe, collection, purpose).results(names.get)
+        batch = self.search_batch(queries, k, nprobe, collection, purpose)
+        names = self.image_names([int(i) for i in batch.ids.ravel() if i >= 0], collection, purpose)
+        return batch.results(names.get)
 
     def ls(self, collection: str | None = None, local_only: bool = False) -> list[ImageEntry]:
         """The owner's images (id, name, collection, size), from the local catalog in ``owner_dir``.
 
         Unless ``local_only``, the list follows the servers' ids: images the servers hold
-        but this owner directory does not know appear with ``name=None``; images no longer
-        on the servers are left out. Names never leave this machine."""
+        but this owner directory does not know get their name from the encrypted metadata
+        if the policy lets this user see them (``client.metadata``), else ``name=None``;
+        images no longer on the servers are left out. Servers never see a name in clear."""
         known = self._owner_ops.catalog.entries()
         if local_only:
             entries = list(known.values())
         else:
-            entries = [known.get(i) or ImageEntry(i, None, None, None) for i in self.fan.info()["image_ids"]]
+            ids = self.fan.info()["image_ids"]
+            names = self.image_names(ids, collection or "default", None) if any(i not in known for i in ids) else {}
+            book = collection or "default"
+            entries = [known.get(i) or ImageEntry(i, names.get(i), book if i in names else None, None) for i in ids]
         return sorted((e for e in entries if collection is None or e.collection == collection), key=lambda e: e.id)
 
     def retrieve(self, image_id: int, deid: bool = False, purpose: str | None = None) -> Retrieved:
@@ -233,5 +258,9 @@ class Client:
         REGISTERED X25519 key; a lying server is named (``KeyDeliveryError.suspects``), a
         tampered image raises ``TamperError``. ``Retrieved.marked()`` is the watermarked
         copy naming this user."""
-        return retrieve(self.fan, self.sign, self.identity, self.owner_identity, image_id, deid, purpose,
-                        self.cfg.timeout_s)
+        got = retrieve(self.fan, self.sign, self.identity, self.owner_identity, image_id, deid, purpose,
+                       self.cfg.timeout_s)
+        if got.label is None:  # the id is no secret here: ask for this one image's name
+            known = self._owner_ops.catalog.entries().get(int(image_id))
+            got.label = known.name if known else self.names.name(self.names.image(image_id, purpose))
+        return got

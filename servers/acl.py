@@ -113,14 +113,20 @@ class Acl:
             self.audit.append("reject", signer, subject=action, ref="", reason=exc.reason)
             raise
 
-    def deny(self, req: VerifiedRequest, reason: str, message: str) -> AclDenied:
-        """Audit a verified-but-refused request and return the exception to raise."""
-        self.audit.append("reject", req.signer, subject=req.action, ref=req.request_id, reason=reason)
+    def deny(self, req: VerifiedRequest, reason: str, message: str, collection: str | None = None,
+             image: int | None = None) -> AclDenied:
+        """Audit a verified-but-refused request (with its target, so the target's owner sees the
+        refusal in their audit) and return the exception to raise."""
+        where = {k: v for k, v in (("collection", collection), ("image", image)) if v is not None}
+        self.audit.append("reject", req.signer, subject=req.action, ref=req.request_id, reason=reason, **where)
         return AclDenied(reason, message)
 
-    def _owns(self, user_id: str, collection: str) -> bool:
+    def owns(self, user_id: str, collection: str) -> bool:
+        """True if ``user_id`` owns ``collection``."""
         p = self.policies.get(collection_scope(collection))
         return p is not None and p.owner == user_id
+
+    _owns = owns
 
     # ---- uploads (two-phase: checked at prepare, applied at commit) --------------------
     def check_txn(self, req: VerifiedRequest, txn_id: str, meta: Mapping[str, Any], has_model: bool) -> dict:
@@ -145,7 +151,7 @@ class Acl:
                 if req.signer != self.admin():
                     raise self.deny(req, "not-owner", "only the deployment owner creates collections")
             elif not self._owns(req.signer, collection):
-                raise self.deny(req, "not-owner", f"signer does not own collection {collection!r}")
+                raise self.deny(req, "not-owner", f"signer does not own collection {collection!r}", collection)
         for i in deletes:
             c = self.policies.collection_of(i)
             if c is not None and not self._owns(req.signer, c):
@@ -222,7 +228,7 @@ class Acl:
                 raise self.deny(req, "mismatch", f"image {p['image']} is not in collection {collection!r}")
             scope = image_scope(int(p["image"]))
         if not self._owns(req.signer, collection):
-            raise self.deny(req, "not-owner", f"signer does not own collection {collection!r}")
+            raise self.deny(req, "not-owner", f"signer does not own collection {collection!r}", collection)
         return collection, scope
 
     def _change_policy(self, req: VerifiedRequest, collection: str, scope: str) -> None:
@@ -282,9 +288,9 @@ class Acl:
         p = req.params
         collection = str(p.get("collection") or DEFAULT_COLLECTION)
         if p.get("session") != session_id or ("k" in p and int(p["k"]) != int(k)):
-            raise self.deny(req, "mismatch", "the signed request is for another search session")
+            raise self.deny(req, "mismatch", "the signed request is for another search session", collection)
         if not self.policies.may_search(collection, self.policies.requester(req.signer, p.get("purpose"))):
-            raise self.deny(req, "forbidden", f"user may not search collection {collection!r}")
+            raise self.deny(req, "forbidden", f"user may not search collection {collection!r}", collection)
         self.audit.append("search", req.signer, subject=collection, ref=session_id, k=int(k), collection=collection)
         return collection
 

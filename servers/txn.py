@@ -1,7 +1,8 @@
 """Validation of an upload transaction bundle into staged files (phase 1 of two-phase commit).
 
 A transaction bundle (kind ``txn``) may carry: new images (``img/<id>`` ciphertexts,
-``key/<id>.lo|hi`` key-share pairs, optional ``.deid`` copies), ``deletes``, a new index
+``key/<id>.lo|hi`` key-share pairs, optional ``.deid`` copies, optional ``meta/<id>`` encrypted
+metadata with its ``mkey/<id>.lo|hi`` key-share pair; no plaintext name or label), ``deletes``, a new index
 (``index/<name>`` tensors, public meta) and/or a model (``model/<name>.lo|hi`` + arch).
 Every check here is about public structure; share values are never inspected.
 """
@@ -67,9 +68,13 @@ def _stage_images(b: Bundle, existing: set[int]) -> tuple[list[dict[str, Any]], 
                 if rec.dtype != torch.uint8 or rec.dim() != 1 or rec.numel() < MIN_CIPHERTEXT:
                     raise BundleError(f"image {i}{sfx}: malformed integrity record")
                 files[f"img/{i}{sfx}.rec"] = rec.numpy().tobytes()
-        label = im.get("label")
-        metas.append({"id": i, "label": None if label is None else str(label)[:200],
-                      "nbytes": int(b.tensors[f"img/{i}"].numel()), "deid": bool(im.get("deid"))})
+        mct = b.tensors.get(f"meta/{i}")  # the owner's metadata (name, label), encrypted (``client.metadata``)
+        if mct is not None:
+            if mct.dtype != torch.uint8 or mct.dim() != 1 or mct.numel() < MIN_CIPHERTEXT:
+                raise BundleError(f"image {i}: malformed encrypted metadata")
+            files[f"img/{i}.meta"] = mct.numpy().tobytes()
+            files[f"key/{i}.meta.npz"] = tensors_to_npz(_check_key_pair(b, f"mkey/{i}"))
+        metas.append({"id": i, "nbytes": int(b.tensors[f"img/{i}"].numel()), "deid": bool(im.get("deid"))})
     return metas, files
 
 

@@ -23,6 +23,7 @@ from wire.tls import CLIENT_CN_PREFIX, caller_cn
 
 from .acl import AclDenied
 from .node import Node
+from .owner_reads import audit_page, names
 from .peer_comm import GrpcComm
 from .policy import Outcome, PolicyError
 from .query import LoadedIndex, LoadedModel, QueryError, mask_hidden, run_query
@@ -301,7 +302,7 @@ class VaultServicer(pbg.VaultServicer):
         try:
             req = acl.verify(bytes(request.auth), "retrieve", who)
             if int(req.params.get("image_id", -1)) != image_id or bool(req.params.get("deid")) != bool(request.deid):
-                raise acl.deny(req, "mismatch", "the signed request is for another image or copy")
+                raise acl.deny(req, "mismatch", "the signed request is for another image or copy", image=image_id)
             row = self.node.store.image_row(image_id)
             rel = acl.release(req, image_id, bool(request.deid), row["has_deid"])
             if rel.outcome == Outcome.NOTHING:
@@ -321,7 +322,7 @@ class VaultServicer(pbg.VaultServicer):
                    "sealed": torch.frombuffer(bytearray(sealed), dtype=torch.uint8)}
         if record:
             tensors["record"] = torch.frombuffer(bytearray(record), dtype=torch.uint8)
-        meta = {"label": row["label"], "kind": "deid" if rel.deid else "orig", "outcome": rel.outcome.name}
+        meta = {"kind": "deid" if rel.deid else "orig", "outcome": rel.outcome.name}
         yield from bd.encode(bd.Bundle("image", "", meta, tensors))
 
     # ---- owner actions and audit ------------------------------------------------------
@@ -334,7 +335,21 @@ class VaultServicer(pbg.VaultServicer):
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"server {self.node.id}: {exc}")
         return pb.Ack(ok=True, meta_json=_json(out))
 
-    def Audit(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.Ack:
-        """This server's whole hash-chained audit log (ids, outcomes, k; no secrets, no query content)."""
-        self._client(context)
-        return pb.Ack(ok=True, meta_json=_json({"server_id": self.node.id, "entries": self.node.acl.audit.export()}))
+    def Audit(self, request: pb.SignedCall, context: grpc.ServicerContext) -> pb.Ack:
+        """One page of this server's audit chain as the signer may see it (``servers.owner_reads``)."""
+        return self._signed_read(request, "audit", context, lambda req: audit_page(self.node.acl, req))
+
+    def Names(self, request: pb.SignedCall, context: grpc.ServicerContext) -> pb.Ack:
+        """Encrypted metadata + sealed metadata-key shares of the images the signer may see."""
+        return self._signed_read(request, "names", context,
+                                 lambda req: names(self.node.acl, self.node.store, req))
+
+    def _signed_read(self, request: pb.SignedCall, action: str, context: grpc.ServicerContext, read) -> pb.Ack:
+        who = self._client(context)
+        try:
+            out = read(self.node.acl.verify(bytes(request.auth), action, who))
+        except (RequestRejected, AclDenied, PolicyError) as exc:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"server {self.node.id}: {exc}")
+        except (StorageError, ValueError, TypeError) as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"server {self.node.id}: {exc}")
+        return pb.Ack(ok=True, meta_json=_json(out))

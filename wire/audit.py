@@ -1,9 +1,16 @@
 """The hash-chained audit log format and the cross-server chain check (client and servers).
 
-Entry ``n`` stores ``hash_n = SHA-256(canonical JSON of {server, seq, ts_ms, event, actor,
-subject, ref, detail, prev: hash_{n-1}})``; the first entry's ``prev`` is 64 zeros. So
-editing, deleting or reordering any line breaks the chain at that line (or the next),
-and :func:`verify_chain` names the first bad entry.
+Entry ``n`` stores ``hash_n = SHA-256(digest_n || prev)`` with ``digest_n = SHA-256(canonical
+JSON of {server, seq, ts_ms, event, actor, subject, ref, detail})`` and ``prev = hash_{n-1}``
+(the first entry's ``prev`` is 64 zeros). So editing, deleting or reordering any line breaks
+the chain at that line (or the next), and :func:`verify_chain` names the first bad entry.
+
+Redaction: a server shows a user only the entries that touch the user (``servers.audit``);
+every other entry is sent *redacted* (:func:`redact`: seq, digest, prev, hash; no content, no
+time). The chain stays verifiable end to end, because a redacted entry's hash is recomputed
+from its digest and link, so a server cannot rewrite a visible entry and patch the chain
+behind it. The digest covers the entry's ref (a random request nonce or session id), so it
+cannot be inverted by guessing.
 
 What one log cannot show (a consistently rewritten chain, a truncated tail) shows up in
 :func:`compare_chains`: the servers log the same logical events (same ``event``,
@@ -38,16 +45,37 @@ class AuditEntry:
     detail: Mapping[str, Any]
     prev: str
     hash: str
+    digest: str = ""  # set only on a redacted entry (whose content is withheld)
+
+    @property
+    def redacted(self) -> bool:
+        """True for an entry shown as seq, digest and links only (:func:`redact`)."""
+        return bool(self.digest)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (the exported form)."""
-        return {**asdict(self), "detail": dict(self.detail)}
+        """JSON-ready dict (the exported form; a redacted entry carries no content)."""
+        if self.redacted:
+            return {"server": self.server, "seq": self.seq, "redacted": True, "digest": self.digest,
+                    "prev": self.prev, "hash": self.hash}
+        d = {**asdict(self), "detail": dict(self.detail)}
+        del d["digest"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AuditEntry:
         """Inverse of :meth:`to_dict`."""
+        if d.get("redacted"):
+            return cls(int(d["server"]), int(d["seq"]), 0, "", "", "", "", {}, str(d["prev"]), str(d["hash"]),
+                       str(d["digest"]))
         return cls(int(d["server"]), int(d["seq"]), int(d["ts_ms"]), str(d["event"]), str(d["actor"]),
                    str(d["subject"]), str(d["ref"]), dict(d["detail"]), str(d["prev"]), str(d["hash"]))
+
+    def content_digest(self) -> str:
+        """The digest of this entry's content (the stored one if redacted)."""
+        if self.redacted:
+            return self.digest
+        return entry_digest(self.server, self.seq, self.ts_ms, self.event, self.actor, self.subject, self.ref,
+                            self.detail)
 
     def logical(self) -> tuple[str, str, str, str, str]:
         """What all three servers should agree on (no server id, time or hashes)."""
@@ -58,12 +86,29 @@ def canonical(v: Any) -> str:
     return json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def entry_digest(server: int, seq: int, ts_ms: int, event: str, actor: str, subject: str, ref: str,
+                 detail: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of an entry's canonical content (without the link)."""
+    body = {"server": server, "seq": seq, "ts_ms": ts_ms, "event": event, "actor": actor, "subject": subject,
+            "ref": ref, "detail": dict(detail)}
+    return hashlib.sha256(b"trivault/v2/audit-entry\x00" + canonical(body).encode()).hexdigest()
+
+
+def link_hash(digest: str, prev: str) -> str:
+    """The chain hash of an entry: SHA-256 of its content digest and the previous hash."""
+    return hashlib.sha256(b"trivault/v2/audit-link\x00" + bytes.fromhex(digest) + bytes.fromhex(prev)).hexdigest()
+
+
 def entry_hash(server: int, seq: int, ts_ms: int, event: str, actor: str, subject: str, ref: str,
                detail: Mapping[str, Any], prev: str) -> str:
-    """SHA-256 (hex) of an entry's canonical content including the previous hash."""
-    body = {"server": server, "seq": seq, "ts_ms": ts_ms, "event": event, "actor": actor, "subject": subject,
-            "ref": ref, "detail": dict(detail), "prev": prev}
-    return hashlib.sha256(b"trivault/v1/audit\x00" + canonical(body).encode()).hexdigest()
+    """SHA-256 (hex) chain hash of an entry's content and the previous hash."""
+    return link_hash(entry_digest(server, seq, ts_ms, event, actor, subject, ref, detail), prev)
+
+
+def redact(entry: AuditEntry) -> AuditEntry:
+    """The entry with its content withheld (seq, digest and links stay verifiable)."""
+    return AuditEntry(entry.server, entry.seq, 0, "", "", "", "", {}, entry.prev, entry.hash,
+                      entry.content_digest())
 
 
 @dataclass(frozen=True)
@@ -91,7 +136,10 @@ def verify_chain(entries: Sequence[AuditEntry], server: int | None = None) -> Ch
                                f"entry {e.seq} follows {expect_seq - 1}: entries {what}", prev)
         if e.prev != prev:
             return ChainReport(False, len(entries), e.seq, f"entry {e.seq} does not link to the previous hash", prev)
-        h = entry_hash(e.server, e.seq, e.ts_ms, e.event, e.actor, e.subject, e.ref, e.detail, e.prev)
+        try:
+            h = link_hash(e.content_digest(), e.prev)
+        except ValueError:  # a digest or link that is not hex
+            h = ""
         if h != e.hash:
             return ChainReport(False, len(entries), e.seq, f"entry {e.seq} was edited (hash mismatch)", prev)
         prev, expect_seq = e.hash, expect_seq + 1
@@ -136,13 +184,15 @@ def compare_chains(exports: Mapping[int, Iterable[AuditEntry | Mapping[str, Any]
 
     An event (``AuditEntry.logical``) seen by at least two servers but absent from a third
     is *missing* there; one seen by a single server while others answered is *extra*. Works
-    with two or three exports (a server that did not answer is simply absent).
+    with two or three exports (a server that did not answer is simply absent). Redacted
+    entries count for the chain check only (a server that redacts an entry the other two
+    show is *missing* it).
     """
     chains: dict[int, list[AuditEntry]] = {
         s: [e if isinstance(e, AuditEntry) else AuditEntry.from_dict(e) for e in es] for s, es in exports.items()
     }
     div = Divergence({s: verify_chain(es, s) for s, es in chains.items()})
-    counts = {s: Counter(e.logical() for e in es) for s, es in chains.items()}
+    counts = {s: Counter(e.logical() for e in es if not e.redacted) for s, es in chains.items()}
     everything: set[tuple] = set().union(*counts.values()) if counts else set()
     quorum = 2 if len(chains) >= 2 else 1
     for s in chains:
@@ -156,3 +206,41 @@ def compare_chains(exports: Mapping[int, Iterable[AuditEntry | Mapping[str, Any]
             elif n > majority:
                 div.extra[s].append(ev)
     return div
+
+
+@dataclass(frozen=True)
+class MergedEvent:
+    """One logical event as the servers logged it: content, earliest time, servers that logged it."""
+
+    event: str
+    actor: str
+    subject: str
+    ref: str
+    detail: Mapping[str, Any]
+    ts_ms: int
+    servers: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {**asdict(self), "detail": dict(self.detail), "servers": list(self.servers)}
+
+
+def merge_entries(exports: Mapping[int, Iterable[AuditEntry | Mapping[str, Any]]]) -> list[MergedEvent]:
+    """The servers' visible entries merged into one list of logical events, oldest first.
+
+    The n-th occurrence of an event on one server is matched with the n-th on the others;
+    ``servers`` names who logged it (fewer than all answering servers: see :func:`compare_chains`).
+    """
+    seen: dict[tuple, list[AuditEntry]] = {}
+    for _server, es in sorted(exports.items()):
+        count: Counter = Counter()
+        for raw in es:
+            e = raw if isinstance(raw, AuditEntry) else AuditEntry.from_dict(raw)
+            if e.redacted:
+                continue
+            key = (e.logical(), count[e.logical()])
+            count[e.logical()] += 1
+            seen.setdefault(key, []).append(e)
+    out = [MergedEvent(g[0].event, g[0].actor, g[0].subject, g[0].ref, dict(g[0].detail), min(e.ts_ms for e in g),
+                       tuple(sorted(e.server for e in g))) for g in seen.values()]
+    return sorted(out, key=lambda m: (m.ts_ms, m.event, m.ref))

@@ -1,5 +1,5 @@
 """Identities and access control: ``keys new``, ``bootstrap``, ``register``, ``grant``, ``revoke``,
-``audit``, ``trace``."""
+``audit`` (the owner's merged, cross-checked audit with filters and pages), ``trace``."""
 
 from __future__ import annotations
 
@@ -151,31 +151,88 @@ def revoke(user: str = USER_ARG,
     console.print(f"revoked {uid} on {collection}")
 
 
-def audit(identity: Path | None = IDENTITY_OPT, config: Path | None = CONFIG_OPT, as_json: bool = JSON_OPT) -> None:
-    """Verify the three servers' hash-chained audit logs against each other; show your entries."""
-    from wire.audit import compare_chains
+def _when(ts_ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts_ms / 1000))
 
+
+def _target(e, names: dict[int, str | None]) -> str:
+    """What an event is about: image id and name, or collection."""
+    from ..audit_view import image_of
+
+    img = image_of(e)
+    if img is not None:
+        return f"image {img}" + (f" {names[img]!r}" if names.get(img) else "")
+    if e.detail.get("collection"):
+        return f"collection {e.detail['collection']}"
+    return str(e.subject)[:24]
+
+
+def _outcome(e) -> str:
+    d = e.detail
+    if e.event == "retrieve":
+        return f"{d.get('outcome')} ({d.get('kind')})"
+    if e.event == "reject":
+        return f"refused {e.subject}: {d.get('reason')}"
+    if e.event == "grant":
+        return f"{d.get('outcome')}" + (f" until {_when(d['expires'])}" if d.get("expires") else "")
+    keep = {k: v for k, v in d.items() if k not in ("collection", "image", "attributes")}
+    return ", ".join(f"{k}={v}" for k, v in keep.items())[:60]
+
+
+def audit(user: str | None = typer.Option(None, "--user", help="only entries by or about this user (id or "
+                                                                "identity.json)"),
+          image: int | None = typer.Option(None, "--image", help="only entries about this image id"),
+          since: str | None = typer.Option(None, "--since", help="only entries since: 30m, 2h, 7d or an ISO date"),
+          limit: int = typer.Option(50, "--limit", min=1, help="entries per page"),
+          page: int = typer.Option(1, "--page", min=1, help="page number (1 = newest entries)"),
+          identity: Path | None = IDENTITY_OPT, config: Path | None = CONFIG_OPT, as_json: bool = JSON_OPT) -> None:
+    """Owner: who searched, retrieved (with outcome), was refused, granted or revoked on your
+    collections, from all three servers merged; verifies the hash chains and that the servers agree."""
+    from ..audit_view import page as paginate
+    from ..audit_view import parse_since, select
+
+    try:
+        since_s = None if since is None else parse_since(since)
+    except ValueError:
+        raise typer.BadParameter(f"{since!r}: use e.g. 30m, 7d or an ISO date", param_hint="--since") from None
+    uid = None if user is None else user_id(user)
     with sdk_errors(), make_client(config, identity) as c:
-        exports = c.audit_exports()
-        me = c.identity.user_id
-    div = compare_chains(exports)
-    mine = [e for e in exports[min(exports)] if me in (e["actor"], e["subject"])] if exports else []
-    ok = div.ok and len(exports) == 3
+        view = c.owner_audit()
+        chosen = select(view.events, uid, image, since_s)
+        rows, pages = paginate(chosen, limit, page)
+        ids = sorted({i for e in rows if (i := _image(e)) is not None})
+        names = c.image_names(ids) if ids else {}
+    users = view.users()
+    div = view.divergence
     if as_json:
-        print_json({"ok": ok, "servers": sorted(exports), "suspects": list(div.suspects()), "summary": div.summary(),
-                    "entries": mine[-50:]})
+        print_json({"ok": view.ok, "servers": view.servers, "suspects": list(div.suspects()),
+                    "summary": div.summary(), "total": len(chosen), "page": page, "pages": pages,
+                    "entries": [{**e.to_dict(), "user": _who(e.actor, users), "image_name": names.get(_image(e))}
+                                for e in rows]})
     else:
-        t = Table("seq", "time", "event", "actor", "subject", "detail")
-        for e in mine[-50:]:
-            t.add_row(str(e["seq"]), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["ts_ms"] / 1000)),
-                      e["event"], e["actor"][:12], str(e["subject"])[:24], str(e["detail"])[:60])
+        t = Table("time", "event", "user", "target", "outcome / detail", "servers")
+        for e in rows:
+            t.add_row(_when(e.ts_ms), e.event, _who(e.actor, users), _target(e, names), _outcome(e),
+                      ",".join(map(str, e.servers)))
         console.print(t)
-        console.print(f"servers answering: {sorted(exports)}")
-        if ok:
+        console.print(f"page {page} of {pages} ({len(chosen)} matching entries); servers answering: {view.servers}")
+        if view.ok:
             console.print(f"[green]audit OK[/green]: {div.summary()}")
-    if not ok:
+    if not view.ok:
         fail(f"audit divergence (suspects {div.suspects()}): {div.summary()}",
              "a server's log differs from the others: check that server")
+
+
+def _image(e) -> int | None:
+    from ..audit_view import image_of
+
+    return image_of(e)
+
+
+def _who(uid: str, users: dict[str, dict[str, str]]) -> str:
+    from ..audit_view import display_name
+
+    return display_name(uid, users[uid]) if uid in users else uid[:12]
 
 
 def trace(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="a leaked image file"),
