@@ -112,3 +112,30 @@ def test_cross_server_comparison(tmp_path):
     ex[1][1]["detail"]["k"] = 50
     div = compare_chains(dict(enumerate(ex)))
     assert div.suspects() == [1] and "server 1: chain broken at entry 2" in div.summary()
+
+
+def test_redacted_views_verify_and_still_catch_rewrites(tmp_path):
+    from wire.audit import AuditEntry, link_hash, merge_entries, redact
+
+    logs = _three(tmp_path)
+    coll = {7: "scans"}.get
+    # bob's view: his own entries in full, the owner's grant and revoke redacted (content and time withheld)
+    views = {i: [e.to_dict() for e in log.page_for(BOB, lambda c: False, coll)] for i, log in enumerate(logs)}
+    red = [e for e in views[0] if e.get("redacted")]
+    assert len(red) == 2 and all(set(e) == {"server", "seq", "redacted", "digest", "prev", "hash"} for e in red)
+    assert compare_chains(views).ok and verify_chain([AuditEntry.from_dict(d) for d in views[0]], 0).ok
+    # the owner of "scans" sees everything; the merged list has one event per logical entry, logged by all
+    owner_views = {i: log.page_for(OWNER, lambda c: c == "scans", coll) for i, log in enumerate(logs)}
+    merged = merge_entries(owner_views)
+    assert len(merged) == 5 and all(m.servers == (0, 1, 2) for m in merged)
+    # a server rewrites a visible entry and patches the link of the redacted one after it: caught
+    es = logs[2].page_for(BOB, lambda c: False, coll)
+    forged = replace(es[2], detail={"kind": "deid", "outcome": "DEIDENTIFIED"})
+    forged = replace(forged, hash=link_hash(forged.content_digest(), forged.prev))
+    patched = replace(es[3], prev=forged.hash)  # redacted: its hash covers digest and link
+    rep = verify_chain(es[:2] + [forged, patched] + es[4:], 2)
+    assert not rep.ok and rep.first_bad == 4
+    # a server that redacts an entry the other two show is named as missing it
+    views[1] = [redact(AuditEntry.from_dict(d)).to_dict() if d.get("event") == "search" else d for d in views[1]]
+    div = compare_chains(views)
+    assert div.suspects() == [1] and "server 1: missing search" in div.summary()
