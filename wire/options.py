@@ -31,7 +31,7 @@ RETRY_INITIAL_BACKOFF_S = 0.2
 RETRY_MAX_BACKOFF_S = 2.0
 RETRY_BACKOFF_MULTIPLIER = 2.0
 RETRIED_METHODS: dict[str, tuple[str, ...]] = {
-    "trivault.v1.Vault": ("Info", "Audit", "Commit", "Abort", "Retrieve", "Manage"),
+    "trivault.v1.Vault": ("Info", "Audit", "Names", "Commit", "Abort", "Retrieve", "Manage"),
     "trivault.v1.Peer": ("TxnStatus",),
 }
 
