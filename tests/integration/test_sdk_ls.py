@@ -1,5 +1,5 @@
-"""``Client.ls()`` lists the owner's images from its local catalog (names never leave the
-owner), following the servers' ids; the SDK prints nothing and shows progress bars only
+"""``Client.ls()`` lists the owner's images from its local catalog, else from the encrypted
+metadata (servers never see a name in clear), following the servers' ids; the SDK prints nothing and shows progress bars only
 when asked (``progress=True``)."""
 
 from __future__ import annotations
@@ -32,11 +32,12 @@ def test_ls_lists_the_owners_images_from_local_state(cluster, client):
     assert "img3" not in str(client.info())
 
 
-def test_ls_without_local_state_shows_the_servers_ids_unnamed(cluster, tmp_path):
+def test_ls_without_local_state_reads_the_encrypted_names(cluster, tmp_path):
     cfg = replace(ClientConfig.load(cluster.client_config), owner_dir=tmp_path / "elsewhere")
-    with Client(cfg, identity=cluster.owner_identity_dir) as c:
+    with Client(cfg, identity=cluster.owner_identity_dir) as c:  # no catalog here: names come encrypted
         got = c.ls()
-        assert got == [ImageEntry(i, None, None, None) for i in c.info()["image_ids"]]
+        assert [e.id for e in got] == c.info()["image_ids"]
+        assert got[:12] == [ImageEntry(i, f"img{i}", "default", None) for i in range(12)]
         assert c.ls(local_only=True) == []
 
 
