@@ -1,6 +1,6 @@
 """``Client.ls()`` lists the owner's images from its local catalog, else from the encrypted
-metadata (servers never see a name in clear), following the servers' ids; the SDK prints nothing and shows progress bars only
-when asked (``progress=True``)."""
+metadata (servers never see a name in clear), following the servers' ids; the SDK prints
+nothing and shows progress bars only when asked (``progress=True``)."""
 
 from __future__ import annotations
 
