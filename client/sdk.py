@@ -173,7 +173,10 @@ class Client:
         """Names of ``ids``: the local catalog, else the encrypted metadata of the whole collection."""
         out = {i: e.name for i, e in self._owner_ops.catalog.entries().items()}
         if any(out.get(int(i)) is None for i in ids):
-            book = self.names.collection(collection, purpose)
+            try:
+                book = self.names.collection(collection, purpose)
+            except TriVaultError:  # e.g. an unregistered user: ids only, the listing still works
+                return out
             out.update({i: self.names.name(m) for i, m in book.items() if out.get(i) is None})
         return out
 
@@ -262,5 +265,8 @@ class Client:
                        self.cfg.timeout_s)
         if got.label is None:  # the id is no secret here: ask for this one image's name
             known = self._owner_ops.catalog.entries().get(int(image_id))
-            got.label = known.name if known else self.names.name(self.names.image(image_id, purpose))
+            try:
+                got.label = known.name if known else self.names.name(self.names.image(image_id, purpose))
+            except TriVaultError:
+                got.label = None  # the image itself was released; its name is not essential
         return got
