@@ -14,6 +14,9 @@ Definitions:
   dlib is not installed.
 * face_still_detected: share of de-identified face regions (faces set + scenes) on
   which CenterFace still finds a face (IoU >= 0.3).
+* expected_donor_distance (dp_donor): the exact expected latent distance between each identity
+  image's original largest face and the donor the mechanism draws (from its selection
+  probabilities, so without sampling noise); it must fall as eps grows.
 * latent_distance: mean L2 distance, in the public eigenface latent (clipped, k = 8), between the
   released and the original largest face of each identity image (grows as the face moves away).
 * naturalness: over the same face regions, ``detector_confidence`` = mean CenterFace score on
@@ -55,6 +58,7 @@ import numpy as np
 from client.deid import deidentify
 from client.deid import mechanisms as M
 from client.deid.detect import FACE, PLATE, Region, detect, face_detector, iou, plate_detector
+from client.deid.donor import donor_set, l2_sensitivity, selection_probabilities
 from client.deid.image_io import load_image
 from client.deid.latent import load_basis
 from client.deid.metrics import dhash_distance, dlib_available, edit_distance, face_embedder, l0, l2, reid_rates, ssim
@@ -108,6 +112,13 @@ def _face_checks(orig: np.ndarray, img: np.ndarray, regions: list[Region]) -> li
 
 def _latent(basis, img: np.ndarray, r: Region) -> np.ndarray:
     return basis.clip(basis.encode(img[r.y : r.y + r.h, r.x : r.x + r.w]))
+
+
+def _expected_donor_distance(basis, u: np.ndarray, eps: float) -> float:
+    """Exact expected latent distance between the original and the donor dp_donor draws at ``eps``."""
+    donors = donor_set()
+    p = selection_probabilities(u, donors, eps, l2_sensitivity(basis))
+    return float(p @ np.linalg.norm(donors.latents - u[None, :], axis=1))
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -173,6 +184,8 @@ def _one_run(method, e, seed, faces, det_faces, scenes, det_scenes, plates_gt, e
         f = _largest_face(regs)
         if f is not None:
             q["latent_distance"].append(_latent(basis, res.image, f) - _latent(basis, img, f))
+            if method == "dp_donor":
+                q["expected_donor_distance"].append(_expected_donor_distance(basis, _latent(basis, img, f), e))
         if emb is not None and f is not None:
             probes.append(emb(res.image, f)), p_ids.append(ident), p_keys.append(key), p_orig.append(orig_of[key])
     cover: list[bool] = []
@@ -223,6 +236,7 @@ def run(seed: int | None, log, emit=lambda row: None, methods: set[str] | None =
     rows.append(_plate_only(seed, plates_gt, scenes))
     emit(rows[-1])
     default = next(r for r in rows if r.get("images_per_s") is not None)
+    face_rows = [r for r in rows if r["method"] == default["method"] and r.get("eps") is not None]
     rows.append(
         {
             "method": "summary",
@@ -230,6 +244,7 @@ def run(seed: int | None, log, emit=lambda row: None, methods: set[str] | None =
             "plate_detector": getattr(plate_detector(), "name", "?"),
             **recall,
             "plate_covered": default["plate_covered"],
+            "naturalness": {str(r["eps"]): r["naturalness"] for r in face_rows},
             "scene_images_per_s": default["images_per_s"],
             "scene_images_per_cpu_s": default["images_per_cpu_s"],
             "cores": os.cpu_count(),

