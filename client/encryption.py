@@ -5,6 +5,8 @@ split into three replicated-share pairs (``wire.key_delivery.split_key``), pair 
 server ``i``; the owner's signed SHA-256 of the plaintext is stored beside the ciphertext,
 itself encrypted under the image key (``client.integrity``). The image's label travels only
 encrypted under its own metadata key (``client.metadata``); the public meta is id and flags.
+The decoded pixels also go as pixel shares (``client.pixel_release``): the only form a
+recipient who is not the owner receives, marked by the servers.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .errors import TriVaultError
 from .identity import Identity
 from .integrity import seal_record, sign_image
 from .metadata import meta_tensors
+from .pixel_release import pixel_tensors
 
 DEID_METADATA_KEY = "trivault-deid"  # PNG text chunk with the de-identified copy's privacy accounting
 
@@ -44,9 +47,11 @@ def encrypt_copy(owner: Identity, image_id: int, blob: bytes, deid: bool) -> lis
     rec = _bytes_tensor(seal_record(sign_image(owner, image_id, blob, "deid" if deid else "orig"), key,
                                     crypto.encrypt))
     sfx = ".deid" if deid else ""
+    pix = pixel_tensors(owner, image_id, blob, deid)  # what non-owners get, marked (client.pixel_release)
     return [
-        {f"img/{image_id}{sfx}": ct, f"rec/{image_id}{sfx}": rec, **bd.pairs_to_tensors(f"key/{image_id}{sfx}", pair)}
-        for pair in split_key(key)
+        {f"img/{image_id}{sfx}": ct, f"rec/{image_id}{sfx}": rec, **bd.pairs_to_tensors(f"key/{image_id}{sfx}", pair),
+         **pix[s]}
+        for s, pair in enumerate(split_key(key))
     ]
 
 

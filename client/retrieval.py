@@ -1,7 +1,10 @@
-"""The querier's retrieval: sealed key shares from each server, combined, decrypted, verified.
+"""The querier's retrieval: sealed shares from each server, combined (and for the owner decrypted, verified).
 
-One signed request goes to all three servers; each evaluates the policy itself and seals
-its key-share pair to this user's REGISTERED X25519 key. With all three pairs the shares
+One signed request goes to all three servers; each evaluates the policy itself. A user who
+is not the image's owner gets each server's *marked pixel-share pair* (``wire.pixel_shares``:
+the servers add the user's mark on shares; every component is checked against its second
+holder, ``PixelShareError`` names a liar) and never an unmarked copy. The owner gets each
+server's key-share pair sealed to the owner's REGISTERED X25519 key. With all three pairs the shares
 are cross-checked (a lying server is named: ``KeyDeliveryError.suspects``); with two,
 AES-GCM on the ciphertext catches a wrong key. The owner's signed hash is then verified
 (``TamperError`` on mismatch).
@@ -26,13 +29,15 @@ from . import crypto
 from .errors import TriVaultError
 from .identity import Identity
 from .integrity import open_record, verify_image
+from .pixel_release import open_marked
 from .transport import Fanout, Sign, rpc_error
 
 
 @dataclass
 class Retrieved:
-    """A decrypted, integrity-checked image: the uploaded file bytes, its label, which copy
-    (``orig``/``deid``) the policy released, and the recipient its watermark names."""
+    """A released image: for the owner the uploaded file bytes (decrypted, integrity-checked);
+    for anyone else a PNG of the pixels the servers marked for this recipient. Also its label
+    and which copy (``orig``/``deid``) the policy released."""
 
     image_id: int
     data: bytes
@@ -40,17 +45,19 @@ class Retrieved:
     kind: str = "orig"
     recipient: str = ""
     verified: bool = False
-
-    def marked(self, key: bytes | None = None) -> np.ndarray:
-        """The delivered copy: RGB with an invisible watermark naming the recipient (``trivault trace``)."""
-        from .watermark import embed
-
-        return embed(self.array(), self.recipient, key)
+    watermarked: bool = False  # True: the servers released it marked for ``recipient`` (PNG of the pixels)
 
     def array(self) -> np.ndarray:
         """Decoded RGB uint8 array."""
         with Image.open(io.BytesIO(self.data)) as im:
             return np.asarray(im.convert("RGB"))
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """Lossless PNG of an RGB uint8 array."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _bytes(t) -> bytes:
@@ -86,6 +93,11 @@ def retrieve(fan: Fanout, sign: Sign, identity: Identity, owner_identity: Callab
              image_id: int, deid: bool = False, purpose: str | None = None, timeout_s: float = 60.0) -> Retrieved:
     """Fetch, decrypt and verify an image the policy releases to ``identity``."""
     outs, got, is_deid = fetch_releases(fan, sign, image_id, deid, purpose, timeout_s)
+    kind = "deid" if is_deid else "orig"
+    if any(outs[i].meta.get("form") == "marked" for i in got):  # type: ignore[union-attr]
+        rgb = open_marked(outs, got, identity, int(image_id), is_deid)  # PixelShareError names a liar
+        return Retrieved(int(image_id), png_bytes(rgb), outs[got[0]].meta.get("label"), kind,  # type: ignore
+                         identity.user_id, watermarked=True)
     sealed = [_bytes(outs[i].tensors["sealed"]) if i in got else None for i in range(3)]
     key = recover_key(sealed, identity.kex_key, int(image_id), is_deid)  # KeyDeliveryError names suspects
     ct = _bytes(outs[got[0]].tensors["ciphertext"])
@@ -96,7 +108,6 @@ def retrieve(fan: Fanout, sign: Sign, identity: Identity, owner_identity: Callab
                                f"(a server sent a wrong share or ciphertext)", tuple(got)) from None
     verified = False
     rec = outs[got[0]].tensors.get("record")
-    kind = "deid" if is_deid else "orig"
     if rec is not None:
         record = open_record(_bytes(rec), key, int(image_id), kind, crypto.decrypt)
         verify_image(owner_identity(), int(image_id), data, record, kind)  # TamperError

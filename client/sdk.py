@@ -50,9 +50,12 @@ from .index_policy import IndexUpload
 from .metadata import NameBook
 from .owner_ops import OwnerOps
 from .owner_state import OwnerState
+from .rekey import PendingRekeys, rekey, revoked_scope
 from .retrieval import Retrieved, retrieve
 from .search import QueryInput, SearchBatch, SearchResult, search
+from .trace import trace_file
 from .transport import Fanout
+from .watermark import TraceResult
 
 __all__ = ["Client", "ClientConfig", "ImageEntry", "PartialCommitError", "Retrieved", "SearchBatch", "SearchResult",
            "TriVaultError", "TriVaultUnavailable", "TriVaultWarning"]
@@ -87,6 +90,7 @@ class Client:
         self.owner = OwnerState(self.cfg.owner_dir)
         self.acl = AclAdmin(self.fan, self.sign, self.identity.public())
         self._owner_ops = OwnerOps(self.fan, self.sign, self.identity, self.owner, self.cfg.timeout_s)
+        self._pending_rekeys = PendingRekeys(self.cfg.owner_dir)
         self.names = NameBook(self.fan, self.sign, self.identity, self.cfg.timeout_s)
         self.progress = progress
 
@@ -149,11 +153,34 @@ class Client:
               expires: float | None = None, purposes: Sequence[str] | None = None, image_id: int | None = None,
               search: bool = True) -> None:
         """Owner: give ``user_id`` at least ``outcome`` on a collection (or one image) until ``expires``."""
+        self.rekey_pending()
         self.acl.grant(user_id, collection, outcome, expires, purposes, image_id, search)
 
     def revoke(self, user_id: str, collection: str = "default", image_id: int | None = None) -> None:
-        """Owner: revoke every grant and membership of ``user_id`` (effective at the next key release)."""
+        """Owner: revoke every grant and membership of ``user_id`` (effective at the next key release).
+        The images in scope are re-keyed at the owner's next upload/delete/grant or :meth:`rekey`."""
         self.acl.revoke(user_id, collection, image_id)
+        self._pending_rekeys.add(revoked_scope(self._owner_ops.catalog.entries(), self.fan.info()["image_ids"],
+                                               collection, image_id))
+
+    def rekey(self, image_ids: Sequence[int] | None = None) -> list[int]:
+        """Owner: new keys, ciphertexts and pixel shares for ``image_ids`` (default: those waiting
+        since a revoke), so shares anyone kept from before open nothing stored; returns the ids."""
+        ids = self._pending_rekeys.ids() if image_ids is None else [int(i) for i in image_ids]
+        done = rekey(self, ids, self.progress)
+        self._pending_rekeys.done(ids)
+        return done
+
+    def rekey_pending(self) -> None:
+        """Re-key what a revoke left waiting (called at the start of every owner action)."""
+        if self._pending_rekeys.ids():
+            self.rekey()
+
+    def trace(self, path: str | Path, image_id: int | None = None,
+              candidates: Sequence[str] | None = None) -> TraceResult | None:
+        """Owner: whom the servers released a leaked copy to (``client.trace``): ``TraceResult``
+        (``user_id`` None if no candidate's mark is sure), or None if no image of yours matches."""
+        return trace_file(self, path, image_id, candidates, self.progress)
 
     def audit_exports(self) -> dict[int, list[dict]]:
         """Each answering server's exported audit chain."""
@@ -204,10 +231,12 @@ class Client:
     def upload(self, images: Sequence[ImageInput], labels: Sequence[str] | None = None, deid: bool = False,
                eps: float = 1.0, collection: str = "default") -> list[int]:
         """Encrypt and upload images with their features' shares; returns the new image ids."""
+        self.rekey_pending()
         return self._owner_ops.upload(images, labels, deid, eps, collection)
 
     def delete(self, image_id: int) -> None:
         """Delete an image everywhere: ciphertexts, key shares and its index entry."""
+        self.rekey_pending()
         self._owner_ops.delete(image_id)
 
     # ---- querier (client.search, client.retrieval) ----------------------------------------
@@ -259,8 +288,8 @@ class Client:
 
         Each server evaluates the policy itself and seals its key-share pair to this user's
         REGISTERED X25519 key; a lying server is named (``KeyDeliveryError.suspects``), a
-        tampered image raises ``TamperError``. ``Retrieved.marked()`` is the watermarked
-        copy naming this user."""
+        tampered image raises ``TamperError``. A user who is not the owner only ever gets a
+        copy the servers marked for them (``Retrieved.watermarked``; ``client.pixel_release``)."""
         got = retrieve(self.fan, self.sign, self.identity, self.owner_identity, image_id, deid, purpose,
                        self.cfg.timeout_s)
         if got.label is None:  # the id is no secret here: ask for this one image's name

@@ -152,7 +152,8 @@ class Acl:
                     raise self.deny(req, "not-owner", "only the deployment owner creates collections")
             elif not self._owns(req.signer, collection):
                 raise self.deny(req, "not-owner", f"signer does not own collection {collection!r}", collection)
-        for i in deletes:
+        rekeys = [int(r["id"]) for r in meta.get("rekeys", [])]  # new keys of existing images: owner only
+        for i in deletes + rekeys:
             c = self.policies.collection_of(i)
             if c is not None and not self._owns(req.signer, c):
                 raise self.deny(req, "not-owner", f"signer does not own image {i}'s collection")

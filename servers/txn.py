@@ -16,6 +16,7 @@ import torch
 
 from wire.bundle import Bundle, BundleError, tensors_to_pair
 
+from .release import stage_pixel_files, stage_rekeys
 from .storage import Store, tensors_to_npz
 
 MIN_CIPHERTEXT = 12 + 16
@@ -68,6 +69,7 @@ def _stage_images(b: Bundle, existing: set[int]) -> tuple[list[dict[str, Any]], 
                 if rec.dtype != torch.uint8 or rec.dim() != 1 or rec.numel() < MIN_CIPHERTEXT:
                     raise BundleError(f"image {i}{sfx}: malformed integrity record")
                 files[f"img/{i}{sfx}.rec"] = rec.numpy().tobytes()
+            files.update(stage_pixel_files(b, f"{i}{sfx}"))  # marked release to non-owners (servers.release)
         mct = b.tensors.get(f"meta/{i}")  # the owner's metadata (name, label), encrypted (``client.metadata``)
         if mct is not None:
             if mct.dtype != torch.uint8 or mct.dim() != 1 or mct.numel() < MIN_CIPHERTEXT:
@@ -118,6 +120,9 @@ def stage(store: Store, b: Bundle) -> tuple[dict[str, Any], dict[str, bytes]]:
             raise BundleError(f"unknown image id {int(i)}")
         meta["deletes"].append(int(i))
     live = (existing | {im["id"] for im in images}) - set(meta["deletes"])
+    if b.meta.get("rekeys"):  # new keys, ciphertexts and pixel shares of existing images (servers.release)
+        meta["rekeys"], more = stage_rekeys(store, b, existing - set(meta["deletes"]))
+        files.update(more)
     if "index" in b.meta:
         meta["index"], more = _stage_index(store, b, len(live))
         files.update(more)

@@ -27,6 +27,7 @@ from .owner_reads import audit_page, names
 from .peer_comm import GrpcComm
 from .policy import Outcome, PolicyError
 from .query import LoadedIndex, LoadedModel, QueryError, mask_hidden, run_query
+from .release import ReleaseError, marked_bundle, owns_image
 from .request_auth import RequestRejected
 from .storage import StorageError
 from .txn import stage
@@ -293,7 +294,8 @@ class VaultServicer(pbg.VaultServicer):
         return ct, (key["lo"], key["hi"])
 
     def Retrieve(self, request: pb.ImageRequest, context: grpc.ServicerContext):
-        """Ciphertext + this server's key-share pair, HPKE-sealed to the requester's REGISTERED key.
+        """To the image's owner: ciphertext + this server's key-share pair; to anyone else only its marked
+        pixel-share pair (``servers.release``); both HPKE-sealed to the requester's REGISTERED key.
 
         The policy is evaluated here, at key-release time, from this server's own database:
         a revocation applied before this call stops the release even mid-session."""
@@ -308,9 +310,14 @@ class VaultServicer(pbg.VaultServicer):
             if rel.outcome == Outcome.NOTHING:
                 context.abort(grpc.StatusCode.PERMISSION_DENIED,
                               f"server {self.node.id}: policy refuses image {image_id} to this user")
+            if not owns_image(acl, req.signer, image_id):  # anyone but the owner: marked pixel shares only
+                yield from self._release_marked(req.signer, image_id, rel, row)
+                return
             ct, pair = self.key_share(image_id, rel.deid)
             sealed = seal_share(pair, acl.kex_pub(req.signer), self.node.id, image_id, rel.deid)
             record = self.node.store.image_record(image_id, rel.deid)
+        except ReleaseError as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except (RequestRejected, AclDenied) as exc:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"server {self.node.id}: {exc}")
         except StorageError as exc:
@@ -324,6 +331,16 @@ class VaultServicer(pbg.VaultServicer):
             tensors["record"] = torch.frombuffer(bytearray(record), dtype=torch.uint8)
         meta = {"kind": "deid" if rel.deid else "orig", "outcome": rel.outcome.name}
         yield from bd.encode(bd.Bundle("image", "", meta, tensors))
+
+    def _release_marked(self, recipient: str, image_id: int, rel, row: dict) -> Iterator[pb.Frame]:
+        """This server's pixel-share pair with its two components of the recipient's mark, sealed to them."""
+        meta = {"kind": "deid" if rel.deid else "orig", "outcome": rel.outcome.name}
+        if row.get("label") is not None:  # (only where the server still keeps a plaintext label)
+            meta["label"] = row["label"]
+        out = marked_bundle(self.node.store, self.node.id, image_id, rel.deid, recipient,
+                            self.node.acl.kex_pub(recipient), meta)
+        log.info("image %d released marked to %s (%s)", image_id, recipient[:12], meta["kind"])
+        return bd.encode(out)
 
     # ---- owner actions and audit ------------------------------------------------------
     def Manage(self, request: pb.SignedCall, context: grpc.ServicerContext) -> pb.Ack:

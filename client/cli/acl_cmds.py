@@ -236,12 +236,12 @@ def _who(uid: str, users: dict[str, dict[str, str]]) -> str:
 
 
 def trace(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="a leaked image file"),
-          as_json: bool = JSON_OPT) -> None:
-    """Read the recipient id watermarked into a retrieved image (survives JPEG q75 and resizing)."""
-    from ..watermark import trace as read_mark
-
-    with sdk_errors():
-        uid = read_mark(file)
+          identity: Path | None = IDENTITY_OPT, config: Path | None = CONFIG_OPT, as_json: bool = JSON_OPT) -> None:
+    """Owner: the user a leaked copy was released to (the servers mark every copy they release to
+    someone other than you; the mark survives JPEG q75/q50, a 50% resize and cropping)."""
+    with sdk_errors(), make_client(config, identity) as c:
+        found = c.trace(file)
+    uid = None if found is None else found.user_id
     if as_json:
         print_json({"file": str(file), "recipient": uid})
     if uid is None:

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import acl_cmds, cluster_cmds, owner_cmds, query_cmds
+from . import acl_cmds, cluster_cmds, owner_cmds, query_cmds, rekey_cmds
 from .common import EPILOG
 
 app = typer.Typer(help="TriVault: secure three-party image retrieval.", epilog=EPILOG, no_args_is_help=True,
@@ -15,6 +15,7 @@ cluster_cmds.register_commands(app)
 owner_cmds.register_commands(app)
 query_cmds.register_commands(app)
 acl_cmds.register_commands(app)
+rekey_cmds.register_commands(app)
 
 
 

@@ -110,28 +110,22 @@ def get(image_id: int = typer.Argument(..., help="image id"),
                                                           "the stored format)"),
         deid: bool = typer.Option(False, "--deid", help="fetch the de-identified copy"),
         purpose: str | None = PURPOSE_OPT,
-        watermark: bool | None = typer.Option(None, "--watermark/--no-watermark",
-                                              help="embed a mark naming you (default: unless you are the owner)"),
         identity: Path | None = IDENTITY_OPT, config: Path | None = CONFIG_OPT, as_json: bool = JSON_OPT) -> None:
-    """Retrieve, decrypt and verify image ID into a file (the policy decides which copy)."""
+    """Retrieve image ID into a file (the policy decides which copy). The owner gets the uploaded
+    file, decrypted and verified; anyone else a PNG the servers marked for them (``trivault trace``)."""
     with sdk_errors(("unknown image id", "`trivault ls` lists the image ids")):
         with make_client(config, identity) as c:
             r = c.retrieve(image_id, deid=deid, purpose=purpose)
-            mark = watermark if watermark is not None else c.owner_identity().user_id != c.identity.user_id
-        path = output_path(out, None if mark else r.data)
-        if mark:
-            from ..watermark import save_rgb
-
-            save_rgb(path, r.marked())
-        else:
-            path.write_bytes(r.data)
+        path = output_path(out, r.data)
+        path.write_bytes(r.data)
     info = {"id": image_id, "file": str(path), "copy": r.kind, "label": r.label, "verified": r.verified,
-            "watermarked": bool(mark)}
+            "watermarked": r.watermarked}
     if as_json:
         print_json(info)
         return
-    console.print(f"wrote {path} ({r.kind} copy, label {r.label}, owner signature "
-                  f"{'verified' if r.verified else 'absent'}{', watermarked' if mark else ''})")
+    what = "watermarked for you by the servers" if r.watermarked else \
+        f"owner signature {'verified' if r.verified else 'absent'}"
+    console.print(f"wrote {path} ({r.kind} copy, label {r.label}, {what})")
 
 
 def register_commands(app: typer.Typer) -> None:

@@ -1,0 +1,66 @@
+"""Client side of marked release (``wire.pixel_shares``, ``servers.release``).
+
+Owner, at upload and rekey: :func:`pixel_tensors` decodes one copy's bytes to RGB, splits
+it into pixel shares and adds the image's mark keys (derived from the owner's signing key,
+``client.watermark.owner_mark_keys``): key ``j`` goes to the two servers holding component
+``j``. Recipient, at retrieval: :func:`open_marked` opens each server's sealed pair, checks
+every component against its second holder and returns the marked RGB image.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from wire import bundle as bd
+from wire.pixel_shares import PixelShareError, open_pair, reconstruct, split_pixels
+
+from .identity import Identity
+from .watermark import owner_mark_keys, signing_key_bytes
+
+
+def decode_rgb(blob: bytes) -> np.ndarray:
+    """An image file's bytes as RGB uint8 (what a recipient is shown)."""
+    with Image.open(io.BytesIO(blob)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _u8(data: bytes | np.ndarray) -> torch.Tensor:
+    if isinstance(data, bytes):
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    a = np.ascontiguousarray(data.astype("<u2")).view(np.uint8).reshape(*data.shape, 2)
+    return torch.from_numpy(a.copy())
+
+
+def pixel_tensors(owner: Identity, image_id: int, blob: bytes, deid: bool) -> list[dict[str, torch.Tensor]]:
+    """Per server: its pixel-share pair, the two mark keys that go with it, and the public shape."""
+    rgb = decode_rgb(blob)
+    pairs = split_pixels(rgb)
+    keys = owner_mark_keys(signing_key_bytes(owner), image_id, deid)
+    name = f"pix/{int(image_id)}{'.deid' if deid else ''}"
+    shape = torch.tensor(list(rgb.shape), dtype=torch.int64)
+    return [{f"{name}/a": _u8(pairs[i][0]), f"{name}/b": _u8(pairs[i][1]), f"{name}/ka": _u8(keys[i]),
+             f"{name}/kb": _u8(keys[(i + 1) % 3]), f"{name}/shape": shape} for i in range(3)]
+
+
+def open_marked(outs: Sequence[bd.Bundle | None], got: Sequence[int], identity: Identity, image_id: int,
+                deid: bool) -> np.ndarray:
+    """The marked RGB image from the servers in ``got`` (PixelShareError names a server that lies)."""
+    shapes = {tuple(outs[i].meta.get("shape", ())) for i in got}  # type: ignore[union-attr]
+    if len(shapes) != 1:
+        raise PixelShareError(f"image {image_id}: the servers disagree on its shape {sorted(shapes)}", tuple(got))
+    shape = tuple(int(d) for d in shapes.pop())
+    if len(shape) != 3 or shape[2] != 3:
+        raise PixelShareError(f"image {image_id}: bad shape {list(shape)}", tuple(got))
+    pairs: list[tuple[np.ndarray, np.ndarray] | None] = [None] * 3
+    for i in got:
+        t = outs[i].tensors.get("sealed_pixels")  # type: ignore[union-attr]
+        if t is None:
+            raise PixelShareError(f"server {i} sent no pixel shares", (i,))
+        pairs[i] = open_pair(bytes(t.numpy().tobytes()), identity.kex_key, i, image_id, deid, identity.user_id,
+                             shape)  # type: ignore[arg-type]
+    return reconstruct(pairs)
