@@ -172,7 +172,7 @@ class Node:
                 auth = self.decisions.get(txn)
             else:
                 try:
-                    auth = bytes(self.links[source].stub.TxnStatus(pb.TxnRequest(txn_id=txn), timeout=5.0).auth)
+                    auth = bytes(self.links[source].stub.TxnStatus(pb.TxnRequest(txn_id=txn), timeout=2.0).auth)
                 except grpc.RpcError:
                     continue
             if valid_commit_evidence(self.acl.verifier, self.store, txn, auth):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -162,3 +163,127 @@ def test_deleting_every_image_leaves_an_empty_ivf_index(cluster, client):
         client.search_results(img[0], k=1)[0]
     [new] = client.upload(img, labels=["again"])
     assert client.search_results(img[0], k=1)[0].ids == [new]
+
+
+def _raw_vault(cluster, i: int):
+    """A raw Vault stub with a valid deployment client certificate (red-team calls)."""
+    import grpc
+
+    from protos.trivault.v1 import trivault_pb2_grpc as pbg
+    from wire.tls import channel_credentials
+
+    c, k = cluster.certs.client("owner")
+    return pbg.VaultStub(grpc.secure_channel(f"127.0.0.1:{cluster.ports[i]}",
+                                             channel_credentials(cluster.certs.ca, c, k)))
+
+
+def test_commit_and_abort_need_the_owners_signature(cluster, client):
+    """Between prepare and commit, anything holding a client certificate tries to commit or
+    abort the pending upload: unsigned, signed by another registered user, signed by the owner
+    but for other content, replayed, or with a path as transaction id. Each is refused with its
+    exact status, the upload stays pending, and the owner's own signed commit then lands it."""
+    import grpc
+
+    from client.identity import Identity
+    from protos.trivault.v1 import trivault_pb2 as pb
+
+    mallory = Identity.create()
+    client.register_user(mallory.public(), {"role": "none"})
+    with Client(cluster.client_config, progress=False, identity=mallory) as m:
+        seen: dict[str, object] = {}
+
+        def attacks(phase: str) -> None:
+            if phase != "after_prepare":
+                return
+            [txn] = client.info()["pending"]
+            stubs = [_raw_vault(cluster, i) for i in range(3)]
+            digests = ["0" * 64] * 3
+            cases = {
+                "unsigned": (stubs[1].Commit, pb.TxnRequest(txn_id=txn)),
+                "not-owner": (stubs[2].Abort, pb.TxnRequest(txn_id=txn, auth=m.sign(
+                    "abort", {"txn": txn, "digests": digests}))),
+                "mismatch": (stubs[0].Commit, pb.TxnRequest(txn_id=txn, auth=client.sign(
+                    "commit", {"txn": txn, "digests": digests}))),
+            }
+            for reason, (call, req) in cases.items():
+                with pytest.raises(grpc.RpcError) as e:
+                    call(req, timeout=10)
+                assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and reason in e.value.details(), reason
+            traversal = pb.TxnRequest(txn_id="../objects", auth=client.sign("abort", {"txn": "../objects"}))
+            with pytest.raises(grpc.RpcError) as e:
+                stubs[0].Abort(traversal, timeout=10)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not a UUID" in e.value.details()
+            assert client.info()["pending"] == [txn]  # nothing above changed the pending upload
+            seen["txn"] = txn
+
+        client.fault_hook = attacks
+        try:
+            [new] = client.upload(small_images(1, seed=61), labels=["signed"])
+        finally:
+            client.fault_hook = None
+    assert seen and _wait_consistent(client)["pending"] == []
+    assert client.search_results(small_images(1, seed=61)[0], k=1)[0].ids == [new]
+    for i in range(3):  # an owner-signed abort naming another transaction changes nothing
+        stub = _raw_vault(cluster, i)
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Abort(pb.TxnRequest(txn_id=str(seen["txn"]), auth=client.sign("abort", {"txn": "x"})), timeout=10)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and "another transaction" in e.value.details()
+    assert new in client.info()["image_ids"]
+
+
+def test_a_server_that_missed_the_commit_gets_the_signed_commit_from_any_peer(cluster, client):
+    """Server 2 dies after voting; 0 and 1 commit; server 0 hangs when 2 comes back: server 2
+    commits on the owner's signed commit that server 1 hands over (all-or-nothing)."""
+    import signal
+
+    from protos.trivault.v1 import trivault_pb2 as pb
+
+    client.fault_hook = lambda phase: cluster.kill(2) if phase == "after_prepare" else None
+    imgs = small_images(1, seed=71)
+    with pytest.raises(TriVaultError, match="committed by server 0"):
+        client.upload(imgs, labels=["relay"])
+    client.fault_hook = None
+    cluster.pause(0)
+    try:
+        cluster.start(2)
+        deadline = time.monotonic() + 30
+        pending = True
+        while pending and time.monotonic() < deadline:  # server 2 alone: its own Info
+            pending = bool(json.loads(_raw_vault(cluster, 2).Info(pb.InfoRequest(), timeout=10).meta_json)["pending"])
+            time.sleep(0.3)
+    finally:
+        cluster.procs[0].send_signal(signal.SIGCONT)
+    assert not pending
+    info = _wait_consistent(client)
+    assert info["pending"] == []
+    deadline = time.monotonic() + 20
+    while True:  # (server 2's channel to server 0 may still be in reconnect backoff)
+        try:
+            assert client.search_results(imgs[0], k=1)[0].ids == [max(info["image_ids"])]
+            break
+        except TriVaultError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def test_a_replayed_peer_message_aborts_the_query_naming_the_sender(cluster, client):
+    """Server 1 sends one protocol message of the secure CNN twice (tests/integration/
+    faulty_server.py, ``msg-replay-cnn``): its peers fault the session at once and the
+    client's error names server 1; no result is released. (Every message fault class and
+    step: ``python -m benchmarks.security``.)"""
+    import sys
+    from pathlib import Path
+
+    cluster.kill(1)
+    cluster.commands[1] = [sys.executable, str(Path(__file__).with_name("faulty_server.py")), "msg-replay-cnn"]
+    cluster.start(1)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(TriVaultError, match="server 1 sent message .* twice") as e:
+            client.search_results(small_images(1, seed=5)[0], k=1)
+        assert time.monotonic() - t0 < 5.0, e.value  # detected, not a timeout (the peer timeout is 5 s)
+    finally:
+        cluster.kill(1)
+        cluster.commands.pop(1, None)
+        cluster.start(1)
