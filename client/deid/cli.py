@@ -1,4 +1,4 @@
-"""``trivault deid`` commands: preview (contact sheet) and apply (one mechanism)."""
+"""``trivault deid`` commands: preview (contact sheet), apply (one mechanism), serve (local web page)."""
 
 from __future__ import annotations
 
@@ -109,3 +109,38 @@ def apply(
     if result.metadata["eps_total"] is not None:
         typer.echo(f"privacy: eps per region {eps:g}, image total eps {result.metadata['eps_total']:g}")
     typer.echo(f"wrote {dst} and {meta_path}")
+
+
+@app.command()
+def serve(
+    out: Path = typer.Option(Path("deid_approved"), "-o", "--out",
+                             help="Folder where approved de-identified images (PNG) and their privacy JSON go."),
+    port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0 = any free port)."),
+    open_browser: bool = typer.Option(True, "--open/--no-open", help="Open the page in the default browser."),
+) -> None:
+    """Open a local page (127.0.0.1 only) to drop images, move an eps slider, pick a mechanism,
+    see the released image and its metrics, add or remove boxes, and approve.
+
+    Approve writes the approved images to --out (it does not upload: run `trivault upload` on that
+    folder). Every preview is a fresh release seen only by you; the approved one's eps is in its JSON.
+    Ctrl-C stops the server.
+    """
+    from .serve import start
+
+    try:
+        server, thread = start(out, port)
+    except OSError as exc:
+        typer.echo(f"error: cannot listen on 127.0.0.1:{port} ({exc}); try --port 0", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"de-identification page: {server.url}  (approved images go to {out}; Ctrl-C to stop)")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        typer.echo("stopped")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -23,7 +23,7 @@ def _astronaut(tmp_path: Path) -> Path:
 
 
 def test_help_texts() -> None:
-    for args in (["--help"], ["preview", "--help"], ["apply", "--help"]):
+    for args in (["--help"], ["preview", "--help"], ["apply", "--help"], ["serve", "--help"]):
         res = runner.invoke(app, args)
         assert res.exit_code == 0, res.output
     assert "--eps" in runner.invoke(app, ["apply", "--help"]).output
