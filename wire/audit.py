@@ -29,6 +29,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 GENESIS = "0" * 64
+# Refusals are one server's observation of a request that may have reached only some servers
+# (a client that stops after the first refusal, or probes one server): shown, never compared.
+PER_SERVER_EVENTS = frozenset({"reject"})
 
 
 @dataclass(frozen=True)
@@ -186,13 +189,14 @@ def compare_chains(exports: Mapping[int, Iterable[AuditEntry | Mapping[str, Any]
     is *missing* there; one seen by a single server while others answered is *extra*. Works
     with two or three exports (a server that did not answer is simply absent). Redacted
     entries count for the chain check only (a server that redacts an entry the other two
-    show is *missing* it).
+    show is *missing* it); so do refusals (``PER_SERVER_EVENTS``).
     """
     chains: dict[int, list[AuditEntry]] = {
         s: [e if isinstance(e, AuditEntry) else AuditEntry.from_dict(e) for e in es] for s, es in exports.items()
     }
     div = Divergence({s: verify_chain(es, s) for s, es in chains.items()})
-    counts = {s: Counter(e.logical() for e in es if not e.redacted) for s, es in chains.items()}
+    counts = {s: Counter(e.logical() for e in es if not e.redacted and e.event not in PER_SERVER_EVENTS)
+              for s, es in chains.items()}
     everything: set[tuple] = set().union(*counts.values()) if counts else set()
     quorum = 2 if len(chains) >= 2 else 1
     for s in chains:

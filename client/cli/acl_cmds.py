@@ -236,18 +236,39 @@ def _who(uid: str, users: dict[str, dict[str, str]]) -> str:
 
 
 def trace(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="a leaked image file"),
+          image: int | None = typer.Option(None, "--image", help="the leaked image's id if known (else every image "
+                                                                 "of yours is compared)"),
           identity: Path | None = IDENTITY_OPT, config: Path | None = CONFIG_OPT, as_json: bool = JSON_OPT) -> None:
-    """Owner: the user a leaked copy was released to (the servers mark every copy they release to
-    someone other than you; the mark survives JPEG q75/q50, a 50% resize and cropping)."""
+    """Owner: whom a leaked copy was released to: the recipient's registered name, and the image
+    and time of the matching retrieval from your audit on the three servers."""
+    from ..audit_view import trace_lookup
+
     with sdk_errors(), make_client(config, identity) as c:
-        found = c.trace(file)
-    uid = None if found is None else found.user_id
+        found = c.trace(file, image)  # detection: client.trace (the servers' mark on pixel shares)
+        if found is None:
+            fail("no image of yours matches this file", "pass --image ID if you know which image it is")
+        if found.user_id is None:
+            fail(f"image {found.image_id}: no recipient's mark is certain (best score {found.score:.1f})",
+                 "a heavily altered copy, or released before marks: see `trivault audit --image ID`")
+        match = trace_lookup(c.owner_audit(), found.user_id, found.image_id)
+        name = c.image_names([found.image_id]).get(found.image_id)
+    last = match.retrievals[0] if match.retrievals else None
     if as_json:
-        print_json({"file": str(file), "recipient": uid})
-    if uid is None:
-        fail("no TriVault watermark found", "owners' own retrievals are not watermarked")
-    if not as_json:
-        console.print(f"delivered to user {uid}")
+        print_json({"file": str(file), "image": found.image_id, "image_name": name, "recipient": found.user_id,
+                    "name": match.name, "attributes": match.attributes, "registered": match.registered,
+                    "score": found.score, "retrieved_ms": None if last is None else last.ts_ms,
+                    "retrievals": [{"ts_ms": e.ts_ms, "time": _when(e.ts_ms), "kind": e.detail.get("kind"),
+                                    "servers": list(e.servers)} for e in match.retrievals]})
+        return
+    what = f"image {found.image_id}" + (f" {name!r}" if name else "")
+    who = match.name if found.user_id in match.name else f"{match.name}, user {found.user_id}"
+    console.print(f"released to {who} ({what}; mark score {found.score:.1f})")
+    if last is None:
+        note("no released retrieval of this image by this user in your audit")
+    else:
+        more = f"; {len(match.retrievals) - 1} earlier" if len(match.retrievals) > 1 else ""
+        console.print(f"retrieved at {_when(last.ts_ms)} ({last.detail.get('kind')} copy, logged by servers "
+                      f"{','.join(map(str, last.servers))}{more})")
 
 
 def register_commands(app: typer.Typer) -> None:
