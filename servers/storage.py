@@ -5,6 +5,9 @@ Layout of ``data_dir``::
     meta.db                 images, txns, kv (current index/model versions), sessions
     objects/img/<id>.enc    AES-256-GCM ciphertext of an image (and <id>.deid.enc)
     objects/key/<id>.npz    this server's share pair of the image key (and <id>.deid.npz)
+    objects/img/<id>.meta   the owner's name/label of the image, AES-256-GCM (client.metadata)
+    objects/key/<id>.meta.npz  this server's share pair of that metadata key (``images.label``
+                            is no longer written: names never reach a server in clear)
     objects/pix/<id>.npz    this server's pixel-share pair and mark keys (servers.release; and .deid)
     objects/index/v<N>.npz  this server's index tensors, version N
     objects/model/v<N>.npz  this server's model weight pairs, version N
