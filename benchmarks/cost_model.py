@@ -31,13 +31,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-# secure_search's callees, by order of the line they are called from.
+# secure_search's (and its _candidates') callees, by order of the line they are called from.
 SEARCH_STEP_NAMES = {
     "secure_distance": ["centroid distances", "bucket distances"],
-    "secure_topk": ["top-nprobe", "top-k"],
+    "secure_topk": ["top-k"],  # the top-nprobe runs in _probe_onehot (see _step_of)
     "eq": ["one-hot of the probes"],
     "eqz": ["one-hot of the probes"],
     "oblivious_fetch": ["oblivious fetch"],
+    "record_distances": ["centroid + record distances"],
+    "fetch_distances": ["oblivious fetch (distance, id)"],
 }
 # The innermost of these on the stack names the operation of an exchange.
 OPERATIONS = {
@@ -100,8 +102,11 @@ def _step_of(frames: list) -> tuple[tuple, int]:
             t = fr.f_locals["s"].get("type", "?")
             if t != "residual":
                 step, depth = ("cnn", t), i
-        elif name == "secure_search" and i + 1 < len(frames):
+        elif name in ("secure_search", "_candidates") and i + 1 < len(frames):
             step, depth = ("search", frames[i + 1].f_code.co_name, fr.f_lineno), i
+        elif name == "_probe_onehot" and i + 1 < len(frames):
+            inner = frames[i + 1].f_code.co_name
+            step, depth = ("search: " + ("top-nprobe" if inner == "secure_topk" else "one-hot of the probes"),), i
         elif name == "mask_hidden":
             step, depth = ("result masking",), i
     return step, depth

@@ -30,6 +30,11 @@ def _dot_rows(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.matmul(a.unsqueeze(-2), x.transpose(-1, -2)).squeeze(-2)
 
 
+def query_sqnorm_term(q: ArithmeticShares) -> torch.Tensor:
+    """This party's 3-out-of-3 term of ``||q||^2`` for ``q [Q, d]`` -> ``[Q, 1]`` (scale ``2**(2f)``). Local."""
+    return (q.lo * (q.lo + q.hi) + q.hi * q.lo).sum(-1, keepdim=True)
+
+
 def secure_distance(q: ArithmeticShares, X: ArithmeticShares, x_sqnorm: ArithmeticShares) -> ArithmeticShares:
     """Shared squared distances ``[Q, n]`` between queries ``q [Q, d]`` and rows ``X``.
 
@@ -55,8 +60,7 @@ def secure_distance(q: ArithmeticShares, X: ArithmeticShares, x_sqnorm: Arithmet
         raise ValueError(f"per-query rows need X [Q, n, d] with Q = {q.shape[0]}, got {tuple(X.shape)}")
     party = q.party
     cross = _dot_rows(q.lo, X.lo + X.hi) + _dot_rows(q.hi, X.lo)  # 3-out-of-3 of q.x
-    qq = (q.lo * (q.lo + q.hi) + q.hi * q.lo).sum(-1, keepdim=True)  # 3-out-of-3 of ||q||^2
-    z = qq - 2 * cross
+    z = query_sqnorm_term(q) - 2 * cross
     z = z + party.zero_share(z.shape)
     bits = min(q.frac_bits, X.frac_bits)
     lo, hi = reshare_truncate(party, z, bits)

@@ -13,6 +13,11 @@ Steps of :func:`secure_search` (every shape is public; nothing depends on secret
 5. SecDist from the query to the ``nprobe B`` fetched rows (1 round).
 6. ``secure_topk`` by ``(distance, id)``: shares of the ``k`` ids and distances.
 
+When ``nprobe`` and ``d`` are large (:func:`distances_first`), steps 1 and 5 swap places:
+the distances to EVERY record are computed with the centroid distances in one round (two
+matrix-vector passes over the stored table), and step 4 fetches only ``(distance, id)``:
+one round fewer, and the local work no longer grows with ``nprobe``.
+
 The caller sends ``output_pair`` of both results to the querier, who reconstructs.
 """
 
@@ -23,8 +28,8 @@ from dataclasses import dataclass
 import torch
 
 from . import digits as D
-from .arithmetic import reshare
-from .distance import secure_distance
+from .arithmetic import reshare, reshare_truncate
+from .distance import query_sqnorm_term, secure_distance
 from .layout import RECORD_EXTRA, IndexShares
 from .party import Party
 from .sharing import ArithmeticShares, SharePair, public_shares
@@ -53,17 +58,10 @@ class SharedIndexView:
         return self.shares.rows
 
 
-def oblivious_fetch(onehot: ArithmeticShares, rows: SharePair) -> ArithmeticShares:
-    """``onehot [P, C] @ rows [C, W]`` for a shared 0/1 ``onehot`` and shared ``rows``.
-
-    Local: ``z_i = (e_i + e_{i+1}) X_i + e_i X_{i+1} + a_i`` as axpy passes over the two
-    stored components (each read once per probe, no temporary of the table's size), then
-    one reshare. The result has the integer scale of ``rows`` (no truncation: exact).
-    Cost: 1 round, ``P W`` ring elements sent per party.
-    """
-    if onehot.frac_bits:
-        raise ValueError("the selection vector must be an integer 0/1 sharing")
-    x_lo, x_hi = rows
+def _fetch_terms(onehot: ArithmeticShares, x_lo: torch.Tensor, x_hi: torch.Tensor) -> torch.Tensor:
+    """This party's 3-out-of-3 term of ``onehot [P, C] @ rows [C, W]``: ``(e_i + e_{i+1}) X_i + e_i X_{i+1}``
+    as axpy passes over the two stored components (each read once per probe, no temporary of
+    the table's size). Local."""
     P, n_c = onehot.shape
     if x_lo.shape[0] != n_c:
         raise ValueError(f"one-hot over {n_c} buckets, table has {x_lo.shape[0]}")
@@ -74,10 +72,83 @@ def oblivious_fetch(onehot: ArithmeticShares, rows: SharePair) -> ArithmeticShar
         lo_c, hi_c = x_lo[c], x_hi[c]
         for p in range(P):
             z[p].add_(lo_c, alpha=a[p][c]).add_(hi_c, alpha=b[p][c])
+    return z
+
+
+def oblivious_fetch(onehot: ArithmeticShares, rows: SharePair) -> ArithmeticShares:
+    """``onehot [P, C] @ rows [C, W]`` for a shared 0/1 ``onehot`` and shared ``rows``.
+
+    Local: :func:`_fetch_terms` plus a zero-sharing, then one reshare. The result has the
+    integer scale of ``rows`` (no truncation: exact).
+    Cost: 1 round, ``P W`` ring elements sent per party.
+    """
+    if onehot.frac_bits:
+        raise ValueError("the selection vector must be an integer 0/1 sharing")
+    z = _fetch_terms(onehot, *rows)
     party = onehot.party
     z += party.zero_share(z.shape)
     lo, hi = reshare(party, z)
     return ArithmeticShares(party, lo, hi, 0)
+
+
+FETCH_DISTANCES_WORDS = 32
+"""Rule of :func:`distances_first` (public sizes only): computing the distance to EVERY record
+sends ``n`` more ring elements per party (8 bytes, ~64 ns at 1 Gbit/s each) but replaces
+``nprobe`` passes of the fetch over the ``n (d + 2)``-word table by about two (one
+multiply-add, ~1-2 ns each); it pays when ``(nprobe - 1) (d + 2) > 32``."""
+
+
+def distances_first(nprobe: int, dim: int) -> bool:
+    """Whether :func:`secure_search` computes every record's distance first and fetches ``(distance, id)``."""
+    return (nprobe - 1) * (dim + RECORD_EXTRA) > FETCH_DISTANCES_WORDS
+
+
+def record_distances(query: ArithmeticShares, view: SharedIndexView) -> tuple[ArithmeticShares, ArithmeticShares]:
+    """Distances ``[Q, C]`` to the centroids and ``[Q, C, B]`` to every record, in ONE round.
+
+    Both are SecDist (``distance.secure_distance``) with their 3-out-of-3 terms concatenated
+    before one reshare-and-truncate: ``q . x`` for every record is ``X_i (q_i + q_{i+1}) +
+    X_{i+1} q_i``, two matrix-vector products per query over the stored table (the query
+    padded with zeros over the ``||x||^2`` and id columns, so the table is read in place),
+    then ``||x||^2`` is added from the table (local). Cost: 1 round, ``Q (C + C B)``
+    elements per party; error as ``secure_distance`` (one ulp, rare large truncation error).
+    """
+    party, sh = view.party, view.shares
+    n_c, B, d = sh.n_centroids, sh.bucket_size, sh.dim
+    w = d + RECORD_EXTRA
+    x_lo, x_hi = (t.view(n_c * B, w) for t in sh.rows)
+    q_sum = torch.nn.functional.pad(query.lo + query.hi, (0, RECORD_EXTRA))
+    q_lo = torch.nn.functional.pad(query.lo, (0, RECORD_EXTRA))
+    cross = torch.stack([torch.mv(x_lo, q_sum[j]) + torch.mv(x_hi, q_lo[j]) for j in range(query.shape[0])])
+    cen = view.centroids
+    cross_c = query.lo @ (cen.lo + cen.hi).T + query.hi @ cen.lo.T
+    z = query_sqnorm_term(query) - 2 * torch.cat([cross_c, cross], 1)
+    z += party.zero_share(z.shape)
+    f = sh.frac_bits
+    lo, hi = reshare_truncate(party, z, f)
+    both = ArithmeticShares(party, lo, hi, f)
+    sq = ArithmeticShares(party, x_lo[:, d], x_hi[:, d], f)
+    Q = query.shape[0]
+    return both[:, :n_c] + view.centroid_sqnorm, (both[:, n_c:] + sq).reshape(Q, n_c, B)
+
+
+def fetch_distances(onehot: ArithmeticShares, dist: ArithmeticShares, view: SharedIndexView) -> tuple[
+        ArithmeticShares, ArithmeticShares]:
+    """``(distance, id)`` of the probed buckets: ``onehot [Q, nprobe, C]`` against each query's
+    table ``[C, 2 B]`` (its distances ``[Q, C, B]`` and the stored ids), ONE reshare for all
+    queries. Cost: 1 round, ``2 Q nprobe B`` elements per party; exact (integer one-hot)."""
+    party, sh = view.party, view.shares
+    n_c, B, d = sh.n_centroids, sh.bucket_size, sh.dim
+    Q, P = onehot.shape[0], onehot.shape[1]
+    ids_lo, ids_hi = (t.view(n_c, B, d + RECORD_EXTRA)[:, :, d + 1] for t in sh.rows)
+    z = torch.stack([
+        _fetch_terms(onehot[j], torch.cat([dist.lo[j], ids_lo], 1), torch.cat([dist.hi[j], ids_hi], 1))
+        for j in range(Q)])  # [Q, P, 2 B]
+    z += party.zero_share(z.shape)
+    lo, hi = reshare(party, z)
+    lo, hi = lo.view(Q, P, 2, B).transpose(1, 2).reshape(Q, 2, P * B), hi.view(Q, P, 2, B).transpose(1, 2).reshape(
+        Q, 2, P * B)
+    return ArithmeticShares(party, lo[:, 0], hi[:, 0], dist.frac_bits), ArithmeticShares(party, lo[:, 1], hi[:, 1], 0)
 
 
 def _columns(x: ArithmeticShares, sl, frac_bits: int) -> ArithmeticShares:
@@ -96,14 +167,24 @@ def secure_search(
     ``query`` is ``[Q, d]`` (or ``[d]``) fixed point. Results are sorted by (distance, id);
     if ``k`` exceeds the real rows in the probed buckets, padding appears as id -1 with a
     huge distance. Nothing is revealed.
-    Cost: rounds = ``1 + T(C, nprobe) + 2 + 1 + 1 + T(nprobe B, k)`` (centroid distances,
-    top-nprobe, one-hot, fetch, distances, top-k; the top-nprobe and one-hot are skipped
-    when ``nprobe = C``), ``T(n, k)`` the rounds of ``secure_topk`` (``topk.merge_plan``:
-    6 per binary level, 8 per wider one) and 2 for the one-hot (``digits.eqz`` on
-    ``|probe - c| < C``). Elements sent per party: ``Q (C + nprobe B (d + 2))`` for the
-    products, plus the comparisons of both top-k (42.3 words each, ``costs.ltz``, every
-    party), their small equalities and products, and the ``Q nprobe C`` one-hot equalities.
-    At n = 1e6, C = 1000, B = 1100, d = 32, k = 10: 45 rounds for nprobe = 1, 71 for 8.
+    Two paths, chosen from public sizes (:func:`distances_first`):
+
+    * rows first (``(nprobe - 1)(d + 2) <= 32``, e.g. nprobe = 1): steps 1-6 of the module
+      docstring. Rounds ``1 + T(C, nprobe) + 2 + 1 + 1 + T(nprobe B, k)``; elements sent per
+      party ``Q (C + nprobe B (d + 2))`` for the products.
+    * distances first: the distances to the centroids AND to every record in ONE round
+      (:func:`record_distances`), then the top-nprobe and one-hot as above, and the fetch of
+      ``(distance, id)`` only (:func:`fetch_distances`): rounds ``1 + T(C, nprobe) + 2 + 1 +
+      T(nprobe B, k)`` (one fewer); elements ``Q (C + C B + 2 nprobe B)``; local work two
+      passes over the table instead of ``nprobe``.
+
+    ``T(n, k)`` is the rounds of ``secure_topk`` (``topk.merge_plan``: ``R_lt + 1`` per binary
+    level, ``R_lt + 3`` per wider one) and 2 for the one-hot (``digits.eqz`` on ``|probe - c| <
+    C``); the top-nprobe and one-hot are skipped when ``nprobe = C``. Both top-k add their
+    comparisons (``costs.ltz`` words each, every party), small equalities and products, and
+    the one-hot its ``Q nprobe C`` equalities. With ``nprobe = C`` the distances-first path
+    fetches nothing (one round and ``2 Q C B`` elements less). At n = 1e6, C = 1000, B = 1100, d = 32, k = 10,
+    nprobe = 1: 45 rounds.
     """
     view = SharedIndexView.of(party, index)
     sh = view.shares
@@ -114,33 +195,58 @@ def secure_search(
         query = query.unsqueeze(0)
     if query.shape[-1] != sh.dim or query.frac_bits != sh.frac_bits:
         raise ValueError(f"query must be [Q, {sh.dim}] at {sh.frac_bits} fractional bits")
-    n_c, B, d = sh.n_centroids, sh.bucket_size, sh.dim
+    n_c, B = sh.n_centroids, sh.bucket_size
     if not 1 <= nprobe <= n_c:
         raise ValueError(f"need 1 <= nprobe <= C = {n_c}")
     if not 1 <= k <= nprobe * B:
         raise ValueError(f"need 1 <= k <= nprobe * B = {nprobe * B}")
-    Q = query.shape[0]
 
-    # 1-3: nearest centroids as a shared one-hot.
-    if nprobe == n_c:
-        eye = torch.eye(n_c, dtype=torch.int64).expand(Q, n_c, n_c).contiguous()
-        onehot = public_shares(party, eye)
-    else:
-        cd = secure_distance(query, view.centroids, view.centroid_sqnorm)  # [Q, C]
-        cid = public_shares(party, torch.arange(n_c, dtype=torch.int64).expand(Q, n_c).contiguous())
-        _, probe = secure_topk(cd, cid, nprobe, id_bits=n_c.bit_length() + 1)  # [Q, nprobe]
-        onehot = D.eqz(probe.unsqueeze(-1) - torch.arange(n_c, dtype=torch.int64), D.eq_spec(n_c))  # [Q, nprobe, C]
+    dist, ids = _candidates(party, query, view, nprobe)  # [Q, M] each
 
-    # 4: oblivious fetch of the probed buckets.
-    fetched = oblivious_fetch(onehot.reshape(Q * nprobe, n_c), view.rows)
-    fetched = fetched.reshape(Q, nprobe * B, d + RECORD_EXTRA)
-    X = _columns(fetched, slice(0, d), sh.frac_bits)
-    sq = _columns(fetched, d, sh.frac_bits)
-    ids = _columns(fetched, d + 1, 0)
-
-    # 5-6: distances inside and top-k by (distance, id).
-    dist = secure_distance(query, X, sq)  # [Q, M]
+    # 6: top-k by (distance, id).
     dk, ik = secure_topk(dist, ids, k, id_bits=sh.id_bits)
     if squeeze:
         return ik[0], dk[0]
     return ik, dk
+
+
+def _probe_onehot(party: Party, cd: ArithmeticShares, nprobe: int) -> ArithmeticShares:
+    """Shared one-hot ``[Q, nprobe, C]`` of the ``nprobe`` nearest centroids (ties -> smaller number)."""
+    Q, n_c = cd.shape
+    cid = public_shares(party, torch.arange(n_c, dtype=torch.int64).expand(Q, n_c).contiguous())
+    _, probe = secure_topk(cd, cid, nprobe, id_bits=n_c.bit_length() + 1)  # [Q, nprobe]
+    return D.eqz(probe.unsqueeze(-1) - torch.arange(n_c, dtype=torch.int64), D.eq_spec(n_c))
+
+
+def _candidates(party: Party, query: ArithmeticShares, view: SharedIndexView, nprobe: int) -> tuple[
+        ArithmeticShares, ArithmeticShares]:
+    """Steps 1-5 of :func:`secure_search`: distances ``[Q, M]`` and ids of the probed buckets' records."""
+    sh = view.shares
+    n_c, B, d = sh.n_centroids, sh.bucket_size, sh.dim
+    Q = query.shape[0]
+
+    first = distances_first(nprobe, d)
+    if first:
+        cd, all_dist = record_distances(query, view)  # [Q, C], [Q, C, B] in one round
+    elif nprobe < n_c:
+        cd = secure_distance(query, view.centroids, view.centroid_sqnorm)  # [Q, C]
+    if nprobe < n_c:
+        onehot = _probe_onehot(party, cd, nprobe)  # [Q, nprobe, C]
+    else:
+        onehot = public_shares(party, torch.eye(n_c, dtype=torch.int64).expand(Q, n_c, n_c).contiguous())
+
+    # 4-5: oblivious fetch of the probed buckets, distances (every bucket probed: no fetch).
+    if first and nprobe == n_c:
+        dist = all_dist.reshape(Q, n_c * B)
+        ids_lo, ids_hi = (t.view(n_c * B, d + RECORD_EXTRA)[:, d + 1].expand(Q, n_c * B) for t in sh.rows)
+        ids = ArithmeticShares(party, ids_lo, ids_hi, 0)
+    elif first:
+        dist, ids = fetch_distances(onehot, all_dist, view)
+    else:
+        fetched = oblivious_fetch(onehot.reshape(Q * nprobe, n_c), view.rows)
+        fetched = fetched.reshape(Q, nprobe * B, d + RECORD_EXTRA)
+        X = _columns(fetched, slice(0, d), sh.frac_bits)
+        sq = _columns(fetched, d, sh.frac_bits)
+        ids = _columns(fetched, d + 1, 0)
+        dist = secure_distance(query, X, sq)  # [Q, M]
+    return dist, ids

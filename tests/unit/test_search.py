@@ -51,7 +51,7 @@ def small():
     return x, plain, share_index(plain)
 
 
-@pytest.mark.parametrize("k,nprobe", [(10, 1), (1, 1), (5, 3)])
+@pytest.mark.parametrize("k,nprobe", [(10, 1), (1, 1), (5, 3), (5, 25)])  # 3, 25: distances first; 25 = C
 def test_matches_plaintext_index_and_faiss(small, k, nprobe):
     x, plain, shs = small
     q = queries_like(x, 6, seed=k + nprobe)
@@ -91,6 +91,27 @@ def test_transcript_independent_of_query_and_bucket(small):
         assert st1[i].as_dict() == st2[i].as_dict()
         assert log1[i] == log2[i]
     assert st1[0].rounds > 0
+
+
+def test_distances_first_path_equals_rows_path_one_round_fewer(small, monkeypatch):
+    """Both fetch paths of secure_search give the same ids and distances; distances-first
+    (every record's distance in the centroid round, then a (distance, id) fetch) saves a round
+    and sends Q (C + C B + 2 nprobe B) product elements instead of Q (C + nprobe B (d + 2) + nprobe B)."""
+    import protocols.search as S
+
+    x, plain, shs = small
+    q = queries_like(x, 2, seed=11)
+    nprobe, k = 3, 7
+    assert S.distances_first(nprobe, 32) and not S.distances_first(1, 32) and not S.distances_first(2, 30)
+    ids_f, dist_f, st_f, _ = _run(shs, q, k, nprobe)
+    monkeypatch.setattr(S, "distances_first", lambda nprobe, dim: False)
+    ids_r, dist_r, st_r, _ = _run(shs, q, k, nprobe)
+    assert np.array_equal(ids_f, ids_r) and np.abs(dist_f - dist_r).max() <= 2 * 2**-16
+    assert np.array_equal(ids_f, plain.search(q, k, nprobe)[0])
+    n_c, B, d, Q = plain.n_centroids, plain.bucket_size, 32, 2
+    for a, b in zip(st_f, st_r):
+        assert a.rounds == b.rounds - 1
+        assert b.bytes_sent - a.bytes_sent == 8 * Q * (nprobe * B * (d + 2) + nprobe * B - n_c * B - 2 * nprobe * B)
 
 
 def test_insert_and_delete_visible_to_secure_search(small):
