@@ -19,7 +19,10 @@ output unmixed (the protocols are semi-honest: no multiplication is verified), s
 
 A final line (``"line": "modes"``) compares semi-honest and malicious query time and bytes
 for the same query; there is no malicious server mode yet, so its malicious fields are
-``null`` with the reason. Not a test: nothing is asserted. The machine is shared.
+``null`` with the reason. The first line (``"line": "verified_mul"``) measures the one
+verified building block that exists, ``protocols.verify.verified_mul``, against the
+semi-honest product on ``--verify-n`` elements (three in-process parties: time, rounds,
+bytes per party). Not a test: nothing is asserted. The machine is shared.
 """
 
 from __future__ import annotations
@@ -125,6 +128,29 @@ def modes_line(lc: LocalCluster, image: np.ndarray, k: int) -> dict:
             "note": "no malicious server mode: protocols.verify is not used by the query (docs/SECURITY.md)"}
 
 
+def verified_mul_line(n: int) -> dict:
+    """In-process cost of ``n`` semi-honest products vs ``n`` verified ones (``protocols.verify``)."""
+    from protocols.arithmetic import mul
+    from protocols.sharing import from_pair, share
+    from protocols.simulate import run_parties
+    from protocols.verify import bucket_size, verified_mul
+
+    g = torch.Generator().manual_seed(0)
+    x, y = (share(torch.randint(-(2**40), 2**40, (n,), generator=g)) for _ in range(2))
+    row: dict = {"line": "verified_mul", "n": n, "bucket": bucket_size(n)}
+    for name, fn in (("semi_honest", mul), ("verified", verified_mul)):
+        def body(party, px, py, fn=fn):
+            before = party.comm.stats.snapshot()
+            fn(from_pair(party, px), from_pair(party, py))
+            return party.comm.stats - before
+        t0 = time.perf_counter()
+        stats = run_parties(body, [[x[i], y[i]] for i in range(3)])
+        row[f"{name}_s"] = round(time.perf_counter() - t0, 3)
+        row[f"{name}_rounds"] = stats[0].rounds
+        row[f"{name}_bytes_per_party"] = stats[0].bytes_sent
+    return row
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true", help="print JSON lines (the only output format)")
@@ -133,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--steps", nargs="*", default=list(STEPS), choices=STEPS)
     ap.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS)
+    ap.add_argument("--verify-n", type=int, default=100_000, help="products in the verified_mul line")
     a = ap.parse_args(argv)
+    print(json.dumps(verified_mul_line(a.verify_n)), flush=True)
     with tempfile.TemporaryDirectory(prefix="trivault-sec-") as tmp:
         lc = LocalCluster(Path(tmp), txn_timeout_s=30.0, peer_timeout_s=5.0, query_timeout_s=60.0)
         lc.start()
