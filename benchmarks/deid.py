@@ -30,9 +30,9 @@ Definitions:
 * images_per_s: deidentify() including face and plate detection on the 53 scene images resized
   to 640x480, one thread (torch, OpenCV and onnxruntime set to one thread); images_per_cpu_s:
   the same divided by this process's CPU time instead of wall time (the machine is shared:
-  wall time includes waiting for a core). Measured on the eps = 1 (and baseline) rows only:
-  the work does not depend on eps. ``scene_images_per_s`` in the summary is the first such
-  row's figure (``speed_of`` names its method).
+  wall time includes waiting for a core). Measured on the eps = 1 (and baseline) rows and the first row of a run only:
+  the work does not depend on eps (``--eps`` picks epsilons, e.g. to split a run over processes).
+  ``scene_images_per_s`` in the summary is the first such row's figure (``speed_of`` names its method).
 * The ``dp_plate_oracle_ocr`` line runs dp_plate alone on the ground-truth boxes with the
   true text as if from OCR (metric-DP on character codes): ``plate_text_edit_distance_*``.
   Without OCR (the product path) the characters are drawn uniformly, so no edit-distance
@@ -200,9 +200,10 @@ def _one_run(method, e, seed, faces, det_faces, scenes, det_scenes, plates_gt, e
     return probes, p_ids, p_keys, p_orig, checks, q, cover
 
 
-def run(seed: int | None, log, emit=lambda row: None, methods: set[str] | None = None) -> list[dict]:
-    """Run every method (or those in ``methods``) and return the result rows (the summary row last);
-    ``emit`` gets each row when done."""
+def run(seed: int | None, log, emit=lambda row: None, methods: set[str] | None = None,
+        eps_values: set[float] | None = None) -> list[dict]:
+    """Run every method (or those in ``methods``, at the eps in ``eps_values``) and return the result
+    rows (the summary row last); ``emit`` gets each row when done."""
     faces, scenes = _load_sets()
     log(f"{len(faces)} identity images, {len(scenes)} scenes; plate detector: {getattr(plate_detector(), 'name', '?')}")
     det_faces = [detect(img, plates=False) for _, _, img in faces]
@@ -213,12 +214,15 @@ def run(seed: int | None, log, emit=lambda row: None, methods: set[str] | None =
     gallery, g_ids, g_keys, orig_of = _gallery(faces, det_faces, emb) if emb else (None, [], [], {})
     small = [cv2.resize(img, (640, 480), interpolation=cv2.INTER_AREA) for _, img in scenes]
     rows = []
-    for method, eps in (r for r in RUNS if methods is None or r[0] in methods):
+    chosen = [r for r in RUNS if (methods is None or r[0] in methods)
+              and (eps_values is None or r[1] is None or r[1] in eps_values)]
+    for method, eps in chosen:
         e = 1.0 if eps is None else eps
         t0 = time.time()
         probes, p_ids, p_keys, p_orig, checks, q, cover = _one_run(method, e, seed, faces, det_faces, scenes,
                                                                     det_scenes, plates_gt, emb, orig_of)
-        ips, ipc = _speed(small, e, method, seed) if e == 1.0 else (None, None)  # same work at every eps
+        first = (method, eps) == chosen[0]  # the work does not depend on eps: time the first row of a run
+        ips, ipc = _speed(small, e, method, seed) if e == 1.0 or first else (None, None)
         log(f"{method} eps={eps}: {time.time() - t0:.0f}s, {len(checks)} face regions, {ips} images/s")
         rank1, self_share = reid_rates(np.array(probes), p_ids, p_keys, gallery, g_ids, g_keys,
                                        np.array(p_orig)) if emb is not None and probes else (None, None)
@@ -275,6 +279,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print one JSON line per method/eps (default: a table)")
     ap.add_argument("--seed", type=int, default=None, help="fixed noise seed (default: os.urandom)")
     ap.add_argument("--methods", default=None, help="comma-separated subset of methods (default: all)")
+    ap.add_argument("--eps", default=None, help="comma-separated subset of epsilons (default: 0.5,1,2,4,8)")
     args = ap.parse_args()
     if not DATA.is_dir():
         sys.exit(f"shared data not found at {DATA}")
@@ -293,7 +298,8 @@ def main() -> None:
         else:
             print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
-    run(args.seed, log, emit, set(args.methods.split(",")) if args.methods else None)
+    run(args.seed, log, emit, set(args.methods.split(",")) if args.methods else None,
+        {float(e) for e in args.eps.split(",")} if args.eps else None)
 
 
 if __name__ == "__main__":

@@ -113,13 +113,18 @@ def dp_donor(image: np.ndarray, region: Region, eps: float, noise: NoiseSource,
 
 
 def _face_canvas(face: np.ndarray, region: Region, x0: int, y0: int, shape: tuple[int, int]) -> np.ndarray:
-    """The standardised face resized onto ``region``, placed on a canvas at (x0, y0), borders replicated."""
+    """The standardised face resized onto ``region`` and placed on a zero canvas at (x0, y0), its
+    edges faded out (no replicated-border streaks in the part of the ellipse beyond the box)."""
     px = cv2.resize(face.astype(np.float32), (region.w, region.h), interpolation=cv2.INTER_CUBIC)
     px = cv2.GaussianBlur(px, (0, 0), max(0.5, region.w / face.shape[1] / 4.0))  # no 25-px blocks
+    canvas = np.zeros(shape, np.float32)
+    weight = np.zeros(shape, np.float32)
     top, left = region.y - y0, region.x - x0
-    bottom, right = shape[0] - top - region.h, shape[1] - left - region.w
-    px = px[max(0, -top) : region.h - max(0, -bottom), max(0, -left) : region.w - max(0, -right)]
-    return cv2.copyMakeBorder(px, max(0, top), max(0, bottom), max(0, left), max(0, right), cv2.BORDER_REPLICATE)
+    ys, xs = slice(max(0, top), min(shape[0], top + region.h)), slice(max(0, left), min(shape[1], left + region.w))
+    canvas[ys, xs] = px[ys.start - top : ys.stop - top, xs.start - left : xs.stop - left]
+    weight[ys, xs] = 1.0
+    fade = max(1.0, 0.1 * max(region.w, region.h))
+    return canvas * cv2.GaussianBlur(weight, (0, 0), fade)
 
 
 def _ring_grain(around: np.ndarray, ring: np.ndarray) -> float:
