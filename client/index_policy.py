@@ -3,7 +3,11 @@
 Inserts and deletes re-share only the touched records (``index.share_update``) when the
 owner's :class:`~index.PlainIndex` matches the servers' index version; otherwise (first
 upload, size doubled since the last build, a bucket overflowed, or no local copy) the
-index is rebuilt with faiss k-means and re-shared. An index with no items (everything
+index is rebuilt with faiss k-means and re-shared. A large index (``LARGE_INDEX`` rows or
+more) taking few rows (at most 1 per ``FEW_PER``) is never rebuilt for an overflow: a row whose
+nearby buckets are full takes the nearest bucket with a free slot (k-means over 1M rows
+takes minutes on 2 cores and the re-share moves the whole index; the few rows placed
+further away are found when that bucket is probed). An index with no items (everything
 deleted) is an IVF index whose buckets hold only padding.
 """
 
@@ -21,6 +25,13 @@ from protocols.ring import DEFAULT_FP
 from .owner_state import OwnerState
 
 IndexUpload = tuple[dict, list[dict[str, torch.Tensor]], Callable[[int], None]]
+LARGE_INDEX = 10_000
+FEW_PER = 100
+
+
+def insert_anywhere(n_indexed: int, n_new: int) -> bool:
+    """Whether an insert that overflows its nearby buckets goes to any free slot instead of a rebuild."""
+    return n_indexed >= LARGE_INDEX and n_new * FEW_PER <= n_indexed
 
 
 def n_centroids_for(n: int) -> int:
@@ -38,7 +49,7 @@ def index_bundles(owner: OwnerState, feats: np.ndarray, ids: np.ndarray, base_ve
     if got is not None and len(ids) < 2 * got[1]:
         plain, built_n = got
         upd = plain.delete(np.asarray(deletes, dtype=np.int64)) if len(deletes) else \
-            plain.insert(new_feats, new_ids)
+            plain.insert(new_feats, new_ids, anywhere=insert_anywhere(plain.n_items, len(new_ids)))
         if not upd.rebuilt:
             ups = share_update(plain, upd, DEFAULT_FP)
             imeta = {"format": "ivf", "update": True, "base_version": base_version,

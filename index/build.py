@@ -15,7 +15,8 @@ plaintext baseline (``to_faiss``) uses exactly these centroids and lists, so the
 comparison with faiss IVF-Flat is like for like.
 
 Insert puts a row into a free slot of the nearest centroid with room among its ``spill``
-nearest (the same rule as the build); when none has room the index is rebuilt.
+nearest (the same rule as the build); when none has room the index is rebuilt, or, for a
+large index taking a few rows (``anywhere``), the row takes the nearest bucket with room.
 Delete turns the row's slot back into padding. Both return the touched slots so the
 owner re-shares only those rows (``index.shares.share_update``).
 """
@@ -124,11 +125,14 @@ class PlainIndex:
         return out_ids, out_d
 
     # ---- updates -----------------------------------------------------------------------
-    def insert(self, features: np.ndarray, ids: np.ndarray) -> IndexUpdate:
+    def insert(self, features: np.ndarray, ids: np.ndarray, anywhere: bool = False) -> IndexUpdate:
         """Insert rows into free padding slots (nearest centroid with room among ``spill``).
 
-        Rebuilds (same C, seed; B recomputed) when some row finds no room; then the whole
-        index must be re-shared. Returns the touched slots.
+        When some row finds no room there: with ``anywhere`` it takes the nearest centroid
+        with a free slot among all C (a large index taking a few rows: k-means over
+        everything would cost minutes for a slightly better bucket); otherwise, or when no
+        bucket has room, the index is rebuilt (same C, seed; B recomputed) and must be
+        re-shared whole. Returns the touched slots.
         """
         features = np.ascontiguousarray(features, dtype=np.float32).reshape(-1, self.dim)
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
@@ -139,7 +143,7 @@ class PlainIndex:
         _check_norms(features, self.id_bits, self.frac_bits)
         flat = faiss.IndexFlatL2(self.dim)
         flat.add(np.ascontiguousarray(self.centroids, dtype=np.float32))
-        _, near = flat.search(features, min(self.spill, self.n_centroids))
+        _, near = flat.search(features, self.n_centroids if anywhere else min(self.spill, self.n_centroids))
         free = self.ids == PAD_ID
         placed: list[tuple[int, int, int]] = []
         for r, row_near in enumerate(near):
@@ -276,7 +280,9 @@ def build_index(
     B = bucket_size if bucket_size is not None else max(1, math.ceil(n / n_centroids * (1 + slack)))
     if B * n_centroids < n:
         raise ValueError(f"bucket_size {B} x {n_centroids} centroids < {n} rows")
-    km = faiss.Kmeans(d, n_centroids, niter=niter, seed=seed, verbose=False)
+    # min_points_per_centroid=1: small indexes (fewer than 39 rows per centroid, e.g. a first upload
+    # of 12 images) are valid; faiss would otherwise print a warning on stderr for each build.
+    km = faiss.Kmeans(d, n_centroids, niter=niter, seed=seed, verbose=False, min_points_per_centroid=1)
     km.train(x)
     centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
     assign = _balanced_assign(x, centroids, B, spill)
