@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--shared-dir", type=Path, default=REPO.parent / "shared" / "data" / "deid",
                    help="deid photos (scenes/, faces/); skipped when absent")
     p.add_argument("--no-shared", action="store_true", help="use only the package-shipped photos")
-    p.add_argument("--resolutions", type=int, nargs="+", default=[64, 96, 128, 160, 224])
+    p.add_argument("--resolutions", type=int, nargs="+", default=[64, 80, 96, 128, 160, 224])
     p.add_argument("--dims", type=int, nargs="+", default=[32, 64, 128])
     p.add_argument("--kinds", nargs="+", default=["none", "random", "pca", "pca_whiten"],
                    choices=["none", "random", "pca", "pca_whiten"])

@@ -8,6 +8,8 @@ transaction on the three servers (``client.commit``).
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -23,14 +25,16 @@ from tqdm import tqdm
 from protocols.ring import DEFAULT_FP
 from wire import bundle as bd
 
+from . import owner_model
 from .catalog import Catalog, ImageEntry
 from .commit import PhaseHook, transact
-from .encryption import deid_function, encrypt_images
+from .encryption import DEID_METADATA_KEY, deid_function, encrypt_images
 from .errors import PartialCommitError, TriVaultError
 from .identity import Identity
 from .images import ImageInput, load_image_bytes
 from .index_policy import IndexUpload, index_bundles
 from .owner_state import OwnerState
+from .recipes import DEFAULT_PROJECTION, FITTED, build_model
 from .transport import Fanout, Sign
 
 
@@ -57,28 +61,81 @@ class OwnerOps:
         return index_bundles(self.owner, feats, ids, base_version, new_feats, new_ids, deletes)
 
     def register_model(self, model: nn.Module, resolution: int | None = None) -> dict:
-        """Split ``model`` into RSS weight pairs and register it on the three servers; returns its arch."""
-        from .model import describe_model, split_model
+        """Split ``model`` into RSS weight pairs and register it on the three servers; returns its arch.
+
+        A model whose recipe asks for a PCA projection (``build_model(..., projection="pca")``)
+        is kept pending and registered by the first upload, with the PCA fitted on that
+        upload's images (``client.owner_model``); the return value is then
+        ``{"pending": True, "recipe": ...}``."""
+        from .model import describe_model
 
         if self.fan.info()["image_ids"]:
             raise TriVaultError("images are already stored with the current model: delete them before replacing it")
         res = int(resolution or getattr(model, "resolution", 224))
-        arch, per_server = split_model(model, [3, res, res], DEFAULT_FP)
+        if owner_model.wants_fit(model):
+            recipe = {**model.recipe, "resolution": res}  # type: ignore[operator]
+            owner_model.save_pending(self.owner, recipe)
+            self.module = model
+            return {"pending": True, "recipe": recipe}
+        arch, tensors = model_tensors(model, res)
         txn = str(uuid.uuid4())
-        bundles = []
-        for i in range(3):
-            tensors: dict[str, torch.Tensor] = {}
-            for name, pair in per_server[i].items():
-                tensors.update(bd.pairs_to_tensors(f"model/{name}", pair))
-            bundles.append(bd.Bundle("txn", txn, {"model": {"arch": arch}}, tensors))
+        bundles = [bd.Bundle("txn", txn, {"model": {"arch": arch}}, tensors[i]) for i in range(3)]
         self.transact(bundles)
         recipe = getattr(model, "recipe", None)
         if recipe is not None:
+            pca = getattr(model, "pca", None)
+            if pca is not None:
+                owner_model.save_projection(self.owner, pca)
             self.owner.save_recipe(arch, recipe)
         else:
             self.owner.save_model(arch, describe_model(model, [3, res, res])[1])
+        owner_model.clear_pending(self.owner)
         self.module = model
         return arch
+
+    def register_pending(self, images: Sequence[Image.Image]) -> np.ndarray | None:
+        """First upload with a pending model: fit its PCA on ``images`` and register it. Returns the
+        images' features under the fitted model (None when it fell back to the random projection)."""
+        model = self.module if self.module is not None and owner_model.wants_fit(self.module) else None
+        if model is None and (recipe := owner_model.load_pending(self.owner)) is not None:
+            model = owner_model.rebuild(self.owner, recipe)
+        if model is None:
+            raise TriVaultError("no model registered on the servers: call register_model first")
+        fitted, feats = owner_model.fit_first_upload(model, images)  # type: ignore[arg-type]
+        self.register_model(fitted, int(fitted.recipe["resolution"]))  # type: ignore[union-attr, index]
+        return feats
+
+    def reindex(self, images: dict[int, Any], projection: str = DEFAULT_PROJECTION) -> dict[str, Any]:
+        """Refit the projection on ``images`` (id -> image, every stored image) and replace the model
+        and every feature share in one transaction (ciphertexts and keys stay). Returns the new recipe."""
+        info = self.fan.info()
+        recipe = self.owner.load_recipe()
+        if recipe is None or recipe["kind"] not in ("efficientnet", owner_model.PCA_KIND):
+            raise TriVaultError("only an efficientnet model registered from a recipe has a projection to refit")
+        if sorted(images) != sorted(info["image_ids"]):
+            raise TriVaultError("reindex needs every stored image (the servers' image ids)")
+        res, dim = int(recipe["resolution"]), int(recipe["dim"])
+        if len(images) <= dim or projection not in FITTED:
+            raise TriVaultError(f"a PCA to {dim} dims needs more than {dim} images (have {len(images)}) and "
+                                f"projection in {FITTED}")
+        ids = np.array(sorted(images), dtype=np.int64)
+        fitted, feats = owner_model.fit_first_upload(build_model("efficientnet", res, dim, projection),
+                                                     [images[int(i)] for i in ids])
+        arch, tensors = model_tensors(fitted, res)
+        self.owner.drop_plain_index()  # a new feature space: k-means from scratch
+        imeta, itensors, after = self.index_bundles(feats, ids, info["index_version"])
+        txn = str(uuid.uuid4())
+        bundles = [bd.Bundle("txn", txn, {"model": {"arch": arch}, "index": imeta},
+                             {**tensors[s], **{f"index/{k}": v for k, v in itensors[s].items()}}) for s in range(3)]
+
+        def recorded() -> None:
+            owner_model.save_projection(self.owner, fitted.pca)  # type: ignore[arg-type]
+            self.owner.save_recipe(arch, fitted.recipe)  # type: ignore[arg-type]
+            self.module = fitted
+            after(info["index_version"] + 1)
+
+        self._commit_and_record(bundles, "upload", "default", feats, ids, recorded)
+        return dict(fitted.recipe)  # type: ignore[arg-type]
 
     def extract_features(self, images: Sequence[Image.Image], batch: int = 16) -> np.ndarray:
         """Owner-side plaintext features of decoded images with the registered model."""
@@ -86,9 +143,7 @@ class OwnerOps:
 
         module = self.module
         if module is None and (recipe := self.owner.load_recipe()) is not None:
-            from .recipes import from_recipe
-
-            module = self.module = from_recipe(recipe)
+            module = self.module = owner_model.rebuild(self.owner, recipe)
         saved = None if module is not None else self.owner.load_model()
         if module is None and saved is None:
             raise TriVaultError("no model registered from this owner directory: call register_model first")
@@ -107,13 +162,22 @@ class OwnerOps:
 
     def upload(self, images: Sequence[ImageInput], labels: Sequence[str] | None = None, deid: bool = False,
                eps: float = 1.0, collection: str = "default") -> list[int]:
-        """Encrypt and upload images with their features' shares; returns the new image ids."""
+        """Encrypt and upload images with their features' shares; returns the new image ids.
+
+        The first upload registers a pending model (its PCA fitted on these images). With
+        ``deid``, ``last_upload_stats["deid"]`` maps each new id to its copy's de-identification
+        metadata (regions changed, privacy spent)."""
         if labels is not None and len(labels) != len(images):
             raise ValueError("labels must match images one to one")
         t0 = time.perf_counter()
         info = self.fan.info()
         loaded = [load_image_bytes(x) for x in tqdm(images, desc="read", unit="img", disable=not self.progress)]
-        feats_new = self.extract_features([im for _, im in loaded])
+        feats_new = None
+        if not info.get("arch"):  # first upload: fit and register the pending model
+            feats_new = self.register_pending([im for _, im in loaded])
+            info = self.fan.info()
+        if feats_new is None:
+            feats_new = self.extract_features([im for _, im in loaded])
         old_feats, old_ids = self.owner.load_features()
         if sorted(old_ids.tolist()) != sorted(info["image_ids"]):
             raise TriVaultError("this owner directory does not match the servers' images")
@@ -121,8 +185,9 @@ class OwnerOps:
         new_ids = np.arange(start, start + len(loaded), dtype=np.int64)
         feats = feats_new if old_feats is None else np.concatenate([old_feats, feats_new])
         ids = np.concatenate([old_ids, new_ids])
+        deid_meta: list[dict] = []
         per_server, metas = encrypt_images(self.identity, loaded, new_ids.tolist(), labels,
-                                           deid_function() if deid else None, eps, self.progress)
+                                           recording_deid(deid_meta) if deid else None, eps, self.progress)
         imeta, itensors, after = self.index_bundles(feats, ids, info["index_version"], feats_new, new_ids)
         txn = str(uuid.uuid4())
         bundles = [bd.Bundle("txn", txn, {"images": metas, "index": imeta},
@@ -142,7 +207,8 @@ class OwnerOps:
         self.last_upload_stats = {
             "n": len(loaded), "seconds": t2 - t0, "transfer_seconds": t2 - t1,
             "bytes_per_server": float(bundles[0].nbytes()), "index": "update" if imeta.get("update") else "full",
-            "index_bytes_per_server": float(sum(v.numel() * v.element_size() for v in itensors[0].values()))}
+            "index_bytes_per_server": float(sum(v.numel() * v.element_size() for v in itensors[0].values())),
+            "deid": dict(zip(new_ids.tolist(), deid_meta)) if deid else {}}
         return new_ids.tolist()
 
     def delete(self, image_id: int) -> None:
@@ -186,3 +252,29 @@ def entry_name(source: ImageInput, label: str | None) -> str | None:
     if isinstance(source, (str, Path)):
         return Path(source).name
     return None
+
+
+def recording_deid(out: list[dict]) -> Callable[[np.ndarray, float], bytes]:
+    """``encryption.deid_function()`` that also appends each copy's de-identification metadata
+    (regions changed, privacy spent: the PNG text chunk it embeds) to ``out``, in upload order."""
+    run = deid_function()
+
+    def recorded(arr: np.ndarray, eps: float) -> bytes:
+        png = run(arr, eps)
+        with Image.open(io.BytesIO(png)) as im:
+            out.append(json.loads(im.text.get(DEID_METADATA_KEY, "{}")))
+        return png
+
+    return recorded
+
+
+def model_tensors(model: nn.Module, resolution: int) -> tuple[dict, list[dict[str, torch.Tensor]]]:
+    """The model's public arch and, per server, its RSS weight pairs as ``model/<name>`` tensors."""
+    from .model import split_model
+
+    arch, per_server = split_model(model, [3, resolution, resolution], DEFAULT_FP)
+    tensors: list[dict[str, torch.Tensor]] = [{}, {}, {}]
+    for i in range(3):
+        for name, pair in per_server[i].items():
+            tensors[i].update(bd.pairs_to_tensors(f"model/{name}", pair))
+    return arch, tensors

@@ -50,6 +50,7 @@ from .index_policy import IndexUpload
 from .metadata import NameBook
 from .owner_ops import OwnerOps
 from .owner_state import OwnerState
+from .recipes import DEFAULT_NPROBE, DEFAULT_PROJECTION
 from .rekey import PendingRekeys, rekey, revoked_scope
 from .retrieval import Retrieved, retrieve
 from .search import QueryInput, SearchBatch, SearchResult, search
@@ -239,8 +240,14 @@ class Client:
         self.rekey_pending()
         self._owner_ops.delete(image_id)
 
+    def reindex(self, projection: str = DEFAULT_PROJECTION) -> dict[str, Any]:
+        """Owner: refit the PCA projection on every stored image (fetched back and decrypted here) and
+        replace the model and all feature shares in one transaction; returns the new model recipe."""
+        ids = self.info()["image_ids"]
+        return self._owner_ops.reindex({int(i): self.retrieve(int(i)).array() for i in ids}, projection)
+
     # ---- querier (client.search, client.retrieval) ----------------------------------------
-    def search(self, queries: QueryInput, k: int = 10, nprobe: int = 1, collection: str = "default",
+    def search(self, queries: QueryInput, k: int = 10, nprobe: int = DEFAULT_NPROBE, collection: str = "default",
                purpose: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Secure top-k search, faiss-style: ``(distances, ids)`` of shape ``[Q, k]``.
 
@@ -252,14 +259,14 @@ class Client:
         b = self.search_batch(queries, k, nprobe, collection, purpose)
         return b.distances, b.ids
 
-    def search_batch(self, queries: QueryInput, k: int = 10, nprobe: int = 1, collection: str = "default",
+    def search_batch(self, queries: QueryInput, k: int = 10, nprobe: int = DEFAULT_NPROBE, collection: str = "default",
                      purpose: str | None = None) -> SearchBatch:
         """As :meth:`search`, with timing, per-server communication and the k/nprobe run."""
         return search(self.fan, self.sign, queries, k, nprobe, collection, purpose, self.cfg.timeout_s,
                       self.progress)
 
-    def search_results(self, queries: QueryInput, k: int = 10, nprobe: int = 1, collection: str = "default",
-                       purpose: str | None = None) -> list[SearchResult]:
+    def search_results(self, queries: QueryInput, k: int = 10, nprobe: int = DEFAULT_NPROBE,
+                       collection: str = "default", purpose: str | None = None) -> list[SearchResult]:
         """As :meth:`search`, one :class:`SearchResult` per query (ids, distances, and the owner's
         labels from the local catalog; padding dropped)."""
         batch = self.search_batch(queries, k, nprobe, collection, purpose)

@@ -7,7 +7,9 @@ shares of the ``[Q, k]`` top-k ids and distances, and only this client reconstru
 The reconstruction of the ids is checked: a server that skipped the masking of ids hidden
 by policy (or sent a wrong share) is named (``InconsistentSharesError.suspects``).
 
-``k`` above the candidates the index can return (``nprobe x bucket size``) first widens
+``nprobe`` above the number of buckets probes them all (the default, from
+``benchmarks.quality``, is sized for n = 1M). ``k`` above the candidates the index can
+return (``nprobe x bucket size``) first widens
 ``nprobe`` (up to the number of buckets), then runs with the largest ``k`` that exists; the
 caller gets a :class:`TriVaultWarning` and ``SearchBatch.note``. Results are faiss-shaped:
 ``[Q, k]`` with id ``-1`` and distance ``inf`` where nothing (visible) was found.
@@ -92,8 +94,8 @@ def plan_k(k: int, nprobe: int, n_centroids: int, bucket_size: int, n_images: in
     if k < 1 or nprobe < 1:
         return k, nprobe, None  # the servers refuse it with the allowed ranges
     notes = []
-    run_nprobe, run_k = nprobe, k
-    if k > nprobe * bucket_size and nprobe < n_centroids:
+    run_nprobe, run_k = min(nprobe, n_centroids), k  # more probes than buckets: all of them
+    if k > run_nprobe * bucket_size and run_nprobe < n_centroids:
         run_nprobe = min(n_centroids, math.ceil(k / bucket_size))
         notes.append(f"nprobe widened from {nprobe} to {run_nprobe} to reach k={k} "
                      f"(each bucket holds {bucket_size} candidates)")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import io
-import json
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
+from ..errors import TriVaultWarning
+from ..recipes import DEFAULT_DIM, DEFAULT_PROJECTION, DEFAULT_RESOLUTION, FITTED
 from .common import (
     CONFIG_OPT,
     EXIT_PARTIAL,
@@ -26,22 +27,26 @@ from .common import (
 from .upload_files import Candidate, check, deid_summary, mark_duplicates, scan
 
 
-def build_model(kind: str, resolution: int, dim: int):
+def build_model(kind: str, resolution: int, dim: int, projection: str = DEFAULT_PROJECTION):
     """See :func:`client.recipes.build_model` (a bad name is a usage error)."""
     from ..recipes import build_model as build
 
     try:
-        return build(kind, resolution, dim)
+        return build(kind, resolution, dim, projection)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 
 
-def ensure_model(c, resolution: int, dim: int, model: str) -> None:
-    """Register the feature model on first upload."""
+def ensure_model(c, resolution: int, dim: int, model: str, projection: str, n_images: int) -> None:
+    """Register the feature model on first upload (a PCA projection is fitted by the upload itself)."""
     if c.info().get("arch"):
         return
-    mod = build_model(model, resolution, dim)
-    note(f"registering the {model} model ({resolution}x{resolution} -> {dim}-d) as secret shares")
+    mod = build_model(model, resolution, dim, projection)
+    if (getattr(mod, "recipe", None) or {}).get("projection") in FITTED and n_images > dim:
+        note(f"fitting a PCA ({dim}-d) on your {n_images} images and registering the {model} model "
+             f"({resolution}x{resolution} -> {dim}-d) as secret shares")
+    else:  # too few images for the PCA: the upload warns (TriVaultWarning) and says how to refit
+        note(f"registering the {model} model ({resolution}x{resolution} -> {dim}-d) as secret shares")
     c.register_model(mod, resolution=resolution)
 
 
@@ -62,18 +67,11 @@ def catalog_entries(c) -> dict[int, dict]:
 
 
 def _deid_reports(c, found: list[Candidate]) -> None:
-    """Regions changed per uploaded image, from the accounting ``client.deid`` stored inside each
-    de-identified copy (fetched back and verified like any retrieval)."""
-    from PIL import Image
-
-    from ..encryption import DEID_METADATA_KEY
-
+    """Regions changed per uploaded image, from the de-identification metadata the upload returned."""
+    meta = c.last_upload_stats.get("deid", {})
     for f in found:
-        if f.status != "uploaded":
-            continue
-        r = c.retrieve(f.image_id, deid=True)
-        with Image.open(io.BytesIO(r.data)) as im:
-            f.deid = deid_summary(json.loads(im.text.get(DEID_METADATA_KEY, "{}")))
+        if f.status == "uploaded" and f.image_id in meta:
+            f.deid = deid_summary(meta[f.image_id])
 
 
 def _report(found: list[Candidate], deid: bool, saved: Path | None) -> None:
@@ -101,13 +99,22 @@ def upload(directory: Path = typer.Argument(..., exists=True, file_okay=False, h
            eps: float | None = typer.Option(None, "--eps", help="privacy parameter per region for --deid "
                                                                 "(default 1)"),
            model: str = typer.Option("auto", help="model to register if none: auto, efficientnet, tiny"),
-           resolution: int = typer.Option(64, help="model input resolution (when registering)"),
-           dim: int = typer.Option(32, help="feature dimension (when registering)"),
+           resolution: int = typer.Option(DEFAULT_RESOLUTION, help="model input resolution (when registering)"),
+           dim: int = typer.Option(DEFAULT_DIM, help="feature dimension (when registering)"),
+           projection: str = typer.Option(DEFAULT_PROJECTION, help="efficientnet's projection to DIM (when "
+                                          "registering): pca_whiten or pca (fitted on this first upload's images) "
+                                          "or random (seeded)"),
            config: Path | None = CONFIG_OPT, as_json: bool = JSON_OPT) -> None:
     """Encrypt and upload every image under DIRECTORY (any format Pillow reads; label = path in DIRECTORY).
 
     Unreadable files are skipped and reported (exit 3); files whose bytes are already uploaded are
-    skipped with a note. The id -> file map is printed and kept in the owner's catalog."""
+    skipped with a note. The id -> file map is printed and kept in the owner's catalog.
+
+    The first upload registers the model. Its projection to DIM is a PCA fitted on this first
+    upload's images on your machine (needs more than DIM images; with fewer, a seeded random
+    projection is used, with a warning), kept in the owner directory and reused by every later
+    upload. To refit it on everything stored (e.g. after a first upload of only a few images):
+    `trivault reindex`."""
     if eps is not None and not deid:
         raise typer.BadParameter("--eps only applies with --deid", param_hint="--eps")
     images, others = scan(directory)
@@ -122,9 +129,13 @@ def upload(directory: Path = typer.Argument(..., exists=True, file_okay=False, h
             mark_duplicates(found, {e["sha256"]: i for i, e in catalog_entries(c).items() if e.get("sha256")})
             todo = [f for f in found if f.status == "new"]
             if todo:
-                ensure_model(c, resolution, dim, model)
-                ids = c.upload([f.path for f in todo], labels=[f.name for f in todo], deid=deid,
-                               eps=1.0 if eps is None else eps, collection=collection)
+                ensure_model(c, resolution, dim, model, projection, len(todo))
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", TriVaultWarning)
+                    ids = c.upload([f.path for f in todo], labels=[f.name for f in todo], deid=deid,
+                                   eps=1.0 if eps is None else eps, collection=collection)
+                for w in dict.fromkeys(str(w.message) for w in caught):
+                    warn(w)
                 for f, i in zip(todo, ids):
                     f.status, f.image_id = "uploaded", int(i)
                 if deid:
@@ -172,7 +183,26 @@ def delete(image_id: int = typer.Argument(..., help="image id"),
     console.print(f"deleted {image_id}")
 
 
+def reindex(projection: str = typer.Option(DEFAULT_PROJECTION, help="pca_whiten or pca"),
+            config: Path | None = CONFIG_OPT, as_json: bool = JSON_OPT) -> None:
+    """Refit the feature projection (PCA) on ALL your stored images and re-upload every feature share.
+
+    Use it when the first upload had too few images to fit the PCA (more than DIM are needed) or
+    the collection has changed a lot since. Every image is fetched back and decrypted on this
+    machine, the PCA is fitted on their features, and the model and the whole index are
+    replaced in one transaction (the encrypted images stay as they are)."""
+    with sdk_errors(), make_client(config) as c:
+        c.progress = not as_json
+        recipe = c.reindex(projection)
+        n = len(c.info()["image_ids"])
+    if as_json:
+        print_json({"recipe": recipe, "n_images": n})
+        return
+    console.print(f"refitted the {recipe['dim']}-d PCA{' (whitened)' if recipe.get('whiten') else ''} on {n} "
+                  "images; model and feature shares replaced")
+
+
 def register_commands(app: typer.Typer) -> None:
     """Add these commands to ``app``."""
-    for fn in (upload, ls, delete):
+    for fn in (upload, ls, delete, reindex):
         app.command()(fn)

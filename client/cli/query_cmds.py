@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..recipes import DEFAULT_NPROBE
 from .common import (
     CONFIG_OPT,
     IDENTITY_OPT,
@@ -54,7 +55,8 @@ def run_search(c, image: Path, k: int, nprobe: int, collection: str, purpose: st
 
 def search(image: Path = typer.Argument(..., exists=True, dir_okay=False, help="query image"),
            k: int = typer.Option(10, "-k", min=1, help="number of results"),
-           nprobe: int = typer.Option(1, min=1, help="index buckets probed (more: better recall, slower)"),
+           nprobe: int = typer.Option(DEFAULT_NPROBE, min=1, help="index buckets probed (more: better recall, "
+                                      "slower; capped at the index's buckets)"),
            collection: str = typer.Option("default", "--collection", help="collection to search"),
            purpose: str | None = PURPOSE_OPT, identity: Path | None = IDENTITY_OPT,
            config: Path | None = CONFIG_OPT, as_json: bool = JSON_OPT) -> None:

@@ -21,11 +21,19 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize("cmd", [[], ["certs"], ["up"], ["status"], ["down"], ["upload"], ["ls"], ["search"], ["get"],
-                                 ["delete"], ["demo"]])
+                                 ["delete"], ["demo"], ["reindex"]])
 def test_help(cmd):
     r = runner.invoke(app, [*cmd, "--help"])
     assert r.exit_code == 0, r.output
     assert "Usage" in r.output
+
+
+def test_upload_help_states_the_measured_defaults_and_how_to_refit():
+    from client.recipes import DEFAULT_DIM, DEFAULT_PROJECTION, DEFAULT_RESOLUTION
+
+    out = " ".join(runner.invoke(app, ["upload", "--help"]).output.split())
+    assert f"[default: {DEFAULT_RESOLUTION}]" in out and f"[default: {DEFAULT_DIM}]" in out
+    assert f"[default: {DEFAULT_PROJECTION}]" in out and "trivault reindex" in out
 
 
 def test_help_documents_config_discovery_and_exit_codes():

@@ -102,6 +102,7 @@ def test_deidentified_copy_is_stored_and_retrievable(cluster, client):
     acct = json.loads(Image.open(io.BytesIO(anon.data)).text[DEID_METADATA_KEY])
     assert acct["eps_per_region"] and all(e == 1.0 for e in acct["eps_per_region"])
     assert acct["eps_total"] == sum(acct["eps_per_region"])  # sequential composition
+    assert client.last_upload_stats["deid"] == {i: acct}  # the upload itself returns the accounting
     assert client.info()["index_version"] == before + 1
     plain = client.retrieve(0)
     with pytest.raises(Exception, match="no de-identified copy"):

@@ -121,6 +121,7 @@ def test_plan_k_widens_nprobe_then_caps_k():
     k, nprobe, note = plan_k(10, 1, 1, 16, 3)
     assert (k, nprobe) == (10, 1) and "only 3 image(s)" in note
     assert plan_k(0, 1, 1, 16, 3) == (0, 1, None)  # left to the servers' range check
+    assert plan_k(10, 64, 3, 16, 40) == (10, 3, None)  # the default nprobe on a small index: every bucket
 
 
 def test_servers_refuse_wrong_feature_queries_at_admission(cluster, client):
