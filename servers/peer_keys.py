@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from cryptography.hazmat.primitives import serialization
@@ -18,9 +19,9 @@ from protos.trivault.v1 import trivault_pb2 as pb
 
 from .storage import write_atomic
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .peer_comm import PeerLink, PeerRouter
+
 
 def load_or_create_x25519(path: Path) -> X25519PrivateKey:
     """This server's static X25519 key (created once, file mode 0600)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,10 @@ def _match(req: VerifiedRequest, store: Store, txn_id: str) -> None:
         raise TxnAuthError("mismatch", "the signed digests differ from the prepared transaction's")
 
 
-def check_decision(verify, store: Store, auth: bytes, action: str, txn_id: str, who: str) -> VerifiedRequest:
+Verify = Callable[[bytes, str, str], VerifiedRequest]  # ``Acl.verify``: audits a rejection, then re-raises
+
+
+def check_decision(verify: Verify, store: Store, auth: bytes, action: str, txn_id: str, who: str) -> VerifiedRequest:
     """Verify a signed ``commit``/``abort`` (``verify`` = ``Acl.verify``: fresh, first use) and
     match it to the prepared transaction. Raises ValueError (not a transaction id: checked
     first, as the id names a staging folder), RequestRejected or TxnAuthError."""
