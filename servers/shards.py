@@ -167,7 +167,7 @@ class BucketShard:
 class ShardPool:
     """The Ray driver side of one server: its shard actors and bounded calls to them.
 
-    ``address=None`` starts a private local Ray cluster with ``workers * worker_cpus``
+    ``address=None`` starts a private local Ray cluster (on 127.0.0.1) with ``workers * worker_cpus``
     CPUs under ``temp_dir``; otherwise joins the given Ray cluster (its own trust domain).
     Each actor reserves ``worker_cpus`` CPUs; ``max_restarts`` (-1: always) is Ray's.
     """
@@ -196,7 +196,7 @@ class ShardPool:
             ray.init(address=self.address, **kw)
         else:
             init_ray(num_cpus=max(1, math.ceil(self.workers * self.worker_cpus)), _temp_dir=self.temp_dir,
-                     object_store_memory=self.object_store_bytes, **kw)
+                     object_store_memory=self.object_store_bytes, _node_ip_address="127.0.0.1", **kw)
         log.info("server %d: Ray driver up (%s), %d shard workers", self.server_id,
                  self.address or "private local cluster", self.workers)
         return self
@@ -212,7 +212,8 @@ class ShardPool:
                                 max_task_retries=0)(BucketShard)
             self.actors = [remote.remote(str(index_dir), a, b) for a, b in ranges]
             self.ranges, self.index_dir = ranges, Path(index_dir)
-        infos = self.call([a.load.remote(version) for a in self.actors], timeout_s=max(self.timeout_s, 120.0))
+        # starting actors is process start-up (slow on a loaded machine), not query work: a wider bound
+        infos = self.call([a.load.remote(version) for a in self.actors], timeout_s=max(self.timeout_s, 600.0))
         for s, inf in enumerate(infos):
             log.info("server %d: shard %d/%d buckets [%d, %d) v%d pid %d, %d bytes mapped", self.server_id, s,
                      len(infos), inf["first"], inf["last"], version, inf["pid"], inf["mapped_bytes"])
