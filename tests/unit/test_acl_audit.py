@@ -139,3 +139,14 @@ def test_redacted_views_verify_and_still_catch_rewrites(tmp_path):
     views[1] = [redact(AuditEntry.from_dict(d)).to_dict() if d.get("event") == "search" else d for d in views[1]]
     div = compare_chains(views)
     assert div.suspects() == [1] and "server 1: missing search" in div.summary()
+
+
+def test_logs_written_before_redaction_still_verify_in_full():
+    from wire.audit import AuditEntry, entry_hash, legacy_hash
+
+    old = AuditEntry(0, 1, 5, "grant", OWNER, BOB, "r1", {"collection": "scans"}, GENESIS, "")
+    old = replace(old, hash=legacy_hash(old))  # the v1 chain hash of an existing log
+    new = AuditEntry(0, 2, 6, "search", BOB, "scans", "s1", {"k": 1}, old.hash, "")
+    new = replace(new, hash=entry_hash(0, 2, 6, "search", BOB, "scans", "s1", {"k": 1}, old.hash))
+    assert verify_chain([old, new], 0).ok
+    assert verify_chain([replace(old, detail={"collection": "other"}), new], 0).first_bad == 1
