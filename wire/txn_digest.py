@@ -38,7 +38,7 @@ def bundle_digest(b: Bundle) -> str:
     for name in sorted(b.tensors):
         a = _array(b.tensors[name])
         h.update(len(name).to_bytes(4, "little") + name.encode() + a.nbytes.to_bytes(8, "little"))
-        h.update(memoryview(a.reshape(-1)).cast("B"))
+        h.update(a.reshape(-1).view(np.uint8).data)
     return h.hexdigest()
 
 
