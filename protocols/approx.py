@@ -43,7 +43,6 @@ from collections.abc import Sequence
 import torch
 
 from . import bitmul as BM
-from . import compare as C
 from . import digits as D
 from .arithmetic import _product, bilinear, mul, truncate  # _product(x, y, f): f bilinear
 from .sharing import ArithmeticShares
@@ -154,11 +153,12 @@ _EXTRA = 24  # extra bits carried when applying 2**(-j/2)
 
 
 def _octave_onehot(s: ArithmeticShares) -> ArithmeticShares:
-    """``e[j, n] = [2**j <= s_n < 2**(j+1)]`` for j in [J_MIN, J_MAX) (clamped at both ends). Cost: 5 rounds."""
+    """``e[j, n] = [2**j <= s_n < 2**(j+1)]`` for j in [J_MIN, J_MAX) (clamped at both ends), for
+    ``-2**31 + 2**24 < s < 2**31`` (real; the 48-bit ``digits.OCTAVE`` comparison). Cost: 5 rounds."""
     js = torch.arange(J_MIN, J_MAX + 1, dtype=torch.float64)
     thr = (2.0 ** js).view(-1, 1).expand(-1, s.shape[0])
     sv = s.unsqueeze(0).expand(len(js), s.shape[0])
-    c = C.ltz(sv - thr)  # c[j] = [s < 2**j], monotone in j; 64-bit comparison (s may exceed 32768)
+    c = D.ltz(sv - thr, D.OCTAVE)  # c[j] = [s < 2**j], monotone in j; exact for s < 2**31 (real)
     e = c[1:] - c[:-1]
     # s below the range: octave J_MIN; s above: the last octave.
     first = c[0:1]

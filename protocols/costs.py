@@ -70,8 +70,8 @@ def rotated_inject(n: int) -> Cost:
 
 
 def msb(n: int) -> Cost:
-    """``compare.msb`` (any ``x`` in the ring, 8-bit digits)."""
-    return digit_msb(n, D.FULL)
+    """``compare.msb`` (any ``x`` in the ring, ``compare.LAYOUT``: 4-bit digits)."""
+    return digit_msb(n, D.WIDE)
 
 
 def ltz(n: int) -> Cost:
@@ -145,14 +145,15 @@ def bounded_clamp(n: int, spec: D.Digits) -> Cost:
 def l2_normalize(rows: int, dim: int, octaves: int) -> Cost:
     """``approx.l2_normalize`` of ``[rows, dim]`` with ``octaves`` octaves (32).
 
-    ``||x||^2`` (1 round), octave one-hot by one ``ltz`` of ``octaves + 1`` thresholds (5),
+    ``||x||^2`` (1 round), octave one-hot by one 48-bit ``digits.ltz`` (``digits.OCTAVE``) of
+    ``octaves + 1`` thresholds (5),
     mantissa truncation (1) and selection (1), linear start (1), two Newton steps (2 x 2:
     ``[r**2, h r]``, then ``1.5 r - (h r) r**2``), ``x r`` (1), the public ``2**(-j/2)``
     selection (1) and its truncation (1): 16 rounds.
     """
     newton = [product(2 * rows), product(rows)]
     scalar_steps = [product(rows)] * 2 + newton * 2  # mantissa selection, linear start, 2 Newton steps
-    total = product(rows) + ltz((octaves + 1) * rows) + product(octaves * rows)
+    total = product(rows) + bounded_ltz((octaves + 1) * rows, D.OCTAVE) + product(octaves * rows)
     for step in scalar_steps + [product(rows * dim)] * 3:
         total = total + step
     return total

@@ -85,6 +85,7 @@ FULL = Digits(64, 0, (8,) * 8)  # any x in the ring: 5 rounds
 WIDE = Digits(64, 0, (4,) * 16)  # any x in the ring, small tables: 5 rounds + 1 AND round
 CNN_FAST = Digits(20, 7, (5, 5, 5, 5))  # |x| < 2**26 - 128 ring units (~1024 real), sign wrong only on [0, 2**-9)
 CNN_EXACT = Digits(32, 0, (4,) * 8)  # exact for |x| < 2**31 ring units (32768 real)
+OCTAVE = Digits(48, 0, (6,) * 8)  # exact for |x| < 2**47 ring units (2**31 real): 4 rounds, 10.3 words
 
 
 def eq_spec(bound: int) -> Digits:

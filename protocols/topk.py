@@ -8,7 +8,7 @@ public, sizes only): ``m = 2`` by RANKS (``_merge_keep``: ONE comparison of all 
 pairs, ONE product placing every element, ``R_lt + 1`` rounds); ``m > 2`` by
 ``_merge_many`` (positions as local sums of comparison bits, a 2-round small equality for
 the placement one-hot, ONE product: ``R_lt + 3`` rounds). E.g. n = 1,100, k = 10: radices
-[25, 4, 11], 24 rounds (the binary tournament: 11 levels, 66 rounds). The alternative
+[25, 4, 11], 27 rounds (the binary tournament: 11 levels, 77 rounds). The alternative
 (``method="bitonic"``) bitonic-sorts lists of ``K = next_pow2(k)`` and halves them with
 bitonic merges: fewer comparisons, many more rounds.
 """
@@ -60,10 +60,10 @@ def secure_topk(keys: ArithmeticShares, payloads: ArithmeticShares | None, k: in
     ``method="bitonic"``: tournament of bitonic-sorted lists of ``K = next_pow2(k)``
     (module docstring): ``log2 K (log2 K + 1) / 2 + ceil(log2 ceil(n / K)) (1 + log2 K)``
     stages of ``R_lt + 1`` rounds, about ``n / 2 (log2 K (log2 K + 1) / 2 + 1 + log2 K)``
-    comparisons (fewer comparisons, many more rounds). Each comparison is 12.9 words
-    for party 0 and 5.9 for the others (``protocols.costs``: ``ltz``). Ties resolved by
+    comparisons (fewer comparisons, many more rounds). Each comparison is 8.1 words
+    for every party (``protocols.costs``: ``ltz``). Ties resolved by
     payload when ``id_bits`` is set.
-    E.g. k = 10, n = 1,100: 24 rounds (merge, radices [25, 4, 11]) vs 45 stages (bitonic).
+    E.g. k = 10, n = 1,100: 27 rounds (merge, radices [25, 4, 11]) vs 45 stages (bitonic).
     """
     check_keys(keys, payloads)
     n = keys.shape[-1]
@@ -188,11 +188,12 @@ def _merge_keep(ka: ArithmeticShares, pa: ArithmeticShares | None, kb: Arithmeti
 
 
 ROUND_COMPARISONS = 2500
-"""Planner's exchange rate: one round is worth this many comparisons (10 ms round trip vs ~350
-bytes per 64-bit comparison at 1 Gbit/s, ``costs.ltz``); sizes only, so the plan is public."""
+"""Planner's exchange rate: one round is worth this many comparisons (half a 10 ms round trip vs
+the CPU of a 64-bit comparison, ~2 us per party on the 2-core benchmark machine, which also
+covers its ~70 bytes at 1 Gbit/s, ``costs.ltz``); sizes only, so the plan is public."""
 
 
-def merge_plan(n: int, k: int, r_lt: int = D.FULL.rounds + 1) -> list[int]:
+def merge_plan(n: int, k: int, r_lt: int = D.WIDE.rounds + 1) -> list[int]:
     """Radices of the merge tournament for ``n`` keys, minimising ``rounds + comparisons / ROUND_COMPARISONS``.
 
     A level merging ``m`` lists of ``s`` costs ``r_lt + 1`` rounds for ``m = 2`` (rank
@@ -304,7 +305,7 @@ def secure_argmin(keys: ArithmeticShares, payloads: ArithmeticShares | None = No
 
     Without payloads the index ``0..n-1`` is the payload and ties go to the smallest
     index. Cost: as ``secure_topk`` with ``k = 1`` (``merge_plan(n, 1)``: n = 1,000 in two
-    levels of 32, 16 rounds).
+    levels of 32, 18 rounds).
     """
     n = keys.shape[-1]
     if payloads is None:
