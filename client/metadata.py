@@ -115,12 +115,13 @@ class NameBook:
         """Image id -> metadata of every image in ``collection`` this user may see."""
         if refresh or collection not in self._by_collection:
             out: dict[int, dict[str, Any]] = {}
-            after = None
-            while True:
-                got, after = self._ask({"collection": collection, "after": after, "purpose": purpose})
+            after: int | None = None
+            while True:  # bounded: each page must move past the previous one
+                got, nxt = self._ask({"collection": collection, "after": after, "purpose": purpose})
                 out.update(got)
-                if after is None:
+                if nxt is None or (after is not None and int(nxt) <= after):
                     break
+                after = int(nxt)
             self._by_collection[collection] = out
         return self._by_collection[collection]
 
