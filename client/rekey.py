@@ -75,21 +75,28 @@ def revoked_scope(catalog_entries: dict, server_ids: Sequence[int], collection: 
     return sorted(mine) if mine else sorted(live)
 
 
+def deid_copies(client) -> dict[int, bool]:
+    """Which images have a de-identified copy, as the owner's local catalog records it."""
+    return {int(e.id): bool(e.deid) for e in client.ls(local_only=True)}
+
+
 def rekey_bundles(client, image_ids: Sequence[int]) -> list[bd.Bundle]:
     """One transaction re-keying ``image_ids``: the owner's own copies, encrypted and shared anew."""
     per_server: list[dict[str, torch.Tensor]] = [{}, {}, {}]
     rekeys = []
+    known = deid_copies(client)
     for i in image_ids:
         orig = client.retrieve(int(i))
         if orig.watermarked:
             raise TriVaultError(f"image {i}: only its owner can re-key it")
         copies = [(False, orig.data)]
-        try:
-            d = client.retrieve(int(i), deid=True)
-            if d.kind == "deid":
-                copies.append((True, d.data))
-        except TriVaultError:
-            pass  # no de-identified copy
+        if known.get(int(i), True):  # a de-identified copy, or unknown to this owner directory: ask
+            try:
+                d = client.retrieve(int(i), deid=True)
+                if d.kind == "deid":
+                    copies.append((True, d.data))
+            except TriVaultError:
+                pass  # no de-identified copy
         for deid, blob in copies:
             for s, tensors in enumerate(encrypt_copy(client.identity, int(i), blob, deid)):
                 per_server[s].update(tensors)

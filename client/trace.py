@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from .errors import TriVaultError
 from .pixel_release import decode_rgb
+from .rekey import deid_copies
 from .watermark import TraceResult, detect, load_rgb, owner_mark_keys, signing_key_bytes
 
 THUMB = 64
@@ -43,8 +44,9 @@ def _thumb(rgb: np.ndarray) -> np.ndarray:
 
 def _copies(client, image_ids: Iterable[int], progress: bool) -> Iterable[tuple[int, bool, np.ndarray]]:
     """(image id, is de-identified copy, owner's unmarked RGB) of each copy the owner can open."""
+    known = deid_copies(client)
     for i in tqdm(list(image_ids), desc="trace", unit="img", disable=not progress):
-        for deid in (False, True):
+        for deid in (False, True) if known.get(int(i), True) else (False,):
             try:
                 r = client.retrieve(int(i), deid=deid)
             except TriVaultError:

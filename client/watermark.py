@@ -17,6 +17,13 @@ candidate is named only at ``z >= Z_THRESHOLD`` (6: a false match about 1e-9 per
 and when it beats every other candidate. ``benchmarks/watermark.py`` measures PSNR, chip
 errors and trace success after JPEG 75/50, a 50% resize and a crop.
 
+Measured (``python -m benchmarks.watermark``: 7 scikit-image photos x 30 trials, fresh keys
+and 10 candidate recipients each): PSNR of the mark 42.5 dB (min 41.8); the true recipient is
+named in 210/210 trials after each of JPEG 75, JPEG 50, a 50% resize, JPEG 75 + 50% resize
+(either order) and a 10%-per-side crop (+ JPEG 75), no false accusation, unmarked copies
+name nobody; lowest true z 16.0, highest wrong z 4.3. Chip sign errors: JPEG 75 3.8%,
+JPEG 50 9.1%, resize 0.7%, JPEG 75 + resize 1.3%, crop 0.5%.
+
 Limits: a coalition of recipients averaging their copies weakens each mark (collusion);
 someone who knows ``x`` is the owner already; a crop of under about 8 x 8 mark cells, or a
 rotation, is not handled.
