@@ -100,7 +100,7 @@ class OwnerOps:
         if model is None and (recipe := owner_model.load_pending(self.owner)) is not None:
             model = owner_model.rebuild(self.owner, recipe)
         if model is None:
-            raise TriVaultError("no model registered on the servers: call register_model first")
+            raise TriVaultError("no pending model: call register_model first")
         fitted, feats = owner_model.fit_first_upload(model, images)  # type: ignore[arg-type]
         self.register_model(fitted, int(fitted.recipe["resolution"]))  # type: ignore[union-attr, index]
         return feats
@@ -173,7 +173,7 @@ class OwnerOps:
         info = self.fan.info()
         loaded = [load_image_bytes(x) for x in tqdm(images, desc="read", unit="img", disable=not self.progress)]
         feats_new = None
-        if not info.get("arch"):  # first upload: fit and register the pending model
+        if not info["image_ids"] and owner_model.load_pending(self.owner) is not None:  # fit, then register
             feats_new = self.register_pending([im for _, im in loaded])
             info = self.fan.info()
         if feats_new is None:

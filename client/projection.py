@@ -11,7 +11,8 @@ by 0.004-0.035 copy-detection mAP (most at 32-d), whitened PCA by 0.008-0.052 (9
 need more probes (n = 1M, 96 px, 128-d: recall@10 vs exact 0.909 at nprobe 16, 0.973 at
 64). ``whiten`` is therefore a choice the caller makes with its nprobe.
 
-Steps for the owner (before ``register_model``, which must happen before any upload):
+The product runs these steps at the owner's first upload (``client.owner_model``, with
+``build_model(..., projection="pca_whiten")``, the default) and at ``Client.reindex``:
 
 1. ``pooled = pooled_features(model, images)``: trunk + pool outputs [n, 1280] of the
    owner's images (the model's own head, if any, is ignored);
