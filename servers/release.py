@@ -79,7 +79,7 @@ def marked_bundle(store: Store, server_id: int, image_id: int, deid: bool, recip
     path = store.objects / "pix" / f"{int(image_id)}{'.deid' if deid else ''}.npz"
     if not path.exists():
         raise ReleaseError(f"image {image_id} has no pixel shares on server {server_id} (uploaded before marks "
-                           "on shares): only its owner can open it until the owner runs `trivault rekey`")
+                           "on shares): only its owner can open it until the owner runs `trivault rekey ID`")
     t = npz_to_tensors(path)
     shape = tuple(int(d) for d in t["shape"].tolist())
     sealed = release(server_id, (_component(t["a"]), _component(t["b"])),
