@@ -138,3 +138,14 @@ def test_only_the_owner_rekeys(world):
     with pytest.raises(TriVaultError, match="not-owner"):
         carol._transact(bundles)
     assert owner.retrieve(oid).verified  # nothing replaced
+
+
+def test_an_image_without_pixel_shares_is_refused_to_others_until_rekeyed(world):
+    lc, owner, users, (pid, oid) = world
+    for s in range(3):  # as if uploaded before marks on shares
+        (lc.root / "data" / f"server{s}" / "objects" / "pix" / f"{oid}.npz").unlink()
+    with pytest.raises(TriVaultError, match="trivault rekey"):
+        users["bob"].retrieve(oid)
+    assert owner.retrieve(oid).verified  # the owner's path needs no pixel shares
+    assert owner.rekey([oid]) == [oid]
+    assert users["bob"].retrieve(oid).watermarked
