@@ -1,0 +1,155 @@
+"""A server as a Ray driver with shard actors (servers/shards.py), among three real server processes.
+
+One Ray session per module (``ray.init`` here: 2 CPUs, no dashboard, its own temp dir);
+server 1 joins it (``[servers.1.shards] address``) with 2 shard actors, servers 0 and 2 stay
+in process (a deployment gives each server its own cluster: docker/compose.yaml's ``ray``
+profile; benchmarks/scale.py shards all three at n = 1M). The same stored index is searched
+first in process, then, after a restart, sharded: the ids must be identical. A shard actor
+killed while a query waits on it fails that query with a clear error (no wrong answer, no
+hang) and Ray restarts it from the stored shares.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import tempfile
+import threading
+import time
+
+import numpy as np
+import pytest
+import ray
+
+from client.errors import TriVaultError
+from client.local_cluster import LocalCluster
+from client.sdk import Client
+from servers.shards import bucket_ranges, init_ray, npz_member
+
+from .conftest import RES, small_images, tiny_model
+
+pytestmark = pytest.mark.timeout(900)  # the module's Ray start-up is in the first test: minutes on a loaded machine
+N_IMAGES = 120  # C = 3 buckets (client.index_policy: at least 39 items per bucket): ranges [0, 2), [2, 3)
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    tmp = tempfile.mkdtemp(prefix="tvray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    ctx = init_ray(num_cpus=2, include_dashboard=False, _temp_dir=tmp, object_store_memory=100 * 2**20,
+                   log_to_driver=False, _node_ip_address="127.0.0.1")
+    yield ctx.address_info["gcs_address"]
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory, ray_address):
+    """(cluster, client, queries, in-process ids): the same stored index, then served by shards."""
+    lc = LocalCluster(tmp_path_factory.mktemp("shards"), txn_timeout_s=8.0, peer_timeout_s=20.0,
+                      query_timeout_s=60.0)
+    lc.start()
+    c = Client(lc.client_config, progress=False)
+    try:
+        c.register_model(tiny_model(), resolution=RES)
+        c.upload(small_images(N_IMAGES, seed=5), labels=[f"s{i}" for i in range(N_IMAGES)])
+        feats, ids = c.owner.load_features()
+        rng = np.random.default_rng(0)
+        queries = feats[rng.choice(len(feats), 6, replace=False)].astype(np.float64) + 0.05
+        before = {nprobe: c.search(queries, k=4, nprobe=nprobe)[1] for nprobe in (1, 2)}
+        lc.stop()
+        with open(lc.config_path, "a") as f:
+            f.write(f'\n[servers.1.shards]\nworkers = 2\naddress = "{ray_address}"\ntimeout_s = 20\n')
+        lc.start(timeout_s=900)  # Ray start-up: seconds on an idle machine, minutes on a loaded one
+        yield lc, c, queries, before, (feats, ids)
+    finally:
+        c.close()
+        lc.stop()
+
+
+TOL = 2.0**-10  # fixed point: 16 fractional bits, truncation +-1 ulp per product (fresh randomness per query)
+
+
+def assert_same_ids(got: np.ndarray, want: np.ndarray, queries: np.ndarray, feats: np.ndarray, ids: np.ndarray):
+    """Identical ids, except that two items whose plaintext distances tie within TOL may swap ranks
+    (the truncation noise differs between any two runs, sharded or not)."""
+    assert got.shape == want.shape
+    for q, g_row, w_row in zip(queries, got, want):
+        plain = dict(zip(ids.tolist(), ((feats.astype(np.float64) - q) ** 2).sum(1).tolist()))
+        for g, w in zip(g_row.tolist(), w_row.tolist()):
+            assert g == w or abs(plain[g] - plain[w]) <= TOL, (g_row, w_row)
+
+
+def _shard_pids(lc: LocalCluster, server: int) -> dict[int, int]:
+    """Shard number -> pid of server ``server``'s actors, from its log (latest binding)."""
+    pids = {}
+    pat = re.compile(rf"server {server}: shard (\d+)/\d+ buckets .* pid (\d+)")
+    for m in pat.finditer(lc.log_path(server).read_text(errors="replace")):
+        pids[int(m.group(1))] = int(m.group(2))
+    return pids
+
+
+def test_sharded_servers_return_the_unsharded_ids(sharded):
+    lc, c, queries, before, (feats, ids) = sharded
+    for nprobe, want in before.items():
+        _, got = c.search(queries, k=4, nprobe=nprobe)
+        assert_same_ids(got, want, queries, feats, ids)
+        assert np.array_equal(got[:, 0], want[:, 0])
+    assert len(_shard_pids(lc, 1)) == 2  # server 1: 2 actors over its stored share pair
+    assert "2 shard workers" in lc.log_path(1).read_text() and not _shard_pids(lc, 0)
+
+
+def test_shards_map_contiguous_bucket_ranges_of_the_stored_file(sharded):
+    lc = sharded[0]
+    path = max((lc.root / "data" / "server1" / "objects" / "index").glob("v*.npz"), key=lambda p: int(p.stem[1:]))
+    rows = npz_member(path, "rows.lo", mode="r")
+    assert isinstance(rows, np.memmap) and rows.dtype == np.int64
+    C = rows.shape[0]
+    ranges = bucket_ranges(C, 2)
+    assert ranges[0][0] == 0 and ranges[-1][1] == C and all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    with np.load(path) as z:  # the map reads exactly what np.load reads
+        assert np.array_equal(np.asarray(rows), z["rows.lo"])
+
+
+def test_delete_reaches_the_shards(sharded):
+    lc, c, queries, _, (feats, ids) = sharded
+    victim = int(ids[3])
+    c.delete(victim)
+    q = feats[[3, 7]].astype(np.float64) + 0.01
+    _, found = c.search(q, k=2)
+    assert victim not in found.tolist()[0] and found[1, 0] == int(ids[7])
+
+
+def test_killed_shard_fails_the_query_in_flight_then_is_restarted(sharded):
+    lc, c, queries, _, (feats, ids) = sharded
+    old = _shard_pids(lc, 1)[0]
+    os.kill(old, signal.SIGSTOP)  # the shard hangs: the query below waits on it
+    err: list[BaseException] = []
+
+    def query() -> None:
+        try:
+            c.search(queries[:1], k=4)
+        except TriVaultError as exc:
+            err.append(exc)
+
+    t = threading.Thread(target=query)
+    t.start()
+    time.sleep(3.0)
+    os.kill(old, signal.SIGKILL)
+    t.join(60)
+    assert not t.is_alive() and err, "the query in flight must fail, not hang or answer"
+    assert re.search(r"server 1: shard 0 of 2 .* died", str(err[0])), str(err[0])
+    deadline = time.monotonic() + 60
+    while True:  # Ray restarts the actor from the stored shares; queries succeed again
+        try:
+            _, got = c.search(queries, k=4)
+            break
+        except TriVaultError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+    _, want = c.search(queries, k=4)
+    assert_same_ids(got, want, queries, feats, ids)
+    with pytest.raises(ProcessLookupError):
+        os.kill(old, 0)
