@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from client.recipes import DEFAULT_DIM, DEFAULT_PROJECTION, DEFAULT_RESOLUTION
+from client.recipes import build_model as build
 
 
 def build_model(kind: str = "auto", resolution: int = DEFAULT_RESOLUTION, dim: int = DEFAULT_DIM,
@@ -17,6 +18,4 @@ def build_model(kind: str = "auto", resolution: int = DEFAULT_RESOLUTION, dim: i
     fall back to the seeded random map with a warning); ``"random"`` keeps the seeded random map.
     The owner's state keeps the recipe (and the fitted PCA), so a restarted client rebuilds
     the same model."""
-    from client.recipes import build_model as build
-
     return build(kind, resolution, dim, projection)
