@@ -167,7 +167,7 @@ class BucketShard:
 class ShardPool:
     """The Ray driver side of one server: its shard actors and bounded calls to them.
 
-    ``address=None`` starts a private local Ray cluster (on 127.0.0.1) with ``workers * worker_cpus``
+    ``address=None`` starts a private local Ray cluster on this machine with ``workers * worker_cpus``
     CPUs under ``temp_dir``; otherwise joins the given Ray cluster (its own trust domain).
     Each actor reserves ``worker_cpus`` CPUs; ``max_restarts`` (-1: always) is Ray's.
     """
@@ -196,7 +196,7 @@ class ShardPool:
             ray.init(address=self.address, **kw)
         else:
             init_ray(num_cpus=max(1, math.ceil(self.workers * self.worker_cpus)), _temp_dir=self.temp_dir,
-                     object_store_memory=self.object_store_bytes, _node_ip_address="127.0.0.1", **kw)
+                     object_store_memory=self.object_store_bytes, **kw)
         log.info("server %d: Ray driver up (%s), %d shard workers", self.server_id,
                  self.address or "private local cluster", self.workers)
         return self

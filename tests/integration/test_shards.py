@@ -38,7 +38,7 @@ N_IMAGES = 120  # C = 3 buckets (client.index_policy: at least 39 items per buck
 def ray_address():
     tmp = tempfile.mkdtemp(prefix="tvray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     ctx = init_ray(num_cpus=2, include_dashboard=False, _temp_dir=tmp, object_store_memory=100 * 2**20,
-                   log_to_driver=False, _node_ip_address="127.0.0.1")
+                   log_to_driver=False)  # Ray 2.60 advertises this machine's own address, never another host
     yield ctx.address_info["gcs_address"]
     ray.shutdown()
     shutil.rmtree(tmp, ignore_errors=True)
