@@ -143,10 +143,11 @@ def _layout(spec: Digits, fields: list[tuple[int, str]]) -> tuple[list[tuple[int
 
 
 def _pack(bits: torch.Tensor) -> torch.Tensor:
-    """0/1 ``[F, n]`` -> bit-sliced words ``[F, ceil(n / 64)]`` (element e at bit e % 64)."""
+    """0/1 (or bool) ``[F, n]`` -> bit-sliced words ``[F, ceil(n / 64)]`` (element e at bit e % 64)."""
     f, n = bits.shape
     w = -(-n // 64)
-    packed = np.packbits(bits.numpy().astype(np.bool_), axis=1, bitorder="little")
+    b = bits.numpy()
+    packed = np.packbits(b if b.dtype == np.bool_ else b.astype(np.bool_), axis=1, bitorder="little")
     out = np.zeros((f, 8 * w), dtype=np.uint8)
     out[:, : packed.shape[1]] = packed
     return torch.from_numpy(out.view(np.int64))
@@ -163,12 +164,14 @@ def _digit(t: torch.Tensor, spec: Digits, i: int) -> torch.Tensor:
 
 
 def _pick(table: torch.Tensor, pos: tuple[int, int], w: int, choice: torch.Tensor) -> torch.Tensor:
-    """Bit ``choice`` of the row at ``pos`` of every element's table ``[T, n]`` (0/1 ``[n]``)."""
-    word, bit = pos
+    """Bit ``choice`` of the row at ``pos`` of every element's table ``[T, n]`` (bool ``[n]``).
+
+    For rows under 64 bits ``choice`` is the shift ``choice + bit`` (see ``_shifts``)."""
+    word, _ = pos
     if w >= 6:
         piece = torch.gather(table[word : word + (1 << w) // 64], 0, (choice >> 6).unsqueeze(0)).squeeze(0)
-        return (piece >> (choice & 63)) & 1
-    return (table[word] >> (choice + bit)) & 1
+        return ((piece >> (choice & 63)) & 1).bool()
+    return ((table[word] >> choice) & 1).bool()
 
 
 def _chunks(n: int) -> list[tuple[int, int]]:
@@ -179,7 +182,7 @@ def _chunks(n: int) -> list[tuple[int, int]]:
 def _pad3(t: torch.Tensor) -> torch.Tensor:
     """Flatten and pad with zeros (a valid sharing of 0) to a multiple of 3 elements."""
     t = t.reshape(-1)
-    return torch.nn.functional.pad(t, (0, -t.numel() % 3))
+    return torch.nn.functional.pad(t, (0, -t.numel() % 3)) if t.numel() % 3 else t
 
 
 # ---- one round with the sender role rotated over three parts of the batch ---------------
@@ -221,9 +224,10 @@ def _digit_bits(x: ArithmeticShares, spec: Digits, kind: str) -> BooleanShares:
     lo_all, hi_all = _pad3(x.lo), _pad3(x.hi)
 
     def choices(v: torch.Tensor) -> list[torch.Tensor]:
+        """Each field's choice: the digit, plus the row's bit offset for rows under 64 bits."""
         t = -v if kind == "eq" else v
         per_digit = [_digit(t, spec, i) for i in range(len(spec.widths))]
-        return [per_digit[i] for i, _ in fields]
+        return [per_digit[i] if spec.widths[i] >= 6 else per_digit[i] + pos[f][1] for f, (i, _) in enumerate(fields)]
 
     def picked(table: torch.Tensor, ch: list[torch.Tensor]) -> torch.Tensor:
         return _pack(torch.stack([_pick(table, pos[f], spec.widths[i], ch[f]) for f, (i, _) in enumerate(fields)]))
