@@ -226,6 +226,14 @@ def profile_only(a: argparse.Namespace, emit) -> None:
           "operations": prof.table()})
 
 
+def _product_defaults() -> tuple[int, int, int]:
+    """(resolution, dim, nprobe) the SDK and CLI use by default (``client.recipes``), else 64, 32, 1."""
+    from client import recipes
+
+    return (int(getattr(recipes, "DEFAULT_RESOLUTION", 64)), int(getattr(recipes, "DEFAULT_DIM", 32)),
+            int(getattr(recipes, "DEFAULT_NPROBE", 1)))
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command line (see the module docstring, printed by --help)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -245,10 +253,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--upload-at-n", type=int, default=20, help="real images uploaded into the full index (timed)")
     ap.add_argument("--queries", type=int, default=3, help="sequential queries per RTT (median reported)")
     ap.add_argument("--k", type=int, default=10, help="results per query")
-    ap.add_argument("--nprobe", type=int, default=1, help="buckets probed per query")
+    res, dim, nprobe = _product_defaults()
+    ap.add_argument("--nprobe", type=int, default=nprobe, help=f"buckets probed per query (product default {nprobe})")
     ap.add_argument("--model", default="auto", help="auto, efficientnet or tiny")
-    ap.add_argument("--resolution", type=int, default=64, help="model input size in pixels (product default 64)")
-    ap.add_argument("--dim", type=int, default=32, help="feature dimension (product default 32)")
+    ap.add_argument("--resolution", type=int, default=res, help=f"model input size in pixels (product default {res})")
+    ap.add_argument("--dim", type=int, default=dim, help=f"feature dimension (product default {dim})")
     ap.add_argument("--no-direct-baseline", dest="direct_baseline", action="store_false",
                     help="skip the rtt-0 line without the proxy (servers restarted with direct peer links)")
     ap.add_argument("--profile-only", action="store_true",
