@@ -179,8 +179,8 @@ def _outcome(e) -> str:
     return ", ".join(f"{k}={v}" for k, v in keep.items())[:60]
 
 
-def audit(user: str | None = typer.Option(None, "--user", help="only entries by or about this user (id or "
-                                                                "identity.json)"),
+def audit(user: str | None = typer.Option(None, "--user", help="only entries by or about this user (id, "
+                                                                "identity.json, or registered name)"),
           image: int | None = typer.Option(None, "--image", help="only entries about this image id"),
           since: str | None = typer.Option(None, "--since", help="only entries since: 30m, 2h, 7d or an ISO date"),
           limit: int = typer.Option(50, "--limit", min=1, help="entries per page"),
@@ -198,11 +198,13 @@ def audit(user: str | None = typer.Option(None, "--user", help="only entries by 
     uid = None if user is None else user_id(user)
     with sdk_errors(), make_client(config, identity) as c:
         view = c.owner_audit()
+        users = view.users()
+        named = [u for u, a in users.items() if uid is not None and a.get("name") == uid]
+        uid = named[0] if uid not in users and len(named) == 1 else uid  # a registered name works too
         chosen = select(view.events, uid, image, since_s)
         rows, pages = paginate(chosen, limit, page)
         ids = sorted({i for e in rows if (i := _image(e)) is not None})
         names = c.image_names(ids) if ids else {}
-    users = view.users()
     div = view.divergence
     if as_json:
         print_json({"ok": view.ok, "servers": view.servers, "suspects": list(div.suspects()),

@@ -142,6 +142,8 @@ def test_audit_cli_filters_and_pages(world):
     p2 = json.loads(CliRunner().invoke(app, ["audit", "--user", bob_id, "--limit", "2", "--page", "2", "--json",
                                              "-c", cfg]).stdout)
     assert p2["pages"] == -(-out["total"] // 2) and p2["entries"] == out["entries"][2:4]
+    by_name = json.loads(CliRunner().invoke(app, ["audit", "--user", "Bob Smith", "--json", "-c", cfg]).stdout)
+    assert by_name["entries"] == out["entries"]
     r = CliRunner().invoke(app, ["audit", "--image", "1", "--since", "1h", "-c", cfg])
     assert r.exit_code == 0 and "audit OK" in r.output and "NOTHING" in r.output, r.output
     r = CliRunner().invoke(app, ["audit", "--since", "yesterday-ish", "-c", cfg])
