@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -154,7 +155,7 @@ class Client:
               expires: float | None = None, purposes: Sequence[str] | None = None, image_id: int | None = None,
               search: bool = True) -> None:
         """Owner: give ``user_id`` at least ``outcome`` on a collection (or one image) until ``expires``."""
-        self.rekey_pending()
+        self.rekey_pending(strict=False)
         self.acl.grant(user_id, collection, outcome, expires, purposes, image_id, search)
 
     def revoke(self, user_id: str, collection: str = "default", image_id: int | None = None) -> None:
@@ -172,10 +173,19 @@ class Client:
         self._pending_rekeys.done(ids)
         return done
 
-    def rekey_pending(self) -> None:
-        """Re-key what a revoke left waiting (called at the start of every owner action)."""
-        if self._pending_rekeys.ids():
+    def rekey_pending(self, strict: bool = True) -> None:
+        """Re-key what a revoke left waiting (called at the start of every owner action). If that
+        fails, a grant (``strict=False``) still goes ahead with a :class:`TriVaultWarning`; the list
+        stays for the next action or ``trivault rekey``."""
+        if not self._pending_rekeys.ids():
+            return
+        try:
             self.rekey()
+        except TriVaultError as exc:
+            if strict:
+                raise
+            warnings.warn(f"re-keying after a revoke failed ({exc}); it is retried at your next upload, delete "
+                          "or grant, or by `trivault rekey`", TriVaultWarning, stacklevel=3)
 
     def trace(self, path: str | Path, image_id: int | None = None,
               candidates: Sequence[str] | None = None) -> TraceResult | None:

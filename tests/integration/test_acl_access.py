@@ -226,7 +226,7 @@ def test_deletion_end_to_end(cluster, owner, users):
         owner.retrieve(victim)
     for i in range(3):
         d = cluster.root / "data" / f"server{i}"
-        assert not list((d / "objects").glob(f"img/{victim}.*")) and not list((d / "objects").glob(f"key/{victim}.*"))
+        assert not [f for kind in ("img", "key", "pix") for f in (d / "objects").glob(f"{kind}/{victim}.*")]
         with sqlite3.connect(d / "acl.db") as db:
             assert db.execute("SELECT COUNT(*) FROM acl_images WHERE image_id=?", (victim,)).fetchone()[0] == 0
 
