@@ -19,7 +19,9 @@ Method:
 * ``fetch_s``: median time of one server's oblivious-fetch local product (the part the
   shards split), measured for one server alone on the machine: ``workers = 0`` runs
   ``BucketShard.fetch`` over all buckets in this process, ``workers = N`` through the N
-  actors (Ray call, partial products, transfer of the partials, sum in the driver);
+  actors (Ray call, partial products, transfer of the partials); the configurations are
+  timed in turn, 5 rounds (``fetch_s_all``), so the drifting load of a shared machine hits
+  all alike (``fetch_s_sequential``: the same measured right after each configuration's queries);
 * ``fetch_in_query_s``: the same stage timed inside the 3-party queries (contended);
 * ``bytes_per_party``: bytes sent to the peers per query (largest party);
 * ``memory_per_worker_bytes``: share bytes each worker maps (its bucket range of both
@@ -178,6 +180,35 @@ def _prepare(n: int, d: int, k: int, n_queries: int, root: Path, seed: int) -> t
     return q, sizes
 
 
+def _interleaved_fetch(rows: list[dict], index_dir: Path, C: int, workers: list[int], a: np.ndarray, b: np.ndarray,
+                       reps: int) -> None:
+    """``fetch_s`` of every configuration measured in turn, round by round (the load of a shared
+    machine drifts over minutes; interleaving exposes each configuration to the same drift).
+    The sequential figure stays as ``fetch_s_sequential``."""
+    local = BucketShard(str(index_dir), 0, C)
+    pools = {w: ShardPool(0, w, timeout_s=600) for w in workers}
+    for pool in pools.values():
+        pool.bind(index_dir, 1, C)
+    runs = {0: partial(local.fetch, 1, a, b)} | {w: partial(_pool_fetch, p, a, b) for w, p in pools.items()}
+    for fn in runs.values():
+        fn()
+    times: dict[int, list[float]] = {w: [] for w in runs}
+    for _ in range(reps):
+        for w, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            times[w].append(time.perf_counter() - t0)
+    calls = {w: _fetch_alone(p.info, 9) for w, p in pools.items()}  # a Ray round trip to every actor, no work
+    for r in rows:
+        if r["workers"] in calls:
+            r["ray_call_s"] = calls[r["workers"]]
+        r["fetch_s_sequential"] = r["fetch_s"]
+        r["fetch_s"] = statistics.median(times[r["workers"]])
+        r["fetch_s_all"] = times[r["workers"]]
+    for p in pools.values():
+        p.close()
+
+
 def run(n: int, d: int, k: int, workers: list[int], n_queries: int, root: Path, seed: int = 0) -> list[dict]:
     import ray
 
@@ -218,6 +249,7 @@ def run(n: int, d: int, k: int, workers: list[int], n_queries: int, root: Path, 
             _log(json.dumps(out[-1]))
             for p in pools:
                 p.close()
+        _interleaved_fetch(out, paths[0].parent, C, workers, a, b, reps=5)
     finally:
         ray.shutdown()
         shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -228,8 +260,9 @@ def fit_model(rows: list[dict]) -> dict[str, Any]:
     """Fit ``fetch(n, w) = S(n) / (w beta) + w o + w W(n) 8 / net`` and ``rest(n) = r sqrt(n / n0)``.
 
     ``beta``: bytes of shares one worker core multiplies per second (from workers = 1);
-    ``o``: per-shard overhead of a Ray call (from workers = 2 vs the ideal half of workers = 1,
-    never below 0); ``W(n) 8``: one partial result (a bucket's bytes) returned by each worker;
+    ``o``: per-shard overhead of a Ray call, measured as a round trip to the actors with no
+    work (``ray_call_s`` of workers = 1); ``W(n) 8``: one partial result (a bucket's bytes)
+    returned by each worker, over the network;
     ``rest``: the query minus its fetch stage (top-k over C centroids and over B rows scale
     with sqrt(n)), from the workers = 1 run. Memory per worker: ``S(n) / w``.
     """
@@ -238,7 +271,7 @@ def fit_model(rows: list[dict]) -> dict[str, Any]:
     s0 = rows[0]["share_bytes_per_server"]
     f1 = by_w[1]["fetch_s"]
     beta = s0 / f1
-    o = max(0.0, by_w[2]["fetch_s"] - f1 / 2) / 2 if 2 in by_w else 0.0
+    o = by_w[1].get("ray_call_s", 0.0)
     rest = max(0.0, by_w[1]["secure_query_s"] - by_w[1]["fetch_in_query_s"])
     preds = []
     for n in PREDICT_N:
@@ -251,7 +284,9 @@ def fit_model(rows: list[dict]) -> dict[str, Any]:
             preds.append({"n": n, "workers": w, "fetch_s": round(fetch, 3),
                           "query_s": round(fetch + rest * math.sqrt(n / n0), 3),
                           "memory_per_worker_bytes": int(S / w), "share_bytes_per_server": S})
-    return {"beta_bytes_per_s_per_worker": beta, "ray_overhead_s_per_shard": o, "rest_s_at_n0": rest, "n0": n0,
+    speedup = f1 / by_w[2]["fetch_s"] if 2 in by_w else None
+    return {"fetch_speedup_2_vs_1_worker": speedup,
+            "beta_bytes_per_s_per_worker": beta, "ray_overhead_s_per_shard": o, "rest_s_at_n0": rest, "n0": n0,
             "net_bytes_per_s_assumed": NET_BYTES_S, "predictions": preds}
 
 
