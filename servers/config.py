@@ -15,7 +15,7 @@ Example::
     key = "certs/server0.key"
     [shards]                               # optional: this server as a Ray cluster (servers.shards)
     workers = 2                            # shard actors holding the IVF buckets (0: in-process, default)
-    address = "ray-head0:6379"             # optional: join this trust domain's Ray cluster instead
+    address = "ray://ray-head0:10001"      # optional: join this trust domain's Ray cluster instead
     timeout_s = 30                         # bound on every call to a shard
     worker_cpus = 1                        # CPUs each shard actor reserves
 
