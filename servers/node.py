@@ -65,7 +65,10 @@ class Node:
         def bind_after_commit(meta: dict) -> None:
             on_commit(meta)
             if "index" in meta:
-                self.index()
+                try:
+                    self.index()
+                except Exception as exc:  # noqa: BLE001 - committed already; the next query binds again
+                    log.warning("shards not bound to the new index yet: %s", exc)
 
         self.store.on_commit = bind_after_commit
         self.shard_pool = pool
