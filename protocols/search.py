@@ -75,6 +75,13 @@ def _fetch_terms(onehot: ArithmeticShares, x_lo: torch.Tensor, x_hi: torch.Tenso
     return z
 
 
+def _fetch_terms_small(onehot: ArithmeticShares, xt_lo: torch.Tensor, xt_hi: torch.Tensor) -> torch.Tensor:
+    """:func:`_fetch_terms` for a small table given TRANSPOSED (``[W, C]``): one pair of matrix-vector
+    products per probe (about 2x faster than the axpy passes for many probes). Local."""
+    a, b = onehot.lo + onehot.hi, onehot.lo
+    return torch.stack([torch.mv(xt_lo, a[p]) + torch.mv(xt_hi, b[p]) for p in range(a.shape[0])])
+
+
 def oblivious_fetch(onehot: ArithmeticShares, rows: SharePair) -> ArithmeticShares:
     """``onehot [P, C] @ rows [C, W]`` for a shared 0/1 ``onehot`` and shared ``rows``.
 
@@ -142,7 +149,8 @@ def fetch_distances(onehot: ArithmeticShares, dist: ArithmeticShares, view: Shar
     Q, P = onehot.shape[0], onehot.shape[1]
     ids_lo, ids_hi = (t.view(n_c, B, d + RECORD_EXTRA)[:, :, d + 1] for t in sh.rows)
     z = torch.stack([
-        _fetch_terms(onehot[j], torch.cat([dist.lo[j], ids_lo], 1), torch.cat([dist.hi[j], ids_hi], 1))
+        _fetch_terms_small(onehot[j], torch.cat([dist.lo[j], ids_lo], 1).T.contiguous(),
+                           torch.cat([dist.hi[j], ids_hi], 1).T.contiguous())
         for j in range(Q)])  # [Q, P, 2 B]
     z += party.zero_share(z.shape)
     lo, hi = reshare(party, z)
