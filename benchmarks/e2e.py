@@ -53,7 +53,6 @@ import torch
 from benchmarks.cost_model import CostModel, RoundProfiler, agreement, format_table
 from benchmarks.wan import WanEmulator
 from benchmarks.wan_cluster import concurrent_queries, egress_buckets, wan_cluster
-from protocols.tuning import tune_allocator
 
 DEFAULT_N = 1_000_000  # issue 11's target index size
 
@@ -279,7 +278,6 @@ def main(argv: list[str] | None = None) -> None:
     # Same per-party compute as the servers (TRIVAULT_TORCH_THREADS, default 1).
     threads = int(os.environ.get("TRIVAULT_TORCH_THREADS", "1"))
     torch.set_num_threads(threads)
-    tune_allocator()  # as the servers do (servers/__main__.py)
     out = sys.stdout
     if a.json:  # libraries print (e.g. "Loaded pretrained weights"): keep stdout for the JSON lines only
         sys.stdout = sys.stderr

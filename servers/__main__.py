@@ -8,8 +8,6 @@ import os
 
 import torch
 
-from protocols.tuning import tune_allocator
-
 from .app import Components, serve
 from .config import load_config
 
@@ -26,7 +24,6 @@ def main(argv: list[str] | None = None, components: Components = _DEFAULT_COMPON
     a = ap.parse_args(argv)
     logging.basicConfig(level=a.log_level, format=f"%(asctime)s S{a.id} %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(int(os.environ.get("TRIVAULT_TORCH_THREADS", "1")))
-    tune_allocator()  # reuse freed multi-megabyte ring tensors instead of page-faulting fresh mmaps
     serve(load_config(a.config, a.id), a.txn_timeout, components)
 
 
