@@ -39,6 +39,7 @@ Not a test: no timing is asserted anywhere. The machine is shared: figures are n
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -338,13 +339,16 @@ def _run(a: argparse.Namespace, log, emit, threads: int) -> None:
             for rtt in rtts:
                 emit({"line": "rtt", "rtt_ms": rtt, "bandwidth_mbps": a.bandwidth_mbps, **base, **run.measure(rtt),
                       **extra})
-                if rtt in conc_rtts:
+                if rtt in conc_rtts and a.concurrency:
+                    run.inproc.states = []  # free the in-process copy of the three servers' shares meanwhile:
+                    gc.collect()  # at n = 1M, d = 128 it is 6 GB, and 16 sessions per server need the memory
                     for level in a.concurrency:
                         r = concurrent_queries(lc.client_config, images, level, a.k, a.nprobe)
                         log(f"rtt {rtt} ms, {level} clients: {r['queries_per_s']} queries/s")
                         emit({"line": "concurrency", "rtt_ms": rtt, "bandwidth_mbps": a.bandwidth_mbps, **base,
                               **r, "server_max_sessions": a.max_sessions,
                               "load_avg_1m": round(os.getloadavg()[0], 2)})
+                    run.inproc = InProcess(root)
 
 
 class Runner:
