@@ -139,7 +139,9 @@ def test_killed_shard_fails_the_query_in_flight_then_is_restarted(sharded):
     os.kill(old, signal.SIGKILL)
     t.join(60)
     assert not t.is_alive() and err, "the query in flight must fail, not hang or answer"
-    assert re.search(r"server 1: shard 0 of 2 .* died", str(err[0])), str(err[0])
+    # the client stops at the first server's error: server 1's own ("shard 0 of 2 ... died") or,
+    # when a peer answers first, that peer's relay naming server 1 as the one that aborted
+    assert re.search(r"server 1: shard 0 of 2 .* died|server 1 aborted the query", str(err[0])), str(err[0])
     deadline = time.monotonic() + 60
     while True:  # Ray restarts the actor from the stored shares; queries succeed again
         try:
