@@ -1,39 +1,33 @@
 """Comparisons in few rounds: digit generate/propagate by a 1-of-2**w table OT, a carry tree over digits.
 
-``x = u + v`` with ``u = x_r + x_{r+1}`` known to ONE party (the *sender* ``r``) and
-``v = x_{r+2}`` known to the two others (the *receivers*). Dropping ``drop`` low bits
-locally and keeping ``bits`` bits, ``u' + v' = floor(x / 2**drop) - delta (mod 2**bits)``
-with ``delta`` in {0, 1}; its top bit is the sign of ``x`` (error bound in :class:`Digits`).
+``x = u + v`` with ``u = x_r + x_{r+1}`` known to ONE party (the *sender* ``r``) and ``v = x_{r+2}`` known to the
+two others (the *receivers*). Dropping ``drop`` low bits locally and keeping ``bits`` bits, ``u' + v' = floor(x /
+2**drop) - delta (mod 2**bits)`` with ``delta`` in {0, 1}; its top bit is the sign of ``x`` (error bound in
+:class:`Digits`).
 
 Steps of :func:`msb` (``D`` digits of widths ``w_i``, low to high):
 
-1. ONE round: for every digit the sender knows ``u_i``, the receivers both know the
-   choice ``v_i``. The sender builds, for every candidate ``j < 2**w_i``, the bits
-   ``G_i = [u_i + j >= 2**w_i]``, ``P_i = [u_i + j = 2**w_i - 1]`` (the top digit gives
-   its sum's top bit with carry-in 0 and the xor with carry-in 1 instead; the lowest only
-   ``G``), xors each with a fresh output mask ``a ^ b`` (``a`` from its key with receiver
-   2, ``b`` with receiver 1) and sends each receiver the whole table masked by pads that
-   only the OTHER receiver also holds; each receiver gets the pad bits of its choice from
-   the other (a 1-of-2**w 3-party OT). Result: boolean RSS ``(a, b, f ^ a ^ b)`` of every
-   digit's bits.
-2. ``ceil(log2 D)`` AND rounds: the carry tree ``G = G_hi ^ P_hi G_lo``, ``P = P_hi P_lo``
-   over digits, on bit-sliced words (64 elements per word); the root is the sign.
+1. ONE round: for every digit the sender knows ``u_i``, the receivers both know the choice ``v_i``. The sender
+   builds, for every candidate ``j < 2**w_i``, the bits ``G_i = [u_i + j >= 2**w_i]``, ``P_i = [u_i + j = 2**w_i -
+   1]`` (the top digit gives its sum's top bit with carry-in 0 and the xor with carry-in 1 instead; the lowest only
+   ``G``), xors each with a fresh output mask ``a ^ b`` (``a`` from its key with receiver 2, ``b`` with receiver 1)
+   and sends each receiver the whole table masked by pads that only the OTHER receiver also holds; each receiver
+   gets the pad bits of its choice from the other (a 1-of-2**w 3-party OT). Result: boolean RSS ``(a, b, f ^ a ^
+   b)`` of every digit's bits.
+2. ``ceil(log2 D)`` AND rounds: the carry tree ``G = G_hi ^ P_hi G_lo``, ``P = P_hi P_lo`` over digits, on
+   bit-sliced words (64 elements per word); the root is the sign.
 
-Load balance: the batch is cut in three equal parts (zero-padded); party ``r`` is the
-sender of part ``r``, so every party sends exactly the same (all parts share each round).
-Cost per comparison per party (:func:`msb_cost`, tests): ``CNN_FAST`` 3 rounds, 2.8
-words; ``CNN_EXACT`` 4 rounds, 3.0 words; ``FULL`` 4 rounds, 40.3 words; + :func:`inject`
-(1 round, 2 words).
+Load balance: the batch is cut in three equal parts (zero-padded); party ``r`` is the sender of part ``r``, so every
+party sends the same. Cost of :func:`msb` per comparison per party (:func:`msb_cost`, tests): ``CNN_FAST`` 3 rounds,
+2.8 words; ``CNN_EXACT`` 4, 3.0; ``OCTAVE`` 4, 10.3; ``FULL`` 4, 40.3; ``WIDE`` 5, 6.1; + :func:`inject` (1, 2).
 
-Security (semi-honest, one corrupted party): the sender receives nothing in step 1; a
-receiver sees the table masked by pads of a key it does not hold, plus the chosen pads
-(uniform bits it cannot relate to the other candidates), so the unchosen candidates stay
-hidden and the chosen one is masked by ``a`` or ``b`` from the key it lacks. Step 2 is
-ABY3's AND (outputs re-randomised by a zero-sharing). Every message a party receives is
-uniform and independent of ``x``.
+Security (semi-honest, one corrupted party): the sender receives nothing in step 1; a receiver sees the table masked
+by pads of a key it does not hold, plus the chosen pads (uniform bits it cannot relate to the other candidates), so
+the unchosen candidates stay hidden and the chosen one is masked by ``a`` or ``b`` from the key it lacks. Step 2 is
+ABY3's AND (re-randomised by a zero-sharing). Every message a party receives is uniform and independent of ``x``.
 
-:func:`eqz`: ``E_i = [u_i = j]`` for ``j`` the digit of ``-v' mod 2**bits``, AND tree.
-:func:`inject` is ``compare.bit_inject`` with the sender role rotated the same way.
+:func:`eqz`: ``E_i = [u_i = j]`` for ``j`` the digit of ``-v' mod 2**bits``, AND tree. :func:`inject` is
+``compare.bit_inject`` with the sender role rotated the same way.
 """
 
 from __future__ import annotations
@@ -81,11 +75,11 @@ class Digits:
         return 2 ** (self.bits - 1) if not self.drop else 2 ** (self.bits + self.drop - 1) - 2**self.drop
 
 
-FULL = Digits(64, 0, (8,) * 8)  # any x in the ring: 5 rounds
-WIDE = Digits(64, 0, (4,) * 16)  # any x in the ring, small tables: 5 rounds + 1 AND round
+FULL = Digits(64, 0, (8,) * 8)  # any x in the ring: msb in 4 rounds, 40.3 words
+WIDE = Digits(64, 0, (4,) * 16)  # any x in the ring, small tables: msb in 5 rounds, 6.1 words
 CNN_FAST = Digits(20, 7, (5, 5, 5, 5))  # |x| < 2**26 - 128 ring units (~1024 real), sign wrong only on [0, 2**-9)
 CNN_EXACT = Digits(32, 0, (4,) * 8)  # exact for |x| < 2**31 ring units (32768 real)
-OCTAVE = Digits(48, 0, (6,) * 8)  # exact for |x| < 2**47 ring units (2**31 real): 4 rounds, 10.3 words
+OCTAVE = Digits(48, 0, (6,) * 8)  # exact for |x| < 2**47 ring units (2**31 real): msb in 4 rounds, 10.3 words
 
 
 def eq_spec(bound: int) -> Digits:
