@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
@@ -18,6 +19,12 @@ from .config import ClientConfig
 from .errors import TriVaultError, TriVaultUnavailable
 
 Sign = Callable[[str, dict[str, Any]], bytes]  # (action, params) -> a signed request for this deployment
+
+
+#: A server's error that only relays a peer's abort; the peer's own error names the cause.
+RELAYED = " aborted the query"
+#: How long, after the first error if it is such a relay, the client waits for the cause.
+RELAY_GRACE_S = 2.0
 
 
 def rpc_error(i: int, exc: grpc.RpcError) -> str:
@@ -50,7 +57,8 @@ class Fanout:
     def all(self, fn: Callable[[int], Any], servers: Sequence[int] = (0, 1, 2), tolerate: bool = False,
             fail_fast: bool = True) -> list[Any]:
         """Run ``fn(i)`` for each server in parallel; raise one clear error on failure (at the first
-        one, without waiting for slower servers, if ``fail_fast``) unless ``tolerate``.
+        one, without waiting for slower servers, if ``fail_fast``; when every error so far only relays a
+        peer's abort, up to ``RELAY_GRACE_S`` more for the peer's own reason) unless ``tolerate``.
 
         Transient ``UNAVAILABLE`` is retried by gRPC itself (``wire.options``); a server
         still unreachable after that raises :class:`TriVaultUnavailable` naming it and its
@@ -60,8 +68,18 @@ class Fanout:
         errs: list[str] = []
         down: dict[int, str] = {}
         pending = set(futs)
-        while pending and not (errs and fail_fast and not tolerate):
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        deadline: float | None = None
+        while pending:
+            timeout = None
+            if errs and fail_fast and not tolerate:
+                if not all(RELAYED in e for e in errs):
+                    break  # a server's own reason is known: stop here
+                # only "server j aborted the query" relays so far: give server j's own reason a moment
+                deadline = deadline or time.monotonic() + RELAY_GRACE_S
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+            done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
             for f in done:
                 i = futs[f]
                 try:
