@@ -36,39 +36,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from client.demo_data import base_images
 from client.local_cluster import LocalCluster
 from client.sdk import Client
+from tests.integration.conftest import small_images, tiny_model  # the integration tests' model and images
 
 FAULTY = Path(__file__).resolve().parents[1] / "tests" / "integration" / "faulty_server.py"
 STEPS = ("cnn", "distances", "fetch", "topk")
 KINDS = ("add", "flip", "drop", "replay", "foreign")
 CORRUPT = 1  # the corrupted server
-
-
-def small_cnn(dim: int = 8) -> nn.Module:
-    """A seeded conv/relu/pool/linear model (the integration tests' shape)."""
-    g = torch.Generator().manual_seed(3)
-    m = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 3, stride=2, padding=1),
-                      nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, dim))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    return m.eval()
-
-
-def crops(n: int, seed: int = 0) -> list[np.ndarray]:
-    """``n`` 48x48 crops of the bundled sample photos."""
-    rng = np.random.default_rng(seed)
-    bases = [a for _, a in base_images()]
-    out = []
-    for i in range(n):
-        a = bases[i % len(bases)]
-        y, x = rng.integers(0, a.shape[0] - 48), rng.integers(0, a.shape[1] - 48)
-        out.append(np.ascontiguousarray(a[y:y + 48, x:x + 48]))
-    return out
 
 
 def restart(lc: LocalCluster, fault: str | None) -> None:
@@ -96,7 +72,7 @@ def fault_class(lc: LocalCluster, kind: str, step: str, image: np.ndarray, hones
     """Run ``runs`` queries with server 1 corrupted by ``msg-kind-step``."""
     restart(lc, f"msg-{kind}-{step}")
     if kind == "foreign":
-        one_query(lc, crops(1, seed=99)[0], k)  # a previous session whose messages it can re-send
+        one_query(lc, small_images(1, seed=99)[0], k)  # a previous session whose messages it can re-send
     row = {"line": "fault", "attack": kind, "step": step, "runs": runs, "detected": 0, "named": 0,
            "wrong_results": 0, "no_effect": 0}
     t0 = time.perf_counter()
@@ -167,8 +143,8 @@ def main(argv: list[str] | None = None) -> None:
         lc.start()
         try:
             with Client(lc.client_config, progress=False) as c:
-                c.register_model(small_cnn(), resolution=16)
-                imgs = crops(a.images)
+                c.register_model(tiny_model(), resolution=16)
+                imgs = small_images(a.images)
                 ids = c.upload(imgs, labels=[f"img{i}" for i in range(len(imgs))])
             lc.images = dict(zip(ids, imgs))  # type: ignore[attr-defined]
             image = imgs[len(imgs) // 2]
