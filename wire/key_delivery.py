@@ -81,14 +81,30 @@ def _bytes_pair(b: bytes) -> SharePair:
     return w[:WORDS].clone(), w[WORDS:].clone()
 
 
+def hpke_seal(plaintext: bytes, recipient_kex_pub: bytes, info: bytes, aad: bytes) -> bytes:
+    """HPKE base mode (X25519, HKDF-SHA256, AES-256-GCM) to a raw X25519 key: ``enc || ciphertext``."""
+    pk = KEMKey.from_pyca_cryptography_key(X25519PublicKey.from_public_bytes(recipient_kex_pub))
+    enc, ctx = _SUITE.create_sender_context(pk, info=info)  # single-shot seal is a stub in pyhpke 0.6
+    return enc + ctx.seal(plaintext, aad=aad)
+
+
+def hpke_open(sealed: bytes, recipient_sk: X25519PrivateKey, info: bytes, aad: bytes) -> bytes | None:
+    """Open :func:`hpke_seal`'s output; None if it does not authenticate (wrong recipient, info or aad,
+    tampered, malformed ``enc``): the caller names the server that sent it."""
+    try:
+        ctx = _SUITE.create_recipient_context(sealed[:_ENC_LEN], KEMKey.from_pyca_cryptography_key(recipient_sk),
+                                              info=info)
+        return ctx.open(sealed[_ENC_LEN:], aad=aad)
+    except Exception:  # noqa: BLE001 - any failure to open (OpenError, malformed enc) is an authentication failure
+        return None
+
+
 def seal_share(pair: SharePair, recipient_kex_pub: bytes, server_id: int, image_id: int | str,
                deid: bool = False) -> bytes:
     """Server side: HPKE-seal this server's pair to the requester (``enc || ciphertext``)."""
     if len(recipient_kex_pub) != 32:
         raise ValueError("recipient key must be a raw 32-byte X25519 public key")
-    pk = KEMKey.from_pyca_cryptography_key(X25519PublicKey.from_public_bytes(recipient_kex_pub))
-    enc, ctx = _SUITE.create_sender_context(pk, info=INFO)  # single-shot seal is a stub in pyhpke 0.6
-    return enc + ctx.seal(_pair_bytes(pair), aad=share_aad(server_id, image_id, deid))
+    return hpke_seal(_pair_bytes(pair), recipient_kex_pub, INFO, share_aad(server_id, image_id, deid))
 
 
 def open_share(sealed: bytes, recipient_sk: X25519PrivateKey, server_id: int, image_id: int | str,
@@ -96,13 +112,10 @@ def open_share(sealed: bytes, recipient_sk: X25519PrivateKey, server_id: int, im
     """Requester side: open one server's sealed pair; KeyDeliveryError names that server if it fails."""
     if len(sealed) != _ENC_LEN + 2 * KEY_BYTES + 16:
         raise KeyDeliveryError(f"server {server_id} sent a malformed sealed share", (server_id,))
-    sk = KEMKey.from_pyca_cryptography_key(recipient_sk)
-    try:
-        ctx = _SUITE.create_recipient_context(sealed[:_ENC_LEN], sk, info=INFO)
-        pt = ctx.open(sealed[_ENC_LEN:], aad=share_aad(server_id, image_id, deid))
-    except Exception:  # noqa: BLE001 - any failure to open (OpenError, malformed enc) is an authentication failure
+    pt = hpke_open(sealed, recipient_sk, INFO, share_aad(server_id, image_id, deid))
+    if pt is None:
         raise KeyDeliveryError(f"sealed share from server {server_id} failed authentication "
-                               "(wrong recipient, image, kind, or tampered)", (server_id,)) from None
+                               "(wrong recipient, image, kind, or tampered)", (server_id,))
     return _bytes_pair(pt)
 
 

@@ -36,18 +36,17 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from pyhpke import AEADId, CipherSuite, KDFId, KEMId, KEMKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from protocols.prf import PRG
+
+from .key_delivery import hpke_open, hpke_seal
 
 SEED_BYTES = 16
 GRID = 32  # about this many mark cells across the longer side
 MIN_CELL = 8  # pixels: smaller cells would not survive a 50% resize + JPEG
 AMPLITUDE = 1.5  # grey levels per component (three components: mark RMS about 2 grey levels)
 INFO = b"trivault/v1/pixel-shares"
-_SUITE = CipherSuite.new(KEMId.DHKEM_X25519_HKDF_SHA256, KDFId.HKDF_SHA256, AEADId.AES256_GCM)
-_ENC_LEN = 32
 
 
 class PixelShareError(ValueError):
@@ -135,22 +134,16 @@ def release(server_id: int, pair: tuple[Component, Component], mark_keys: tuple[
     for comp, key in zip(pair, mark_keys):
         p = mark_component(key, recipient, h, w).astype(np.uint16)[:, :, None]  # wraps mod 2^16 on purpose
         out.append((expand(comp, shape) + p).astype("<u2").tobytes())
-    pk = KEMKey.from_pyca_cryptography_key(X25519PublicKey.from_public_bytes(recipient_kex_pub))
-    enc, ctx = _SUITE.create_sender_context(pk, info=INFO)
-    return enc + ctx.seal(b"".join(out), aad=aad(server_id, image_id, deid, recipient, shape))
+    return hpke_seal(b"".join(out), recipient_kex_pub, INFO, aad(server_id, image_id, deid, recipient, shape))
 
 
 def open_pair(sealed: bytes, recipient_sk: X25519PrivateKey, server_id: int, image_id: int, deid: bool,
               recipient: str, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Recipient side: one server's marked pair; PixelShareError names it if it fails to open."""
     n = shape[0] * shape[1] * shape[2]
-    try:
-        ctx = _SUITE.create_recipient_context(sealed[:_ENC_LEN], KEMKey.from_pyca_cryptography_key(recipient_sk),
-                                              info=INFO)
-        pt = ctx.open(sealed[_ENC_LEN:], aad=aad(server_id, image_id, deid, recipient, shape))
-    except Exception:  # noqa: BLE001 - any failure to open is an authentication failure of that server
-        raise PixelShareError(f"sealed pixel shares from server {server_id} failed authentication", (server_id,)) \
-            from None
+    pt = hpke_open(sealed, recipient_sk, INFO, aad(server_id, image_id, deid, recipient, shape))
+    if pt is None:
+        raise PixelShareError(f"sealed pixel shares from server {server_id} failed authentication", (server_id,))
     if len(pt) != 4 * n:
         raise PixelShareError(f"server {server_id} sent pixel shares of the wrong size", (server_id,))
     a = np.frombuffer(pt, dtype="<u2")
