@@ -15,7 +15,8 @@ repository on ``PYTHONPATH``):
   ``replay`` it (sent twice under its sequence number), or ``foreign``: replaced by the
   message with the same link and number of the server's previous session (a valid-looking
   message of another session, retagged). Steps are marked by wrapping the step functions
-  of ``servers.query`` / ``protocols.search`` in this process only
+  of ``servers.query`` / ``protocols.search`` in this process only (both search paths:
+  ``record_distances`` / ``fetch_distances`` and ``secure_distance`` / ``oblivious_fetch``)
   (``VaultServicer.make_comm`` returns the :class:`FaultyComm`).
 
 Production code has no switch for any of these: it only exposes the overridable steps.
@@ -84,8 +85,12 @@ def mark_steps() -> None:
     import servers.query as sq
 
     sq.secure_features = _in_step("cnn", sq.secure_features)
+    # both search paths: record-first (distances to every record, then fetch (distance, id))
+    # and fetch-first (fetch the probed records, then their distances); see protocols.search
     ps.secure_distance = _in_step("distances", ps.secure_distance)
+    ps.record_distances = _in_step("distances", ps.record_distances)
     ps.oblivious_fetch = _in_step("fetch", ps.oblivious_fetch)
+    ps.fetch_distances = _in_step("fetch", ps.fetch_distances)
     ps.secure_topk = _in_step("topk", ps.secure_topk)
 
 
