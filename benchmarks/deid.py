@@ -17,8 +17,9 @@ Definitions:
 * expected_donor_distance (dp_donor): the exact expected latent distance between each identity
   image's original largest face and the donor the mechanism draws (from its selection
   probabilities, so without sampling noise); it must fall as eps grows.
-* latent_distance: mean L2 distance, in the public eigenface latent (clipped, k = 8), between the
-  released and the original largest face of each identity image (grows as the face moves away).
+* latent_distance: mean L2 distance, in dp_donor's public colour latent (16x16 CIELAB face box, PCA
+  fitted on the SFHQ donors, clipped, k = 8), between the released and the original largest face
+  of each identity image (grows as the face moves away).
 * naturalness: over the same face regions, ``detector_confidence`` = mean CenterFace score on
   the released face / score on the original (0 where no face is found), and ``sharpness`` =
   mean variance of the Laplacian inside the face box, released / original (1 = as sharp).
@@ -58,9 +59,8 @@ import numpy as np
 from client.deid import deidentify
 from client.deid import mechanisms as M
 from client.deid.detect import FACE, PLATE, Region, detect, face_detector, iou, plate_detector
-from client.deid.donor import donor_set, l2_sensitivity, selection_probabilities
+from client.deid.donor import donor_set, expected_distance
 from client.deid.image_io import load_image
-from client.deid.latent import load_basis
 from client.deid.metrics import dhash_distance, dlib_available, edit_distance, face_embedder, l0, l2, reid_rates, ssim
 from client.deid.noise import NoiseSource
 
@@ -110,15 +110,9 @@ def _face_checks(orig: np.ndarray, img: np.ndarray, regions: list[Region]) -> li
     return out
 
 
-def _latent(basis, img: np.ndarray, r: Region) -> np.ndarray:
-    return basis.clip(basis.encode(img[r.y : r.y + r.h, r.x : r.x + r.w]))
-
-
-def _expected_donor_distance(basis, u: np.ndarray, eps: float) -> float:
-    """Exact expected latent distance between the original and the donor dp_donor draws at ``eps``."""
-    donors = donor_set()
-    p = selection_probabilities(u, donors, eps, l2_sensitivity(basis))
-    return float(p @ np.linalg.norm(donors.latents - u[None, :], axis=1))
+def _latent(img: np.ndarray, r: Region) -> np.ndarray:
+    """The face box in dp_donor's public colour latent (clipped)."""
+    return donor_set().latent.encode(img, r)
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -177,15 +171,15 @@ def _gallery(faces, det_faces, emb) -> tuple[np.ndarray, list[str], list[str], d
 def _one_run(method, e, seed, faces, det_faces, scenes, det_scenes, plates_gt, emb, orig_of):
     noise = _noise(seed)
     probes, p_ids, p_keys, p_orig, checks = [], [], [], [], []
-    basis, q = load_basis(), defaultdict(list)
+    q: dict[str, list] = defaultdict(list)
     for (ident, key, img), regs in zip(faces, det_faces):
         res = deidentify(img, e, method, boxes=regs, noise=noise)
         checks += _face_checks(img, res.image, regs)
         f = _largest_face(regs)
         if f is not None:
-            q["latent_distance"].append(_latent(basis, res.image, f) - _latent(basis, img, f))
+            q["latent_distance"].append(_latent(res.image, f) - _latent(img, f))
             if method == "dp_donor":
-                q["expected_donor_distance"].append(_expected_donor_distance(basis, _latent(basis, img, f), e))
+                q["expected_donor_distance"].append(expected_distance(_latent(img, f), donor_set(), e))
         if emb is not None and f is not None:
             probes.append(emb(res.image, f)), p_ids.append(ident), p_keys.append(key), p_orig.append(orig_of[key])
     cover: list[bool] = []

@@ -23,7 +23,7 @@ _GUARANTEE = {
     (
         "dp_donor",
         FACE,
-    ): "eps-DP for any change inside the face ellipse (exponential mechanism over 200 public donor faces)",
+    ): "eps-DP for any change inside the face ellipse (exponential mechanism over 240 public synthetic SFHQ faces)",
     ("dp_donor", PLATE): "dp_plate: text drawn uniformly without OCR (0-DP); metric-DP on codes with OCR text",
     ("dp_pixelize", FACE): "eps-DP for changes of up to m pixels in the box (DP-Pix)",
     ("dp_pixelize", PLATE): "eps-DP for changes of up to m pixels in the box (DP-Pix)",

@@ -79,7 +79,7 @@ def apply(
         "dp_donor",
         "--mechanism",
         "-m",
-        help="dp_donor (default; faces: a real public face chosen by the exponential "
+        help="dp_donor (default; faces: a public synthetic face chosen by the exponential "
         "mechanism; plates: synthetic), dp_latent (faces: noisy eigenface), dp_pixelize, "
         "blur or mosaic (baselines, no DP guarantee).",
     ),

@@ -116,16 +116,21 @@ class CenterFaceDetector:
 
     def __call__(self, rgb: np.ndarray) -> list[Region]:
         """Detect faces in an RGB uint8 image."""
+        return [r for r, _ in self.with_landmarks(rgb)]
+
+    def with_landmarks(self, rgb: np.ndarray) -> list[tuple[Region, np.ndarray]]:
+        """Detect faces with CenterFace's 5 landmarks each ((5, 2) x, y in image pixels: eye on the image's
+        left, the other eye, nose tip, mouth corner on the left, on the right)."""
         h0, w0 = rgb.shape[:2]
         scale = min(1.0, self.max_side / max(h0, w0))
         w1, h1 = max(32, int(np.ceil(w0 * scale / 32) * 32)), max(32, int(np.ceil(h0 * scale / 32) * 32))
         blob = cv2.dnn.blobFromImage(rgb, 1.0, (w1, h1), (0, 0, 0), swapRB=False, crop=False)
         with self._lock:
-            heat, sc, off, _ = self._sess.run(["537", "538", "539", "540"], {"input.1": blob})
+            heat, sc, off, lms = self._sess.run(["537", "538", "539", "540"], {"input.1": blob})
         sx, sy = w1 / w0, h1 / h0
         heat = heat[0, 0]
         ys, xs = np.nonzero(heat > self.threshold)
-        boxes, scores = [], []
+        boxes, scores, marks = [], [], []
         for i, j in zip(ys, xs):
             bh, bw = np.exp(sc[0, 0, i, j]) * 4, np.exp(sc[0, 1, i, j]) * 4
             cx, cy = (j + off[0, 1, i, j] + 0.5) * 4, (i + off[0, 0, i, j] + 0.5) * 4
@@ -133,6 +138,9 @@ class CenterFaceDetector:
             x1, y1 = min(float(w1), x0 + bw), min(float(h1), y0 + bh)
             boxes.append([x0 / sx, y0 / sy, (x1 - x0) / sx, (y1 - y0) / sy])
             scores.append(float(heat[i, j]))
+            lx = (lms[0, 1::2, i, j] * bw + cx - bw / 2) / sx
+            ly = (lms[0, 0::2, i, j] * bh + cy - bh / 2) / sy
+            marks.append(np.stack([lx, ly], axis=1))
         keep = cv2.dnn.NMSBoxes(boxes, scores, self.threshold, 0.3) if boxes else []
         out = []
         for k in np.asarray(keep).reshape(-1):
@@ -140,7 +148,7 @@ class CenterFaceDetector:
             r = Region(int(round(x)), int(round(y)), int(round(w)), int(round(h)), FACE, scores[int(k)], "centerface")
             r = r.clip(w0, h0)
             if r is not None:
-                out.append(r)
+                out.append((r, marks[int(k)]))
         return out
 
 

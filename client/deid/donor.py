@@ -1,8 +1,10 @@
-"""dp_donor: replace a face by a real public face chosen with the exponential mechanism.
+"""dp_donor: replace a face by a public synthetic face chosen with the exponential mechanism.
 
-Donors: the 100 faces of scikit-image's ``data.lfw_subset()`` (ships with scikit-image, offline)
-and their mirror images, 200 public 25x25 grey faces, described in the public eigenface latent
-of :mod:`client.deid.latent` (the basis is fitted on the same public faces).
+Donors: colour faces of no real person, cut from the sample grids of the MIT-licensed
+SFHQ dataset (StyleGAN2 faces; see ``assets/SOURCES.md``) by ``scripts/make_donor_faces.py``
+and shipped in ``assets/donor_faces.npz``: 76x100 JPEG crops around each face, the face's
+CenterFace box and 5 landmarks, and each donor's coordinates in a public colour latent
+(a PCA of the 16x16 CIELAB face box, fitted on the donors themselves). Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -10,136 +12,279 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .detect import Region
-from .latent import FaceBasis, load_basis
 from .noise import NoiseSource
+
+DONOR_ASSET = Path(__file__).resolve().parent / "assets" / "donor_faces.npz"
+#: a stored crop is CROP_SCALE x the face box (it covers the ellipse, 1.2 x 1.24 the box, and its fade)
+CROP_SCALE = 1.6
+#: the public colour latent: LAB face box at FEATURE_SIZE^2, K_LATENT coordinates clipped to [-BOUND, BOUND]
+FEATURE_SIZE = 16
+K_LATENT = 8
+BOUND = 2.0
+#: Public cap C of the utility q(d) = -min(||u - u_d||_2, C); its sensitivity is C. Chosen on the
+#: donors alone (leave-one-out) as the cap that maximises the fall of the expected donor distance
+#: from eps 0.5 to 8 (``scripts/make_donor_faces.py --choose-cap``: 3.619 -> 3.118; C = 4: 3.622 -> 3.130;
+#: uncapped, C = 2*B*sqrt(k) = 11.3: 3.635 -> 3.422).
+UTILITY_CAP = 4.5
+
+
+@dataclass(frozen=True)
+class DonorLatent:
+    """Public PCA latent of a face box in CIELAB: ``u = clip(components @ (x - mean) / sigma, -B, B)``."""
+
+    mean: np.ndarray  # (3 * FEATURE_SIZE^2,)
+    components: np.ndarray  # (k, 3 * FEATURE_SIZE^2) orthonormal rows
+    sigma: np.ndarray  # (k,)
+    bound: float = BOUND
+
+    @property
+    def k(self) -> int:
+        """Latent dimension."""
+        return int(self.components.shape[0])
+
+    def encode(self, image: np.ndarray, box: Region) -> np.ndarray:
+        """Clipped latent of the face box of an RGB (or grey-as-RGB) uint8 image."""
+        return np.clip(self.components @ (box_features(image, box) - self.mean) / self.sigma, -self.bound, self.bound)
+
+
+def box_features(image: np.ndarray, box: Region) -> np.ndarray:
+    """The face box at FEATURE_SIZE x FEATURE_SIZE in CIELAB (L 0-100, a/b about -100..100), flattened."""
+    crop = np.ascontiguousarray(image[box.y : box.y + box.h, box.x : box.x + box.w])
+    small = cv2.resize(crop, (FEATURE_SIZE, FEATURE_SIZE), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB).reshape(-1).astype(np.float64)
+
+
+def _box_in(shape: tuple[int, ...], frac: np.ndarray) -> Region:
+    """A box given as fractions of a crop's width and height, in that crop's pixels."""
+    x, y, w, h = (int(round(v * s)) for v, s in zip(frac, (shape[1], shape[0]) * 2))
+    return Region(x, y, max(2, w), max(2, h))
+
+
+def fit_donor_latent(crops: np.ndarray, boxes: np.ndarray, k: int = K_LATENT) -> DonorLatent:
+    """PCA of the donors' LAB face boxes (public data only)."""
+    X = np.stack([box_features(c, _box_in(c.shape, b)) for c, b in zip(crops, boxes)])
+    mean = X.mean(axis=0)
+    _, s, vt = np.linalg.svd(X - mean, full_matrices=False)
+    return DonorLatent(mean, vt[:k], s[:k] / np.sqrt(len(X) - 1))
 
 
 @dataclass(frozen=True)
 class DonorSet:
-    """Public donor faces (N, s, s) standardised like ``FaceBasis.decode`` output, and their clipped latents."""
+    """Public donor faces: (N, h, w, 3) uint8 RGB crops, face boxes (N, 4) and landmarks (N, 5, 2) as
+    fractions of the crop's width and height, clipped latents (N, k)."""
 
     faces: np.ndarray
+    boxes: np.ndarray
+    landmarks: np.ndarray
     latents: np.ndarray
+    latent: DonorLatent
     source: str
+    licence: str = ""
+
+    @property
+    def template(self) -> np.ndarray:
+        """Mean landmark position relative to the face box, (5, 2) in box fractions (public)."""
+        return np.mean((self.landmarks - self.boxes[:, None, :2]) / self.boxes[:, None, 2:], axis=0)
+
+
+def save_donor_asset(path: Path, crops: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, latent: DonorLatent,
+                     source: str, licence: str, origin: list[str], quality: int = 85) -> None:
+    """Write the donors (JPEG bytes, concatenated) with their geometry, latent basis and provenance."""
+    blobs = [cv2.imencode(".jpg", cv2.cvtColor(c, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])[1].ravel()
+             for c in crops]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, jpeg=np.concatenate(blobs), offsets=np.cumsum([0] + [len(b) for b in blobs]),
+                        boxes=boxes.astype(np.float32), landmarks=landmarks.astype(np.float32),
+                        mean=latent.mean.astype(np.float32), components=latent.components.astype(np.float32),
+                        sigma=latent.sigma.astype(np.float32), bound=latent.bound, source=source, licence=licence,
+                        origin=np.array(origin))
+
+
+def load_donor_set(path: Path = DONOR_ASSET) -> DonorSet:
+    """Decode the shipped donors and encode each in the public latent."""
+    if not path.is_file():
+        raise RuntimeError(f"donor faces {path} missing: run `python scripts/make_donor_faces.py --repo ...`")
+    z = np.load(path)
+    jpeg, off = z["jpeg"], z["offsets"]
+    faces = np.stack([cv2.cvtColor(cv2.imdecode(jpeg[a:b], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                      for a, b in zip(off[:-1], off[1:])])
+    latent = DonorLatent(z["mean"].astype(np.float64), z["components"].astype(np.float64),
+                         z["sigma"].astype(np.float64), float(z["bound"]))
+    boxes = z["boxes"].astype(np.float64)
+    latents = np.stack([latent.encode(f, _box_in(f.shape, b)) for f, b in zip(faces, boxes)])
+    return DonorSet(faces, boxes, z["landmarks"].astype(np.float64), latents, latent, str(z["source"]),
+                    str(z["licence"]))
 
 
 @lru_cache(maxsize=1)
 def donor_set() -> DonorSet:
-    """The donors in the committed basis (loaded once)."""
-    return build_donor_set(load_basis())
+    """The shipped donors (loaded once)."""
+    return load_donor_set()
 
 
-def build_donor_set(basis: FaceBasis) -> DonorSet:
-    """The 100 lfw_subset faces + mirrors, standardised and encoded in ``basis``."""
-    from skimage import data
-
-    lfw = data.lfw_subset()[:100]  # the first 100 are faces, the other 100 are not
-    faces = np.concatenate([lfw, lfw[:, :, ::-1]]).astype(np.float64)
-    std = np.stack([basis.standardise(f).reshape(basis.size, basis.size) for f in faces])
-    latents = np.stack([basis.clip(basis.encode(f)) for f in faces])
-    return DonorSet(std, latents, "skimage.data.lfw_subset()[:100] + mirrors (200 public faces)")
+def sensitivity(donors: DonorSet | None = None) -> float:
+    """Sensitivity of the capped utility: min(UTILITY_CAP, L2 diameter 2*B*sqrt(k) of the clipped latent box)."""
+    latent = (donors or donor_set()).latent
+    return min(UTILITY_CAP, 2.0 * latent.bound * math.sqrt(latent.k))
 
 
-#: Public cap C of the utility q(d) = -min(||u - u_d||_2, C): its sensitivity is C (q lies in [-C, 0]
-#: and is 1-Lipschitz in u), far below the box diameter 2*B*sqrt(k) = 11.3, so eps buys more
-#: concentration on near donors. 4.5 maximises the fall of the expected donor distance from
-#: eps = 0.5 to 8 (3.72 -> 3.19, leave-one-out over the public donors themselves; uncapped: 3.73 -> 3.51).
-UTILITY_CAP = 4.5
-
-
-def l2_sensitivity(basis: FaceBasis) -> float:
-    """Sensitivity of the capped utility: min(UTILITY_CAP, L2 diameter 2*B*sqrt(k) of the clipped box)."""
-    return min(UTILITY_CAP, 2.0 * basis.bound * math.sqrt(basis.k))
-
-
-def _logits(u_clipped: np.ndarray, donors: DonorSet, eps: float, sensitivity: float) -> np.ndarray:
-    """eps * q(d) / (2 * sensitivity) with q(d) = -min(||u - u_d||_2, sensitivity)."""
+def _logits(u_clipped: np.ndarray, donors: DonorSet, eps: float, sens: float) -> np.ndarray:
+    """eps * q(d) / (2 * sens) with q(d) = -min(||u - u_d||_2, sens)."""
     dist = np.linalg.norm(donors.latents - u_clipped[None, :], axis=1)
-    return eps * -np.minimum(dist, sensitivity) / (2.0 * sensitivity)
+    return eps * -np.minimum(dist, sens) / (2.0 * sens)
 
 
-def select_donor(u_clipped: np.ndarray, donors: DonorSet, eps: float, noise: NoiseSource, sensitivity: float) -> int:
-    """Exponential mechanism: donor d with probability proportional to exp(eps * q(d) / (2 * sensitivity)),
-    q(d) = -min(||u - u_d||_2, sensitivity); sampled exactly by the Gumbel-max trick with uniforms from ``noise``."""
+def select_donor(u_clipped: np.ndarray, donors: DonorSet, eps: float, noise: NoiseSource, sens: float) -> int:
+    """Exponential mechanism: donor d with probability proportional to exp(eps * q(d) / (2 * sens)),
+    q(d) = -min(||u - u_d||_2, sens); sampled exactly by the Gumbel-max trick with uniforms from ``noise``."""
     if eps <= 0:
         raise ValueError("eps must be > 0")
     if math.isinf(eps):
         return int(np.argmin(np.linalg.norm(donors.latents - u_clipped[None, :], axis=1)))
     gumbel = -np.log(-np.log(noise.uniform(len(donors.latents))))
-    return int(np.argmax(_logits(u_clipped, donors, eps, sensitivity) + gumbel))
+    return int(np.argmax(_logits(u_clipped, donors, eps, sens) + gumbel))
 
 
-def donor_release(crop: np.ndarray, eps: float, noise: NoiseSource,
-                  basis: FaceBasis | None = None) -> tuple[int, np.ndarray]:
-    """(index of the released donor, its standardised size x size face) for one face crop."""
-    donors = donor_set() if basis is None or basis is load_basis() else build_donor_set(basis)
-    basis = basis or load_basis()
-    u = basis.clip(basis.encode(crop))
-    idx = select_donor(u, donors, eps, noise, l2_sensitivity(basis))
-    return idx, donors.faces[idx]
+def selection_probabilities(u_clipped: np.ndarray, donors: DonorSet, eps: float, sens: float) -> np.ndarray:
+    """Exact probability of each donor under :func:`select_donor` (for accounting checks and tests)."""
+    logits = _logits(u_clipped, donors, eps, sens)
+    w = np.exp(logits - logits.max())
+    return w / w.sum()
+
+
+def privacy_loss(donors: DonorSet, eps: float, u: np.ndarray, v: np.ndarray) -> float:
+    """max_d |log P(d | u) - log P(d | v)|: the privacy loss of one release between two faces (<= eps)."""
+    sens = sensitivity(donors)
+    p, q = selection_probabilities(u, donors, eps, sens), selection_probabilities(v, donors, eps, sens)
+    return float(np.abs(np.log(p) - np.log(q)).max())
+
+
+def expected_distance(u_clipped: np.ndarray, donors: DonorSet, eps: float) -> float:
+    """Exact expected latent distance between a face and the donor drawn for it at ``eps``."""
+    p = selection_probabilities(u_clipped, donors, eps, sensitivity(donors))
+    return float(p @ np.linalg.norm(donors.latents - u_clipped[None, :], axis=1))
+
+
+def donor_release(image: np.ndarray, region: Region, eps: float, noise: NoiseSource,
+                  donors: DonorSet | None = None) -> int:
+    """The index of the released donor for one face (the only output that reads the face's pixels)."""
+    donors = donors or donor_set()
+    u = donors.latent.encode(image, region)
+    return select_donor(u, donors, eps, noise, sensitivity(donors))
 
 
 def dp_donor(image: np.ndarray, region: Region, eps: float, noise: NoiseSource,
-             basis: FaceBasis | None = None) -> np.ndarray:
-    """Replace a face by a real public donor face chosen with the exponential mechanism.
+             donors: DonorSet | None = None) -> np.ndarray:
+    """Replace a face by a public synthetic face chosen with the exponential mechanism.
 
-    What is released: the index of one donor among the 200 public faces (then rendered).
-    Guarantee: eps-DP with respect to ANY two images that differ only inside the region's
-    ellipse mask. Mechanism: the face crop is projected to the public eigenface latent and
-    clipped to [-B, B]^k; each donor d gets the utility q(d) = -min(||u - u_d||_2, C) with the
-    public cap C = 4.5, which lies in [-C, 0] for every input, so its sensitivity (over any
-    two crops, for every d) is C; the donor is drawn with probability proportional to
-    exp(eps * q(d) / (2 * C)) (McSherry-Talwar exponential mechanism, sampled exactly with
-    Gumbel noise from os.urandom): any two images give each donor probabilities within a
-    factor exp(eps). Lower eps makes the draw closer to uniform over the donors, so the
-    released face moves away from the original: the expected latent distance of the donor
-    falls from 3.72 at eps 0.5 to 3.69 (1), 3.62 (2), 3.48 (4) and 3.19 (8) (leave-one-out
-    over the donors; the benchmark reports it on real faces per eps).
-    Rendering is post-processing (no privacy cost): the donor is resized to the box, given
-    the median brightness of the ring just OUTSIDE the ellipse and a public contrast and skin
-    tint, grain matched to the ring's fine texture (drawn from ``noise``), and composited
-    with alpha 1 over the whole ellipse, fading to 0 outside it. Caveat: if another face's
-    box overlaps that ring, its not-yet-replaced pixels enter the median and grain level.
-    Not protected: the position and size of the box and everything outside the ellipse.
+    What is released: the index of one donor among the N public faces of ``assets/donor_faces.npz``,
+    then rendered. Guarantee: eps-DP with respect to ANY two images that differ only inside the
+    region's ellipse mask (any face swapped for any other face).
+
+    Mechanism: the face box is encoded in the public colour latent (16x16 CIELAB box, PCA fitted
+    on the donors, k = 8 coordinates clipped to [-2, 2]), so the utility sees the face's skin
+    tone, lighting and coarse shape/pose. Donor d gets q(d) = -min(||u - u_d||_2, C) with the
+    public cap C = UTILITY_CAP, which lies in [-C, 0] for every input: its sensitivity is C. The
+    donor is drawn with probability proportional to exp(eps * q(d) / (2 * C)) (McSherry-Talwar
+    exponential mechanism; sampled exactly by Gumbel-max with noise from os.urandom): any two
+    faces give each donor probabilities within a factor exp(eps). Lower eps makes the draw closer
+    to uniform, so the released face moves away from the original in tone and shape; higher eps
+    favours donors of similar look (the expected latent distance is printed per eps by
+    ``benchmarks.deid``). The box may also be inside the mask; it is read only here.
+
+    Everything else is post-processing of (donor index, public data, pixels OUTSIDE the ellipse),
+    so it costs no privacy. Precisely, rendering reads: the donor's crop, its own box and 5
+    landmarks (public); the region's box (position and size: treated as public, as for every
+    mechanism); the public landmark template (mean donor landmarks relative to the box), which
+    places the donor's eyes, nose and mouth where an average face sits in the target box; and the
+    ring of pixels just outside the ellipse (its colour fixes the blending membrane, its fine
+    texture the grain level). The target's own landmarks and the colour of the face inside the
+    ellipse are NOT used: landmarks relative to the box have a sensitivity of about one box width
+    and a face's mean colour the whole LAB range, so a Laplace release of either with a share of
+    eps <= 8 would be noise wider than the face; the exponential mechanism's latent already
+    favours donors of similar tone and pose at high eps. Caveat: if another face's box overlaps the
+    ring, its not-yet-replaced pixels enter the membrane and grain. Not protected: the position and
+    size of the box and everything outside the ellipse (which the image shows anyway).
     """
-    basis = basis or load_basis()
-    _, face = donor_release(image[region.y : region.y + region.h, region.x : region.x + region.w], eps, noise, basis)
-    return render_donor(image, region, face, grain=noise)
+    donors = donors or donor_set()
+    idx = donor_release(image, region, eps, noise, donors)
+    return render_donor(image, region, idx, grain=noise, donors=donors)
 
 
-def _face_canvas(face: np.ndarray, region: Region, x0: int, y0: int, shape: tuple[int, int]) -> np.ndarray:
-    """The standardised face resized onto ``region`` and placed on a zero canvas at (x0, y0), its
-    edges faded out (no replicated-border streaks in the part of the ellipse beyond the box)."""
-    px = cv2.resize(face.astype(np.float32), (region.w, region.h), interpolation=cv2.INTER_CUBIC)
-    px = cv2.GaussianBlur(px, (0, 0), max(0.5, region.w / face.shape[1] / 4.0))  # no 25-px blocks
-    canvas = np.zeros(shape, np.float32)
-    weight = np.zeros(shape, np.float32)
-    top, left = region.y - y0, region.x - x0
-    ys, xs = slice(max(0, top), min(shape[0], top + region.h)), slice(max(0, left), min(shape[1], left + region.w))
-    canvas[ys, xs] = px[ys.start - top : ys.stop - top, xs.start - left : xs.stop - left]
-    weight[ys, xs] = 1.0
-    fade = max(1.0, 0.1 * max(region.w, region.h))
-    return canvas * cv2.GaussianBlur(weight, (0, 0), fade)
+# --------------------------------------------------------------------------- rendering (post-processing)
 
 
-def _ring_grain(around: np.ndarray, ring: np.ndarray) -> float:
-    """Std of the ring's fine texture (grey minus its 3x3 median), capped at 8 grey levels."""
+def _alignment(donors: DonorSet, idx: int, region: Region, x0: int, y0: int) -> np.ndarray:
+    """2x3 similarity taking donor crop pixels to patch pixels: the donor's 5 landmarks onto the public
+    template placed in the target box (least squares)."""
+    size = np.array([donors.faces.shape[2], donors.faces.shape[1]], np.float64)
+    src = (donors.landmarks[idx] * size).astype(np.float32)
+    dst = (np.array([region.x - x0, region.y - y0]) + donors.template * [region.w, region.h]).astype(np.float32)
+    m, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
+    if m is None:  # degenerate landmarks: map the donor's box onto the region
+        bx, by, bw, bh = donors.boxes[idx] * np.tile(size, 2)
+        s = float(np.sqrt(region.w * region.h / (bw * bh)))
+        m = np.array([[s, 0, region.x - x0 + region.w / 2 - s * (bx + bw / 2)],
+                      [0, s, region.y - y0 + region.h / 2 - s * (by + bh / 2)]])
+    return m
+
+
+def _membrane(diff: np.ndarray, ring: np.ndarray, size: float, max_side: int = 48) -> np.ndarray:
+    """Smooth fill of the ring's colour offsets ``diff`` (HxWx3, used where ``ring``) over the whole patch: a
+    normalised Gaussian of width ``size`` / 3, computed on a grid of at most ``max_side`` px and resized back
+    (a cheap stand-in for the harmonic membrane of a Poisson clone)."""
+    h, w = ring.shape
+    s = min(1.0, max_side / max(h, w))
+    weight = ring.astype(np.float32)
+    num = diff * weight[..., None]
+    if s < 1:
+        num = cv2.resize(num, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        weight = cv2.resize(weight, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    sigma = max(1.0, size * s / 3.0)
+    num = cv2.GaussianBlur(num, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    den = cv2.GaussianBlur(weight, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    small = num / np.maximum(den, 1e-6)[..., None]
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR) if s < 1 else small
+
+
+def _ring_grain(around: np.ndarray, ring: np.ndarray, inside: np.ndarray) -> float:
+    """Std of the ring's fine texture (grey minus its 3x3 median), capped at 8 grey levels, over ring pixels
+    whose 3x3 neighbourhood lies wholly outside the ellipse (so no pixel inside it enters the figure)."""
     grey = around.mean(axis=2).astype(np.float32)
     fine = grey - cv2.medianBlur(np.clip(grey, 0, 255).astype(np.uint8), 3).astype(np.float32)
-    return float(min(8.0, fine[ring].std())) if ring.any() else 0.0
+    clear = ring & (cv2.dilate(inside.astype(np.uint8), np.ones((3, 3), np.uint8)) == 0)
+    return float(min(8.0, fine[clear].std())) if clear.any() else 0.0
 
 
-def render_donor(image: np.ndarray, region: Region, face: np.ndarray, feather: float = 0.12,
-                 grain: NoiseSource | None = None) -> np.ndarray:
-    """Composite a standardised face over ``region``'s ellipse (alpha 1 inside, fading outside);
-    with ``grain``, add noise at the fine-texture level of the ring around the ellipse."""
-    from .mechanisms import FACE_CONTRAST, SKIN_TINT, face_mask_geometry
+#: Limits of the boundary offset carried into the face, in CIELAB: lightness +-MAX_L, colour (a, b) scaled
+#: by CHROMA_GAIN and clipped to +-MAX_AB (a red curtain beside a face should not paint the cheek red).
+MAX_L, CHROMA_GAIN, MAX_AB = 30.0, 0.5, 8.0
+#: depth (share of the ellipse's short semi-axis) over which the donor fades into the ring's smoothed colours
+EDGE_FILL = 0.1
 
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+
+
+def _rgb(lab: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(lab.astype(np.float32), cv2.COLOR_LAB2RGB) * 255.0
+
+
+def render_donor(image: np.ndarray, region: Region, idx: int, feather: float = 0.12,
+                 grain: NoiseSource | None = None, donors: DonorSet | None = None) -> np.ndarray:
+    """Composite donor ``idx`` over ``region``'s ellipse: aligned by landmarks to the public template in
+    the box, shifted by the smooth membrane that matches it to the ring around the ellipse (a Poisson
+    clone at low resolution), grain at the ring's level, alpha 1 inside the ellipse fading outside."""
+    from .mechanisms import face_mask_geometry
+
+    donors = donors or donor_set()
     H, W = image.shape[:2]
     pad = int(round(feather * max(region.w, region.h))) + 2
     box, mask = face_mask_geometry(region, W, H)
@@ -150,22 +295,34 @@ def render_donor(image: np.ndarray, region: Region, face: np.ndarray, feather: f
     dist = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3)  # 0 inside the ellipse
     alpha = np.clip(1.0 - dist / pad, 0.0, 1.0)[..., None]
     around = image[y0:y1, x0:x1].astype(np.float32)
-    ring = (dist > 0) & (dist <= pad)
-    level = float(np.clip(np.median(around.mean(axis=2)[ring]), 80, 190)) if ring.any() else 128.0
-    grey = level + FACE_CONTRAST * _face_canvas(face, region, x0, y0, inside.shape)
-    if grain is not None:
-        sd = _ring_grain(around, ring)
-        grey = grey + (sd * np.sqrt(3.0) * (2.0 * grain.uniform(grey.shape) - 1.0)).astype(np.float32)
-    grey_image = bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
-    tint = np.ones(3, np.float32) if grey_image else (SKIN_TINT / SKIN_TINT.mean()).astype(np.float32)
-    face_rgb = np.clip(grey[..., None] * tint[None, None, :], 0, 255)
+    ring = (dist > 0) & (dist <= max(2.0, pad / 2))
+    m = _alignment(donors, idx, region, x0, y0)
+    face = cv2.warpAffine(donors.faces[idx], m, (x1 - x0, y1 - y0), flags=cv2.INTER_CUBIC,
+                          borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+    # a grey photo gets a grey face; decided on the pixels outside the ellipse only
+    is_grey = (image[..., 0] == image[..., 1]) & (image[..., 1] == image[..., 2])
+    is_grey[y0:y1, x0:x1] |= inside > 0
+    grey_image = bool(is_grey.all())
+    if grey_image:
+        face = np.repeat(face @ np.array([0.299, 0.587, 0.114], np.float32)[:, None], 3, axis=2)
+    if ring.any():
+        # boundary offset: the ring's colour minus the donor's at the same place, carried smoothly inward
+        face_lab = _lab(face)
+        mem = _membrane(_lab(around) - face_lab, ring, max(region.w, region.h))
+        mem[..., 0] = np.clip(mem[..., 0], -MAX_L, MAX_L)
+        mem[..., 1:] = np.clip(CHROMA_GAIN * mem[..., 1:], -MAX_AB, MAX_AB)
+        face = _rgb(face_lab + mem)
+        if EDGE_FILL > 0:  # the donor's own hair/background fades into the ring's colours near the ellipse edge
+            fill = _membrane(around, ring, max(region.w, region.h) / 2.0)
+            depth = cv2.distanceTransform(inside, cv2.DIST_L2, 3)  # distance inside the ellipse
+            wd = np.clip(depth / (EDGE_FILL * 0.6 * min(region.w, region.h)), 0.0, 1.0)[..., None]
+            face = wd * face + (1.0 - wd) * fill
+        sd = _ring_grain(around, ring, inside > 0)
+        if grain is not None and sd > 0:
+            g = (sd * np.sqrt(3.0) * (2.0 * grain.uniform(face.shape[:2]) - 1.0)).astype(np.float32)
+            face = face + g[..., None]
+    if grey_image:
+        face = np.repeat(face.mean(axis=2, keepdims=True), 3, axis=2)
     out = image.copy()
-    out[y0:y1, x0:x1] = np.rint(alpha * face_rgb + (1.0 - alpha) * around).astype(np.uint8)
+    out[y0:y1, x0:x1] = np.rint(alpha * np.clip(face, 0, 255) + (1.0 - alpha) * around).astype(np.uint8)
     return out
-
-
-def selection_probabilities(u_clipped: np.ndarray, donors: DonorSet, eps: float, sensitivity: float) -> np.ndarray:
-    """Exact probability of each donor under :func:`select_donor` (for accounting checks and tests)."""
-    logits = _logits(u_clipped, donors, eps, sensitivity)
-    w = np.exp(logits - logits.max())
-    return w / w.sum()

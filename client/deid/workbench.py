@@ -139,11 +139,11 @@ class Workbench:
 
     def metrics(self, item: Item, result: DeidResult, eps: float, mechanism: str) -> dict:
         """Re-identification bound, SSIM, plates and faces covered, face distance in the public latent."""
-        basis = load_basis()
+        from .donor import donor_set
+
+        latent = donor_set().latent
         faces = [r for r in result.regions if r.kind == FACE]
-        dist = [float(np.linalg.norm(basis.clip(basis.encode(result.image[r.y : r.y + r.h, r.x : r.x + r.w]))
-                                     - basis.clip(basis.encode(item.rgb[r.y : r.y + r.h, r.x : r.x + r.w]))))
-                for r in faces]
+        dist = [float(np.linalg.norm(latent.encode(result.image, r) - latent.encode(item.rgb, r))) for r in faces]
         detected_plates = [r for r in item.detected if r.kind == PLATE]
         detected_faces = [r for r in item.detected if r.kind == FACE]
         return {
