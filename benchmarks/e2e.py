@@ -8,16 +8,49 @@ RTT / 2 in both directions, so a ping-pong between two servers takes the RTT and
 protocol message one one-way delay. Each server's egress (its two outgoing links) is one
 token bucket of ``--bandwidth-mbps``. The querier's own link to the servers is not shaped.
 
-It uploads real bundled photos (timed), grows the index with synthetic clustered feature
-vectors to ``--n`` entries (one index-only transaction), then for every RTT prints one
+What is indexed, what is queried (``--seed`` 0; the data of ``benchmarks.quality``):
+
+* PHOTOS: every real photo available offline (``benchmarks.quality_data.load_originals``:
+  scikit-image and scikit-learn sample photos, ``../shared/data/deid`` scenes and faces:
+  442 here), split by a seeded half (``benchmarks.quality_pool.split_photos``) into a
+  DISTRACTOR half and a QUERY half.
+* UPLOAD: the owner uploads every photo (``--upload``) in its first upload through the
+  SDK (timed), so the product fits its whitened PCA (``client.owner_model``) on them and
+  registers trunk + PCA layer + L2 norm; their features are the owner's upload features.
+* DISTRACTORS: the index is then grown to ``--n`` entries (one index-only transaction,
+  the SDK's index builder and centroid rule) with real-feature distractors: the pool,
+  through the owner's registered projection layer + L2 normalisation (exactly the layers
+  the product applies to an upload's pooled trunk output), of every proper sub-rectangle
+  of the EfficientNet-Lite0 trunk's final feature map of the distractor-half photos and
+  5 transformed copies of each (``quality_data`` transforms: crops, rotations, JPEG,
+  colour, overlays...), each preprocessed at 64, 80, 96, 128, 160 and 224 px
+  (``--distractor-resolutions``; a window of a larger rendering is the feature of a
+  smaller part of it): about 1.57M features of real image parts at the 96 px default,
+  ``benchmarks.quality``'s large-n pool (its recall@10 vs exact at 1M: 0.973), drawn
+  without replacement in a seeded order. Only if that pool is smaller than ``--n`` is the
+  rest jittered copies (a pool feature + ``--fill-jitter`` x the difference of two other
+  pool features, L2-normalised); every line says how many (``distractors``,
+  ``distractor_pool``, ``distractors_jittered``). The trunk maps are cached with
+  ``benchmarks.quality``'s (system temp dir); the benchmark checks that its head
+  reproduces the owner's stored upload features (``distractor_head_check_max_abs_diff``).
+  ``--upload-at-n`` more real images (augmented copies of distractor-half photos) are then
+  uploaded into the full index (timed).
+* QUERIES: transformed copies (``quality_data`` transforms) of QUERY-half photos, a
+  seeded choice (``query_images`` names them); no distractor comes from a query's photo,
+  and each query's original is indexed.
+* EXACT TOP-10: the query image's feature under the owner's plaintext model
+  (``Client.extract_features``), squared L2 in float64 against EVERY indexed vector
+  (uploaded photos, distractors, the at-n uploads), stable ties. ``recall_at_10_vs_exact``
+  = |secure top-10 ids & exact top-10| / 10, mean over the ``--queries`` queries.
+
+Then, for every RTT, it prints one
 JSON line (``"line": "rtt"``) with ``rtt_ms, bandwidth_mbps, n_images, resolution, dim,
 nprobe, k, query_s`` (median end to end: share the image, secure CNN + secure search on
 the servers, reconstruct), ``in_process_query_s`` (the same ``servers.query.run_query``
 on the same stored shares with three in-process parties), ``rounds_per_query``,
 ``cnn_rounds``, ``search_rounds``, ``bytes_per_party_per_query`` (mean over servers; also
-``bytes_max_party_per_query``), ``predicted_query_s`` and ``recall_at_10_vs_exact`` (secure
-top-k vs exact plaintext search over every indexed feature vector), plus the upload and
-retrieve figures. With ``--concurrency`` it also prints, per RTT and level c, one line
+``bytes_max_party_per_query``), ``predicted_query_s`` and ``recall_at_10_vs_exact``,
+plus the upload, retrieve and distractor figures. With ``--concurrency`` it also prints, per RTT and level c, one line
 (``"line": "concurrency"``) with the queries/s of c clients each running one query at the
 same time (refused sessions are retried, bounded, and counted). One ``"line": "breakdown"``
 gives the rounds and bytes of every protocol step of one query (in-process profile), and
@@ -118,46 +151,140 @@ def cnn_search_rounds(prof: RoundProfiler) -> tuple[int, int]:
     return cnn, sum(r["rounds"] for r in rows) - cnn
 
 
-# ---- setup: model, real images, index grown to n ------------------------------------------
+# ---- setup: model, real photos, index grown to n with real-feature distractors -----------
 
 
-def setup_collection(c, a, log) -> dict:
-    """Register the model, upload real photos, grow the index to ``a.n``; returns figures + features."""
-    from client.demo_data import augment, demo_collection
+QUALITY_RESOLUTIONS = [64, 80, 96, 128, 160, 224]  # benchmarks.quality's default resolutions (shared cache)
+PER_IMAGE = 5  # transformed copies per photo, as benchmarks.quality's default (the pool's copies, the queries)
+
+
+def real_data(a: argparse.Namespace) -> dict:
+    """The real photos, their copies, the photo halves and the query images (module docstring)."""
+    from benchmarks.quality_data import load_originals, make_queries, render_query
+    from benchmarks.quality_pool import query_half_rows, split_photos
+
+    shared = a.shared_dir if a.shared_dir.is_dir() else None
+    originals = load_originals(shared)
+    copies = make_queries(len(originals), PER_IMAGE)
+    half = split_photos(len(originals), a.seed)
+    rows = np.random.default_rng([a.seed, 5]).permutation(query_half_rows(half, copies))[: max(a.queries, 16)]
+    images = [np.asarray(render_query(copies[j], originals, a.seed).convert("RGB")) for j in rows]
+    return {"originals": originals, "copies": copies, "distractor_half": half, "shared_dir": shared,
+            "query_images": images, "query_names": [f"{originals[copies[j].source].name}:{copies[j].transform}"
+                                                    for j in rows]}
+
+
+def owner_head(c):
+    """The projection head of the owner's registered model (its last ``nn.Linear``), as a quality Head."""
+    from torch import nn
+
+    from benchmarks.quality_features import Head
+    from client import owner_model
+
+    recipe = c.owner.load_recipe()
+    model = owner_model.rebuild(c.owner, recipe)
+    lin = [m for m in model if isinstance(m, nn.Linear)]
+    if not lin:
+        raise SystemExit("the owner's model has no projection layer")
+    w = lin[-1].weight.detach().double().numpy()
+    b = None if lin[-1].bias is None else lin[-1].bias.detach().double().numpy()
+    kind = "pca_whiten" if recipe.get("whiten") else ("pca" if recipe["kind"] == owner_model.PCA_KIND else "random")
+    return Head(kind, int(w.shape[0]), w, b), recipe
+
+
+def window_distractors(c, a: argparse.Namespace, data: dict, count: int, log) -> tuple[np.ndarray, dict]:
+    """``count`` real-feature distractors through the owner's fitted head (module docstring), and their figures."""
+    import tempfile as tf
+
+    from benchmarks.quality_features import extract, head
+    from benchmarks.quality_pool import distractors, map_image_rows
+
+    h, recipe = owner_head(c)
+    res = sorted(set(a.distractor_resolutions) | {a.resolution})
+    t0 = time.perf_counter()
+    cache = None if a.no_cache else Path(tf.gettempdir()) / "trivault-quality-cache"
+    feats = extract(data["originals"], data["copies"], res, map_image_rows(data["distractor_half"], data["copies"]),
+                    a.seed, cache, progress=False)
+    # the head reproduces the owner's upload features (same pixels, same trunk, same layer)
+    own, _ = c.owner.load_features()  # the first upload: originals[: len(own)], in order
+    m = min(len(own), len(feats[a.resolution].db))
+    check = float(np.abs(head(h, feats[a.resolution].db[:m]) - own[:m]).max())
+    if check > 1e-3:
+        raise SystemExit(f"the distractor head does not reproduce the owner's upload features (max |diff| {check})")
+    x, info = distractors(h, {r: feats[r].maps for r in res}, count, a.seed, a.fill_jitter)
+    del feats
+    gc.collect()
+    info.update({"resolutions": res, "head": h.kind, "owner_recipe": recipe, "head_check_max_abs_diff": check,
+                 "seconds": round(time.perf_counter() - t0, 1)})
+    log(f"{count} distractors ({info['from_pool']} from a pool of {info['pool']} window features, "
+        f"{info['jittered']} jittered) in {info['seconds']} s; head check {check}")
+    return x, info
+
+
+def describe_distractors(info: dict | None, n_photos_half: int) -> str:
+    """The JSON lines' ``distractors`` string."""
+    if info is None:
+        return "none (the index holds only uploaded real photos)"
+    if info.get("synthetic"):
+        return ("SYNTHETIC isotropic Gaussian clusters (index.synthetic.clustered), unit norm: not real features, "
+                "recall_at_10_vs_exact is not meaningful")
+    s = (f"{info['from_pool']} real window features: pool of every proper sub-rectangle of the EfficientNet-Lite0 "
+         f"trunk's final feature map of {n_photos_half} photos (seeded distractor half) and {PER_IMAGE} "
+         f"transformed copies each, preprocessed at {info['resolutions']} px, through the owner's fitted head "
+         f"({info['head']}, the registered model's layer) + L2; pool {info['pool']}, drawn without replacement")
+    if info["jittered"]:
+        s += (f"; {info['jittered']} jittered (pool smaller than n): a pool feature + {info['jitter']} x the "
+              f"difference of two other pool features, L2-normalised")
+    return s
+
+
+def setup_collection(c, a, data: dict, log) -> dict:
+    """Register the model, upload the real photos (PCA fitted on them), grow the index to ``a.n``."""
+    from client.demo_data import augment
     from client.recipes import build_model
-    from index.synthetic import clustered
     from wire import bundle as bd
 
     model = build_model(a.model, a.resolution, a.dim)
     c.register_model(model, resolution=a.resolution)
-    imgs, labels = demo_collection(copies=max(0, -(-a.upload // 19) - 1))
-    imgs, labels = imgs[: a.upload], labels[: a.upload]
+    originals = data["originals"][: a.upload or None]
     t0 = time.perf_counter()
-    ids = c.upload(imgs, labels=labels)
+    ids = c.upload([o.image for o in originals], labels=[o.name for o in originals])
     upload_s = time.perf_counter() - t0
-    log(f"uploaded {len(ids)} real images in {upload_s:.1f} s")
+    recipe = c.owner.load_recipe() or {}
+    log(f"uploaded {len(ids)} real photos in {upload_s:.1f} s (model {recipe.get('kind')})")
     feats, fids = c.owner.load_features()
     extra = max(0, a.n - len(fids))
-    syn = np.zeros((0, feats.shape[1]), np.float32)
-    syn_ids = np.zeros(0, np.int64)
+    dis = np.zeros((0, feats.shape[1]), np.float32)
+    dis_ids = np.zeros(0, np.int64)
+    info = None
     if extra:
-        syn = clustered(extra, feats.shape[1], n_clusters=max(8, extra // 500), seed=1)
-        syn /= np.linalg.norm(syn, axis=1, keepdims=True)  # like the model's unit-norm features
-        syn = (syn * float(np.linalg.norm(feats, axis=1).mean())).astype(np.float32)
-        syn_ids = np.arange(10**6, 10**6 + extra, dtype=np.int64)
-        info = c.info()
+        if a.distractors == "windows":
+            if recipe.get("kind") not in ("efficientnet", "efficientnet_pca"):
+                raise SystemExit("window distractors need the efficientnet model (use --distractors synthetic)")
+            dis, info = window_distractors(c, a, data, extra, log)
+        else:
+            from index.synthetic import clustered
+
+            dis = clustered(extra, feats.shape[1], n_clusters=max(8, extra // 500), seed=1)
+            dis /= np.linalg.norm(dis, axis=1, keepdims=True)
+            info = {"synthetic": True, "from_pool": 0, "pool": 0, "jittered": 0}
+        dis_ids = np.arange(10**6, 10**6 + extra, dtype=np.int64)
+        cinfo = c.info()
         t1 = time.perf_counter()
         c.owner.drop_plain_index()  # build the big index from scratch
-        imeta, it, after = c._index_bundles(np.concatenate([feats, syn]), np.concatenate([fids, syn_ids]),
-                                            info["index_version"])
+        imeta, it, after = c._index_bundles(np.concatenate([feats, dis]), np.concatenate([fids, dis_ids]),
+                                            cinfo["index_version"])
         if imeta["format"] == "flat":
-            raise SystemExit("the flat fallback index cannot hold synthetic ids; needs index/ + search")
+            raise SystemExit("the flat fallback index cannot hold distractor ids; needs index/ + search")
         txn = str(uuid.uuid4())
         c._transact([bd.Bundle("txn", txn, {"index": imeta}, {f"index/{k}": v for k, v in it[s].items()})
                      for s in range(3)])
-        after(info["index_version"] + 1)
+        del it
+        after(cinfo["index_version"] + 1)
         log(f"index grown to {len(fids) + extra} entries ({imeta}) in {time.perf_counter() - t1:.1f} s")
-    more = [augment(imgs[j % len(imgs)], 7_000 + j) for j in range(a.upload_at_n)]
+    # more real images into the full index: copies of distractor-half photos (never of a query's photo)
+    pool_photos = [o for o, d in zip(data["originals"], data["distractor_half"]) if d]
+    more = [augment(np.asarray(pool_photos[j % len(pool_photos)].image), 7_000 + j) for j in range(a.upload_at_n)]
     t3 = time.perf_counter()
     if more:
         c.upload(more, labels=[f"extra{j}" for j in range(len(more))])
@@ -166,11 +293,17 @@ def setup_collection(c, a, log) -> dict:
     log(f"uploaded {len(more)} more images at n={a.n} in {upload_at_n_s:.1f} s (index {at_n_mode})")
     real_f, real_ids = c.owner.load_features()
     return {
-        "ids": ids, "model": model, "n_images": int(len(real_ids) + len(syn_ids)),
-        "all_features": np.concatenate([real_f, syn]).astype(np.float32),
-        "all_ids": np.concatenate([real_ids, syn_ids]),
+        "ids": ids, "model": model, "n_images": int(len(real_ids) + len(dis_ids)),
+        "all_features": np.concatenate([real_f, dis]).astype(np.float32),
+        "all_ids": np.concatenate([real_ids, dis_ids]),
         "figures": {
-            "n_real_images": len(ids),
+            "n_real_images": int(len(real_ids)),
+            "n_distractors": int(len(dis_ids)),
+            "distractors": describe_distractors(info, int(data["distractor_half"].sum())),
+            "distractor_pool": None if info is None else info["pool"],
+            "distractors_jittered": None if info is None else info["jittered"],
+            "distractor_head_check_max_abs_diff": None if info is None else info.get("head_check_max_abs_diff"),
+            "owner_model": recipe.get("kind"), "projection": (info or {}).get("head"),
             "upload_images_per_s": round(len(ids) / upload_s, 3),
             "upload_images_per_s_at_n": round(len(more) / upload_at_n_s, 3) if more else None,
             "upload_index_mode_at_n": at_n_mode,
@@ -179,14 +312,16 @@ def setup_collection(c, a, log) -> dict:
 
 
 def exact_top(c, images: list[np.ndarray], feats: np.ndarray, ids: np.ndarray, k: int) -> list[set[int]]:
-    """Exact plaintext top-k ids (squared L2 over every indexed vector) of each query image."""
+    """Exact plaintext top-k ids (squared L2, float64, stable ties) over every indexed vector, for
+    each query image's feature under the owner's plaintext model (``Client.extract_features``)."""
     from PIL import Image
 
-    q = c.extract_features([Image.fromarray(im) for im in images])
+    q = c.extract_features([Image.fromarray(im) for im in images]).astype(np.float64)
+    f = feats.astype(np.float64)
+    fn = (f ** 2).sum(1)
     out = []
-    fn = (feats.astype(np.float64) ** 2).sum(1)
-    for v in q.astype(np.float64):
-        d = fn - 2.0 * feats.astype(np.float64) @ v
+    for v in q:
+        d = fn - 2.0 * (f @ v)
         out.append(set(ids[np.argsort(d, kind="stable")[:k]].tolist()))
     return out
 
@@ -249,8 +384,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-sessions", type=int, default=None,
                     help="queries one server runs at once (servers' max_sessions; default: the product default 8, "
                          "raised to the largest --concurrency level so that no session is refused)")
-    ap.add_argument("--upload", type=int, default=40, help="real images uploaded (timed)")
+    ap.add_argument("--upload", type=int, default=0,
+                    help="real photos in the owner's first upload (timed; the PCA is fitted on them, so it needs "
+                         "more than --dim; default 0: every real photo)")
     ap.add_argument("--upload-at-n", type=int, default=20, help="real images uploaded into the full index (timed)")
+    ap.add_argument("--distractors", choices=["windows", "synthetic"], default="windows",
+                    help="how the index is grown to --n: real window features (default) or synthetic isotropic "
+                         "clusters (only for --model tiny / smoke runs: recall is then not meaningful)")
+    ap.add_argument("--distractor-resolutions", type=int, nargs="+", default=QUALITY_RESOLUTIONS,
+                    help="input sizes at which the distractor photos' trunk maps are taken (default: "
+                         "benchmarks.quality's, sharing its cache; the run's --resolution is always added)")
+    ap.add_argument("--fill-jitter", type=float, default=0.1,
+                    help="jitter of the distractors beyond the pool's size (see the module docstring)")
+    ap.add_argument("--shared-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "deid",
+                    help="deid photos (scenes/, faces/) added to the bundled photos when present")
+    ap.add_argument("--seed", type=int, default=0, help="photo halves, copies, query choice, distractor order")
+    ap.add_argument("--no-cache", action="store_true", help="recompute the photos' CNN features (not cached)")
     ap.add_argument("--queries", type=int, default=3, help="sequential queries per RTT (median reported)")
     ap.add_argument("--k", type=int, default=10, help="results per query")
     res, dim, nprobe = _product_defaults()
@@ -298,16 +447,17 @@ def _run(a: argparse.Namespace, log, emit, threads: int) -> None:
     bw = a.bandwidth_mbps or None
     import protocols.simulate  # noqa: F401
     import servers.query  # noqa: F401  - load the protocol code now, as the servers about to start do
-    from client.demo_data import augment, base_images
     from client.sdk import Client
 
+    data = real_data(a)
+    log(f"{len(data['originals'])} real photos ({data['shared_dir']}); queries: "
+        + ", ".join(data["query_names"][: a.queries]))
     with tempfile.TemporaryDirectory(prefix="trivault-bench-") as tmp, WanEmulator() as wan:
         root = Path(tmp)
         with wan_cluster(root, wan, bw, a.max_sessions, query_timeout_s=600.0, peer_timeout_s=180.0) as lc, \
                 Client(lc.client_config, progress=False) as c:
-            col = setup_collection(c, a, log)
-            bases = base_images()
-            images = [augment(bases[q % len(bases)][1], 5_000 + q) for q in range(max(a.queries, 16))]
+            col = setup_collection(c, a, data, log)
+            images = data["query_images"]
             exact = exact_top(c, images[: a.queries], col["all_features"], col["all_ids"], a.k)
             del col["all_features"]
             t2 = time.perf_counter()
@@ -320,6 +470,7 @@ def _run(a: argparse.Namespace, log, emit, threads: int) -> None:
             extra = {
                 **col["figures"],
                 "queries": a.queries,
+                "query_images": data["query_names"][: a.queries],
                 "cores": os.cpu_count(),
                 "torch_threads_per_party": threads,
             }

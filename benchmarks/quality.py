@@ -68,8 +68,9 @@ import torch
 from client.projection import fit_pca
 
 from .quality_data import TRANSFORMS, load_originals, make_queries
-from .quality_features import Head, extract, head, pca_head, random_head, window_count, window_features
+from .quality_features import Head, extract, head, pca_head, random_head, window_count
 from .quality_metrics import copy_detection, ivf_recall, product_centroids
+from .quality_pool import map_image_rows, pool_features, query_half_rows, split_photos
 
 REPO = Path(__file__).resolve().parents[1]
 MAP_TOLERANCE = 0.02
@@ -173,7 +174,7 @@ def large_rows(res: int, h: Head, feats_all: dict, ivf_q_idx: np.ndarray, args, 
     """IVF recall at larger n: real originals + window distractors (see the module docstring)."""
     db = head(h, feats_all[res].db)
     q = head(h, feats_all[res].queries[ivf_q_idx])
-    pool = np.concatenate([window_features(h, feats_all[r].maps) for r in sorted(feats_all)])
+    pool = pool_features(h, {r: f.maps for r, f in feats_all.items()})
     order = np.random.default_rng([args.seed, 11]).permutation(len(pool))
     rows = []
     for n_eff in sorted({min(n, len(db) + len(pool)) for n in args.large_n}):
@@ -264,11 +265,9 @@ def _run(args: argparse.Namespace) -> int:
     groups = [q.group for q in queries]
     source_kinds = ["faces" if originals[q.source].name.startswith("deid/faces") else "photos" for q in queries]
     n0 = len(originals)
-    distractor_half = np.zeros(n0, bool)
-    distractor_half[np.random.default_rng([args.seed, 3]).permutation(n0)[: n0 // 2]] = True
-    map_images = np.array([i for i in range(n0) if distractor_half[i]]
-                          + [n0 + j for j, q in enumerate(queries) if distractor_half[q.source]], dtype=np.int64)
-    ivf_q_all = np.array([j for j, q in enumerate(queries) if not distractor_half[q.source]], dtype=np.int64)
+    distractor_half = split_photos(n0, args.seed)
+    map_images = map_image_rows(distractor_half, queries)
+    ivf_q_all = query_half_rows(distractor_half, queries)
     ivf_q_idx = np.sort(np.random.default_rng([args.seed, 5]).permutation(ivf_q_all)[: args.ivf_queries])
     emit({"kind": "dataset", "n_originals": n0, "n_queries": len(queries), "per_image": args.per_image,
           "shared_dir": str(shared) if shared else None, "seed": args.seed,
