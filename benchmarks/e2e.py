@@ -155,6 +155,7 @@ def cnn_search_rounds(prof: RoundProfiler) -> tuple[int, int]:
 
 
 QUALITY_RESOLUTIONS = [64, 80, 96, 128, 160, 224]  # benchmarks.quality's default resolutions (shared cache)
+DISTRACTOR_ID0 = 10**6  # distractors' index ids (the uploaded images' ids count from 0)
 PER_IMAGE = 5  # transformed copies per photo, as benchmarks.quality's default (the pool's copies, the queries)
 
 
@@ -268,7 +269,7 @@ def setup_collection(c, a, data: dict, log) -> dict:
             dis = clustered(extra, feats.shape[1], n_clusters=max(8, extra // 500), seed=1)
             dis /= np.linalg.norm(dis, axis=1, keepdims=True)
             info = {"synthetic": True, "from_pool": 0, "pool": 0, "jittered": 0}
-        dis_ids = np.arange(10**6, 10**6 + extra, dtype=np.int64)
+        dis_ids = np.arange(DISTRACTOR_ID0, DISTRACTOR_ID0 + extra, dtype=np.int64)
         cinfo = c.info()
         t1 = time.perf_counter()
         c.owner.drop_plain_index()  # build the big index from scratch
@@ -470,6 +471,9 @@ def _run(a: argparse.Namespace, log, emit, threads: int) -> None:
             extra = {
                 **col["figures"],
                 "queries": a.queries,
+                # how much of the exact top-k the distractors take (0: they never compete with the photos)
+                "exact_topk_from_distractors": round(float(np.mean([sum(i >= DISTRACTOR_ID0 for i in e) / a.k
+                                                                     for e in exact])), 4),
                 "query_images": data["query_names"][: a.queries],
                 "cores": os.cpu_count(),
                 "torch_threads_per_party": threads,
@@ -540,6 +544,7 @@ class Runner:
                "bytes_per_party_per_query": int(np.mean([[x["bytes_sent"] for x in cm] for cm in comm])),
                "bytes_max_party_per_query": int(max(x["bytes_sent"] for cm in comm for x in cm)),
                "recall_at_10_vs_exact" if a.k == 10 else f"recall_at_{a.k}_vs_exact": round(float(np.mean(hits)), 4),
+               "recall_runs": [round(h, 2) for h in hits],
                "same_ids_grpc_vs_in_process": all(same), "grpc_overhead": round(q_s / p_s - 1.0, 4),
                "load_avg_1m": round(os.getloadavg()[0], 2)}
         if rtt is None:
