@@ -458,6 +458,8 @@ def _run(a: argparse.Namespace, log, emit, threads: int) -> None:
         with wan_cluster(root, wan, bw, a.max_sessions, query_timeout_s=600.0, peer_timeout_s=180.0) as lc, \
                 Client(lc.client_config, progress=False) as c:
             col = setup_collection(c, a, data, log)
+            data["originals"] = None  # the photos (and their rendered copies) are not needed any more
+            gc.collect()
             images = data["query_images"]
             exact = exact_top(c, images[: a.queries], col["all_features"], col["all_ids"], a.k)
             del col["all_features"]
