@@ -10,15 +10,16 @@ batch so every party sends the same) and combines the digits in ``ceil(log2 D)``
 rounds. Two layouts (:class:`Lanes` = ``digits.Digits``):
 
 * ``EXACT`` (``digits.CNN_EXACT``): 32 bits in 8 digits; exact for ``|x| < 2**31`` ring
-  units (32768 real). 4 rounds, 3.0 words per comparison per party.
+  units (32768 real). 3 rounds, 3.6 words per comparison per party.
 * ``FAST`` (``digits.CNN_FAST``): ``x >> 7`` in 20 bits, 4 digits of 5; the sign is right
   for ``x < 0`` and ``x >= 2**7`` ring units (2**-9) whenever ``|x| < 2**26 - 2**7`` (~1024
   real); ``0 <= x < 2**-9`` may read as negative, so a ReLU, ReLU6 or max output is off by
-  at most ``2**-9`` next to its kink. 3 rounds, 2.8 words per comparison per party.
+  at most ``2**-9`` next to its kink. 2 rounds (the table OT, then the four digits' carry in ONE
+  ``tablegate`` round), 3.4 words per comparison per party.
   ``SecureModel`` uses it by default (``comparison="exact"`` to opt out).
 
 Both then inject the bit (1 round, 2 words per party, rotated) and multiply (1 round):
-a ReLU / ReLU6 layer costs 5 rounds (``FAST``) or 6 (``EXACT``). Pre-activations of
+a ReLU / ReLU6 layer costs 4 rounds (``FAST``) or 5 (``EXACT``). Pre-activations of
 EfficientNet-Lite0 stay below 100 on real images (measured), inside both bounds. A large
 truncation error (a multiple of ``2**48``) vanishes mod ``2**(bits + drop)``, so the
 comparison still sees the right sign.
@@ -154,7 +155,7 @@ _EXTRA = 24  # extra bits carried when applying 2**(-j/2)
 
 def _octave_onehot(s: ArithmeticShares) -> ArithmeticShares:
     """``e[j, n] = [2**j <= s_n < 2**(j+1)]`` for j in [J_MIN, J_MAX) (clamped at both ends), for
-    ``-2**31 + 2**24 < s < 2**31`` (real; the 48-bit ``digits.OCTAVE`` comparison). Cost: 5 rounds."""
+    ``-2**31 + 2**24 < s < 2**31`` (real; the 48-bit ``digits.OCTAVE`` comparison). Cost: 4 rounds."""
     js = torch.arange(J_MIN, J_MAX + 1, dtype=torch.float64)
     thr = (2.0 ** js).view(-1, 1).expand(-1, s.shape[0])
     sv = s.unsqueeze(0).expand(len(js), s.shape[0])
@@ -200,7 +201,7 @@ def _newton(h: ArithmeticShares, r: ArithmeticShares) -> ArithmeticShares:
 
 
 def l2_normalize(x: ArithmeticShares) -> ArithmeticShares:
-    """Rows of ``x`` [N, d] scaled to unit L2 norm. Cost: 16 rounds; N*33 64-bit comparisons.
+    """Rows of ``x`` [N, d] scaled to unit L2 norm. Cost: 15 rounds; N*33 48-bit comparisons.
 
     Elements sent: ``costs.l2_normalize`` (3 N d + 41 N plus the comparisons).
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from .digits import _pad3, _rotated_round
+from .rotate import pad3 as _pad3
+from .rotate import rotated_round as _rotated_round
 from .sharing import ArithmeticShares, BooleanShares
 
 

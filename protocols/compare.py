@@ -4,10 +4,11 @@
   ``digits.WIDE``): ``x = (x_r + x_{r+1}) + x_{r+2}`` is a two-operand sum; the
   generate/propagate bits of its sixteen 4-bit digits come in ONE round by a 1-of-16
   3-party table OT (the sender role ``r`` rotated over the batch, so all parties send the
-  same), then a 4-level carry tree over the digits: MSB 5 rounds, ``ltz`` 6, 8.1 words per
+  same), then a carry tree over the digits (2 AND levels, then the last 4 groups in ONE
+  ``tablegate`` round): MSB 4 rounds, ``ltz`` 5, 8.7 words per
   element. (8-bit digits, ``digits.FULL``, save one round but send 42.3 words and cost
   about 1.5x the CPU: top-k and top-nprobe make tens of thousands of comparisons.)
-* ``eqz``: eight 8-bit digits compared by a 1-of-256 table OT and AND-reduced: 5 rounds.
+* ``eqz``: eight 8-bit digits compared by a 1-of-256 table OT and AND-reduced: 4 rounds.
 * ``truncate_exact`` keeps the bitwise OT (``_generate_propagate``) and the packed carry
   tree over the 64 bit positions (6 AND rounds). ``a2b`` uses a Kogge-Stone adder.
 * ``bit_inject``: a shared bit -> arithmetic share of 0/1 in ONE round with a 3-party
@@ -146,8 +147,8 @@ def msb(x: ArithmeticShares) -> BooleanShares:
     """Boolean sharing of the sign bit of ``[x]`` (in bit 0 of each word), exact on the whole ring.
 
     ``digits.msb(x, LAYOUT)``: one table-OT round for the sixteen 4-bit digits, a 4-level
-    carry tree. Cost: 5 rounds; 6.1 words per element sent by EVERY party (sizes a multiple
-    of 192; ``costs.msb``). Security: see :mod:`protocols.digits`.
+    carry tree (its last two levels in one table-gate round). Cost: 4 rounds; 6.7 words per
+    element sent by EVERY party (sizes a multiple of 192; ``costs.msb``). Security: see :mod:`protocols.digits`.
     """
     return D.msb(x, LAYOUT)
 
@@ -195,27 +196,27 @@ def bit_inject(b: BooleanShares) -> ArithmeticShares:
 
 
 def ltz(x: ArithmeticShares) -> ArithmeticShares:
-    """``[x < 0]`` as an arithmetic 0/1 sharing. Cost: 6 rounds (MSB 5 + rotated injection 1).
+    """``[x < 0]`` as an arithmetic 0/1 sharing. Cost: 5 rounds (MSB 4 + rotated injection 1).
 
-    Words sent per element: 8.1 by every party (``protocols.costs``).
+    Words sent per element: 8.7 by every party (``protocols.costs``).
     """
     return D.inject(msb(x))
 
 
 def lt(x: ArithmeticShares, y) -> ArithmeticShares:
-    """``[x < y]`` (0/1). Cost: as ``ltz`` (6 rounds); needs ``|x - y| < 2**63`` in the ring."""
+    """``[x < y]`` (0/1). Cost: as ``ltz`` (5 rounds); needs ``|x - y| < 2**63`` in the ring."""
     return ltz(x - y)
 
 
 def gt(x: ArithmeticShares, y) -> ArithmeticShares:
-    """``[x > y]`` (0/1). Cost: 6 rounds."""
+    """``[x > y]`` (0/1). Cost: 5 rounds."""
     if isinstance(y, ArithmeticShares):
         return ltz(y - x)
     return ltz((-x) + y)
 
 
 def le(x: ArithmeticShares, y) -> ArithmeticShares:
-    """``[x <= y]`` = 1 - [y < x]. Cost: 6 rounds."""
+    """``[x <= y]`` = 1 - [y < x]. Cost: 5 rounds."""
     return 1 - gt(x, y)
 
 
@@ -227,17 +228,17 @@ def mux(c: ArithmeticShares, a: ArithmeticShares, b: ArithmeticShares) -> Arithm
 
 
 def relu(x: ArithmeticShares) -> ArithmeticShares:
-    """``max(x, 0)``. Cost: 7 rounds (comparison 6 + one product); 9.1 words per element
+    """``max(x, 0)``. Cost: 6 rounds (comparison 5 + one product); 9.7 words per element
     sent by every party."""
     return x - mul(ltz(x), x)
 
 
 def eqz(x: ArithmeticShares) -> ArithmeticShares:
-    """``[x == 0]`` (0/1) on the whole ring. Cost: 5 rounds (table OT 1 + 3-level AND tree + injection).
+    """``[x == 0]`` (0/1) on the whole ring. Cost: 4 rounds (table OT 1 + AND level + table gate + injection).
 
     ``x = 0`` iff ``x_r + x_{r+1} = -x_{r+2}``: ``digits.eqz`` compares the eight 8-bit
     digits of both sides by a 1-of-256 table OT and AND-reduces them (``costs.eqz``:
-    21.3 words per element, every party). For ``|x| < bound`` use ``digits.eqz`` with
+    24.2 words per element, every party). For ``|x| < bound`` use ``digits.eqz`` with
     ``digits.eq_spec(bound)`` (fewer digits: 2 rounds for ``bound <= 4096``).
     """
     return D.eqz(x, _EQ_FULL)
@@ -258,7 +259,7 @@ def a2b(x: ArithmeticShares) -> BooleanShares:
 
 
 def eq(x: ArithmeticShares, y) -> ArithmeticShares:
-    """``[x == y]`` (0/1). Cost: as ``eqz`` (5 rounds)."""
+    """``[x == y]`` (0/1). Cost: as ``eqz`` (4 rounds)."""
     return eqz(x - y)
 
 

@@ -14,17 +14,20 @@ Steps of :func:`msb` (``D`` digits of widths ``w_i``, low to high):
    and sends each receiver the whole table masked by pads that only the OTHER receiver also holds; each receiver
    gets the pad bits of its choice from the other (a 1-of-2**w 3-party OT). Result: boolean RSS ``(a, b, f ^ a ^
    b)`` of every digit's bits.
-2. ``ceil(log2 D)`` AND rounds: the carry tree ``G = G_hi ^ P_hi G_lo``, ``P = P_hi P_lo`` over digits, on
-   bit-sliced words (64 elements per word); the root is the sign.
+2. The carry tree ``G = G_hi ^ P_hi G_lo``, ``P = P_hi P_lo`` over digits, on bit-sliced words (64 elements per
+   word): one AND round per level down to 4 groups, then the last 3-4 groups give the sign in ONE round
+   (:mod:`protocols.tablegate`: a 1-of-64 table OT of ``P_top & carry``, xored with ``S0``): ``ceil(log2 D) - 1``
+   rounds for ``D >= 3`` digits.
 
 Load balance: the batch is cut in three equal parts (zero-padded); party ``r`` is the sender of part ``r``, so every
-party sends the same. Cost of :func:`msb` per comparison per party (:func:`msb_cost`, tests): ``CNN_FAST`` 3 rounds,
-2.8 words; ``CNN_EXACT`` 4, 3.0; ``OCTAVE`` 4, 10.3; ``FULL`` 4, 40.3; ``WIDE`` 5, 6.1; + :func:`inject` (1, 2).
+party sends the same. Cost of :func:`msb` per comparison per party (:func:`msb_cost`, tests): ``CNN_FAST`` 2 rounds,
+3.4 words; ``CNN_EXACT`` 3, 3.6; ``OCTAVE`` 3, 10.9; ``FULL`` 3, 40.9; ``WIDE`` 4, 6.7; + :func:`inject` (1, 2).
 
 Security (semi-honest, one corrupted party): the sender receives nothing in step 1; a receiver sees the table masked
 by pads of a key it does not hold, plus the chosen pads (uniform bits it cannot relate to the other candidates), so
 the unchosen candidates stay hidden and the chosen one is masked by ``a`` or ``b`` from the key it lacks. Step 2 is
-ABY3's AND (re-randomised by a zero-sharing). Every message a party receives is uniform and independent of ``x``.
+ABY3's AND (re-randomised by a zero-sharing) and the table gate (the argument of step 1). Every message a party
+receives is uniform and independent of ``x``.
 
 :func:`eqz`: ``E_i = [u_i = j]`` for ``j`` the digit of ``-v' mod 2**bits``, AND tree. :func:`inject` is
 ``compare.bit_inject`` with the sender role rotated the same way.
@@ -36,10 +39,15 @@ import math
 from dataclasses import dataclass
 from functools import cache
 
-import numpy as np
 import torch
 
+from . import tablegate as TG
 from .boolean import and_many
+from .rotate import chunks as _chunks
+from .rotate import pack as _pack
+from .rotate import pad3 as _pad3
+from .rotate import rotated_round as _rotated_round
+from .rotate import unpack as _unpack
 from .sharing import ArithmeticShares, BooleanShares
 
 _BIT = torch.arange(64, dtype=torch.int64)
@@ -66,8 +74,9 @@ class Digits:
             raise ValueError("digit widths must be in 1..12")
 
     @property
-    def rounds(self) -> int:  # of msb
-        return 1 + math.ceil(math.log2(len(self.widths)))
+    def rounds(self) -> int:  # of msb: the table round, AND levels down to 4 groups, one table-gate round
+        d = len(self.widths)
+        return 1 + (d > 1) + max(0, math.ceil(math.log2(d)) - 2)
 
     @property
     def bound(self) -> int:
@@ -75,11 +84,11 @@ class Digits:
         return 2 ** (self.bits - 1) if not self.drop else 2 ** (self.bits + self.drop - 1) - 2**self.drop
 
 
-FULL = Digits(64, 0, (8,) * 8)  # any x in the ring: msb in 4 rounds, 40.3 words
-WIDE = Digits(64, 0, (4,) * 16)  # any x in the ring, small tables: msb in 5 rounds, 6.1 words
+FULL = Digits(64, 0, (8,) * 8)  # any x in the ring: msb in 3 rounds, 40.9 words
+WIDE = Digits(64, 0, (4,) * 16)  # any x in the ring, small tables: msb in 4 rounds, 6.7 words
 CNN_FAST = Digits(20, 7, (5, 5, 5, 5))  # |x| < 2**26 - 128 ring units (~1024 real), sign wrong only on [0, 2**-9)
 CNN_EXACT = Digits(32, 0, (4,) * 8)  # exact for |x| < 2**31 ring units (32768 real)
-OCTAVE = Digits(48, 0, (6,) * 8)  # exact for |x| < 2**47 ring units (2**31 real): msb in 4 rounds, 10.3 words
+OCTAVE = Digits(48, 0, (6,) * 8)  # exact for |x| < 2**47 ring units (2**31 real): msb in 3 rounds, 10.9 words
 
 
 def eq_spec(bound: int) -> Digits:
@@ -136,23 +145,6 @@ def _layout(spec: Digits, fields: list[tuple[int, str]]) -> tuple[list[tuple[int
     return pos, word + (bit > 0)
 
 
-def _pack(bits: torch.Tensor) -> torch.Tensor:
-    """0/1 (or bool) ``[F, n]`` -> bit-sliced words ``[F, ceil(n / 64)]`` (element e at bit e % 64)."""
-    f, n = bits.shape
-    w = -(-n // 64)
-    b = bits.numpy()
-    packed = np.packbits(b if b.dtype == np.bool_ else b.astype(np.bool_), axis=1, bitorder="little")
-    out = np.zeros((f, 8 * w), dtype=np.uint8)
-    out[:, : packed.shape[1]] = packed
-    return torch.from_numpy(out.view(np.int64))
-
-
-def _unpack(words: torch.Tensor, n: int) -> torch.Tensor:
-    """Bit-sliced words ``[F, W]`` -> 0/1 int64 ``[F, n]``."""
-    raw = np.ascontiguousarray(words.numpy()).view(np.uint8)
-    return torch.from_numpy(np.unpackbits(raw, axis=1, count=n, bitorder="little").astype(np.int64))
-
-
 def _digit(t: torch.Tensor, spec: Digits, i: int) -> torch.Tensor:
     return (t >> (spec.drop + sum(spec.widths[:i]))) & ((1 << spec.widths[i]) - 1)
 
@@ -166,47 +158,6 @@ def _pick(table: torch.Tensor, pos: tuple[int, int], w: int, choice: torch.Tenso
         piece = torch.gather(table[word : word + (1 << w) // 64], 0, (choice >> 6).unsqueeze(0)).squeeze(0)
         return ((piece >> (choice & 63)) & 1).bool()
     return ((table[word] >> choice) & 1).bool()
-
-
-def _chunks(n: int) -> list[tuple[int, int]]:
-    """Element ranges of the three equal parts (``n`` a multiple of 3): party ``r`` is the sender of part ``r``."""
-    return [(r * n // 3, (r + 1) * n // 3) for r in range(3)]
-
-
-def _pad3(t: torch.Tensor) -> torch.Tensor:
-    """Flatten and pad with zeros (a valid sharing of 0) to a multiple of 3 elements."""
-    t = t.reshape(-1)
-    return torch.nn.functional.pad(t, (0, -t.numel() % 3)) if t.numel() % 3 else t
-
-
-# ---- one round with the sender role rotated over three parts of the batch ---------------
-
-
-def _rotated_round(party, n: int, prepare) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Run ``prepare(q, e0, e1)`` for the three parts (``q`` = this party's role in the part:
-    0 sender, 1 the sender's next, 2 its prev) in ONE exchange.
-
-    ``prepare`` returns ``(to_next, to_prev, n_from_next, n_from_prev, finish)``;
-    ``finish(from_next, from_prev)`` gives the part's ``(lo, hi)``. Messages of the parts
-    are concatenated per link in part order (sizes are public).
-    """
-    parts = []
-    for r, (e0, e1) in enumerate(_chunks(n)):
-        if e1 > e0:
-            parts.append(prepare((party.id - r) % 3, e0, e1))
-    send_next = [t.reshape(-1) for t, *_ in parts if t is not None]
-    send_prev = [p[1].reshape(-1) for p in parts if p[1] is not None]
-    want_next, want_prev = sum(p[2] for p in parts), sum(p[3] for p in parts)
-    got_next, got_prev = party.comm.exchange(
-        send_next=torch.cat(send_next) if send_next else None,
-        send_prev=torch.cat(send_prev) if send_prev else None,
-        recv_next=want_next > 0, recv_prev=want_prev > 0,
-    )
-    out, on, op = [], 0, 0
-    for _, _, a, b, finish in parts:
-        out.append(finish(got_next[on : on + a] if a else None, got_prev[op : op + b] if b else None))
-        on, op = on + a, op + b
-    return out
 
 
 def _digit_bits(x: ArithmeticShares, spec: Digits, kind: str) -> BooleanShares:
@@ -260,8 +211,9 @@ def _digit_bits(x: ArithmeticShares, spec: Digits, kind: str) -> BooleanShares:
     return BooleanShares(p, torch.cat([r[0] for r in res], 1), torch.cat([r[1] for r in res], 1))
 
 
-def _tree(bits: BooleanShares, spec: Digits, kind: str) -> BooleanShares:
-    """Step 2: combine the digit groups pairwise, one AND round per level. Returns the root ``[W]``."""
+def _tree(bits: BooleanShares, spec: Digits, kind: str, n: int) -> BooleanShares:
+    """Step 2: combine the digit groups pairwise, one AND round per level, down to at most 4 groups;
+    3 or 4 groups go to the root in ONE ``tablegate`` round (the last two levels at once). Returns ``[W]``."""
     fields = _fields(spec, kind)
     if kind == "eq":
         groups: list[tuple[BooleanShares, BooleanShares | None]] = [(bits[f], None) for f in range(len(fields))]
@@ -271,7 +223,7 @@ def _tree(bits: BooleanShares, spec: Digits, kind: str) -> BooleanShares:
         groups = [(bits[0], None)] + [(bits[idx[(i, "G")]], bits[idx[(i, "P")]]) for i in range(1, d - 1)]
         if d > 1:
             groups.append((bits[idx[(d - 1, "S0")]], bits[idx[(d - 1, "PT")]]))
-    while len(groups) > 1:
+    while len(groups) > (4 if len(groups) > 2 else 1):
         pairs = []
         for k in range(0, len(groups) - 1, 2):
             (g_lo, p_lo), (g_hi, p_hi) = groups[k], groups[k + 1]
@@ -294,7 +246,32 @@ def _tree(bits: BooleanShares, spec: Digits, kind: str) -> BooleanShares:
         if len(groups) % 2:
             new.append(groups[-1])
         groups = new
-    return groups[0][0]
+    if len(groups) == 1:
+        return groups[0][0]
+    n3 = n + (-n % 3)
+    if kind == "eq":
+        return TG.gate([g for g, _ in groups], n3, _and_truth(len(groups)))
+    ins = [groups[0][0]] + [b for g, pr in groups[1:-1] for b in (g, pr)] + [groups[-1][1]]
+    return groups[-1][0] ^ TG.gate([b for b in ins if b is not None], n3, _carry_truth(len(groups)))
+
+
+@cache
+def _and_truth(k: int) -> tuple[bool, ...]:
+    return tuple(i == (1 << k) - 1 for i in range(1 << k))
+
+
+@cache
+def _carry_truth(groups: int) -> tuple[bool, ...]:
+    """Inputs ``G0, (G_i, P_i) for the middle groups, P_top``: ``P_top & carry into the top group``."""
+    k = 2 * groups - 2
+    out = []
+    for i in range(1 << k):
+        b = [(i >> f) & 1 for f in range(k)]
+        c = b[0]
+        for m in range(groups - 2):
+            c = b[1 + 2 * m] ^ (b[2 + 2 * m] & c)
+        out.append(bool(b[-1] & c))
+    return tuple(out)
 
 
 def _unslice(root: BooleanShares, n: int) -> BooleanShares:
@@ -313,7 +290,7 @@ def msb(x: ArithmeticShares, spec: Digits = FULL) -> BooleanShares:
 
     Cost: ``spec.rounds`` rounds (:func:`msb_cost`)."""
     bits = _digit_bits(x, spec, "cmp")
-    return _unslice(_tree(bits, spec, "cmp"), x.numel()).reshape(x.shape)
+    return _unslice(_tree(bits, spec, "cmp", x.numel()), x.numel()).reshape(x.shape)
 
 
 
@@ -363,17 +340,17 @@ def eqz(x: ArithmeticShares, spec: Digits) -> ArithmeticShares:
     if spec.drop:
         raise ValueError("eqz needs drop = 0")
     bits = _digit_bits(x, spec, "eq")
-    return inject(_unslice(_tree(bits, spec, "eq"), x.numel()).reshape(x.shape))
+    return inject(_unslice(_tree(bits, spec, "eq", x.numel()), x.numel()).reshape(x.shape))
 
 
 # ---- exact costs ----------------------------------------------------------------------
 
 
 def _tree_ands(spec: Digits, kind: str) -> list[int]:
-    """ANDs (in bit-sliced words per 64 elements) of every level of the tree."""
+    """ANDs (in bit-sliced words per 64 elements) of every AND level of the tree (before the table gate)."""
     groups = [False] + [True] * (len(spec.widths) - 1) if kind != "eq" else [False] * len(spec.widths)
     levels = []
-    while len(groups) > 1:
+    while len(groups) > (4 if len(groups) > 2 else 1):
         ands, new = 0, []
         for k in range(0, len(groups) - 1, 2):
             lo_p = groups[k]
@@ -392,7 +369,10 @@ def msb_cost(n: int, spec: Digits, kind: str = "cmp") -> tuple[int, int]:
     nc = (n + (-n % 3)) // 3
     wc = -(-nc // 64)
     levels = _tree_ands(spec, kind)  # AND words per 64 elements, per level
-    return 1 + len(levels), 2 * nc * _layout(spec, fields)[1] + 2 * len(fields) * wc + sum(levels) * 3 * wc
+    words = 2 * nc * _layout(spec, fields)[1] + 2 * len(fields) * wc + sum(levels) * 3 * wc
+    if len(spec.widths) > 2:  # the table gate of the last 3 or 4 groups
+        return 2 + len(levels), words + TG.gate_cost(3 * nc)[1]
+    return 1 + len(levels), words
 
 
 def inject_cost(n: int) -> tuple[int, int]:

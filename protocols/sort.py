@@ -9,7 +9,7 @@ Building block (SecSortPair): for many pairs at once, ``c = [k_b < k_a]`` with O
 vectorised comparison, then ``min = a + c (b - a)`` for keys and payloads together with
 ONE multiplication round (the max is ``a + b - min``, local).
 Cost of one compare-and-swap stage: ``R_lt + 1`` rounds (``R_lt`` = rounds of
-``compare.ltz``, 6, so 7 rounds) and, per pair, the comparison's words plus one ring
+``compare.ltz``, 5, so 6 rounds) and, per pair, the comparison's words plus one ring
 element per muxed value (key and payload) per party (``protocols.costs``:
 ``sort_pair``).
 
@@ -176,8 +176,8 @@ def secure_sort_pair(ka: ArithmeticShares, pa: ArithmeticShares | None, kb: Arit
     """SecSortPair: elementwise oblivious compare-and-swap of pairs ``(ka, pa)``, ``(kb, pb)``.
 
     Returns ``((k_min, p_min), (k_max, p_max))`` (payloads ``None`` if not given),
-    vectorised over any shape. Cost: ``R_lt + 1`` = 7 rounds; per pair one comparison
-    (``ltz``: 8.1 words for every party) plus one element per muxed
+    vectorised over any shape. Cost: ``R_lt + 1`` = 6 rounds; per pair one comparison
+    (``ltz``: 8.7 words for every party) plus one element per muxed
     value (1 or 2) per party (``protocols.costs``: ``sort_pair``).
     """
     if (pa is None) != (pb is None):

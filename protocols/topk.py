@@ -8,7 +8,7 @@ public, sizes only): ``m = 2`` by RANKS (``_merge_keep``: ONE comparison of all 
 pairs, ONE product placing every element, ``R_lt + 1`` rounds); ``m > 2`` by
 ``_merge_many`` (positions as local sums of comparison bits, a 2-round small equality for
 the placement one-hot, ONE product: ``R_lt + 3`` rounds). E.g. n = 1,100, k = 10: radices
-[25, 4, 11], 27 rounds (the binary tournament: 11 levels, 77 rounds). The alternative
+[25, 4, 11], 24 rounds (the binary tournament: 11 levels, 66 rounds). The alternative
 (``method="bitonic"``) bitonic-sorts lists of ``K = next_pow2(k)`` and halves them with
 bitonic merges: fewer comparisons, many more rounds.
 """
@@ -60,10 +60,10 @@ def secure_topk(keys: ArithmeticShares, payloads: ArithmeticShares | None, k: in
     ``method="bitonic"``: tournament of bitonic-sorted lists of ``K = next_pow2(k)``
     (module docstring): ``log2 K (log2 K + 1) / 2 + ceil(log2 ceil(n / K)) (1 + log2 K)``
     stages of ``R_lt + 1`` rounds, about ``n / 2 (log2 K (log2 K + 1) / 2 + 1 + log2 K)``
-    comparisons (fewer comparisons, many more rounds). Each comparison is 8.1 words
+    comparisons (fewer comparisons, many more rounds). Each comparison is 8.7 words
     for every party (``protocols.costs``: ``ltz``). Ties resolved by
     payload when ``id_bits`` is set.
-    E.g. k = 10, n = 1,100: 27 rounds (merge, radices [25, 4, 11]) vs 45 stages (bitonic).
+    E.g. k = 10, n = 1,100: 24 rounds (merge, radices [25, 4, 11]) vs 45 stages (bitonic).
     """
     check_keys(keys, payloads)
     n = keys.shape[-1]

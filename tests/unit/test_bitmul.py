@@ -43,4 +43,4 @@ def test_fused_relu_and_clamp_match_torch_and_save_a_round():
     pairs = share(torch.randint(-2**20, 2**20, (900,)))
     run_parties(lambda p, pr: approx.clamp(from_pair(p, pr, 16), 0.0, 6.0, approx.FAST), [(pr,) for pr in pairs],
                 parties=parties)
-    assert parties[0].comm.stats.rounds == D.CNN_FAST.rounds + 1  # 4: table, 2 AND levels, fused product
+    assert parties[0].comm.stats.rounds == D.CNN_FAST.rounds + 1  # 3: table, table gate, fused product

@@ -68,7 +68,13 @@ def test_costs_match_the_counters(spec, kind, n):
         assert p.comm.stats.rounds == rounds + r_inj == spec.rounds + 1
         assert p.comm.stats.bytes_sent == 8 * (words + w_inj)
     per = D.msb_cost(3 * 64 * 100, D.CNN_FAST)[1] / (3 * 64 * 100)
-    assert per < 3.0  # words per comparison per party (the 3-lane adder sent 3.67)
+    assert per < 3.5  # words per comparison per party: 2.8 + 0.67 for the table gate (one round less)
+
+
+def test_rounds_with_the_table_gate():
+    """The last two levels of the carry tree (3 or 4 groups) take ONE table-gate round."""
+    assert [s.rounds for s in (D.CNN_FAST, D.CNN_EXACT, D.OCTAVE, D.FULL, D.WIDE)] == [2, 3, 3, 3, 4]
+    assert [D.Digits(b, 0, w).rounds for b, w in ((12, (12,)), (11, (6, 5)), (9, (3, 3, 3)))] == [1, 2, 2]
 
 
 def test_received_words_look_uniform_whatever_the_input():

@@ -1,0 +1,91 @@
+"""Any boolean function of up to 6 shared bits in ONE round: a 1-of-2**k table OT.
+
+Inputs are boolean RSS bits, bit-sliced as in :mod:`protocols.rotate` (``[W]`` words of the
+three parts of a batch). In the part whose sender is party ``r``, every input bit is
+``s ^ c`` with ``s = b_r ^ b_{r+1}`` known to the sender and ``c = b_{r+2}`` known to both
+receivers. The sender builds, for every element, the row ``f(s ^ j)`` over all ``2**k``
+candidates ``j`` (one word for ``k <= 6``), xors it with a fresh output mask ``a ^ b``
+(``a`` from its key with party ``r+2``, ``b`` with party ``r+1``) and sends it to each
+receiver masked by pads that only the OTHER receiver also holds; each receiver gets the
+pad bit of its choice ``c`` from the other (as step 1 of :mod:`protocols.digits`). Result:
+the RSS ``(a, b, f ^ a ^ b)``.
+
+Cost (:func:`gate_cost`): 1 round; per party ``2 n / 3`` words (its part's rows, one word
+per element to each receiver) plus two bit-sliced words per 64 elements (the pad bits).
+Used by :mod:`protocols.digits` to replace the last two AND levels of a carry tree (4 digit
+groups -> the sign) by one round.
+
+Security (semi-honest, one corrupted party): the sender receives nothing; a receiver sees
+the row masked by pads of a key it lacks, and the other receiver's pad bit for its own
+choice, a uniform bit it cannot relate to the other candidates; the chosen bit is masked
+by ``a`` or ``b`` from the key it lacks. Every received word is uniform whatever the inputs.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import torch
+
+from .rotate import pack, part_words, rotated_round, unpack
+from .sharing import BooleanShares
+
+MAX_INPUTS = 6
+
+
+@cache
+def _rows(truth: tuple[bool, ...]) -> torch.Tensor:
+    """``[2**k]`` words: row ``s`` has bit ``j`` = ``truth[s ^ j]``."""
+    size = len(truth)
+    t = torch.tensor(truth, dtype=torch.int64)
+    s, j = torch.arange(size).view(-1, 1), torch.arange(size).view(1, -1)
+    return (t[s ^ j] << j).sum(-1)
+
+
+def _index(bits: torch.Tensor, nc: int) -> torch.Tensor:
+    """Bit-sliced ``[k, wc]`` -> per-element index ``sum_f bit_f << f`` ``[nc]``."""
+    u = unpack(bits, nc)
+    return (u << torch.arange(u.shape[0]).view(-1, 1)).sum(0)
+
+
+def gate(inputs: list[BooleanShares], n: int, truth: tuple[bool, ...]) -> BooleanShares:
+    """RSS of ``truth[sum_f x_f << f]`` for bit-sliced inputs ``x_f`` ``[W]`` over ``n`` elements
+    (``n`` a multiple of 3, the parts of :mod:`protocols.rotate`). Cost: :func:`gate_cost`."""
+    k = len(inputs)
+    if not 1 <= k <= MAX_INPUTS or len(truth) != 1 << k:
+        raise ValueError(f"gate: 1..{MAX_INPUTS} inputs and a truth table of 2**k entries")
+    p = inputs[0].party
+    lo_all = torch.stack([x.lo for x in inputs])
+    hi_all = torch.stack([x.hi for x in inputs])
+    rows = _rows(tuple(bool(v) for v in truth))
+    full = -1 if k == MAX_INPUTS else (1 << (1 << k)) - 1
+    words = part_words(n)
+
+    def picked(table: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return pack(((table >> c) & 1).unsqueeze(0))
+
+    def prepare(q: int, e0: int, e1: int):
+        nc = e1 - e0
+        w0, wc = words[3 * e0 // n]
+        lo, hi = lo_all[:, w0 : w0 + wc], hi_all[:, w0 : w0 + wc]
+        if q == 0:
+            b, pads2 = p.prg_next.int64((1, wc)), p.prg_next.int64((nc,))
+            a, pads1 = p.prg_prev.int64((1, wc)), p.prg_prev.int64((nc,))
+            row = rows[_index(lo ^ hi, nc)] ^ (unpack(a ^ b, nc)[0] * full)
+            return row ^ pads1, row ^ pads2, 0, 0, lambda fn_, fp_: (a, b)
+        if q == 1:
+            b, pads2 = p.prg_prev.int64((1, wc)), p.prg_prev.int64((nc,))
+            c = _index(hi, nc)
+            return picked(pads2, c), None, wc, nc, lambda fn_, fp_: (b, picked(fp_, c) ^ fn_.view(1, wc))
+        a, pads1 = p.prg_next.int64((1, wc)), p.prg_next.int64((nc,))
+        c = _index(lo, nc)
+        return None, picked(pads1, c), nc, wc, lambda fn_, fp_: (picked(fn_, c) ^ fp_.view(1, wc), a)
+
+    res = rotated_round(p, n, prepare)
+    return BooleanShares(p, torch.cat([r[0] for r in res], 1)[0], torch.cat([r[1] for r in res], 1)[0])
+
+
+def gate_cost(n: int) -> tuple[int, int]:
+    """(1 round, words sent by EACH party) of :func:`gate` on ``n`` elements (padded to a multiple of 3)."""
+    nc = (n + (-n % 3)) // 3
+    return 1, 2 * nc + 2 * -(-nc // 64)
