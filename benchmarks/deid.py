@@ -58,6 +58,7 @@ import numpy as np
 
 from client.deid import deidentify
 from client.deid import mechanisms as M
+from client.deid.api import merge_plates_into_faces
 from client.deid.detect import FACE, PLATE, Region, detect, face_detector, iou, plate_detector
 from client.deid.donor import donor_set, expected_distance
 from client.deid.image_io import load_image
@@ -201,7 +202,7 @@ def run(seed: int | None, log, emit=lambda row: None, methods: set[str] | None =
     faces, scenes = _load_sets()
     log(f"{len(faces)} identity images, {len(scenes)} scenes; plate detector: {getattr(plate_detector(), 'name', '?')}")
     det_faces = [detect(img, plates=False) for _, _, img in faces]
-    det_scenes = {name: detect(img) for name, img in scenes}
+    det_scenes = {name: merge_plates_into_faces(detect(img)) for name, img in scenes}
     plates_gt = _gt("plates.csv")
     recall = plate_recall(det_scenes, plates_gt)
     emb = face_embedder() if dlib_available() else None

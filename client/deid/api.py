@@ -11,7 +11,7 @@ import numpy as np
 from ..preprocess import rgb_uint8
 from . import mechanisms as mech
 from .accounting import PrivacyLedger, RegionCharge
-from .detect import FACE, PLATE, Region, detect, parse_boxes
+from .detect import FACE, PLATE, Region, detect, iou, parse_boxes
 from .donor import dp_donor
 from .noise import NoiseSource
 
@@ -47,6 +47,29 @@ class DeidResult:
     def unchanged(self) -> bool:
         """True when nothing was detected or given, so the image came back as it was."""
         return not self.regions
+
+
+#: A detected plate box under this score that overlaps a face box at IoU >= PLATE_ON_FACE_IOU is a face
+#: mistaken for a plate (seen on a VOC scene): the face's box grows to cover both, so every pixel of the
+#: plate box is still replaced, by a face instead of a synthetic plate pasted over one.
+PLATE_ON_FACE_SCORE, PLATE_ON_FACE_IOU = 0.5, 0.3
+
+
+def merge_plates_into_faces(found: list[Region]) -> list[Region]:
+    """Detected regions with each unsure plate box lying on a face merged into that face's box (see above)."""
+    faces = [r for r in found if r.kind == FACE]
+    out_plates = []
+    for p in (r for r in found if r.kind == PLATE):
+        hits = [i for i, f in enumerate(faces) if p.score < PLATE_ON_FACE_SCORE and iou(p, f) >= PLATE_ON_FACE_IOU]
+        if not hits:
+            out_plates.append(p)
+            continue
+        i = max(hits, key=lambda k: iou(p, faces[k]))
+        f = faces[i]
+        x0, y0 = min(f.x, p.x), min(f.y, p.y)
+        x1, y1 = max(f.x + f.w, p.x + p.w), max(f.y + f.h, p.y + p.h)
+        faces[i] = Region(x0, y0, x1 - x0, y1 - y0, FACE, f.score, f.source)
+    return faces + out_plates
 
 
 BoxesArg = str | Sequence[Region] | Sequence[Sequence[int]] | None
@@ -89,7 +112,7 @@ def deidentify(image: np.ndarray, eps: float, mechanism: str = "dp_donor", boxes
     if boxes is not None:
         found, how = _as_regions(boxes), "given boxes"
     else:
-        found, how = detect(rgb, faces=detect_faces, plates=detect_plates), "detection"
+        found, how = merge_plates_into_faces(detect(rgb, faces=detect_faces, plates=detect_plates)), "detection"
     regions = [r for r in (b.clip(W, H) for b in found) if r is not None]
     if noise is None:
         noise = NoiseSource(seed)

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..preprocess import ImageInputError, check_size, rgb_uint8
-from .api import MECHANISMS, DeidResult, deidentify
+from .api import MECHANISMS, DeidResult, deidentify, merge_plates_into_faces
 from .detect import FACE, PLATE, Region, detect
 from .latent import load_basis
 from .metrics import ssim
@@ -118,7 +118,8 @@ class Workbench:
     def add(self, name: str, data: bytes) -> dict:
         """Decode and detect one image; returns its id, size and detected boxes."""
         rgb = decode_image(data)
-        found = [r for r in (b.clip(rgb.shape[1], rgb.shape[0]) for b in detect(rgb)) if r is not None]
+        found = [r for r in (b.clip(rgb.shape[1], rgb.shape[0]) for b in merge_plates_into_faces(detect(rgb)))
+                 if r is not None]
         with self._lock:
             item_id = f"img{len(self.items) + 1}"
             self.items[item_id] = Item(Path(name).name or item_id, rgb, found)

@@ -132,3 +132,18 @@ def test_load_grey_16bit_and_palette(tmp_path: Path) -> None:
     pal = tmp_path / "p.gif"
     Image.fromarray(data.astronaut()).convert("P").save(pal)
     assert load_image(pal).shape == (512, 512, 3)
+
+
+def test_unsure_plate_box_on_a_face_is_merged_into_the_face() -> None:
+    from client.deid.api import merge_plates_into_faces
+    from client.deid.detect import FACE, PLATE, Region
+
+    face = Region(321, 230, 38, 51, FACE, 0.84, "centerface")
+    on_face = Region(308, 217, 59, 66, PLATE, 0.22, "yolov8n-plate")  # seen on a VOC scene
+    sure = Region(300, 220, 60, 60, PLATE, 0.8, "yolov8n-plate")
+    car = Region(10, 300, 80, 20, PLATE, 0.2, "yolov8n-plate")
+    out = merge_plates_into_faces([face, on_face, car])
+    assert [r.kind for r in out] == [FACE, PLATE] and out[1] == car
+    grown = out[0]  # the face box now covers the whole plate box: nothing of it is left unreplaced
+    assert (grown.x, grown.y, grown.x + grown.w, grown.y + grown.h) == (308, 217, 367, 283)
+    assert merge_plates_into_faces([face, sure]) == [face, sure]  # a confident plate stays a plate
