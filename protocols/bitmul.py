@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from .rotate import chunks as _chunks
 from .rotate import pad3 as _pad3
 from .rotate import rotated_round as _rotated_round
 from .sharing import ArithmeticShares, BooleanShares
@@ -48,8 +49,20 @@ def bit_mul(b: BooleanShares, y: ArithmeticShares) -> ArithmeticShares:
     """``b * y`` (``b``: bit 0 of a boolean sharing, same shape as ``y``; scale of ``y``).
 
     Cost: 1 round, 4 elements per party per element."""
+    return mul_and_inject(b, y, None)[0]
+
+
+def mul_and_inject(b: BooleanShares, y: ArithmeticShares, c: BooleanShares | None
+                   ) -> tuple[ArithmeticShares, ArithmeticShares | None]:
+    """``(b * y, [c])``: :func:`bit_mul` and the injection of the bits ``c`` (any size; ``compare.bit_inject``,
+    one OT with the value 1: an integer 0/1 sharing) in ONE round.
+
+    Cost: 1 round; elements per party :func:`bit_mul_cost` of ``y`` plus :func:`inject_cost` of ``c``."""
     p = b.party
     blo, bhi, ylo, yhi = _pad3(b.lo & 1), _pad3(b.hi & 1), _pad3(y.lo), _pad3(y.hi)
+    clo = _pad3(c.lo & 1) if c is not None else None
+    chi = _pad3(c.hi & 1) if c is not None else None
+    cparts = _chunks(clo.numel()) if clo is not None else []
 
     def prepare(q: int, e0: int, e1: int):
         nc = e1 - e0
@@ -60,24 +73,34 @@ def bit_mul(b: BooleanShares, y: ArithmeticShares) -> ArithmeticShares:
         q2 = (q - 1) % 3
         second = _ot(p, q2, bl ^ bh, yh, bh if q2 == 1 else bl, nc)
         parts = [first, second]
+        if clo is not None and chi is not None:
+            f0, f1 = cparts[(p.id - q) % 3]
+            cl, ch = clo[f0:f1], chi[f0:f1]
+            parts.append(_ot(p, q, cl ^ ch, 1, ch if q == 1 else cl, f1 - f0))
         to_next = [x[0] for x in parts if x[0] is not None]
         to_prev = [x[1] for x in parts if x[1] is not None]
 
         def finish(fn_, fp_):
             outs, on, op = [], 0, 0
-            for _, _, a, c, fin in parts:
-                outs.append(fin(fn_[on : on + a] if a else None, fp_[op : op + c] if c else None))
-                on, op = on + a, op + c
-            return outs[0][0] + outs[1][0], outs[0][1] + outs[1][1]
+            for _, _, a_, c_, fin in parts:
+                outs.append(fin(fn_[on : on + a_] if a_ else None, fp_[op : op + c_] if c_ else None))
+                on, op = on + a_, op + c_
+            inj = outs[2] if len(outs) > 2 else (None, None)
+            return outs[0][0] + outs[1][0], outs[0][1] + outs[1][1], inj[0], inj[1]
 
         return (torch.cat(to_next) if to_next else None, torch.cat(to_prev) if to_prev else None,
-                first[2] + second[2], first[3] + second[3], finish)
+                sum(x[2] for x in parts), sum(x[3] for x in parts), finish)
 
     res = _rotated_round(p, blo.numel(), prepare)
     n = y.numel()
     lo = torch.cat([r[0] for r in res])[:n].view(y.shape)
     hi = torch.cat([r[1] for r in res])[:n].view(y.shape)
-    return ArithmeticShares(p, lo, hi, y.frac_bits)
+    if c is None:
+        return ArithmeticShares(p, lo, hi, y.frac_bits), None
+    m = c.numel()
+    injected = ArithmeticShares(p, torch.cat([r[2] for r in res])[:m].view(c.shape),
+                                torch.cat([r[3] for r in res])[:m].view(c.shape), 0)
+    return ArithmeticShares(p, lo, hi, y.frac_bits), injected
 
 
 def bit_mul_cost(n: int) -> tuple[int, int]:

@@ -134,12 +134,10 @@ def bounded_relu(n: int, spec: D.Digits) -> Cost:
     return bounded_ltz(n, spec) + product(n)
 
 
-def bounded_clamp(n: int, spec: D.Digits) -> Cost:
-    """``approx.clamp``: both comparisons of ``n`` elements in one batch, then ONE product, or two
-    fused bit products when ``bitmul.fuse(n, 3)``."""
-    if BM.fuse(n, 3):
-        return digit_msb(2 * n, spec) + bit_mul(2 * n)
-    return bounded_ltz(2 * n, spec) + product(n)
+def bounded_clamp(n: int, spec: D.Digits, lo_zero: bool = True) -> Cost:
+    """``approx.clamp``: both signs of ``n`` elements in one batched ``digits.msb``, then ONE round with
+    the bit product ``s x`` and the injection of ``b2`` (and of ``b1`` unless ``lo = 0``)."""
+    return digit_msb(2 * n, spec) + bit_mul(n) + Cost(0, *(2 * [D.inject_cost(n if lo_zero else 2 * n)[1]]))
 
 
 def l2_normalize(rows: int, dim: int, octaves: int) -> Cost:

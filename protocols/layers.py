@@ -143,7 +143,7 @@ _KINDS = [
     LayerKind("pad", lambda s, p, x: F.pad(x, s["pad"]), lambda s, w, x, lanes: L.pad(x, s["pad"])),
     LayerKind("clamp", lambda s, p, x: x.clamp(s["min"], s["max"]),
               lambda s, w, x, lanes: L.clamp(x, s["min"], s["max"], lanes),
-              lambda s, n, lanes: costs.bounded_clamp(_numel(s["in_shape"], n), lanes),
+              lambda s, n, lanes: costs.bounded_clamp(_numel(s["in_shape"], n), lanes, s["min"] == 0),
               lambda s, n: 2 * _numel(s["in_shape"], n)),
     LayerKind("relu", lambda s, p, x: x.clamp_min(0), lambda s, w, x, lanes: L.relu(x, lanes),
               lambda s, n, lanes: costs.bounded_relu(_numel(s["in_shape"], n), lanes),

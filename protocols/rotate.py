@@ -51,7 +51,7 @@ def pad3(t: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(t, (0, -t.numel() % 3)) if t.numel() % 3 else t
 
 
-def rotated_round(party, n: int, prepare) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def rotated_round(party, n: int, prepare) -> list[tuple]:
     """Run ``prepare(q, e0, e1)`` for the three parts (``q`` = this party's role in the part:
     0 sender, 1 the sender's next, 2 its prev) in ONE exchange.
 

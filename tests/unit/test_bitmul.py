@@ -29,7 +29,7 @@ def test_bit_mul_cost_one_round_same_for_every_party():
         assert p.comm.stats.bytes_sent == 8 * (words + BM.bit_mul_cost(n)[1]) == 8 * (words + 4 * n)
 
 
-def test_fused_relu_and_clamp_match_torch_and_save_a_round():
+def test_fused_relu_and_clamp_match_torch_and_save_a_round():  # clamp: fused at every size
     x = torch.randn(3000, dtype=torch.float64) * 10
     small, big = x[:1000], torch.randn(40000, dtype=torch.float64) * 10
     assert BM.fuse(1000, 3) and not BM.fuse(40000, 3)
@@ -44,3 +44,36 @@ def test_fused_relu_and_clamp_match_torch_and_save_a_round():
     run_parties(lambda p, pr: approx.clamp(from_pair(p, pr, 16), 0.0, 6.0, approx.FAST), [(pr,) for pr in pairs],
                 parties=parties)
     assert parties[0].comm.stats.rounds == D.CNN_FAST.rounds + 1  # 3: table, table gate, fused product
+
+
+def test_mul_and_inject_one_round_exact():
+    """``b * y`` and the injection of bits ``c`` of another size in one round, exact; cost = the sum."""
+    for n, m in ((1, 2), (5, 5), (301, 602)):
+        x = torch.randint(-(2**30), 2**30, (n,))
+        z = torch.randint(-(2**30), 2**30, (m,))
+        y = torch.randint(-(2**62), 2**62, (n,))
+
+        def body(a, c, w):
+            prod, inj = BM.mul_and_inject(D.msb(a, D.CNN_EXACT), c, D.msb(w, D.CNN_EXACT))
+            return prod, inj
+
+        prod, inj = evaluate(body, x, y, z)
+        assert torch.equal(prod, (x < 0).long() * y) and torch.equal(inj, (z < 0).long()), n
+    pairs = share(torch.randint(-100, 100, (600,)))
+    parties = make_parties()
+
+    def counted(p, pr):
+        a = from_pair(p, pr)
+        bits = D.msb(a, D.CNN_EXACT)
+        before = p.comm.stats.snapshot()
+        BM.mul_and_inject(bits[:200], a[:200], bits)
+        return p.comm.stats.snapshot() - before
+
+    for d in run_parties(counted, [(pr,) for pr in pairs], parties=parties):
+        assert d.rounds == 1 and d.bytes_sent == 8 * (BM.bit_mul_cost(200)[1] + D.inject_cost(600)[1])
+
+
+def test_clamp_with_both_ends_nonzero():
+    t = torch.randn(2000, dtype=torch.float64) * 4
+    out = evaluate(lambda a: approx.clamp(a, -1.5, 2.25, approx.FAST), t)
+    assert (out - t.clamp(-1.5, 2.25)).abs().max() <= 2**-9 + 2**-15
