@@ -96,7 +96,7 @@ def cut(cell: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarr
     return crop, box, (marks - [x0, y0]) / [cw, ch]
 
 
-def choose_cap(caps: tuple[float, ...] = (2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 8.0)) -> None:
+def choose_cap(caps: tuple[float, ...] = (1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5)) -> None:
     """Print, per utility cap C, the leave-one-out expected donor distance at eps 0.5..8 over the shipped donors
     (public data only); UTILITY_CAP in donor.py is the C with the largest fall from eps 0.5 to 8."""
     from client.deid.donor import donor_set

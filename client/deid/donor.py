@@ -25,13 +25,15 @@ DONOR_ASSET = Path(__file__).resolve().parent / "assets" / "donor_faces.npz"
 CROP_SCALE = 1.6
 #: the public colour latent: LAB face box at FEATURE_SIZE^2, K_LATENT coordinates clipped to [-BOUND, BOUND]
 FEATURE_SIZE = 16
-K_LATENT = 8
+K_LATENT = 3
 BOUND = 2.0
 #: Public cap C of the utility q(d) = -min(||u - u_d||_2, C); its sensitivity is C. Chosen on the
 #: donors alone (leave-one-out) as the cap that maximises the fall of the expected donor distance
-#: from eps 0.5 to 8 (``scripts/make_donor_faces.py --choose-cap``: 3.619 -> 3.118; C = 4: 3.622 -> 3.130;
-#: uncapped, C = 2*B*sqrt(k) = 11.3: 3.635 -> 3.422).
-UTILITY_CAP = 4.5
+#: from eps 0.5 to 8 (``scripts/make_donor_faces.py --choose-cap``: 2.137 -> 1.437; C = 2: 2.145 -> 1.467;
+#: C = 4.5: 2.142 -> 1.650; the uncapped diameter 2*B*sqrt(k) = 6.9 would leave the draw nearer uniform).
+#: k = 3 rather than 8: the relative fall of the leave-one-out distance from eps 0.5 to 8 is 33% at k = 3
+#: (best cap), 25% at k = 4, 17% at 6 and 14% at 8, so eps moves the look (tone, light) more visibly.
+UTILITY_CAP = 2.5
 
 
 @dataclass(frozen=True)
@@ -183,34 +185,40 @@ def dp_donor(image: np.ndarray, region: Region, eps: float, noise: NoiseSource,
              donors: DonorSet | None = None) -> np.ndarray:
     """Replace a face by a public synthetic face chosen with the exponential mechanism.
 
-    What is released: the index of one donor among the N public faces of ``assets/donor_faces.npz``,
-    then rendered. Guarantee: eps-DP with respect to ANY two images that differ only inside the
-    region's ellipse mask (any face swapped for any other face).
+    What is released: the index of one donor among the N = 240 public faces of
+    ``assets/donor_faces.npz``, then rendered. Guarantee: eps-DP with respect to ANY two images
+    that differ only inside the region's ellipse mask (any face swapped for any other face).
 
-    Mechanism: the face box is encoded in the public colour latent (16x16 CIELAB box, PCA fitted
-    on the donors, k = 8 coordinates clipped to [-2, 2]), so the utility sees the face's skin
-    tone, lighting and coarse shape/pose. Donor d gets q(d) = -min(||u - u_d||_2, C) with the
-    public cap C = UTILITY_CAP, which lies in [-C, 0] for every input: its sensitivity is C. The
-    donor is drawn with probability proportional to exp(eps * q(d) / (2 * C)) (McSherry-Talwar
-    exponential mechanism; sampled exactly by Gumbel-max with noise from os.urandom): any two
-    faces give each donor probabilities within a factor exp(eps). Lower eps makes the draw closer
-    to uniform, so the released face moves away from the original in tone and shape; higher eps
-    favours donors of similar look (the expected latent distance is printed per eps by
-    ``benchmarks.deid``). The box may also be inside the mask; it is read only here.
+    Mechanism: the face box is encoded in the public colour latent u (16x16 CIELAB box, PCA fitted
+    on the donors only, k = 3 coordinates clipped to [-2, 2]; on the donors the first correlates
+    -0.96 with the box's mean lightness, the second 0.67 / 0.82 with its mean a / b (warmth), the
+    third 0.53 with top-minus-bottom lightness and -0.56 with contrast): the utility sees the face's
+    skin tone, exposure, colour cast and lighting, not fine identity detail. Donor d gets the
+    utility q(d) = -min(||u - u_d||_2, C) with the public cap C = UTILITY_CAP = 2.5; q lies in
+    [-C, 0] for every input, so its sensitivity is C. The donor is drawn with probability
+    proportional to exp(eps * q(d) / (2 * C)) (McSherry-Talwar exponential mechanism, sampled
+    exactly by Gumbel-max with uniforms from os.urandom): any two faces give every donor
+    probabilities within a factor exp(eps) (``privacy_loss`` computes the exact loss). Lower eps
+    makes the draw closer to uniform, so the released face's tone and light move away from the
+    original's; higher eps favours donors of similar tone and light (``expected_distance`` per eps
+    is printed by ``benchmarks.deid``). eps = inf (tests only) takes the nearest donor: no privacy.
 
     Everything else is post-processing of (donor index, public data, pixels OUTSIDE the ellipse),
     so it costs no privacy. Precisely, rendering reads: the donor's crop, its own box and 5
     landmarks (public); the region's box (position and size: treated as public, as for every
-    mechanism); the public landmark template (mean donor landmarks relative to the box), which
-    places the donor's eyes, nose and mouth where an average face sits in the target box; and the
-    ring of pixels just outside the ellipse (its colour fixes the blending membrane, its fine
-    texture the grain level). The target's own landmarks and the colour of the face inside the
-    ellipse are NOT used: landmarks relative to the box have a sensitivity of about one box width
-    and a face's mean colour the whole LAB range, so a Laplace release of either with a share of
-    eps <= 8 would be noise wider than the face; the exponential mechanism's latent already
-    favours donors of similar tone and pose at high eps. Caveat: if another face's box overlaps the
-    ring, its not-yet-replaced pixels enter the membrane and grain. Not protected: the position and
-    size of the box and everything outside the ellipse (which the image shows anyway).
+    mechanism); the public landmark template (mean donor landmarks relative to the box), onto which
+    the donor's landmarks are mapped by a similarity transform, i.e. the donor's eyes, nose and mouth
+    go where an average face sits in the target box; pixels outside the ellipse: a thin ring just
+    outside it (its CIELAB colour minus the donor's there, smoothed inward and clipped to +-30 L,
+    +-8 a/b, sets the lighting/colour membrane; the robust noise level of its ring pixels whose 3x3
+    neighbourhood lies wholly outside sets the grain), whether the image is grey, and the fade band
+    outside the ellipse where donor and original are mixed. The target's own landmarks and the colour
+    of the face inside the ellipse are NOT used for rendering: landmarks relative to the box have a
+    sensitivity of about one box width and a face's mean colour the whole LAB range, so a Laplace
+    release of either on a share of eps <= 8 would be noise wider than the face; the selection's
+    latent already favours donors of similar tone and light at high eps. Caveat: if another face's
+    box overlaps the ring, its not-yet-replaced pixels enter the membrane and grain. Not protected:
+    the position and size of the box and everything outside the ellipse (the image shows it anyway).
     """
     donors = donors or donor_set()
     idx = donor_release(image, region, eps, noise, donors)
@@ -254,12 +262,16 @@ def _membrane(diff: np.ndarray, ring: np.ndarray, size: float, max_side: int = 4
 
 
 def _ring_grain(around: np.ndarray, ring: np.ndarray, inside: np.ndarray) -> float:
-    """Std of the ring's fine texture (grey minus its 3x3 median), capped at 8 grey levels, over ring pixels
-    whose 3x3 neighbourhood lies wholly outside the ellipse (so no pixel inside it enters the figure)."""
+    """Robust std (1.4826 MAD) of the ring's fine texture (grey minus its 3x3 median), capped at 8 grey
+    levels, over ring pixels whose 3x3 neighbourhood lies wholly outside the ellipse (so no pixel inside
+    it enters the figure)."""
     grey = around.mean(axis=2).astype(np.float32)
     fine = grey - cv2.medianBlur(np.clip(grey, 0, 255).astype(np.uint8), 3).astype(np.float32)
     clear = ring & (cv2.dilate(inside.astype(np.uint8), np.ones((3, 3), np.uint8)) == 0)
-    return float(min(8.0, fine[clear].std())) if clear.any() else 0.0
+    if not clear.any():
+        return 0.0
+    v = fine[clear]
+    return float(min(8.0, 1.4826 * np.median(np.abs(v - np.median(v)))))  # robust: edges (hair) do not count
 
 
 #: Limits of the boundary offset carried into the face, in CIELAB: lightness +-MAX_L, colour (a, b) scaled

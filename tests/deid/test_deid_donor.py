@@ -64,7 +64,7 @@ def test_gumbel_sampler_follows_the_exponential_mechanism() -> None:
 
 def test_privacy_loss_of_the_selection_is_at_most_eps() -> None:
     donors = donor_set()
-    assert sensitivity(donors) == pytest.approx(4.5)
+    assert sensitivity(donors) == pytest.approx(2.5)
     b, k = donors.latent.bound, donors.latent.k
     rng = np.random.default_rng(0)
     for eps in (0.5, 1.0, 8.0):
