@@ -11,7 +11,9 @@ Steps of :func:`secure_search` (every shape is public; nothing depends on secret
    records ``[x, ||x||^2, id]``. Local work O(C B d) per probe, one reshare round,
    ``Q nprobe B (d + 2)`` elements sent per party. No server learns the bucket.
 5. SecDist from the query to the ``nprobe B`` fetched rows (1 round).
-6. ``secure_topk`` by ``(distance, id)``: shares of the ``k`` ids and distances.
+6. ``secure_topk`` by distance (ties: the earlier candidate): shares of the ``k`` ids and distances.
+
+Both top-k compare distances alone on a narrow layout (:func:`distance_order`).
 
 When ``nprobe`` and ``d`` are large (:func:`distances_first`), steps 1 and 5 swap places:
 the distances to EVERY record are computed with the centroid distances in one round (two
@@ -33,7 +35,8 @@ from .distance import query_sqnorm_term, secure_distance
 from .layout import RECORD_EXTRA, IndexShares
 from .party import Party
 from .sharing import ArithmeticShares, SharePair, public_shares
-from .topk import secure_topk
+from .sort import KEY_TOP_BITS
+from .topk import MERGE_MAX_K, KeyOrder, narrow_order, secure_topk
 
 
 @dataclass
@@ -172,7 +175,8 @@ def secure_search(
 ) -> tuple[ArithmeticShares, ArithmeticShares]:
     """Shares of the ``k`` nearest ids ``[Q, k]`` (integer) and distances ``[Q, k]`` (fixed point).
 
-    ``query`` is ``[Q, d]`` (or ``[d]``) fixed point. Results are sorted by (distance, id);
+    ``query`` is ``[Q, d]`` (or ``[d]``) fixed point. Results are sorted by distance (ties: the earlier
+    candidate, i.e. probe rank then bucket slot; ``distance_order``);
     if ``k`` exceeds the real rows in the probed buckets, padding appears as id -1 with a
     huge distance. Nothing is revealed.
     Two paths, chosen from public sizes (:func:`distances_first`):
@@ -189,11 +193,12 @@ def secure_search(
     ``T(n, k)`` is the rounds of ``secure_topk`` (``topk.merge_plan``: ``R_lt + 1`` per binary
     level, ``R_lt + 3`` per wider one) and 2 for the one-hot (``digits.eqz`` on ``|probe - c| <
     C``); the top-nprobe and one-hot are skipped when ``nprobe = C``. Both top-k add their
-    comparisons (``costs.ltz`` words each, every party), small equalities and products, and
-    the one-hot its ``Q nprobe C`` equalities. With ``nprobe = C`` the distances-first path
-    fetches nothing (one round and ``2 Q C B`` elements less). At n = 1e6, C = 1000, B = 1100, d = 32, k = 10,
-    nprobe = 1: 50 rounds (top-nprobe 18, top-k 27); d = 128, nprobe = 64 (the product default):
-    107 rounds (top-nprobe 34, top-k of 70,400 69), 107 MB per party (measured, benchmarks.e2e).
+    comparisons (``distance_order``: 3.9 words at ``id_bits = 21`` plus 2 for the injection,
+    every party), small equalities and products, and the one-hot its ``Q nprobe C`` equalities.
+    With ``nprobe = C`` the distances-first path fetches nothing (one round and ``2 Q C B``
+    elements less). At n = 1e6, C = 1000, B = 1100, d = 128, nprobe = 64 (the product default),
+    k = 10: 98 rounds (top-nprobe 34, top-k of 70,400 60), 86 MB per party (measured,
+    ``benchmarks.e2e --profile-only``).
     """
     view = SharedIndexView.of(party, index)
     sh = view.shares
@@ -212,18 +217,33 @@ def secure_search(
 
     dist, ids = _candidates(party, query, view, nprobe)  # [Q, M] each
 
-    # 6: top-k by (distance, id).
-    dk, ik = secure_topk(dist, ids, k, id_bits=sh.id_bits)
+    # 6: top-k by distance (ties: the earlier candidate), on the narrow key layout.
+    dk, ik = secure_topk(dist, ids, k, id_bits=sh.id_bits, order=distance_order(sh.id_bits, k))
     if squeeze:
         return ik[0], dk[0]
     return ik, dk
 
 
-def _probe_onehot(party: Party, cd: ArithmeticShares, nprobe: int) -> ArithmeticShares:
+def distance_order(id_bits: int, k: int) -> KeyOrder | None:
+    """How both top-k of the search compare (public sizes only): distances alone on
+    ``topk.narrow_order(KEY_TOP_BITS - id_bits + 3)`` (42 bits for ``id_bits = 21``: fourteen 3-bit
+    digits, 3.5 words per comparison instead of 6.7 for the 64-bit ``(distance, id)`` key, same
+    rounds). The range is the one the index guarantees: every record distance (and its padding,
+    ``layout.pad_sqnorm``) is below ``sort.key_limit(id_bits) = 2**(KEY_TOP_BITS - id_bits)``
+    ring units, and a centroid (the mean of its bucket) is no farther than its farthest record.
+    Ties go to the earlier candidate (the merges are stable): centroid number, then probe rank
+    and bucket slot. ``None`` (the ``(distance, id)`` key) where the tournament is not the merge."""
+    if k > MERGE_MAX_K:
+        return None
+    return narrow_order(KEY_TOP_BITS - id_bits + 3)
+
+
+def _probe_onehot(party: Party, cd: ArithmeticShares, nprobe: int, id_bits: int) -> ArithmeticShares:
     """Shared one-hot ``[Q, nprobe, C]`` of the ``nprobe`` nearest centroids (ties -> smaller number)."""
     Q, n_c = cd.shape
     cid = public_shares(party, torch.arange(n_c, dtype=torch.int64).expand(Q, n_c).contiguous())
-    _, probe = secure_topk(cd, cid, nprobe, id_bits=n_c.bit_length() + 1)  # [Q, nprobe]
+    _, probe = secure_topk(cd, cid, nprobe, id_bits=n_c.bit_length() + 1,
+                           order=distance_order(id_bits, nprobe))  # [Q, nprobe]
     return D.eqz(probe.unsqueeze(-1) - torch.arange(n_c, dtype=torch.int64), D.eq_spec(n_c))
 
 
@@ -240,7 +260,7 @@ def _candidates(party: Party, query: ArithmeticShares, view: SharedIndexView, np
     elif nprobe < n_c:
         cd = secure_distance(query, view.centroids, view.centroid_sqnorm)  # [Q, C]
     if nprobe < n_c:
-        onehot = _probe_onehot(party, cd, nprobe)  # [Q, nprobe, C]
+        onehot = _probe_onehot(party, cd, nprobe, sh.id_bits)  # [Q, nprobe, C]
     else:
         onehot = public_shares(party, torch.eye(n_c, dtype=torch.int64).expand(Q, n_c, n_c).contiguous())
 

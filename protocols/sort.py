@@ -32,6 +32,7 @@ from typing import overload
 import torch
 
 from . import compare as C
+from . import digits as D
 from .arithmetic import mul
 from .sharing import ArithmeticShares, public_shares
 
@@ -59,14 +60,15 @@ def _raw(x: ArithmeticShares) -> ArithmeticShares:
 
 
 def lex_less(kb: ArithmeticShares, pb: ArithmeticShares | None, ka: ArithmeticShares,
-          pa: ArithmeticShares | None, id_bits: int | None) -> ArithmeticShares:
-    """``[(k_b, p_b) < (k_a, p_a)]`` (lexicographic when ``id_bits``). Cost: one ``ltz``."""
+          pa: ArithmeticShares | None, id_bits: int | None, spec: D.Digits | None = None) -> ArithmeticShares:
+    """``[(k_b, p_b) < (k_a, p_a)]`` (lexicographic when ``id_bits``). Cost: one ``ltz`` (``compare.ltz``,
+    or ``digits.ltz`` with the layout ``spec`` when the differences fit it)."""
     diff = _raw(kb) - _raw(ka)
     if id_bits:
         if pa is None or pb is None:
             raise ValueError("tie-breaking by id needs payloads")
         diff = diff.mul_public_int(1 << id_bits) + (_raw(pb) - _raw(pa))
-    return C.ltz(diff)
+    return C.ltz(diff) if spec is None else D.ltz(diff, spec)
 
 
 def select_pairs(c: ArithmeticShares, pairs: list[tuple[ArithmeticShares, ArithmeticShares]]) -> list[ArithmeticShares]:

@@ -15,6 +15,7 @@ bitonic merges: fewer comparisons, many more rounds.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import overload
 
 import torch
@@ -38,19 +39,58 @@ from .sort import (
 MERGE_MAX_K = 64
 
 
+@dataclass(frozen=True)
+class KeyOrder:
+    """How the tournament compares: ``(key, id)`` with ``id_bits`` (any key below ``pad_key``, ``compare.ltz``),
+    or the key alone on the narrow layout ``spec`` with the list padding ``pad``."""
+
+    id_bits: int | None = None
+    spec: D.Digits | None = None
+    pad: int | None = None
+
+    def less(self, kb: ArithmeticShares, pb: ArithmeticShares | None, ka: ArithmeticShares,
+             pa: ArithmeticShares | None) -> ArithmeticShares:
+        return lex_less(kb, pb, ka, pa, self.id_bits, self.spec)
+
+    @property
+    def pad_value(self) -> int:
+        return pad_key(self.id_bits) if self.pad is None else self.pad
+
+    @property
+    def r_lt(self) -> int:
+        return (self.spec or D.WIDE).rounds + 1
+
+
+def key_layout(key_bits: int) -> D.Digits:
+    """Exact comparison of differences ``|x| < 2**(key_bits - 1)``: digits of 3 bits (4 where more than 16
+    digits would be needed), so the table rows are small; ``key_bits`` rounded up to a multiple of 3."""
+    bits = -(-key_bits // 3) * 3
+    d = min(16, bits // 3)
+    return D.Digits(bits, 0, tuple(bits // d + (i < bits % d) for i in range(d)))
+
+
+def narrow_order(key_bits: int) -> KeyOrder:
+    """Keys in ``(-2**(key_bits - 2), 2**(key_bits - 2))`` compared alone (ties: the earlier position wins, the
+    merges are stable) on :func:`key_layout`, padded with ``2**(key_bits - 2) - 1``."""
+    spec = key_layout(key_bits)
+    return KeyOrder(None, spec, (1 << (spec.bits - 2)) - 1)
+
+
 @overload
 def secure_topk(keys: ArithmeticShares, payloads: ArithmeticShares, k: int, id_bits: int | None = ...,
-                method: str = ...) -> tuple[ArithmeticShares, ArithmeticShares]: ...
+                method: str = ..., order: KeyOrder | None = ...) -> tuple[ArithmeticShares, ArithmeticShares]: ...
 @overload
 def secure_topk(keys: ArithmeticShares, payloads: None, k: int, id_bits: int | None = ...,
-                method: str = ...) -> tuple[ArithmeticShares, None]: ...
+                method: str = ..., order: KeyOrder | None = ...) -> tuple[ArithmeticShares, None]: ...
 @overload
 def secure_topk(keys: ArithmeticShares, payloads: ArithmeticShares | None, k: int, id_bits: int | None = ...,
-                method: str = ...) -> tuple[ArithmeticShares, ArithmeticShares | None]: ...
+                method: str = ..., order: KeyOrder | None = ...
+                ) -> tuple[ArithmeticShares, ArithmeticShares | None]: ...
 
 
 def secure_topk(keys: ArithmeticShares, payloads: ArithmeticShares | None, k: int,
-                id_bits: int | None = None, method: str = "auto") -> tuple[ArithmeticShares, ArithmeticShares | None]:
+                id_bits: int | None = None, method: str = "auto",
+                order: KeyOrder | None = None) -> tuple[ArithmeticShares, ArithmeticShares | None]:
     """The ``k`` smallest keys (ascending) with their payloads, along the last dimension.
 
     ``method="merge"`` (default for ``k <= 64``): tournament of sorted lists, groups of
@@ -62,7 +102,9 @@ def secure_topk(keys: ArithmeticShares, payloads: ArithmeticShares | None, k: in
     stages of ``R_lt + 1`` rounds, about ``n / 2 (log2 K (log2 K + 1) / 2 + 1 + log2 K)``
     comparisons (fewer comparisons, many more rounds). Each comparison is 8.7 words
     for every party (``protocols.costs``: ``ltz``). Ties resolved by
-    payload when ``id_bits`` is set.
+    payload when ``id_bits`` is set. ``order`` (merge only): e.g. :func:`narrow_order` compares the
+    keys alone on a narrow layout (ties by position: the merges are stable) for fewer words per
+    comparison.
     E.g. k = 10, n = 1,100: 24 rounds (merge, radices [25, 4, 11]) vs 45 stages (bitonic).
     """
     check_keys(keys, payloads)
@@ -72,7 +114,9 @@ def secure_topk(keys: ArithmeticShares, payloads: ArithmeticShares | None, k: in
     if method == "auto":
         method = "merge" if k <= MERGE_MAX_K else "bitonic"
     if method == "merge":
-        return _merge_tournament(keys, payloads, k, id_bits)
+        return _merge_tournament(keys, payloads, k, order or KeyOrder(id_bits))
+    if order is not None:
+        raise ValueError("a KeyOrder is for the merge tournament")
     if method != "bitonic":
         raise ValueError(f"unknown top-k method {method!r}")
     return _bitonic_tournament(keys, payloads, k, id_bits)
@@ -149,7 +193,7 @@ def _place(ind: ArithmeticShares, o: int) -> ArithmeticShares:
 
 
 def _merge_keep(ka: ArithmeticShares, pa: ArithmeticShares | None, kb: ArithmeticShares,
-                pb: ArithmeticShares | None, o: int, id_bits: int | None):
+                pb: ArithmeticShares | None, o: int, order: KeyOrder):
     """Merge sorted lists ``A [..., a]`` and ``B [..., b]``, keeping the ``o`` smallest.
 
     Steps: ONE comparison of all ``a b`` pairs, ``beta_ij = [B_j < A_i]``. As both lists
@@ -166,7 +210,7 @@ def _merge_keep(ka: ArithmeticShares, pa: ArithmeticShares | None, kb: Arithmeti
     KA, KB = ka.unsqueeze(-1).expand(lead + (a, b)), kb.unsqueeze(-2).expand(lead + (a, b))
     PA = pa.unsqueeze(-1).expand(lead + (a, b)) if pa is not None else None
     PB = pb.unsqueeze(-2).expand(lead + (a, b)) if pb is not None else None
-    beta = lex_less(KB, PB, KA, PA, id_bits)  # [..., a, b]
+    beta = order.less(KB, PB, KA, PA)  # [..., a, b]
     ea = _ext(beta, -1, 1, 0)  # [..., a, b + 2]
     ind_a = ArithmeticShares(beta.party, ea.lo[..., :-1] - ea.lo[..., 1:], ea.hi[..., :-1] - ea.hi[..., 1:], 0)
     eb = _ext(beta, -2, 0, 1)  # [..., a + 2, b]
@@ -219,27 +263,27 @@ def merge_plan(n: int, k: int, r_lt: int = D.WIDE.rounds + 1) -> list[int]:
 
 
 def _merge_tournament(keys: ArithmeticShares, payloads: ArithmeticShares | None, k: int,
-                      id_bits: int | None) -> tuple[ArithmeticShares, ArithmeticShares | None]:
+                      order: KeyOrder) -> tuple[ArithmeticShares, ArithmeticShares | None]:
     """Top-k by merging sorted lists (singletons first), ``merge_plan`` radices, keeping ``min(m s, k)``."""
     K = keys.unsqueeze(-1)  # [..., g, 1]
     P = payloads.unsqueeze(-1) if payloads is not None else None
     s = 1
-    for m in merge_plan(keys.shape[-1], k):
+    for m in merge_plan(keys.shape[-1], k, order.r_lt):
         while K.shape[-2] % m:
-            K, P = _pad_lists(K, P, id_bits)
+            K, P = _pad_lists(K, P, order.pad_value)
         o = min(m * s, k)
         if m == 2:
             A, B = K[..., 0::2, :], K[..., 1::2, :]
             PA = P[..., 0::2, :] if P is not None else None
             PB = P[..., 1::2, :] if P is not None else None
-            K, P = _merge_keep(A, PA, B, PB, o, id_bits)
+            K, P = _merge_keep(A, PA, B, PB, o, order)
         else:
-            K, P = _merge_many(K, P, m, o, id_bits)
+            K, P = _merge_many(K, P, m, o, order)
         s = o
     return K[..., 0, :k], (P[..., 0, :k] if P is not None else None)
 
 
-def _merge_many(K: ArithmeticShares, P: ArithmeticShares | None, m: int, o: int, id_bits: int | None):
+def _merge_many(K: ArithmeticShares, P: ArithmeticShares | None, m: int, o: int, order: KeyOrder):
     """Merge every ``m`` consecutive sorted lists of ``K [..., g, s]`` keeping the ``o`` smallest.
 
     Steps: ONE comparison of all cross pairs of the ``m`` lists (``beta = [B_j < A_i]`` for
@@ -261,7 +305,7 @@ def _merge_many(K: ArithmeticShares, P: ArithmeticShares | None, m: int, o: int,
     KA, KB = K[..., ia, :].unsqueeze(-1).expand(shape), K[..., ib, :].unsqueeze(-2).expand(shape)
     PA = P[..., ia, :].unsqueeze(-1).expand(shape) if P is not None else None
     PB = P[..., ib, :].unsqueeze(-2).expand(shape) if P is not None else None
-    beta = lex_less(KB, PB, KA, PA, id_bits)  # [..., G, pairs, s (A), s (B)]
+    beta = order.less(KB, PB, KA, PA)  # [..., G, pairs, s (A), s (B)]
     pos = []
     for part in ("lo", "hi"):
         t = getattr(beta, part)
@@ -281,10 +325,10 @@ def _merge_many(K: ArithmeticShares, P: ArithmeticShares | None, m: int, o: int,
     return keys, pays
 
 
-def _pad_lists(K: ArithmeticShares, P: ArithmeticShares | None, id_bits: int | None):
-    """Append one list of padding (``pad_key``, payload -1) along dim -2."""
+def _pad_lists(K: ArithmeticShares, P: ArithmeticShares | None, pad: int):
+    """Append one list of padding (key ``pad``, payload -1) along dim -2."""
     shape = tuple(K.shape[:-2]) + (1, K.shape[-1])
-    pk = public_shares(K.party, torch.full(shape, pad_key(id_bits), dtype=torch.int64), K.frac_bits)
+    pk = public_shares(K.party, torch.full(shape, pad, dtype=torch.int64), K.frac_bits)
     K = _cat_lists(K, pk)
     if P is not None:
         P = _cat_lists(P, public_shares(P.party, torch.full(shape, -1, dtype=torch.int64), P.frac_bits))

@@ -174,3 +174,32 @@ def test_topk_property(vals, k):
     tk, tp = evaluate(lambda a, b: T.secure_topk(a, b, k, IDB), keys, ids)
     rk, rp = _lex(keys, ids)
     assert torch.equal(tk, rk[:k]) and torch.equal(tp, rp[:k])
+
+
+def test_narrow_order_topk_ties_by_position_and_cost():
+    """Keys alone on the 42-bit 3-bit-digit layout: equal to a stable plaintext sort (ties: earlier position),
+    padding never surfaces, the same rounds as the (key, id) order, fewer words per comparison."""
+    from protocols import digits as D
+
+    order = T.narrow_order(42)
+    assert order.spec is not None and order.spec.widths == (3,) * 14 and order.r_lt == D.WIDE.rounds + 1
+    g = torch.Generator().manual_seed(3)
+    n, k = 1003, 10  # not a multiple of the radices: list padding
+    keys = torch.randint(-15, 16, (2, n), generator=g) * (2**36)  # many ties, both ends of the range
+    keys[0, :3] = 2**40 - 2  # the largest valid key
+    ids = torch.arange(n).expand(2, n).contiguous()
+    tk, tp = evaluate(lambda a, b: T.secure_topk(a, b, k, order=order), keys, ids)
+    idx = torch.sort(keys, stable=True, dim=-1).indices[:, :k]
+    assert torch.equal(tp, idx) and torch.equal(tk, torch.gather(keys, -1, idx))
+    assert D.msb_cost(19200, order.spec)[1] < 0.6 * D.msb_cost(19200, D.WIDE)[1]
+    x = share(torch.randint(-1000, 1000, (1100,)))
+    pid = share(torch.randperm(1100))
+
+    def body(p, a, b):
+        s0 = p.comm.stats.snapshot()
+        T.secure_topk(from_pair(p, a, 0), from_pair(p, b, 0), 10, order=order)
+        return (p.comm.stats.snapshot() - s0).rounds
+
+    plan = T.merge_plan(1100, 10, order.r_lt)
+    assert run_parties(body, [(x[i], pid[i]) for i in range(3)]) == [sum(order.r_lt + (1 if m == 2 else 3)
+                                                                           for m in plan)] * 3
