@@ -51,7 +51,7 @@ OPERATIONS = {
     "matmul": "product", "bilinear": "product", "conv2d": "product", "oblivious_fetch": "product",
     "reshare_truncate": "product+truncate", "truncate_exact": "truncation", "truncate": "truncation",
     "rsqrt_parts": "rsqrt", "_octave_onehot": "rsqrt",
-    "bit_mul": "bit x value (fused)",
+    "bit_mul": "bit x value (fused)", "mul_and_inject": "bit x value + injection (fused)",
 }
 
 
