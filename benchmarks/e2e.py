@@ -105,9 +105,31 @@ def _load_party_state(root: Path, i: int):
     t = st.load_tensors("model", mv)
     names = sorted({k.rsplit(".", 1)[0] for k in t})
     model = LoadedModel(mv, mmeta["arch"], {n: (t[f"{n}.lo"], t[f"{n}.hi"]) for n in names})
-    index = LoadedIndex(iv, imeta, st.load_tensors("index", iv))
+    index = LoadedIndex(iv, imeta, _mapped_tensors(st.objects / "index" / f"v{iv}.npz"))
     st.close()
     return model, index
+
+
+def _mapped_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The stored index's tensors, the large ones memory-mapped copy-on-write from the server's
+    file (the same values ``Store.load_tensors`` copies into memory): at n = 1M, d = 128 the three
+    parties' shares are ~7 GB, which as page cache the kernel can reclaim instead of OOM-killing."""
+    import zipfile
+
+    from servers.shards import npz_member
+
+    with zipfile.ZipFile(path) as zf:
+        sizes = {i.filename[: -len(".npy")]: i.file_size for i in zf.infolist()}
+    out = {}
+    with np.load(path, allow_pickle=False) as z:
+        for n, size in sizes.items():
+            if size < 1 << 20:
+                out[n] = torch.from_numpy(z[n].copy())
+                continue
+            m = npz_member(path, n, mode="c")
+            m.reshape(-1)[::512].sum()  # one element per page: read the file into the page cache now, not mid-query
+            out[n] = torch.from_numpy(m)
+    return out
 
 
 class InProcess:
@@ -239,8 +261,12 @@ def describe_distractors(info: dict | None, n_photos_half: int) -> str:
     return s
 
 
-def setup_collection(c, a, data: dict, log) -> dict:
-    """Register the model, upload the real photos (PCA fitted on them), grow the index to ``a.n``."""
+def setup_collection(c, a, data: dict, log, scratch: Path) -> dict:
+    """Register the model, upload the real photos (PCA fitted on them), grow the index to ``a.n``.
+
+    Memory at n = 1M: the distractors wait in ``scratch`` (mapped, not resident) and the photos
+    are dropped before the index transaction, the benchmark's peak (the SDK's three servers'
+    share bundles plus the servers staging them)."""
     from client.demo_data import augment
     from client.recipes import build_model
     from wire import bundle as bd
@@ -263,6 +289,8 @@ def setup_collection(c, a, data: dict, log) -> dict:
             if recipe.get("kind") not in ("efficientnet", "efficientnet_pca"):
                 raise SystemExit("window distractors need the efficientnet model (use --distractors synthetic)")
             dis, info = window_distractors(c, a, data, extra, log)
+            np.save(scratch / "distractors.npy", dis)
+            dis = np.load(scratch / "distractors.npy", mmap_mode="r")
         else:
             from index.synthetic import clustered
 
@@ -270,6 +298,12 @@ def setup_collection(c, a, data: dict, log) -> dict:
             dis /= np.linalg.norm(dis, axis=1, keepdims=True)
             info = {"synthetic": True, "from_pool": 0, "pool": 0, "jittered": 0}
         dis_ids = np.arange(DISTRACTOR_ID0, DISTRACTOR_ID0 + extra, dtype=np.int64)
+    # more real images for the full index: copies of distractor-half photos (never of a query's photo)
+    pool_photos = [o for o, d in zip(data["originals"], data["distractor_half"]) if d]
+    more = [augment(np.asarray(pool_photos[j % len(pool_photos)].image), 7_000 + j) for j in range(a.upload_at_n)]
+    data["originals"] = pool_photos = None  # the photos are not needed any more
+    gc.collect()
+    if extra:
         cinfo = c.info()
         t1 = time.perf_counter()
         c.owner.drop_plain_index()  # build the big index from scratch
@@ -283,9 +317,6 @@ def setup_collection(c, a, data: dict, log) -> dict:
         del it
         after(cinfo["index_version"] + 1)
         log(f"index grown to {len(fids) + extra} entries ({imeta}) in {time.perf_counter() - t1:.1f} s")
-    # more real images into the full index: copies of distractor-half photos (never of a query's photo)
-    pool_photos = [o for o, d in zip(data["originals"], data["distractor_half"]) if d]
-    more = [augment(np.asarray(pool_photos[j % len(pool_photos)].image), 7_000 + j) for j in range(a.upload_at_n)]
     t3 = time.perf_counter()
     if more:
         c.upload(more, labels=[f"extra{j}" for j in range(len(more))])
@@ -295,7 +326,7 @@ def setup_collection(c, a, data: dict, log) -> dict:
     real_f, real_ids = c.owner.load_features()
     return {
         "ids": ids, "model": model, "n_images": int(len(real_ids) + len(dis_ids)),
-        "all_features": np.concatenate([real_f, dis]).astype(np.float32),
+        "all_features": np.concatenate([real_f, dis]).astype(np.float32, copy=False),
         "all_ids": np.concatenate([real_ids, dis_ids]),
         "figures": {
             "n_real_images": int(len(real_ids)),
@@ -457,9 +488,7 @@ def _run(a: argparse.Namespace, log, emit, threads: int) -> None:
         root = Path(tmp)
         with wan_cluster(root, wan, bw, a.max_sessions, query_timeout_s=600.0, peer_timeout_s=180.0) as lc, \
                 Client(lc.client_config, progress=False) as c:
-            col = setup_collection(c, a, data, log)
-            data["originals"] = None  # the photos (and their rendered copies) are not needed any more
-            gc.collect()
+            col = setup_collection(c, a, data, log, root)
             images = data["query_images"]
             exact = exact_top(c, images[: a.queries], col["all_features"], col["all_ids"], a.k)
             del col["all_features"]
