@@ -281,6 +281,10 @@ MAX_L, CHROMA_GAIN, MAX_AB = 30.0, 0.5, 8.0
 EDGE_FILL = 0.1
 
 
+#: Unsharp-mask gain for donors enlarged by 3x or more (less below; none under 1.3x).
+SHARPEN = 0.8
+
+
 def _lab(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
 
@@ -311,6 +315,10 @@ def render_donor(image: np.ndarray, region: Region, idx: int, feather: float = 0
     m = _alignment(donors, idx, region, x0, y0)
     face = cv2.warpAffine(donors.faces[idx], m, (x1 - x0, y1 - y0), flags=cv2.INTER_CUBIC,
                           borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+    scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))  # donor pixels per output pixel, inverted
+    if scale > 1.3:  # an enlarged donor is soft: unsharp mask at the enlargement's scale
+        amount = SHARPEN * min(1.0, (scale - 1.0) / 2.0)
+        face = face + amount * (face - cv2.GaussianBlur(face, (0, 0), 0.6 * scale))
     # a grey photo gets a grey face; decided on the pixels outside the ellipse only
     is_grey = (image[..., 0] == image[..., 1]) & (image[..., 1] == image[..., 2])
     is_grey[y0:y1, x0:x1] |= inside > 0
