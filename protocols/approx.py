@@ -18,7 +18,7 @@ rounds. Two layouts (:class:`Lanes` = ``digits.Digits``):
   ``tablegate`` round), 3.4 words per comparison per party.
   ``SecureModel`` uses it by default (``comparison="exact"`` to opt out).
 
-Both then inject the bit (1 round, 2 words per party, rotated) and multiply (1 round):
+Both then inject the bit (1 round, 1 word per party: ``b2a``) and multiply (1 round):
 a ReLU / ReLU6 layer costs 4 rounds (``FAST``) or 5 (``EXACT``). Pre-activations of
 EfficientNet-Lite0 stay below 100 on real images (measured), inside both bounds. A large
 truncation error (a multiple of ``2**48``) vanishes mod ``2**(bits + drop)``, so the

@@ -5,7 +5,7 @@
   generate/propagate bits of its sixteen 4-bit digits come in ONE round by a 1-of-16
   3-party table OT (the sender role ``r`` rotated over the batch, so all parties send the
   same), then a carry tree over the digits (2 AND levels, then the last 4 groups in ONE
-  ``tablegate`` round): MSB 4 rounds, ``ltz`` 5, 8.7 words per
+  ``tablegate`` round): MSB 4 rounds, ``ltz`` 5 (the injection by ``b2a``), 7.7 words per
   element. (8-bit digits, ``digits.FULL``, save one round but send 42.3 words and cost
   about 1.5x the CPU: top-k and top-nprobe make tens of thousands of comparisons.)
 * ``eqz``: eight 8-bit digits compared by a 1-of-256 table OT and AND-reduced: 4 rounds.
@@ -196,11 +196,11 @@ def bit_inject(b: BooleanShares) -> ArithmeticShares:
 
 
 def ltz(x: ArithmeticShares) -> ArithmeticShares:
-    """``[x < 0]`` as an arithmetic 0/1 sharing. Cost: 5 rounds (MSB 4 + rotated injection 1).
+    """``[x < 0]`` as an arithmetic 0/1 sharing. Cost: 5 rounds (MSB 4 + injection 1, ``digits.ltz``).
 
-    Words sent per element: 8.7 by every party (``protocols.costs``).
+    Words sent per element: 7.7 by every party (``protocols.costs``).
     """
-    return D.inject(msb(x))
+    return D.ltz(x, LAYOUT)
 
 
 def lt(x: ArithmeticShares, y) -> ArithmeticShares:
@@ -228,7 +228,7 @@ def mux(c: ArithmeticShares, a: ArithmeticShares, b: ArithmeticShares) -> Arithm
 
 
 def relu(x: ArithmeticShares) -> ArithmeticShares:
-    """``max(x, 0)``. Cost: 6 rounds (comparison 5 + one product); 9.7 words per element
+    """``max(x, 0)``. Cost: 6 rounds (comparison 5 + one product); 8.7 words per element
     sent by every party."""
     return x - mul(ltz(x), x)
 
@@ -238,7 +238,7 @@ def eqz(x: ArithmeticShares) -> ArithmeticShares:
 
     ``x = 0`` iff ``x_r + x_{r+1} = -x_{r+2}``: ``digits.eqz`` compares the eight 8-bit
     digits of both sides by a 1-of-256 table OT and AND-reduces them (``costs.eqz``:
-    24.2 words per element, every party). For ``|x| < bound`` use ``digits.eqz`` with
+    23.2 words per element, every party). For ``|x| < bound`` use ``digits.eqz`` with
     ``digits.eq_spec(bound)`` (fewer digits: 2 rounds for ``bound <= 4096``).
     """
     return D.eqz(x, _EQ_FULL)

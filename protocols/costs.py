@@ -75,8 +75,8 @@ def msb(n: int) -> Cost:
 
 
 def ltz(n: int) -> Cost:
-    """``compare.ltz`` (also ``lt``, ``gt``, ``le``): MSB + rotated injection."""
-    return msb(n) + rotated_inject(n)
+    """``compare.ltz`` (also ``lt``, ``gt``, ``le``): MSB + injection (``digits.ltz_cost``)."""
+    return _same(D.ltz_cost(n, D.WIDE))
 
 
 def relu(n: int) -> Cost:
@@ -86,7 +86,7 @@ def relu(n: int) -> Cost:
 
 def eqz(n: int, spec: D.Digits = D.FULL) -> Cost:
     """``compare.eqz`` / ``eq`` (``spec = digits.FULL``) or ``digits.eqz`` with a smaller ``spec``."""
-    return _same(D.msb_cost(n, spec, "eq")) + rotated_inject(n)
+    return _same(D.ltz_cost(n, spec, "eq"))
 
 
 def generate_propagate(n: int) -> Cost:
@@ -117,8 +117,8 @@ def sort_pair(n: int, payloads: bool = True) -> Cost:
 
 
 def bounded_ltz(n: int, spec: D.Digits) -> Cost:
-    """``approx.ltz_bounded`` (``digits.ltz`` with a CNN layout): MSB + rotated injection."""
-    return digit_msb(n, spec) + rotated_inject(n)
+    """``approx.ltz_bounded`` (``digits.ltz`` with a CNN layout): MSB + injection (``digits.ltz_cost``)."""
+    return _same(D.ltz_cost(n, spec))
 
 
 def bit_mul(n: int) -> Cost:

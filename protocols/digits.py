@@ -21,7 +21,9 @@ Steps of :func:`msb` (``D`` digits of widths ``w_i``, low to high):
 
 Load balance: the batch is cut in three equal parts (zero-padded); party ``r`` is the sender of part ``r``, so every
 party sends the same. Cost of :func:`msb` per comparison per party (:func:`msb_cost`, tests): ``CNN_FAST`` 2 rounds,
-3.4 words; ``CNN_EXACT`` 3, 3.6; ``OCTAVE`` 3, 10.9; ``FULL`` 3, 40.9; ``WIDE`` 4, 6.7; + :func:`inject` (1, 2).
+3.4 words; ``CNN_EXACT`` 3, 3.6; ``OCTAVE`` 3, 10.9; ``FULL`` 3, 40.9; ``WIDE`` 4, 6.7; :func:`ltz` /
+:func:`eqz` add the injection (1 round, 1 word: ``protocols.b2a``, its first message in the last round; 2 words for
+two digits).
 
 Security (semi-honest, one corrupted party): the sender receives nothing in step 1; a receiver sees the table masked
 by pads of a key it does not hold, plus the chosen pads (uniform bits it cannot relate to the other candidates), so
@@ -29,8 +31,8 @@ the unchosen candidates stay hidden and the chosen one is masked by ``a`` or ``b
 ABY3's AND (re-randomised by a zero-sharing) and the table gate (the argument of step 1). Every message a party
 receives is uniform and independent of ``x``.
 
-:func:`eqz`: ``E_i = [u_i = j]`` for ``j`` the digit of ``-v' mod 2**bits``, AND tree. :func:`inject` is
-``compare.bit_inject`` with the sender role rotated the same way.
+:func:`eqz`: ``E_i = [u_i = j]`` for ``j`` the digit of ``-v' mod 2**bits``, AND tree. :func:`inject`
+(``b2a.inject``) is ``compare.bit_inject`` with the sender role rotated the same way.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ from functools import cache
 
 import torch
 
+from . import b2a as B2A
 from . import tablegate as TG
+from .b2a import inject, inject_cost
 from .boolean import and_many
 from .rotate import chunks as _chunks
 from .rotate import pack as _pack
@@ -160,8 +164,9 @@ def _pick(table: torch.Tensor, pos: tuple[int, int], w: int, choice: torch.Tenso
     return ((table[word] >> choice) & 1).bool()
 
 
-def _digit_bits(x: ArithmeticShares, spec: Digits, kind: str) -> BooleanShares:
-    """Step 1 of :func:`msb` / :func:`eqz`: RSS of every table field, bit-sliced ``[F, W]`` (parts padded to 64)."""
+def _digit_bits(x: ArithmeticShares, spec: Digits, kind: str, early: bool = False) -> tuple[BooleanShares, list | None]:
+    """Step 1 of :func:`msb` / :func:`eqz`: RSS of every table field, bit-sliced ``[F, W]`` (parts padded to 64);
+    ``early`` (one field): with ``b2a.early`` for it (the per-part states returned, else ``None``)."""
     p = x.party
     fields = _fields(spec, kind)
     pos, T = _layout(spec, fields)
@@ -195,23 +200,30 @@ def _digit_bits(x: ArithmeticShares, spec: Digits, kind: str) -> BooleanShares:
                 vals = vals ^ (mask[f] * full)
                 word, bit = pos[f]
                 rows[word : word + vals.shape[0]] |= vals << bit
-            return rows ^ pads1, rows ^ pads2, 0, 0, lambda fn_, fp_: (a, b)
+            to1 = (rows ^ pads1).reshape(-1)
+            return (torch.cat([to1, B2A.early(p, 0, nc, a ^ b)[0]]) if early else to1), rows ^ pads2, 0, 0, (
+                lambda fn_, fp_: (a, b, None))
         if q == 1:
             b, pads2 = p.prg_prev.int64((F, wc)), p.prg_prev.int64((T, nc))
             ch = choices(hi)
             help2 = picked(pads2, ch)
-            return help2, None, F * wc, nc * T, lambda fn_, fp_: (
-                b, picked(fp_.view(T, nc), ch) ^ fn_.view(F, wc))
+            return help2, None, F * wc, nc * (T + early), lambda fn_, fp_: (
+                b, picked(fp_[: nc * T].view(T, nc), ch) ^ fn_.view(F, wc), fp_[nc * T :] if early else None)
         a, pads1 = p.prg_next.int64((F, wc)), p.prg_next.int64((T, nc))
         ch = choices(lo)
         help1 = picked(pads1, ch)
-        return None, help1, nc * T, F * wc, lambda fn_, fp_: (picked(fn_.view(T, nc), ch) ^ fp_.view(F, wc), a)
+        st = B2A.early(p, 2, nc)[2] if early else None
+        return None, help1, nc * T, F * wc, lambda fn_, fp_: (picked(fn_.view(T, nc), ch) ^ fp_.view(F, wc), a, st)
 
+    if early and F != 1:
+        raise ValueError("early injection needs a one-field layout")
     res = _rotated_round(p, lo_all.numel(), prepare)
-    return BooleanShares(p, torch.cat([r[0] for r in res], 1), torch.cat([r[1] for r in res], 1))
+    out = BooleanShares(p, torch.cat([r[0] for r in res], 1), torch.cat([r[1] for r in res], 1))
+    return out, ([r[2] for r in res] if early else None)
 
 
-def _tree(bits: BooleanShares, spec: Digits, kind: str, n: int) -> BooleanShares:
+def _tree(bits: BooleanShares, spec: Digits, kind: str, n: int,
+          early: bool = False) -> tuple[BooleanShares, list | None]:
     """Step 2: combine the digit groups pairwise, one AND round per level, down to at most 4 groups;
     3 or 4 groups go to the root in ONE ``tablegate`` round (the last two levels at once). Returns ``[W]``."""
     fields = _fields(spec, kind)
@@ -247,12 +259,12 @@ def _tree(bits: BooleanShares, spec: Digits, kind: str, n: int) -> BooleanShares
             new.append(groups[-1])
         groups = new
     if len(groups) == 1:
-        return groups[0][0]
+        return groups[0][0], None
     n3 = n + (-n % 3)
     if kind == "eq":
-        return TG.gate([g for g, _ in groups], n3, _and_truth(len(groups)))
+        return TG.gate([g for g, _ in groups], n3, _and_truth(len(groups)), early=early)
     ins = [groups[0][0]] + [b for g, pr in groups[1:-1] for b in (g, pr)] + [groups[-1][1]]
-    return groups[-1][0] ^ TG.gate([b for b in ins if b is not None], n3, _carry_truth(len(groups)))
+    return TG.gate([b for b in ins if b is not None], n3, _carry_truth(len(groups)), groups[-1][0], early)
 
 
 @cache
@@ -289,58 +301,41 @@ def msb(x: ArithmeticShares, spec: Digits = FULL) -> BooleanShares:
     """Boolean sharing (bit 0) of the sign of ``x`` within ``spec``'s bound.
 
     Cost: ``spec.rounds`` rounds (:func:`msb_cost`)."""
-    bits = _digit_bits(x, spec, "cmp")
-    return _unslice(_tree(bits, spec, "cmp", x.numel()), x.numel()).reshape(x.shape)
+    return _unslice(_root(x, spec, "cmp", False)[0], x.numel()).reshape(x.shape)
 
 
+def _root(x: ArithmeticShares, spec: Digits, kind: str, early: bool) -> tuple[BooleanShares, list | None]:
+    """The bit-sliced result ``[W]``; with ``early`` and a one-field or gated layout (not 2 digits), the
+    ``b2a.early`` states of its last round (else ``None``)."""
+    d = len(spec.widths)
+    bits, st = _digit_bits(x, spec, kind, early and d == 1)
+    return (bits[0], st) if d == 1 else _tree(bits, spec, kind, x.numel(), early and d > 2)
 
-def inject(b: BooleanShares) -> ArithmeticShares:
-    """Boolean bit (bit 0) -> arithmetic 0/1: ``compare.bit_inject`` (1 round, 3-party OT) with
-    the sender role rotated over three parts of the batch: every party sends about
-    ``2 n`` elements instead of ``4 n`` for party 0 and ``n`` for the others.
-    """
-    p = b.party
-    lo_all, hi_all = _pad3(b.lo), _pad3(b.hi)
 
-    def prepare(q: int, e0: int, e1: int):
-        nc = e1 - e0
-        lo, hi = lo_all[e0:e1], hi_all[e0:e1]
-        if q == 0:
-            t = (lo ^ hi) & 1
-            c0, w = p.prg_prev.int64((nc,)), p.prg_prev.int64((2, nc))
-            c1, w2 = p.prg_next.int64((nc,)), p.prg_next.int64((2, nc))
-            m = torch.stack((t - c0 - c1, (t ^ 1) - c0 - c1))
-            return m + w, m + w2, 0, 0, lambda a_, b_: (c0, c1)
-        if q == 1:
-            choice = (hi & 1).bool()
-            c1, w2 = p.prg_prev.int64((nc,)), p.prg_prev.int64((2, nc))
-            return torch.where(choice, w2[1], w2[0]), None, nc, 2 * nc, lambda fn_, fp_: (
-                c1, torch.where(choice, fp_[nc:], fp_[:nc]) - fn_)
-        choice = (lo & 1).bool()
-        c0, w = p.prg_next.int64((nc,)), p.prg_next.int64((2, nc))
-        return None, torch.where(choice, w[1], w[0]), 2 * nc, nc, lambda fn_, fp_: (
-            torch.where(choice, fn_[nc:], fn_[:nc]) - fp_, c0)
+def _injected(x: ArithmeticShares, spec: Digits, kind: str) -> ArithmeticShares:
+    root, st = _root(x, spec, kind, True)
+    n = x.numel()
+    if st is None:  # two digits: the last round is an AND, the sender does not know its output early
+        return inject(_unslice(root, n).reshape(x.shape))
+    out = B2A.late(root, n + (-n % 3), st)
+    return ArithmeticShares(x.party, out.lo[:n].view(x.shape), out.hi[:n].view(x.shape), 0)
 
-    res = _rotated_round(p, lo_all.numel(), prepare)
-    n = b.numel()
-    lo = torch.cat([r[0] for r in res])[:n].view(b.shape)
-    hi = torch.cat([r[1] for r in res])[:n].view(b.shape)
-    return ArithmeticShares(p, lo, hi, 0)
 
 
 def ltz(x: ArithmeticShares, spec: Digits = FULL) -> ArithmeticShares:
-    """``[x < 0]`` as an integer 0/1 sharing. Cost: ``spec.rounds + 1`` rounds (6 for ``FULL``)."""
-    return inject(msb(x, spec))
+    """``[x < 0]`` as an integer 0/1 sharing. Cost: ``spec.rounds + 1`` rounds (4 for ``FULL``); the
+    injection by ``b2a`` (1 word per element, its first message in the last round of :func:`msb`) except
+    for two digits (:func:`inject`, 2 words); :func:`ltz_cost`."""
+    return _injected(x, spec, "cmp")
 
 
 def eqz(x: ArithmeticShares, spec: Digits) -> ArithmeticShares:
     """``[x == 0]`` (0/1) for ``|x| < 2**spec.bits`` (``spec.drop`` must be 0): ``x mod 2**bits``
     is 0 iff ``u'`` equals ``-v' mod 2**bits`` digit by digit (no carries). Cost:
-    ``spec.rounds + 1`` rounds (1 table round, an AND tree over digits, injection)."""
+    ``spec.rounds + 1`` rounds (1 table round, an AND tree over digits, injection as in :func:`ltz`)."""
     if spec.drop:
         raise ValueError("eqz needs drop = 0")
-    bits = _digit_bits(x, spec, "eq")
-    return inject(_unslice(_tree(bits, spec, "eq", x.numel()), x.numel()).reshape(x.shape))
+    return _injected(x, spec, "eq")
 
 
 # ---- exact costs ----------------------------------------------------------------------
@@ -375,6 +370,8 @@ def msb_cost(n: int, spec: Digits, kind: str = "cmp") -> tuple[int, int]:
     return 1 + len(levels), words
 
 
-def inject_cost(n: int) -> tuple[int, int]:
-    """(1 round, words sent by EACH party) of :func:`inject`: 4 + 1 + 1 per element of a part."""
-    return 1, 2 * (n + (-n % 3))
+def ltz_cost(n: int, spec: Digits, kind: str = "cmp") -> tuple[int, int]:
+    """(rounds, words sent by EACH party) of :func:`ltz` (``kind="eq"``: :func:`eqz`)."""
+    rounds, words = msb_cost(n, spec, kind)
+    extra = inject_cost(n) if len(spec.widths) == 2 else B2A.cost(n)
+    return rounds + extra[0], words + extra[1]

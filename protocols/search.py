@@ -193,7 +193,7 @@ def secure_search(
     ``T(n, k)`` is the rounds of ``secure_topk`` (``topk.merge_plan``: ``R_lt + 1`` per binary
     level, ``R_lt + 3`` per wider one) and 2 for the one-hot (``digits.eqz`` on ``|probe - c| <
     C``); the top-nprobe and one-hot are skipped when ``nprobe = C``. Both top-k add their
-    comparisons (``distance_order``: 3.9 words at ``id_bits = 21`` plus 2 for the injection,
+    comparisons (``distance_order``: 3.9 words at ``id_bits = 21`` plus 1 for the injection,
     every party), small equalities and products, and the one-hot its ``Q nprobe C`` equalities.
     With ``nprobe = C`` the distances-first path fetches nothing (one round and ``2 Q C B``
     elements less). At n = 1e6, C = 1000, B = 1100, d = 128, nprobe = 64 (the product default),

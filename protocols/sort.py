@@ -179,7 +179,7 @@ def secure_sort_pair(ka: ArithmeticShares, pa: ArithmeticShares | None, kb: Arit
 
     Returns ``((k_min, p_min), (k_max, p_max))`` (payloads ``None`` if not given),
     vectorised over any shape. Cost: ``R_lt + 1`` = 6 rounds; per pair one comparison
-    (``ltz``: 8.7 words for every party) plus one element per muxed
+    (``ltz``: 7.7 words for every party) plus one element per muxed
     value (1 or 2) per party (``protocols.costs``: ``sort_pair``).
     """
     if (pa is None) != (pb is None):

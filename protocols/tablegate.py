@@ -27,6 +27,7 @@ from functools import cache
 
 import torch
 
+from . import b2a as B2A
 from .rotate import pack, part_words, rotated_round, unpack
 from .sharing import BooleanShares
 
@@ -48,9 +49,12 @@ def _index(bits: torch.Tensor, nc: int) -> torch.Tensor:
     return (u << torch.arange(u.shape[0]).view(-1, 1)).sum(0)
 
 
-def gate(inputs: list[BooleanShares], n: int, truth: tuple[bool, ...]) -> BooleanShares:
-    """RSS of ``truth[sum_f x_f << f]`` for bit-sliced inputs ``x_f`` ``[W]`` over ``n`` elements
-    (``n`` a multiple of 3, the parts of :mod:`protocols.rotate`). Cost: :func:`gate_cost`."""
+def gate(inputs: list[BooleanShares], n: int, truth: tuple[bool, ...], xor_in: BooleanShares | None = None,
+         early: bool = False) -> tuple[BooleanShares, list | None]:
+    """RSS of ``truth[sum_f x_f << f] ^ xor_in`` for bit-sliced inputs ``x_f`` ``[W]`` over ``n`` elements
+    (``n`` a multiple of 3, the parts of :mod:`protocols.rotate`). Cost: :func:`gate_cost`. With ``early``
+    the round also carries :func:`protocols.b2a.early` for the output (its per-part states are returned
+    for ``b2a.late``), else ``None``."""
     k = len(inputs)
     if not 1 <= k <= MAX_INPUTS or len(truth) != 1 << k:
         raise ValueError(f"gate: 1..{MAX_INPUTS} inputs and a truth table of 2**k entries")
@@ -72,20 +76,28 @@ def gate(inputs: list[BooleanShares], n: int, truth: tuple[bool, ...]) -> Boolea
             b, pads2 = p.prg_next.int64((1, wc)), p.prg_next.int64((nc,))
             a, pads1 = p.prg_prev.int64((1, wc)), p.prg_prev.int64((nc,))
             row = rows[_index(lo ^ hi, nc)] ^ (unpack(a ^ b, nc)[0] * full)
-            return row ^ pads1, row ^ pads2, 0, 0, lambda fn_, fp_: (a, b)
+            to1 = row ^ pads1
+            if early:
+                t = a ^ b if xor_in is None else a ^ b ^ (xor_in.lo ^ xor_in.hi)[w0 : w0 + wc].view(1, wc)
+                to1 = torch.cat([to1, B2A.early(p, 0, nc, t)[0]])
+            return to1, row ^ pads2, 0, 0, lambda fn_, fp_: (a, b, None)
         if q == 1:
             b, pads2 = p.prg_prev.int64((1, wc)), p.prg_prev.int64((nc,))
             c = _index(hi, nc)
-            return picked(pads2, c), None, wc, nc, lambda fn_, fp_: (b, picked(fp_, c) ^ fn_.view(1, wc))
+            return picked(pads2, c), None, wc, nc * (1 + early), lambda fn_, fp_: (
+                b, picked(fp_[:nc], c) ^ fn_.view(1, wc), fp_[nc:] if early else None)
         a, pads1 = p.prg_next.int64((1, wc)), p.prg_next.int64((nc,))
         c = _index(lo, nc)
-        return None, picked(pads1, c), nc, wc, lambda fn_, fp_: (picked(fn_, c) ^ fp_.view(1, wc), a)
+        st = B2A.early(p, 2, nc)[2] if early else None
+        return None, picked(pads1, c), nc, wc, lambda fn_, fp_: (picked(fn_, c) ^ fp_.view(1, wc), a, st)
 
     res = rotated_round(p, n, prepare)
-    return BooleanShares(p, torch.cat([r[0] for r in res], 1)[0], torch.cat([r[1] for r in res], 1)[0])
+    out = BooleanShares(p, torch.cat([r[0] for r in res], 1)[0], torch.cat([r[1] for r in res], 1)[0])
+    return (out if xor_in is None else out ^ xor_in), ([r[2] for r in res] if early else None)
 
 
-def gate_cost(n: int) -> tuple[int, int]:
-    """(1 round, words sent by EACH party) of :func:`gate` on ``n`` elements (padded to a multiple of 3)."""
+def gate_cost(n: int, early: bool = False) -> tuple[int, int]:
+    """(1 round, words sent by EACH party) of :func:`gate` on ``n`` elements (padded to a multiple of 3);
+    ``early``: with the first message of ``b2a`` (``n / 3`` words more)."""
     nc = (n + (-n % 3)) // 3
-    return 1, 2 * nc + 2 * -(-nc // 64)
+    return 1, 2 * nc + 2 * -(-nc // 64) + nc * early

@@ -47,6 +47,7 @@ class KeyOrder:
     id_bits: int | None = None
     spec: D.Digits | None = None
     pad: int | None = None
+    round_comparisons: int = 0  # the planner's exchange rate (``merge_plan``); 0: ROUND_COMPARISONS
 
     def less(self, kb: ArithmeticShares, pb: ArithmeticShares | None, ka: ArithmeticShares,
              pa: ArithmeticShares | None) -> ArithmeticShares:
@@ -69,11 +70,19 @@ def key_layout(key_bits: int) -> D.Digits:
     return D.Digits(bits, 0, tuple(bits // d + (i < bits % d) for i in range(d)))
 
 
+NARROW_ROUND_COMPARISONS = 8000
+"""Planner's exchange rate for :func:`narrow_order`: a narrow comparison costs about 0.6 us of CPU per
+party (measured, 300k comparisons in-process) plus its 47 bytes (0.4 us at 1 Gbit/s), so about
+5000 fit in half a 10 ms round trip; 8000 leans to fewer rounds because the query's round budget
+(<= 250 at n = 1M) binds: top-k of 70,400 in 54 rounds instead of 60 for 3 % more comparisons,
+top-64 of 1,000 centroids in 24 instead of 34 for 55 % more (50k comparisons)."""
+
+
 def narrow_order(key_bits: int) -> KeyOrder:
     """Keys in ``(-2**(key_bits - 2), 2**(key_bits - 2))`` compared alone (ties: the earlier position wins, the
     merges are stable) on :func:`key_layout`, padded with ``2**(key_bits - 2) - 1``."""
     spec = key_layout(key_bits)
-    return KeyOrder(None, spec, (1 << (spec.bits - 2)) - 1)
+    return KeyOrder(None, spec, (1 << (spec.bits - 2)) - 1, NARROW_ROUND_COMPARISONS)
 
 
 @overload
@@ -100,7 +109,7 @@ def secure_topk(keys: ArithmeticShares, payloads: ArithmeticShares | None, k: in
     ``method="bitonic"``: tournament of bitonic-sorted lists of ``K = next_pow2(k)``
     (module docstring): ``log2 K (log2 K + 1) / 2 + ceil(log2 ceil(n / K)) (1 + log2 K)``
     stages of ``R_lt + 1`` rounds, about ``n / 2 (log2 K (log2 K + 1) / 2 + 1 + log2 K)``
-    comparisons (fewer comparisons, many more rounds). Each comparison is 8.7 words
+    comparisons (fewer comparisons, many more rounds). Each comparison is 7.7 words
     for every party (``protocols.costs``: ``ltz``). Ties resolved by
     payload when ``id_bits`` is set. ``order`` (merge only): e.g. :func:`narrow_order` compares the
     keys alone on a narrow layout (ties by position: the merges are stable) for fewer words per
@@ -237,13 +246,15 @@ the CPU of a 64-bit comparison, ~2 us per party on the 2-core benchmark machine,
 covers its ~70 bytes at 1 Gbit/s, ``costs.ltz``); sizes only, so the plan is public."""
 
 
-def merge_plan(n: int, k: int, r_lt: int = D.WIDE.rounds + 1) -> list[int]:
+def merge_plan(n: int, k: int, r_lt: int = D.WIDE.rounds + 1, round_comparisons: int = 0) -> list[int]:
     """Radices of the merge tournament for ``n`` keys, minimising ``rounds + comparisons / ROUND_COMPARISONS``.
 
     A level merging ``m`` lists of ``s`` costs ``r_lt + 1`` rounds for ``m = 2`` (rank
     merge) and ``r_lt + 3`` for ``m > 2`` (:func:`_merge_many`), and ``m (m - 1) / 2 s**2``
-    comparisons per group. Dynamic programming over the number of lists left.
+    comparisons per group. Dynamic programming over the number of lists left. ``round_comparisons``:
+    the exchange rate (default :data:`ROUND_COMPARISONS`).
     """
+    rate = round_comparisons or ROUND_COMPARISONS
     memo: dict[tuple[int, int], tuple[float, list[int]]] = {}
 
     def best(g: int, s: int) -> tuple[float, list[int]]:
@@ -253,7 +264,7 @@ def merge_plan(n: int, k: int, r_lt: int = D.WIDE.rounds + 1) -> list[int]:
             options = []
             for m in range(2, min(g, 32) + 1):
                 groups = -(-g // m)
-                cost = (r_lt + (1 if m == 2 else 3)) + groups * m * (m - 1) // 2 * s * s / ROUND_COMPARISONS
+                cost = (r_lt + (1 if m == 2 else 3)) + groups * m * (m - 1) // 2 * s * s / rate
                 rest, plan = best(groups, min(m * s, k))
                 options.append((cost + rest, [m] + plan))
             memo[(g, s)] = min(options)
@@ -268,7 +279,7 @@ def _merge_tournament(keys: ArithmeticShares, payloads: ArithmeticShares | None,
     K = keys.unsqueeze(-1)  # [..., g, 1]
     P = payloads.unsqueeze(-1) if payloads is not None else None
     s = 1
-    for m in merge_plan(keys.shape[-1], k, order.r_lt):
+    for m in merge_plan(keys.shape[-1], k, order.r_lt, order.round_comparisons):
         while K.shape[-2] % m:
             K, P = _pad_lists(K, P, order.pad_value)
         o = min(m * s, k)

@@ -100,20 +100,19 @@ def test_comparison_cost_matches_docstring():
     words = [p.comm.stats.bytes_sent / 8 / 1000 for p in parties]
     assert rounds == [5, 5, 5]  # table OT, 2 AND levels + the table gate (4 levels), injection
     # the sender role rotates over the batch: every party sends the same (costs.ltz)
-    assert words[0] == words[1] == words[2] == (D.msb_cost(1000, D.WIDE)[1] + D.inject_cost(1000)[1]) / 1000
-    assert 8 < words[0] < 9.5
+    assert words[0] == words[1] == words[2] == D.ltz_cost(1000, D.WIDE)[1] / 1000
+    assert 7.5 < words[0] < 8.5
 
 
 def test_eq_and_relu_costs_match_the_table():
     x = torch.randint(-(2**40), 2**40, (999,))
     pairs = share(x)
-    eq = D.msb_cost(999, D.Digits(64, 0, (8,) * 8), "eq")
-    lt = D.msb_cost(999, D.WIDE)
-    inj = D.inject_cost(999)
-    for fn, (rounds, words) in ((C.eqz, (eq[0] + 1, eq[1] + inj[1])), (C.relu, (lt[0] + 2, lt[1] + inj[1] + 999))):
+    eq = D.ltz_cost(999, D.Digits(64, 0, (8,) * 8), "eq")
+    lt = D.ltz_cost(999, D.WIDE)
+    for fn, (rounds, words) in ((C.eqz, eq), (C.relu, (lt[0] + 1, lt[1] + 999))):
         parties = make_parties()
         run_parties(lambda p, pr, fn=fn: fn(from_pair(p, pr)), [(pr,) for pr in pairs], parties=parties)
-        assert [p.comm.stats.rounds for p in parties] == [rounds] * 3 == [eq[0] + 1 if fn is C.eqz else 6] * 3
+        assert [p.comm.stats.rounds for p in parties] == [rounds] * 3 == [4 if fn is C.eqz else 6] * 3
         assert [p.comm.stats.bytes_sent for p in parties] == [8 * words] * 3
 
 

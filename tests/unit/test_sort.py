@@ -200,6 +200,6 @@ def test_narrow_order_topk_ties_by_position_and_cost():
         T.secure_topk(from_pair(p, a, 0), from_pair(p, b, 0), 10, order=order)
         return (p.comm.stats.snapshot() - s0).rounds
 
-    plan = T.merge_plan(1100, 10, order.r_lt)
+    plan = T.merge_plan(1100, 10, order.r_lt, order.round_comparisons)
     assert run_parties(body, [(x[i], pid[i]) for i in range(3)]) == [sum(order.r_lt + (1 if m == 2 else 3)
                                                                            for m in plan)] * 3

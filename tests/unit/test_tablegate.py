@@ -37,7 +37,7 @@ def test_gate_matches_plaintext(k, n):
 
     def run(p, pr):
         lo, hi = pr
-        return TG.gate([BooleanShares(p, lo[f], hi[f]) for f in range(k)], n, truth)
+        return TG.gate([BooleanShares(p, lo[f], hi[f]) for f in range(k)], n, truth)[0]
 
     outs = run_parties(lambda p, pr: run(p, pr), [(pr,) for pr in pairs], parties=parties)
     got = _unslice(outs[0].lo ^ outs[0].hi ^ outs[1].hi, n)
@@ -48,6 +48,35 @@ def test_gate_matches_plaintext(k, n):
     for p in parties:
         assert p.comm.stats.rounds == rounds == 1
         assert p.comm.stats.bytes_sent == 8 * words
+
+
+@pytest.mark.parametrize("n", [3, 300, 1002])
+def test_gate_with_xor_and_early_injection(n):
+    """``xor_in`` is xored into the output; ``early`` + ``b2a.late`` give its arithmetic 0/1 at 1 word per element."""
+    from protocols import b2a as B2A
+
+    gen = torch.Generator().manual_seed(n)
+    truth = tuple(bool(v) for v in torch.randint(0, 2, (64,), generator=gen))
+    bits = torch.randint(0, 2, (7, n), generator=gen)  # 6 inputs and the xor
+    pairs = _xor_shares(_slice(bits), gen)
+    parties = make_parties()
+
+    def run(p, pr):
+        lo, hi = pr
+        before = p.comm.stats.snapshot()
+        out, st = TG.gate([BooleanShares(p, lo[f], hi[f]) for f in range(6)], n, truth, BooleanShares(p, lo[6], hi[6]),
+                          early=True)
+        arith = B2A.late(out, n, st)
+        return out, arith, p.comm.stats.snapshot() - before
+
+    outs = run_parties(run, [(pr,) for pr in pairs], parties=parties)
+    idx = (bits[:6] << torch.arange(6).view(-1, 1)).sum(0)
+    want = torch.tensor(truth, dtype=torch.int64)[idx] ^ bits[6]
+    assert torch.equal(_unslice(outs[0][0].lo ^ outs[0][0].hi ^ outs[1][0].hi, n), want)
+    assert torch.equal(outs[0][1].lo + outs[0][1].hi + outs[1][1].hi, want)
+    for _, _, d in outs:
+        assert d.rounds == 2 and d.bytes_sent == 8 * (TG.gate_cost(n, early=True)[1] + 2 * (n // 3))
+        assert d.bytes_sent == 8 * (TG.gate_cost(n)[1] + B2A.cost(n)[1])
 
 
 def test_gate_rejects_bad_tables():
