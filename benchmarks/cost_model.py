@@ -52,6 +52,7 @@ OPERATIONS = {
     "reshare_truncate": "product+truncate", "truncate_exact": "truncation", "truncate": "truncation",
     "rsqrt_parts": "rsqrt", "_octave_onehot": "rsqrt",
     "bit_mul": "bit x value (fused)", "mul_and_inject": "bit x value + injection (fused)",
+    "late": "bit injection", "late_part": "bit injection",
 }
 
 

@@ -103,15 +103,22 @@ def clamp(x: ArithmeticShares, lo: float, hi: float, lanes: Lanes = EXACT) -> Ar
     With the boolean bits ``b1 = [x < lo]``, ``b2 = [x > hi]`` (exclusive for ``hi - lo >= 2**-9``),
     ``s = 1 ^ b1 ^ b2`` (local) is ``[lo <= x <= hi]`` and the result is ``s x + lo b1 + hi b2``:
     the bit product ``s x`` and the injection of ``b2`` (and ``b1`` unless ``lo = 0``) share ONE
-    round, the rest is local. Elements per party (``costs.bounded_clamp``): the signs of ``2 n``,
-    then ``4 n + 2 n`` (``+ 2 n`` when ``lo != 0``). Needs ``|x - lo|, |x - hi| < lanes.bound``;
+    round, the rest is local. The injection is ``b2a``'s (its first message rides on the signs' last
+    round) for layouts of 3 digits or more, else ``digits.inject``. Elements per party
+    (``costs.bounded_clamp``): the signs of ``2 n``, then ``4 n`` for ``s x`` and 1 word per injected
+    bit (2 with ``digits.inject``). Needs ``|x - lo|, |x - hi| < lanes.bound``;
     with ``FAST`` the output is within ``2**-9`` of the clamp.
     """
     n = x.shape[0]
-    bits = D.msb(cat([x - lo, (-x) + hi]), lanes)
-    s = bits[:n] ^ bits[n:] ^ 1
     e_lo, e_hi = round(lo * 2**x.frac_bits), round(hi * 2**x.frac_bits)  # public ends at x's scale
-    prod, b = BM.mul_and_inject(s, x, bits if e_lo else bits[n:])
+    d = cat([x - lo, (-x) + hi])
+    rng = (0 if e_lo else n, 2 * n)  # the bits to inject: b2 (and b1 when lo != 0)
+    if len(lanes.widths) > 2:  # their injection by b2a: first message with the signs' last round
+        bits, root, st = D.msb_early(d, lanes, rng)
+        prod, b = BM.mul_and_inject(bits[:n] ^ bits[n:] ^ 1, x, None, (root, 2 * n + (-2 * n % 3), st, rng))
+    else:
+        bits = D.msb(d, lanes)
+        prod, b = BM.mul_and_inject(bits[:n] ^ bits[n:] ^ 1, x, bits[rng[0] : rng[1]])
     assert b is not None
     if e_lo:
         b1, b2 = b[:n], b[n:]

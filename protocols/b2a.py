@@ -27,39 +27,60 @@ from .rotate import pad3, part_words, rotated_round, unpack
 from .sharing import ArithmeticShares, BooleanShares
 
 
-def early(p, q: int, nc: int, t_words: torch.Tensor | None = None):
-    """This party's part of the first message (role ``q`` in a part of ``nc`` elements): ``(to_next, n_from_prev,
-    state)``; the sender passes its ``t`` bit-sliced ``[1, wc]``, role 1 keeps the ``y`` it receives as state."""
+def span(e0: int, e1: int, rng: tuple[int, int] | None) -> tuple[int, int]:
+    """The elements of ``rng`` (all when ``None``) inside the part ``[e0, e1)``, as offsets into the part."""
+    if rng is None:
+        return 0, e1 - e0
+    s0, s1 = max(e0, rng[0]), min(e1, rng[1])
+    return (s0 - e0, s1 - e0) if s1 > s0 else (0, 0)
+
+
+def early(p, q: int, nc: int, t_words: torch.Tensor | None = None, sub: tuple[int, int] | None = None):
+    """This party's part of the first message (role ``q`` in a part of ``nc`` elements, for its elements
+    ``sub``): ``(to_next, n_from_prev, state)``; the sender passes its ``t`` bit-sliced ``[1, wc]``, role 1
+    keeps the ``y`` it receives as state."""
+    s0, s1 = sub or (0, nc)
     if q == 0:
         assert t_words is not None
-        x_r = p.prg_prev.int64((nc,))
-        return unpack(t_words, nc)[0] - x_r, 0, None
+        x_r = p.prg_prev.int64((s1 - s0,))
+        return unpack(t_words, nc)[0][s0:s1] - x_r, 0, None
     if q == 1:
-        return None, nc, None
-    return None, 0, p.prg_next.int64((nc,))
+        return None, s1 - s0, None
+    return None, 0, p.prg_next.int64((s1 - s0,))
 
 
-def late(bits: BooleanShares, n: int, states: list) -> ArithmeticShares:
-    """Arithmetic 0/1 of the bit-sliced bits ``[W]`` over ``n`` elements (a multiple of 3); ``states[r]``:
-    this party's :func:`early` state in part ``r`` (``y`` for role 1, ``x_r`` for role 2). Cost: 1 round."""
+def late_part(p, q: int, nc: int, lo: torch.Tensor, hi: torch.Tensor, state, sub: tuple[int, int] | None = None):
+    """Role ``q``'s message of :func:`late` in one part (bit-sliced words ``lo, hi`` of the part): the
+    ``(to_next, to_prev, n_from_next, n_from_prev, finish)`` of ``rotate.rotated_round``."""
+    s0, s1 = sub or (0, nc)
+    m = s1 - s0
+    if not m:  # nothing of this part to inject: no message (an empty one would not be expected)
+        empty = torch.zeros(0, dtype=torch.int64)
+        return None, None, 0, 0, lambda fn_, fp_: (empty, empty)
+    if q == 0:
+        return None, None, m, m, lambda fn_, fp_: (fp_, fn_)
+    if q == 1:
+        c = unpack(hi.unsqueeze(0), nc)[0][s0:s1]
+        z, zp = p.prg_next.int64((m,)), p.prg_next.int64((m,))
+        gamma = (1 - 2 * c) * state + zp
+        return None, gamma, 0, 0, lambda fn_, fp_: (gamma, z)
+    c = unpack(lo.unsqueeze(0), nc)[0][s0:s1]
+    z, zp = p.prg_prev.int64((m,)), p.prg_prev.int64((m,))
+    alpha = c + (1 - 2 * c) * state - z - zp
+    return alpha, None, 0, 0, lambda fn_, fp_: (z, alpha)
+
+
+def late(bits: BooleanShares, n: int, states: list, rng: tuple[int, int] | None = None) -> ArithmeticShares:
+    """Arithmetic 0/1 of the bit-sliced bits ``[W]`` over ``n`` elements (a multiple of 3), or of the elements
+    ``rng`` only; ``states[r]``: this party's :func:`early` state in part ``r`` (``y`` for role 1, ``x_r`` for
+    role 2). Cost: 1 round; with :func:`early`, one word per injected element per party."""
     p = bits.party
     words = part_words(n)
 
     def prepare(q: int, e0: int, e1: int):
-        nc = e1 - e0
         r = (p.id - q) % 3
         w0, wc = words[r]
-        if q == 0:
-            return None, None, nc, nc, lambda fn_, fp_: (fp_, fn_)
-        if q == 1:
-            c = unpack(bits.hi[w0 : w0 + wc].unsqueeze(0), nc)[0]
-            z, zp = p.prg_next.int64((nc,)), p.prg_next.int64((nc,))
-            gamma = (1 - 2 * c) * states[r] + zp
-            return None, gamma, 0, 0, lambda fn_, fp_: (gamma, z)
-        c = unpack(bits.lo[w0 : w0 + wc].unsqueeze(0), nc)[0]
-        z, zp = p.prg_prev.int64((nc,)), p.prg_prev.int64((nc,))
-        alpha = c + (1 - 2 * c) * states[r] - z - zp
-        return alpha, None, 0, 0, lambda fn_, fp_: (z, alpha)
+        return late_part(p, q, e1 - e0, bits.lo[w0 : w0 + wc], bits.hi[w0 : w0 + wc], states[r], span(e0, e1, rng))
 
     res = rotated_round(p, n, prepare)
     return ArithmeticShares(p, torch.cat([r[0] for r in res]), torch.cat([r[1] for r in res]), 0)

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import torch
 
+from . import b2a as B2A
 from .rotate import chunks as _chunks
 from .rotate import pad3 as _pad3
+from .rotate import part_words
 from .rotate import rotated_round as _rotated_round
 from .sharing import ArithmeticShares, BooleanShares
 
@@ -52,12 +54,15 @@ def bit_mul(b: BooleanShares, y: ArithmeticShares) -> ArithmeticShares:
     return mul_and_inject(b, y, None)[0]
 
 
-def mul_and_inject(b: BooleanShares, y: ArithmeticShares, c: BooleanShares | None
+def mul_and_inject(b: BooleanShares, y: ArithmeticShares, c: BooleanShares | None,
+                   late: tuple[BooleanShares, int, list, tuple[int, int]] | None = None
                    ) -> tuple[ArithmeticShares, ArithmeticShares | None]:
     """``(b * y, [c])``: :func:`bit_mul` and the injection of the bits ``c`` (any size; ``compare.bit_inject``,
-    one OT with the value 1: an integer 0/1 sharing) in ONE round.
+    one OT with the value 1: an integer 0/1 sharing) in ONE round. Or, with ``late = (root, n, states, rng)``
+    from ``digits.msb_early``, the second round of ``b2a`` for the elements ``rng`` in the same round.
 
-    Cost: 1 round; elements per party :func:`bit_mul_cost` of ``y`` plus :func:`inject_cost` of ``c``."""
+    Cost: 1 round; elements per party :func:`bit_mul_cost` of ``y`` plus ``digits.inject_cost`` of ``c``
+    (or ``2/3`` word per element of ``rng``: with the earlier third, ``b2a.cost``)."""
     p = b.party
     blo, bhi, ylo, yhi = _pad3(b.lo & 1), _pad3(b.hi & 1), _pad3(y.lo), _pad3(y.hi)
     clo = _pad3(c.lo & 1) if c is not None else None
@@ -77,6 +82,13 @@ def mul_and_inject(b: BooleanShares, y: ArithmeticShares, c: BooleanShares | Non
             f0, f1 = cparts[(p.id - q) % 3]
             cl, ch = clo[f0:f1], chi[f0:f1]
             parts.append(_ot(p, q, cl ^ ch, 1, ch if q == 1 else cl, f1 - f0))
+        elif late is not None:
+            root, n2, states, rng = late
+            r = (p.id - q) % 3
+            w0, wc = part_words(n2)[r]
+            f0, f1 = _chunks(n2)[r]
+            parts.append(B2A.late_part(p, q, f1 - f0, root.lo[w0 : w0 + wc], root.hi[w0 : w0 + wc], states[r],
+                                       B2A.span(f0, f1, rng)))
         to_next = [x[0] for x in parts if x[0] is not None]
         to_prev = [x[1] for x in parts if x[1] is not None]
 
@@ -95,12 +107,11 @@ def mul_and_inject(b: BooleanShares, y: ArithmeticShares, c: BooleanShares | Non
     n = y.numel()
     lo = torch.cat([r[0] for r in res])[:n].view(y.shape)
     hi = torch.cat([r[1] for r in res])[:n].view(y.shape)
-    if c is None:
+    if c is None and late is None:
         return ArithmeticShares(p, lo, hi, y.frac_bits), None
-    m = c.numel()
-    injected = ArithmeticShares(p, torch.cat([r[2] for r in res])[:m].view(c.shape),
-                                torch.cat([r[3] for r in res])[:m].view(c.shape), 0)
-    return ArithmeticShares(p, lo, hi, y.frac_bits), injected
+    m = c.numel() if c is not None else late[3][1] - late[3][0]  # type: ignore[index]
+    injected = ArithmeticShares(p, torch.cat([r[2] for r in res])[:m], torch.cat([r[3] for r in res])[:m], 0)
+    return ArithmeticShares(p, lo, hi, y.frac_bits), injected.reshape(*c.shape) if c is not None else injected
 
 
 def bit_mul_cost(n: int) -> tuple[int, int]:

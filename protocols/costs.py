@@ -136,8 +136,11 @@ def bounded_relu(n: int, spec: D.Digits) -> Cost:
 
 def bounded_clamp(n: int, spec: D.Digits, lo_zero: bool = True) -> Cost:
     """``approx.clamp``: both signs of ``n`` elements in one batched ``digits.msb``, then ONE round with
-    the bit product ``s x`` and the injection of ``b2`` (and of ``b1`` unless ``lo = 0``)."""
-    return digit_msb(2 * n, spec) + bit_mul(n) + Cost(0, *(2 * [D.inject_cost(n if lo_zero else 2 * n)[1]]))
+    the bit product ``s x`` and the injection of ``b2`` (and of ``b1`` unless ``lo = 0``): ``b2a``, 1 word
+    per bit, for layouts of 3 digits or more, else ``digits.inject``."""
+    m = n if lo_zero else 2 * n
+    inj = m if len(spec.widths) > 2 else D.inject_cost(m)[1]
+    return digit_msb(2 * n, spec) + bit_mul(n) + Cost(0, inj, inj)
 
 
 def l2_normalize(rows: int, dim: int, octaves: int) -> Cost:

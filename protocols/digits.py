@@ -222,8 +222,8 @@ def _digit_bits(x: ArithmeticShares, spec: Digits, kind: str, early: bool = Fals
     return out, ([r[2] for r in res] if early else None)
 
 
-def _tree(bits: BooleanShares, spec: Digits, kind: str, n: int,
-          early: bool = False) -> tuple[BooleanShares, list | None]:
+def _tree(bits: BooleanShares, spec: Digits, kind: str, n: int, early: bool = False,
+          rng: tuple[int, int] | None = None) -> tuple[BooleanShares, list | None]:
     """Step 2: combine the digit groups pairwise, one AND round per level, down to at most 4 groups;
     3 or 4 groups go to the root in ONE ``tablegate`` round (the last two levels at once). Returns ``[W]``."""
     fields = _fields(spec, kind)
@@ -262,9 +262,9 @@ def _tree(bits: BooleanShares, spec: Digits, kind: str, n: int,
         return groups[0][0], None
     n3 = n + (-n % 3)
     if kind == "eq":
-        return TG.gate([g for g, _ in groups], n3, _and_truth(len(groups)), early=early)
+        return TG.gate([g for g, _ in groups], n3, _and_truth(len(groups)), early=early, rng=rng)
     ins = [groups[0][0]] + [b for g, pr in groups[1:-1] for b in (g, pr)] + [groups[-1][1]]
-    return TG.gate([b for b in ins if b is not None], n3, _carry_truth(len(groups)), groups[-1][0], early)
+    return TG.gate([b for b in ins if b is not None], n3, _carry_truth(len(groups)), groups[-1][0], early, rng)
 
 
 @cache
@@ -302,6 +302,18 @@ def msb(x: ArithmeticShares, spec: Digits = FULL) -> BooleanShares:
 
     Cost: ``spec.rounds`` rounds (:func:`msb_cost`)."""
     return _unslice(_root(x, spec, "cmp", False)[0], x.numel()).reshape(x.shape)
+
+
+def msb_early(x: ArithmeticShares, spec: Digits, rng: tuple[int, int]) -> tuple[BooleanShares, BooleanShares, list]:
+    """:func:`msb` whose last round (the table gate: ``spec`` of 3 digits or more) also carries ``b2a.early``
+    for the flat elements ``rng``: ``(bits like x, bit-sliced root [W], states)`` for ``b2a.late(root, n
+    padded to 3, states, rng)`` one round later. Cost: :func:`msb_cost` plus ``b2a`` (1 word per element)."""
+    if len(spec.widths) < 3:
+        raise ValueError("msb_early needs the table gate (3 digits or more)")
+    n = x.numel()
+    root, st = _tree(_digit_bits(x, spec, "cmp")[0], spec, "cmp", n, True, rng)
+    assert st is not None
+    return _unslice(root, n).reshape(x.shape), root, st
 
 
 def _root(x: ArithmeticShares, spec: Digits, kind: str, early: bool) -> tuple[BooleanShares, list | None]:

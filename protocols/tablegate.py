@@ -50,11 +50,11 @@ def _index(bits: torch.Tensor, nc: int) -> torch.Tensor:
 
 
 def gate(inputs: list[BooleanShares], n: int, truth: tuple[bool, ...], xor_in: BooleanShares | None = None,
-         early: bool = False) -> tuple[BooleanShares, list | None]:
+         early: bool = False, rng: tuple[int, int] | None = None) -> tuple[BooleanShares, list | None]:
     """RSS of ``truth[sum_f x_f << f] ^ xor_in`` for bit-sliced inputs ``x_f`` ``[W]`` over ``n`` elements
     (``n`` a multiple of 3, the parts of :mod:`protocols.rotate`). Cost: :func:`gate_cost`. With ``early``
-    the round also carries :func:`protocols.b2a.early` for the output (its per-part states are returned
-    for ``b2a.late``), else ``None``."""
+    the round also carries :func:`protocols.b2a.early` for the output elements ``rng`` (default all; its
+    per-part states are returned for ``b2a.late``), else ``None``."""
     k = len(inputs)
     if not 1 <= k <= MAX_INPUTS or len(truth) != 1 << k:
         raise ValueError(f"gate: 1..{MAX_INPUTS} inputs and a truth table of 2**k entries")
@@ -79,16 +79,17 @@ def gate(inputs: list[BooleanShares], n: int, truth: tuple[bool, ...], xor_in: B
             to1 = row ^ pads1
             if early:
                 t = a ^ b if xor_in is None else a ^ b ^ (xor_in.lo ^ xor_in.hi)[w0 : w0 + wc].view(1, wc)
-                to1 = torch.cat([to1, B2A.early(p, 0, nc, t)[0]])
+                to1 = torch.cat([to1, B2A.early(p, 0, nc, t, B2A.span(e0, e1, rng))[0]])
             return to1, row ^ pads2, 0, 0, lambda fn_, fp_: (a, b, None)
         if q == 1:
             b, pads2 = p.prg_prev.int64((1, wc)), p.prg_prev.int64((nc,))
             c = _index(hi, nc)
-            return picked(pads2, c), None, wc, nc * (1 + early), lambda fn_, fp_: (
+            m = B2A.early(p, 1, nc, None, B2A.span(e0, e1, rng))[1] if early else 0
+            return picked(pads2, c), None, wc, nc + m, lambda fn_, fp_: (
                 b, picked(fp_[:nc], c) ^ fn_.view(1, wc), fp_[nc:] if early else None)
         a, pads1 = p.prg_next.int64((1, wc)), p.prg_next.int64((nc,))
         c = _index(lo, nc)
-        st = B2A.early(p, 2, nc)[2] if early else None
+        st = B2A.early(p, 2, nc, None, B2A.span(e0, e1, rng))[2] if early else None
         return None, picked(pads1, c), nc, wc, lambda fn_, fp_: (picked(fn_, c) ^ fp_.view(1, wc), a, st)
 
     res = rotated_round(p, n, prepare)

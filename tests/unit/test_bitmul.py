@@ -77,3 +77,20 @@ def test_clamp_with_both_ends_nonzero():
     t = torch.randn(2000, dtype=torch.float64) * 4
     out = evaluate(lambda a: approx.clamp(a, -1.5, 2.25, approx.FAST), t)
     assert (out - t.clamp(-1.5, 2.25)).abs().max() <= 2**-9 + 2**-15
+
+
+def test_clamp_costs_with_b2a_and_with_two_digit_signs():
+    """Gated layouts inject by b2a (1 word per bit, first message in the gate round); two digits fall back to
+    digits.inject (2 words). Both match torch and costs.bounded_clamp."""
+    from protocols import costs
+
+    t = torch.randn(600, dtype=torch.float64) * 4
+    for spec in (approx.FAST, D.Digits(20, 7, (10, 10))):
+        for lo in (0.0, -1.0):
+            parties = make_parties()
+            out = evaluate(lambda a, spec=spec, lo=lo: approx.clamp(a, lo, 6.0, spec), t, parties=parties)
+            assert (out - t.clamp(lo, 6.0)).abs().max() <= 2**-9 + 2**-15
+            want = costs.bounded_clamp(600, spec, lo == 0.0)
+            for p in parties:
+                assert p.comm.stats.rounds - 1 == want.rounds  # + the reveal
+    assert costs.bounded_clamp(600, approx.FAST).sent_p0 == D.msb_cost(1200, approx.FAST)[1] + 4 * 600 + 600
