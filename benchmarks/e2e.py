@@ -50,9 +50,11 @@ the servers, reconstruct), ``in_process_query_s`` (the same ``servers.query.run_
 on the same stored shares with three in-process parties), ``rounds_per_query``,
 ``cnn_rounds``, ``search_rounds``, ``bytes_per_party_per_query`` (mean over servers; also
 ``bytes_max_party_per_query``), ``predicted_query_s`` and ``recall_at_10_vs_exact``,
-plus the upload, retrieve and distractor figures. With ``--concurrency`` it also prints, per RTT and level c, one line
-(``"line": "concurrency"``) with the queries/s of c clients each running one query at the
-same time (refused sessions are retried, bounded, and counted). One ``"line": "breakdown"``
+plus the upload, retrieve and distractor figures. With ``--concurrency`` it also prints,
+per RTT and level c, one line (``"line": "concurrency"``) with the queries/s of c clients
+each running one query at the same time (refused sessions are retried, bounded, and
+counted), after all RTT lines, lowest level first (at n = 1M the 16 sessions per server
+are the memory peak). One ``"line": "breakdown"``
 gives the rounds and bytes of every protocol step of one query (in-process profile), and
 one ``"line": "direct"`` the rtt-0 figures with the servers restarted WITHOUT the proxy
 (what gRPC + TLS alone add to the in-process query).
@@ -525,16 +527,23 @@ def _run(a: argparse.Namespace, log, emit, threads: int) -> None:
             for rtt in rtts:
                 emit({"line": "rtt", "rtt_ms": rtt, "bandwidth_mbps": a.bandwidth_mbps, **base, **run.measure(rtt),
                       **extra})
-                if rtt in conc_rtts and a.concurrency:
-                    run.inproc.states = []  # free the in-process copy of the three servers' shares meanwhile:
-                    gc.collect()  # at n = 1M, d = 128 it is 6 GB, and 16 sessions per server need the memory
-                    for level in a.concurrency:
+            if not a.concurrency:
+                return
+            # after every RTT line, lowest level first: the biggest (memory) comes last
+            run.inproc.states = []  # the in-process reference is not needed any more
+            gc.collect()
+            for level in sorted(a.concurrency):
+                for rtt in sorted(conc_rtts):
+                    wan.set_delay(rtt / 2000.0)
+                    try:
                         r = concurrent_queries(lc.client_config, images, level, a.k, a.nprobe)
-                        log(f"rtt {rtt} ms, {level} clients: {r['queries_per_s']} queries/s")
-                        emit({"line": "concurrency", "rtt_ms": rtt, "bandwidth_mbps": a.bandwidth_mbps, **base,
-                              **r, "server_max_sessions": a.max_sessions,
-                              "load_avg_1m": round(os.getloadavg()[0], 2)})
-                    run.inproc = InProcess(root)
+                    except Exception as exc:  # noqa: BLE001 - e.g. a server OOM-killed: report, keep the lines
+                        emit({"line": "concurrency", "rtt_ms": rtt, "clients": level, "error": f"{exc!r}"[:300]})
+                        return
+                    log(f"rtt {rtt} ms, {level} clients: {r['queries_per_s']} queries/s")
+                    emit({"line": "concurrency", "rtt_ms": rtt, "bandwidth_mbps": a.bandwidth_mbps, **base,
+                          **r, "server_max_sessions": a.max_sessions,
+                          "load_avg_1m": round(os.getloadavg()[0], 2)})
 
 
 class Runner:
