@@ -12,6 +12,7 @@ from protos.trivault.v1 import trivault_pb2_grpc as pbg
 from wire.tls import caller_server_id
 
 from .node import Node
+from .peer_comm import SessionSet
 from .peer_keys import public_bytes
 
 log = logging.getLogger("trivault.peer")
@@ -40,10 +41,12 @@ class PeerServicer(pbg.PeerServicer):
         """Receive one peer's protocol messages until its stream ends."""
         peer = self._peer(context)
         log.info("link %d->%d open", peer, self.node.id)
+        carried = SessionSet()  # sessions this stream delivered: they fail if it breaks
         try:
             for msg in request_iterator:
                 if msg.sender != peer:
                     context.abort(grpc.StatusCode.PERMISSION_DENIED, "sender id does not match the certificate")
+                carried.add(msg.session_id)
                 try:
                     self.node.router.deliver(msg)
                 except CommError as exc:
@@ -52,7 +55,7 @@ class PeerServicer(pbg.PeerServicer):
             pass
         finally:
             log.info("link %d->%d closed", peer, self.node.id)
-            self.node.router.peer_down(peer)
+            self.node.router.peer_down(peer, carried.items())
         return pb.Ack(ok=True)
 
     def TxnStatus(self, request: pb.TxnRequest, context: grpc.ServicerContext) -> pb.TxnReply:

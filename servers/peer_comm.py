@@ -5,9 +5,11 @@ the peers' streams in its ``Link`` servicer. Every message carries ``(session_id
 where ``seq`` counts messages on that session's directed link; protocols send in a
 deterministic order, so the receiver files early arrivals in a dict until the protocol
 asks for them (MPyC's program-counter idea). Tensors above ``PEER_CHUNK_BYTES`` travel as
-several chunks. A peer whose stream breaks, or that aborts the session, makes every
-waiting receive fail with ``CommError`` at once; otherwise a receive fails after the
-timeout. Pairwise PRF keys come from X25519 (static key per server) + HKDF, with the
+several chunks. A stream that breaks while it carries a session's messages (in either
+direction), or a peer that aborts the session, makes every receive of that session fail
+with ``CommError`` at once; a stream break does not touch sessions it did not carry (a
+peer that restarted between two queries costs nothing), and any other loss is named by
+the receive timeout. Pairwise PRF keys come from X25519 (static key per server) + HKDF, with the
 public keys exchanged by ``Peer.Hello`` over mutual TLS: no dealer.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import collections.abc
 import logging
 import threading
 import time
@@ -58,6 +61,7 @@ class PeerRouter:
         self._aborted: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._faulted: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._closed: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._lost: collections.OrderedDict[str, int] = collections.OrderedDict()  # session -> peer
         self._epoch = {0: 0, 1: 0, 2: 0}
         self._max, self._remember = max_buffered_sessions, max_remembered
         self._first_seen: dict[str, float] = {}
@@ -86,10 +90,18 @@ class PeerRouter:
         with self._cv:
             return self._epoch[peer]
 
-    def peer_down(self, peer: int) -> None:
-        """A stream from/to ``peer`` broke: waiting receives from it fail."""
+    def peer_down(self, peer: int, sessions: collections.abc.Iterable[str] = ()) -> None:
+        """A stream from/to ``peer`` broke while carrying messages of ``sessions``: every
+        receive of those sessions (not yet closed here) fails at once. Other sessions, and
+        sessions that start later, are not affected: their messages travel on a new stream."""
         with self._cv:
             self._epoch[peer] += 1
+            for sid in sessions:
+                if sid not in self._closed:
+                    self._lost[sid] = peer
+                    self._lost.move_to_end(sid)
+            while len(self._lost) > self._remember:
+                self._lost.popitem(last=False)
             self._cv.notify_all()
 
     def _note_abort(self, sid: str, frm: int) -> None:
@@ -158,7 +170,7 @@ class PeerRouter:
         seen.add(seq)
         return torch.frombuffer(buf, dtype=torch.int64).view(shape) if n else torch.zeros(shape, dtype=torch.int64)
 
-    def wait(self, sid: str, frm: int, seq: int, timeout_s: float, epoch: int) -> torch.Tensor:
+    def wait(self, sid: str, frm: int, seq: int, timeout_s: float) -> torch.Tensor:
         """Block until message ``seq`` of ``sid`` from ``frm`` arrives; CommError on timeout/failure."""
         deadline = time.monotonic() + timeout_s
         with self._cv:
@@ -170,8 +182,8 @@ class PeerRouter:
                     raise CommError(self._faulted[sid])
                 if sid in self._aborted:
                     raise CommError(f"session {sid}: server {self._aborted[sid]} aborted the query")
-                if self._epoch[frm] != epoch:
-                    raise CommError(f"session {sid}: lost the connection to server {frm}")
+                if sid in self._lost:
+                    raise CommError(f"session {sid}: lost the connection to server {self._lost[sid]}")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise CommError(f"session {sid}: no message from server {frm} within {timeout_s:.0f} s")
@@ -197,6 +209,7 @@ class PeerRouter:
         self._free(sid)
         self._aborted.pop(sid, None)
         self._faulted.pop(sid, None)
+        self._lost.pop(sid, None)
         self._active.discard(sid)
         self._closed[sid] = None
         while len(self._closed) > self._remember:
@@ -212,6 +225,29 @@ def tensor_messages(sid: str, seq: int, sender: int, t: torch.Tensor,
     return [pb.PeerMsg(session_id=sid, seq=seq, sender=sender, shape=list(t.shape),
                        data=bytes(data[c * chunk_bytes:(c + 1) * chunk_bytes]), chunk=c, n_chunks=n)
             for c in range(n)]
+
+
+class SessionSet:
+    """The most recent ``limit`` session ids seen on one stream (older sessions have ended:
+    at most ``PeerRouter.max_buffered_sessions`` run at once)."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._ids: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def add(self, sid: str) -> None:
+        """Note that ``sid`` travelled on this stream."""
+        with self._lock:
+            self._ids[sid] = None
+            self._ids.move_to_end(sid)
+            while len(self._ids) > self._limit:
+                self._ids.popitem(last=False)
+
+    def items(self) -> list[str]:
+        """A snapshot of the ids."""
+        with self._lock:
+            return list(self._ids)
 
 
 class AioLoop:
@@ -246,6 +282,7 @@ class PeerLink:
         self._achannel: grpc.aio.Channel | None = None
         self._q: asyncio.Queue | None = None
         self._writer: asyncio.Task | None = None
+        self._sids: SessionSet = SessionSet()  # sessions whose messages the current stream carries
 
     def send(self, msg: pb.PeerMsg) -> None:
         """Queue ``msg`` on the stream (opened on demand); returns at once."""
@@ -256,14 +293,17 @@ class PeerLink:
             if msg is _STOP:
                 return
             self._q = asyncio.Queue()
-            self._writer = self._aio.loop.create_task(self._run(self._q))
+            self._sids = SessionSet()
+            self._writer = self._aio.loop.create_task(self._run(self._q, self._sids))
+        if msg is not _STOP:
+            self._sids.add(msg.session_id)  # type: ignore[attr-defined]
         self._q.put_nowait(msg)
 
-    async def _run(self, q: asyncio.Queue) -> None:
+    async def _run(self, q: asyncio.Queue, sids: SessionSet) -> None:
         if self._achannel is None:
             self._achannel = grpc.aio.secure_channel(self._address, self._creds, options=GRPC_OPTIONS)
         call = pbg.PeerStub(self._achannel).Link()
-        watcher = asyncio.ensure_future(self._watch(call))
+        watcher = asyncio.ensure_future(self._watch(call, sids))
         try:
             while True:
                 msg = await q.get()
@@ -277,8 +317,8 @@ class PeerLink:
             if not watcher.done():
                 await asyncio.wait([watcher], timeout=1.0)
 
-    async def _watch(self, call) -> None:
-        """The stream ended: if with an error, the peer is down (waiting receives fail)."""
+    async def _watch(self, call, sids: SessionSet) -> None:
+        """The stream ended: if with an error, the sessions it carried fail (their messages may be lost)."""
         try:
             await call
             return
@@ -286,7 +326,7 @@ class PeerLink:
             if exc.code() == grpc.StatusCode.CANCELLED and self._q is None:
                 return
         log.info("link %d->%d closed", self.me, self.peer)
-        self.router.peer_down(self.peer)
+        self.router.peer_down(self.peer, sids.items())
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
 
@@ -322,7 +362,6 @@ class GrpcComm(Comm):
         self._router, self._links, self._timeout = router, links, timeout_s
         self._send_seq = {self.next_id: 0, self.prev_id: 0}
         self._recv_seq = {self.next_id: 0, self.prev_id: 0}
-        self._epochs = {p: router.epoch(p) for p in (self.next_id, self.prev_id)}
         router.open_session(session_id)
 
     def _send(self, to: int, tensor: torch.Tensor) -> None:
@@ -333,7 +372,7 @@ class GrpcComm(Comm):
     def _recv(self, frm: int) -> torch.Tensor:
         seq = self._recv_seq[frm]
         self._recv_seq[frm] = seq + 1
-        return self._router.wait(self.session_id, frm, seq, self._timeout, self._epochs[frm])
+        return self._router.wait(self.session_id, frm, seq, self._timeout)
 
     def abort(self) -> None:
         """Tell both peers this session failed here, so they stop waiting."""

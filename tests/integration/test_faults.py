@@ -287,3 +287,14 @@ def test_a_replayed_peer_message_aborts_the_query_naming_the_sender(cluster, cli
         cluster.kill(1)
         cluster.commands.pop(1, None)
         cluster.start(1)
+
+
+def test_first_query_after_a_peer_restart_succeeds(cluster, client):
+    """kill -9 of server 1 and an immediate restart: its peers' streams to the old process are
+    stale; the first query must not fail with 'lost the connection to server 1'."""
+    before = client.search_results(cluster.images[3], k=2)[0].ids
+    for _ in range(2):
+        cluster.kill(1)
+        cluster.start(1)
+        with Client(cluster.client_config, progress=False) as c:
+            assert c.search_results(cluster.images[3], k=2)[0].ids == before

@@ -88,14 +88,19 @@ def test_peer_router_reassembles_chunks_out_of_order_sessions():
     for m in tensor_messages("s2", 0, 1, small) + tensor_messages("s1", 1, 1, small) + \
             tensor_messages("s1", 0, 1, big, chunk_bytes=3000):
         r.deliver(m)
-    assert torch.equal(r.wait("s1", 1, 0, 1.0, r.epoch(1)), big)
-    assert torch.equal(r.wait("s1", 1, 1, 1.0, r.epoch(1)), small)
-    assert torch.equal(r.wait("s2", 1, 0, 1.0, r.epoch(1)), small)
+    assert torch.equal(r.wait("s1", 1, 0, 1.0), big)
+    assert torch.equal(r.wait("s1", 1, 1, 1.0), small)
+    assert torch.equal(r.wait("s2", 1, 0, 1.0), small)
     from protocols.comm import CommError
 
     with pytest.raises(CommError, match="no message from server 1"):
-        r.wait("s1", 1, 2, 0.2, r.epoch(1))
-    e = r.epoch(2)
-    r.peer_down(2)
+        r.wait("s1", 1, 2, 0.2)
+    r.deliver(tensor_messages("s3", 0, 2, small)[0])
+    r.peer_down(2, ["s3"])  # a stream that carried s3 broke: s3 fails at once (even its delivered seq)
     with pytest.raises(CommError, match="lost the connection to server 2"):
-        r.wait("s3", 2, 0, 5.0, e)
+        r.wait("s3", 2, 1, 5.0)
+    r.peer_down(2, ["s2"])  # s2 is still open here (never closed): it fails too
+    with pytest.raises(CommError, match="lost the connection to server 2"):
+        r.wait("s2", 1, 1, 5.0)
+    r.deliver(tensor_messages("s4", 0, 2, small)[0])  # a session the broken stream did not carry
+    assert torch.equal(r.wait("s4", 2, 0, 1.0), small)

@@ -27,10 +27,10 @@ def test_abort_notices_of_refused_sessions_never_block_new_sessions():
     r.stale_after_s = 0.0  # sessions never opened here, older than the limit, make room
     r.deliver(tensor_messages("s10", 0, 1, torch.tensor([10]))[0])
     r.open_session("s10")
-    assert torch.equal(r.wait("s10", 1, 0, 1.0, r.epoch(1)), torch.tensor([10]))
+    assert torch.equal(r.wait("s10", 1, 0, 1.0), torch.tensor([10]))
     r.open_session("refused-999")  # an aborted session opened later fails at once
     with pytest.raises(CommError, match="server 2 aborted"):
-        r.wait("refused-999", 1, 0, 5.0, r.epoch(1))
+        r.wait("refused-999", 1, 0, 5.0)
 
 
 @pytest.mark.parametrize("attack", ["replay", "foreign-retagged", "bad-chunk", "short"])
@@ -40,7 +40,7 @@ def test_replayed_or_misplaced_messages_fault_the_session_naming_the_sender(atta
     big = torch.arange(1000, dtype=torch.int64)
     first = tensor_messages("s", 0, 1, torch.tensor([1, 2]))
     r.deliver(first[0])
-    assert torch.equal(r.wait("s", 1, 0, 1.0, r.epoch(1)), torch.tensor([1, 2]))  # consumed
+    assert torch.equal(r.wait("s", 1, 0, 1.0), torch.tensor([1, 2]))  # consumed
     if attack == "replay":  # the same message again (already consumed)
         bad = first
     elif attack == "foreign-retagged":  # another session's message 0, sent under this session's id
@@ -54,6 +54,6 @@ def test_replayed_or_misplaced_messages_fault_the_session_naming_the_sender(atta
         for m in bad:
             r.deliver(m)
     with pytest.raises(CommError, match="session s: server 1"):  # every later receive fails at once
-        r.wait("s", 1, 1, 5.0, r.epoch(1))
+        r.wait("s", 1, 1, 5.0)
     r.close_session("s")
     r.deliver(first[0])  # late messages of a closed session are ignored
