@@ -7,11 +7,13 @@ work of steps 1 and 4 moves to the actors of ``servers.shards``):
    ``q_i . (c_i + c_{i+1}) + q_{i+1} . c_i``; the driver concatenates them, adds
    ``||q||^2``, masks with the zero-sharing and runs the one reshare-and-truncate round of
    ``protocols.distance.secure_distance`` (1 round, ``Q C`` elements per party).
-2-3. ``secure_topk`` and the one-hot (``digits.eqz``) on the driver, unchanged.
+2-3. the top-nprobe and its one-hot on the driver, by ``protocols.search``'s own code (same
+   comparison layout, ``distance_order``).
 4. oblivious fetch: each shard returns ``a[:, range] @ X_i[range] + b[:, range] @ X_{i+1}[range]``
    (``a = e_i + e_{i+1}``, ``b = e_i``); the driver sums the partials in the ring (no
    interaction), adds the zero-sharing and reshares (1 round, ``Q nprobe B (d + 2)``).
-5-6. distances inside the fetched buckets and top-k on the driver, unchanged.
+5-6. distances inside the fetched buckets and top-k on the driver (``distance_order`` as in
+   ``secure_search``).
 
 Rounds and elements sent to the peers are exactly those of ``secure_search``; within the
 server each shard receives ``Q nprobe (C / N) 2`` and returns ``Q nprobe B (d + 2)`` ring
@@ -29,11 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from protocols import digits as D
 from protocols.arithmetic import reshare, reshare_truncate
 from protocols.distance import secure_distance
 from protocols.layout import RECORD_EXTRA
 from protocols.party import Party
+from protocols.search import _probe_onehot as probe_onehot
+from protocols.search import distance_order
 from protocols.sharing import ArithmeticShares, SharePair, public_shares
 from protocols.topk import secure_topk
 
@@ -118,14 +121,12 @@ class ShardedIndex:
             eye = torch.eye(n_c, dtype=torch.int64).expand(Q, n_c, n_c).contiguous()
             onehot = public_shares(party, eye)
         else:
-            cd = self._centroid_distance(query)
-            cid = public_shares(party, torch.arange(n_c, dtype=torch.int64).expand(Q, n_c).contiguous())
-            _, probe = secure_topk(cd, cid, nprobe, id_bits=n_c.bit_length() + 1)
-            onehot = D.eqz(probe.unsqueeze(-1) - torch.arange(n_c, dtype=torch.int64), D.eq_spec(n_c))
+            onehot = probe_onehot(party, self._centroid_distance(query), nprobe, sz["id_bits"])
         fetched = self._fetch(onehot.reshape(Q * nprobe, n_c)).reshape(Q, nprobe * B, d + RECORD_EXTRA)
         X = _columns(fetched, slice(0, d), f)
         dist = secure_distance(query, X, _columns(fetched, d, f))
-        dk, ik = secure_topk(dist, _columns(fetched, d + 1, 0), k, id_bits=sz["id_bits"])
+        dk, ik = secure_topk(dist, _columns(fetched, d + 1, 0), k, id_bits=sz["id_bits"],
+                             order=distance_order(sz["id_bits"], k))
         if squeeze:
             return ik[0], dk[0]
         return ik, dk
