@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from functools import cache
 
+import numpy as np
 import torch
 
 from . import b2a as B2A
@@ -44,9 +45,10 @@ def _rows(truth: tuple[bool, ...]) -> torch.Tensor:
 
 
 def _index(bits: torch.Tensor, nc: int) -> torch.Tensor:
-    """Bit-sliced ``[k, wc]`` -> per-element index ``sum_f bit_f << f`` ``[nc]``."""
-    u = unpack(bits, nc)
-    return (u << torch.arange(u.shape[0]).view(-1, 1)).sum(0)
+    """Bit-sliced ``[k, wc]`` (``k <= 8``) -> per-element index ``sum_f bit_f << f`` ``[nc]`` (numpy bit ops)."""
+    raw = np.ascontiguousarray(bits.numpy()).view(np.uint8)
+    u = np.unpackbits(raw, axis=1, count=nc, bitorder="little")
+    return torch.from_numpy(np.packbits(u, axis=0, bitorder="little")[0].astype(np.int64))
 
 
 def gate(inputs: list[BooleanShares], n: int, truth: tuple[bool, ...], xor_in: BooleanShares | None = None,
