@@ -47,14 +47,16 @@ from . import b2a as B2A
 from . import tablegate as TG
 from .b2a import inject, inject_cost
 from .boolean import and_many
+from .digit_tables import fields as _fields
+from .digit_tables import layout as _layout
+from .digit_tables import lut as _lut
+from .digit_tables import sender_rows as _sender_rows
 from .rotate import chunks as _chunks
 from .rotate import pack as _pack
 from .rotate import pad3 as _pad3
 from .rotate import rotated_round as _rotated_round
 from .rotate import unpack as _unpack
 from .sharing import ArithmeticShares, BooleanShares
-
-_BIT = torch.arange(64, dtype=torch.int64)
 
 
 @dataclass(frozen=True)
@@ -102,53 +104,6 @@ def eq_spec(bound: int) -> Digits:
     return Digits(bits, 0, tuple(bits // d + (i < bits % d) for i in range(d)))
 
 
-# ---- tables ---------------------------------------------------------------------------
-
-
-def _fields(spec: Digits, kind: str) -> list[tuple[int, str]]:
-    """(digit, function) of every table row: lowest digit G only, top digit (S0, S0^S1)."""
-    d = len(spec.widths)
-    if kind == "eq":
-        return [(i, "E") for i in range(d)]
-    if d == 1:
-        return [(0, "S0")]
-    return [(0, "G")] + [(i, f) for i in range(1, d - 1) for f in ("G", "P")] + [(d - 1, "S0"), (d - 1, "PT")]
-
-
-@cache
-def _lut(w: int, fn: str) -> torch.Tensor:
-    """``[2**w (u), pieces]``: the row of bits ``fn(u, j)`` over candidates ``j`` (64 per piece)."""
-    size, top = 1 << w, w - 1
-    u, j = torch.arange(size).view(-1, 1), torch.arange(size).view(1, -1)
-    s = u + j
-    table = {
-        "G": s >= size,
-        "P": s == size - 1,
-        "S0": ((s % size) >> top) & 1 == 1,
-        "PT": (((s % size) >> top) & 1) != ((((s + 1) % size) >> top) & 1),
-        "E": u == j,
-    }[fn].to(torch.int64)
-    width, pieces = min(size, 64), max(1, size // 64)
-    return (table.view(size, pieces, width) << _BIT[:width]).sum(-1)
-
-
-def _layout(spec: Digits, fields: list[tuple[int, str]]) -> tuple[list[tuple[int, int]], int]:
-    """Word and bit offset of every row in a receiver's table, and the words per element."""
-    pos, word, bit = [], 0, 0
-    for i, _ in fields:
-        size = 1 << spec.widths[i]
-        if size >= 64:
-            word, bit = word + (bit > 0), 0
-            pos.append((word, 0))
-            word += size // 64
-        else:
-            if bit + size > 64:
-                word, bit = word + 1, 0
-            pos.append((word, bit))
-            bit += size
-    return pos, word + (bit > 0)
-
-
 def _digit(t: torch.Tensor, spec: Digits, i: int) -> torch.Tensor:
     return (t >> (spec.drop + sum(spec.widths[:i]))) & ((1 << spec.widths[i]) - 1)
 
@@ -191,13 +146,14 @@ def _digit_bits(x: ArithmeticShares, spec: Digits, kind: str, early: bool = Fals
             a, pads1 = p.prg_prev.int64((F, wc)), p.prg_prev.int64((T, nc))
             u = lo + hi
             ud = [_digit(u, spec, i) for i in range(len(spec.widths))]
-            mask = _unpack(a ^ b, nc)
-            rows = torch.zeros((T, nc), dtype=torch.int64)
-            for f, (i, fn) in enumerate(fields):
+            fast = _sender_rows(spec, kind, ud, a ^ b, nc)
+            mask = _unpack(a ^ b, nc) if fast is None else None
+            rows = torch.zeros((T, nc), dtype=torch.int64) if fast is None else fast
+            for f, (i, fn) in enumerate(fields if fast is None else []):
                 w = spec.widths[i]
                 vals = _lut(w, fn)[ud[i]].T
                 full = -1 if w >= 6 else (1 << (1 << w)) - 1
-                vals = vals ^ (mask[f] * full)
+                vals = vals ^ (mask[f] * full)  # type: ignore[index]
                 word, bit = pos[f]
                 rows[word : word + vals.shape[0]] |= vals << bit
             to1 = (rows ^ pads1).reshape(-1)
