@@ -9,13 +9,14 @@ the pixels or the features; the control flow depends only on the public architec
 Every layer runs through the registry :data:`protocols.layers.LAYERS` (plaintext, secure
 and cost function of each layer kind). Cost of a forward pass (per party, exact:
 ``protocols.layers.forward_cost``, asserted by the tests): 1 round per conv/linear/
-affine/pool (bias, padding: local); ``spec.rounds + 2`` rounds per ReLU/ReLU6 layer and
-per level of a max-pool tournament (5 "fast", 6 "exact", see ``approx``), one less on
-small layers (``bitmul.fuse``: the fused bit product costs less than a WAN round); 16
-for the final L2 normalisation. EfficientNet-Lite0, "fast": 232 rounds and 576 MB sent
-per party at 224 px, 205 rounds and 52.5 MB at 64 px (``forward_cost``, measured).
+affine/pool (bias, padding: local); ``spec.rounds + 1`` rounds per ReLU6 layer (3 "fast":
+the table OT, the table gate, then ``s x`` and the injection in one round; 4 "exact"), and
+``spec.rounds + 2`` per ReLU layer and level of a max-pool tournament (one less on small
+layers, ``bitmul.fuse``); 15 for the final L2 normalisation. EfficientNet-Lite0, "fast":
+165 rounds at any resolution; 637 MB sent per party at 224 px, 117 MB at 96 px, 52 MB at
+64 px (``forward_cost``, asserted against the counters by the tests).
 Communication: 1 ring element per output element of every conv/linear/pool, and per ReLU6
-element 2 bounded comparisons (``costs.bounded_ltz``) plus 1 product element.
+element 2 bounded signs (``costs.digit_msb``), 4 words for ``s x`` and 1 for injecting ``b2``.
 Accuracy: features within ~5e-4 of plaintext torch (measured 1.7e-4 at 128 px, 4.3e-4 at
 224 px). Truncation after each conv is probabilistic (``arithmetic.reshare_truncate``):
 summing ``|z| / 2**63`` over every conv output of EfficientNet-Lite0 on a real photo gives
