@@ -31,6 +31,9 @@ comparison of ``s`` against the public thresholds ``2**j`` -> mantissa ``h = s /
 in ``[0.5, 1)`` -> ``r ~ 1/sqrt(2h)`` by a linear start (max relative error 2.3 %) and two
 Newton steps ``r <- r (1.5 - h r**2)`` (relative error ~1e-6, below fixed-point
 resolution) -> ``y = x r 2**(-j/2)`` with the public factor applied at 24 extra bits.
+Rounds (12): ``s`` and every candidate ``s / 2**(j+1)`` come out of ONE reshare-and-truncate
+(a shift per lane), ``h`` and the linear start's ``2 B h`` out of one, and the selection of
+``2**(-j/2)`` is truncated in its own reshare.
 Accuracy: each output component within ``4e-5 + 3e-5 / ||x||`` absolute of ``x / ||x||``
 for ``2**-8 <= ||x||**2 < 2**24`` (tested; the ``1/||x||`` term is the 2**-16 input and
 product rounding, amplified by the division); outside that range the output is finite
@@ -45,7 +48,7 @@ import torch
 
 from . import bitmul as BM
 from . import digits as D
-from .arithmetic import _product, bilinear, mul, truncate  # _product(x, y, f): f bilinear
+from .arithmetic import bilinear, mul, reshare_truncate
 from .sharing import ArithmeticShares
 
 Lanes = D.Digits  # the layout of a bounded comparison (name kept for the layer registry)
@@ -180,21 +183,40 @@ def _octave_onehot(s: ArithmeticShares) -> ArithmeticShares:
     return e
 
 
-def rsqrt_parts(s: ArithmeticShares) -> tuple[ArithmeticShares, ArithmeticShares]:
-    """``(r, e)`` with ``1/sqrt(s) = r * 2**(-j/2)`` for the octave one-hot ``e`` [L, N] of ``s`` [N].
+def _square_sums(x: ArithmeticShares) -> tuple[ArithmeticShares, ArithmeticShares]:
+    """``s = sum(x**2)`` [N] and the mantissa candidates ``t_j = s / 2**(j+1)`` [L, N] (16 fractional bits) in
+    ONE round: the 3-out-of-3 term ``z`` of ``s`` at 32 fractional bits, shifted left by ``-j-1`` where
+    ``j < -1``, truncated by ``16`` (``s``) and ``16 + max(0, j+1)`` (``t_j``) in one reshare-and-truncate
+    with a fresh zero-sharing per lane. ``t_j`` is garbage where ``s`` is not in octave ``j`` (zeroed by
+    ``e_j``); in its own octave it is below 1 and the wrap chance is ``|z| / 2**63`` as for ``s``."""
+    p = x.party
+    z = (x.lo * (x.lo + x.hi)).sum(-1) + (x.hi * x.lo).sum(-1)
+    js = torch.arange(J_MIN, J_MAX, dtype=torch.int64).view(-1, 1)
+    lanes = torch.cat([z.unsqueeze(0), z.unsqueeze(0) << (-js - 1).clamp(min=0)])
+    lanes = lanes + p.zero_share(lanes.shape)
+    f = x.frac_bits
+    bits = torch.cat([torch.zeros(1, 1, dtype=torch.int64), (js + 1).clamp(min=0)]) + f
+    lo, hi = reshare_truncate(p, lanes, bits)
+    return ArithmeticShares(p, lo[0], hi[0], f), ArithmeticShares(p, lo[1:], hi[1:], f)
 
-    ``r`` ~ ``1/sqrt(s / 2**j)`` in (0.707, 1]. Cost: 5 + 1 + 1 + 1 + 2 * 2 = 12 rounds,
-    O(L N) elements per party (L = J_MAX - J_MIN = 32).
+
+def rsqrt_parts(s: ArithmeticShares, t: ArithmeticShares) -> tuple[ArithmeticShares, ArithmeticShares]:
+    """``(r, e)`` with ``1/sqrt(s) = r * 2**(-j/2)`` for the octave one-hot ``e`` [L, N] of ``s`` [N], given the
+    mantissa candidates ``t`` [L, N] of :func:`_square_sums`.
+
+    ``r`` ~ ``1/sqrt(s / 2**j)`` in (0.707, 1]. The selection gives ``h = sum_j e_j t_j`` and ``2 B h`` (the
+    linear start's slope) in ONE reshare-and-truncate. Cost: 4 + 1 + 2 * 2 = 9 rounds, O(L N) elements per
+    party (L = J_MAX - J_MIN = 32).
     """
     e = _octave_onehot(s)
-    L = e.shape[0]
-    js = torch.arange(J_MIN, J_MAX, dtype=torch.int64)
-    # T_j = s / 2**(j+1) for every j (garbage where s is not in octave j: zeroed by e_j).
-    shift = torch.tensor([1 << int(J_MAX - j - 1) for j in js], dtype=torch.int64).view(L, 1)
-    t = s.unsqueeze(0).expand(L, s.shape[0]).mul_public_int(shift)
-    t = truncate(t, J_MAX)
-    h = _product(e, t, lambda a, b: (a * b).sum(0))  # [N], in [0.5, 1): exact selection, no truncation
-    r = (h * (-2.0 * _R0_B)) + _R0_A
+    p = s.party
+    base = (e.lo * (t.lo + t.hi)).sum(0) + (e.hi * t.lo).sum(0)  # 3-out-of-3 term of sum_j e_j t_j, exact
+    c = round(2.0 * _R0_B * 2**s.frac_bits)
+    lanes = torch.stack([base << s.frac_bits, base * c])
+    lanes = lanes + p.zero_share(lanes.shape)
+    lo, hi = reshare_truncate(p, lanes, s.frac_bits)
+    h, slope = ArithmeticShares(p, lo[0], hi[0], s.frac_bits), ArithmeticShares(p, lo[1], hi[1], s.frac_bits)
+    r = (-slope) + _R0_A
     for _ in range(2):
         r = _newton(h, r)
     return r, e
@@ -212,7 +234,7 @@ def _newton(h: ArithmeticShares, r: ArithmeticShares) -> ArithmeticShares:
 
 
 def l2_normalize(x: ArithmeticShares) -> ArithmeticShares:
-    """Rows of ``x`` [N, d] scaled to unit L2 norm. Cost: 15 rounds; N*33 48-bit comparisons.
+    """Rows of ``x`` [N, d] scaled to unit L2 norm. Cost: 12 rounds; N*33 48-bit comparisons.
 
     Elements sent: ``costs.l2_normalize`` (3 N d + 41 N plus the comparisons).
 
@@ -220,15 +242,17 @@ def l2_normalize(x: ArithmeticShares) -> ArithmeticShares:
     """
     if len(x.shape) != 2:
         raise ValueError(f"l2_normalize expects [N, d], got {tuple(x.shape)}")
-    s = _product(x, x, lambda a, b: (a * b).sum(-1))  # one truncation of the whole sum: exact to 1 ulp
-    r, e = rsqrt_parts(s)
+    s, t = _square_sums(x)  # one truncation of the whole sum: exact to 1 ulp
+    r, e = rsqrt_parts(s, t)
     z = mul(x, r.unsqueeze(-1))  # x * r, |z| <= |x|
     L = e.shape[0]
     js = torch.arange(J_MIN, J_MAX, dtype=torch.float64)
     pj = torch.round(2.0 ** (_EXTRA - js / 2)).to(torch.int64).view(L, 1, 1)
     zp = z.unsqueeze(0).expand(L, *z.shape).mul_public_int(pj)
-    y = _product(e.unsqueeze(-1), zp, lambda a, b: (a * b).sum(0))
-    return truncate(y, _EXTRA)
+    ea, eb = e.lo.unsqueeze(-1), e.hi.unsqueeze(-1)
+    y = (ea * (zp.lo + zp.hi)).sum(0) + (eb * zp.lo).sum(0)  # sum_j e_j z 2**(EXTRA - j/2), 3-out-of-3
+    lo, hi = reshare_truncate(x.party, y + x.party.zero_share(y.shape), _EXTRA)  # selection and scale: 1 round
+    return ArithmeticShares(x.party, lo, hi, z.frac_bits)
 
 
 def l2_comparisons(n: int) -> int:

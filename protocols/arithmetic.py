@@ -30,8 +30,9 @@ def reshare(party: Party, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return z, got
 
 
-def reshare_truncate(party: Party, z: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+def reshare_truncate(party: Party, z: torch.Tensor, bits: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """3-out-of-3 additive (masked) ``z`` -> RSS of ``z / 2**bits``. Cost: 1 round, 1 element per party.
+    (``bits`` may be a tensor broadcasting against ``z``: a different shift per lane.)
 
     Steps (one round, every party sends one element per value):
       * parties 1 and 2 swap ``z1``, ``z2``; both now know ``A = z1 + z2`` and set

@@ -146,16 +146,15 @@ def bounded_clamp(n: int, spec: D.Digits, lo_zero: bool = True) -> Cost:
 def l2_normalize(rows: int, dim: int, octaves: int) -> Cost:
     """``approx.l2_normalize`` of ``[rows, dim]`` with ``octaves`` octaves (32).
 
-    ``||x||^2`` (1 round), octave one-hot by one 48-bit ``digits.ltz`` (``digits.OCTAVE``) of
-    ``octaves + 1`` thresholds (4),
-    mantissa truncation (1) and selection (1), linear start (1), two Newton steps (2 x 2:
-    ``[r**2, h r]``, then ``1.5 r - (h r) r**2``), ``x r`` (1), the public ``2**(-j/2)``
-    selection (1) and its truncation (1): 15 rounds.
+    ``||x||^2`` with the ``octaves`` mantissa candidates (1 round), octave one-hot by one 48-bit
+    ``digits.ltz`` (``digits.OCTAVE``) of ``octaves + 1`` thresholds (4), the mantissa ``h`` and the
+    linear start's ``2 B h`` (1), two Newton steps (2 x 2: ``[r**2, h r]``, then
+    ``1.5 r - (h r) r**2``), ``x r`` (1), the public ``2**(-j/2)`` selection with its truncation (1):
+    12 rounds.
     """
     newton = [product(2 * rows), product(rows)]
-    scalar_steps = [product(rows)] * 2 + newton * 2  # mantissa selection, linear start, 2 Newton steps
-    total = product(rows) + bounded_ltz((octaves + 1) * rows, D.OCTAVE) + product(octaves * rows)
-    for step in scalar_steps + [product(rows * dim)] * 3:
+    total = product((octaves + 1) * rows) + bounded_ltz((octaves + 1) * rows, D.OCTAVE) + product(2 * rows)
+    for step in newton * 2 + [product(rows * dim)] * 2:
         total = total + step
     return total
 

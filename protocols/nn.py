@@ -12,8 +12,8 @@ and cost function of each layer kind). Cost of a forward pass (per party, exact:
 affine/pool (bias, padding: local); ``spec.rounds + 1`` rounds per ReLU6 layer (3 "fast":
 the table OT, the table gate, then ``s x`` and the injection in one round; 4 "exact"), and
 ``spec.rounds + 2`` per ReLU layer and level of a max-pool tournament (one less on small
-layers, ``bitmul.fuse``); 15 for the final L2 normalisation. EfficientNet-Lite0, "fast":
-165 rounds at any resolution; 637 MB sent per party at 224 px, 117 MB at 96 px, 52 MB at
+layers, ``bitmul.fuse``); 12 for the final L2 normalisation. EfficientNet-Lite0, "fast":
+162 rounds at any resolution; 637 MB sent per party at 224 px, 117 MB at 96 px, 52 MB at
 64 px (``forward_cost``, asserted against the counters by the tests).
 Communication: 1 ring element per output element of every conv/linear/pool, and per ReLU6
 element 2 bounded signs (``costs.digit_msb``), 4 words for ``s x`` and 1 for injecting ``b2``.
