@@ -36,8 +36,10 @@ What is indexed, what is queried (``--seed`` 0; the data of ``benchmarks.quality
   ``--upload-at-n`` more real images (augmented copies of distractor-half photos) are then
   uploaded into the full index (timed).
 * QUERIES: transformed copies (``quality_data`` transforms) of QUERY-half photos, a
-  seeded choice (``query_images`` names them); no distractor comes from a query's photo,
-  and each query's original is indexed.
+  seeded choice of max(16, ``--queries``); no distractor comes from a query's photo, and
+  each query's original is indexed. The RTT lines run the first ``--queries`` of them
+  (``query_images`` names them); concurrency client j runs image j, and each concurrency
+  line has the recall of its clients' queries too (16 distinct images at 16 clients).
 * EXACT TOP-10: the query image's feature under the owner's plaintext model
   (``Client.extract_features``), squared L2 in float64 against EVERY indexed vector
   (uploaded photos, distractors, the at-n uploads), stable ties. ``recall_at_10_vs_exact``
@@ -492,7 +494,7 @@ def _run(a: argparse.Namespace, log, emit, threads: int) -> None:
                 Client(lc.client_config, progress=False) as c:
             col = setup_collection(c, a, data, log, root)
             images = data["query_images"]
-            exact = exact_top(c, images[: a.queries], col["all_features"], col["all_ids"], a.k)
+            exact = exact_top(c, images, col["all_features"], col["all_ids"], a.k)  # every image (concurrency too)
             del col["all_features"]
             t2 = time.perf_counter()
             for i in col["ids"][:3]:
@@ -506,7 +508,7 @@ def _run(a: argparse.Namespace, log, emit, threads: int) -> None:
                 "queries": a.queries,
                 # how much of the exact top-k the distractors take (0: they never compete with the photos)
                 "exact_topk_from_distractors": round(float(np.mean([sum(i >= DISTRACTOR_ID0 for i in e) / a.k
-                                                                     for e in exact])), 4),
+                                                                     for e in exact[: a.queries]])), 4),
                 "query_images": data["query_names"][: a.queries],
                 "cores": os.cpu_count(),
                 "torch_threads_per_party": threads,
@@ -536,7 +538,7 @@ def _run(a: argparse.Namespace, log, emit, threads: int) -> None:
                 for rtt in sorted(conc_rtts):
                     wan.set_delay(rtt / 2000.0)
                     try:
-                        r = concurrent_queries(lc.client_config, images, level, a.k, a.nprobe)
+                        r = concurrent_queries(lc.client_config, images, level, a.k, a.nprobe, exact=exact)
                     except Exception as exc:  # noqa: BLE001 - e.g. a server OOM-killed: report, keep the lines
                         emit({"line": "concurrency", "rtt_ms": rtt, "clients": level, "error": f"{exc!r}"[:300]})
                         return

@@ -57,15 +57,18 @@ def wan_cluster(root: Path, wan: WanEmulator, bandwidth_mbps: float | None, max_
 
 
 def concurrent_queries(config: Path, images: list[np.ndarray], level: int, k: int, nprobe: int,
-                       max_attempts: int = 5) -> dict:
+                       max_attempts: int = 5, exact: list[set[int]] | None = None) -> dict:
     """``level`` clients each run one query at the same time; queries/s and latencies.
 
     A failed query (e.g. refused: the servers run ``max_sessions`` at most) is retried up to
-    ``max_attempts`` times after a short pause; retries and failures are reported."""
+    ``max_attempts`` times after a short pause; retries and failures are reported. Client j
+    queries ``images[j % len(images)]``; with ``exact`` (the exact top-k ids of each image)
+    the line also has the recall@k of the answered queries against it."""
     from client.sdk import Client
 
     clients = [Client(config, progress=False) for _ in range(level)]
     lat: list[float] = [0.0] * level
+    hits: list[float | None] = [None] * level
     retries = [0] * level
     errors: list[str] = []
     go = threading.Barrier(level)
@@ -75,8 +78,10 @@ def concurrent_queries(config: Path, images: list[np.ndarray], level: int, k: in
         t0 = time.perf_counter()
         for attempt in range(max_attempts):
             try:
-                clients[j].search(images[j % len(images)], k=k, nprobe=nprobe)
+                _, ids = clients[j].search(images[j % len(images)], k=k, nprobe=nprobe)
                 lat[j] = time.perf_counter() - t0
+                if exact is not None:
+                    hits[j] = len({int(i) for i in ids[0] if i >= 0} & exact[j % len(images)]) / k
                 return
             except Exception as exc:  # noqa: BLE001 - a refused session (server busy) is retried
                 retries[j] += 1
@@ -94,10 +99,15 @@ def concurrent_queries(config: Path, images: list[np.ndarray], level: int, k: in
     for cl in clients:
         cl.close()
     done = sum(1 for x in lat if x > 0)
-    return {"clients": level, "queries": done, "wall_s": round(wall, 3), "queries_per_s": round(done / wall, 4),
-            "latency_mean_s": round(float(np.mean([x for x in lat if x > 0])), 3) if done else None,
-            "latency_max_s": round(max(lat), 3), "retries": sum(retries), "failed": level - done,
-            "errors": errors[:3]}
+    out = {"clients": level, "queries": done, "wall_s": round(wall, 3), "queries_per_s": round(done / wall, 4),
+           "latency_mean_s": round(float(np.mean([x for x in lat if x > 0])), 3) if done else None,
+           "latency_max_s": round(max(lat), 3), "retries": sum(retries), "failed": level - done,
+           "errors": errors[:3]}
+    if exact is not None:
+        got = [h for h in hits if h is not None]
+        out[f"recall_at_{k}_vs_exact"] = round(float(np.mean(got)), 4) if got else None
+        out["distinct_query_images"] = min(level, len(images))
+    return out
 
 
 def egress_buckets(wan: WanEmulator) -> list[TokenBucket]:
