@@ -43,7 +43,9 @@ What is indexed, what is queried (``--seed`` 0; the data of ``benchmarks.quality
 * EXACT TOP-10: the query image's feature under the owner's plaintext model
   (``Client.extract_features``), squared L2 in float64 against EVERY indexed vector
   (uploaded photos, distractors, the at-n uploads), stable ties. ``recall_at_10_vs_exact``
-  = |secure top-10 ids & exact top-10| / 10, mean over the ``--queries`` queries.
+  = |secure top-10 ids & exact top-10| / 10, mean over the ``--queries`` queries
+  (``recall_runs``: each); ``exact_topk_from_distractors``: the share of the exact top-10
+  that are distractors (how much they compete with the photos).
 
 Then, for every RTT, it prints one
 JSON line (``"line": "rtt"``) with ``rtt_ms, bandwidth_mbps, n_images, resolution, dim,
