@@ -17,6 +17,10 @@ in its own) instead of ``2 n`` for ``digits.inject``.
 Security (semi-honest, one corrupted party): ``r+1`` sees ``t - x_r`` (``x_r`` from a key it lacks);
 ``r`` sees ``a' - z - z'`` and ``b' + z'`` (``z, z'`` from a key it lacks, so both uniform and their sum
 ``beta - z`` too); ``r+2`` receives nothing. Every received word is uniform whatever the bit.
+
+:func:`inject` (re-exported as ``digits.inject``) is the one-round OT injection for bits whose sender
+does not hold its output components early (e.g. the AND of a two-digit comparison): ``compare.bit_inject``
+with the sender role rotated, 2 words per element per party.
 """
 
 from __future__ import annotations
