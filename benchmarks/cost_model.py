@@ -33,7 +33,8 @@ from typing import Any
 
 # secure_search's (and its _candidates') callees, by order of the line they are called from.
 SEARCH_STEP_NAMES = {
-    "secure_distance": ["centroid distances", "bucket distances"],
+    "centroid_distances": ["centroid distances"],
+    "secure_distance": ["bucket distances"],
     "secure_topk": ["top-k"],  # the top-nprobe runs in _probe_onehot (see _step_of)
     "eq": ["one-hot of the probes"],
     "eqz": ["one-hot of the probes"],

@@ -26,6 +26,7 @@ The caller sends ``output_pair`` of both results to the querier, who reconstruct
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -39,9 +40,54 @@ from .sort import KEY_TOP_BITS
 from .topk import MERGE_MAX_K, KeyOrder, narrow_order, secure_topk
 
 
+class IndexSizes(Protocol):
+    """The public sizes of a shared index (``IndexShares`` has them), read only."""
+
+    @property
+    def n_centroids(self) -> int: ...
+    @property
+    def bucket_size(self) -> int: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def id_bits(self) -> int: ...
+    @property
+    def frac_bits(self) -> int: ...
+
+
+class IndexView(Protocol):
+    """A party's stored index share pair as the search uses it: public sizes, ``||c||^2`` shares,
+    and the LOCAL products over the stored table (no communication). :class:`SharedIndexView`
+    computes them in this process; ``servers.sharded_search`` on shard actors. Everything the
+    parties send is computed by this module's functions from these terms, so every view speaks
+    the same protocol (same messages, same PRG draws)."""
+
+    party: Party
+    centroid_sqnorm: ArithmeticShares
+
+    @property
+    def shares(self) -> IndexSizes: ...
+
+    def centroid_terms(self, query: ArithmeticShares) -> torch.Tensor:
+        """``[Q, C]``: this party's 3-out-of-3 term of ``q . c``: ``q_i (c_i + c_{i+1}) + q_{i+1} c_i``."""
+        ...
+
+    def record_terms(self, q_sum: torch.Tensor, q_lo: torch.Tensor) -> torch.Tensor:
+        """``[Q, C B]``: ``X_i q_sum + X_{i+1} q_lo`` for every record (queries padded to the record width)."""
+        ...
+
+    def record_column(self, j: int) -> SharePair:
+        """Column ``j`` of every record, ``[C B]`` each (``d``: ``||x||^2``, ``d + 1``: the id)."""
+        ...
+
+    def fetch_terms(self, onehot: ArithmeticShares) -> torch.Tensor:
+        """``[P, C]`` one-hot -> ``[P, B (d + 2)]``: this party's 3-out-of-3 term of ``onehot @ rows``."""
+        ...
+
+
 @dataclass
 class SharedIndexView:
-    """A party's view of its :class:`IndexShares` as share objects bound to ``party``."""
+    """A party's view of its :class:`IndexShares` as share objects bound to ``party`` (an :class:`IndexView`)."""
 
     party: Party
     shares: IndexShares
@@ -59,6 +105,27 @@ class SharedIndexView:
     @property
     def rows(self) -> SharePair:
         return self.shares.rows
+
+    def _table(self) -> SharePair:
+        sh = self.shares
+        lo, hi = sh.rows
+        return lo.view(sh.n_centroids * sh.bucket_size, sh.dim + RECORD_EXTRA), hi.view(
+            sh.n_centroids * sh.bucket_size, sh.dim + RECORD_EXTRA)
+
+    def centroid_terms(self, query: ArithmeticShares) -> torch.Tensor:
+        cen = self.centroids
+        return query.lo @ (cen.lo + cen.hi).T + query.hi @ cen.lo.T
+
+    def record_terms(self, q_sum: torch.Tensor, q_lo: torch.Tensor) -> torch.Tensor:
+        x_lo, x_hi = self._table()
+        return torch.stack([torch.mv(x_lo, q_sum[j]) + torch.mv(x_hi, q_lo[j]) for j in range(q_sum.shape[0])])
+
+    def record_column(self, j: int) -> SharePair:
+        x_lo, x_hi = self._table()
+        return x_lo[:, j], x_hi[:, j]
+
+    def fetch_terms(self, onehot: ArithmeticShares) -> torch.Tensor:
+        return _fetch_terms(onehot, *self.rows)
 
 
 def _fetch_terms(onehot: ArithmeticShares, x_lo: torch.Tensor, x_hi: torch.Tensor) -> torch.Tensor:
@@ -85,16 +152,17 @@ def _fetch_terms_small(onehot: ArithmeticShares, xt_lo: torch.Tensor, xt_hi: tor
     return torch.stack([torch.mv(xt_lo, a[p]) + torch.mv(xt_hi, b[p]) for p in range(a.shape[0])])
 
 
-def oblivious_fetch(onehot: ArithmeticShares, rows: SharePair) -> ArithmeticShares:
-    """``onehot [P, C] @ rows [C, W]`` for a shared 0/1 ``onehot`` and shared ``rows``.
+def oblivious_fetch(onehot: ArithmeticShares, rows: SharePair | IndexView) -> ArithmeticShares:
+    """``onehot [P, C] @ rows [C, W]`` for a shared 0/1 ``onehot`` and shared ``rows`` (a share
+    pair, or an :class:`IndexView`'s stored records).
 
-    Local: :func:`_fetch_terms` plus a zero-sharing, then one reshare. The result has the
-    integer scale of ``rows`` (no truncation: exact).
+    Local: :func:`_fetch_terms` (or the view's ``fetch_terms``) plus a zero-sharing, then one
+    reshare. The result has the integer scale of ``rows`` (no truncation: exact).
     Cost: 1 round, ``P W`` ring elements sent per party.
     """
     if onehot.frac_bits:
         raise ValueError("the selection vector must be an integer 0/1 sharing")
-    z = _fetch_terms(onehot, *rows)
+    z = _fetch_terms(onehot, *rows) if isinstance(rows, tuple) else rows.fetch_terms(onehot)
     party = onehot.party
     z += party.zero_share(z.shape)
     lo, hi = reshare(party, z)
@@ -113,7 +181,17 @@ def distances_first(nprobe: int, dim: int) -> bool:
     return (nprobe - 1) * (dim + RECORD_EXTRA) > FETCH_DISTANCES_WORDS
 
 
-def record_distances(query: ArithmeticShares, view: SharedIndexView) -> tuple[ArithmeticShares, ArithmeticShares]:
+def centroid_distances(query: ArithmeticShares, view: IndexView) -> ArithmeticShares:
+    """SecDist ``[Q, C]`` to the centroids: ``distance.secure_distance`` with its cross term from
+    ``view.centroid_terms`` (same steps, same messages). Cost: 1 round, ``Q C`` elements per party."""
+    party, f = view.party, view.shares.frac_bits
+    z = query_sqnorm_term(query) - 2 * view.centroid_terms(query)
+    z = z + party.zero_share(z.shape)
+    lo, hi = reshare_truncate(party, z, f)
+    return ArithmeticShares(party, lo, hi, f) + view.centroid_sqnorm
+
+
+def record_distances(query: ArithmeticShares, view: IndexView) -> tuple[ArithmeticShares, ArithmeticShares]:
     """Distances ``[Q, C]`` to the centroids and ``[Q, C, B]`` to every record, in ONE round.
 
     Both are SecDist (``distance.secure_distance``) with their 3-out-of-3 terms concatenated
@@ -125,24 +203,21 @@ def record_distances(query: ArithmeticShares, view: SharedIndexView) -> tuple[Ar
     """
     party, sh = view.party, view.shares
     n_c, B, d = sh.n_centroids, sh.bucket_size, sh.dim
-    w = d + RECORD_EXTRA
-    x_lo, x_hi = (t.view(n_c * B, w) for t in sh.rows)
     q_sum = torch.nn.functional.pad(query.lo + query.hi, (0, RECORD_EXTRA))
     q_lo = torch.nn.functional.pad(query.lo, (0, RECORD_EXTRA))
-    cross = torch.stack([torch.mv(x_lo, q_sum[j]) + torch.mv(x_hi, q_lo[j]) for j in range(query.shape[0])])
-    cen = view.centroids
-    cross_c = query.lo @ (cen.lo + cen.hi).T + query.hi @ cen.lo.T
+    cross = view.record_terms(q_sum, q_lo)
+    cross_c = view.centroid_terms(query)
     z = query_sqnorm_term(query) - 2 * torch.cat([cross_c, cross], 1)
     z += party.zero_share(z.shape)
     f = sh.frac_bits
     lo, hi = reshare_truncate(party, z, f)
     both = ArithmeticShares(party, lo, hi, f)
-    sq = ArithmeticShares(party, x_lo[:, d], x_hi[:, d], f)
+    sq = ArithmeticShares(party, *view.record_column(d), f)
     Q = query.shape[0]
     return both[:, :n_c] + view.centroid_sqnorm, (both[:, n_c:] + sq).reshape(Q, n_c, B)
 
 
-def fetch_distances(onehot: ArithmeticShares, dist: ArithmeticShares, view: SharedIndexView) -> tuple[
+def fetch_distances(onehot: ArithmeticShares, dist: ArithmeticShares, view: IndexView) -> tuple[
         ArithmeticShares, ArithmeticShares]:
     """``(distance, id)`` of the probed buckets: ``onehot [Q, nprobe, C]`` against each query's
     table ``[C, 2 B]`` (its distances ``[Q, C, B]`` and the stored ids), ONE reshare for all
@@ -150,7 +225,7 @@ def fetch_distances(onehot: ArithmeticShares, dist: ArithmeticShares, view: Shar
     party, sh = view.party, view.shares
     n_c, B, d = sh.n_centroids, sh.bucket_size, sh.dim
     Q, P = onehot.shape[0], onehot.shape[1]
-    ids_lo, ids_hi = (t.view(n_c, B, d + RECORD_EXTRA)[:, :, d + 1] for t in sh.rows)
+    ids_lo, ids_hi = (t.reshape(n_c, B) for t in view.record_column(d + 1))
     z = torch.stack([
         _fetch_terms_small(onehot[j], torch.cat([dist.lo[j], ids_lo], 1).T.contiguous(),
                            torch.cat([dist.hi[j], ids_hi], 1).T.contiguous())
@@ -169,7 +244,7 @@ def _columns(x: ArithmeticShares, sl, frac_bits: int) -> ArithmeticShares:
 def secure_search(
     party: Party,
     query: ArithmeticShares,
-    index: IndexShares,
+    index: IndexShares | IndexView,
     k: int,
     nprobe: int = 1,
 ) -> tuple[ArithmeticShares, ArithmeticShares]:
@@ -200,7 +275,9 @@ def secure_search(
     k = 10: 98 rounds (top-nprobe 34, top-k of 70,400 60), 86 MB per party (measured,
     ``benchmarks.e2e --profile-only``).
     """
-    view = SharedIndexView.of(party, index)
+    view: IndexView = SharedIndexView.of(party, index) if isinstance(index, IndexShares) else index
+    if view.party is not party:
+        raise ValueError("the index view belongs to another party/session")
     sh = view.shares
     if query.party is not party:
         raise ValueError("query shares belong to another party/session")
@@ -247,7 +324,7 @@ def _probe_onehot(party: Party, cd: ArithmeticShares, nprobe: int, id_bits: int)
     return D.eqz(probe.unsqueeze(-1) - torch.arange(n_c, dtype=torch.int64), D.eq_spec(n_c))
 
 
-def _candidates(party: Party, query: ArithmeticShares, view: SharedIndexView, nprobe: int) -> tuple[
+def _candidates(party: Party, query: ArithmeticShares, view: IndexView, nprobe: int) -> tuple[
         ArithmeticShares, ArithmeticShares]:
     """Steps 1-5 of :func:`secure_search`: distances ``[Q, M]`` and ids of the probed buckets' records."""
     sh = view.shares
@@ -258,7 +335,7 @@ def _candidates(party: Party, query: ArithmeticShares, view: SharedIndexView, np
     if first:
         cd, all_dist = record_distances(query, view)  # [Q, C], [Q, C, B] in one round
     elif nprobe < n_c:
-        cd = secure_distance(query, view.centroids, view.centroid_sqnorm)  # [Q, C]
+        cd = centroid_distances(query, view)  # [Q, C]
     if nprobe < n_c:
         onehot = _probe_onehot(party, cd, nprobe, sh.id_bits)  # [Q, nprobe, C]
     else:
@@ -267,12 +344,12 @@ def _candidates(party: Party, query: ArithmeticShares, view: SharedIndexView, np
     # 4-5: oblivious fetch of the probed buckets, distances (every bucket probed: no fetch).
     if first and nprobe == n_c:
         dist = all_dist.reshape(Q, n_c * B)
-        ids_lo, ids_hi = (t.view(n_c * B, d + RECORD_EXTRA)[:, d + 1].expand(Q, n_c * B) for t in sh.rows)
+        ids_lo, ids_hi = (t.expand(Q, n_c * B) for t in view.record_column(d + 1))
         ids = ArithmeticShares(party, ids_lo, ids_hi, 0)
     elif first:
         dist, ids = fetch_distances(onehot, all_dist, view)
     else:
-        fetched = oblivious_fetch(onehot.reshape(Q * nprobe, n_c), view.rows)
+        fetched = oblivious_fetch(onehot.reshape(Q * nprobe, n_c), view)
         fetched = fetched.reshape(Q, nprobe * B, d + RECORD_EXTRA)
         X = _columns(fetched, slice(0, d), sh.frac_bits)
         sq = _columns(fetched, d, sh.frac_bits)

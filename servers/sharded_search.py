@@ -1,44 +1,37 @@
-"""``protocols.search.secure_search`` with its two big local products done by shard actors.
+"""``protocols.search.secure_search`` with its big local products done by shard actors.
 
-Steps (same order, shapes, PRG draws and messages as ``secure_search``; only the local
-work of steps 1 and 4 moves to the actors of ``servers.shards``):
+:class:`ShardedView` is a ``protocols.search.IndexView``: ``secure_search`` runs unchanged
+(both paths, rows first and distances first, the same top-k layouts and the same messages
+and PRG draws), and only the LOCAL products over the stored table move to the actors of
+``servers.shards``, each over its contiguous bucket range:
 
-1. centroid distances: each shard returns its columns of the cross term
-   ``q_i . (c_i + c_{i+1}) + q_{i+1} . c_i``; the driver concatenates them, adds
-   ``||q||^2``, masks with the zero-sharing and runs the one reshare-and-truncate round of
-   ``protocols.distance.secure_distance`` (1 round, ``Q C`` elements per party).
-2-3. the top-nprobe and its one-hot on the driver, by ``protocols.search``'s own code (same
-   comparison layout, ``distance_order``).
-4. oblivious fetch: each shard returns ``a[:, range] @ X_i[range] + b[:, range] @ X_{i+1}[range]``
-   (``a = e_i + e_{i+1}``, ``b = e_i``); the driver sums the partials in the ring (no
-   interaction), adds the zero-sharing and reshares (1 round, ``Q nprobe B (d + 2)``).
-5-6. distances inside the fetched buckets and top-k on the driver (``distance_order`` as in
-   ``secure_search``).
+* ``centroid_terms``: each shard returns its columns of ``q_i . (c_i + c_{i+1}) + q_{i+1} . c_i``;
+* ``record_terms`` (distances first): ``X_i q_sum + X_{i+1} q_lo`` for its records;
+* ``fetch_terms`` (rows first): ``a[:, range] @ X_i[range] + b[:, range] @ X_{i+1}[range]``
+  (``a = e_i + e_{i+1}``, ``b = e_i``), the partials summed in the ring;
+* ``record_column``: the ``(||x||^2, id)`` share columns, read from the shards once per index
+  version and kept by the driver (``4 n`` ring elements).
 
-Rounds and elements sent to the peers are exactly those of ``secure_search``; within the
-server each shard receives ``Q nprobe (C / N) 2`` and returns ``Q nprobe B (d + 2)`` ring
-elements per query (``Q d 2`` and ``Q C / N`` for step 1). The sums are exact in
-``Z_2^64``: from the same PRG state the output shares are bit-identical to the unsharded
-path's (``tests/integration/test_shards.py`` checks the ids through three real servers).
+The driver concatenates or sums the parts (exact in ``Z_2^64``), so every term equals the
+unsharded ``SharedIndexView``'s bit for bit, and rounds and elements sent to the peers are
+exactly those of ``secure_search``. Within the server each shard receives the query (``Q d``
+elements, twice) or the one-hot of its range and returns its ``Q C / N`` centroid terms,
+``Q n / N`` record terms, or ``Q nprobe B (d + 2)`` fetched terms.
+``tests/integration/test_shards.py`` checks the ids through three real servers, one sharded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from protocols.arithmetic import reshare, reshare_truncate
-from protocols.distance import secure_distance
 from protocols.layout import RECORD_EXTRA
 from protocols.party import Party
-from protocols.search import _probe_onehot as probe_onehot
-from protocols.search import distance_order
-from protocols.sharing import ArithmeticShares, SharePair, public_shares
-from protocols.topk import secure_topk
+from protocols.search import secure_search
+from protocols.sharing import ArithmeticShares, SharePair
 
 from .shards import ShardPool, npz_member
 
@@ -53,6 +46,7 @@ class ShardedIndex:
     version: int
     sizes: dict[str, int]
     centroid_sqnorm: SharePair
+    _record_cols: SharePair | None = None
 
     @classmethod
     def open(cls, pool: ShardPool, index_dir: Path, version: int) -> ShardedIndex:
@@ -69,68 +63,76 @@ class ShardedIndex:
         return {"meta": meta, "centroid_sqnorm.lo": self.centroid_sqnorm[0],
                 "centroid_sqnorm.hi": self.centroid_sqnorm[1]}
 
-    def _centroid_distance(self, q: ArithmeticShares) -> ArithmeticShares:
-        party, f = q.party, q.frac_bits
-        lo, hi = q.lo.numpy(), q.hi.numpy()
-        parts = self.pool.call([a.centroid_cross.remote(self.version, lo, hi) for a in self.pool.actors])
-        cross = torch.from_numpy(np.concatenate(parts, axis=1))
-        qq = (q.lo * (q.lo + q.hi) + q.hi * q.lo).sum(-1, keepdim=True)
-        z = qq - 2 * cross
-        z = z + party.zero_share(z.shape)
-        zl, zh = reshare_truncate(party, z, f)
-        return ArithmeticShares(party, zl, zh, f) + ArithmeticShares(party, *self.centroid_sqnorm, f)
+    def record_columns(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[C B, 2]`` share pair of every record's ``(||x||^2, id)``, read from the shards once per version."""
+        if self._record_cols is None:
+            d = self.sizes["dim"]
+            parts = self.pool.call([a.columns.remote(self.version, [d, d + 1], d + RECORD_EXTRA)
+                                    for a in self.pool.actors])
+            self._record_cols = (torch.from_numpy(np.concatenate([p[0] for p in parts])),
+                             torch.from_numpy(np.concatenate([p[1] for p in parts])))
+        return self._record_cols
 
-    def _fetch(self, onehot: ArithmeticShares) -> ArithmeticShares:
-        if onehot.frac_bits:
-            raise ValueError("the selection vector must be an integer 0/1 sharing")
+    def search(self, party: Party, query: ArithmeticShares, k: int,
+               nprobe: int = 1) -> tuple[ArithmeticShares, ArithmeticShares]:
+        """Shares of the ``k`` nearest ids and distances: ``protocols.search.secure_search`` itself,
+        over a :class:`ShardedView` of this index."""
+        if self.sizes["party_id"] != party.id:
+            raise ValueError(f"index shares of server {self.sizes['party_id']} given to party {party.id}")
+        return secure_search(party, query, ShardedView(party, self), k, nprobe)
+
+
+@dataclass(frozen=True)
+class IndexSizes:
+    """The public sizes ``protocols.search`` reads (``search.IndexSizes``)."""
+
+    n_centroids: int
+    bucket_size: int
+    dim: int
+    id_bits: int
+    frac_bits: int
+
+
+class ShardedView:
+    """``protocols.search.IndexView`` whose local products over the table run on the shard actors.
+
+    Every product is summed in ``Z_2^64`` from the actors' bucket ranges, so the terms equal
+    ``SharedIndexView``'s bit for bit and the parties' messages are those of an unsharded server."""
+
+    def __init__(self, party: Party, index: ShardedIndex) -> None:
+        self.party, self._ix = party, index
+        sz = index.sizes
+        self.shares = IndexSizes(sz["n_centroids"], sz["bucket_size"], sz["dim"], sz["id_bits"], sz["frac_bits"])
+        self.centroid_sqnorm = ArithmeticShares(party, *index.centroid_sqnorm, sz["frac_bits"])
+
+    def centroid_terms(self, query: ArithmeticShares) -> torch.Tensor:
+        pool = self._ix.pool
+        lo, hi = query.lo.numpy(), query.hi.numpy()
+        parts = pool.call([a.centroid_cross.remote(self._ix.version, lo, hi) for a in pool.actors])
+        return torch.from_numpy(np.concatenate(parts, axis=1))
+
+    def record_terms(self, q_sum: torch.Tensor, q_lo: torch.Tensor) -> torch.Tensor:
+        pool = self._ix.pool
+        a, b = q_sum.numpy(), q_lo.numpy()
+        parts = pool.call([act.record_terms.remote(self._ix.version, a, b) for act in pool.actors])
+        return torch.from_numpy(np.concatenate(parts, axis=1))
+
+    def record_column(self, j: int) -> SharePair:
+        d = self.shares.dim
+        if j not in (d, d + 1):
+            raise ValueError(f"the driver holds record columns {d} and {d + 1} only")
+        lo, hi = self._ix.record_columns()
+        return lo[:, j - d], hi[:, j - d]
+
+    def fetch_terms(self, onehot: ArithmeticShares) -> torch.Tensor:
+        """The actors' partial ``a @ X_lo + b @ X_hi`` over their bucket ranges, summed in the ring."""
         a = (onehot.lo + onehot.hi).numpy()
         b = onehot.lo.numpy()
-        pool = self.pool
-        refs = [act.fetch.remote(self.version, np.ascontiguousarray(a[:, s:e]), np.ascontiguousarray(b[:, s:e]))
+        pool = self._ix.pool
+        refs = [act.fetch.remote(self._ix.version, np.ascontiguousarray(a[:, s:e]), np.ascontiguousarray(b[:, s:e]))
                 for act, (s, e) in zip(pool.actors, pool.ranges)]
         parts = pool.call(refs)
         acc = np.array(parts[0])  # a writable copy (Ray returns read-only views of its object store)
         for p in parts[1:]:
             acc += p  # int64 addition wraps: a sum in Z_2^64
-        z = torch.from_numpy(acc)
-        party = onehot.party
-        z += party.zero_share(z.shape)
-        lo, hi = reshare(party, z)
-        return ArithmeticShares(party, lo, hi, 0)
-
-    def search(self, party: Party, query: ArithmeticShares, k: int,
-               nprobe: int = 1) -> tuple[ArithmeticShares, ArithmeticShares]:
-        """Shares of the ``k`` nearest ids and distances, as ``protocols.search.secure_search``."""
-        sz = self.sizes
-        if sz["party_id"] != party.id:
-            raise ValueError(f"index shares of server {sz['party_id']} given to party {party.id}")
-        if query.party is not party:
-            raise ValueError("query shares belong to another party/session")
-        squeeze = len(query.shape) == 1
-        if squeeze:
-            query = query.unsqueeze(0)
-        n_c, B, d, f = sz["n_centroids"], sz["bucket_size"], sz["dim"], sz["frac_bits"]
-        if query.shape[-1] != d or query.frac_bits != f:
-            raise ValueError(f"query must be [Q, {d}] at {f} fractional bits")
-        if not 1 <= nprobe <= n_c:
-            raise ValueError(f"need 1 <= nprobe <= C = {n_c}")
-        if not 1 <= k <= nprobe * B:
-            raise ValueError(f"need 1 <= k <= nprobe * B = {nprobe * B}")
-        Q = query.shape[0]
-        if nprobe == n_c:
-            eye = torch.eye(n_c, dtype=torch.int64).expand(Q, n_c, n_c).contiguous()
-            onehot = public_shares(party, eye)
-        else:
-            onehot = probe_onehot(party, self._centroid_distance(query), nprobe, sz["id_bits"])
-        fetched = self._fetch(onehot.reshape(Q * nprobe, n_c)).reshape(Q, nprobe * B, d + RECORD_EXTRA)
-        X = _columns(fetched, slice(0, d), f)
-        dist = secure_distance(query, X, _columns(fetched, d, f))
-        dk, ik = secure_topk(dist, _columns(fetched, d + 1, 0), k, id_bits=sz["id_bits"],
-                             order=distance_order(sz["id_bits"], k))
-        if squeeze:
-            return ik[0], dk[0]
-        return ik, dk
-
-
-def _columns(x: ArithmeticShares, sl: Any, frac_bits: int) -> ArithmeticShares:
-    return ArithmeticShares(x.party, x.lo[..., sl], x.hi[..., sl], frac_bits)
+        return torch.from_numpy(acc)

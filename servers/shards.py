@@ -146,6 +146,21 @@ class BucketShard:
         a, b = torch.from_numpy(q_lo), torch.from_numpy(q_hi)
         return (a @ (c_lo + c_hi).T + b @ c_lo.T).numpy()
 
+    def record_terms(self, version: int, q_sum: np.ndarray, q_lo: np.ndarray) -> np.ndarray:
+        """``X_lo q_sum + X_hi q_lo`` for every record of this shard's buckets, ``[Q, m B]``
+        (``protocols.search.SharedIndexView.record_terms`` over this range; queries padded to the record width)."""
+        self.load(version)
+        a, b = torch.from_numpy(np.array(q_sum)), torch.from_numpy(np.array(q_lo))
+        x_lo, x_hi = (t.reshape(-1, a.shape[1]) for t in self.parts["rows"])
+        return torch.stack([torch.mv(x_lo, a[j]) + torch.mv(x_hi, b[j]) for j in range(a.shape[0])]).numpy()
+
+    def columns(self, version: int, cols: list[int], width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Columns ``cols`` of every record of this shard's buckets (records of ``width`` elements),
+        ``[m B, len(cols)]`` each."""
+        self.load(version)
+        lo, hi = (t.reshape(-1, width)[:, cols].contiguous().numpy() for t in self.parts["rows"])
+        return lo, hi
+
     def fetch(self, version: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Local part of the oblivious fetch, ``a @ X_lo + b @ X_hi`` over this shard's buckets ``[P, W]``.
 

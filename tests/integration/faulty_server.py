@@ -16,7 +16,8 @@ repository on ``PYTHONPATH``):
   message with the same link and number of the server's previous session (a valid-looking
   message of another session, retagged). Steps are marked by wrapping the step functions
   of ``servers.query`` / ``protocols.search`` in this process only (both search paths:
-  ``record_distances`` / ``fetch_distances`` and ``secure_distance`` / ``oblivious_fetch``)
+  ``record_distances`` / ``fetch_distances`` and ``centroid_distances`` / ``oblivious_fetch`` /
+  ``secure_distance``)
   (``VaultServicer.make_comm`` returns the :class:`FaultyComm`).
 
 Production code has no switch for any of these: it only exposes the overridable steps.
@@ -87,6 +88,7 @@ def mark_steps() -> None:
     sq.secure_features = _in_step("cnn", sq.secure_features)
     # both search paths: record-first (distances to every record, then fetch (distance, id))
     # and fetch-first (fetch the probed records, then their distances); see protocols.search
+    ps.centroid_distances = _in_step("distances", ps.centroid_distances)
     ps.secure_distance = _in_step("distances", ps.secure_distance)
     ps.record_distances = _in_step("distances", ps.record_distances)
     ps.oblivious_fetch = _in_step("fetch", ps.oblivious_fetch)

@@ -22,6 +22,7 @@ import time
 import numpy as np
 import pytest
 import ray
+import torch
 
 from client.errors import TriVaultError
 from client.local_cluster import LocalCluster
@@ -155,3 +156,51 @@ def test_killed_shard_fails_the_query_in_flight_then_is_restarted(sharded):
     assert_same_ids(got, want, queries, feats, ids)
     with pytest.raises(ProcessLookupError):
         os.kill(old, 0)
+
+
+@pytest.mark.parametrize("nprobe", [1, 6, 8])  # rows first; distances first ((6 - 1)(16 + 2) > 32); every bucket
+def test_a_sharded_party_speaks_the_unsharded_protocol(ray_address, tmp_path, nprobe):
+    """Party 1 searches through shard actors (``ShardedView``), parties 0 and 2 in process, on
+    both search paths: the ids equal plaintext search over the probed buckets (three in-process
+    parties, the module's Ray session; a desync of the two implementations fails the exchange)."""
+    from index import build_index, share_index
+    from index.synthetic import clustered
+    from protocols.ring import DEFAULT_FP
+    from protocols.search import secure_search
+    from protocols.sharing import from_pair, reconstruct, share_fixed
+    from protocols.simulate import run_parties
+    from servers.sharded_search import ShardedIndex
+    from servers.shards import ShardPool
+    from servers.storage import tensors_to_npz
+
+    x = clustered(400, 16, n_clusters=8, seed=3)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    plain = build_index(x.astype(np.float32), None, 8)
+    shares = share_index(plain, DEFAULT_FP)
+    (tmp_path / "v1.npz").write_bytes(tensors_to_npz(shares[1].to_tensors()))
+    pool = ShardPool(1, 2, timeout_s=60.0, worker_cpus=0.0)  # in this process's Ray session, beside server 1's actors
+    try:
+        sharded = ShardedIndex.open(pool, tmp_path, 1)
+        q = x[[5, 150, 333]].astype(np.float64) + 0.01
+        qs = share_fixed(torch.from_numpy(q), DEFAULT_FP)
+
+        def body(party, pair):
+            query = from_pair(party, pair, DEFAULT_FP.frac_bits)
+            if party.id == 1:
+                ids = sharded.search(party, query, 4, nprobe=nprobe)[0]
+            else:
+                ids = secure_search(party, query, shares[party.id], 4, nprobe=nprobe)[0]
+            return ids.lo, ids.hi
+
+        got = reconstruct(run_parties(body, [[qs[i]] for i in range(3)])).numpy()
+    finally:
+        pool.close()
+    d = ((x[None].astype(np.float64) - q[:, None]) ** 2).sum(-1)  # [Q, n]
+    cd = ((plain.centroids[None].astype(np.float64) - q[:, None]) ** 2).sum(-1)
+    for j in range(len(q)):
+        probed = set(np.argsort(cd[j], kind="stable")[:nprobe].tolist())
+        cand = sorted({int(i) for c in probed for i in plain.ids[c].tolist() if i >= 0})
+        want = sorted(cand, key=lambda i: d[j, i])[:4]
+        assert len(set(got[j].tolist())) == 4
+        for g, w in zip(got[j].tolist(), want):
+            assert g == w or abs(d[j, g] - d[j, w]) <= TOL, (got[j], want)
