@@ -30,6 +30,17 @@ def _dot_rows(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.matmul(a.unsqueeze(-2), x.transpose(-1, -2)).squeeze(-2)
 
 
+def distances_from_cross(q: ArithmeticShares, cross: torch.Tensor, bits: int, frac_bits: int) -> ArithmeticShares:
+    """``||q||^2 - 2 q.x`` as RSS from this party's 3-out-of-3 term ``cross`` of ``q.x`` ``[Q, n]``:
+    adds the ``||q||^2`` term and a zero-sharing, then ONE reshare-and-truncate by ``bits``
+    (the result at ``frac_bits``). Cost: 1 round, ``Q n`` elements per party. The caller adds ``||x||^2``."""
+    party = q.party
+    z = query_sqnorm_term(q) - 2 * cross
+    z = z + party.zero_share(z.shape)
+    lo, hi = reshare_truncate(party, z, bits)
+    return ArithmeticShares(party, lo, hi, frac_bits)
+
+
 def query_sqnorm_term(q: ArithmeticShares) -> torch.Tensor:
     """This party's 3-out-of-3 term of ``||q||^2`` for ``q [Q, d]`` -> ``[Q, 1]`` (scale ``2**(2f)``). Local."""
     return (q.lo * (q.lo + q.hi) + q.hi * q.lo).sum(-1, keepdim=True)
@@ -58,13 +69,9 @@ def secure_distance(q: ArithmeticShares, X: ArithmeticShares, x_sqnorm: Arithmet
         raise ValueError(f"dimension mismatch: q {tuple(q.shape)} vs X {tuple(X.shape)}")
     if len(X.shape) == 3 and X.shape[0] != q.shape[0]:
         raise ValueError(f"per-query rows need X [Q, n, d] with Q = {q.shape[0]}, got {tuple(X.shape)}")
-    party = q.party
     cross = _dot_rows(q.lo, X.lo + X.hi) + _dot_rows(q.hi, X.lo)  # 3-out-of-3 of q.x
-    z = query_sqnorm_term(q) - 2 * cross
-    z = z + party.zero_share(z.shape)
     bits = min(q.frac_bits, X.frac_bits)
-    lo, hi = reshare_truncate(party, z, bits)
-    out = ArithmeticShares(party, lo, hi, q.frac_bits + X.frac_bits - bits)
+    out = distances_from_cross(q, cross, bits, q.frac_bits + X.frac_bits - bits)
     if out.frac_bits != x_sqnorm.frac_bits:
         raise ValueError("||x||^2 must be at the scale of the products after truncation")
     out = out + x_sqnorm

@@ -31,8 +31,8 @@ from typing import Protocol
 import torch
 
 from . import digits as D
-from .arithmetic import reshare, reshare_truncate
-from .distance import query_sqnorm_term, secure_distance
+from .arithmetic import reshare
+from .distance import distances_from_cross, secure_distance
 from .layout import RECORD_EXTRA, IndexShares
 from .party import Party
 from .sharing import ArithmeticShares, SharePair, public_shares
@@ -113,12 +113,10 @@ class SharedIndexView:
             sh.n_centroids * sh.bucket_size, sh.dim + RECORD_EXTRA)
 
     def centroid_terms(self, query: ArithmeticShares) -> torch.Tensor:
-        cen = self.centroids
-        return query.lo @ (cen.lo + cen.hi).T + query.hi @ cen.lo.T
+        return centroid_cross(query.lo, query.hi, self.centroids.lo, self.centroids.hi)
 
     def record_terms(self, q_sum: torch.Tensor, q_lo: torch.Tensor) -> torch.Tensor:
-        x_lo, x_hi = self._table()
-        return torch.stack([torch.mv(x_lo, q_sum[j]) + torch.mv(x_hi, q_lo[j]) for j in range(q_sum.shape[0])])
+        return record_cross(*self._table(), q_sum, q_lo)
 
     def record_column(self, j: int) -> SharePair:
         x_lo, x_hi = self._table()
@@ -128,21 +126,37 @@ class SharedIndexView:
         return _fetch_terms(onehot, *self.rows)
 
 
-def _fetch_terms(onehot: ArithmeticShares, x_lo: torch.Tensor, x_hi: torch.Tensor) -> torch.Tensor:
-    """This party's 3-out-of-3 term of ``onehot [P, C] @ rows [C, W]``: ``(e_i + e_{i+1}) X_i + e_i X_{i+1}``
-    as axpy passes over the two stored components (each read once per probe, no temporary of
-    the table's size). Local."""
-    P, n_c = onehot.shape
+# The local products over (a range of) the stored table; servers.shards runs the same functions.
+def centroid_cross(q_lo: torch.Tensor, q_hi: torch.Tensor, c_lo: torch.Tensor, c_hi: torch.Tensor) -> torch.Tensor:
+    """``[Q, C]``: ``q_i (c_i + c_{i+1}) + q_{i+1} c_i``, this party's 3-out-of-3 term of ``q . c``."""
+    return q_lo @ (c_lo + c_hi).T + q_hi @ c_lo.T
+
+
+def record_cross(x_lo: torch.Tensor, x_hi: torch.Tensor, q_sum: torch.Tensor, q_lo: torch.Tensor) -> torch.Tensor:
+    """``[Q, n]``: ``X_i q_sum + X_{i+1} q_lo`` for records ``[n, W]`` (queries ``[Q, W]``), two
+    matrix-vector products per query over the table read in place."""
+    return torch.stack([torch.mv(x_lo, q_sum[j]) + torch.mv(x_hi, q_lo[j]) for j in range(q_sum.shape[0])])
+
+
+def selection_terms(a: torch.Tensor, b: torch.Tensor, x_lo: torch.Tensor, x_hi: torch.Tensor) -> torch.Tensor:
+    """``a [P, C] @ X_i + b [P, C] @ X_{i+1}`` for rows ``[C, W]`` as axpy passes over the two stored
+    components (each row read once per probe, no temporary of the table's size)."""
+    P, n_c = a.shape
     if x_lo.shape[0] != n_c:
         raise ValueError(f"one-hot over {n_c} buckets, table has {x_lo.shape[0]}")
-    a = (onehot.lo + onehot.hi).tolist()
-    b = onehot.lo.tolist()
+    al, bl = a.tolist(), b.tolist()
     z = torch.zeros((P, x_lo.shape[1]), dtype=torch.int64)
     for c in range(n_c):
         lo_c, hi_c = x_lo[c], x_hi[c]
         for p in range(P):
-            z[p].add_(lo_c, alpha=a[p][c]).add_(hi_c, alpha=b[p][c])
+            z[p].add_(lo_c, alpha=al[p][c]).add_(hi_c, alpha=bl[p][c])
     return z
+
+
+def _fetch_terms(onehot: ArithmeticShares, x_lo: torch.Tensor, x_hi: torch.Tensor) -> torch.Tensor:
+    """This party's 3-out-of-3 term of ``onehot [P, C] @ rows [C, W]``: ``(e_i + e_{i+1}) X_i + e_i X_{i+1}``
+    (:func:`selection_terms`). Local."""
+    return selection_terms(onehot.lo + onehot.hi, onehot.lo, x_lo, x_hi)
 
 
 def _fetch_terms_small(onehot: ArithmeticShares, x_lo: torch.Tensor, x_hi: torch.Tensor) -> torch.Tensor:
@@ -185,11 +199,8 @@ def distances_first(nprobe: int, dim: int) -> bool:
 def centroid_distances(query: ArithmeticShares, view: IndexView) -> ArithmeticShares:
     """SecDist ``[Q, C]`` to the centroids: ``distance.secure_distance`` with its cross term from
     ``view.centroid_terms`` (same steps, same messages). Cost: 1 round, ``Q C`` elements per party."""
-    party, f = view.party, view.shares.frac_bits
-    z = query_sqnorm_term(query) - 2 * view.centroid_terms(query)
-    z = z + party.zero_share(z.shape)
-    lo, hi = reshare_truncate(party, z, f)
-    return ArithmeticShares(party, lo, hi, f) + view.centroid_sqnorm
+    f = view.shares.frac_bits
+    return distances_from_cross(query, view.centroid_terms(query), f, f) + view.centroid_sqnorm
 
 
 def record_distances(query: ArithmeticShares, view: IndexView) -> tuple[ArithmeticShares, ArithmeticShares]:
@@ -206,13 +217,9 @@ def record_distances(query: ArithmeticShares, view: IndexView) -> tuple[Arithmet
     n_c, B, d = sh.n_centroids, sh.bucket_size, sh.dim
     q_sum = torch.nn.functional.pad(query.lo + query.hi, (0, RECORD_EXTRA))
     q_lo = torch.nn.functional.pad(query.lo, (0, RECORD_EXTRA))
-    cross = view.record_terms(q_sum, q_lo)
-    cross_c = view.centroid_terms(query)
-    z = query_sqnorm_term(query) - 2 * torch.cat([cross_c, cross], 1)
-    z += party.zero_share(z.shape)
     f = sh.frac_bits
-    lo, hi = reshare_truncate(party, z, f)
-    both = ArithmeticShares(party, lo, hi, f)
+    both = distances_from_cross(query, torch.cat([view.centroid_terms(query), view.record_terms(q_sum, q_lo)], 1),
+                                f, f)
     sq = ArithmeticShares(party, *view.record_column(d), f)
     Q = query.shape[0]
     return both[:, :n_c] + view.centroid_sqnorm, (both[:, n_c:] + sq).reshape(Q, n_c, B)

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from protocols.comm import CommError
+from protocols.search import centroid_cross, record_cross, selection_terms
 
 log = logging.getLogger("trivault.shards")
 
@@ -142,9 +143,7 @@ class BucketShard:
     def centroid_cross(self, version: int, q_lo: np.ndarray, q_hi: np.ndarray) -> np.ndarray:
         """Local cross terms ``q_lo . (c_lo + c_hi) + q_hi . c_lo`` for this shard's centroids ``[Q, m]``."""
         self.load(version)
-        c_lo, c_hi = self.parts["centroids"]
-        a, b = torch.from_numpy(q_lo), torch.from_numpy(q_hi)
-        return (a @ (c_lo + c_hi).T + b @ c_lo.T).numpy()
+        return centroid_cross(torch.from_numpy(q_lo), torch.from_numpy(q_hi), *self.parts["centroids"]).numpy()
 
     def record_terms(self, version: int, q_sum: np.ndarray, q_lo: np.ndarray) -> np.ndarray:
         """``X_lo q_sum + X_hi q_lo`` for every record of this shard's buckets, ``[Q, m B]``
@@ -152,7 +151,7 @@ class BucketShard:
         self.load(version)
         a, b = torch.from_numpy(np.array(q_sum)), torch.from_numpy(np.array(q_lo))
         x_lo, x_hi = (t.reshape(-1, a.shape[1]) for t in self.parts["rows"])
-        return torch.stack([torch.mv(x_lo, a[j]) + torch.mv(x_hi, b[j]) for j in range(a.shape[0])]).numpy()
+        return record_cross(x_lo, x_hi, a, b).numpy()
 
     def columns(self, version: int, cols: list[int], width: int) -> tuple[np.ndarray, np.ndarray]:
         """Columns ``cols`` of every record of this shard's buckets (records of ``width`` elements),
@@ -162,21 +161,14 @@ class BucketShard:
         return lo, hi
 
     def fetch(self, version: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Local part of the oblivious fetch, ``a @ X_lo + b @ X_hi`` over this shard's buckets ``[P, W]``.
-
-        Same axpy passes as ``protocols.search.oblivious_fetch`` (each row read once per probe)."""
+        """Local part of the oblivious fetch, ``a @ X_lo + b @ X_hi`` over this shard's buckets ``[P, W]``
+        (``protocols.search.selection_terms``, as ``oblivious_fetch``: each row read once per probe)."""
         self.load(version)
-        x_lo, x_hi = self.parts["rows"]
-        P, m = a.shape
+        m = a.shape[1]
         if m != self.last - self.first:
             raise ValueError(f"selection over {m} buckets, shard holds {self.last - self.first}")
-        al, bl = a.tolist(), b.tolist()
-        z = torch.zeros((P, x_lo.shape[1]), dtype=torch.int64)
-        for c in range(m):
-            lo_c, hi_c = x_lo[c], x_hi[c]
-            for p in range(P):
-                z[p].add_(lo_c, alpha=al[p][c]).add_(hi_c, alpha=bl[p][c])
-        return z.numpy()
+        return selection_terms(torch.from_numpy(np.array(a)), torch.from_numpy(np.array(b)),
+                               *self.parts["rows"]).numpy()
 
 
 class ShardPool:
