@@ -13,7 +13,8 @@ def _rand(*shape: int, seed: int) -> torch.Tensor:
     return torch.randint(LOW, HIGH, shape, dtype=torch.int64, generator=g)
 
 
-@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (3, 7, 5), (64, 1000, 40), (5, CHUNK, 3), (4, CHUNK + 1, 6), (2, 2000, 9)])
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (3, 7, 5), (64, 1000, 40), (5, CHUNK, 3), (4, CHUNK + 1, 6),
+                                   (2, 2000, 9)])
 def test_equals_int64_matmul_on_random_operands(m: int, k: int, n: int) -> None:
     a, b = _rand(m, k, seed=m + k), _rand(k, n, seed=n + 7 * k)
     assert torch.equal(ring_matmul(a, b), a @ b)
