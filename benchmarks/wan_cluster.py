@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.wan import TokenBucket, WanEmulator
+from benchmarks.wan import Bucket, WanEmulator
 
 
 def wan_cluster(root: Path, wan: WanEmulator, bandwidth_mbps: float | None, max_sessions: int, **kw):
@@ -110,7 +110,7 @@ def concurrent_queries(config: Path, images: list[np.ndarray], level: int, k: in
     return out
 
 
-def egress_buckets(wan: WanEmulator) -> list[TokenBucket]:
+def egress_buckets(wan: WanEmulator) -> list[Bucket]:
     """The three servers' egress buckets (forward buckets of links 0->1, 1->0, 2->0)."""
     fwd = {}
     for lk in wan.links:

@@ -3,6 +3,8 @@ bulk transfer runs at about the configured rate (loose bounds: the machine is sh
 
 from __future__ import annotations
 
+import os
+import random
 import socket
 import threading
 import time
@@ -178,3 +180,110 @@ def test_peer_addresses_route_one_server_through_the_proxy(tmp_path):
                                                                2: "127.0.0.1:6002"}
     assert load_config(tmp_path / "cluster.toml", 1).peers == {0: "127.0.0.1:5000", 1: "127.0.0.1:5001",
                                                                2: "127.0.0.1:5002"}
+
+
+def _duplex(port: int, up: socket.socket, payload_a: bytes, payload_b: bytes) -> tuple[bytes, bytes, float]:
+    """Client -> proxy -> ``up`` (accepting) carry ``payload_a`` one way and ``payload_b`` back, at once."""
+    got = {}
+    t0 = time.perf_counter()
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s, _ = up.accept()
+    s.settimeout(10)
+
+    def pump(sock: socket.socket, data: bytes) -> None:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+
+    def drain(sock: socket.socket, key: str) -> None:
+        parts = []
+        while chunk := sock.recv(1 << 20):
+            parts.append(chunk)
+        got[key] = b"".join(parts)
+
+    threads = [threading.Thread(target=pump, args=(c, payload_a)), threading.Thread(target=pump, args=(s, payload_b)),
+               threading.Thread(target=drain, args=(s, "a")), threading.Thread(target=drain, args=(c, "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    secs = time.perf_counter() - t0
+    c.close()
+    s.close()
+    return got.get("a", b""), got.get("b", b""), secs
+
+
+@pytest.mark.parametrize("pipes", [None, 0])  # bytes held in kernel pipes (spliced), or in memory
+@pytest.mark.parametrize("rate_bps", [None, 400e6])
+def test_full_duplex_bytes_arrive_intact_and_are_counted(pipes, rate_bps):
+    """Every byte, in order, both ways at once; a small ``max_buffer`` makes back-pressure act."""
+    up = socket.socket()
+    up.bind(("127.0.0.1", 0))
+    up.listen(1)
+    up.settimeout(10)
+    rng = random.Random(7)
+    a, b = rng.randbytes(6_000_000), rng.randbytes(3_000_001)
+    with WanEmulator() as wan:
+        assert wan.pid != os.getpid()  # its own process: its CPU is not the caller's
+        port = wan.add_link(up.getsockname(), 0.002, rate_bps=rate_bps, max_buffer=300_000, pipes=pipes)
+        got_a, got_b, _ = _duplex(port, up, a, b)
+        stats = wan.links[0].stats
+        assert wan.links[0].bucket_forward.bytes == len(a) and wan.links[0].bucket_backward.bytes == len(b)
+        assert wan.bytes_forwarded() == len(a) + len(b)
+    up.close()
+    assert got_a == a and got_b == b
+    assert stats == {"connections": 1, "bytes_forward": len(a), "bytes_backward": len(b)}
+
+
+def test_rate_holds_when_the_bytes_in_flight_exceed_a_pipe():
+    """Delay x rate (2.5 MB) above one kernel pipe (1 MB): still the rate, not pipe / delay (10 MB/s)."""
+    up = socket.socket()
+    up.bind(("127.0.0.1", 0))
+    up.listen(1)
+    up.settimeout(10)
+    total, rate_bps, delay = 10_000_000, 200e6, 0.1  # 0.4 s at 25 MB/s, plus the delay
+    with WanEmulator() as wan:
+        port = wan.add_link(up.getsockname(), delay, rate_bps=rate_bps)
+        got, _, secs = _duplex(port, up, b"\1" * total, b"")
+    up.close()
+    assert len(got) == total
+    expect = total * 8 / rate_bps + delay
+    assert 0.9 * expect <= secs <= 1.7 * expect, (secs, expect)
+
+
+def test_ping_pong_with_a_rate_takes_the_rtt_plus_serialisation():
+    echo = _Echo()
+    with WanEmulator() as wan:
+        port = wan.add_link(("127.0.0.1", echo.port), delay_s=0.015, rate_bps=80e6)  # RTT 30 ms, 10 MB/s
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            times = []
+            msg = b"\2" * 50_000  # 5 ms each way at 10 MB/s (the first 64 KB are the bucket's burst)
+            for _ in range(4):
+                t0 = time.perf_counter()
+                s.sendall(msg)
+                _recv_exactly(s, len(msg))
+                times.append(time.perf_counter() - t0)
+    echo.close()
+    assert 0.030 <= min(times) <= 0.060, times
+
+
+def test_stop_closes_open_connections_and_max_connections_holds():
+    echo = _Echo()
+    wan = WanEmulator().start()
+    port = wan.add_link(("127.0.0.1", echo.port), 0.0, max_connections=1)
+    first = socket.create_connection(("127.0.0.1", port), timeout=5)
+    first.sendall(b"x")
+    assert _recv_exactly(first, 1) == b"x"
+    second = socket.create_connection(("127.0.0.1", port), timeout=5)
+    assert second.recv(1) == b""  # refused: the link has its one connection
+    second.close()
+    pid = wan.pid
+    wan.stop()
+    try:
+        assert first.recv(1) == b""
+    except ConnectionResetError:
+        pass
+    first.close()
+    echo.close()
+    with pytest.raises(OSError):
+        os.kill(pid, 0)  # the proxy process is gone
