@@ -35,9 +35,10 @@ from .arithmetic import reshare
 from .distance import distances_from_cross, secure_distance
 from .layout import RECORD_EXTRA, IndexShares
 from .party import Party
+from .ringmm import ring_matmul
 from .sharing import ArithmeticShares, SharePair, public_shares
 from .sort import KEY_TOP_BITS
-from .topk import MERGE_MAX_K, KeyOrder, narrow_order, secure_topk
+from .topk import MERGE_MAX_K, PARTITION_FAIL, KeyOrder, narrow_order, secure_topk
 
 
 class IndexSizes(Protocol):
@@ -160,11 +161,11 @@ def _fetch_terms(onehot: ArithmeticShares, x_lo: torch.Tensor, x_hi: torch.Tenso
 
 
 def _fetch_terms_small(onehot: ArithmeticShares, x_lo: torch.Tensor, x_hi: torch.Tensor) -> torch.Tensor:
-    """:func:`_fetch_terms` for a small table ``[C, W]``: two matrix products for all probes (at
-    C = 1000, W = 2200, 64 probes: 4.5x less CPU than a pair of matrix-vector products per
-    probe). Local; exact in ``Z_2^64``."""
+    """:func:`_fetch_terms` for a small table ``[C, W]``: two matrix products for all probes on
+    float64 BLAS limbs (:func:`ringmm.ring_matmul`, exact in ``Z_2^64``; at C = 1000, W = 2200, 64
+    probes: ~0.3 s instead of ~1.3 s of int64 ``matmul`` on a 2-core AVX2 server). Local."""
     a, b = onehot.lo + onehot.hi, onehot.lo
-    return a @ x_lo + b @ x_hi
+    return ring_matmul(a, x_lo).add_(ring_matmul(b, x_hi))
 
 
 def oblivious_fetch(onehot: ArithmeticShares, rows: SharePair | IndexView) -> ArithmeticShares:
@@ -315,11 +316,15 @@ def distance_order(id_bits: int, k: int) -> KeyOrder | None:
     rounds). The range is the one the index guarantees: every record distance (and its padding,
     ``layout.pad_sqnorm``) is below ``sort.key_limit(id_bits) = 2**(KEY_TOP_BITS - id_bits)``
     ring units, and a centroid (the mean of its bucket) is no farther than its farthest record.
-    Ties go to the earlier candidate (the merges are stable): centroid number, then probe rank
-    and bucket slot. ``None`` (the ``(distance, id)`` key) where the tournament is not the merge."""
+    Both may start with the partition stage (``topk.partition_plan``, failure bound
+    ``topk.PARTITION_FAIL`` = 1e-6 per top-k: a true top-k element missed, the result is then the
+    exact top-k of the kept candidates): at n = 1M the top-10 of 70,400 takes 40 rounds and 0.60M
+    comparisons instead of 54 and 1.01M, the top-64 of 1,000 centroids 89k comparisons instead of
+    140k. Ties go to the earlier position after the stage's public permutation (the merges are
+    stable). ``None`` (the ``(distance, id)`` key) where the tournament is not the merge."""
     if k > MERGE_MAX_K:
         return None
-    return narrow_order(KEY_TOP_BITS - id_bits + 3)
+    return narrow_order(KEY_TOP_BITS - id_bits + 3, PARTITION_FAIL)
 
 
 def _probe_onehot(party: Party, cd: ArithmeticShares, nprobe: int, id_bits: int) -> ArithmeticShares:

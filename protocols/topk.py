@@ -11,11 +11,18 @@ the placement one-hot, ONE product: ``R_lt + 3`` rounds). E.g. n = 1,100, k = 10
 [25, 4, 11], 24 rounds (the binary tournament: 11 levels, 66 rounds). The alternative
 (``method="bitonic"``) bitonic-sorts lists of ``K = next_pow2(k)`` and halves them with
 bitonic merges: fewer comparisons, many more rounds.
+
+Partition stage (``KeyOrder.partition_fail > 0``, :func:`partition_plan`): for large ``n`` a
+public permutation, then each group's top-``keep`` (``keep < k``) and the exact top-k of the kept;
+exact unless one group holds more than ``keep`` of the true top-k (:func:`partition_fail`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
+from functools import cache
 from typing import overload
 
 import torch
@@ -48,6 +55,7 @@ class KeyOrder:
     spec: D.Digits | None = None
     pad: int | None = None
     round_comparisons: int = 0  # the planner's exchange rate (``merge_plan``); 0: ROUND_COMPARISONS
+    partition_fail: float = 0.0  # > 0: allow the partition stage (``partition_plan``) with this failure bound
 
     def less(self, kb: ArithmeticShares, pb: ArithmeticShares | None, ka: ArithmeticShares,
              pa: ArithmeticShares | None) -> ArithmeticShares:
@@ -78,11 +86,12 @@ party (measured, 300k comparisons in-process) plus its 47 bytes (0.4 us at 1 Gbi
 top-64 of 1,000 centroids in 24 instead of 34 for 55 % more (50k comparisons)."""
 
 
-def narrow_order(key_bits: int) -> KeyOrder:
+def narrow_order(key_bits: int, partition_fail: float = 0.0) -> KeyOrder:
     """Keys in ``(-2**(key_bits - 2), 2**(key_bits - 2))`` compared alone (ties: the earlier position wins, the
-    merges are stable) on :func:`key_layout`, padded with ``2**(key_bits - 2) - 1``."""
+    merges are stable) on :func:`key_layout`, padded with ``2**(key_bits - 2) - 1``; ``partition_fail``: see
+    :func:`partition_plan` (0: exact tournament only)."""
     spec = key_layout(key_bits)
-    return KeyOrder(None, spec, (1 << (spec.bits - 2)) - 1, NARROW_ROUND_COMPARISONS)
+    return KeyOrder(None, spec, (1 << (spec.bits - 2)) - 1, NARROW_ROUND_COMPARISONS, partition_fail)
 
 
 @overload
@@ -273,9 +282,114 @@ def merge_plan(n: int, k: int, r_lt: int = D.WIDE.rounds + 1, round_comparisons:
     return best(n, 1)[1]
 
 
+PARTITION_FAIL = 1e-6
+"""Failure bound of the search's top-k partition stage (``search.distance_order``): per query, the
+probability that one of the true top-k is not returned (the result is then the exact top-k of what
+the groups kept)."""
+
+
+def partition_fail(n: int, groups: int, keep: int, k: int) -> float:
+    """Exact probability that some group holds more than ``keep`` of ``k`` positions drawn uniformly
+    without replacement from ``n`` slots cut into ``groups`` consecutive groups of ``ceil(n / groups)``
+    (the last one shorter): ``1 - [x^k] prod_g sum_{j <= keep} C(s_g, j) x^j / C(n, k)``."""
+    size = -(-n // groups)
+    full, rest = divmod(n, size)
+
+    def times(a: list[int], b: list[int]) -> list[int]:  # product truncated at degree k
+        out = [0] * min(len(a) + len(b) - 1, k + 1)
+        for i, x in enumerate(a):
+            for j, y in enumerate(b[: k + 1 - i]):
+                out[i + j] += x * y
+        return out
+
+    def group(s_g: int) -> list[int]:
+        return [math.comb(s_g, j) for j in range(min(keep, s_g) + 1)]
+
+    poly, base, e = group(rest) if rest else [1], group(size), full
+    while e:  # poly * base**full by squaring
+        if e & 1:
+            poly = times(poly, base)
+        base, e = times(base, base), e >> 1
+    ok = poly[k] if len(poly) > k else 0
+    return float(1 - Fraction(ok, math.comb(n, k)))
+
+
+@cache
+def _plan_cost(n: int, k: int, r_lt: int, rate: int) -> tuple[float, int, int]:
+    """(planner cost, rounds, comparisons) of :func:`merge_plan`'s tournament."""
+    g, s, rounds, comparisons = n, 1, 0, 0
+    for m in merge_plan(n, k, r_lt, rate):
+        groups = -(-g // m)
+        comparisons += groups * m * (m - 1) // 2 * s * s
+        rounds += r_lt + (1 if m == 2 else 3)
+        g, s = groups, min(m * s, k)
+    return rounds + comparisons / (rate or ROUND_COMPARISONS), rounds, comparisons
+
+
+@cache
+def partition_plan(n: int, k: int, r_lt: int, round_comparisons: int, fail: float) -> tuple[int, int] | None:
+    """``(groups, keep)`` of the partition stage, or ``None`` when the plain tournament is cheaper.
+
+    The partition stage: a public pseudo-random permutation of the ``n`` positions
+    (:func:`public_permutation`, fixed by ``n``: sizes only), consecutive groups of
+    ``ceil(n / groups)``, each group's exact top-``keep`` by the tournament (all groups in the same
+    rounds), then the exact top-``k`` of the ``groups * keep`` kept. It returns the exact top-k
+    unless some group holds more than ``keep`` of the true top-k, which happens with probability
+    :func:`partition_fail` ``<= fail`` for keys not chosen against the (public) permutation: the
+    true top-k's positions are then a uniform ``k``-subset. Chosen to minimise the planner's
+    ``rounds + comparisons / rate`` (both stages) over ``keep < k`` and group
+    counts (powers of two). E.g. n = 70,400, k = 10: 1,024 groups keep 3, 40 rounds and 0.60M comparisons instead of
+    54 and 1.01M (:func:`partition_fail` 1.9e-7).
+    """
+    if k < 2 or n < 4 * k:
+        return None
+    best, _, _ = _plan_cost(n, k, r_lt, round_comparisons)
+    choice = None
+    grid = [2**e for e in range(2, int(math.log2(n)) + 1)]
+    for keep in range(1, k):
+        for groups in grid:
+            if groups * keep <= k or groups * keep >= n or -(-n // groups) <= keep:
+                continue
+            _, r1, c1 = _plan_cost(-(-n // groups), keep, r_lt, round_comparisons)
+            _, r2, c2 = _plan_cost(groups * keep, k, r_lt, round_comparisons)
+            cost = r1 + r2 + (groups * c1 + c2) / (round_comparisons or ROUND_COMPARISONS)
+            if cost < best and partition_fail(n, groups, keep, k) <= fail:
+                best, choice = cost, (groups, keep)
+    return choice
+
+
+@cache
+def public_permutation(n: int) -> torch.Tensor:
+    """The partition stage's public permutation of ``n`` positions (seeded by ``n`` alone)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0x7A11 + n))
+
+
 def _merge_tournament(keys: ArithmeticShares, payloads: ArithmeticShares | None, k: int,
                       order: KeyOrder) -> tuple[ArithmeticShares, ArithmeticShares | None]:
-    """Top-k by merging sorted lists (singletons first), ``merge_plan`` radices, keeping ``min(m s, k)``."""
+    """Top-k by merging sorted lists (singletons first), ``merge_plan`` radices, keeping ``min(m s, k)``;
+    with ``order.partition_fail``, first the groups' top-``keep`` of :func:`partition_plan`."""
+    n = keys.shape[-1]
+    part = partition_plan(n, k, order.r_lt, order.round_comparisons, order.partition_fail) \
+        if order.partition_fail > 0 else None
+    if part is not None:
+        groups, keep = part
+        size = -(-n // groups)
+        perm = public_permutation(n)
+        lead = tuple(keys.shape[:-1])
+        keys = ArithmeticShares(keys.party, keys.lo[..., perm], keys.hi[..., perm], keys.frac_bits)
+        payloads = None if payloads is None else ArithmeticShares(
+            payloads.party, payloads.lo[..., perm], payloads.hi[..., perm], payloads.frac_bits)
+        keys, payloads = pad_last(keys, payloads, groups * size, order.pad_value)
+        grouped = None if payloads is None else payloads.reshape(lead + (groups, size))
+        keys, payloads = _merge_lists(keys.reshape(lead + (groups, size)), grouped, keep, order)
+        keys = keys.reshape(lead + (groups * keep,))
+        payloads = None if payloads is None else payloads.reshape(lead + (groups * keep,))
+    return _merge_lists(keys, payloads, k, order)
+
+
+def _merge_lists(keys: ArithmeticShares, payloads: ArithmeticShares | None, k: int,
+                 order: KeyOrder) -> tuple[ArithmeticShares, ArithmeticShares | None]:
+    """The exact tournament of :func:`_merge_tournament` along the last dimension."""
     K = keys.unsqueeze(-1)  # [..., g, 1]
     P = payloads.unsqueeze(-1) if payloads is not None else None
     s = 1
