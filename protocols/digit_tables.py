@@ -106,3 +106,144 @@ def sender_rows(spec: Digits, kind: str, ud: list[torch.Tensor], mask: torch.Ten
     for t, (f0, f1, flip) in enumerate(words):
         rows[t] ^= flip[torch.from_numpy(np.packbits(bits[f0:f1], axis=0, bitorder="little")[0].astype(np.int64))]
     return rows
+
+
+_DTYPES = {8: torch.int8, 16: torch.int16, 32: torch.int32, 64: torch.int64}
+
+
+class Group:
+    """Fields whose rows each sit inside one ``unit``-bit lane of a table word (lane ``slot`` of word ``word``,
+    from bit ``offset`` of the lane): read and written through a view of the table in that lane's dtype."""
+
+    def __init__(self, unit: int, fs: list[int], spec: Digits, kind: str) -> None:
+        fs_all = fields(spec, kind)
+        pos, _ = layout(spec, fs_all)
+        self.unit, self.dtype, self.lanes = unit, _DTYPES[unit], 64 // unit
+        self.fields = torch.tensor(fs)
+        self.words = torch.tensor([pos[f][0] for f in fs])
+        self.slots = torch.tensor([pos[f][1] // unit for f in fs])
+        self.flat = self.words * self.lanes + self.slots  # row of the lane-major view ``[T * lanes, nc]``
+        self.in_order = bool((self.flat == torch.arange(len(fs))).all())
+        self.n, self.flat_np, self.fields_np = len(fs), self.flat.numpy(), self.fields.numpy()
+        self.digits = torch.tensor([fs_all[f][0] for f in fs])
+        self.digits_np = self.digits.numpy()
+        offs = [pos[f][1] % unit for f in fs]
+        self.offset_np = np.array(offs, dtype=np.uint8).reshape(-1, 1) if any(offs) else None
+
+
+@cache
+def plan(spec: Digits, kind: str) -> list[Group] | None:
+    """The fields grouped by lane width (the smallest of 8/16/32/64 bits holding the row without crossing a
+    lane), or ``None`` when a row spans several words (digits over 6 bits)."""
+    if max(spec.widths) > 6:
+        return None
+    fs_all = fields(spec, kind)
+    pos, _ = layout(spec, fs_all)
+    by_unit: dict[int, list[int]] = {}
+    for f, (i, _) in enumerate(fs_all):
+        size, bit = 1 << spec.widths[i], pos[f][1]
+        unit = next(u for u in (8, 16, 32, 64) if bit // u == (bit + size - 1) // u)
+        by_unit.setdefault(unit, []).append(f)
+    return [Group(u, fs, spec, kind) for u, fs in sorted(by_unit.items())]
+
+
+@cache
+def _digit_consts(spec: Digits) -> tuple[torch.Tensor, torch.Tensor]:
+    shifts = [spec.drop + sum(spec.widths[:i]) for i in range(len(spec.widths))]
+    return torch.tensor(shifts).view(-1, 1), torch.tensor([(1 << w) - 1 for w in spec.widths]).view(-1, 1)
+
+
+def digits_u8(t: torch.Tensor, spec: Digits) -> np.ndarray:
+    """``[D, n]`` uint8 digits of ``t`` ``[n]`` (low first, digits of at most 8 bits), numpy."""
+    tn = t.numpy()
+    out = np.empty((len(spec.widths), tn.shape[0]), dtype=np.uint8)
+    s = spec.drop
+    for i, w in enumerate(spec.widths):
+        np.bitwise_and(tn >> s, (1 << w) - 1, out=out[i], casting="unsafe")
+        s += w
+    return out
+
+
+_UNSIGNED = {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}
+
+
+def pick_bits(groups: list[Group], table: torch.Tensor, ch: np.ndarray, n_fields: int) -> np.ndarray:
+    """Bit ``ch`` of every field's row in every element's table ``[T, nc]``: 0/1 ``[F, nc]`` (uint8, numpy:
+    its shifts and transposes are vectorised where torch's int8 ones are not); ``ch`` ``[D, nc]`` uint8: the
+    digits of the receiver's choice."""
+    T, nc = table.shape
+    tab = table.numpy()
+    out = None if len(groups) == 1 else np.empty((n_fields, nc), dtype=np.uint8)
+    for g in groups:
+        dt = _UNSIGNED[g.unit]
+        lanes = np.ascontiguousarray(tab.view(dt).reshape(T, nc, g.lanes).transpose(0, 2, 1)).reshape(T * g.lanes, nc)
+        rows = lanes[: g.n] if g.in_order else lanes[g.flat_np]
+        c = ch[g.digits_np]
+        if g.offset_np is not None:
+            c += g.offset_np
+        bits = rows >> c.astype(dt) if dt != np.uint8 else rows >> c
+        bits &= 1
+        if out is None:
+            return bits.astype(np.uint8) if dt != np.uint8 else bits
+        out[g.fields_np] = bits
+    assert out is not None
+    return out
+
+
+class WordTable:
+    """One word of the sender's rows as a function of the digits it depends on: ``lut[(u >> shift) & mask]``,
+    xored with ``flips[sum_j m_{f0+j} << j]`` for the output-mask bits ``m`` of its fields ``f0..f1``."""
+
+    def __init__(self, spec: Digits, kind: str, t: int, fs: list[int]) -> None:
+        fs_all = fields(spec, kind)
+        pos, _ = layout(spec, fs_all)
+        ds = [fs_all[f][0] for f in fs]
+        i0, i1 = min(ds), max(ds)
+        nb = sum(spec.widths[i0 : i1 + 1])
+        self.shift, self.mask, self.f0, self.f1 = spec.drop + sum(spec.widths[:i0]), (1 << nb) - 1, fs[0], fs[-1] + 1
+        v = torch.arange(1 << nb)
+        word = torch.zeros(1 << nb, dtype=torch.int64)
+        for f in fs:
+            i, fn = fs_all[f]
+            digit = (v >> sum(spec.widths[i0:i])) & ((1 << spec.widths[i]) - 1)
+            word |= lut(spec.widths[i], fn)[digit, 0] << pos[f][1]
+        self.lut = word
+        flips = []
+        for idx in range(1 << len(fs)):
+            x = 0
+            for j, f in enumerate(fs):
+                x |= (((1 << (1 << spec.widths[fs_all[f][0]])) - 1) << pos[f][1]) * ((idx >> j) & 1)
+            flips.append(x - (1 << 64) if x >> 63 else x)
+        self.flips = torch.tensor(flips, dtype=torch.int64)
+
+
+@cache
+def word_tables(spec: Digits, kind: str) -> list[WordTable] | None:
+    """Per word of the sender's rows its :class:`WordTable`, or ``None`` when a word would need a table over
+    more than 16 bits of ``u`` or holds more than 8 rows (or a row spans several words: digits over 6 bits)."""
+    if max(spec.widths) > 6:
+        return None
+    fs_all = fields(spec, kind)
+    pos, T = layout(spec, fs_all)
+    out = []
+    for t in range(T):
+        fs = [f for f in range(len(fs_all)) if pos[f][0] == t]
+        ds = [fs_all[f][0] for f in fs]
+        if len(fs) > 8 or sum(spec.widths[min(ds) : max(ds) + 1]) > 16:
+            return None
+        out.append(WordTable(spec, kind, t, fs))
+    return out
+
+
+def sender_rows_words(tables: list[WordTable], u: torch.Tensor, mask: torch.Tensor, nc: int) -> torch.Tensor:
+    """As :func:`sender_rows`, one table look-up per word (:func:`word_tables`) from the sender's sum ``u``."""
+    rows = torch.empty((len(tables), nc), dtype=torch.int64)
+    raw = np.ascontiguousarray(mask.numpy()).view(np.uint8)
+    m = torch.from_numpy(np.unpackbits(raw, axis=1, count=nc, bitorder="little"))  # [F, nc] uint8
+    for t, wt in enumerate(tables):
+        torch.index_select(wt.lut, 0, (u >> wt.shift) & wt.mask, out=rows[t])
+        idx = m[wt.f0].clone()
+        for j in range(1, wt.f1 - wt.f0):
+            idx |= m[wt.f0 + j] << j
+        rows[t] ^= wt.flips.index_select(0, idx.to(torch.int32))
+    return rows

@@ -41,16 +41,22 @@ import math
 from dataclasses import dataclass
 from functools import cache
 
+import numpy as np
 import torch
 
 from . import b2a as B2A
 from . import tablegate as TG
 from .b2a import inject, inject_cost
 from .boolean import and_many
+from .digit_tables import digits_u8 as _digits_u8
 from .digit_tables import fields as _fields
 from .digit_tables import layout as _layout
 from .digit_tables import lut as _lut
+from .digit_tables import pick_bits as _pick_bits
+from .digit_tables import plan as _plan
 from .digit_tables import sender_rows as _sender_rows
+from .digit_tables import sender_rows_words as _sender_rows_words
+from .digit_tables import word_tables as _word_tables
 from .rotate import chunks as _chunks
 from .rotate import pack as _pack
 from .rotate import pad3 as _pad3
@@ -128,13 +134,20 @@ def _digit_bits(x: ArithmeticShares, spec: Digits, kind: str, early: bool = Fals
     F = len(fields)
     lo_all, hi_all = _pad3(x.lo), _pad3(x.hi)
 
-    def choices(v: torch.Tensor) -> list[torch.Tensor]:
-        """Each field's choice: the digit, plus the row's bit offset for rows under 64 bits."""
+    groups = _plan(spec, kind)
+
+    def choices(v: torch.Tensor) -> list[torch.Tensor] | np.ndarray:
+        """Each field's choice: the digit, plus the row's bit offset for rows under 64 bits (with lane
+        groups: the digits ``[D, nc]`` as uint8, numpy)."""
         t = -v if kind == "eq" else v
+        if groups is not None:
+            return _digits_u8(t, spec)
         per_digit = [_digit(t, spec, i) for i in range(len(spec.widths))]
         return [per_digit[i] if spec.widths[i] >= 6 else per_digit[i] + pos[f][1] for f, (i, _) in enumerate(fields)]
 
-    def picked(table: torch.Tensor, ch: list[torch.Tensor]) -> torch.Tensor:
+    def picked(table: torch.Tensor, ch) -> torch.Tensor:
+        if groups is not None:
+            return _pack(_pick_bits(groups, table, ch, F))
         return _pack(torch.stack([_pick(table, pos[f], spec.widths[i], ch[f]) for f, (i, _) in enumerate(fields)]))
 
     def prepare(q: int, e0: int, e1: int):
@@ -145,8 +158,12 @@ def _digit_bits(x: ArithmeticShares, spec: Digits, kind: str, early: bool = Fals
             b, pads2 = p.prg_next.int64((F, wc)), p.prg_next.int64((T, nc))
             a, pads1 = p.prg_prev.int64((F, wc)), p.prg_prev.int64((T, nc))
             u = lo + hi
-            ud = [_digit(u, spec, i) for i in range(len(spec.widths))]
-            fast = _sender_rows(spec, kind, ud, a ^ b, nc)
+            fast: torch.Tensor | None
+            if wtabs is not None:
+                fast = _sender_rows_words(wtabs, u, a ^ b, nc)
+            else:
+                ud = [_digit(u, spec, i) for i in range(len(spec.widths))]
+                fast = _sender_rows(spec, kind, ud, a ^ b, nc)
             mask = _unpack(a ^ b, nc) if fast is None else None
             rows = torch.zeros((T, nc), dtype=torch.int64) if fast is None else fast
             for f, (i, fn) in enumerate(fields if fast is None else []):
@@ -171,6 +188,7 @@ def _digit_bits(x: ArithmeticShares, spec: Digits, kind: str, early: bool = Fals
         st = B2A.early(p, 2, nc)[2] if early else None
         return None, help1, nc * T, F * wc, lambda fn_, fp_: (picked(fn_.view(T, nc), ch) ^ fp_.view(F, wc), a, st)
 
+    wtabs = _word_tables(spec, kind)
     if early and F != 1:
         raise ValueError("early injection needs a one-field layout")
     res = _rotated_round(p, lo_all.numel(), prepare)

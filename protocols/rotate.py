@@ -13,12 +13,13 @@ import numpy as np
 import torch
 
 
-def pack(bits: torch.Tensor) -> torch.Tensor:
-    """0/1 (or bool) ``[F, n]`` -> bit-sliced words ``[F, ceil(n / 64)]`` (element e at bit e % 64)."""
+def pack(bits: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """0/1 (or bool; torch or numpy) ``[F, n]`` -> bit-sliced words ``[F, ceil(n / 64)]`` (element e at bit e % 64)."""
     f, n = bits.shape
     w = -(-n // 64)
-    b = bits.numpy()
-    packed = np.packbits(b if b.dtype == np.bool_ else b.astype(np.bool_), axis=1, bitorder="little")
+    b = bits if isinstance(bits, np.ndarray) else bits.numpy()
+    b = b if b.dtype in (np.bool_, np.int8, np.uint8) else b.astype(np.bool_)  # packbits: nonzero is 1
+    packed = np.packbits(b, axis=1, bitorder="little")
     out = np.zeros((f, 8 * w), dtype=np.uint8)
     out[:, : packed.shape[1]] = packed
     return torch.from_numpy(out.view(np.int64))
