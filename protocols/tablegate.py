@@ -29,26 +29,32 @@ import numpy as np
 import torch
 
 from . import b2a as B2A
-from .rotate import pack, part_words, rotated_round, unpack
+from .rotate import pack, part_words, rotated_round
 from .sharing import BooleanShares
 
 MAX_INPUTS = 6
 
 
 @cache
-def _rows(truth: tuple[bool, ...]) -> torch.Tensor:
-    """``[2**k]`` words: row ``s`` has bit ``j`` = ``truth[s ^ j]``."""
+def _rows(truth: tuple[bool, ...]) -> np.ndarray:
+    """``[2 * 2**k]`` words: row ``s`` has bit ``j`` = ``truth[s ^ j]``; row ``s + 2**k`` is row ``s`` with its
+    ``2**k`` bits flipped (the sender's output mask bit set)."""
     size = len(truth)
     t = torch.tensor(truth, dtype=torch.int64)
     s, j = torch.arange(size).view(-1, 1), torch.arange(size).view(1, -1)
-    return (t[s ^ j] << j).sum(-1)
+    rows = (t[s ^ j] << j).sum(-1)
+    full = -1 if size == 64 else (1 << size) - 1
+    return torch.cat([rows, rows ^ full]).numpy()
 
 
-def _index(bits: torch.Tensor, nc: int) -> torch.Tensor:
-    """Bit-sliced ``[k, wc]`` (``k <= 8``) -> per-element index ``sum_f bit_f << f`` ``[nc]`` (numpy bit ops)."""
+def _index(bits: torch.Tensor, nc: int) -> np.ndarray:
+    """Bit-sliced ``[k, wc]`` (``k <= 7``) -> per-element index ``sum_f bit_f << f`` ``[nc]`` (uint8, numpy)."""
     raw = np.ascontiguousarray(bits.numpy()).view(np.uint8)
     u = np.unpackbits(raw, axis=1, count=nc, bitorder="little")
-    return torch.from_numpy(np.packbits(u, axis=0, bitorder="little")[0].astype(np.int64))
+    idx = u[0].copy()
+    for f in range(1, u.shape[0]):
+        idx |= u[f] << f
+    return idx
 
 
 def gate(inputs: list[BooleanShares], n: int, truth: tuple[bool, ...], xor_in: BooleanShares | None = None,
@@ -64,11 +70,10 @@ def gate(inputs: list[BooleanShares], n: int, truth: tuple[bool, ...], xor_in: B
     lo_all = torch.stack([x.lo for x in inputs])
     hi_all = torch.stack([x.hi for x in inputs])
     rows = _rows(tuple(bool(v) for v in truth))
-    full = -1 if k == MAX_INPUTS else (1 << (1 << k)) - 1
     words = part_words(n)
 
-    def picked(table: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return pack(((table >> c) & 1).unsqueeze(0))
+    def picked(table: torch.Tensor, c: np.ndarray) -> torch.Tensor:
+        return pack(((table.numpy() >> c) & 1).reshape(1, -1))
 
     def prepare(q: int, e0: int, e1: int):
         nc = e1 - e0
@@ -77,7 +82,7 @@ def gate(inputs: list[BooleanShares], n: int, truth: tuple[bool, ...], xor_in: B
         if q == 0:
             b, pads2 = p.prg_next.int64((1, wc)), p.prg_next.int64((nc,))
             a, pads1 = p.prg_prev.int64((1, wc)), p.prg_prev.int64((nc,))
-            row = rows[_index(lo ^ hi, nc)] ^ (unpack(a ^ b, nc)[0] * full)
+            row = torch.from_numpy(rows[_index(torch.cat([lo ^ hi, a ^ b]), nc)])  # the mask bit as input k
             to1 = row ^ pads1
             if early:
                 t = a ^ b if xor_in is None else a ^ b ^ (xor_in.lo ^ xor_in.hi)[w0 : w0 + wc].view(1, wc)
