@@ -190,6 +190,28 @@ class PlainIndex:
         self.centroids, self.features, self.ids, self._where = new.centroids, new.features, new.ids, new._where
 
 
+AUTO_ID_BITS_MAX = 39
+"""Largest default ``id_bits``: padding ``||x||^2`` of 16 (``layout.pad_sqnorm``), keys below 32 real units."""
+
+
+def auto_id_bits(x: np.ndarray, ids: np.ndarray, frac_bits: int = 16) -> int:
+    """Default ``id_bits``: the narrowest key range whose padding is at least ``16 max(max ||x||^2, 1)``.
+
+    The secure top-k compares distances on ``KEY_TOP_BITS - id_bits + 3`` bits
+    (``protocols.search.distance_order``), so a larger ``id_bits`` means fewer digits per
+    comparison: unit-norm features (the product's L2-normalised CNN features) get 39, 24-bit keys
+    in eight 3-bit digits (one round and ~40% of the words per comparison less than the 42-bit
+    keys of ``id_bits = 21``). The factor 16 leaves inserts room for twice the largest squared
+    norm (:func:`_check_norms` needs 8). Never fewer than two bits above the largest id (room
+    for inserts), at least 8."""
+    floor = max(8, int(ids.max()).bit_length() + 2 if len(ids) else 8)
+    top = max(1.0, float((np.asarray(x, np.float64) ** 2).sum(-1).max()) if len(x) else 1.0)
+    for bits in range(AUTO_ID_BITS_MAX, floor, -1):
+        if layout.pad_sqnorm(bits, frac_bits) * (1 + 1e-6) >= 16 * top:  # unit norms in float32 round up
+            return bits
+    return floor
+
+
 def _check_ids(ids: np.ndarray, id_bits: int, n: int) -> None:
     if len(ids) != n:
         raise ValueError(f"{len(ids)} ids for {n} rows")
@@ -261,10 +283,9 @@ def build_index(
 
     ``ids`` default to ``0..N-1``; ``bucket_size`` (B) defaults to
     ``ceil(N / C * (1 + slack))`` and must satisfy ``B * C >= N``. ``id_bits`` (public)
-    bounds the ids (``< 2**id_bits``, default two bits above the largest id, room for
-    inserts) and sets the key range of the secure top-k: real distances must stay below
-    ``protocols.layout.pad_sqnorm`` (checked, assuming queries
-    no larger than the data).
+    bounds the ids (``< 2**id_bits``) and sets the key range of the secure top-k: real
+    distances must stay below ``protocols.layout.pad_sqnorm`` (checked, assuming queries
+    no larger than the data). Default: :func:`auto_id_bits`.
     """
     x = np.ascontiguousarray(features, dtype=np.float32)
     if x.ndim != 2:
@@ -272,7 +293,7 @@ def build_index(
     n, d = x.shape
     ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64).reshape(-1)
     if id_bits is None:
-        id_bits = max(8, int(ids.max()).bit_length() + 2 if n else 8)
+        id_bits = auto_id_bits(x, ids, frac_bits)
     _check_ids(ids, id_bits, n)
     _check_norms(x, id_bits, frac_bits)
     if not 1 <= n_centroids <= max(n, 1):

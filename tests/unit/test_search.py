@@ -168,3 +168,31 @@ def test_recall_at_10_vs_faiss_ivf_20k():
 @pytest.mark.slow
 def test_recall_at_10_vs_faiss_ivf_100k():
     assert _recall_vs_faiss(100_000, 100, 316, 2, seed=6) >= 0.99
+
+
+def test_unit_norm_index_narrow_keys_padding_last():
+    """The product's L2-normalised features get ``id_bits`` 39 (``index.build.auto_id_bits``): 24-bit keys in
+    eight 3-bit digits, padding at ``||x||^2 = 16``; results equal the plaintext index, padding last."""
+    from protocols.search import distance_order
+    from protocols.topk import narrow_order
+
+    x = clustered(3000, 16, 12, seed=4)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    plain = build_index(x, None, 20, bucket_size=200, seed=0)  # 150 rows per bucket on average: padding
+    assert plain.id_bits == 39 and plain.pad_sqnorm == 16.0
+    order = distance_order(plain.id_bits, 10)
+    assert order is not None and order.spec == narrow_order(24).spec and order.spec.widths == (3,) * 8
+    shs = share_index(plain)
+    q = queries_like(x, 3, seed=5)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    for k, nprobe in [(10, 4), (plain.bucket_size, 1)]:
+        ids, dist, _, _ = _run(shs, q, k, nprobe)
+        rid, rd = plain.search(q, k, nprobe)
+        # same ranked distances; ids equal up to swaps of near-ties (module docstring)
+        assert np.abs(dist - rd).max() <= 2**-16 * 16
+        assert all(set(a) == set(b) for a, b in zip(ids, rid)) if k == plain.bucket_size else np.array_equal(ids, rid)
+    pad = ids == -1
+    assert pad.any() and all(row[int(np.argmax(row)):].all() for row in pad if row.any())
+    assert np.allclose(dist[pad], 17.0, atol=1e-3)  # ||q||^2 + 16
+    with pytest.raises(ValueError, match="norms too large"):
+        plain.insert(np.full((1, 16), 1.0, np.float32), np.array([5000]))  # ||x||^2 = 16 > 2
