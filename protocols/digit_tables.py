@@ -127,6 +127,7 @@ class Group:
         self.n, self.flat_np, self.fields_np = len(fs), self.flat.numpy(), self.fields.numpy()
         self.digits = torch.tensor([fs_all[f][0] for f in fs])
         self.digits_np = self.digits.numpy()
+        self.digit_list = self.digits.tolist()
         offs = [pos[f][1] % unit for f in fs]
         self.offset_np = np.array(offs, dtype=np.uint8).reshape(-1, 1) if any(offs) else None
 
@@ -176,12 +177,16 @@ def pick_bits(groups: list[Group], table: torch.Tensor, ch: np.ndarray, n_fields
     out = None if len(groups) == 1 else np.empty((n_fields, nc), dtype=np.uint8)
     for g in groups:
         dt = _UNSIGNED[g.unit]
-        lanes = np.ascontiguousarray(tab.view(dt).reshape(T, nc, g.lanes).transpose(0, 2, 1)).reshape(T * g.lanes, nc)
-        rows = lanes[: g.n] if g.in_order else lanes[g.flat_np]
-        c = ch[g.digits_np]
-        if g.offset_np is not None:
-            c += g.offset_np
-        bits = rows >> c.astype(dt) if dt != np.uint8 else rows >> c
+        lanes = tab.view(dt).reshape(T, nc, g.lanes).transpose(0, 2, 1).copy().reshape(T * g.lanes, nc)
+        bits = lanes[: g.n] if g.in_order else lanes[g.flat_np]  # a fresh array: shifted in place (fresh
+        if g.offset_np is not None or g.n <= 8:  # big temporaries cost more than the shifts on this machine)
+            c = ch[g.digits_np]
+            if g.offset_np is not None:
+                c += g.offset_np
+            np.right_shift(bits, c, out=bits, casting="unsafe")
+        else:
+            for f, d in enumerate(g.digit_list):
+                np.right_shift(bits[f], ch[d], out=bits[f], casting="unsafe")
         bits &= 1
         if out is None:
             return bits.astype(np.uint8) if dt != np.uint8 else bits
