@@ -314,7 +314,8 @@ def distance_order(id_bits: int, k: int) -> KeyOrder | None:
     ``topk.narrow_order(KEY_TOP_BITS - id_bits + 3)``: 24 bits in eight 3-bit digits for the
     ``id_bits = 39`` that ``index.build.auto_id_bits`` gives unit-norm features (the product's),
     one round less per tournament level than the 42 bits (fourteen digits) of ``id_bits = 21``
-    and 3.5 words per comparison for those instead of 6.7 for the 64-bit ``(distance, id)`` key. The range is the one the index guarantees: every record distance (and its padding,
+    and 3.5 words per comparison for those instead of 6.7 for the 64-bit ``(distance, id)`` key.
+    The range is the one the index guarantees: every record distance (and its padding,
     ``layout.pad_sqnorm``) is below ``sort.key_limit(id_bits) = 2**(KEY_TOP_BITS - id_bits)``
     ring units, and a centroid (the mean of its bucket) is no farther than its farthest record.
     Both may start with the partition stage (``topk.partition_plan``, failure bound
