@@ -11,7 +11,7 @@ Steps of :func:`secure_search` (every shape is public; nothing depends on secret
    records ``[x, ||x||^2, id]``. Local work O(C B d) per probe, one reshare round,
    ``Q nprobe B (d + 2)`` elements sent per party. No server learns the bucket.
 5. SecDist from the query to the ``nprobe B`` fetched rows (1 round).
-6. ``secure_topk`` by distance (ties: the earlier candidate): shares of the ``k`` ids and distances.
+6. ``secure_topk`` by distance (ties: :func:`distance_order`): shares of the ``k`` ids and distances.
 
 Both top-k compare distances alone on a narrow layout (:func:`distance_order`).
 
@@ -258,8 +258,8 @@ def secure_search(
 ) -> tuple[ArithmeticShares, ArithmeticShares]:
     """Shares of the ``k`` nearest ids ``[Q, k]`` (integer) and distances ``[Q, k]`` (fixed point).
 
-    ``query`` is ``[Q, d]`` (or ``[d]``) fixed point. Results are sorted by distance (ties: the earlier
-    candidate, i.e. probe rank then bucket slot; ``distance_order``);
+    ``query`` is ``[Q, d]`` (or ``[d]``) fixed point. Results are sorted by distance (ties: see
+    ``distance_order``);
     if ``k`` exceeds the real rows in the probed buckets, padding appears as id -1 with a
     huge distance. Nothing is revealed.
     Two paths, chosen from public sizes (:func:`distances_first`):
@@ -276,12 +276,12 @@ def secure_search(
     ``T(n, k)`` is the rounds of ``secure_topk`` (``topk.merge_plan``: ``R_lt + 1`` per binary
     level, ``R_lt + 3`` per wider one) and 2 for the one-hot (``digits.eqz`` on ``|probe - c| <
     C``); the top-nprobe and one-hot are skipped when ``nprobe = C``. Both top-k add their
-    comparisons (``distance_order``: 3.9 words at ``id_bits = 21`` plus 1 for the injection,
-    every party), small equalities and products, and the one-hot its ``Q nprobe C`` equalities.
+    comparisons (``distance_order``), small equalities and products, and the one-hot its
+    ``Q nprobe C`` equalities. Large top-k start with ``topk.partition_plan``'s stage.
     With ``nprobe = C`` the distances-first path fetches nothing (one round and ``2 Q C B``
     elements less). At n = 1e6, C = 1000, B = 1100, d = 128, nprobe = 64 (the product default),
-    k = 10: 98 rounds (top-nprobe 34, top-k of 70,400 60), 86 MB per party (measured,
-    ``benchmarks.e2e --profile-only``).
+    k = 10, unit-norm features (``id_bits`` 39): 60 rounds (top-nprobe 21, one-hot 2, top-k of
+    70,400 35), 40.3 MB per party (measured, ``benchmarks.e2e --profile-only``).
     """
     view: IndexView = SharedIndexView.of(party, index) if isinstance(index, IndexShares) else index
     if view.party is not party:
@@ -302,7 +302,7 @@ def secure_search(
 
     dist, ids = _candidates(party, query, view, nprobe)  # [Q, M] each
 
-    # 6: top-k by distance (ties: the earlier candidate), on the narrow key layout.
+    # 6: top-k by distance, on the narrow key layout (distance_order).
     dk, ik = secure_topk(dist, ids, k, id_bits=sh.id_bits, order=distance_order(sh.id_bits, k))
     if squeeze:
         return ik[0], dk[0]
