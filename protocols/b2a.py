@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from .rotate import pad3, part_words, rotated_round, unpack
+from .rotate import part, part_words, rotated_round, unpack
 from .sharing import ArithmeticShares, BooleanShares
 
 
@@ -101,11 +101,11 @@ def inject(b: BooleanShares) -> ArithmeticShares:
     ``2 n`` elements instead of ``4 n`` for party 0 and ``n`` for the others.
     """
     p = b.party
-    lo_all, hi_all = pad3(b.lo), pad3(b.hi)
+    lo_all, hi_all = b.lo.reshape(-1), b.hi.reshape(-1)
 
     def prepare(q: int, e0: int, e1: int):
         nc = e1 - e0
-        lo, hi = lo_all[e0:e1], hi_all[e0:e1]
+        lo, hi = part(lo_all, e0, e1), part(hi_all, e0, e1)
         if q == 0:
             t = (lo ^ hi) & 1
             c0, w = p.prg_prev.int64((nc,)), p.prg_prev.int64((2, nc))
@@ -122,7 +122,7 @@ def inject(b: BooleanShares) -> ArithmeticShares:
         return None, torch.where(choice, w[1], w[0]), 2 * nc, nc, lambda fn_, fp_: (
             torch.where(choice, fn_[nc:], fn_[:nc]) - fp_, c0)
 
-    res = rotated_round(p, lo_all.numel(), prepare)
+    res = rotated_round(p, lo_all.numel() + (-lo_all.numel() % 3), prepare)
     n = b.numel()
     lo = torch.cat([r[0] for r in res])[:n].view(b.shape)
     hi = torch.cat([r[1] for r in res])[:n].view(b.shape)

@@ -24,7 +24,7 @@ import torch
 
 from . import b2a as B2A
 from .rotate import chunks as _chunks
-from .rotate import pad3 as _pad3
+from .rotate import part as _part
 from .rotate import part_words
 from .rotate import rotated_round as _rotated_round
 from .sharing import ArithmeticShares, BooleanShares
@@ -64,14 +64,14 @@ def mul_and_inject(b: BooleanShares, y: ArithmeticShares, c: BooleanShares | Non
     Cost: 1 round; elements per party :func:`bit_mul_cost` of ``y`` plus ``digits.inject_cost`` of ``c``
     (or ``2/3`` word per element of ``rng``: with the earlier third, ``b2a.cost``)."""
     p = b.party
-    blo, bhi, ylo, yhi = _pad3(b.lo & 1), _pad3(b.hi & 1), _pad3(y.lo), _pad3(y.hi)
-    clo = _pad3(c.lo & 1) if c is not None else None
-    chi = _pad3(c.hi & 1) if c is not None else None
-    cparts = _chunks(clo.numel()) if clo is not None else []
+    blo, bhi, ylo, yhi = (b.lo & 1).reshape(-1), (b.hi & 1).reshape(-1), y.lo.reshape(-1), y.hi.reshape(-1)
+    clo = (c.lo & 1).reshape(-1) if c is not None else None
+    chi = (c.hi & 1).reshape(-1) if c is not None else None
+    cparts = _chunks(clo.numel() + (-clo.numel() % 3)) if clo is not None else []
 
     def prepare(q: int, e0: int, e1: int):
         nc = e1 - e0
-        bl, bh, yl, yh = blo[e0:e1], bhi[e0:e1], ylo[e0:e1], yhi[e0:e1]
+        bl, bh, yl, yh = _part(blo, e0, e1), _part(bhi, e0, e1), _part(ylo, e0, e1), _part(yhi, e0, e1)
         # OT 1: sender = role-0 party: t = b_r ^ b_{r+1} (its lo ^ hi), value y_r + y_{r+1}; choice b_{r+2}.
         first = _ot(p, q, bl ^ bh, yl + yh, bh if q == 1 else bl, nc)
         # OT 2: sender = role-1 party: t' = b_{r+1} ^ b_{r+2}, value y_{r+2} (its hi); choice b_r.
@@ -80,7 +80,7 @@ def mul_and_inject(b: BooleanShares, y: ArithmeticShares, c: BooleanShares | Non
         parts = [first, second]
         if clo is not None and chi is not None:
             f0, f1 = cparts[(p.id - q) % 3]
-            cl, ch = clo[f0:f1], chi[f0:f1]
+            cl, ch = _part(clo, f0, f1), _part(chi, f0, f1)
             parts.append(_ot(p, q, cl ^ ch, 1, ch if q == 1 else cl, f1 - f0))
         elif late is not None:
             root, n2, states, rng = late
@@ -103,7 +103,7 @@ def mul_and_inject(b: BooleanShares, y: ArithmeticShares, c: BooleanShares | Non
         return (torch.cat(to_next) if to_next else None, torch.cat(to_prev) if to_prev else None,
                 sum(x[2] for x in parts), sum(x[3] for x in parts), finish)
 
-    res = _rotated_round(p, blo.numel(), prepare)
+    res = _rotated_round(p, blo.numel() + (-blo.numel() % 3), prepare)
     n = y.numel()
     lo = torch.cat([r[0] for r in res])[:n].view(y.shape)
     hi = torch.cat([r[1] for r in res])[:n].view(y.shape)

@@ -59,7 +59,7 @@ from .digit_tables import sender_rows_words as _sender_rows_words
 from .digit_tables import word_tables as _word_tables
 from .rotate import chunks as _chunks
 from .rotate import pack as _pack
-from .rotate import pad3 as _pad3
+from .rotate import part as _part
 from .rotate import rotated_round as _rotated_round
 from .rotate import unpack as _unpack
 from .sharing import ArithmeticShares, BooleanShares
@@ -132,7 +132,8 @@ def _digit_bits(x: ArithmeticShares, spec: Digits, kind: str, early: bool = Fals
     fields = _fields(spec, kind)
     pos, T = _layout(spec, fields)
     F = len(fields)
-    lo_all, hi_all = _pad3(x.lo), _pad3(x.hi)
+    lo_all, hi_all = x.lo.reshape(-1), x.hi.reshape(-1)  # parts zero-padded to a multiple of 3 (_part)
+    n3 = lo_all.numel() + (-lo_all.numel() % 3)
 
     groups = _plan(spec, kind)
 
@@ -153,7 +154,7 @@ def _digit_bits(x: ArithmeticShares, spec: Digits, kind: str, early: bool = Fals
     def prepare(q: int, e0: int, e1: int):
         nc = e1 - e0
         wc = -(-nc // 64)
-        lo, hi = lo_all[e0:e1], hi_all[e0:e1]
+        lo, hi = _part(lo_all, e0, e1), _part(hi_all, e0, e1)
         if q == 0:
             b, pads2 = p.prg_next.int64((F, wc)), p.prg_next.int64((T, nc))
             a, pads1 = p.prg_prev.int64((F, wc)), p.prg_prev.int64((T, nc))
@@ -191,7 +192,7 @@ def _digit_bits(x: ArithmeticShares, spec: Digits, kind: str, early: bool = Fals
     wtabs = _word_tables(spec, kind)
     if early and F != 1:
         raise ValueError("early injection needs a one-field layout")
-    res = _rotated_round(p, lo_all.numel(), prepare)
+    res = _rotated_round(p, n3, prepare)
     out = BooleanShares(p, torch.cat([r[0] for r in res], 1), torch.cat([r[1] for r in res], 1))
     return out, ([r[2] for r in res] if early else None)
 

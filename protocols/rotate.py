@@ -52,6 +52,16 @@ def pad3(t: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(t, (0, -t.numel() % 3)) if t.numel() % 3 else t
 
 
+def part(t: torch.Tensor, e0: int, e1: int) -> torch.Tensor:
+    """Elements ``e0:e1`` of the flat ``t`` zero-padded as by :func:`pad3` (a view unless the part reaches
+    into the padding: no copy of the whole batch)."""
+    n = t.numel()
+    if e1 <= n:
+        return t[e0:e1]
+    return torch.cat([t[e0:n], torch.zeros(e1 - max(e0, n), dtype=t.dtype)]) if e0 < n else torch.zeros(
+        e1 - e0, dtype=t.dtype)
+
+
 def rotated_round(party, n: int, prepare) -> list[tuple]:
     """Run ``prepare(q, e0, e1)`` for the three parts (``q`` = this party's role in the part:
     0 sender, 1 the sender's next, 2 its prev) in ONE exchange.
