@@ -66,11 +66,11 @@ def late_part(p, q: int, nc: int, lo: torch.Tensor, hi: torch.Tensor, state, sub
     if q == 1:
         c = unpack(hi.unsqueeze(0), nc)[0][s0:s1]
         z, zp = p.prg_next.int64((m,)), p.prg_next.int64((m,))
-        gamma = (1 - 2 * c) * state + zp
+        gamma = (state ^ -c) + c + zp  # (1 - 2c) * state for c in {0, 1}, without an int64 multiply
         return None, gamma, 0, 0, lambda fn_, fp_: (gamma, z)
     c = unpack(lo.unsqueeze(0), nc)[0][s0:s1]
     z, zp = p.prg_prev.int64((m,)), p.prg_prev.int64((m,))
-    alpha = c + (1 - 2 * c) * state - z - zp
+    alpha = c + ((state ^ -c) + c) - z - zp
     return alpha, None, 0, 0, lambda fn_, fp_: (z, alpha)
 
 

@@ -35,7 +35,13 @@ def _ot(p, q: int, t, value, choice, nc: int):
     if q == 0:
         c0, w = p.prg_prev.int64((nc,)), p.prg_prev.int64((2, nc))
         c1, w2 = p.prg_next.int64((nc,)), p.prg_next.int64((2, nc))
-        m = torch.stack((t * value - c0 - c1, (t ^ 1) * value - c0 - c1))
+        # t * value and (1 - t) * value for t in {0, 1} by masks (no emulated int64 multiply)
+        if isinstance(value, int):
+            pair = (t * value, (t ^ 1) * value) if value != 1 else (t, t ^ 1)
+        else:
+            pair = (value & -t, value & (t - 1))
+        c01 = c0 + c1
+        m = torch.stack((pair[0] - c01, pair[1] - c01))
         return (m + w).reshape(-1), (m + w2).reshape(-1), 0, 0, lambda a_, b_: (c0, c1)
     ch = choice.bool()
     if q == 1:
