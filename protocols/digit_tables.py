@@ -155,12 +155,16 @@ def _digit_consts(spec: Digits) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def digits_u8(t: torch.Tensor, spec: Digits) -> np.ndarray:
-    """``[D, n]`` uint8 digits of ``t`` ``[n]`` (low first, digits of at most 8 bits), numpy."""
+    """``[D, n]`` uint8 digits of ``t`` ``[n]`` (low first, digits of at most 8 bits), numpy; cut from 32-bit
+    windows of ``t`` (one int64 shift per window, the digits by uint32 shifts)."""
     tn = t.numpy()
     out = np.empty((len(spec.widths), tn.shape[0]), dtype=np.uint8)
-    s = spec.drop
+    s, base, win = spec.drop, -64, tn
     for i, w in enumerate(spec.widths):
-        np.bitwise_and(tn >> s, (1 << w) - 1, out=out[i], casting="unsafe")
+        if s + w > base + 32:
+            base = s
+            win = (tn >> s if s else tn).astype(np.uint32)
+        np.bitwise_and(win >> (s - base) if s > base else win, (1 << w) - 1, out=out[i], casting="unsafe")
         s += w
     return out
 
