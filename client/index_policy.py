@@ -53,7 +53,8 @@ def index_bundles(owner: OwnerState, feats: np.ndarray, ids: np.ndarray, base_ve
         if not upd.rebuilt:
             ups = share_update(plain, upd, DEFAULT_FP)
             imeta = {"format": "ivf", "update": True, "base_version": base_version,
-                     "n_centroids": int(plain.n_centroids), "bucket_size": int(plain.bucket_size), "dim": d}
+                     "n_centroids": int(plain.n_centroids), "bucket_size": int(plain.bucket_size), "dim": d,
+                     "id_bits": int(plain.id_bits), "frac_bits": int(plain.frac_bits)}
             per = [{"slots": u.slots, "records.lo": u.records[0], "records.hi": u.records[1],
                     "n_items": torch.tensor(int(u.n_items), dtype=torch.int64)} for u in ups]
             return imeta, per, lambda v: owner.save_plain_index(plain, v, built_n)
@@ -64,7 +65,8 @@ def index_bundles(owner: OwnerState, feats: np.ndarray, ids: np.ndarray, base_ve
         plain, built_n = empty_index(d), 0
     shares = share_index(plain, DEFAULT_FP)
     imeta = {"format": "ivf", "base_version": base_version, "n_centroids": int(plain.n_centroids),
-             "bucket_size": int(plain.bucket_size), "dim": d}
+             "bucket_size": int(plain.bucket_size), "dim": d, "id_bits": int(plain.id_bits),
+             "frac_bits": int(plain.frac_bits)}  # public: the key range (client.search checks feature queries)
     return imeta, [s.to_tensors() for s in shares], lambda v: owner.save_plain_index(plain, v, built_n)
 
 

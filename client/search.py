@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from protocols.layout import pad_sqnorm
 from protocols.ring import DEFAULT_FP
 from protocols.sharing import SharePair, reconstruct, share_fixed
 from wire import bundle as bd
@@ -119,6 +120,13 @@ def prepare_queries(queries: QueryInput, info: dict[str, Any]) -> tuple[str, tor
             raise ValueError(f"feature queries must be [Q, {dim}] (the index dimension), got {list(queries.shape)}")
         if not np.isfinite(feats).all():
             raise ValueError("feature queries must be finite")
+        meta = info.get("index_meta") or {}
+        if "id_bits" in meta:  # the secure top-k's key range holds queries no larger than the data's bound
+            limit = pad_sqnorm(int(meta["id_bits"]), int(meta.get("frac_bits", DEFAULT_FP.frac_bits))) / 8
+            top = float((feats**2).sum(-1).max())
+            if top >= limit:
+                raise ValueError(f"feature queries must have squared L2 norm below {limit:g} for this index "
+                                 f"(got {top:.3g}); normalise them as the indexed features are")
         return "features", torch.from_numpy(feats)
     if isinstance(queries, (str, Image.Image)) or (hasattr(queries, "__fspath__")) or \
             (isinstance(queries, np.ndarray) and queries.ndim in (2, 3)):

@@ -56,6 +56,8 @@ def test_feature_array_queries_match_plaintext(cluster, client):
     assert i1.tolist() == [[10]]
     with pytest.raises(ValueError, match=r"\[Q, 8\]"):
         client.search(np.zeros((2, 5)), k=1)
+    with pytest.raises(ValueError, match="squared L2 norm below"):  # outside the index's key range
+        client.search(np.full((1, 8), 1e4), k=1)
 
 
 def test_per_query_results_carry_the_owners_labels(cluster, client):
