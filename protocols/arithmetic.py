@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .party import Party
 from .ring import FixedPoint
+from .ringmm import limbs_pay, ring_conv2d, ring_matmul, ring_mm
 from .sharing import ArithmeticShares
 
 
@@ -113,7 +114,19 @@ def matmul(x: ArithmeticShares, y: ArithmeticShares) -> ArithmeticShares:
     """``[x] @ [y]`` (torch.matmul semantics). Cost: 1 round, 1 element per OUTPUT element."""
     if x.shape[-1] != y.shape[-2 if len(y.shape) > 1 else 0]:
         raise ValueError(f"matmul: inner dimensions differ: {tuple(x.shape)} @ {tuple(y.shape)}")
-    return _product(x, y, torch.matmul)
+    return _product(x, y, _local_matmul)
+
+
+def _local_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.matmul`` in Z_2^64: on float64 limbs (``ringmm.ring_mm`` / ``ring_matmul``) when ``limbs_pay``, else
+    the int64 loop; both exact, so the result is the same bits."""
+    if a.dim() >= 2 and b.dim() >= 2 and limbs_pay(a.shape[-2], b.shape[-1]):
+        return ring_mm(a, b) if a.dim() == b.dim() == 2 else ring_matmul(a, b)
+    return torch.matmul(a, b)
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 def conv2d(
@@ -133,6 +146,8 @@ def conv2d(
         )
 
     def f(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if groups == 1:  # float64 limbs when they pay (ringmm.ring_conv2d), same bits
+            return ring_conv2d(a, b, _pair(stride), _pair(padding), _pair(dilation))
         return F.conv2d(a, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
 
     return _product(x, w, f)
