@@ -31,7 +31,9 @@ non-blocking sockets (no streams, no per-chunk tasks), and the bytes stay in the
 they are moved socket -> pipe -> socket with ``splice(2)`` (no copy through user space;
 only when a direction's pipes are full are bytes read into memory). The caller talks to the
 process over its stdin/stdout (one JSON line per call); the process exits when its stdin
-closes, so it never outlives the caller. ``benchmarks.wan_cpu`` measures the CPU per GB.
+closes, so it never outlives the caller. ``benchmarks.wan_cpu`` measures the CPU per GB
+relayed: 0.3 s/GB unlimited, 0.5-0.8 s/GB at 1 Gbit/s (64 KB release pieces), against
+1.7-2.3 and 1.8-2.6 s/GB for the earlier thread + asyncio-streams proxy (2-core EPYC, busy).
 
     with WanEmulator() as wan:
         egress = wan.bucket(rate_bps=1e9)
