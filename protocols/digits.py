@@ -174,8 +174,9 @@ def _digit_bits(x: ArithmeticShares, spec: Digits, kind: str, early: bool = Fals
                 vals = vals ^ (mask[f] * full)  # type: ignore[index]
                 word, bit = pos[f]
                 rows[word : word + vals.shape[0]] |= vals << bit
-            to1 = (rows ^ pads1).reshape(-1)
-            return (torch.cat([to1, B2A.early(p, 0, nc, a ^ b)[0]]) if early else to1), rows ^ pads2, 0, 0, (
+            to1 = pads1.bitwise_xor_(rows).reshape(-1)  # in place: the pads are fresh PRG buffers
+            to2 = pads2.bitwise_xor_(rows)
+            return (torch.cat([to1, B2A.early(p, 0, nc, a ^ b)[0]]) if early else to1), to2, 0, 0, (
                 lambda fn_, fp_: (a, b, None))
         if q == 1:
             b, pads2 = p.prg_prev.int64((F, wc)), p.prg_prev.int64((T, nc))

@@ -83,11 +83,11 @@ def gate(inputs: list[BooleanShares], n: int, truth: tuple[bool, ...], xor_in: B
             b, pads2 = p.prg_next.int64((1, wc)), p.prg_next.int64((nc,))
             a, pads1 = p.prg_prev.int64((1, wc)), p.prg_prev.int64((nc,))
             row = torch.from_numpy(rows[_index(torch.cat([lo ^ hi, a ^ b]), nc)])  # the mask bit as input k
-            to1 = row ^ pads1
+            to1 = pads1.bitwise_xor_(row)  # in place: the pads are fresh PRG buffers
             if early:
                 t = a ^ b if xor_in is None else a ^ b ^ (xor_in.lo ^ xor_in.hi)[w0 : w0 + wc].view(1, wc)
                 to1 = torch.cat([to1, B2A.early(p, 0, nc, t, B2A.span(e0, e1, rng))[0]])
-            return to1, row ^ pads2, 0, 0, lambda fn_, fp_: (a, b, None)
+            return to1, pads2.bitwise_xor_(row), 0, 0, lambda fn_, fp_: (a, b, None)
         if q == 1:
             b, pads2 = p.prg_prev.int64((1, wc)), p.prg_prev.int64((nc,))
             c = _index(hi, nc)
