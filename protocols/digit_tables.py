@@ -1,6 +1,10 @@
 """The tables of the digit comparisons (:mod:`protocols.digits`): which rows a receiver's table holds
 (``fields``), where they sit in its words (``layout``), their bits (``lut``), and the sender's rows for a
-batch built digit by digit with the output masks applied word by word (``sender_rows``)."""
+batch: one look-up per word in a table over the digits the word depends on (``word_tables``,
+``sender_rows_words``), else built digit by digit (``sender_rows``), the output masks applied word by word.
+The receivers' picks read the rows through 8/16/32/64-bit lane views of the words (``plan``, ``pick_bits``).
+All of it is local computation: the messages and PRG draws of :mod:`protocols.digits` do not depend on which
+path builds them (``tests/unit/test_digits_identity.py``)."""
 
 from __future__ import annotations
 
