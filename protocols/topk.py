@@ -264,22 +264,28 @@ def merge_plan(n: int, k: int, r_lt: int = D.WIDE.rounds + 1, round_comparisons:
     the exchange rate (default :data:`ROUND_COMPARISONS`).
     """
     rate = round_comparisons or ROUND_COMPARISONS
-    memo: dict[tuple[int, int], tuple[float, list[int]]] = {}
+    plan, g, s = [], n, 1
+    while g > 1:
+        m = _best_step(g, s, k, r_lt, rate)[1]
+        plan.append(m)
+        g, s = -(-g // m), min(m * s, k)
+    return plan
 
-    def best(g: int, s: int) -> tuple[float, list[int]]:
-        if g == 1:
-            return 0.0, []
-        if (g, s) not in memo:
-            options = []
-            for m in range(2, min(g, 32) + 1):
-                groups = -(-g // m)
-                cost = (r_lt + (1 if m == 2 else 3)) + groups * m * (m - 1) // 2 * s * s / rate
-                rest, plan = best(groups, min(m * s, k))
-                options.append((cost + rest, [m] + plan))
-            memo[(g, s)] = min(options)
-        return memo[(g, s)]
 
-    return best(n, 1)[1]
+@cache
+def _best_step(g: int, s: int, k: int, r_lt: int, rate: int) -> tuple[float, int]:
+    """:func:`merge_plan`'s dynamic programme: (cost, first radix) for ``g`` lists of ``s``, cached across
+    calls (:func:`partition_plan`'s candidate plans share their states)."""
+    if g == 1:
+        return 0.0, 0
+    best = (math.inf, 0)
+    for m in range(2, min(g, 32) + 1):
+        groups = -(-g // m)
+        cost = (r_lt + (1 if m == 2 else 3)) + groups * m * (m - 1) // 2 * s * s / rate \
+            + _best_step(groups, min(m * s, k), k, r_lt, rate)[0]
+        if cost < best[0]:
+            best = (cost, m)
+    return best
 
 
 PARTITION_FAIL = 1e-6
