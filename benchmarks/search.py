@@ -15,7 +15,7 @@ Method:
   after one warm-up, the slowest of the three party threads (each with one torch
   thread; 3 threads share the 2 cores); rounds and bytes are per query, the largest
   over the parties;
-* ``recall_at_10_vs_faiss``: fraction of ``--recall-queries`` queries (run as one batch)
+* ``recall_at_10_vs_faiss``: fraction of ``--recall-queries`` queries (run in batches of 4)
   whose secure top-10 id set equals faiss's; ``recall_at_10_vs_exact`` is the mean
   overlap with exact brute-force neighbours, for information;
 * ``crypten_query_s``: CrypTen 0.4.1 (3 processes, gloo on loopback) doing the same
@@ -106,6 +106,10 @@ def _crypten_time(q: np.ndarray, rows: np.ndarray, k: int, repeat: int) -> float
         return f"crypten failed: {exc}"
 
 
+RECALL_BATCH = 4
+"""Queries per batched secure_search of the recall step (45 at once were OOM-killed at 24 GB, n = 1M, nprobe 64)."""
+
+
 def _secure_queries(parties: list[Party], shs, queries: np.ndarray, k: int, nprobe: int, batch: bool):
     """Run the queries one at a time (timed) or as one batch; returns ids, times, costs."""
     q_pairs = share_fixed(torch.from_numpy(queries))
@@ -113,9 +117,10 @@ def _secure_queries(parties: list[Party], shs, queries: np.ndarray, k: int, npro
     def body(p: Party, qp, ish):
         torch.set_num_threads(1)
         Q = from_pair(p, qp, 16)
-        if batch:
-            ids, _ = secure_search(p, Q, ish, k, nprobe)
-            return [output_pair(ids)], [], []
+        if batch:  # batches of RECALL_BATCH queries (one secure_search each): bounded memory at n = 1M, nprobe 64
+            outs = [output_pair(secure_search(p, Q[i : i + RECALL_BATCH], ish, k, nprobe)[0])
+                    for i in range(0, Q.shape[0], RECALL_BATCH)]
+            return outs, [], []
         secure_search(p, Q[0:1], ish, k, nprobe)  # warm-up
         outs, times, costs = [], [], []
         for i in range(Q.shape[0]):
