@@ -135,7 +135,8 @@ def ring_conv2d(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, int] | list
       :data:`MERGE_CHUNK` products per limb pair (exact).
 
     Else (few output positions, e.g. 3x3 maps at batch 1, or more than :data:`MERGE_CHUNK` taps) the int64
-    ``conv2d``. Local: no message.
+    loop: a 1x1 kernel as ``w [O, C] @ cols`` with ``cols`` contiguous along ``C``, otherwise ``conv2d``.
+    Local: no message.
     """
     if x.dtype != torch.int64 or w.dtype != torch.int64:
         raise TypeError("ring_conv2d takes int64 tensors")
@@ -148,14 +149,14 @@ def ring_conv2d(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, int] | list
     n, _, h, w_ = x.shape
     ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     wo = (w_ + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    if kh * kw > MERGE_CHUNK or not limbs_pay(o, n * ho * wo):
-        return torch.nn.functional.conv2d(x, w, None, stride, padding, dilation)
+    pays = limbs_pay(o, n * ho * wo)
     if kh == kw == 1 and ph == pw == 0:
-        xs = x[:, :, ::sh, ::sw].reshape(n, c, ho * wo)
-        if n == 1:
-            return ring_mm(w.reshape(o, c), xs[0]).reshape(1, o, ho, wo)
-        y = ring_mm(w.reshape(o, c), xs.transpose(0, 1).reshape(c, n * ho * wo))
+        cols = x[:, :, ::sh, ::sw].reshape(n, c, ho * wo).transpose(0, 1).reshape(c, n * ho * wo)
+        # int64 loop: its fastest layout has both operands contiguous along C (~10-20% less than conv2d)
+        y = ring_mm(w.reshape(o, c), cols) if pays else w.reshape(o, c) @ cols.T.contiguous().T
         return y.reshape(o, n, ho, wo).transpose(0, 1).contiguous()
+    if kh * kw > MERGE_CHUNK or not pays:
+        return torch.nn.functional.conv2d(x, w, None, stride, padding, dilation)
     step = max(1, MERGE_CHUNK // (kh * kw))
     out = torch.zeros((n, o, ho, wo), dtype=torch.int64)
     for c0 in range(0, c, step):
