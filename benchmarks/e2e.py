@@ -54,6 +54,8 @@ the servers, reconstruct), ``in_process_query_s`` (the same ``servers.query.run_
 on the same stored shares with three in-process parties), ``rounds_per_query``,
 ``cnn_rounds``, ``search_rounds``, ``bytes_per_party_per_query`` (mean over servers; also
 ``bytes_max_party_per_query``), ``predicted_query_s`` and ``recall_at_10_vs_exact``,
+``server_cpu_s_per_query`` (user + system CPU seconds of each server process during one
+gRPC query, median: here the three share the machine's cores),
 plus the upload, retrieve and distractor figures. With ``--concurrency`` it also prints,
 per RTT and level c, one line (``"line": "concurrency"``) with the queries/s of c clients
 each running one query at the same time (refused sessions are retried, bounded, and
@@ -502,7 +504,7 @@ def _run(a: argparse.Namespace, log, emit, threads: int) -> None:
             for i in col["ids"][:3]:
                 c.retrieve(i)
             col["figures"]["retrieve_s"] = round((time.perf_counter() - t2) / max(1, min(3, len(col["ids"]))), 4)
-            run = Runner(a, c, wan, InProcess(root), images, exact, bw, log)
+            run = Runner(a, c, wan, InProcess(root), images, exact, bw, log, lc)
             base = {"n_images": col["n_images"], "resolution": a.resolution, "dim": a.dim, "nprobe": a.nprobe,
                     "k": a.k, "model": getattr(col["model"], "recipe", {}).get("kind")}
             extra = {
@@ -550,12 +552,27 @@ def _run(a: argparse.Namespace, log, emit, threads: int) -> None:
                           "load_avg_1m": round(os.getloadavg()[0], 2)})
 
 
+def server_cpu_s(cluster) -> list[float]:
+    """User + system CPU seconds of each running server process so far (``/proc/PID/stat``; [] if unknown)."""
+    if cluster is None:
+        return []
+    tick = os.sysconf("SC_CLK_TCK")
+    out = []
+    for i in sorted(cluster.procs):
+        try:
+            fields = Path(f"/proc/{cluster.procs[i].pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return []
+        out.append((int(fields[11]) + int(fields[12])) / tick)  # utime, stime (fields 14, 15 of stat)
+    return out
+
+
 class Runner:
     """Sequential queries at one RTT, each next to the same query on in-process parties."""
 
     def __init__(self, a: argparse.Namespace, client, wan: WanEmulator, inproc: InProcess,
-                 images: list[np.ndarray], exact: list[set[int]], bw: float | None, log) -> None:
-        self.a, self.c, self.wan, self.inproc = a, client, wan, inproc
+                 images: list[np.ndarray], exact: list[set[int]], bw: float | None, log, cluster=None) -> None:
+        self.a, self.c, self.wan, self.inproc, self.cluster = a, client, wan, inproc, cluster
         self.images, self.exact, self.bw, self.log = images, exact, bw, log
         self.compute_scale = 1.0
         self.profile: RoundProfiler | None = None
@@ -567,10 +584,13 @@ class Runner:
         c.search(self.images[-1], k=a.k, nprobe=a.nprobe)  # warm-up at this delay (servers load, windows grow)
         grpc_s, proc_s, comm, hits, same = [], [], [], [], []
         wire0 = [b.bytes for b in egress_buckets(self.wan)]
+        cpu = []  # CPU seconds each server process spent on the gRPC query
         for q in range(a.queries):
             ps, pids, prof = self.inproc.query(self.images[q], a.k, a.nprobe)
             self.profile = self.profile or prof
+            c0 = server_cpu_s(self.cluster)
             r = c.search_results(self.images[q], k=a.k, nprobe=a.nprobe)[0]
+            cpu.append([round(x1 - x0, 3) for x0, x1 in zip(c0, server_cpu_s(self.cluster))])
             grpc_s.append(r.seconds)
             proc_s.append(ps)
             comm.append(r.comm)
@@ -590,6 +610,8 @@ class Runner:
                "recall_at_10_vs_exact" if a.k == 10 else f"recall_at_{a.k}_vs_exact": round(float(np.mean(hits)), 4),
                "recall_runs": [round(h, 2) for h in hits],
                "same_ids_grpc_vs_in_process": all(same), "grpc_overhead": round(q_s / p_s - 1.0, 4),
+               "server_cpu_s_per_query": [round(float(np.median([r[i] for r in cpu])), 3) for i in range(len(cpu[0]))]
+               if cpu and cpu[0] else None,
                "load_avg_1m": round(os.getloadavg()[0], 2)}
         if rtt is None:
             return out
