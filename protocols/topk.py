@@ -83,7 +83,9 @@ NARROW_ROUND_COMPARISONS = 8000
 party (measured, 300k comparisons in-process) plus its 47 bytes (0.4 us at 1 Gbit/s), so about
 5000 fit in half a 10 ms round trip; 8000 leans to fewer rounds because the query's round budget
 (<= 250 at n = 1M) binds: top-k of 70,400 in 54 rounds instead of 60 for 3 % more comparisons,
-top-64 of 1,000 centroids in 24 instead of 34 for 55 % more (50k comparisons)."""
+top-64 of 1,000 centroids in 24 instead of 34 for 55 % more (50k comparisons). (Measured on the 42-bit
+layout before the partition stage; the 24-bit layout and the cheaper tables of 2026-12-02 make a
+comparison cheaper, so the rate could be re-tuned upward: not done.)"""
 
 
 def narrow_order(key_bits: int, partition_fail: float = 0.0) -> KeyOrder:
