@@ -2,16 +2,17 @@
 
 Every secure product ends with local cross terms over 64-bit shares (``x_i (y_i + y_{i+1}) + x_{i+1} y_i``).
 ``torch``'s int64 ``matmul`` is a plain loop, and without AVX-512 the 64-bit multiply is emulated: on a
-2-core AVX2 server a ``[64, 1000] @ [1000, 2200]`` int64 product takes ~0.65 s. :func:`ring_matmul`
-computes the same product EXACTLY (mod 2^64) from float64 matrix products of limbs:
+2-core AVX2 server a ``[64, 1000] @ [1000, 2200]`` int64 product takes ~0.65 s. :func:`ring_mm` (and its
+shape-general front end :func:`ring_matmul`) computes the same product EXACTLY (mod 2^64) from float64
+matrix products of limbs:
 
 * each operand is cut into three unsigned limbs of 22, 21 and 21 bits at offsets 0, 22 and 43;
 * the limb pairs ``(i, j)`` with ``offset_i + offset_j < 64`` (six of the nine) are float64 matrix
   products; the others only touch bits >= 2^64 and vanish in the ring;
-* a product of limbs is below ``2^22 * 2^22 = 2^44``, so a sum over at most :data:`CHUNK` = 512 of them
-  is below ``2^53`` and float64 holds it exactly whatever order BLAS adds in; longer inner
-  dimensions are cut into chunks of 512 and summed in int64;
-* each exact integer is converted back to int64 and shifted by ``offset_i + offset_j`` (wrap-around).
+* a product of limbs is below ``2^22 * 2^22 = 2^44``; per chunk of :data:`MERGE_CHUNK` = 256 along the
+  inner dimension the products of equal shift add into one float64 sum started at ``2^52`` that stays
+  below ``2^53``, so float64 holds it exactly whatever order BLAS adds in;
+* each exact integer is read back as int64 and added with its shift (wrap-around).
 
 Result: bit-identical to ``a @ b`` on int64 (tests compare on random and extreme operands). Cost: six
 float64 products of the same shapes (about 4x less CPU than the int64 loop here). Local: no message.
@@ -24,12 +25,6 @@ import torch
 
 OFFSETS = (0, 22, 43)
 WIDTHS = (22, 21, 21)
-CHUNK = 512
-"""Longest inner dimension of one float64 product: ``512 * (2**22 - 1)**2 < 2**53``."""
-_PAIRS = tuple((i, j) for i in range(3) for j in range(3) if OFFSETS[i] + OFFSETS[j] < 64)
-
-assert CHUNK * ((1 << max(WIDTHS)) - 1) ** 2 < 1 << 53
-
 
 def limbs(t: torch.Tensor) -> list[torch.Tensor]:
     """The three unsigned limbs of an int64 tensor as float64 (``t = sum limb_i << OFFSETS[i]`` mod 2^64).
@@ -52,22 +47,19 @@ def limbs(t: torch.Tensor) -> list[torch.Tensor]:
 
 
 def ring_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` in Z_2^64 for int64 ``a [..., M, K]`` and ``b [K, N]`` (or ``[..., K, N]``), exact.
-
-    Six float64 products per chunk of :data:`CHUNK` along ``K`` (module docstring)."""
+    """``a @ b`` in Z_2^64 for int64 ``a [..., M, K]`` and ``b [K, N]`` (or ``[..., K, N]``), exact:
+    :func:`ring_mm` on the flattened leading dimensions (or per batch element of a batched ``b``)."""
     if a.dtype != torch.int64 or b.dtype != torch.int64:
         raise TypeError("ring_matmul takes int64 tensors")
     K = a.shape[-1]
     if b.shape[-2] != K:
         raise ValueError(f"inner dimensions differ: {tuple(a.shape)} @ {tuple(b.shape)}")
-    out: torch.Tensor | None = None
-    for k0 in range(0, max(K, 1), CHUNK):
-        al, bl = limbs(a[..., k0 : k0 + CHUNK]), limbs(b[..., k0 : k0 + CHUNK, :])
-        for i, j in _PAIRS:
-            term = (al[i] @ bl[j]).to(torch.int64) << (OFFSETS[i] + OFFSETS[j])
-            out = term if out is None else out.add_(term)
-    assert out is not None
-    return out
+    if b.dim() == 2:
+        return ring_mm(a.reshape(-1, K), b).reshape(tuple(a.shape[:-1]) + (b.shape[-1],))
+    lead = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a2, b2 = a.expand(lead + a.shape[-2:]).reshape(-1, *a.shape[-2:]), b.expand(lead + b.shape[-2:]).reshape(
+        -1, *b.shape[-2:])
+    return torch.stack([ring_mm(x, y) for x, y in zip(a2, b2)]).reshape(lead + (a.shape[-2], b.shape[-1]))
 
 
 MERGE_CHUNK = 256
@@ -95,9 +87,9 @@ def _accumulate(out: torch.Tensor, sums: list[torch.Tensor]) -> None:
 
 
 def ring_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` in Z_2^64 for 2-D int64 ``a [M, K]``, ``b [K, N]``, exact (same bits as :func:`ring_matmul`).
+    """``a @ b`` in Z_2^64 for 2-D int64 ``a [M, K]``, ``b [K, N]``, exact (same bits as int64 ``a @ b``).
 
-    The same six limb products as :func:`ring_matmul`, with fewer passes over the output: per chunk of
+    The six limb products of the module docstring, with few passes over the output: per chunk of
     :data:`MERGE_CHUNK` along ``K``, the products of equal shift (0, 22, 43, 44) accumulate in ONE float64
     buffer started at ``2^52`` (``addmm_``: sums of non-negative integers below ``2^53``, exact in any
     order), which is read back as int64 bits (:data:`_MAGIC`) and added with its shift in one fused pass;

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from protocols.ringmm import CHUNK, limbs, ring_matmul
+from protocols.ringmm import MERGE_CHUNK, limbs, ring_matmul
+
+CHUNK = 2 * MERGE_CHUNK  # 512: two merge chunks (the shapes these tests have always used)
 
 LOW, HIGH = -(2**63), 2**63 - 1
 
