@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from protocols.layout import pad_sqnorm
+from protocols.layout import max_sqnorm
 from protocols.ring import DEFAULT_FP
 from protocols.sharing import SharePair, reconstruct, share_fixed
 from wire import bundle as bd
@@ -122,7 +122,7 @@ def prepare_queries(queries: QueryInput, info: dict[str, Any]) -> tuple[str, tor
             raise ValueError("feature queries must be finite")
         meta = info.get("index_meta") or {}
         if "id_bits" in meta:  # the secure top-k's key range holds queries no larger than the data's bound
-            limit = pad_sqnorm(int(meta["id_bits"]), int(meta.get("frac_bits", DEFAULT_FP.frac_bits))) / 8
+            limit = max_sqnorm(int(meta["id_bits"]), int(meta.get("frac_bits", DEFAULT_FP.frac_bits)))
             top = float((feats**2).sum(-1).max())
             if top >= limit:
                 raise ValueError(f"feature queries must have squared L2 norm below {limit:g} for this index "

@@ -195,19 +195,19 @@ AUTO_ID_BITS_MAX = 39
 
 
 def auto_id_bits(x: np.ndarray, ids: np.ndarray, frac_bits: int = 16) -> int:
-    """Default ``id_bits``: the narrowest key range whose padding is at least ``16 max(max ||x||^2, 1)``.
+    """Default ``id_bits``: the narrowest key range that admits ``||x||^2`` up to ``2 max(max ||x||^2, 1)``.
 
     The secure top-k compares distances on ``KEY_TOP_BITS - id_bits + 3`` bits
     (``protocols.search.distance_order``), so a larger ``id_bits`` means fewer digits per
     comparison: unit-norm features (the product's L2-normalised CNN features) get 39, 24-bit keys
     in eight 3-bit digits (one round and ~40% of the words per comparison less than the 42-bit
-    keys of ``id_bits = 21``). The factor 16 leaves inserts room for twice the largest squared
-    norm (:func:`_check_norms` needs 8). Never fewer than two bits above the largest id (room
-    for inserts), at least 8."""
+    keys of ``id_bits = 21``). The factor 2 leaves inserts room for twice the largest squared
+    norm (:func:`_check_norms` allows ``layout.max_sqnorm``). Never fewer than two bits above the
+    largest id (room for inserts), at least 8."""
     floor = max(8, int(ids.max()).bit_length() + 2 if len(ids) else 8)
     top = max(1.0, float((np.asarray(x, np.float64) ** 2).sum(-1).max()) if len(x) else 1.0)
     for bits in range(AUTO_ID_BITS_MAX, floor, -1):
-        if layout.pad_sqnorm(bits, frac_bits) * (1 + 1e-6) >= 16 * top:  # unit norms in float32 round up
+        if layout.max_sqnorm(bits, frac_bits) * (1 + 1e-6) >= 2 * top:  # unit norms in float32 round up
             return bits
     return floor
 
@@ -226,10 +226,11 @@ def _check_norms(x: np.ndarray, id_bits: int, frac_bits: int) -> None:
     if len(x) == 0:
         return
     top = float((x.astype(np.float64) ** 2).sum(-1).max())
-    if 4 * top >= layout.pad_sqnorm(id_bits, frac_bits) / 2:
+    limit = layout.max_sqnorm(id_bits, frac_bits)
+    if top >= limit:
         raise ValueError(
             f"feature norms too large for the fixed-point key range: max ||x||^2 = {top:.3g}, "
-            f"limit {layout.pad_sqnorm(id_bits, frac_bits) / 8:.3g} (use fewer id_bits or normalise features)"
+            f"limit {limit:.3g} (use fewer id_bits or normalise features)"
         )
 
 

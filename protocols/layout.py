@@ -47,6 +47,12 @@ def pad_sqnorm(id_bits: int, frac_bits: int) -> float:
     return float(2.0 ** min(KEY_TOP_BITS - 1 - id_bits - frac_bits, 30))
 
 
+def max_sqnorm(id_bits: int, frac_bits: int) -> float:
+    """Largest ``||x||^2`` (real units) a record or a query may have: ``pad_sqnorm / 8``, so every real
+    distance (at most ``4 max ||x||^2``) stays below half the padding's."""
+    return pad_sqnorm(id_bits, frac_bits) / 8
+
+
 @dataclass
 class IndexShares:
     """One server's shares of the index plus the public sizes."""
