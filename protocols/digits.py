@@ -107,6 +107,11 @@ def eq_spec(bound: int) -> Digits:
     """Layout for :func:`eqz` of integers ``|x| < bound``: ``bits = ceil(log2 bound)``, digits of <= 12 bits."""
     bits = max(1, (bound - 1).bit_length())
     d = -(-bits // 12)
+    return even(bits, d)
+
+
+def even(bits: int, d: int) -> Digits:
+    """``bits`` bits (no drop) in ``d`` digits of near-equal width, the wider ones low."""
     return Digits(bits, 0, tuple(bits // d + (i < bits % d) for i in range(d)))
 
 

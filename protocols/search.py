@@ -338,7 +338,7 @@ def onehot_spec(n_c: int) -> D.Digits:
     if bits <= 6:
         return D.eq_spec(n_c)
     d = min(4, -(-bits // 4)) if bits <= 24 else -(-bits // 6)
-    return D.Digits(bits, 0, tuple(bits // d + (i < bits % d) for i in range(d)))
+    return D.even(bits, d)
 
 
 def _probe_onehot(party: Party, cd: ArithmeticShares, nprobe: int, id_bits: int) -> ArithmeticShares:

@@ -75,7 +75,7 @@ def key_layout(key_bits: int) -> D.Digits:
     digits would be needed), so the table rows are small; ``key_bits`` rounded up to a multiple of 3."""
     bits = -(-key_bits // 3) * 3
     d = min(16, bits // 3)
-    return D.Digits(bits, 0, tuple(bits // d + (i < bits % d) for i in range(d)))
+    return D.even(bits, d)
 
 
 NARROW_ROUND_COMPARISONS = 8000
