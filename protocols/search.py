@@ -330,10 +330,10 @@ def distance_order(id_bits: int, k: int) -> KeyOrder | None:
 
 
 def onehot_spec(n_c: int) -> D.Digits:
-    """Digits of the probes' one-hot equality (``|probe - c| < C``): one digit up to 6 bits, else 2-4
-    digits (up to 24 bits: of at most 6 bits, 4 up to 16 bits) joined in one table-gate round. At C = 1000: (4, 3, 3),
-    3 rounds, 1.2 MB per party and ~15x less CPU for 64 probes than one 10-bit digit (1-of-1024
-    tables: 2 rounds, 6.0 MB)."""
+    """Digits of the probes' one-hot equality (``|probe - c| < C``): one digit up to 6 bits; else 2-4
+    digits of at most 4 bits (at most 6 up to 24 bits), joined in one table-gate round. At C = 1000:
+    (4, 3, 3), 3 rounds and 1.2 MB per party for 64 probes, ~10x less CPU than one 10-bit digit
+    (1-of-1024 tables: 2 rounds, 6.0 MB)."""
     bits = D.eq_spec(n_c).bits
     if bits <= 6:
         return D.eq_spec(n_c)
