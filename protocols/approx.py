@@ -49,6 +49,7 @@ import torch
 from . import bitmul as BM
 from . import digits as D
 from .arithmetic import bilinear, mul, reshare_truncate
+from .rotate import padded3
 from .sharing import ArithmeticShares
 
 Lanes = D.Digits  # the layout of a bounded comparison (name kept for the layer registry)
@@ -118,7 +119,7 @@ def clamp(x: ArithmeticShares, lo: float, hi: float, lanes: Lanes = EXACT) -> Ar
     rng = (0 if e_lo else n, 2 * n)  # the bits to inject: b2 (and b1 when lo != 0)
     if len(lanes.widths) > 2:  # their injection by b2a: first message with the signs' last round
         bits, root, st = D.msb_early(d, lanes, rng)
-        prod, b = BM.mul_and_inject(bits[:n] ^ bits[n:] ^ 1, x, None, (root, 2 * n + (-2 * n % 3), st, rng))
+        prod, b = BM.mul_and_inject(bits[:n] ^ bits[n:] ^ 1, x, None, (root, padded3(2 * n), st, rng))
     else:
         bits = D.msb(d, lanes)
         prod, b = BM.mul_and_inject(bits[:n] ^ bits[n:] ^ 1, x, bits[rng[0] : rng[1]])

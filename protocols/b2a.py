@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from .rotate import part, part_words, rotated_round, unpack
+from .rotate import padded3, part, part_words, rotated_round, unpack
 from .sharing import ArithmeticShares, BooleanShares
 
 
@@ -92,7 +92,7 @@ def late(bits: BooleanShares, n: int, states: list, rng: tuple[int, int] | None 
 
 def cost(n: int) -> tuple[int, int]:
     """(1 round, words sent by EACH party) of :func:`early` + :func:`late` for ``n`` elements (padded to 3)."""
-    return 1, n + (-n % 3)
+    return 1, padded3(n)
 
 
 def inject(b: BooleanShares) -> ArithmeticShares:
@@ -122,7 +122,7 @@ def inject(b: BooleanShares) -> ArithmeticShares:
         return None, torch.where(choice, w[1], w[0]), 2 * nc, nc, lambda fn_, fp_: (
             torch.where(choice, fn_[nc:], fn_[:nc]) - fp_, c0)
 
-    res = rotated_round(p, lo_all.numel() + (-lo_all.numel() % 3), prepare)
+    res = rotated_round(p, padded3(lo_all.numel()), prepare)
     n = b.numel()
     lo = torch.cat([r[0] for r in res])[:n].view(b.shape)
     hi = torch.cat([r[1] for r in res])[:n].view(b.shape)
@@ -131,4 +131,4 @@ def inject(b: BooleanShares) -> ArithmeticShares:
 
 def inject_cost(n: int) -> tuple[int, int]:
     """(1 round, words sent by EACH party) of :func:`inject`: 4 + 1 + 1 per element of a part."""
-    return 1, 2 * (n + (-n % 3))
+    return 1, 2 * padded3(n)

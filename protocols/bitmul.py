@@ -24,6 +24,7 @@ import torch
 
 from . import b2a as B2A
 from .rotate import chunks as _chunks
+from .rotate import padded3 as _padded3
 from .rotate import part as _part
 from .rotate import part_words
 from .rotate import rotated_round as _rotated_round
@@ -73,7 +74,7 @@ def mul_and_inject(b: BooleanShares, y: ArithmeticShares, c: BooleanShares | Non
     blo, bhi, ylo, yhi = (b.lo & 1).reshape(-1), (b.hi & 1).reshape(-1), y.lo.reshape(-1), y.hi.reshape(-1)
     clo = (c.lo & 1).reshape(-1) if c is not None else None
     chi = (c.hi & 1).reshape(-1) if c is not None else None
-    cparts = _chunks(clo.numel() + (-clo.numel() % 3)) if clo is not None else []
+    cparts = _chunks(_padded3(clo.numel())) if clo is not None else []
 
     def prepare(q: int, e0: int, e1: int):
         nc = e1 - e0
@@ -109,7 +110,7 @@ def mul_and_inject(b: BooleanShares, y: ArithmeticShares, c: BooleanShares | Non
         return (torch.cat(to_next) if to_next else None, torch.cat(to_prev) if to_prev else None,
                 sum(x[2] for x in parts), sum(x[3] for x in parts), finish)
 
-    res = _rotated_round(p, blo.numel() + (-blo.numel() % 3), prepare)
+    res = _rotated_round(p, _padded3(blo.numel()), prepare)
     n = y.numel()
     lo = torch.cat([r[0] for r in res])[:n].view(y.shape)
     hi = torch.cat([r[1] for r in res])[:n].view(y.shape)
@@ -122,7 +123,7 @@ def mul_and_inject(b: BooleanShares, y: ArithmeticShares, c: BooleanShares | Non
 
 def bit_mul_cost(n: int) -> tuple[int, int]:
     """(1 round, elements sent by EACH party) of :func:`bit_mul`."""
-    return 1, 4 * (n + (-n % 3))
+    return 1, 4 * _padded3(n)
 
 
 FUSE_MAX_BYTES = 625_000

@@ -59,6 +59,7 @@ from .digit_tables import sender_rows_words as _sender_rows_words
 from .digit_tables import word_tables as _word_tables
 from .rotate import chunks as _chunks
 from .rotate import pack as _pack
+from .rotate import padded3 as _padded3
 from .rotate import part as _part
 from .rotate import rotated_round as _rotated_round
 from .rotate import unpack as _unpack
@@ -138,7 +139,7 @@ def _digit_bits(x: ArithmeticShares, spec: Digits, kind: str, early: bool = Fals
     pos, T = _layout(spec, fields)
     F = len(fields)
     lo_all, hi_all = x.lo.reshape(-1), x.hi.reshape(-1)  # parts zero-padded to a multiple of 3 (_part)
-    n3 = lo_all.numel() + (-lo_all.numel() % 3)
+    n3 = _padded3(lo_all.numel())
 
     groups = _plan(spec, kind)
 
@@ -241,7 +242,7 @@ def _tree(bits: BooleanShares, spec: Digits, kind: str, n: int, early: bool = Fa
         groups = new
     if len(groups) == 1:
         return groups[0][0], None
-    n3 = n + (-n % 3)
+    n3 = _padded3(n)
     if kind == "eq":
         return TG.gate([g for g, _ in groups], n3, _and_truth(len(groups)), early=early, rng=rng)
     ins = [groups[0][0]] + [b for g, pr in groups[1:-1] for b in (g, pr)] + [groups[-1][1]]
@@ -270,7 +271,7 @@ def _carry_truth(groups: int) -> tuple[bool, ...]:
 def _unslice(root: BooleanShares, n: int) -> BooleanShares:
     """Bit-sliced root of the three parts -> one word per element (bit 0), element order, first ``n``."""
     los, his, w0 = [], [], 0
-    for e0, e1 in _chunks(n + (-n % 3)):
+    for e0, e1 in _chunks(_padded3(n)):
         wc = -(-(e1 - e0) // 64)
         los.append(_unpack(root.lo[w0 : w0 + wc].unsqueeze(0), e1 - e0)[0])
         his.append(_unpack(root.hi[w0 : w0 + wc].unsqueeze(0), e1 - e0)[0])
@@ -310,7 +311,7 @@ def _injected(x: ArithmeticShares, spec: Digits, kind: str) -> ArithmeticShares:
     n = x.numel()
     if st is None:  # two digits: the last round is an AND, the sender does not know its output early
         return inject(_unslice(root, n).reshape(x.shape))
-    out = B2A.late(root, n + (-n % 3), st)
+    out = B2A.late(root, _padded3(n), st)
     return ArithmeticShares(x.party, out.lo[:n].view(x.shape), out.hi[:n].view(x.shape), 0)
 
 
@@ -354,7 +355,7 @@ def _tree_ands(spec: Digits, kind: str) -> list[int]:
 def msb_cost(n: int, spec: Digits, kind: str = "cmp") -> tuple[int, int]:
     """(rounds, int64 words sent by EACH party) of :func:`msb` (``kind="eq"``: the AND tree of :func:`eqz`)."""
     fields = _fields(spec, kind)
-    nc = (n + (-n % 3)) // 3
+    nc = _padded3(n) // 3
     wc = -(-nc // 64)
     levels = _tree_ands(spec, kind)  # AND words per 64 elements, per level
     words = 2 * nc * _layout(spec, fields)[1] + 2 * len(fields) * wc + sum(levels) * 3 * wc

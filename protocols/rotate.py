@@ -46,15 +46,14 @@ def part_words(n: int) -> list[tuple[int, int]]:
     return out
 
 
-def pad3(t: torch.Tensor) -> torch.Tensor:
-    """Flatten and pad with zeros (a valid sharing of 0) to a multiple of 3 elements."""
-    t = t.reshape(-1)
-    return torch.nn.functional.pad(t, (0, -t.numel() % 3)) if t.numel() % 3 else t
+def padded3(n: int) -> int:
+    """``n`` rounded up to a multiple of 3: the batch the three parts cover (zero padding)."""
+    return n + (-n % 3)
 
 
 def part(t: torch.Tensor, e0: int, e1: int) -> torch.Tensor:
-    """Elements ``e0:e1`` of the flat ``t`` zero-padded as by :func:`pad3` (a view unless the part reaches
-    into the padding: no copy of the whole batch)."""
+    """Elements ``e0:e1`` of the flat ``t`` zero-padded (zeros: a valid sharing of 0) to
+    :func:`padded3` elements (a view unless the part reaches into the padding: no copy of the whole batch)."""
     n = t.numel()
     if e1 <= n:
         return t[e0:e1]

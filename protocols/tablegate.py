@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import b2a as B2A
-from .rotate import pack, part_words, rotated_round
+from .rotate import pack, padded3, part_words, rotated_round
 from .sharing import BooleanShares
 
 MAX_INPUTS = 6
@@ -107,5 +107,5 @@ def gate(inputs: list[BooleanShares], n: int, truth: tuple[bool, ...], xor_in: B
 def gate_cost(n: int, early: bool = False) -> tuple[int, int]:
     """(1 round, words sent by EACH party) of :func:`gate` on ``n`` elements (padded to a multiple of 3);
     ``early``: with the first message of ``b2a`` (``n / 3`` words more)."""
-    nc = (n + (-n % 3)) // 3
+    nc = padded3(n) // 3
     return 1, 2 * nc + 2 * -(-nc // 64) + nc * early
