@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .party import Party
 from .ring import FixedPoint
-from .ringmm import limbs_pay, ring_conv2d, ring_matmul, ring_mm
+from .ringmm import limbs_pay, ring_conv2d, ring_matmul
 from .sharing import ArithmeticShares
 
 
@@ -118,10 +118,10 @@ def matmul(x: ArithmeticShares, y: ArithmeticShares) -> ArithmeticShares:
 
 
 def _local_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``torch.matmul`` in Z_2^64: on float64 limbs (``ringmm.ring_mm`` / ``ring_matmul``) when ``limbs_pay``, else
-    the int64 loop; both exact, so the result is the same bits."""
+    """``torch.matmul`` in Z_2^64: on float64 limbs (``ringmm.ring_matmul``) when ``limbs_pay``, else the
+    int64 loop; both exact, so the result is the same bits."""
     if a.dim() >= 2 and b.dim() >= 2 and limbs_pay(a.shape[-2], b.shape[-1]):
-        return ring_mm(a, b) if a.dim() == b.dim() == 2 else ring_matmul(a, b)
+        return ring_matmul(a, b)
     return torch.matmul(a, b)
 
 

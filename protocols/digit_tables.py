@@ -152,12 +152,6 @@ def plan(spec: Digits, kind: str) -> list[Group] | None:
     return [Group(u, fs, spec, kind) for u, fs in sorted(by_unit.items())]
 
 
-@cache
-def _digit_consts(spec: Digits) -> tuple[torch.Tensor, torch.Tensor]:
-    shifts = [spec.drop + sum(spec.widths[:i]) for i in range(len(spec.widths))]
-    return torch.tensor(shifts).view(-1, 1), torch.tensor([(1 << w) - 1 for w in spec.widths]).view(-1, 1)
-
-
 def digits_u8(t: torch.Tensor, spec: Digits) -> np.ndarray:
     """``[D, n]`` uint8 digits of ``t`` ``[n]`` (low first, digits of at most 8 bits), numpy; cut from 32-bit
     windows of ``t`` (one int64 shift per window, the digits by uint32 shifts)."""
