@@ -93,6 +93,7 @@ import numpy as np
 import torch
 
 from benchmarks.cost_model import CostModel, RoundProfiler, agreement, format_table
+from benchmarks.proc_cpu import cpu_seconds
 from benchmarks.wan import WanEmulator
 from benchmarks.wan_cluster import concurrent_queries, egress_buckets, wan_cluster
 
@@ -556,15 +557,10 @@ def server_cpu_s(cluster) -> list[float]:
     """User + system CPU seconds of each running server process so far (``/proc/PID/stat``; [] if unknown)."""
     if cluster is None:
         return []
-    tick = os.sysconf("SC_CLK_TCK")
-    out = []
-    for i in sorted(cluster.procs):
-        try:
-            fields = Path(f"/proc/{cluster.procs[i].pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return []
-        out.append((int(fields[11]) + int(fields[12])) / tick)  # utime, stime (fields 14, 15 of stat)
-    return out
+    try:
+        return [cpu_seconds(cluster.procs[i].pid) for i in sorted(cluster.procs)]
+    except OSError:
+        return []
 
 
 class Runner:

@@ -21,8 +21,8 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+from benchmarks.proc_cpu import cpu_seconds
 from benchmarks.wan import WanEmulator
 
 _PEER = r"""
@@ -53,12 +53,6 @@ print(got, flush=True)
 """
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run(links: int, mb: int, rate_mbps: float, block_kb: int = 1024) -> dict:
     """Relay ``links`` x 2 x ``mb`` MB through ``links`` proxy links; the proxy's CPU per GB."""
     total = mb << 20
@@ -73,11 +67,11 @@ def run(links: int, mb: int, rate_mbps: float, block_kb: int = 1024) -> dict:
             servers.append(sv)
             clients.append(wan.add_link(("127.0.0.1", port), 0.0, rate_bps=rate))
         time.sleep(0.2)
-        c0, t0 = _cpu_s(pid), time.perf_counter()
+        c0, t0 = cpu_seconds(pid), time.perf_counter()
         procs = [subprocess.Popen([sys.executable, "-c", _PEER, "client", str(p), str(total), str(block_kb << 10)],
                                   stdout=subprocess.PIPE, text=True) for p in clients]
         got = [int(p.communicate()[0]) for p in procs + servers]
-        wall, cpu = time.perf_counter() - t0, _cpu_s(pid) - c0
+        wall, cpu = time.perf_counter() - t0, cpu_seconds(pid) - c0
     assert got == [total] * (2 * links), got
     gb = 2 * links * total / 1e9
     return {"rate_mbps_per_direction": rate_mbps or None, "links": links, "block_kb": block_kb,
