@@ -55,7 +55,9 @@ on the same stored shares with three in-process parties), ``rounds_per_query``,
 ``cnn_rounds``, ``search_rounds``, ``bytes_per_party_per_query`` (mean over servers; also
 ``bytes_max_party_per_query``), ``predicted_query_s`` and ``recall_at_10_vs_exact``,
 ``server_cpu_s_per_query`` (user + system CPU seconds of each server process during one
-gRPC query, median: here the three share the machine's cores),
+gRPC query, median: here the three share the machine's cores), ``in_process_cpu_s_per_query``
+(CPU seconds of the three in-process parties together: what the transport adds is the
+difference to the servers' sum),
 plus the upload, retrieve and distractor figures. With ``--concurrency`` it also prints,
 per RTT and level c, one line (``"line": "concurrency"``) with the queries/s of c clients
 each running one query at the same time (refused sessions are retried, bounded, and
@@ -148,7 +150,8 @@ class InProcess:
         self.states = [_load_party_state(root, i) for i in range(3)]
 
     def query(self, image: np.ndarray, k: int, nprobe: int) -> tuple[float, list[int], RoundProfiler]:
-        """Seconds, ids and the per-step profile of one query."""
+        """Seconds, ids and the per-step profile of one query (``cpu_s``: this process's CPU
+        seconds during it, all three parties together)."""
         from client.preprocess import preprocess
         from protocols.ring import DEFAULT_FP
         from protocols.sharing import reconstruct, share_fixed
@@ -163,10 +166,11 @@ class InProcess:
         def body(party, model, index, pair):
             return run_query(party, model, index, pair, k, nprobe, "image")
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = run_parties(body, [(self.states[i][0], self.states[i][1], pairs[i]) for i in range(3)],
                           parties=parties)
         secs = time.perf_counter() - t0
+        self.cpu_s = time.process_time() - c0
         if out[0][0] == "topk":
             ids = reconstruct([o[1]["ids"] for o in out])[0].tolist()
         else:
@@ -581,8 +585,10 @@ class Runner:
         grpc_s, proc_s, comm, hits, same = [], [], [], [], []
         wire0 = [b.bytes for b in egress_buckets(self.wan)]
         cpu = []  # CPU seconds each server process spent on the gRPC query
+        proc_cpu = []  # CPU seconds of the three in-process parties together
         for q in range(a.queries):
             ps, pids, prof = self.inproc.query(self.images[q], a.k, a.nprobe)
+            proc_cpu.append(self.inproc.cpu_s)
             self.profile = self.profile or prof
             c0 = server_cpu_s(self.cluster)
             r = c.search_results(self.images[q], k=a.k, nprobe=a.nprobe)[0]
@@ -608,6 +614,7 @@ class Runner:
                "same_ids_grpc_vs_in_process": all(same), "grpc_overhead": round(q_s / p_s - 1.0, 4),
                "server_cpu_s_per_query": [round(float(np.median([r[i] for r in cpu])), 3) for i in range(len(cpu[0]))]
                if cpu and cpu[0] else None,
+               "in_process_cpu_s_per_query": round(float(np.median(proc_cpu)), 3),
                "load_avg_1m": round(os.getloadavg()[0], 2)}
         if rtt is None:
             return out

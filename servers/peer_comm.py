@@ -157,11 +157,12 @@ class PeerRouter:
                 self._fault(sid, frm, f"sent a message of {n} bytes in {msg.n_chunks} chunks")
             part = self._partial[key] = [bytearray(n), 0, 0, max(1, msg.n_chunks)]
         buf, pos, got, total = part
-        if msg.chunk != got or max(1, msg.n_chunks) != total or pos + len(msg.data) > len(buf):
+        data = msg.data  # each read of a bytes field copies it (upb): read it once
+        if msg.chunk != got or max(1, msg.n_chunks) != total or pos + len(data) > len(buf):
             del self._partial[key]
             self._fault(sid, frm, f"sent chunk {msg.chunk} of message {seq} out of place or too long")
-        buf[pos:pos + len(msg.data)] = msg.data
-        part[1:3] = [pos + len(msg.data), got + 1]
+        buf[pos:pos + len(data)] = data
+        part[1:3] = [pos + len(data), got + 1]
         if part[2] < total:
             return None
         del self._partial[key]
@@ -216,15 +217,49 @@ class PeerRouter:
             self._closed.popitem(last=False)
 
 
-def tensor_messages(sid: str, seq: int, sender: int, t: torch.Tensor,
-                    chunk_bytes: int = PEER_CHUNK_BYTES) -> list[pb.PeerMsg]:
-    """The PeerMsg chunks carrying int64 tensor ``t`` as message ``seq`` of session ``sid``."""
+_DATA_TAG = bytes([(5 << 3) | 2])  # PeerMsg field 5 (``data``), wire type 2 (length-delimited)
+
+
+def _varint(n: int) -> bytes:
+    """``n >= 0`` as a protobuf base-128 varint."""
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def tensor_frames(sid: str, seq: int, sender: int, t: torch.Tensor,
+                  chunk_bytes: int = PEER_CHUNK_BYTES) -> list[bytes]:
+    """The serialized ``PeerMsg`` chunks carrying int64 tensor ``t`` as message ``seq`` of session ``sid``.
+
+    Each frame is the header message (every field but ``data``) serialized by protobuf,
+    followed by the ``data`` field written in protobuf's wire format (tag, varint length,
+    bytes): a parser merges the two parts into one message (protobuf's concatenation rule).
+    The payload is copied once, from the tensor into the frame, instead of three times
+    (``bytes`` of the slice, into the message, out by ``SerializeToString``).
+    """
     arr = np.ascontiguousarray(t.detach().numpy(), dtype="<i8")
     data = memoryview(arr.reshape(-1)).cast("B")
     n = max(1, -(-len(data) // chunk_bytes))
-    return [pb.PeerMsg(session_id=sid, seq=seq, sender=sender, shape=list(t.shape),
-                       data=bytes(data[c * chunk_bytes:(c + 1) * chunk_bytes]), chunk=c, n_chunks=n)
-            for c in range(n)]
+    frames = []
+    for c in range(n):
+        part = data[c * chunk_bytes:(c + 1) * chunk_bytes]
+        head = pb.PeerMsg(session_id=sid, seq=seq, sender=sender, shape=list(t.shape), chunk=c, n_chunks=n)
+        frames.append(b"".join((head.SerializeToString(), _DATA_TAG, _varint(len(part)), part)))
+    return frames
+
+
+def tensor_messages(sid: str, seq: int, sender: int, t: torch.Tensor,
+                    chunk_bytes: int = PEER_CHUNK_BYTES) -> list[pb.PeerMsg]:
+    """:func:`tensor_frames` parsed back into ``PeerMsg`` (what a receiving server sees)."""
+    return [pb.PeerMsg.FromString(f) for f in tensor_frames(sid, seq, sender, t, chunk_bytes)]
+
+
+def _serialize(msg: pb.PeerMsg | bytes) -> bytes:
+    """The Link stream's request serializer: frames are already serialized."""
+    return msg if isinstance(msg, bytes) else msg.SerializeToString()
 
 
 class SessionSet:
@@ -284,25 +319,28 @@ class PeerLink:
         self._writer: asyncio.Task | None = None
         self._sids: SessionSet = SessionSet()  # sessions whose messages the current stream carries
 
-    def send(self, msg: pb.PeerMsg) -> None:
-        """Queue ``msg`` on the stream (opened on demand); returns at once."""
-        self._aio.loop.call_soon_threadsafe(self._enqueue, msg)
+    def send(self, msg: pb.PeerMsg, session_id: str | None = None) -> None:
+        """Queue ``msg`` (a ``PeerMsg``, or one serialized by :func:`tensor_frames` with its
+        ``session_id``) on the stream (opened on demand); returns at once."""
+        sid = msg.session_id if isinstance(msg, pb.PeerMsg) else session_id
+        self._aio.loop.call_soon_threadsafe(self._enqueue, msg, sid)
 
-    def _enqueue(self, msg: object) -> None:
+    def _enqueue(self, msg: object, sid: str | None = None) -> None:
         if self._writer is None or self._writer.done():
             if msg is _STOP:
                 return
             self._q = asyncio.Queue()
             self._sids = SessionSet()
             self._writer = self._aio.loop.create_task(self._run(self._q, self._sids))
-        if msg is not _STOP:
-            self._sids.add(msg.session_id)  # type: ignore[attr-defined]
+        if msg is not _STOP and sid is not None:
+            self._sids.add(sid)
         self._q.put_nowait(msg)
 
     async def _run(self, q: asyncio.Queue, sids: SessionSet) -> None:
         if self._achannel is None:
             self._achannel = grpc.aio.secure_channel(self._address, self._creds, options=GRPC_OPTIONS)
-        call = pbg.PeerStub(self._achannel).Link()
+        call = self._achannel.stream_unary("/trivault.v1.Peer/Link", request_serializer=_serialize,
+                                           response_deserializer=pb.Ack.FromString)()
         watcher = asyncio.ensure_future(self._watch(call, sids))
         try:
             while True:
@@ -332,8 +370,8 @@ class PeerLink:
 
     def send_tensor(self, sid: str, seq: int, t: torch.Tensor) -> None:
         """Send one tensor, chunked when large."""
-        for msg in tensor_messages(sid, seq, self.me, t):
-            self.send(msg)
+        for frame in tensor_frames(sid, seq, self.me, t):
+            self.send(frame, sid)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """End the stream and the channels."""
