@@ -46,14 +46,14 @@ class PrivacyLedger:
         """Sum of per-region eps (sequential composition); None if any region is not DP."""
         if any(c.eps is None for c in self.charges):
             return None
-        return float(math.fsum(c.eps for c in self.charges))
+        return float(math.fsum(c.eps for c in self.charges if c.eps is not None))
 
     @property
     def eps_max_region(self) -> float | None:
         """Largest per-region eps: the bound for one person/vehicle if regions are disjoint."""
         if any(c.eps is None for c in self.charges):
             return None
-        return max((c.eps for c in self.charges), default=0.0)
+        return max((c.eps for c in self.charges if c.eps is not None), default=0.0)
 
     def metadata(self, mechanism: str, eps_requested: float, message: str) -> dict:
         """The accounting dict stored with the de-identified copy."""

@@ -10,8 +10,8 @@ depends only on the source patch and on destination pixels OUTSIDE the mask.
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.linalg import splu
+from scipy.sparse import coo_matrix  # type: ignore[import-untyped]  # scipy ships no stubs
+from scipy.sparse.linalg import splu  # type: ignore[import-untyped]
 
 
 def poisson_blend(dst: np.ndarray, src: np.ndarray, mask: np.ndarray) -> np.ndarray:

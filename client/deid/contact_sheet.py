@@ -46,6 +46,7 @@ def contact_sheet(image: np.ndarray, eps_values: Sequence[float], mechanism: str
     regions = merge_plates_into_faces(detect(image)) if boxes is None else boxes
     noise = None if seed is None else NoiseSource(seed)  # one stream: every tile gets its own draw
     variants: list[tuple[str, float | None, np.ndarray, dict]] = [("original", None, image, {"eps_total": None})]
+    eps: float | None  # float here; the loop over variants below also binds None (original, blur, mosaic)
     for eps in eps_values:
         r = deidentify(image, eps, mechanism, boxes=regions, noise=noise)
         variants.append((mechanism, eps, r.image, r.metadata))

@@ -95,7 +95,7 @@ class CenterFaceDetector:
 
     def __init__(self, threshold: float = 0.4, max_side: int = 320) -> None:
         import onnx
-        import onnxruntime as ort
+        import onnxruntime as ort  # type: ignore[import-untyped]  # no stubs, no py.typed
         from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
         model = onnx.load(str(_centerface_path()))
@@ -146,9 +146,9 @@ class CenterFaceDetector:
         for k in np.asarray(keep).reshape(-1):
             x, y, w, h = boxes[int(k)]
             r = Region(int(round(x)), int(round(y)), int(round(w)), int(round(h)), FACE, scores[int(k)], "centerface")
-            r = r.clip(w0, h0)
-            if r is not None:
-                out.append((r, marks[int(k)]))
+            clipped = r.clip(w0, h0)
+            if clipped is not None:
+                out.append((clipped, marks[int(k)]))
         return out
 
 
@@ -157,7 +157,7 @@ class HaarDetector:
 
     def __init__(self, cascade: str, kind: str, scale_factor: float = 1.1, min_neighbors: int = 4,
                  min_size: tuple[int, int] = (24, 12)) -> None:
-        path = Path(cv2.data.haarcascades) / cascade
+        path = Path(cv2.data.haarcascades) / cascade  # type: ignore[attr-defined]  # cv2.data is not in the stubs
         self._clf = cv2.CascadeClassifier(str(path))
         if self._clf.empty():
             raise RuntimeError(f"could not load Haar cascade {path} "

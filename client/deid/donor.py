@@ -108,14 +108,20 @@ def save_donor_asset(path: Path, crops: np.ndarray, boxes: np.ndarray, landmarks
                         origin=np.array(origin))
 
 
+def _decode_rgb(buf: np.ndarray, path: Path) -> np.ndarray:
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise RuntimeError(f"donor faces {path}: a face's JPEG could not be decoded")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def load_donor_set(path: Path = DONOR_ASSET) -> DonorSet:
     """Decode the shipped donors and encode each in the public latent."""
     if not path.is_file():
         raise RuntimeError(f"donor faces {path} missing: run `python scripts/make_donor_faces.py --repo ...`")
     z = np.load(path)
     jpeg, off = z["jpeg"], z["offsets"]
-    faces = np.stack([cv2.cvtColor(cv2.imdecode(jpeg[a:b], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-                      for a, b in zip(off[:-1], off[1:])])
+    faces = np.stack([_decode_rgb(jpeg[a:b], path) for a, b in zip(off[:-1], off[1:])])
     latent = DonorLatent(z["mean"].astype(np.float64), z["components"].astype(np.float64),
                          z["sigma"].astype(np.float64), float(z["bound"]))
     boxes = z["boxes"].astype(np.float64)
@@ -249,8 +255,8 @@ def _membrane(diff: np.ndarray, ring: np.ndarray, size: float, max_side: int = 4
     (a cheap stand-in for the harmonic membrane of a Poisson clone)."""
     h, w = ring.shape
     s = min(1.0, max_side / max(h, w))
-    weight = ring.astype(np.float32)
-    num = diff * weight[..., None]
+    weight: np.ndarray = ring.astype(np.float32)
+    num: np.ndarray = diff * weight[..., None]
     if s < 1:
         num = cv2.resize(num, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
         weight = cv2.resize(weight, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)

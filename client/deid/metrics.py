@@ -6,6 +6,7 @@ import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -120,12 +121,12 @@ def _models_dir() -> Path | None:
 class FaceEmbedder:
     """dlib ResNet face descriptor (128-d; same person if distance <= 0.6)."""
 
-    predictor: object
-    resnet: object
+    predictor: Any  # dlib.shape_predictor (dlib ships no stubs)
+    resnet: Any  # dlib.face_recognition_model_v1
 
     def __call__(self, rgb: np.ndarray, region: Region) -> np.ndarray:
         """128-d descriptor of the face in ``region`` (the box is given, not re-detected)."""
-        import dlib
+        import dlib  # type: ignore[import-untyped]  # no stubs, no py.typed
 
         rect = dlib.rectangle(int(region.x), int(region.y), int(region.x + region.w), int(region.y + region.h))
         shape = self.predictor(np.ascontiguousarray(rgb), rect)

@@ -61,7 +61,7 @@ def letterbox(rgb: np.ndarray, long_side: int, stride: int = 32) -> tuple[np.nda
 
 def ort_session(model: bytes | str | Path):
     """A one-thread onnxruntime session (the model given as bytes or a path)."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # type: ignore[import-untyped]  # no stubs, no py.typed
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1

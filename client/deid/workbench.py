@@ -168,9 +168,11 @@ class Workbench:
         for item_id, it in pending:
             stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(it.name).stem) or item_id
             png, meta = self.out_dir / f"{stem}.deid.png", self.out_dir / f"{stem}.deid.json"
-            Image.fromarray(it.release.image).save(png)
-            meta.write_text(json.dumps({**it.release.metadata, "approved": True, **it.settings,
-                                        "regions": [_region_dict(r) for r in it.release.regions]}, indent=2))
+            release = it.release
+            assert release is not None  # pending holds released items only, and a release is never unset
+            Image.fromarray(release.image).save(png)
+            meta.write_text(json.dumps({**release.metadata, "approved": True, **it.settings,
+                                        "regions": [_region_dict(r) for r in release.regions]}, indent=2))
             written += [str(png), str(meta)]
         return written
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import TypeVar, cast
 
 import torch
 from torch import nn
@@ -22,6 +23,10 @@ from torch import nn
 
 class Conv(nn.Module):
     """Conv2d + BatchNorm2d + SiLU (BN folded into the conv by :func:`fuse`)."""
+
+    conv: nn.Conv2d
+    bn: nn.BatchNorm2d  # removed by fuse
+    act: nn.Module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
@@ -33,6 +38,10 @@ class Conv(nn.Module):
 class Bottleneck(nn.Module):
     """Two convs with an optional residual (``add``)."""
 
+    cv1: Conv
+    cv2: Conv
+    add: bool
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.cv2(self.cv1(x))
         return x + y if self.add else y
@@ -40,6 +49,10 @@ class Bottleneck(nn.Module):
 
 class C2f(nn.Module):
     """CSP block with two convs: split, n bottlenecks, concatenate every output."""
+
+    cv1: Conv
+    cv2: Conv
+    m: nn.ModuleList
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = list(self.cv1(x).chunk(2, 1))
@@ -51,6 +64,10 @@ class C2f(nn.Module):
 class SPPF(nn.Module):
     """Spatial pyramid pooling (fast): three chained max-pools, concatenated."""
 
+    cv1: Conv
+    cv2: Conv
+    m: nn.MaxPool2d
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.cv1(x)
         y1 = self.m(x)
@@ -61,12 +78,17 @@ class SPPF(nn.Module):
 class Concat(nn.Module):
     """Concatenate a list of tensors along dimension ``d``."""
 
+    d: int
+
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat(xs, self.d)
 
 
 class DFL(nn.Module):
     """Distribution focal loss integral: expected bin of a softmax over ``c1`` bins, per box side."""
+
+    conv: nn.Conv2d
+    c1: int
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, a = x.shape
@@ -75,6 +97,14 @@ class DFL(nn.Module):
 
 class Detect(nn.Module):
     """Anchor-free head: per level a box branch (cv2, 4 x reg_max) and a class branch (cv3)."""
+
+    cv2: nn.ModuleList
+    cv3: nn.ModuleList
+    dfl: nn.Module  # DFL (an Identity if reg_max is 1)
+    stride: torch.Tensor
+    nc: int
+    no: int
+    reg_max: int
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         feats = [torch.cat((self.cv2[i](x), self.cv3[i](x)), 1) for i, x in enumerate(xs)]
@@ -102,12 +132,18 @@ def _anchors(feats: list[torch.Tensor], strides: torch.Tensor) -> tuple[torch.Te
 class DetectionModel(nn.Module):
     """Layers in ``model`` (a Sequential); each has ``f`` (input index or indices) and ``i``."""
 
+    model: nn.Sequential
+    save: list[int]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outputs: list[torch.Tensor | None] = []
         for m in self.model:
-            if m.f != -1:
-                x = outputs[m.f] if isinstance(m.f, int) else [x if j == -1 else outputs[j] for j in m.f]
-            x = m(x)
+            # f is a plain attribute Ultralytics sets on each layer (torch types Module attributes as Tensor | Module)
+            f = cast("int | list[int]", m.f)
+            inp: torch.Tensor | list[torch.Tensor | None] | None = x
+            if f != -1:
+                inp = outputs[f] if isinstance(f, int) else [x if j == -1 else outputs[j] for j in f]
+            x = m(inp)
             outputs.append(x if m.i in self.save else None)
         return x
 
@@ -162,8 +198,12 @@ class _PickleModule:
 
 def _fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A Conv2d computing bn(conv(x)) (inference-time BatchNorm folding)."""
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, bias=True)
+    # torch types a _ConvNd's kernel_size, stride, padding and dilation as tuple[int, ...]; a Conv2d's are pairs
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,  # type: ignore[arg-type]
+                      conv.padding, conv.dilation, conv.groups, bias=True)  # type: ignore[arg-type]
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("cannot fold a BatchNorm2d without running statistics (track_running_stats=False)")
+    assert fused.bias is not None  # bias=True
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     fused.weight.data = conv.weight * scale.view(-1, 1, 1, 1)
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
@@ -171,7 +211,10 @@ def _fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fused
 
 
-def fuse(model: nn.Module) -> nn.Module:
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def fuse(model: _M) -> _M:
     """Fold every Conv's BatchNorm into its convolution (in place) and return the model."""
     for m in model.modules():
         if isinstance(m, Conv) and hasattr(m, "bn"):
@@ -203,7 +246,9 @@ def to_onnx(model: DetectionModel, opset: int = 17) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(1, 3, 480, 640),), buf, dynamo=False, opset_version=opset,
+        # the TorchScript exporter (dynamo=False) writes to a file object too; torch types f as a path
+        torch.onnx.export(model, (torch.zeros(1, 3, 480, 640),), buf,  # type: ignore[arg-type]
+                          dynamo=False, opset_version=opset,
                           input_names=["images"], output_names=["boxes_scores"],
                           dynamic_axes={"images": {2: "height", 3: "width"}, "boxes_scores": {2: "anchors"}})
     return buf.getvalue()
