@@ -105,10 +105,10 @@ class LocalCluster:
         if self._fresh:
             self._write_configs([free_port() for _ in range(3)])
         else:
-            try:
+            if sys.version_info >= (3, 11):
                 import tomllib
-            except ImportError:  # Python 3.10
-                import tomli as tomllib  # type: ignore[no-redef]
+            else:  # Python 3.10
+                import tomli as tomllib
 
             raw = tomllib.loads(self.config_path.read_text())
             self.ports = [int(raw["servers"][str(i)]["address"].rsplit(":", 1)[1]) for i in range(3)]

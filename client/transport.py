@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from typing import Any
+from typing import Any, Literal, overload
 
 import grpc
 
@@ -97,7 +97,13 @@ class Fanout:
             raise TriVaultError("; ".join(sorted(errs)))
         return out
 
-    def infos(self, tolerate: bool = False) -> list[dict[str, Any] | None]:
+    @overload
+    def infos(self, tolerate: Literal[False] = False) -> list[dict[str, Any]]: ...
+
+    @overload
+    def infos(self, tolerate: bool) -> list[dict[str, Any] | None]: ...
+
+    def infos(self, tolerate: bool = False) -> list[dict[str, Any]] | list[dict[str, Any] | None]:
         """Each server's public state (None for a server that did not answer, if ``tolerate``)."""
         return self.all(lambda i: json.loads(self.stubs[i].Info(pb.InfoRequest(), timeout=10).meta_json),
                         tolerate=tolerate)

@@ -103,10 +103,14 @@ def _health(root: Path) -> list[dict]:
         infos = [None, None, None]
     finally:
         fan.close()
-    return [{"server": i, "address": cfg.servers[i], "pid": alive.get(i), "running": i in alive,
-             "answering": infos[i] is not None,
-             "images": None if infos[i] is None else len(infos[i]["image_ids"]),
-             "index_version": None if infos[i] is None else infos[i]["index_version"]} for i in range(3)]
+    rows = []
+    for i in range(3):
+        x = infos[i]
+        rows.append({"server": i, "address": cfg.servers[i], "pid": alive.get(i), "running": i in alive,
+                     "answering": x is not None,
+                     "images": None if x is None else len(x["image_ids"]),
+                     "index_version": None if x is None else x["index_version"]})
+    return rows
 
 
 def status(root: Path = ROOT_OPT, as_json: bool = JSON_OPT) -> None:

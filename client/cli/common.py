@@ -61,10 +61,10 @@ def find_config(config: Path | None) -> Path:
 
 def check_config(path: Path) -> None:
     """Name a missing or unreadable field of a client config before the SDK trips on it."""
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    else:  # Python 3.10
+        import tomli as tomllib
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -150,7 +150,7 @@ def sdk_errors(*extra: tuple[str, str], quiet: bool = True) -> Iterator[None]:
     except typer.Exit:
         raise
     except grpc.RpcError as exc:  # not wrapped by the SDK
-        msg = f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+        msg = f"{exc.code().name}: {exc.details()}"
         fail(msg, hint_for(msg, extra))
     except (ValueError, RuntimeError, OSError, KeyError, TypeError) as exc:
         msg = first_line(exc)

@@ -33,7 +33,8 @@ class Candidate:
 def scan(folder: Path) -> tuple[list[Path], list[Path]]:
     """(image files, other files) under ``folder``, recursively, sorted; hidden entries skipped."""
     exts = image_extensions()
-    images, others = [], []
+    images: list[Path] = []
+    others: list[Path] = []
     for p in sorted(folder.rglob("*")):
         rel = p.relative_to(folder)
         if any(part.startswith(".") for part in rel.parts) or not p.is_file():
