@@ -258,7 +258,10 @@ class Acl:
 
     def _update(self, scope: str, collection: str, change) -> None:
         if scope.startswith("image:") and self.policies.get(scope) is None:
-            self.policies.put(scope, Policy(self.policies.get(collection_scope(collection)).owner))
+            col = self.policies.get(collection_scope(collection))
+            if col is None:
+                raise ValueError(f"collection {collection!r} has no policy")
+            self.policies.put(scope, Policy(col.owner))
         self.policies.update(scope, change)
 
     def _bootstrap(self, auth: bytes) -> dict:

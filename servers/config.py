@@ -29,11 +29,12 @@ Relative paths are resolved against the config file's directory. Environment var
 from __future__ import annotations
 
 import os
+import sys
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ImportError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # Python 3.10
+    import tomli as tomllib
 from dataclasses import dataclass
 from pathlib import Path
 

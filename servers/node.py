@@ -99,6 +99,8 @@ class Node:
             return None
         with self._cache_lock:
             if self._model is None or self._model.version != version:
+                if meta is None:
+                    raise StorageError(f"model version {version} has no metadata")
                 t = self.store.load_tensors("model", version)
                 names = sorted({k.rsplit(".", 1)[0] for k in t})
                 self._model = LoadedModel(version, meta["arch"], {n: (t[f"{n}.lo"], t[f"{n}.hi"]) for n in names})
@@ -111,6 +113,8 @@ class Node:
             return None
         with self._cache_lock:
             if self._index is None or self._index.version != version:
+                if meta is None:
+                    raise StorageError(f"index version {version} has no metadata")
                 self._index = self._load_index(version, meta)
             return self._index
 

@@ -63,7 +63,8 @@ def names(acl: Acl, store: Store, req: VerifiedRequest) -> dict[str, Any]:
         ids, where = [image_id], {"image": image_id}
     else:
         collection = str(p.get("collection") or DEFAULT_COLLECTION)
-        after = int(p.get("after") if p.get("after") is not None else -1)
+        after_raw = p.get("after")
+        after = int(after_raw) if after_raw is not None else -1
         ids = [i for i in store.image_ids() if i > after and acl.policies.collection_of(i) == collection]
         where = {"collection": collection}
     more = len(ids) > limit

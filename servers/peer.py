@@ -28,6 +28,7 @@ class PeerServicer(pbg.PeerServicer):
         sid = caller_server_id(context)
         if sid is None or sid == self.node.id:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "peer service is for the other servers only")
+            raise AssertionError("context.abort returns only by raising")
         return sid
 
     def Hello(self, request: pb.HelloRequest, context: grpc.ServicerContext) -> pb.HelloReply:

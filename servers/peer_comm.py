@@ -199,8 +199,8 @@ class PeerRouter:
         """Drop ``sid``'s buffered messages (caller holds the lock)."""
         for k in [k for k in self._boxes if k[0] == sid]:
             del self._boxes[k]
-        for k in [k for k in self._partial if k[0] == sid]:
-            del self._partial[k]
+        for pk in [pk for pk in self._partial if pk[0] == sid]:
+            del self._partial[pk]
         for k in [k for k in self._seen if k[0] == sid]:
             del self._seen[k]
         self._first_seen.pop(sid, None)
@@ -241,7 +241,7 @@ def tensor_frames(sid: str, seq: int, sender: int, t: torch.Tensor,
     (``bytes`` of the slice, into the message, out by ``SerializeToString``).
     """
     arr = np.ascontiguousarray(t.detach().numpy(), dtype="<i8")
-    data = memoryview(arr.reshape(-1)).cast("B")
+    data = memoryview(arr.reshape(-1)).cast("B")  # type: ignore[arg-type]
     n = max(1, -(-len(data) // chunk_bytes))
     frames = []
     for c in range(n):
@@ -334,6 +334,7 @@ class PeerLink:
             self._writer = self._aio.loop.create_task(self._run(self._q, self._sids))
         if msg is not _STOP and sid is not None:
             self._sids.add(sid)
+        assert self._q is not None  # set with the writer
         self._q.put_nowait(msg)
 
     async def _run(self, q: asyncio.Queue, sids: SessionSet) -> None:

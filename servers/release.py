@@ -34,10 +34,11 @@ class ReleaseError(StorageError):
 
 def stage_pixel_files(b: bd.Bundle, name: str) -> dict[str, bytes]:
     """The staged ``pix/<name>.npz`` file of one copy, or {} if the bundle carries none (checked)."""
-    t = {p: b.tensors.get(f"pix/{name}/{p}") for p in PARTS}
-    if all(v is None for v in t.values()):
+    found = {p: b.tensors.get(f"pix/{name}/{p}") for p in PARTS}
+    if all(v is None for v in found.values()):
         return {}
-    if any(v is None for v in t.values()):
+    t = {p: v for p, v in found.items() if v is not None}
+    if len(t) != len(PARTS):
         raise bd.BundleError(f"pixel shares of {name}: need all of {', '.join(PARTS)}")
     shape = t["shape"]
     if shape.dtype != torch.int64 or tuple(shape.shape) != (3,) or int(shape[2]) != 3 \
@@ -51,7 +52,7 @@ def stage_pixel_files(b: bd.Bundle, name: str) -> dict[str, bytes]:
     for p in ("ka", "kb"):
         if t[p].dtype != torch.uint8 or tuple(t[p].shape) != (SEED_BYTES,):
             raise bd.BundleError(f"pixel shares of {name}: mark key {p} must be {SEED_BYTES} bytes")
-    return {f"pix/{name}.npz": tensors_to_npz(t)}  # type: ignore[arg-type]
+    return {f"pix/{name}.npz": tensors_to_npz(t)}
 
 
 def _component(t: torch.Tensor) -> Component:

@@ -148,7 +148,8 @@ class RequestVerifier:
 
     def cached_nonces(self) -> int:
         """Number of nonces currently remembered (bounded by rate x window)."""
-        return int(self.db.one("SELECT COUNT(*) FROM acl_nonces")[0])
+        row = self.db.one("SELECT COUNT(*) FROM acl_nonces")
+        return int(row[0]) if row else 0
 
     def close(self) -> None:
         """Close the database."""

@@ -81,7 +81,7 @@ def npz_member(path: str | Path, name: str, mode: str = "c") -> np.ndarray:
         offset = f.tell()
     if fortran:
         raise ValueError(f"{path.name}:{name} is Fortran-ordered")
-    return np.memmap(path, dtype=dtype, mode=mode, offset=offset, shape=shape)
+    return np.memmap(path, dtype=dtype, mode=mode, offset=offset, shape=shape)  # type: ignore[call-overload]
 
 
 def init_ray(attempts: int = 3, **kwargs: Any) -> Any:

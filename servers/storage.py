@@ -77,7 +77,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 def tensors_to_npz(tensors: dict[str, torch.Tensor]) -> bytes:
     """Serialise int64/uint8 tensors as npz bytes (no pickle)."""
     buf = io.BytesIO()
-    np.savez(buf, **{k: v.numpy() for k, v in tensors.items()})
+    np.savez(buf, **{k: v.numpy() for k, v in tensors.items()})  # type: ignore[arg-type]
     return buf.getvalue()
 
 

@@ -31,7 +31,7 @@ def _check_key_pair(b: Bundle, prefix: str) -> dict[str, torch.Tensor]:
 
 def _apply_ivf_update(store: Store, version: int, t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Current IVF index + fresh shares of the touched records -> the new version's tensors."""
-    from index import IndexShares, IndexUpdateShares  # type: ignore[attr-defined]
+    from index import IndexShares, IndexUpdateShares
 
     meta = store.current("index")[1] or {}
     if version == 0 or meta.get("format") != "ivf":

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NoReturn
 
 import grpc
 import torch
@@ -199,11 +200,12 @@ class VaultServicer(pbg.VaultServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad search request: {exc}")
         node, m = self.node, b.meta
 
-        def refuse(code: grpc.StatusCode, msg: str) -> None:
+        def refuse(code: grpc.StatusCode, msg: str) -> NoReturn:
             for link in node.links.values():  # the peers stop waiting for this session at once
                 link.send(pb.PeerMsg(session_id=b.session_id, sender=node.id, abort=True))
             node.router.close_session(b.session_id)  # and their messages for it are not buffered here
             context.abort(code, msg)
+            raise AssertionError("context.abort returns only by raising")
 
         try:  # who asks, and may they search this collection? (checked here, independently per server)
             req = node.acl.verify(b.auth, "search", who)
@@ -260,6 +262,7 @@ class VaultServicer(pbg.VaultServicer):
             context.abort(grpc.StatusCode.INTERNAL, f"server {node.id}: internal error {type(exc).__name__}")
         finally:
             node.sessions.release()
+        assert comm is not None  # every path that leaves it None aborted above
         stats = comm.stats.as_dict()
         log.info("session %s for %s done: %.3f s, %d rounds, %d bytes sent", s.session_id, s.who, secs,
                  stats["rounds"], stats["bytes_sent"])
