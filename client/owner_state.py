@@ -35,7 +35,7 @@ class OwnerState:
     def save_model(self, arch: dict, params: dict[str, torch.Tensor]) -> None:
         """Keep the owner's plaintext model (to extract features locally)."""
         buf = io.BytesIO()
-        np.savez(buf, **{k: v.detach().numpy() for k, v in params.items()})
+        np.savez(buf, **{k: v.detach().numpy() for k, v in params.items()})  # type: ignore[arg-type]
         _write(self.root / "model_params.npz", buf.getvalue())
         (self.root / "model_recipe.json").unlink(missing_ok=True)
         _write(self.root / "model_arch.json", json.dumps(arch).encode())
@@ -98,7 +98,7 @@ class OwnerState:
         p = self.root / "index_plain.npz"
         if not p.exists():
             return None
-        from index import PlainIndex  # type: ignore[attr-defined]
+        from index import PlainIndex
 
         with np.load(p, allow_pickle=False) as z:
             if int(z["index_version"]) != index_version:

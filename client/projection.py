@@ -146,7 +146,7 @@ def feature_trunk(model: nn.Sequential) -> nn.Sequential:
     if not mods:
         raise ValueError("the model has no trunk before its projection head")
     trunk = nn.Sequential(*mods).eval()
-    trunk.resolution = getattr(model, "resolution", None)  # type: ignore[attr-defined]
+    trunk.resolution = getattr(model, "resolution", None)  # type: ignore[assignment]
     return trunk
 
 
@@ -168,7 +168,7 @@ def with_projection(model: nn.Sequential, projection: PcaProjection) -> nn.Seque
     """``model``'s trunk + pool, then ``projection.to_linear()``, then L2 normalisation (eval mode)."""
     trunk = feature_trunk(model)
     out = nn.Sequential(*trunk, projection.to_linear(), L2Normalize()).eval()
-    out.resolution = getattr(model, "resolution", None)  # type: ignore[attr-defined]
+    out.resolution = getattr(model, "resolution", None)  # type: ignore[assignment]
     return out
 
 

@@ -58,7 +58,7 @@ def build_model(kind: str, resolution: int = DEFAULT_RESOLUTION, dim: int = DEFA
         m = m.eval()
     else:
         raise ValueError(f"unknown model {kind!r} (choose auto, efficientnet or tiny)")
-    m.resolution = resolution  # type: ignore[attr-defined]
-    m.recipe = recipe  # type: ignore[attr-defined]
+    m.resolution = resolution  # type: ignore[assignment]  # torch: attributes typed Tensor | Module
+    m.recipe = recipe  # type: ignore[assignment]  # torch: attributes typed Tensor | Module
     return m
 
