@@ -77,7 +77,7 @@ def load_projection(owner: OwnerState) -> PcaProjection:
 def fitted_recipe(recipe: dict[str, Any], pca: PcaProjection) -> dict[str, Any]:
     """The recipe of the registered model once the PCA is fitted."""
     return {"kind": PCA_KIND, "resolution": int(recipe["resolution"]), "dim": pca.out_dim,
-            "whiten": pca.whiten, "n_fit": pca.n_samples}
+            "whiten": pca.whiten, "whiten_shrink": pca.shrink, "n_fit": pca.n_samples}
 
 
 def rebuild(owner: OwnerState, recipe: dict[str, Any]) -> nn.Module:

@@ -30,7 +30,7 @@ def test_fitted_model_rebuilt_from_owner_state(tmp_path):
     owner = OwnerState(tmp_path)
     fitted, feats = owner_model.fit_first_upload(build_model("efficientnet", 32, 6, projection), PHOTOS)
     assert fitted.recipe == {"kind": "efficientnet_pca", "resolution": 32, "dim": 6,
-                             "whiten": projection == "pca_whiten", "n_fit": len(PHOTOS)}
+                             "whiten": projection == "pca_whiten", "whiten_shrink": 0.0, "n_fit": len(PHOTOS)}
     owner_model.save_projection(owner, fitted.pca)
     again = owner_model.rebuild(owner, fitted.recipe)  # a restarted client
     x = torch.stack([preprocess(p, 32) for p in PHOTOS])

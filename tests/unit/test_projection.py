@@ -17,6 +17,7 @@ from torch import nn
 from client.model import GlobalAvgPool, L2Normalize, default_feature_model, split_model
 from client.preprocess import preprocess
 from client.projection import (
+    WHITEN_SHRINK,
     PcaProjection,
     feature_trunk,
     fit_owner_projection,
@@ -50,7 +51,7 @@ def _align_signs(ours: np.ndarray, ref: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("whiten", [False, True])
 def test_pca_transform_equals_sklearn(n: int, dim: int, whiten: bool) -> None:
     x = _structured(n, dim, seed=1)
-    pca = fit_pca(x, 32, whiten=whiten)
+    pca = fit_pca(x, 32, whiten=whiten, shrink=0.0)
     ref = PCA(n_components=32, whiten=whiten, svd_solver="full").fit(x)
     new = _structured(50, dim, seed=2)  # images projected after the fit
     ours = pca.transform(new)
@@ -93,7 +94,28 @@ def test_arrays_roundtrip(tmp_path) -> None:
         back = PcaProjection.from_arrays(dict(z))
     x = _structured(5, 64, seed=5)
     assert back.whiten and back.n_samples == 100 and back.out_dim == 8 and back.in_dim == 64
+    assert back.shrink == pca.shrink == WHITEN_SHRINK
     assert np.array_equal(back.transform(x), pca.transform(x))
+    old = {k: v for k, v in pca.to_arrays().items() if k != "shrink"}  # saved before shrink existed
+    assert PcaProjection.from_arrays(old).shrink == 0.0
+
+
+def test_shrunk_whitening_divides_by_the_shrunk_std() -> None:
+    """Whitening divides component j by sqrt(var_j + s mean(var)): s = 0 is full whitening
+    (unit variance on the fitted data), larger s moves toward plain PCA; the fit's default s
+    is WHITEN_SHRINK; without whitening s is 0 and has no effect."""
+    x = _structured(400, 64, seed=6)
+    full, plain = fit_pca(x, 8, whiten=True, shrink=0.0), fit_pca(x, 8)
+    shrunk = fit_pca(x, 8, whiten=True)
+    assert shrunk.shrink == WHITEN_SHRINK and plain.shrink == 0.0 and fit_pca(x, 8, shrink=2.0).shrink == 0.0
+    var = full.explained_variance
+    assert np.allclose(full.transform(x).var(0, ddof=1), 1.0)
+    want = plain.transform(x) / np.sqrt(var + WHITEN_SHRINK * var.mean())
+    assert np.allclose(shrunk.transform(x), want, rtol=1e-10, atol=1e-12)
+    got_var = shrunk.transform(x).var(0, ddof=1)
+    assert np.allclose(got_var, var / (var + WHITEN_SHRINK * var.mean()))
+    with pytest.raises(ValueError, match="shrink"):
+        fit_pca(x, 8, whiten=True, shrink=-1.0)
 
 
 @pytest.fixture(scope="module")
