@@ -155,10 +155,10 @@ def fit_pca(pooled: np.ndarray, out_dim: int, whiten: bool = False, shrink: floa
     if var.min() <= 1e-12 * max(var.max(), 1e-300):
         raise ValueError(f"the features span fewer than {out_dim} directions: choose a smaller out_dim")
     signs = np.sign(comp[np.arange(out_dim), np.abs(comp).argmax(1)])
-    s = (WHITEN_SHRINK if shrink is None else float(shrink)) if whiten else 0.0
-    if not (np.isfinite(s) and s >= 0):
+    shrink_s = (WHITEN_SHRINK if shrink is None else float(shrink)) if whiten else 0.0
+    if not (np.isfinite(shrink_s) and shrink_s >= 0):
         raise ValueError(f"shrink must be a finite number >= 0, got {shrink}")
-    return PcaProjection(np.ascontiguousarray(comp * signs[:, None]), mean, var, bool(whiten), n, s)
+    return PcaProjection(np.ascontiguousarray(comp * signs[:, None]), mean, var, bool(whiten), n, shrink_s)
 
 
 def feature_trunk(model: nn.Sequential) -> nn.Sequential:
