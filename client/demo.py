@@ -41,7 +41,7 @@ def compare_to_plaintext(client, query: np.ndarray, ids: list[int], dists: list[
     kth = sorted(ref.values())[k - 1]
     err = max(abs(d - exact[i]) for i, d in zip(ids, dists))
     ok = err <= TOL and all(i in ref or exact[i] <= kth + TOL for i in ids)
-    truth = set(sorted(exact, key=exact.get)[:k])
+    truth = set(sorted(exact, key=exact.__getitem__)[:k])
     recall = len(truth & set(ids)) / k
     return (f"{'agrees with' if ok else 'DIFFERS from'} {name} (max |secure - plain| distance {err:.1e}); "
             f"recall@{k} vs exhaustive {recall:.2f}")
@@ -53,7 +53,7 @@ def run_queries(client, queries: int, label_of: dict[int, str], nprobe: int, con
     from .demo_data import augment, base_images
 
     bases = base_images()
-    first_hit = None
+    first_hit: int | None = None
     for qn in range(queries):
         name, a = bases[(qn * 5) % len(bases)]
         q = augment(a, 99_000 + qn)  # a fresh variant, never uploaded
@@ -71,6 +71,8 @@ def run_queries(client, queries: int, label_of: dict[int, str], nprobe: int, con
                       f"{r.bytes_per_party / 1e6:.2f} MB and {r.comm[0]['rounds']} rounds per server, "
                       f"mode {r.mode}; {verdict}")
         first_hit = first_hit if first_hit is not None else r.ids[0]
+    if first_hit is None:
+        raise ValueError(f"the demo needs at least one query, got queries={queries}")
     return first_hit
 
 

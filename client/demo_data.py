@@ -16,7 +16,7 @@ SKIMAGE_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", 
 def base_images() -> list[tuple[str, np.ndarray]]:
     """(name, RGB uint8 array) of every bundled sample photo that loads offline."""
     from skimage import data
-    from sklearn.datasets import load_sample_images
+    from sklearn.datasets import load_sample_images  # type: ignore[import-untyped]
 
     out: list[tuple[str, np.ndarray]] = []
     for n in SKIMAGE_NAMES:
@@ -43,7 +43,7 @@ def augment(a: np.ndarray, seed: int) -> np.ndarray:
     im = im.crop((x0, y0, x0 + cw, y0 + ch))
     if rng.random() < 0.5:
         im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    im = im.rotate(float(rng.uniform(-8, 8)), resample=Image.BILINEAR)
+    im = im.rotate(float(rng.uniform(-8, 8)), resample=Image.Resampling.BILINEAR)
     im = ImageEnhance.Brightness(im).enhance(float(rng.uniform(0.8, 1.2)))
     return np.asarray(im)
 

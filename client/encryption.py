@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
-from tqdm import tqdm
+from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs installed (types-tqdm)
 
 from wire import bundle as bd
 from wire.key_delivery import split_key
@@ -79,7 +79,7 @@ def encrypt_images(owner: Identity, loaded: Sequence[tuple[bytes, Image.Image]],
 def deid_function() -> Deidentify:
     """``client.deid.deidentify`` wrapped to return PNG bytes; clear error if not installed."""
     try:
-        from .deid import deidentify  # type: ignore[attr-defined]
+        from .deid import deidentify
     except ImportError as exc:
         raise TriVaultError(f"de-identification is not available: {exc}") from None
 

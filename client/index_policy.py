@@ -48,8 +48,12 @@ def index_bundles(owner: OwnerState, feats: np.ndarray, ids: np.ndarray, base_ve
     got = owner.load_plain_index(base_version)
     if got is not None and len(ids) < 2 * got[1]:
         plain, built_n = got
-        upd = plain.delete(np.asarray(deletes, dtype=np.int64)) if len(deletes) else \
-            plain.insert(new_feats, new_ids, anywhere=insert_anywhere(plain.n_items, len(new_ids)))
+        if len(deletes):
+            upd = plain.delete(np.asarray(deletes, dtype=np.int64))
+        elif new_ids is None:
+            raise ValueError("index_bundles: an update without deletes needs new_feats and new_ids")
+        else:
+            upd = plain.insert(new_feats, new_ids, anywhere=insert_anywhere(plain.n_items, len(new_ids)))
         if not upd.rebuilt:
             ups = share_update(plain, upd, DEFAULT_FP)
             imeta = {"format": "ivf", "update": True, "base_version": base_version,

@@ -68,7 +68,7 @@ def open_replies(replies: Sequence[dict | None], identity: Identity) -> dict[int
     for i, r in enumerate(replies):
         pairs.append(None if r is None else open_pairs(bytes.fromhex(r["sealed"]), identity.kex_key, i))
     answered = [i for i, p in enumerate(pairs) if p is not None]
-    ids = sorted({k for i in answered for k in pairs[i]})  # type: ignore[index]
+    ids = sorted({k for p in pairs if p is not None for k in p})
     out: dict[int, dict[str, Any]] = {}
     for image_id in ids:
         have = [pairs[i].get(image_id) if pairs[i] is not None else None for i in range(3)]  # type: ignore[union-attr]
@@ -79,7 +79,7 @@ def open_replies(replies: Sequence[dict | None], identity: Identity) -> dict[int
         except InconsistentSharesError as exc:
             raise TriVaultError(f"image {image_id}: inconsistent metadata-key shares; one of servers "
                                 f"{list(exc.suspects)} sent a wrong share") from None
-        blobs = {replies[i]["meta"].get(str(image_id)) for i in answered if replies[i] is not None}
+        blobs = {r["meta"].get(str(image_id)) for r in (replies[i] for i in answered) if r is not None}
         for blob in sorted(b for b in blobs if b):
             try:
                 out[image_id] = decrypt_meta(key, image_id, bytes.fromhex(blob))

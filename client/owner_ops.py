@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from tqdm import tqdm
+from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs installed (types-tqdm)
 
 from protocols.ring import DEFAULT_FP
 from wire import bundle as bd
@@ -71,9 +71,11 @@ class OwnerOps:
 
         if self.fan.info()["image_ids"]:
             raise TriVaultError("images are already stored with the current model: delete them before replacing it")
-        res = int(resolution or getattr(model, "resolution", 224))
+        model_res = getattr(model, "resolution", 224)
+        res = int(resolution or model_res)
+        recipe: dict[str, Any] | None
         if owner_model.wants_fit(model):
-            recipe = {**model.recipe, "resolution": res}  # type: ignore[operator]
+            recipe = {**model.recipe, "resolution": res}  # type: ignore[dict-item]  # torch: attrs are Tensor | Module
             owner_model.save_pending(self.owner, recipe)
             self.module = model
             return {"pending": True, "recipe": recipe}
@@ -102,7 +104,7 @@ class OwnerOps:
         if model is None:
             raise TriVaultError("no pending model: call register_model first")
         fitted, feats = owner_model.fit_first_upload(model, images)  # type: ignore[arg-type]
-        self.register_model(fitted, int(fitted.recipe["resolution"]))  # type: ignore[union-attr, index]
+        self.register_model(fitted, int(fitted.recipe["resolution"]))  # type: ignore[index]
         return feats
 
     def reindex(self, images: dict[int, Any], projection: str = DEFAULT_PROJECTION) -> dict[str, Any]:
@@ -119,8 +121,11 @@ class OwnerOps:
             raise TriVaultError(f"a PCA to {dim} dims needs more than {dim} images (have {len(images)}) and "
                                 f"projection in {FITTED}")
         ids = np.array(sorted(images), dtype=np.int64)
-        fitted, feats = owner_model.fit_first_upload(build_model("efficientnet", res, dim, projection),
-                                                     [images[int(i)] for i in ids])
+        base = build_model("efficientnet", res, dim, projection)
+        if not isinstance(base, nn.Sequential):
+            raise TypeError(f"expected the nn.Sequential feature model, got {type(base).__name__}")
+        fitted, feats = owner_model.fit_first_upload(base, [images[int(i)] for i in ids])
+        assert feats is not None  # more than dim images: the PCA was fitted
         arch, tensors = model_tensors(fitted, res)
         self.owner.drop_plain_index()  # a new feature space: k-means from scratch
         imeta, itensors, after = self.index_bundles(feats, ids, info["index_version"])
@@ -157,6 +162,7 @@ class OwnerOps:
                 else:
                     from .model import plain_forward
 
+                    assert saved is not None  # checked above: a module or a saved model
                     out.append(plain_forward(saved[0], saved[1], x).float().numpy())
         return np.concatenate(out).astype(np.float32)
 
@@ -217,6 +223,8 @@ class OwnerOps:
         if int(image_id) not in info["image_ids"]:
             raise TriVaultError(f"unknown image id {image_id}")
         feats, ids = self.owner.load_features()
+        if feats is None:
+            raise TriVaultError("this owner directory does not match the servers' images")
         keep = ids != int(image_id)
         feats, ids = feats[keep], ids[keep]
         txn = str(uuid.uuid4())

@@ -62,5 +62,5 @@ def open_marked(outs: Sequence[bd.Bundle | None], got: Sequence[int], identity: 
         if t is None:
             raise PixelShareError(f"server {i} sent no pixel shares", (i,))
         pairs[i] = open_pair(bytes(t.numpy().tobytes()), identity.kex_key, i, image_id, deid, identity.user_id,
-                             shape)  # type: ignore[arg-type]
+                             shape)
     return reconstruct(pairs)

@@ -102,7 +102,7 @@ def preprocess(image: ImageLike, resolution: int = 224) -> torch.Tensor:
     w, h = im.size
     scale = short / min(w, h)
     nw, nh = max(short, int(round(w * scale))), max(short, int(round(h * scale)))
-    im = im.resize((nw, nh), Image.BICUBIC)
+    im = im.resize((nw, nh), Image.Resampling.BICUBIC)
     left, top = (nw - resolution) // 2, (nh - resolution) // 2
     im = im.crop((left, top, left + resolution, top + resolution))
     a = (np.asarray(im, dtype=np.float32) - MEAN) / STD

@@ -93,23 +93,24 @@ def retrieve(fan: Fanout, sign: Sign, identity: Identity, owner_identity: Callab
              image_id: int, deid: bool = False, purpose: str | None = None, timeout_s: float = 60.0) -> Retrieved:
     """Fetch, decrypt and verify an image the policy releases to ``identity``."""
     outs, got, is_deid = fetch_releases(fan, sign, image_id, deid, purpose, timeout_s)
+    answers = {i: o for i, o in enumerate(outs) if o is not None}  # every server in ``got`` answered
     kind = "deid" if is_deid else "orig"
-    if any(outs[i].meta.get("form") == "marked" for i in got):  # type: ignore[union-attr]
+    if any(answers[i].meta.get("form") == "marked" for i in got):
         rgb = open_marked(outs, got, identity, int(image_id), is_deid)  # PixelShareError names a liar
-        return Retrieved(int(image_id), png_bytes(rgb), outs[got[0]].meta.get("label"), kind,  # type: ignore
+        return Retrieved(int(image_id), png_bytes(rgb), answers[got[0]].meta.get("label"), kind,
                          identity.user_id, watermarked=True)
-    sealed = [_bytes(outs[i].tensors["sealed"]) if i in got else None for i in range(3)]
+    sealed = [_bytes(answers[i].tensors["sealed"]) if i in got else None for i in range(3)]
     key = recover_key(sealed, identity.kex_key, int(image_id), is_deid)  # KeyDeliveryError names suspects
-    ct = _bytes(outs[got[0]].tensors["ciphertext"])
+    ct = _bytes(answers[got[0]].tensors["ciphertext"])
     try:
         data = crypto.decrypt(key, ct, crypto.image_aad(int(image_id), is_deid))
     except ValueError:
         raise KeyDeliveryError(f"image {image_id}: the key does not decrypt the ciphertext from server {got[0]} "
                                f"(a server sent a wrong share or ciphertext)", tuple(got)) from None
     verified = False
-    rec = outs[got[0]].tensors.get("record")
+    rec = answers[got[0]].tensors.get("record")
     if rec is not None:
         record = open_record(_bytes(rec), key, int(image_id), kind, crypto.decrypt)
         verify_image(owner_identity(), int(image_id), data, record, kind)  # TamperError
         verified = True
-    return Retrieved(int(image_id), data, outs[got[0]].meta.get("label"), kind, identity.user_id, verified)
+    return Retrieved(int(image_id), data, answers[got[0]].meta.get("label"), kind, identity.user_id, verified)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
+from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs installed (types-tqdm)
 
 from protocols.layout import max_sqnorm
 from protocols.ring import DEFAULT_FP
@@ -115,7 +115,7 @@ def prepare_queries(queries: QueryInput, info: dict[str, Any]) -> tuple[str, tor
         queries = queries.detach().cpu().numpy()
     if isinstance(queries, np.ndarray) and queries.ndim <= 2 and np.issubdtype(queries.dtype, np.floating):
         feats = np.atleast_2d(queries).astype(np.float64)
-        dim = int((info.get("index_meta") or {}).get("dim", feats.shape[1]))
+        dim = int((info.get("index_meta") or {}).get("dim", int(feats.shape[1])))
         if feats.shape[1] != dim or len(feats) == 0:
             raise ValueError(f"feature queries must be [Q, {dim}] (the index dimension), got {list(queries.shape)}")
         if not np.isfinite(feats).all():

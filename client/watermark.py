@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,12 +86,16 @@ def _align(suspect: np.ndarray, original: np.ndarray):
         interp = cv2.INTER_AREA if hs * ws < h * w else cv2.INTER_CUBIC
         return a if (hs, ws) == (h, w) else cv2.resize(a, (ws, hs), interpolation=interp)
 
-    options = [(scaled(original.astype(np.float32)), lambda p: scaled(p.astype(np.float32)), "resize")]
+    options: list[tuple[np.ndarray, Callable[[np.ndarray], np.ndarray], str]] = [
+        (scaled(original.astype(np.float32)), lambda p: scaled(p.astype(np.float32)), "resize")]
     if hs <= h and ws <= w and (hs, ws) != (h, w):
         res = cv2.matchTemplate(_luma(original), _luma(suspect), cv2.TM_SQDIFF)
         x0, y0 = cv2.minMaxLoc(res)[2]
-        options.append((original[y0:y0 + hs, x0:x0 + ws].astype(np.float32),
-                        lambda p, y0=y0, x0=x0: p[y0:y0 + hs, x0:x0 + ws].astype(np.float32), "crop"))
+
+        def cropped(p: np.ndarray, y0: int = y0, x0: int = x0) -> np.ndarray:
+            return p[y0:y0 + hs, x0:x0 + ws].astype(np.float32)
+
+        options.append((original[y0:y0 + hs, x0:x0 + ws].astype(np.float32), cropped, "crop"))
     err = [float(np.mean((_luma(suspect) - ref.mean(axis=2)) ** 2)) for ref, _, _ in options]
     return options[int(np.argmin(err))]
 
