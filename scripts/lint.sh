@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lint and type-check the tree: ruff over the whole repo, mypy over the packages listed in
-# pyproject.toml ([tool.mypy] files: protocols, index, wire, servers). Exits non-zero on any finding.
+# pyproject.toml ([tool.mypy] files: protocols, index, wire, servers, client). Exits non-zero on any finding.
 # Usage: scripts/lint.sh [--fix]   (--fix applies ruff's safe fixes first)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,6 @@ if [[ "${1:-}" == "--fix" ]]; then
 fi
 echo "== ruff check ." >&2
 "$PY" -m ruff check . || status=1
-echo "== mypy (protocols, index, wire, servers)" >&2
+echo "== mypy (protocols, index, wire, servers, client)" >&2
 "$PY" -m mypy || status=1
 exit $status
