@@ -17,8 +17,8 @@ weakest components, whose variance a first upload of a few hundred images estima
 the same weight as the strongest: measured on the same set (96 px, 128-d, PCA fitted on
 ``m`` seeded originals, mean of 3 seeds), full whitening falls BELOW the random map for
 small uploads (m = 138: 0.607; 192: 0.627; 442: 0.643; random 0.634), while ``s = 0.5``
-gives 0.650 / 0.652 / 0.653 (``s`` = 0.3-1.0 within 0.002 of it at 64, 96, 128 and 224 px;
-``s = 3`` drifts back toward plain PCA). ``s = 0`` is sklearn's whitening exactly.
+gives 0.648 / 0.651 / 0.655 (``s`` = 0.3-1.0 within 0.005 of it at 64, 96, 128 and 224 px,
+m = 160 and 442; ``s = 3`` drifts back toward plain PCA). ``s = 0`` is sklearn's whitening exactly.
 
 The product runs these steps at the owner's first upload (``client.owner_model``, with
 ``build_model(..., projection="pca_whiten")``, the default) and at ``Client.reindex``:
@@ -120,8 +120,9 @@ class PcaProjection:
 
 
 WHITEN_SHRINK = 0.5
-"""The whitening's shrinkage ``s`` (module docstring): measured best or within 0.002 of the best
-copy-detection mAP over s in {0, 0.1, 0.3, 0.5, 1, 3} at 64-224 px and every upload size tried."""
+"""The whitening's shrinkage ``s`` (module docstring): within 0.003 copy-detection mAP of the best
+``s`` measured in {0, 0.3, 0.5, 1, 3} (and 0.1 at 96 px) at 64, 96, 128 and 224 px for every first-upload
+size tried (96 px: 138-442 photos; others: 160 and 442)."""
 
 
 def fit_pca(pooled: np.ndarray, out_dim: int, whiten: bool = False, shrink: float | None = None) -> PcaProjection:
