@@ -6,10 +6,11 @@ seeded random map has no bias, a PCA has one (it is centred). Fitted on the owne
 pooled 1280-d trunk features, PCA keeps the directions the owner's images vary along,
 which a random map does not: ``python -m benchmarks.quality`` measures the difference.
 Measured there (442 real photos, 2,210 copies): at the same dim, PCA beats the random map
-by 0.004-0.035 copy-detection mAP (most at 32-d), whitened PCA by 0.008-0.052 (96 px, 128-d: random
-0.634, PCA 0.638, whitened 0.643, 1280-d unprojected 0.659), but whitening makes the IVF
-need more probes (n = 1M, 96 px, 128-d: recall@10 vs exact 0.909 at nprobe 16, 0.973 at
-64). ``whiten`` is therefore a choice the caller makes with its nprobe.
+by 0.004-0.035 copy-detection mAP (most at 32-d), fully whitened PCA by 0.008-0.052 (96 px, 128-d:
+random 0.634, PCA 0.638, fully whitened 0.643, shrunk-whitened 0.655, 1280-d unprojected
+0.659), but whitening makes the IVF need more probes (n = 1M, 96 px, 128-d, recall@10 vs
+exact: plain PCA 0.976 at nprobe 16; fully whitened 0.949 at 32, 0.973 at 64; shrunk 0.945
+at 16, 0.974 at 32). ``whiten`` is therefore a choice the caller makes with its nprobe.
 
 Whitening is SHRUNK (:data:`WHITEN_SHRINK`): component ``j`` is divided by
 ``sqrt(var_j + s * mean(var))`` instead of ``sqrt(var_j)``. Full whitening gives the
