@@ -42,8 +42,13 @@ slow on a shared 2-core machine).
 Choice of the default (summary line): among settings with mAP >= best - 0.02, the
 cheapest in secure cost, ordered by resolution (the CNN dominates: about 0.9 GB and 370
 rounds per party per query at 224 px, ~(res/224)^2 of that below), then dim (search
-bytes), then the smallest nprobe whose recall@10 vs exact is >= 0.95 at the largest n
-measured with the product's centroid rule C = min(round(sqrt(n)), n // 39).
+bytes), then the smallest nprobe whose recall@10 vs exact is >= 0.95 + 0.03 (the goal
+plus ``RECALL_MARGIN``) at the largest n measured with the product's centroid rule
+C = min(round(sqrt(n)), n // 39). The margin is for data this set does not hold: the 500
+IVF queries here estimate the MEAN recall, and a user's queries differ. Measured
+2026-12-02 at n = 1M with the 96 px shrunk-whitened PCA-128: 0.974 at nprobe 32 here, but
+0.956 over the 16 distinct queries of ``benchmarks.e2e``'s 16-client line (nprobe 64:
+0.987 here, 0.981 there), for 7% more bytes per query and the same rounds.
 
 The CNN runs with ``--threads`` torch threads (default 1: the machine is shared);
 features are cached under ``--cache-dir`` (default: a directory in the system temp dir)
@@ -75,6 +80,7 @@ from .quality_pool import map_image_rows, pool_features, query_half_rows, split_
 REPO = Path(__file__).resolve().parents[1]
 MAP_TOLERANCE = 0.02
 RECALL_GOAL = 0.95
+RECALL_MARGIN = 0.03  # the default's nprobe must reach RECALL_GOAL + RECALL_MARGIN (module docstring)
 SWEEP_MAX_N = 100_000  # the centroid-count sweep (C = rule/2, 2 rule) stops here: k-means at 1M is slow
 CNN_GB_224 = 0.9
 CNN_ROUNDS_224 = 370
@@ -194,12 +200,12 @@ def large_rows(res: int, h: Head, feats_all: dict, ivf_q_idx: np.ndarray, args, 
 
 
 def needed_nprobe(rows: list[dict]) -> int | None:
-    """Smallest nprobe with recall >= goal at the largest n, product centroid rule."""
+    """Smallest nprobe with recall >= goal + margin at the largest n, product centroid rule."""
     prod = [r for r in rows if r.get("centroid_rule", "product") == "product"]
     if not prod:
         return None
     top = max(prod, key=lambda r: r["n"])
-    ok = [int(p) for p, v in top["recall_at_10_vs_exact"].items() if v >= RECALL_GOAL]
+    ok = [int(p) for p, v in top["recall_at_10_vs_exact"].items() if v >= RECALL_GOAL + RECALL_MARGIN]
     return min(ok) if ok else None
 
 
@@ -314,7 +320,8 @@ def _run(args: argparse.Namespace) -> int:
                                       "nprobe")},
             "centroid_rule": "C = min(round(sqrt(n)), n // 39) (the SDK's rule)",
             **cost(chosen["resolution"], chosen["dim"], chosen["nprobe"])},
-        "rule": f"mAP >= best - {MAP_TOLERANCE}, recall@10 vs exact >= {RECALL_GOAL} at the largest n measured; "
+        "rule": f"mAP >= best - {MAP_TOLERANCE}, recall@10 vs exact >= {RECALL_GOAL} + margin {RECALL_MARGIN} "
+                "at the largest n measured; "
                 "cheapest by resolution, then dim, then nprobe",
         "candidates_tried_cheapest_first": tried,
         "distractors": "pool of every proper sub-rectangle of the trunk's final feature map (all benchmarked "

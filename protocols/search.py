@@ -279,7 +279,7 @@ def secure_search(
     comparisons (``distance_order``), small equalities and products, and the one-hot its
     ``Q nprobe C`` equalities. Large top-k start with ``topk.partition_plan``'s stage.
     With ``nprobe = C`` the distances-first path fetches nothing (one round and ``2 Q C B``
-    elements less). At n = 1e6, C = 1000, B = 1100, d = 128, nprobe = 64 (the default until 2026-12-02),
+    elements less). At n = 1e6, C = 1000, B = 1100, d = 128, nprobe = 64 (the product default),
     k = 10, unit-norm features (``id_bits`` 39): 60 rounds (top-nprobe 21, one-hot 2, top-k of
     70,400 35), 40.3 MB per party (measured, ``benchmarks.e2e --profile-only``).
     """
