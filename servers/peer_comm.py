@@ -319,7 +319,7 @@ class PeerLink:
         self._writer: asyncio.Task | None = None
         self._sids: SessionSet = SessionSet()  # sessions whose messages the current stream carries
 
-    def send(self, msg: pb.PeerMsg, session_id: str | None = None) -> None:
+    def send(self, msg: pb.PeerMsg | bytes, session_id: str | None = None) -> None:
         """Queue ``msg`` (a ``PeerMsg``, or one serialized by :func:`tensor_frames` with its
         ``session_id``) on the stream (opened on demand); returns at once."""
         sid = msg.session_id if isinstance(msg, pb.PeerMsg) else session_id
@@ -372,7 +372,7 @@ class PeerLink:
     def send_tensor(self, sid: str, seq: int, t: torch.Tensor) -> None:
         """Send one tensor, chunked when large."""
         for frame in tensor_frames(sid, seq, self.me, t):
-            self.send(frame, sid)  # type: ignore[arg-type]
+            self.send(frame, sid)
 
     def close(self) -> None:
         """End the stream and the channels."""
