@@ -126,7 +126,7 @@ class FaceEmbedder:
 
     def __call__(self, rgb: np.ndarray, region: Region) -> np.ndarray:
         """128-d descriptor of the face in ``region`` (the box is given, not re-detected)."""
-        import dlib  # type: ignore[import-untyped]  # no stubs, no py.typed
+        import dlib  # optional (the reid extra), no stubs: pyproject ignore_missing_imports
 
         rect = dlib.rectangle(int(region.x), int(region.y), int(region.x + region.w), int(region.y + region.h))
         shape = self.predictor(np.ascontiguousarray(rgb), rect)
