@@ -48,7 +48,7 @@ C = min(round(sqrt(n)), n // 39). The margin is for data this set does not hold:
 IVF queries here estimate the MEAN recall, and a user's queries differ. Measured
 2026-12-02 at n = 1M with the 96 px shrunk-whitened PCA-128: 0.974 at nprobe 32 here, but
 0.956 over the 16 distinct queries of ``benchmarks.e2e``'s 16-client line (nprobe 64:
-0.987 here, 0.981 there), for 7% more bytes per query and the same rounds.
+0.987 here, 0.994 there), for 7% more bytes per query and the same rounds.
 
 The CNN runs with ``--threads`` torch threads (default 1: the machine is shared);
 features are cached under ``--cache-dir`` (default: a directory in the system temp dir)
