@@ -1,5 +1,9 @@
 """Which files ``trivault upload`` sends: a recursive scan for every format Pillow reads, each
-file checked (decodes fully) and hashed, duplicates (same bytes) found before any upload."""
+file checked (decodes fully) and hashed, duplicates (same bytes) found before any upload.
+
+A file whose extension is not an image extension is still taken when its content is a common
+image format (:data:`SNIFFED_FORMATS`, recognised by Pillow from its first bytes): datasets ship
+images without one (the Yale faces are GIFs named ``subject01.happy``)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
+
+SNIFFED_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP", "TIFF", "PPM", "WEBP", "MPO"})
 
 
 def image_extensions() -> set[str]:
@@ -39,8 +45,17 @@ def scan(folder: Path) -> tuple[list[Path], list[Path]]:
         rel = p.relative_to(folder)
         if any(part.startswith(".") for part in rel.parts) or not p.is_file():
             continue
-        (images if p.suffix.lower() in exts else others).append(p)
+        (images if p.suffix.lower() in exts or sniffed_image(p) else others).append(p)
     return images, others
+
+
+def sniffed_image(path: Path) -> bool:
+    """True when Pillow recognises the file's first bytes as one of :data:`SNIFFED_FORMATS` (header only)."""
+    try:
+        with Image.open(path) as im:
+            return im.format in SNIFFED_FORMATS
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
 
 
 def check(path: Path, folder: Path) -> Candidate:
