@@ -17,6 +17,26 @@ classes (add, flip, foreign) inside the protocols are caught only where they rea
 output unmixed (the protocols are semi-honest: no multiplication is verified), so
 ``detected < runs`` there is the honest figure, not a failure of this benchmark.
 
+Step ``retrieve`` (``ret-KIND`` of ``faulty_server.py``): server 1 corrupts what it releases
+at retrieval, and ``--runs`` retrievals of one uploaded image are made by its owner (sealed
+key-share pairs, then AES-GCM and the owner's signed hash) and ``--runs`` by a registered
+user granted ORIGINAL (not the owner: sealed, marked pixel-share pairs). One line per class,
+``runs`` counting both requesters, ``by_requester`` the same counts per requester::
+
+    {"line": "fault", "attack": "add", "step": "retrieve", "runs": 4, "detected": 4, "named": 4,
+     "wrong_results": 0, "no_effect": 0, "seconds": ..., "by_requester": {"owner": {...}, ...}}
+
+Here ``detected`` means the retrieval raised, ``named`` that the error names server 1 or
+lists it among its suspects, ``wrong_results`` that it returned image bytes that differ
+from the honest retrieval by the same requester (for the owner: the uploaded file; for the
+grantee: the copy the honest servers mark for them) without an error. For ``replay`` and
+``foreign`` (which re-send the previous request's answer or share pair), every counted
+retrieval follows one of another image by the same requester (not counted), so "previous"
+is always another image. ``drop`` is counted as ``no_effect`` by design: the server refuses,
+and the requester opens the correct image from the two other servers' shares (the refusal
+is visible in no error: any two servers suffice, which is also why one server alone cannot
+stop a release).
+
 A final line (``"line": "modes"``) compares semi-honest and malicious query time and bytes
 for the same query; there is no malicious server mode yet, so its malicious fields are
 ``null`` with the reason. The first line (``"line": "verified_mul"``) measures the one
@@ -37,12 +57,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from client.identity import Identity
 from client.local_cluster import LocalCluster
 from client.sdk import Client
 from tests.integration.conftest import small_images, tiny_model  # the integration tests' model and images
 
 FAULTY = Path(__file__).resolve().parents[1] / "tests" / "integration" / "faulty_server.py"
-STEPS = ("cnn", "distances", "fetch", "topk")
+QUERY_STEPS = ("cnn", "distances", "fetch", "topk")
+STEPS = (*QUERY_STEPS, "retrieve")
 KINDS = ("add", "flip", "drop", "replay", "foreign")
 CORRUPT = 1  # the corrupted server
 
@@ -55,6 +77,11 @@ def restart(lc: LocalCluster, fault: str | None) -> None:
     else:
         lc.commands[CORRUPT] = [sys.executable, str(FAULTY), fault]
     lc.start(CORRUPT)
+
+
+def _named(err: str, suspects: object) -> bool:
+    """Does an error name server ``CORRUPT`` (in its text or its ``suspects``)?"""
+    return f"server {CORRUPT}" in err or (isinstance(suspects, tuple) and CORRUPT in suspects)
 
 
 def one_query(lc: LocalCluster, image: np.ndarray, k: int) -> tuple[list[int] | None, str]:
@@ -73,8 +100,8 @@ def fault_class(lc: LocalCluster, kind: str, step: str, image: np.ndarray, hones
     restart(lc, f"msg-{kind}-{step}")
     if kind == "foreign":
         one_query(lc, small_images(1, seed=99)[0], k)  # a previous session whose messages it can re-send
-    row = {"line": "fault", "attack": kind, "step": step, "runs": runs, "detected": 0, "named": 0,
-           "wrong_results": 0, "no_effect": 0}
+    row: dict = {"line": "fault", "attack": kind, "step": step, "runs": runs, "detected": 0, "named": 0,
+                 "wrong_results": 0, "no_effect": 0}
     t0 = time.perf_counter()
     for _ in range(runs):
         ids, err = one_query(lc, image, k)
@@ -86,6 +113,55 @@ def fault_class(lc: LocalCluster, kind: str, step: str, image: np.ndarray, hones
         else:
             row["no_effect"] += 1
     row["seconds"] = round(time.perf_counter() - t0, 2)
+    return row
+
+
+def one_retrieval(lc: LocalCluster, identity: Identity | None, image_id: int) -> tuple[bytes | None, str, bool]:
+    """(image bytes, "", False) or (None, error text, whether it names server CORRUPT) for one
+    retrieval by a fresh client of ``identity`` (None: the owner)."""
+    try:
+        with Client(lc.client_config, progress=False, identity=identity) as c:
+            return c.retrieve(image_id).data, "", False
+    except Exception as exc:  # noqa: BLE001 - every failure counts as a detection
+        suspects = getattr(exc, "suspects", None)
+        err = f"{type(exc).__name__}: {exc} suspects={suspects}"
+        return None, err, _named(err, suspects)
+
+
+def retrieval_requesters(lc: LocalCluster, owner: Client) -> dict[str, Identity | None]:
+    """The owner (None) and a registered user granted ORIGINAL on the default collection."""
+    grantee = Identity.create()
+    owner.register_user(grantee.public(), {"role": "bench"})
+    owner.grant(grantee.user_id, outcome="ORIGINAL")
+    return {"owner": None, "grantee": grantee}
+
+
+def retrieval_class(lc: LocalCluster, kind: str, requesters: dict[str, Identity | None], target: int, decoy: int,
+                    honest: dict[str, bytes], runs: int) -> dict:
+    """``runs`` retrievals of ``target`` per requester with server 1 corrupted by ``ret-kind``."""
+    restart(lc, f"ret-{kind}")
+    keys = ("detected", "named", "wrong_results", "no_effect")
+    row: dict = {"line": "fault", "attack": kind, "step": "retrieve", "runs": runs * len(requesters),
+                 **dict.fromkeys(keys, 0)}
+    by: dict[str, dict[str, int]] = {}
+    t0 = time.perf_counter()
+    for name, identity in requesters.items():
+        sub = by[name] = {"runs": runs, **dict.fromkeys(keys, 0)}
+        for _ in range(runs):
+            if kind in ("replay", "foreign"):
+                one_retrieval(lc, identity, decoy)  # the previous request, of another image (not counted)
+            data, _err, named = one_retrieval(lc, identity, target)
+            if data is None:
+                sub["detected"] += 1
+                sub["named"] += int(named)
+            elif data != honest[name]:
+                sub["wrong_results"] += 1
+            else:
+                sub["no_effect"] += 1
+        for k in keys:
+            row[k] += sub[k]
+    row["seconds"] = round(time.perf_counter() - t0, 2)
+    row["by_requester"] = by
     return row
 
 
@@ -130,7 +206,7 @@ def verified_mul_line(n: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true", help="print JSON lines (the only output format)")
-    ap.add_argument("--runs", type=int, default=3, help="queries per fault class")
+    ap.add_argument("--runs", type=int, default=3, help="queries (retrievals per requester) per fault class")
     ap.add_argument("--images", type=int, default=24, help="images uploaded")
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--steps", nargs="*", default=list(STEPS), choices=STEPS)
@@ -148,11 +224,28 @@ def main(argv: list[str] | None = None) -> None:
                 ids = c.upload(imgs, labels=[f"img{i}" for i in range(len(imgs))])
             lc.images = dict(zip(ids, imgs))  # type: ignore[attr-defined]
             image = imgs[len(imgs) // 2]
-            honest, err = one_query(lc, image, a.k)
-            assert honest is not None, err
-            for step in a.steps:
+            query_steps = [s for s in a.steps if s in QUERY_STEPS]
+            honest: list[int] = []
+            if query_steps:
+                got, err = one_query(lc, image, a.k)
+                assert got is not None, err
+                honest = got
+            for step in query_steps:
                 for kind in a.kinds:
                     print(json.dumps(fault_class(lc, kind, step, image, honest, a.k, a.runs)), flush=True)
+            if "retrieve" in a.steps:
+                target, decoy = ids[len(ids) // 2], ids[0]
+                with Client(lc.client_config, progress=False) as c:
+                    requesters = retrieval_requesters(lc, c)
+                refs = {}
+                for name, identity in requesters.items():
+                    data, err, _ = one_retrieval(lc, identity, target)
+                    assert data is not None, err
+                    refs[name] = data
+                with Client(lc.client_config, progress=False) as c:
+                    assert np.array_equal(c.retrieve(target).array(), imgs[len(ids) // 2])  # the owner: the original
+                for kind in a.kinds:
+                    print(json.dumps(retrieval_class(lc, kind, requesters, target, decoy, refs, a.runs)), flush=True)
             restart(lc, None)
             print(json.dumps(modes_line(lc, image, a.k)), flush=True)
         finally:

@@ -18,27 +18,48 @@ repository on ``PYTHONPATH``):
   of ``servers.query`` / ``protocols.search`` in this process only (both search paths:
   ``record_distances`` / ``fetch_distances`` and ``centroid_distances`` / ``oblivious_fetch`` /
   ``secure_distance``)
-  (``VaultServicer.make_comm`` returns the :class:`FaultyComm`).
+  (``VaultServicer.make_comm`` returns the :class:`FaultyComm`);
+* ``ret-KIND`` (``RETRIEVAL_FAULTS``): what the server releases at retrieval is corrupted, on
+  both paths (``VaultServicer.Retrieve``): the owner's sealed key-share pair
+  (``VaultServicer.key_share``) and a non-owner's sealed marked pixel-share pair
+  (``VaultServicer._release_marked``). ``add``: a random nonzero value added to one word of its
+  share pair (one int64 key word, or one uint16 pixel-share entry, mod 2^16); ``flip``: one
+  random bit of one word flipped; ``drop``: the server refuses, as a policy refusal does
+  (``AclDenied`` -> ``PERMISSION_DENIED``); ``replay``: it sends the whole answer (sealed
+  share, ciphertext, record) it made for its PREVIOUS retrieval request instead; ``foreign``:
+  it seals the share pair of its previous retrieval request correctly to THIS request (valid
+  HPKE; wrong content when that request was for another image).
+  The pixel pair is corrupted before it is marked and sealed: ``_release_marked`` names the
+  fault in this thread and ``servers.release.release`` (``wire.pixel_shares.release``) is
+  wrapped in this process only (:func:`corrupt_pixel_release`), as the query steps are. Both
+  ``replay`` and ``foreign`` act like an honest server on the first request after a start,
+  and are harmless when the previous request was for the same copy by the same requester
+  (the same content: no freshness is bound into a sealed share, none is needed).
 
 Production code has no switch for any of these: it only exposes the overridable steps.
 """
 
 from __future__ import annotations
 
+import random
 import sys
 import threading
+from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from protocols.party import Party
 from protocols.sharing import SharePair
+from protos.trivault.v1 import trivault_pb2 as pb
 from servers.__main__ import main
-from servers.acl import Acl
+from servers.acl import Acl, AclDenied
 from servers.app import Components
 from servers.peer_comm import GrpcComm
 from servers.policy import Outcome
 from servers.request_auth import VerifiedRequest
 from servers.vault import VaultServicer
+from wire.pixel_shares import Component, expand
 
 
 class LyingKeyShare(VaultServicer):
@@ -146,6 +167,96 @@ def message_fault(kind: str, step: str) -> type[VaultServicer]:
     return MessageFault
 
 
+RETRIEVAL_FAULTS = ("add", "flip", "drop", "replay", "foreign")
+_release = threading.local()  # .kind: the retrieval fault of the marked release running in this thread
+_rng = random.SystemRandom()
+
+
+def corrupt_one(kind: str, words: np.ndarray) -> np.ndarray:
+    """A copy of an unsigned-integer array with one random entry changed: ``add`` a random
+    nonzero value (mod 2^bits, so the entry always changes) or ``flip`` one random bit."""
+    bits = 8 * words.dtype.itemsize
+    out = words.copy()
+    flat = out.reshape(-1)
+    i = _rng.randrange(flat.size)
+    v = int(flat[i])
+    flat[i] = (v + _rng.randrange(1, 1 << bits)) % (1 << bits) if kind == "add" else v ^ (1 << _rng.randrange(bits))
+    return out
+
+
+def _withheld(server_id: int, image_id: int) -> AclDenied:
+    return AclDenied("withheld", f"server {server_id} withholds its share of image {image_id}")
+
+
+class RetrievalFault(VaultServicer):
+    """Corrupts what the server releases at retrieval (``ret-KIND``, see the module doc)."""
+
+    kind = ""
+    previous_answer: list[pb.Frame] | None = None  # the frames of the previous retrieval request
+    previous_key: SharePair | None = None  # the key-share pair of the previous owner request
+
+    def Retrieve(self, request: pb.ImageRequest, context) -> Iterator[pb.Frame]:
+        if self.kind != "replay":
+            yield from super().Retrieve(request, context)
+            return
+        answer = list(super().Retrieve(request, context))
+        previous, RetrievalFault.previous_answer = RetrievalFault.previous_answer, answer
+        yield from answer if previous is None else previous
+
+    def key_share(self, image_id: int, deid: bool) -> tuple[bytes, SharePair]:
+        if self.kind == "drop":
+            raise _withheld(self.node.id, image_id)
+        ct, pair = super().key_share(image_id, deid)
+        previous, RetrievalFault.previous_key = RetrievalFault.previous_key, pair
+        if self.kind == "foreign" and previous is not None:
+            return ct, previous
+        if self.kind in ("add", "flip"):
+            words = torch.cat(pair).numpy().view(np.uint64)
+            bad = torch.from_numpy(corrupt_one(self.kind, words).view(np.int64))
+            return ct, (bad[: len(pair[0])], bad[len(pair[0]):])
+        return ct, pair
+
+    def _release_marked(self, recipient: str, image_id: int, rel, row: dict) -> Iterator[pb.Frame]:
+        if self.kind == "drop":
+            raise _withheld(self.node.id, image_id)
+        _release.kind = self.kind
+        try:
+            return super()._release_marked(recipient, image_id, rel, row)
+        finally:
+            _release.kind = None
+
+
+def retrieval_fault(kind: str) -> type[VaultServicer]:
+    """A servicer whose retrievals release ``kind``-corrupted shares."""
+    return type(f"Retrieval{kind.capitalize()}", (RetrievalFault,), {"kind": kind})
+
+
+def corrupt_pixel_release() -> None:
+    """Wrap the sealing of a marked pixel-share pair (``servers.release.release``) in this process:
+    while :meth:`RetrievalFault._release_marked` runs, the pair is corrupted before it is marked
+    and sealed to the requester (valid HPKE, wrong content)."""
+    import servers.release as sr
+
+    real = sr.release
+    previous: list[tuple[tuple[Component, Component], tuple[bytes, bytes], tuple[int, int, int]]] = []
+
+    def release(server_id: int, pair: tuple[Component, Component], mark_keys: tuple[bytes, bytes], recipient: str,
+                recipient_kex_pub: bytes, image_id: int, deid: bool, shape: tuple[int, int, int]) -> bytes:
+        kind = getattr(_release, "kind", None)
+        if kind in ("add", "flip"):
+            a, b = (expand(c, shape) for c in pair)
+            both = corrupt_one(kind, np.concatenate([a.reshape(-1), b.reshape(-1)]))
+            pair = (both[: a.size].reshape(shape), both[a.size:].reshape(shape))
+        elif kind == "foreign":
+            mine = (pair, mark_keys, shape)
+            if previous and previous[0][2] == shape:  # the previous request's pair and mark keys
+                pair, mark_keys = previous[0][0], previous[0][1]
+            previous[:] = [mine]
+        return real(server_id, pair, mark_keys, recipient, recipient_kex_pub, image_id, deid, shape)
+
+    sr.release = release
+
+
 FAULTS = {
     "key-share": Components(vault=LyingKeyShare),
     "skip-mask": Components(vault=SkipsMask),
@@ -153,10 +264,13 @@ FAULTS = {
 }
 
 FAULTS.update({f"msg-{k}-{s}": Components(vault=message_fault(k, s)) for k in MESSAGE_FAULTS for s in STEPS})
+FAULTS.update({f"ret-{k}": Components(vault=retrieval_fault(k)) for k in RETRIEVAL_FAULTS})
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in FAULTS:
         sys.exit(f"usage: faulty_server.py {{{','.join(FAULTS)}}} --id N --config FILE")
     if sys.argv[1].startswith("msg-"):
         mark_steps()
+    if sys.argv[1].startswith("ret-"):
+        corrupt_pixel_release()
     main(sys.argv[2:], FAULTS[sys.argv[1]])
