@@ -22,7 +22,18 @@ the database images only, the owner's side), then L2 normalisation.
 Metrics per setting: ``mAP`` (one relevant item per query, so AP = 1/rank), ``recall_at_10``
 and ``precision_at_1`` of the true original among all originals, mAP per transform group,
 and for PCA the mAP when the PCA is fitted on half of the originals only (the owner
-fits it at the first upload; later images are projected with it). IVF: recall@10 of the
+fits it at the first upload; later images are projected with it). A second task, same-person
+retrieval (``person_mAP``, ``person_precision_at_1``; when ``faces/<person>/`` of the shared
+folder is present): every face photo queries the whole database (all originals) minus
+itself, and every other photo of the same person is relevant (standard AP over the ranking).
+It does NOT enter the rule below, and the summary says what it costs: the two tasks pull
+the resolution apart (measured 2026-12-02, PCA-128 shrunk-whitened: copy mAP 0.655 / 0.653 /
+0.639 and same-person mAP 0.755 / 0.787 / 0.811 at 96 / 128 / 160 px), no setting is within
+0.02 of both bests, and the same-person best (160 px) needs ~2.8x the 96 px secure CNN's
+bytes (117 of the query's 152 MB per server at 96 px), beyond the query budget of issue 11
+(200 MB per server). A deployment that searches
+mainly for people can register its model at 160 px (``trivault upload --resolution 160``)
+and pay that; the default stays on the copy-detection rule. IVF: recall@10 of the
 product's index (``index.build_index``: faiss k-means, balanced buckets padded to B,
 searched as faiss IVF-Flat over the same lists) against exact search, for each nprobe
 (``--nprobes``, capped at C) and a few centroid counts, on the real features (n = number of
@@ -72,9 +83,9 @@ import torch
 
 from client.projection import fit_pca
 
-from .quality_data import TRANSFORMS, load_originals, make_queries
+from .quality_data import TRANSFORMS, load_originals, make_queries, person_labels
 from .quality_features import Head, extract, head, pca_head, random_head, window_count
-from .quality_metrics import copy_detection, ivf_recall, product_centroids
+from .quality_metrics import copy_detection, identity_retrieval, ivf_recall, product_centroids
 from .quality_pool import map_image_rows, pool_features, query_half_rows, split_photos
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,13 +169,17 @@ def small_centroids(n: int) -> list[int]:
     return sorted({c for c in (max(1, rule // 2), rule, int(round(n ** 0.5))) if 1 <= c <= n})
 
 
-def setting_row(res: int, h: Head, feats, truth, groups, args, source_kinds: list[str]) -> dict:
+def setting_row(res: int, h: Head, feats, truth, groups, args, source_kinds: list[str],
+                people: list[str] | None = None) -> dict:
     db, q = head(h, feats.db), head(h, feats.queries)
     cd = copy_detection(db, q, truth, groups)
+    same_person = identity_retrieval(db, people) if people else None
     row = {"kind": "setting", "resolution": res, "projection": h.kind, "dim": h.dim,
            "mAP": round(cd["mAP"], 4), "recall_at_10": round(cd["recall_at_10"], 4),
            "precision_at_1": round(cd["precision_at_1"], 4), "mAP_by_group": cd["mAP_by_group"],
-           "mAP_by_source": copy_detection(db, q, truth, source_kinds)["mAP_by_group"]}
+           "mAP_by_source": copy_detection(db, q, truth, source_kinds)["mAP_by_group"],
+           "person_mAP": None if same_person is None else round(same_person["mAP"], 4),
+           "person_precision_at_1": None if same_person is None else round(same_person["precision_at_1"], 4)}
     if h.kind.startswith("pca"):
         row["mAP_pca_fit_on_half"] = half_fit_map(h, feats, truth, groups, args.seed)
     row["ivf_real"] = ivf_recall(db, q, small_centroids(len(db)), args.nprobes, truth=truth, seed=args.seed)
@@ -243,14 +258,16 @@ def _small_nprobe(row: dict) -> int | None:
 
 
 def _table(rows: list[dict]) -> None:
-    print(f"{'res':>4} {'projection':>11} {'dim':>5} {'mAP':>7} {'R@10':>7} {'P@1':>7}  IVF recall@10 vs exact "
+    print(f"{'res':>4} {'projection':>11} {'dim':>5} {'mAP':>7} {'R@10':>7} {'P@1':>7} {'person':>7}  "
+          "IVF recall@10 vs exact "
           "(C=rule, nprobe 1/2/4/..)", file=sys.stderr)
     for r in rows:
         rule = product_centroids(r["ivf_real"][0]["n"]) if r["ivf_real"] else 0
         ivf = " ".join(f"{v:.3f}" for x in r["ivf_real"] if x["n_centroids"] == rule
                        for v in x["recall_at_10_vs_exact"].values())
         print(f"{r['resolution']:>4} {r['projection']:>11} {r['dim']:>5} {r['mAP']:>7.4f} {r['recall_at_10']:>7.4f} "
-              f"{r['precision_at_1']:>7.4f}  {ivf}", file=sys.stderr)
+              f"{r['precision_at_1']:>7.4f} {r['person_mAP'] if r['person_mAP'] is not None else '-':>7}  {ivf}",
+              file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,6 +287,7 @@ def _run(args: argparse.Namespace) -> int:
     truth = np.array([q.source for q in queries])
     groups = [q.group for q in queries]
     source_kinds = ["faces" if originals[q.source].name.startswith("deid/faces") else "photos" for q in queries]
+    people = person_labels(originals)
     n0 = len(originals)
     distractor_half = split_photos(n0, args.seed)
     map_images = map_image_rows(distractor_half, queries)
@@ -279,6 +297,7 @@ def _run(args: argparse.Namespace) -> int:
           "shared_dir": str(shared) if shared else None, "seed": args.seed,
           "sources": {k: sum(o.name.startswith(k) for o in originals) for k in ("skimage", "sklearn", "deid")},
           "transforms": {name: sum(q.transform == name for q in queries) for name, _, _ in TRANSFORMS},
+          "person_photos": sum(bool(x) for x in people), "people": len(set(people) - {""}),
           "machine": machine()})
     cache = None if args.no_cache else args.cache_dir
     feats = extract(originals, queries, args.resolutions, map_images, args.seed, cache, progress=not args.quiet)
@@ -288,7 +307,7 @@ def _run(args: argparse.Namespace) -> int:
         for s in skipped:
             emit({"kind": "skipped", "resolution": res, **s})
         for h in heads:
-            row = setting_row(res, h, feats[res], truth, groups, args, source_kinds)
+            row = setting_row(res, h, feats[res], truth, groups, args, source_kinds, people)
             rows.append(row)
             emit(row)
     if not args.json:
@@ -311,13 +330,19 @@ def _run(args: argparse.Namespace) -> int:
     evaluate_large.limit = args.large_candidates  # type: ignore[attr-defined]
     chosen, tried, large = choose_default(rows, evaluate_large)
     best = max(rows, key=lambda r: r["mAP"])
+    with_person = [r for r in rows if r["person_mAP"] is not None]
+    best_person = max(with_person, key=lambda r: r["person_mAP"]) if with_person else None
     pool = sum(window_count(f.maps) for f in feats.values())
     summary = {
         "kind": "summary",
         "best": {k: best[k] for k in ("resolution", "projection", "dim", "mAP", "recall_at_10", "precision_at_1")},
+        "best_same_person": None if best_person is None else {
+            **{k: best_person[k] for k in ("resolution", "projection", "dim", "person_mAP", "person_precision_at_1",
+                                           "mAP")},
+            **cost(best_person["resolution"], best_person["dim"], None)},
         "recommended": None if chosen is None else {
             **{k: chosen[k] for k in ("resolution", "projection", "dim", "mAP", "recall_at_10", "precision_at_1",
-                                      "nprobe")},
+                                      "person_mAP", "person_precision_at_1", "nprobe")},
             "centroid_rule": "C = min(round(sqrt(n)), n // 39) (the SDK's rule)",
             **cost(chosen["resolution"], chosen["dim"], chosen["nprobe"])},
         "rule": f"mAP >= best - {MAP_TOLERANCE}, recall@10 vs exact >= {RECALL_GOAL} + margin {RECALL_MARGIN} "

@@ -91,6 +91,16 @@ def load_originals(shared_dir: Path | None) -> list[Original]:
     return out
 
 
+def person_labels(originals: list[Original]) -> list[str]:
+    """The person shown by each original: its folder under ``deid/faces/`` (``faces/<identity>/<n>.<ext>``,
+    see ``../shared/data/deid/SOURCES.md``), ``""`` for every other photo."""
+    out = []
+    for o in originals:
+        parts = o.name.split("/")
+        out.append(parts[2] if len(parts) > 3 and parts[:2] == ["deid", "faces"] else "")
+    return out
+
+
 # ---- transforms ---------------------------------------------------------------------------
 
 Rng = np.random.Generator

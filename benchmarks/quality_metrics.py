@@ -1,5 +1,6 @@
 """Retrieval metrics for ``benchmarks.quality``: copy detection (one relevant original per
-query) and IVF recall against exact search, with the product's index builder."""
+query), same-person retrieval (every other photo of the query's person is relevant) and IVF
+recall against exact search, with the product's index builder."""
 
 from __future__ import annotations
 
@@ -36,6 +37,34 @@ def copy_detection(db: np.ndarray, queries: np.ndarray, truth: np.ndarray, group
     g = np.array(groups)
     return {"mAP": float(ap.mean()), "recall_at_10": float((r <= 10).mean()), "precision_at_1": float((r == 1).mean()),
             "mAP_by_group": {k: round(float(ap[g == k].mean()), 4) for k in sorted(set(groups))}}
+
+
+def identity_retrieval(db: np.ndarray, labels: list[str]) -> dict | None:
+    """Same-person retrieval, leave one out: every database item with a label (a person) queries the
+    whole database minus itself; relevant = the other items with its label. mAP (standard AP over
+    the full ranking, ties by lower id) and precision@1. ``None`` when fewer than two labels have
+    two items each (nothing to measure)."""
+    lab = np.array(labels)
+    counts = {k: int((lab == k).sum()) for k in set(labels) if k}
+    people = sorted(k for k, c in counts.items() if c >= 2)
+    if len(people) < 2:
+        return None
+    qs = np.flatnonzero(np.isin(lab, people))
+    x = db.astype(np.float64)
+    sq = (x * x).sum(1)
+    aps, p1 = [], []
+    for s in range(0, len(qs), 256):
+        idx = qs[s:s + 256]
+        d = sq[idx, None] - 2 * x[idx] @ x.T + sq[None]
+        d[np.arange(len(idx)), idx] = np.inf  # the query itself goes last
+        order = np.argsort(d, axis=1, kind="stable")[:, :-1]
+        rel = lab[order] == lab[idx][:, None]
+        hits = np.cumsum(rel, axis=1)
+        prec = hits / np.arange(1, rel.shape[1] + 1)
+        aps += list((prec * rel).sum(1) / rel.sum(1))
+        p1 += list(rel[:, 0])
+    return {"mAP": float(np.mean(aps)), "precision_at_1": float(np.mean(p1)), "n_queries": len(qs),
+            "n_people": len(people)}
 
 
 def exact_topk(db: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:

@@ -11,8 +11,9 @@ import torch
 from skimage import data
 
 from benchmarks import quality
+from benchmarks.quality_data import Original, person_labels
 from benchmarks.quality_features import Head, head, random_head, window_count, window_features
-from benchmarks.quality_metrics import copy_detection, ivf_recall, product_centroids
+from benchmarks.quality_metrics import copy_detection, identity_retrieval, ivf_recall, product_centroids
 from client.model import default_feature_model
 from client.preprocess import preprocess
 from client.projection import fit_pca
@@ -86,3 +87,17 @@ def test_copy_detection_ranks_and_ivf_exactness() -> None:
     x = rng.standard_normal((400, 8)).astype(np.float32)
     rows = ivf_recall(x, x[:20] + 0.01, [4], [1, 4])
     assert rows[0]["recall_at_10_vs_exact"][4] == 1.0 and rows[0]["recall_at_10_vs_exact"][1] < 1.0
+
+
+def test_same_person_retrieval_ap_by_hand() -> None:
+    # positions on a line: a0=0, a1=1, b0=2, b1=10, c0=3 (unlabelled: a distractor)
+    db = np.array([[0.0], [1.0], [2.0], [10.0], [3.0]])
+    m = identity_retrieval(db, ["a", "a", "b", "b", ""])
+    # a0 ranks a1 first (AP 1); a1: a0 and b0 tie at 1, the lower id (a0) first (AP 1);
+    # b0 ranks a1, c0 (tie at 1: lower id first), a0, b1 -> b1 at rank 4 (AP 1/4);
+    # b1 ranks c0, b0 -> rank 2 (AP 1/2)
+    assert np.isclose(m["mAP"], (1 + 1 + 0.25 + 0.5) / 4) and np.isclose(m["precision_at_1"], 0.5)
+    assert m["n_queries"] == 4 and m["n_people"] == 2
+    assert identity_retrieval(db, ["a", "a", "b", "", ""]) is None  # one person with two photos: nothing to rank
+    names = ["deid/faces/orl_s01/1.pgm", "deid/faces/index.csv", "deid/scenes/eu_eu1.jpg", "skimage/astronaut"]
+    assert person_labels([Original(n, None) for n in names]) == ["orl_s01", "", "", ""]
