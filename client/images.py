@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .preprocess import upright
+
 ImageInput = str | Path | np.ndarray | Image.Image
 
 
@@ -31,7 +33,7 @@ def load_image_bytes(item: ImageInput) -> tuple[bytes, Image.Image]:
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            return data, im.convert("RGB")
+            return data, upright(im).convert("RGB")
     except UnidentifiedImageError:
         raise ValueError(f"{name}: not an image file") from None
     except (OSError, SyntaxError) as exc:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 if TYPE_CHECKING:  # torch is imported where used, so de-identification loads without it
     import torch
@@ -79,11 +79,19 @@ def rgb_uint8(image: np.ndarray, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return np.ascontiguousarray(arr[:, :, :3])
 
 
+def upright(im: Image.Image) -> Image.Image:
+    """The image as a viewer shows it: rotated / mirrored by its EXIF orientation tag (phone photos
+    store portrait shots as landscape pixels + a tag), the tag removed; unchanged without one.
+    Every place that decodes a file's bytes uses it, so the owner's features, de-identified copy
+    and pixel shares and the querier's features all see the same upright pixels."""
+    return ImageOps.exif_transpose(im)
+
+
 def to_pil(image: ImageLike) -> Image.Image:
     """Any supported image (array HxW / HxWx3 / HxWx4, PIL image, file path) -> RGB PIL image."""
     if isinstance(image, (str, Path)):
         with Image.open(image) as im:
-            return im.convert("RGB")
+            return upright(im).convert("RGB")
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     if isinstance(image, np.ndarray):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..preprocess import MAX_PIXELS, ImageInputError, check_size, rgb_uint8
+from ..preprocess import MAX_PIXELS, ImageInputError, check_size, rgb_uint8, upright
 
 __all__ = ["MAX_PIXELS", "ImageInputError", "check_size", "load_image", "save_image"]
 
@@ -23,6 +23,7 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         with Image.open(p) as im:
             check_size(im.width, im.height, max_pixels)  # before decoding the pixels
             im.load()
+            im = upright(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im).astype(np.float64)
                 top = arr.max(initial=0.0)
