@@ -74,7 +74,8 @@ def reconstruct(pairs: Sequence[SharePair | None], check: bool = True) -> torch.
 
     With all three pairs and ``check``, every replicated component is compared across the
     two servers that hold it; a mismatch raises :class:`InconsistentSharesError` naming
-    the servers involved (a server that sent a wrong share is detected, not trusted).
+    the servers involved (a server that sent a wrong share is detected, not trusted): the
+    pair holding the component, or the one server common to two disagreeing pairs.
     """
     given = {i: p for i, p in enumerate(pairs) if p is not None}
     if len(pairs) != 3 or len(given) < 2:
@@ -85,16 +86,22 @@ def reconstruct(pairs: Sequence[SharePair | None], check: bool = True) -> torch.
     if len(shapes) != 1:
         raise ValueError(f"servers returned different shapes: {sorted(shapes)}")
     comp: dict[int, torch.Tensor] = {}
-    bad: set[int] = set()
+    bad: list[set[int]] = []
     for i, (lo, hi) in given.items():
         for j, v in ((i, lo), ((i + 1) % 3, hi)):
             if j not in comp:
                 comp[j] = v
             elif check and not torch.equal(comp[j], v):
-                bad.update({(j - 1) % 3, j})  # component j is held by servers j-1 and j
+                bad.append({(j - 1) % 3, j})  # component j is held by servers j-1 and j
     if bad:
+        # one corrupted server (the threat model) holds two components: when both disagree,
+        # it is the one server in both pairs
+        common = set.intersection(*bad)
+        suspects = tuple(sorted(common or set.union(*bad)))
         raise InconsistentSharesError(
-            f"replicated shares disagree between servers {sorted(bad)}", tuple(sorted(bad))
+            f"replicated shares disagree between servers {sorted(set.union(*bad))}"
+            + (f"; server {suspects[0]} is in every disagreeing pair" if len(suspects) == 1 else ""),
+            suspects,
         )
     return comp[0] + comp[1] + comp[2]
 

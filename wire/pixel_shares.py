@@ -161,15 +161,22 @@ def reconstruct(pairs: Sequence[tuple[np.ndarray, np.ndarray] | None]) -> np.nda
         raise PixelShareError("at least two servers must release pixel shares",
                               tuple(i for i, p in enumerate(pairs) if p is None))
     comps: list[np.ndarray | None] = [None] * 3
+    bad: list[int] = []
     for i, p in enumerate(pairs):
         if p is None:
             continue
         for j, arr in ((i, p[0]), ((i + 1) % 3, p[1])):
             seen = comps[j]
             if seen is not None and not np.array_equal(seen, arr):
-                raise PixelShareError(f"servers {(j - 1) % 3} and {j} disagree on pixel share {j}",
-                                      ((j - 1) % 3, j))
+                bad.append(j)
             comps[j] = arr
+    if bad:  # component j is held by servers j-1 and j; two bad components share one server
+        holders = [{(j - 1) % 3, j} for j in bad]
+        common = set.intersection(*holders)
+        names = "; ".join(f"servers {(j - 1) % 3} and {j} disagree on pixel share {j}" for j in bad)
+        if len(common) == 1:
+            names += f"; server {min(common)} is in every disagreeing pair"
+        raise PixelShareError(names, tuple(sorted(common or set.union(*holders))))
     total = np.zeros(pairs_shape(pairs), np.uint16)
     for c in comps:
         assert c is not None  # two servers' pairs cover all three components

@@ -51,6 +51,10 @@ def test_a_lying_server_is_named_and_sealing_binds_the_recipient(released):
     with pytest.raises(ps.PixelShareError) as e:
         ps.reconstruct([opened[0], bad, opened[2]])
     assert set(e.value.suspects) == {1, 2}
+    both = (opened[1][0] ^ np.uint16(1), bad[1])  # server 1 alters both its components: named alone
+    with pytest.raises(ps.PixelShareError, match="server 1 is in every disagreeing pair") as e:
+        ps.reconstruct([opened[0], both, opened[2]])
+    assert e.value.suspects == (1,)
     with pytest.raises(ps.PixelShareError, match="server 0"):
         ps.open_pair(sealed[0], X25519PrivateKey.generate(), 0, 7, False, uid, IMG.shape)
     with pytest.raises(ps.PixelShareError):

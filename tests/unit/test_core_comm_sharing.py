@@ -39,6 +39,10 @@ def test_reconstruct_detects_a_wrong_share_and_names_servers():
     with pytest.raises(InconsistentSharesError) as e:
         reconstruct(pairs)
     assert set(e.value.suspects) == {1, 2}
+    pairs[1] = (lo + 1, hi + 1)  # server 1 lies about both its components: it alone is in both pairs
+    with pytest.raises(InconsistentSharesError, match="server 1 is in every disagreeing pair") as e:
+        reconstruct(pairs)
+    assert e.value.suspects == (1,)
 
 
 def test_reconstruct_rejects_bad_input():
