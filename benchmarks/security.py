@@ -34,8 +34,9 @@ grantee: the copy the honest servers mark for them) without an error. For ``repl
 retrieval follows one of another image by the same requester (not counted), so "previous"
 is always another image. ``drop`` is counted as ``no_effect`` by design: the server refuses,
 and the requester opens the correct image from the two other servers' shares (the refusal
-is visible in no error: any two servers suffice, which is also why one server alone cannot
-stop a release).
+raises no error: any two servers suffice, which is also why one server alone cannot stop a
+release); ``reported`` counts the correct images whose result names server 1 as not used
+(``Retrieved.unused``), which a refusal must be.
 
 A final line (``"line": "modes"``) compares semi-honest and malicious query time and bytes
 for the same query; there is no malicious server mode yet, so its malicious fields are
@@ -117,11 +118,13 @@ def fault_class(lc: LocalCluster, kind: str, step: str, image: np.ndarray, hones
 
 
 def one_retrieval(lc: LocalCluster, identity: Identity | None, image_id: int) -> tuple[bytes | None, str, bool]:
-    """(image bytes, "", False) or (None, error text, whether it names server CORRUPT) for one
-    retrieval by a fresh client of ``identity`` (None: the owner)."""
+    """(image bytes, "", whether the result reports server CORRUPT as not used) or (None, error
+    text, whether it names server CORRUPT) for one retrieval by a fresh client of ``identity``
+    (None: the owner)."""
     try:
         with Client(lc.client_config, progress=False, identity=identity) as c:
-            return c.retrieve(image_id).data, "", False
+            r = c.retrieve(image_id)
+            return r.data, "", CORRUPT in r.unused
     except Exception as exc:  # noqa: BLE001 - every failure counts as a detection
         suspects = getattr(exc, "suspects", None)
         err = f"{type(exc).__name__}: {exc} suspects={suspects}"
@@ -140,7 +143,7 @@ def retrieval_class(lc: LocalCluster, kind: str, requesters: dict[str, Identity 
                     honest: dict[str, bytes], runs: int) -> dict:
     """``runs`` retrievals of ``target`` per requester with server 1 corrupted by ``ret-kind``."""
     restart(lc, f"ret-{kind}")
-    keys = ("detected", "named", "wrong_results", "no_effect")
+    keys = ("detected", "named", "wrong_results", "no_effect", "reported")
     row: dict = {"line": "fault", "attack": kind, "step": "retrieve", "runs": runs * len(requesters),
                  **dict.fromkeys(keys, 0)}
     by: dict[str, dict[str, int]] = {}
@@ -150,14 +153,15 @@ def retrieval_class(lc: LocalCluster, kind: str, requesters: dict[str, Identity 
         for _ in range(runs):
             if kind in ("replay", "foreign"):
                 one_retrieval(lc, identity, decoy)  # the previous request, of another image (not counted)
-            data, _err, named = one_retrieval(lc, identity, target)
+            data, _err, flagged = one_retrieval(lc, identity, target)
             if data is None:
                 sub["detected"] += 1
-                sub["named"] += int(named)
+                sub["named"] += int(flagged)
             elif data != honest[name]:
                 sub["wrong_results"] += 1
             else:
                 sub["no_effect"] += 1
+                sub["reported"] += int(flagged)
         for k in keys:
             row[k] += sub[k]
     row["seconds"] = round(time.perf_counter() - t0, 2)

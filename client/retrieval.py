@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
@@ -47,6 +47,9 @@ class Retrieved:
     recipient: str = ""
     verified: bool = False
     watermarked: bool = False  # True: the servers released it marked for ``recipient`` (PNG of the pixels)
+    # servers whose answer was not used, with the reason (a refusal, or another copy than the
+    # majority's): the image then rests on two servers, without the third holder's cross-check
+    unused: dict[int, str] = field(default_factory=dict)
 
     def array(self) -> np.ndarray:
         """Decoded RGB uint8 array."""
@@ -66,9 +69,10 @@ def _bytes(t) -> bytes:
 
 
 def fetch_releases(fan: Fanout, sign: Sign, image_id: int, deid: bool, purpose: str | None,
-                   timeout_s: float) -> tuple[list[bd.Bundle | None], list[int], bool]:
-    """Each server's answer (None if it refused), the servers releasing the majority copy, and
-    whether that copy is the de-identified one; TriVaultError if fewer than two release it."""
+                   timeout_s: float) -> tuple[list[bd.Bundle | None], list[int], bool, dict[int, str]]:
+    """Each server's answer (None if it refused), the servers releasing the majority copy,
+    whether that copy is the de-identified one, and why each other server's answer is not used;
+    TriVaultError if fewer than two release it."""
     auth = sign("retrieve", {"image_id": int(image_id), "deid": bool(deid), "purpose": purpose})
     req = pb.ImageRequest(image_id=int(image_id), deid=deid, auth=auth)
     errors: list[str] = [""] * 3
@@ -87,19 +91,20 @@ def fetch_releases(fan: Fanout, sign: Sign, image_id: int, deid: bool, purpose: 
     if len(got) < 2:
         why = "; ".join(e for e in errors if e) or f"the servers disagree on which copy to release ({kinds})"
         raise TriVaultError(f"image {image_id}: fewer than two servers release a key: {why}")
-    return outs, got, best == "deid"
+    unused = {i: errors[i] or f"server {i} released the {kinds.get(i)} copy" for i in range(3) if i not in got}
+    return outs, got, best == "deid", unused
 
 
 def retrieve(fan: Fanout, sign: Sign, identity: Identity, owner_identity: Callable[[], PublicIdentity],
              image_id: int, deid: bool = False, purpose: str | None = None, timeout_s: float = 60.0) -> Retrieved:
     """Fetch, decrypt and verify an image the policy releases to ``identity``."""
-    outs, got, is_deid = fetch_releases(fan, sign, image_id, deid, purpose, timeout_s)
+    outs, got, is_deid, unused = fetch_releases(fan, sign, image_id, deid, purpose, timeout_s)
     answers = {i: o for i, o in enumerate(outs) if o is not None}  # every server in ``got`` answered
     kind = "deid" if is_deid else "orig"
     if any(answers[i].meta.get("form") == "marked" for i in got):
         rgb = open_marked(outs, got, identity, int(image_id), is_deid)  # PixelShareError names a liar
         return Retrieved(int(image_id), png_bytes(rgb), answers[got[0]].meta.get("label"), kind,
-                         identity.user_id, watermarked=True)
+                         identity.user_id, watermarked=True, unused=unused)
     sealed = [_bytes(answers[i].tensors["sealed"]) if i in got else None for i in range(3)]
     key = recover_key(sealed, identity.kex_key, int(image_id), is_deid)  # KeyDeliveryError names suspects
     ct = _bytes(answers[got[0]].tensors["ciphertext"])
@@ -114,4 +119,5 @@ def retrieve(fan: Fanout, sign: Sign, identity: Identity, owner_identity: Callab
         record = open_record(_bytes(rec), key, int(image_id), kind, crypto.decrypt)
         verify_image(owner_identity(), int(image_id), data, record, kind)  # TamperError
         verified = True
-    return Retrieved(int(image_id), data, answers[got[0]].meta.get("label"), kind, identity.user_id, verified)
+    return Retrieved(int(image_id), data, answers[got[0]].meta.get("label"), kind, identity.user_id, verified,
+                     unused=unused)

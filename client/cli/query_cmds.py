@@ -121,13 +121,16 @@ def get(image_id: int = typer.Argument(..., help="image id"),
         path = output_path(out, r.data)
         path.write_bytes(r.data)
     info = {"id": image_id, "file": str(path), "copy": r.kind, "label": r.label, "verified": r.verified,
-            "watermarked": r.watermarked}
+            "watermarked": r.watermarked, "servers_not_used": {str(i): why for i, why in r.unused.items()}}
     if as_json:
         print_json(info)
         return
     what = "watermarked for you by the servers" if r.watermarked else \
         f"owner signature {'verified' if r.verified else 'absent'}"
     console.print(f"wrote {path} ({r.kind} copy, label {r.label}, {what})")
+    for i, why in sorted(r.unused.items()):
+        note(f"server {i} not used ({why}): this copy rests on the two other servers, without the "
+             "third holder's cross-check")
 
 
 def register_commands(app: typer.Typer) -> None:

@@ -2,7 +2,8 @@
 tests/integration/faulty_server.py), for the owner (sealed key-share pairs) and for a granted
 user who is not the owner (sealed, marked pixel-share pairs). Never a wrong image: ``add``,
 ``flip``, ``replay`` and ``foreign`` end in an error naming server 1 (or a pair containing
-it); ``drop`` (server 1 refuses) gives the correct image from the two other servers.
+it); ``drop`` (server 1 refuses) gives the correct image from the two other servers, and
+the result says server 1 was not used.
 (Counts over several runs: ``python -m benchmarks.security --steps retrieve``.)"""
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ def test_a_corrupted_release_is_named_never_a_wrong_image(cluster, grantee, hone
                 with contextlib.suppress(KeyDeliveryError, PixelShareError):  # (it gets the answer before it)
                     c.retrieve(DECOY)
             if kind == "drop":
-                assert c.retrieve(TARGET).data == honest[who]  # from servers 0 and 2
+                r = c.retrieve(TARGET)
+                assert r.data == honest[who]  # from servers 0 and 2
+                assert list(r.unused) == [1] and "server 1" in r.unused[1], r.unused  # the refusal is reported
                 auth = c.sign("retrieve", {"image_id": TARGET, "deid": False, "purpose": None})
                 with pytest.raises(grpc.RpcError) as rpc:  # (server 1 did refuse)
                     list(c._stubs[1].Retrieve(pb.ImageRequest(image_id=TARGET, auth=auth), timeout=10))
