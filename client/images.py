@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .preprocess import upright
+from .preprocess import ImageInputError, viewed_rgb
 
 ImageInput = str | Path | np.ndarray | Image.Image
 
@@ -20,7 +20,7 @@ def load_image_bytes(item: ImageInput) -> tuple[bytes, Image.Image]:
         name = str(item)
     elif isinstance(item, Image.Image):
         buf = io.BytesIO()
-        item.convert("RGB").save(buf, format="PNG", compress_level=1)
+        viewed_rgb(item).save(buf, format="PNG", compress_level=1)
         data, name = buf.getvalue(), "<PIL image>"
     elif isinstance(item, np.ndarray):
         from .preprocess import to_pil
@@ -32,8 +32,9 @@ def load_image_bytes(item: ImageInput) -> tuple[bytes, Image.Image]:
         raise TypeError(f"unsupported image input {type(item).__name__}")
     try:
         with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return data, upright(im).convert("RGB")
+            return data, viewed_rgb(im)
+    except ImageInputError as exc:
+        raise ImageInputError(f"{name}: {exc}") from None
     except UnidentifiedImageError:
         raise ValueError(f"{name}: not an image file") from None
     except (OSError, SyntaxError) as exc:

@@ -20,14 +20,14 @@ from wire import bundle as bd
 from wire.pixel_shares import PixelShareError, open_pair, reconstruct, split_pixels
 
 from .identity import Identity
-from .preprocess import upright
+from .preprocess import viewed_rgb
 from .watermark import owner_mark_keys, signing_key_bytes
 
 
 def decode_rgb(blob: bytes) -> np.ndarray:
     """An image file's bytes as RGB uint8 (what a recipient is shown)."""
     with Image.open(io.BytesIO(blob)) as im:
-        return np.asarray(upright(im).convert("RGB"))
+        return np.asarray(viewed_rgb(im))
 
 
 def _u8(data: bytes | np.ndarray) -> torch.Tensor:

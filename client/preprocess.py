@@ -82,18 +82,63 @@ def rgb_uint8(image: np.ndarray, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 def upright(im: Image.Image) -> Image.Image:
     """The image as a viewer shows it: rotated / mirrored by its EXIF orientation tag (phone photos
     store portrait shots as landscape pixels + a tag), the tag removed; unchanged without one.
-    Every place that decodes a file's bytes uses it, so the owner's features, de-identified copy
-    and pixel shares and the querier's features all see the same upright pixels."""
+    Part of :func:`viewed_rgb`, which every decoder of a file's bytes uses."""
     return ImageOps.exif_transpose(im)
+
+
+#: Background that transparent pixels are composited onto (what most viewers show).
+BACKGROUND = (255, 255, 255)
+_HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _eight_bit(im: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float grey image -> 8-bit grey ("L") by the array rule of
+    :func:`rgb_uint8` (16-bit: the high byte; float: [0, 1] or [0, 255]); 32-bit integers in
+    0..255 are kept, in 0..65535 take the high byte. Pillow's own ``convert`` clips instead, which
+    turns a 16-bit scan almost white."""
+    arr = np.asarray(im)
+    if im.mode == "I":
+        top = int(arr.max(initial=0))
+        if arr.min(initial=0) < 0 or top > 65535:
+            raise ImageInputError(f"32-bit integer image with values outside 0..65535 ({arr.min()}..{top})")
+        arr = arr.astype(np.uint16) if top > 255 else arr.astype(np.uint8)
+    elif arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.uint16)  # I;16B and friends arrive big-endian
+    return Image.fromarray(_as_uint8(arr), mode="L")
+
+
+def viewed_rgb(im: Image.Image) -> Image.Image:
+    """A decoded file as the RGB pixels a viewer shows: EXIF orientation applied (:func:`upright`),
+    16-bit / 32-bit / float grey scaled to 8 bits, transparency composited onto :data:`BACKGROUND`
+    (palette images with a transparent colour too), CMYK / YCbCr / palette converted. Every place
+    that decodes a file's bytes (features, de-identification, pixel shares, retrieval) uses it, so
+    the owner's features, de-identified copy and pixel shares and the querier's features all see
+    the same pixels. Raises :class:`ImageInputError` for a colour mode it cannot convert or an
+    image over :data:`MAX_PIXELS` (checked before the pixels of a lazily opened file are decoded)."""
+    check_size(im.width, im.height)
+    im = upright(im)
+    if im.mode in _HIGH_DEPTH:
+        im = _eight_bit(im)
+    try:
+        if im.mode == "P" and "transparency" in im.info:
+            im = im.convert("RGBA")
+        if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+            rgba = im.convert("RGBA")
+            flat = Image.new("RGB", rgba.size, BACKGROUND)
+            flat.paste(rgba, mask=rgba.getchannel("A"))
+            return flat
+        return im if im.mode == "RGB" else im.convert("RGB")
+    except ValueError as exc:  # e.g. LAB or multi-channel TIFFs
+        raise ImageInputError(f"unsupported colour mode {im.mode} ({exc}); save the image as RGB") from None
 
 
 def to_pil(image: ImageLike) -> Image.Image:
     """Any supported image (array HxW / HxWx3 / HxWx4, PIL image, file path) -> RGB PIL image."""
     if isinstance(image, (str, Path)):
         with Image.open(image) as im:
-            return upright(im).convert("RGB")
+            return viewed_rgb(im)
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return viewed_rgb(image)
     if isinstance(image, np.ndarray):
         return Image.fromarray(rgb_uint8(image))
     raise TypeError(f"unsupported image type {type(image).__name__}")

@@ -30,7 +30,7 @@ from .errors import TriVaultError
 from .identity import Identity
 from .integrity import open_record, verify_image
 from .pixel_release import open_marked
-from .preprocess import upright
+from .preprocess import viewed_rgb
 from .transport import Fanout, Sign, rpc_error
 
 
@@ -54,7 +54,7 @@ class Retrieved:
     def array(self) -> np.ndarray:
         """Decoded RGB uint8 array."""
         with Image.open(io.BytesIO(self.data)) as im:
-            return np.asarray(upright(im).convert("RGB"))
+            return np.asarray(viewed_rgb(im))
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

@@ -13,7 +13,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..preprocess import viewed_rgb
+
 SNIFFED_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP", "TIFF", "PPM", "WEBP", "MPO"})
+#: Phone formats Pillow cannot read here: listed as failed with what to do, not silently skipped.
+UNREADABLE_SUFFIXES = {".heic": "HEIC", ".heif": "HEIF", ".hif": "HEIF"}
 
 
 def image_extensions() -> set[str]:
@@ -45,7 +49,8 @@ def scan(folder: Path) -> tuple[list[Path], list[Path]]:
         rel = p.relative_to(folder)
         if any(part.startswith(".") for part in rel.parts) or not p.is_file():
             continue
-        (images if p.suffix.lower() in exts or sniffed_image(p) else others).append(p)
+        suffix = p.suffix.lower()
+        (images if suffix in exts or suffix in UNREADABLE_SUFFIXES or sniffed_image(p) else others).append(p)
     return images, others
 
 
@@ -64,8 +69,12 @@ def check(path: Path, folder: Path) -> Candidate:
     try:
         data = path.read_bytes()
         c.size, c.sha256 = len(data), hashlib.sha256(data).hexdigest()
+        fmt = UNREADABLE_SUFFIXES.get(path.suffix.lower())
+        if fmt is not None:
+            c.status, c.detail = "failed", f"{fmt} is not supported: convert it to JPEG or PNG first"
+            return c
         with Image.open(path) as im:
-            im.load()
+            viewed_rgb(im)  # the decode every later step does (size limit, colour mode) fails here first
     except OSError as exc:
         c.status, c.detail = "failed", _reason(exc)
     except (ValueError, SyntaxError, Image.DecompressionBombError) as exc:

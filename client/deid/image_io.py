@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..preprocess import MAX_PIXELS, ImageInputError, check_size, rgb_uint8, upright
+from ..preprocess import MAX_PIXELS, ImageInputError, check_size, rgb_uint8, viewed_rgb
 
 __all__ = ["MAX_PIXELS", "ImageInputError", "check_size", "load_image", "save_image"]
 
@@ -23,14 +23,7 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         with Image.open(p) as im:
             check_size(im.width, im.height, max_pixels)  # before decoding the pixels
             im.load()
-            im = upright(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im).astype(np.float64)
-                top = arr.max(initial=0.0)
-                arr = (arr / (top if top > 0 else 1.0) * 255.0).astype(np.uint8)
-                return rgb_uint8(arr, max_pixels)
-            if im.mode not in ("RGB", "L"):
-                im = im.convert("RGBA").convert("RGB") if "A" in im.mode or im.mode == "P" else im.convert("RGB")
+            im = viewed_rgb(im)
             return rgb_uint8(np.asarray(im), max_pixels)
     except ImageInputError:
         raise

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..preprocess import ImageInputError, check_size, rgb_uint8, upright
+from ..preprocess import ImageInputError, check_size, rgb_uint8, viewed_rgb
 from .api import MECHANISMS, DeidResult, deidentify, merge_plates_into_faces
 from .detect import FACE, PLATE, Region, detect
 from .latent import load_basis
@@ -46,7 +46,7 @@ def decode_image(data: bytes) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             check_size(im.width, im.height)
-            return rgb_uint8(np.asarray(upright(im).convert("RGB")))
+            return rgb_uint8(np.asarray(viewed_rgb(im)))
     except UnidentifiedImageError as exc:
         raise ImageInputError("not a readable image (unknown or corrupt format)") from exc
     except (OSError, Image.DecompressionBombError) as exc:
