@@ -1,6 +1,7 @@
 """Client side of marked release (``wire.pixel_shares``, ``servers.release``).
 
-Owner, at upload and rekey: :func:`pixel_tensors` decodes one copy's bytes to RGB, splits
+Owner, at upload and rekey: :func:`pixel_tensors` decodes one copy's bytes to RGB (downscaled
+to :data:`RELEASE_MAX_SIDE` on its longer side: :func:`released_rgb`), splits
 it into pixel shares and adds the image's mark keys (derived from the owner's signing key,
 ``client.watermark.owner_mark_keys``): key ``j`` goes to the two servers holding component
 ``j``. Recipient, at retrieval: :func:`open_marked` opens each server's sealed pair, checks
@@ -23,11 +24,33 @@ from .identity import Identity
 from .preprocess import viewed_rgb
 from .watermark import owner_mark_keys, signing_key_bytes
 
+#: Longest side, in pixels, of the copy released to a recipient who is not the owner. Every
+#: pixel costs 6 bytes on servers 1 and 2 (``wire.pixel_shares``: a uniform, incompressible
+#: component) and as much upload for the owner: a 12-megapixel phone photo (4000 x 3000) would
+#: take 72 MB per server and copy, 144 MB with its de-identified copy; at 2048 it takes 19 MB.
+#: 2048 is what common sharing services cap photos at; the owner's own retrieval is always the
+#: stored file. Changing it changes the released form of images uploaded afterwards only, and
+#: ``trace`` recomputes the released form with it: keep it fixed for a deployment.
+RELEASE_MAX_SIDE = 2048
+
 
 def decode_rgb(blob: bytes) -> np.ndarray:
-    """An image file's bytes as RGB uint8 (what a recipient is shown)."""
+    """An image file's bytes as RGB uint8 (as a viewer shows it: ``client.preprocess.viewed_rgb``)."""
     with Image.open(io.BytesIO(blob)) as im:
         return np.asarray(viewed_rgb(im))
+
+
+def released_rgb(blob: bytes, max_side: int = RELEASE_MAX_SIDE) -> np.ndarray:
+    """The released form of one copy: :func:`decode_rgb`, downscaled (Lanczos, aspect kept) when
+    its longer side exceeds ``max_side``. Deterministic, so the owner's ``trace`` recomputes the
+    exact pixels the servers marked."""
+    rgb = decode_rgb(blob)
+    h, w = rgb.shape[:2]
+    if max(h, w) <= max_side:
+        return rgb
+    s = max_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
 
 
 def _u8(data: bytes | np.ndarray) -> torch.Tensor:
@@ -39,7 +62,7 @@ def _u8(data: bytes | np.ndarray) -> torch.Tensor:
 
 def pixel_tensors(owner: Identity, image_id: int, blob: bytes, deid: bool) -> list[dict[str, torch.Tensor]]:
     """Per server: its pixel-share pair, the two mark keys that go with it, and the public shape."""
-    rgb = decode_rgb(blob)
+    rgb = released_rgb(blob)
     pairs = split_pixels(rgb)
     keys = owner_mark_keys(signing_key_bytes(owner), image_id, deid)
     name = f"pix/{int(image_id)}{'.deid' if deid else ''}"

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs installed (types-tqdm)
 
 from .errors import TriVaultError
-from .pixel_release import decode_rgb
+from .pixel_release import released_rgb
 from .rekey import deid_copies
 from .watermark import TraceResult, detect, load_rgb, owner_mark_keys, signing_key_bytes
 
@@ -43,7 +43,7 @@ def _thumb(rgb: np.ndarray) -> np.ndarray:
 
 
 def _copies(client, image_ids: Iterable[int], progress: bool) -> Iterable[tuple[int, bool, np.ndarray]]:
-    """(image id, is de-identified copy, owner's unmarked RGB) of each copy the owner can open."""
+    """(image id, is de-identified copy, its unmarked released form ``released_rgb``) per copy the owner opens."""
     known = deid_copies(client)
     for i in tqdm(list(image_ids), desc="trace", unit="img", disable=not progress):
         for deid in (False, True) if known.get(int(i), True) else (False,):
@@ -54,7 +54,7 @@ def _copies(client, image_ids: Iterable[int], progress: bool) -> Iterable[tuple[
             if r.watermarked:
                 raise TriVaultError("only the image's owner can trace (others only receive marked copies)")
             if r.kind == ("deid" if deid else "orig"):
-                yield int(i), deid, decode_rgb(r.data)
+                yield int(i), deid, released_rgb(r.data)
 
 
 def trace_file(client, path: str | Path, image_id: int | None = None, candidates: Sequence[str] | None = None,

@@ -5,7 +5,8 @@ uint8) is split as ``x = x0 + x1 + x2 (mod 2^16)``; server ``i`` holds component
 ``i+1`` (ABY3 replicated sharing, as for key shares). Two components are *seeded*: ``x0`` and
 ``x1`` are AES-CTR streams of 16-byte seeds ``s0``, ``s1``; only ``x2 = x - x0 - x1`` is a
 full array. So server 0 stores two seeds (32 bytes), servers 1 and 2 one seed and one array
-of ``2 * 3 * H * W`` bytes: 4 bytes per pixel in all instead of 12 for three full arrays.
+of ``2 * 3 * H * W`` bytes: 4 bytes per pixel in all instead of 12 for three full arrays
+(the owner's client caps the released form at ``client.pixel_release.RELEASE_MAX_SIDE``).
 What one server sees is independent of the image: server 0 only seeds; server 1 ``s1`` and
 ``x2``, which ``x0`` (seed unknown to it) masks; server 2 ``s0`` and ``x2``, masked by ``x1``.
 
