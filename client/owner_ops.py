@@ -144,7 +144,7 @@ class OwnerOps:
 
     def extract_features(self, images: Sequence[Image.Image], batch: int = 16) -> np.ndarray:
         """Owner-side plaintext features of decoded images with the registered model."""
-        from .preprocess import preprocess_batch
+        from .preprocess import crop_fraction_of, preprocess_batch
 
         module = self.module
         if module is None and (recipe := self.owner.load_recipe()) is not None:
@@ -152,10 +152,11 @@ class OwnerOps:
         saved = None if module is not None else self.owner.load_model()
         if module is None and saved is None:
             raise TriVaultError("no model registered from this owner directory: call register_model first")
-        res = int(self.owner.load_arch()["input_shape"][-1])
+        arch = self.owner.load_arch()
+        res, crop = int(arch["input_shape"][-1]), crop_fraction_of(arch)
         out = []
         for s in tqdm(range(0, len(images), batch), desc="features", unit="batch", disable=not self.progress):
-            x = preprocess_batch(list(images[s:s + batch]), res)
+            x = preprocess_batch(list(images[s:s + batch]), res, crop)
             with torch.no_grad():
                 if module is not None:
                     out.append(module.eval()(x).float().numpy())
@@ -279,8 +280,10 @@ def recording_deid(out: list[dict]) -> Callable[[np.ndarray, float], bytes]:
 def model_tensors(model: nn.Module, resolution: int) -> tuple[dict, list[dict[str, torch.Tensor]]]:
     """The model's public arch and, per server, its RSS weight pairs as ``model/<name>`` tensors."""
     from .model import split_model
+    from .preprocess import preprocess_spec
 
     arch, per_server = split_model(model, [3, resolution, resolution], DEFAULT_FP)
+    arch["preprocess"] = preprocess_spec()  # the querier preprocesses as the owner did
     tensors: list[dict[str, torch.Tensor]] = [{}, {}, {}]
     for i in range(3):
         for name, pair in per_server[i].items():

@@ -142,10 +142,11 @@ def prepare_queries(queries: QueryInput, info: dict[str, Any]) -> tuple[str, tor
         raise ValueError("no query given")
     if not info.get("arch"):
         raise TriVaultError("no model registered on the servers")
-    from .preprocess import preprocess_batch
+    from .preprocess import crop_fraction_of, preprocess_batch
 
-    res = int(info["arch"]["input_shape"][-1])
-    return "image", preprocess_batch([load_image_bytes(x)[1] for x in items], res).to(torch.float64)
+    arch = info["arch"]
+    res, crop = int(arch["input_shape"][-1]), crop_fraction_of(arch)
+    return "image", preprocess_batch([load_image_bytes(x)[1] for x in items], res, crop).to(torch.float64)
 
 
 def search(fan: Fanout, sign: Sign, queries: QueryInput, k: int = 10, nprobe: int = 1,
