@@ -154,11 +154,8 @@ def storage() -> list[dict]:
         for i in range(3):
             t = {}
             for p, comp in zip(("a", "b"), pairs[i]):
-                a = comp if isinstance(comp, bytes) else np.ascontiguousarray(comp.astype("<u2")).view(np.uint8)
-                t[f"pix/0/{p}"] = torch.frombuffer(bytearray(a if isinstance(a, bytes) else a.tobytes()),
-                                                   dtype=torch.uint8)
-                if not isinstance(comp, bytes):
-                    t[f"pix/0/{p}"] = t[f"pix/0/{p}"].reshape(*img.shape, 2)
+                raw = comp if isinstance(comp, bytes) else ps.pack(comp)
+                t[f"pix/0/{p}"] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
             t["pix/0/ka"], t["pix/0/kb"] = (torch.frombuffer(bytearray(k), dtype=torch.uint8)
                                             for k in (keys[i], keys[(i + 1) % 3]))
             t["pix/0/shape"] = torch.tensor(list(img.shape), dtype=torch.int64)

@@ -18,16 +18,17 @@ import torch
 from PIL import Image
 
 from wire import bundle as bd
-from wire.pixel_shares import PixelShareError, open_pair, reconstruct, split_pixels
+from wire.pixel_shares import PixelShareError, open_pair, pack, reconstruct, split_pixels
 
 from .identity import Identity
 from .preprocess import viewed_rgb
 from .watermark import owner_mark_keys, signing_key_bytes
 
 #: Longest side, in pixels, of the copy released to a recipient who is not the owner. Every
-#: pixel costs 6 bytes on servers 1 and 2 (``wire.pixel_shares``: a uniform, incompressible
-#: component) and as much upload for the owner: a 12-megapixel phone photo (4000 x 3000) would
-#: take 72 MB per server and copy, 144 MB with its de-identified copy; at 2048 it takes 19 MB.
+#: pixel costs 3.4 bytes on servers 1 and 2 (``wire.pixel_shares``: a uniform, incompressible
+#: component, 9 bits per value) and as much upload for the owner: a 12-megapixel phone photo
+#: (4000 x 3000) would take 40 MB per server and copy (72 MB before the shares were packed),
+#: 80 MB with its de-identified copy; at 2048 it takes 10.6 MB.
 #: 2048 is what common sharing services cap photos at; the owner's own retrieval is always the
 #: stored file. Changing it changes the released form of images uploaded afterwards only, and
 #: ``trace`` recomputes the released form with it: keep it fixed for a deployment.
@@ -56,8 +57,7 @@ def released_rgb(blob: bytes, max_side: int = RELEASE_MAX_SIDE) -> np.ndarray:
 def _u8(data: bytes | np.ndarray) -> torch.Tensor:
     if isinstance(data, bytes):
         return torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    a = np.ascontiguousarray(data.astype("<u2")).view(np.uint8).reshape(*data.shape, 2)
-    return torch.from_numpy(a.copy())
+    return torch.frombuffer(bytearray(pack(data)), dtype=torch.uint8)  # the packed Z_2^9 component
 
 
 def pixel_tensors(owner: Identity, image_id: int, blob: bytes, deid: bool) -> list[dict[str, torch.Tensor]]:

@@ -2,8 +2,8 @@
 
 An upload or rekey transaction may carry, per copy ``<id>[.deid]``, this server's pixel-share
 pair and mark keys (``wire.pixel_shares``) as tensors ``pix/<id>[.deid]/{a,b,ka,kb,shape}``:
-``a``/``b`` are components ``i``/``i+1`` (uint8: a 16-byte seed or the ``[H, W, 3, 2]`` bytes
-of a uint16 array), ``ka``/``kb`` their mark keys, ``shape`` the public ``[H, W, 3]``. They
+``a``/``b`` are components ``i``/``i+1`` (uint8: a 16-byte seed or the packed Z_2^9 array,
+``wire.pixel_shares.pack``), ``ka``/``kb`` their mark keys, ``shape`` the public ``[H, W, 3]``. They
 are kept as ``objects/pix/<id>[.deid].npz``.
 
 At retrieval the owner of the image's collection gets the ciphertext and key shares
@@ -14,11 +14,10 @@ key share, no ciphertext: a recipient never holds an unmarked copy.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from wire import bundle as bd
-from wire.pixel_shares import SEED_BYTES, Component, release
+from wire.pixel_shares import SEED_BYTES, Component, packed_size, release, unpack
 
 from .policy import collection_scope
 from .storage import StorageError, Store, npz_to_tensors, tensors_to_npz
@@ -44,20 +43,24 @@ def stage_pixel_files(b: bd.Bundle, name: str) -> dict[str, bytes]:
     if shape.dtype != torch.int64 or tuple(shape.shape) != (3,) or int(shape[2]) != 3 \
             or not (0 < int(shape[0]) <= MAX_SIDE and 0 < int(shape[1]) <= MAX_SIDE):
         raise bd.BundleError(f"pixel shares of {name}: shape must be [H, W, 3] (H, W <= {MAX_SIDE})")
-    full = (int(shape[0]), int(shape[1]), 3, 2)
+    full = (packed_size((int(shape[0]), int(shape[1]), 3)),)
     for p in ("a", "b"):
         v = t[p]
         if v.dtype != torch.uint8 or (tuple(v.shape) != (SEED_BYTES,) and tuple(v.shape) != full):
-            raise bd.BundleError(f"pixel shares of {name}: component {p} must be a seed or {list(full)} bytes")
+            raise bd.BundleError(f"pixel shares of {name}: component {p} must be a {SEED_BYTES}-byte seed or "
+                                 f"{full[0]} packed bytes")
     for p in ("ka", "kb"):
         if t[p].dtype != torch.uint8 or tuple(t[p].shape) != (SEED_BYTES,):
             raise bd.BundleError(f"pixel shares of {name}: mark key {p} must be {SEED_BYTES} bytes")
     return {f"pix/{name}.npz": tensors_to_npz(t)}
 
 
-def _component(t: torch.Tensor) -> Component:
+def _component(t: torch.Tensor, image_id: int, shape: tuple[int, int, int]) -> Component:
     a = t.numpy()
-    return a.tobytes() if a.ndim == 1 else np.ascontiguousarray(a).view("<u2").reshape(a.shape[:3])
+    if a.ndim != 1:  # [H, W, 3, 2]: the Z_2^16 shares written before 2026-12-03
+        raise ReleaseError(f"image {image_id} has pixel shares in the old 16-bit format: only its owner can open "
+                           "it until the owner runs `trivault rekey ID`")
+    return a.tobytes() if a.size == SEED_BYTES else unpack(a.tobytes(), shape)
 
 
 def owns_image(acl, user_id: str, image_id: int) -> bool:
@@ -82,10 +85,11 @@ def marked_bundle(store: Store, server_id: int, image_id: int, deid: bool, recip
         raise ReleaseError(f"image {image_id} has no pixel shares on server {server_id} (uploaded before marks "
                            "on shares): only its owner can open it until the owner runs `trivault rekey ID`")
     t = npz_to_tensors(path)
-    shape = tuple(int(d) for d in t["shape"].tolist())
-    sealed = release(server_id, (_component(t["a"]), _component(t["b"])),
+    h, w, c = (int(d) for d in t["shape"].tolist())
+    shape = (h, w, c)
+    sealed = release(server_id, (_component(t["a"], image_id, shape), _component(t["b"], image_id, shape)),
                      (t["ka"].numpy().tobytes(), t["kb"].numpy().tobytes()), recipient, kex_pub, int(image_id),
-                     deid, shape)  # type: ignore[arg-type]
+                     deid, shape)
     tensors = {"sealed_pixels": torch.frombuffer(bytearray(sealed), dtype=torch.uint8)}
     return bd.Bundle("image", "", {**meta, "form": "marked", "shape": list(shape)}, tensors)
 

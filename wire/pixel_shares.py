@@ -1,12 +1,17 @@
-"""Pixel shares: an image as replicated shares in Z_2^16, marked per recipient at release.
+"""Pixel shares: an image as replicated shares in Z_2^9, marked per recipient at release.
 
 **Sharing** (owner, at upload). The released form of an image (its RGB pixels, ``[H, W, 3]``
-uint8) is split as ``x = x0 + x1 + x2 (mod 2^16)``; server ``i`` holds components ``i`` and
+uint8) is split as ``x = x0 + x1 + x2 (mod 2^9)``; server ``i`` holds components ``i`` and
 ``i+1`` (ABY3 replicated sharing, as for key shares). Two components are *seeded*: ``x0`` and
 ``x1`` are AES-CTR streams of 16-byte seeds ``s0``, ``s1``; only ``x2 = x - x0 - x1`` is a
-full array. So server 0 stores two seeds (32 bytes), servers 1 and 2 one seed and one array
-of ``2 * 3 * H * W`` bytes: 4 bytes per pixel in all instead of 12 for three full arrays
-(the owner's client caps the released form at ``client.pixel_release.RELEASE_MAX_SIDE``).
+full array, stored and sent *packed*: ``9 / 8`` bytes per value (:func:`pack`: the low bytes,
+then the ninth bits bit-packed). So server 0 stores two seeds (32 bytes), servers 1 and 2 one
+seed and ``27 / 8`` bytes per pixel: 6.75 bytes per pixel in all. Nine bits are the fewest
+that hold ``x + P`` (``-6 .. 261``, see *Mark*) without clamping the image; any 2-of-3 scheme
+needs servers 1 and 2 to hold an image's worth each. The owner's client also caps the released
+form at ``client.pixel_release.RELEASE_MAX_SIDE``. (Until 2026-12-03 the ring was Z_2^16, 12
+bytes per pixel in all; such stored shares are refused at release with a pointer to
+``trivault rekey``.)
 What one server sees is independent of the image: server 0 only seeds; server 1 ``s1`` and
 ``x2``, which ``x0`` (seed unknown to it) masks; server 2 ``s0`` and ``x2``, masked by ``x1``.
 
@@ -24,8 +29,8 @@ All mark arithmetic is element-wise float64 then ``rint`` so both holders of a c
 compute the same integers bit for bit.
 
 **Reconstruction** (recipient). Every component arrives from two servers; they must agree
-(:class:`PixelShareError` names the suspects otherwise); ``x + P`` is read as signed and
-clipped to [0, 255].
+(:class:`PixelShareError` names the suspects otherwise); ``x + P`` (mod 2^9) is read as
+signed and clipped to [0, 255].
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ SEED_BYTES = 16
 GRID = 32  # about this many mark cells across the longer side
 MIN_CELL = 8  # pixels: smaller cells would not survive a 50% resize + JPEG
 AMPLITUDE = 1.5  # grey levels per component (three components: mark RMS about 2 grey levels)
-INFO = b"trivault/v1/pixel-shares"
+INFO = b"trivault/v2/pixel-shares"
+BITS = 9
+MASK = (1 << BITS) - 1
 
 
 class PixelShareError(ValueError):
@@ -58,19 +65,42 @@ class PixelShareError(ValueError):
         self.suspects = suspects
 
 
-Component = bytes | np.ndarray  # a 16-byte seed or a [H, W, 3] uint16 array
+Component = bytes | np.ndarray  # a 16-byte seed or a [H, W, 3] uint16 array of values < 2^9
+
+
+def packed_size(shape: Sequence[int]) -> int:
+    """Bytes of one packed component: ``n`` low bytes + ``ceil(n / 8)`` bytes of ninth bits."""
+    n = int(np.prod([int(d) for d in shape]))
+    return n + (n + 7) // 8
+
+
+def pack(values: np.ndarray) -> bytes:
+    """Values in Z_2^9 (any integer array, reduced mod 2^9) -> :func:`packed_size` bytes."""
+    v = np.ascontiguousarray(values, dtype=np.uint16).reshape(-1) & MASK
+    return (v & 0xFF).astype(np.uint8).tobytes() + np.packbits((v >> 8).astype(np.uint8), bitorder="little").tobytes()
+
+
+def unpack(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+    """Inverse of :func:`pack`: a ``shape`` uint16 array of values < 2^9."""
+    n = shape[0] * shape[1] * shape[2]
+    if len(data) != packed_size(shape):
+        raise ValueError(f"a packed pixel share of shape {shape} has {packed_size(shape)} bytes, got {len(data)}")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    high = np.unpackbits(buf[n:], count=n, bitorder="little").astype(np.uint16)
+    return (buf[:n].astype(np.uint16) | (high << 8)).reshape(shape)
 
 
 def expand(component: Component, shape: tuple[int, int, int]) -> np.ndarray:
-    """A component as a uint16 array (a seed is expanded by AES-CTR)."""
+    """A component as a uint16 array of values < 2^9 (a seed is expanded by AES-CTR)."""
     if isinstance(component, np.ndarray):
-        if component.shape != shape or component.dtype != np.uint16:
-            raise ValueError(f"pixel share component must be uint16 {shape}, got {component.dtype} {component.shape}")
+        if component.shape != shape or component.dtype != np.uint16 or int(component.max(initial=0)) > MASK:
+            raise ValueError(f"pixel share component must be {shape} values < 2^{BITS}, got {component.dtype} "
+                             f"{component.shape}")
         return component
     if len(component) != SEED_BYTES:
         raise ValueError(f"a seeded component has a {SEED_BYTES}-byte seed")
-    n = shape[0] * shape[1] * shape[2]
-    return np.frombuffer(bytes(PRG(bytes(component)).bytes(2 * n)[: 2 * n]), dtype="<u2").reshape(shape).copy()
+    size = packed_size(shape)
+    return unpack(bytes(PRG(bytes(component)).bytes(size)[:size]), shape)
 
 
 def split_pixels(rgb: np.ndarray) -> list[tuple[Component, Component]]:
@@ -79,7 +109,7 @@ def split_pixels(rgb: np.ndarray) -> list[tuple[Component, Component]]:
         raise ValueError(f"pixel shares take an [H, W, 3] uint8 image, got {rgb.dtype} {rgb.shape}")
     shape = tuple(rgb.shape)
     s0, s1 = os.urandom(SEED_BYTES), os.urandom(SEED_BYTES)
-    x2 = (rgb.astype(np.uint16) - expand(s0, shape) - expand(s1, shape)).astype(np.uint16)
+    x2 = (rgb.astype(np.uint16) - expand(s0, shape) - expand(s1, shape)) & MASK
     comps: list[Component] = [s0, s1, x2]
     return [(comps[i], comps[(i + 1) % 3]) for i in range(3)]
 
@@ -123,7 +153,7 @@ def mark(mark_keys: Sequence[bytes], recipient: str, h: int, w: int) -> np.ndarr
 def aad(server_id: int, image_id: int, deid: bool, recipient: str, shape: Sequence[int]) -> bytes:
     """Associated data a sealed pixel-share pair is bound to."""
     dims = "x".join(str(int(d)) for d in shape)
-    return (f"trivault/v1/pixel-shares/server={int(server_id)}/image={int(image_id)}/"
+    return (f"trivault/v2/pixel-shares/server={int(server_id)}/image={int(image_id)}/"
             f"kind={'deid' if deid else 'orig'}/to={recipient}/shape={dims}").encode()
 
 
@@ -133,22 +163,21 @@ def release(server_id: int, pair: tuple[Component, Component], mark_keys: tuple[
     h, w, _ = shape
     out = []
     for comp, key in zip(pair, mark_keys):
-        p = mark_component(key, recipient, h, w).astype(np.uint16)[:, :, None]  # wraps mod 2^16 on purpose
-        out.append((expand(comp, shape) + p).astype("<u2").tobytes())
+        p = mark_component(key, recipient, h, w).astype(np.uint16)[:, :, None]  # wraps; reduced mod 2^9 by pack
+        out.append(pack(expand(comp, shape) + p))
     return hpke_seal(b"".join(out), recipient_kex_pub, INFO, aad(server_id, image_id, deid, recipient, shape))
 
 
 def open_pair(sealed: bytes, recipient_sk: X25519PrivateKey, server_id: int, image_id: int, deid: bool,
               recipient: str, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Recipient side: one server's marked pair; PixelShareError names it if it fails to open."""
-    n = shape[0] * shape[1] * shape[2]
+    size = packed_size(shape)
     pt = hpke_open(sealed, recipient_sk, INFO, aad(server_id, image_id, deid, recipient, shape))
     if pt is None:
         raise PixelShareError(f"sealed pixel shares from server {server_id} failed authentication", (server_id,))
-    if len(pt) != 4 * n:
+    if len(pt) != 2 * size:
         raise PixelShareError(f"server {server_id} sent pixel shares of the wrong size", (server_id,))
-    a = np.frombuffer(pt, dtype="<u2")
-    return a[:n].reshape(shape), a[n:].reshape(shape)
+    return unpack(pt[:size], shape), unpack(pt[size:], shape)
 
 
 def pairs_shape(pairs: Sequence[tuple[np.ndarray, np.ndarray] | None]) -> tuple[int, ...]:
@@ -178,8 +207,9 @@ def reconstruct(pairs: Sequence[tuple[np.ndarray, np.ndarray] | None]) -> np.nda
         if len(common) == 1:
             names += f"; server {min(common)} is in every disagreeing pair"
         raise PixelShareError(names, tuple(sorted(common or set.union(*holders))))
-    total = np.zeros(pairs_shape(pairs), np.uint16)
+    total = np.zeros(pairs_shape(pairs), np.int32)
     for c in comps:
         assert c is not None  # two servers' pairs cover all three components
         total += c
-    return np.clip(total.view(np.int16).astype(np.int32), 0, 255).astype(np.uint8)
+    total &= MASK  # x + P mod 2^9; x + P is in -6..261, so values from 384 up are negative
+    return np.clip(np.where(total >= 384, total - (MASK + 1), total), 0, 255).astype(np.uint8)

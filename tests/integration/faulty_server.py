@@ -23,7 +23,7 @@ repository on ``PYTHONPATH``):
   both paths (``VaultServicer.Retrieve``): the owner's sealed key-share pair
   (``VaultServicer.key_share``) and a non-owner's sealed marked pixel-share pair
   (``VaultServicer._release_marked``). ``add``: a random nonzero value added to one word of its
-  share pair (one int64 key word, or one uint16 pixel-share entry, mod 2^16); ``flip``: one
+  share pair (one int64 key word, or one pixel-share entry, mod 2^9); ``flip``: one
   random bit of one word flipped; ``drop``: the server refuses, as a policy refusal does
   (``AclDenied`` -> ``PERMISSION_DENIED``); ``replay``: it sends the whole answer (sealed
   share, ciphertext, record) it made for its PREVIOUS retrieval request instead; ``foreign``:
@@ -59,7 +59,7 @@ from servers.peer_comm import GrpcComm
 from servers.policy import Outcome
 from servers.request_auth import VerifiedRequest
 from servers.vault import VaultServicer
-from wire.pixel_shares import Component, expand
+from wire.pixel_shares import BITS, Component, expand
 
 
 class LyingKeyShare(VaultServicer):
@@ -172,10 +172,11 @@ _release = threading.local()  # .kind: the retrieval fault of the marked release
 _rng = random.SystemRandom()
 
 
-def corrupt_one(kind: str, words: np.ndarray) -> np.ndarray:
+def corrupt_one(kind: str, words: np.ndarray, bits: int | None = None) -> np.ndarray:
     """A copy of an unsigned-integer array with one random entry changed: ``add`` a random
-    nonzero value (mod 2^bits, so the entry always changes) or ``flip`` one random bit."""
-    bits = 8 * words.dtype.itemsize
+    nonzero value (mod 2^bits, so the entry always changes) or ``flip`` one random bit of the
+    ``bits`` that hold a value (default: the dtype's; 9 for pixel-share components)."""
+    bits = bits or 8 * words.dtype.itemsize
     out = words.copy()
     flat = out.reshape(-1)
     i = _rng.randrange(flat.size)
@@ -245,7 +246,7 @@ def corrupt_pixel_release() -> None:
         kind = getattr(_release, "kind", None)
         if kind in ("add", "flip"):
             a, b = (expand(c, shape) for c in pair)
-            both = corrupt_one(kind, np.concatenate([a.reshape(-1), b.reshape(-1)]))
+            both = corrupt_one(kind, np.concatenate([a.reshape(-1), b.reshape(-1)]), BITS)
             pair = (both[: a.size].reshape(shape), both[a.size:].reshape(shape))
         elif kind == "foreign":
             mine = (pair, mark_keys, shape)

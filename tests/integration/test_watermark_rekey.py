@@ -152,7 +152,7 @@ def test_an_image_without_pixel_shares_is_refused_to_others_until_rekeyed(world)
 
 
 def test_a_large_photo_is_released_at_the_capped_size_and_still_traced(world, tmp_path):
-    """A 2400 x 1800 photo: the recipient gets the 2048 x 1536 released form (pixel shares cost 6 bytes
+    """A 2400 x 1800 photo: the recipient gets the 2048 x 1536 released form (pixel shares cost 3.4 bytes
     per pixel on two servers), the owner gets the stored file, and trace recomputes the released
     form to name the recipient of a downscaled JPEG leak."""
     lc, owner, users, _ = world
@@ -163,7 +163,7 @@ def test_a_large_photo_is_released_at_the_capped_size_and_still_traced(world, tm
     marked = bob.retrieve(bid).array()
     assert marked.shape == (1536, 2048, 3)
     stored = (lc.root / "data" / "server1" / "objects" / "pix" / f"{bid}.npz").stat().st_size
-    assert stored < 7 * 1536 * 2048  # 6 bytes per released pixel (+ seeds, keys), not per stored pixel
+    assert stored < 3.5 * 1536 * 2048  # 27/8 bytes per released pixel (+ seeds, keys), not per stored pixel
     leak = tmp_path / "big_leak.jpg"
     small = cv2.resize(marked, (1024, 768), interpolation=cv2.INTER_AREA)
     cv2.imwrite(str(leak), cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 75])

@@ -40,7 +40,7 @@ def test_shares_reconstruct_the_marked_image_and_one_server_holds_no_pixels(rele
     np.testing.assert_array_equal(marked, want)
     assert np.array_equal(ps.reconstruct([opened[0], None, opened[2]]), marked)  # any two servers suffice
     assert all(isinstance(c, bytes) for c in pairs[0])  # server 0: two 16-byte seeds
-    assert sum(isinstance(c, bytes) for p in pairs for c in p) == 4  # 4 bytes per pixel in all, not 12
+    assert sum(isinstance(c, bytes) for p in pairs for c in p) == 4  # one packed Z_2^9 array, on two servers
     psnr = 10 * np.log10(255.0**2 / np.mean((marked.astype(float) - IMG) ** 2))
     assert 40 < psnr < 46
 
