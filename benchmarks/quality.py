@@ -27,11 +27,11 @@ retrieval (``person_mAP``, ``person_precision_at_1``; when ``faces/<person>/`` o
 folder is present): every face photo queries the whole database (all originals) minus
 itself, and every other photo of the same person is relevant (standard AP over the ranking).
 It does NOT enter the rule below, and the summary says what it costs: the two tasks pull
-the resolution apart (measured 2026-12-02, PCA-128 shrunk-whitened: copy mAP 0.655 / 0.653 /
-0.639 and same-person mAP 0.755 / 0.787 / 0.811 at 96 / 128 / 160 px), no setting is within
-0.02 of both bests, and the same-person best (160 px) needs ~2.8x the 96 px secure CNN's
-bytes (117 of the query's 152 MB per server at 96 px), beyond the query budget of issue 11
-(200 MB per server). A deployment that searches
+the resolution apart (measured 2026-12-03, crop fraction 1.0, PCA-128 shrunk-whitened: copy
+mAP 0.653 / 0.649 / 0.650 / 0.628 and same-person mAP 0.783 / 0.809 / 0.820 / 0.842 at 96 /
+128 / 160 / 224 px), no setting is within 0.02 of both bests, and 160 px (0.022 below the
+same-person best) needs ~2.8x the 96 px secure CNN's bytes (117 of the query's 152 MB per
+server at 96 px), beyond the query budget of issue 11 (200 MB per server). A deployment that searches
 mainly for people can register its model at 160 px (``trivault upload --resolution 160``)
 and pay that; the default stays on the copy-detection rule. IVF: recall@10 of the
 product's index (``index.build_index``: faiss k-means, balanced buckets padded to B,

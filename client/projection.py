@@ -5,8 +5,9 @@ The feature model is ``trunk -> global average pool -> [projection] -> L2 normal
 seeded random map has no bias, a PCA has one (it is centred). Fitted on the owner's
 pooled 1280-d trunk features, PCA keeps the directions the owner's images vary along,
 which a random map does not: ``python -m benchmarks.quality`` measures the difference.
-Measured there (442 real photos, 2,210 copies): at the same dim, PCA beats the random map
-by 0.004-0.035 copy-detection mAP (most at 32-d), fully whitened PCA by 0.008-0.052 (96 px, 128-d:
+Measured there (442 real photos, 2,210 copies; 2026-12-02, with the 0.875 crop of then): at
+the same dim, PCA beats the random map by 0.004-0.035 copy-detection mAP (most at 32-d),
+fully whitened PCA by 0.008-0.052 (96 px, 128-d:
 random 0.634, PCA 0.638, fully whitened 0.643, shrunk-whitened 0.655, 1280-d unprojected
 0.659), but whitening makes the IVF need more probes (n = 1M, 96 px, 128-d, recall@10 vs
 exact: plain PCA 0.976 at nprobe 16; fully whitened 0.949 at 32, 0.973 at 64; shrunk 0.945
