@@ -94,7 +94,9 @@ def deid_function() -> Deidentify:
         info = PngInfo()
         info.add_text(DEID_METADATA_KEY, json.dumps(getattr(res, "metadata", {}), default=str))
         buf = io.BytesIO()
-        Image.fromarray(np.asarray(out, dtype=np.uint8)).save(buf, format="PNG", pnginfo=info)
+        # zlib level 3: an 8-megapixel copy encodes in 0.6 s instead of 2.0 s (level 6) for 10% more
+        # bytes (measured 2026-12-03); the default level was a third of a large upload's time
+        Image.fromarray(np.asarray(out, dtype=np.uint8)).save(buf, format="PNG", pnginfo=info, compress_level=3)
         return buf.getvalue()
 
     return run
