@@ -25,3 +25,13 @@ class PartialCommitError(TriVaultError):
 class TriVaultWarning(UserWarning):
     """Something the caller should know that did not stop the request (e.g. k above the
     number of candidates: fewer results than asked for)."""
+
+
+class UploadInterrupted(TriVaultError):
+    """An upload of several transactions (``client.upload_batches``) stopped part-way. The images
+    committed are the first ``len(uploaded)`` ones, with ids ``uploaded``; uploading the rest
+    again (the CLI: the same folder) completes it."""
+
+    def __init__(self, message: str, uploaded: list[int]) -> None:
+        super().__init__(message)
+        self.uploaded = list(uploaded)

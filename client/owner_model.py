@@ -91,7 +91,8 @@ def rebuild(owner: OwnerState, recipe: dict[str, Any]) -> nn.Module:
                        projection=recipe.get("projection", "random"))
 
 
-def fit_first_upload(model: nn.Sequential, images: Sequence[Any]) -> tuple[nn.Module, np.ndarray | None]:
+def fit_first_upload(model: nn.Sequential, images: Sequence[Any],
+                     progress: bool = False) -> tuple[nn.Module, np.ndarray | None]:
     """The model to register for a first upload of ``images`` and, when a PCA was fitted, the
     images' features under it ([n, dim] float32, L2-normalised, so the CNN runs once).
 
@@ -107,7 +108,7 @@ def fit_first_upload(model: nn.Sequential, images: Sequence[Any]) -> tuple[nn.Mo
                       stacklevel=3)
         model.recipe = {**recipe, "projection": "random"}  # type: ignore[assignment]
         return model, None
-    pooled = pooled_features(model, images)
+    pooled = pooled_features(model, images, progress=progress)
     pca = fit_pca(pooled, dim, whiten=recipe["projection"] == "pca_whiten")
     fitted = with_projection(model, pca)
     fitted.recipe = fitted_recipe(recipe, pca)  # type: ignore[assignment]  # torch: attributes typed Tensor | Module

@@ -29,13 +29,14 @@ from . import owner_model
 from .catalog import Catalog, ImageEntry
 from .commit import PhaseHook, transact
 from .encryption import DEID_METADATA_KEY, deid_function, encrypt_images
-from .errors import PartialCommitError, TriVaultError
+from .errors import PartialCommitError, TriVaultError, UploadInterrupted
 from .identity import Identity
 from .images import ImageInput, load_image_bytes
 from .index_policy import IndexUpload, index_bundles
 from .owner_state import OwnerState
 from .recipes import DEFAULT_PROJECTION, FITTED, build_model
 from .transport import Fanout, Sign
+from .upload_batches import BATCH_IMAGES, BATCH_PIXELS, plan_batches
 
 
 class OwnerOps:
@@ -95,15 +96,16 @@ class OwnerOps:
         self.module = model
         return arch
 
-    def register_pending(self, images: Sequence[Image.Image]) -> np.ndarray | None:
-        """First upload with a pending model: fit its PCA on ``images`` and register it. Returns the
-        images' features under the fitted model (None when it fell back to the random projection)."""
+    def register_pending(self, images: Sequence[ImageInput]) -> np.ndarray | None:
+        """First upload with a pending model: fit its PCA on ``images`` (read one batch at a time)
+        and register it. Returns the images' features under the fitted model (None when it fell
+        back to the random projection)."""
         model = self.module if self.module is not None and owner_model.wants_fit(self.module) else None
         if model is None and (recipe := owner_model.load_pending(self.owner)) is not None:
             model = owner_model.rebuild(self.owner, recipe)
         if model is None:
             raise TriVaultError("no pending model: call register_model first")
-        fitted, feats = owner_model.fit_first_upload(model, images)  # type: ignore[arg-type]
+        fitted, feats = owner_model.fit_first_upload(model, images, self.progress)  # type: ignore[arg-type]
         self.register_model(fitted, int(fitted.recipe["resolution"]))  # type: ignore[index]
         return feats
 
@@ -168,23 +170,60 @@ class OwnerOps:
         return np.concatenate(out).astype(np.float32)
 
     def upload(self, images: Sequence[ImageInput], labels: Sequence[str] | None = None, deid: bool = False,
-               eps: float = 1.0, collection: str = "default") -> list[int]:
+               eps: float = 1.0, collection: str = "default", batch_images: int = BATCH_IMAGES,
+               batch_pixels: int = BATCH_PIXELS) -> list[int]:
         """Encrypt and upload images with their features' shares; returns the new image ids.
 
-        The first upload registers a pending model (its PCA fitted on these images). With
-        ``deid``, ``last_upload_stats["deid"]`` maps each new id to its copy's de-identification
-        metadata (regions changed, privacy spent)."""
+        The images go in consecutive transactions of at most ``batch_images`` images and
+        ``batch_pixels`` decoded pixels (``client.upload_batches``: memory stays bounded); if one
+        fails after others committed, :class:`UploadInterrupted` gives the ids of the first images,
+        which are stored. The first upload registers a pending model, its PCA fitted on ALL these
+        images (read once more, only their features kept). With ``deid``,
+        ``last_upload_stats["deid"]`` maps each new id to its copy's de-identification metadata
+        (regions changed, privacy spent)."""
         if labels is not None and len(labels) != len(images):
             raise ValueError("labels must match images one to one")
         t0 = time.perf_counter()
+        feats_all = None
+        if not self.fan.info()["image_ids"] and owner_model.load_pending(self.owner) is not None:
+            feats_all = self.register_pending(list(images))  # fit on every image, then register
+        batches = plan_batches(images, batch_pixels, batch_images)
+        one = len(batches) == 1
+        done: list[int] = []
+        stats: list[dict[str, Any]] = []
+        with tqdm(total=len(images), desc="upload", unit="img", disable=one or not self.progress) as bar:
+            for s, e in batches:
+                try:
+                    done += self._upload_batch(images[s:e], None if labels is None else labels[s:e], deid, eps,
+                                               collection, None if feats_all is None else feats_all[s:e],
+                                               one and self.progress)
+                except Exception as exc:
+                    if not done:
+                        raise
+                    raise UploadInterrupted(f"upload stopped after {len(done)} of {len(images)} images (ids "
+                                            f"{done[0]}..{done[-1]} are stored): {exc}", done) from exc
+                stats.append(self.last_upload_stats)
+                bar.update(e - s)
+        self.last_upload_stats = {
+            "n": len(done), "seconds": time.perf_counter() - t0, "transactions": len(stats),
+            "transfer_seconds": sum(x["transfer_seconds"] for x in stats),
+            "bytes_per_server": sum(x["bytes_per_server"] for x in stats), "index": stats[-1]["index"],
+            "index_bytes_per_server": stats[-1]["index_bytes_per_server"],
+            "deid": {k: v for x in stats for k, v in x["deid"].items()}}
+        return done
+
+    def _upload_batch(self, images: Sequence[ImageInput], labels: Sequence[str] | None, deid: bool, eps: float,
+                      collection: str, feats_new: np.ndarray | None, progress: bool) -> list[int]:
+        """One upload transaction (see :meth:`upload`); ``feats_new``: the images' features if known."""
+        t0 = time.perf_counter()
         info = self.fan.info()
-        loaded = [load_image_bytes(x) for x in tqdm(images, desc="read", unit="img", disable=not self.progress)]
-        feats_new = None
-        if not info["image_ids"] and owner_model.load_pending(self.owner) is not None:  # fit, then register
-            feats_new = self.register_pending([im for _, im in loaded])
-            info = self.fan.info()
+        loaded = [load_image_bytes(x) for x in tqdm(images, desc="read", unit="img", disable=not progress)]
         if feats_new is None:
-            feats_new = self.extract_features([im for _, im in loaded])
+            shown, self.progress = self.progress, progress
+            try:
+                feats_new = self.extract_features([im for _, im in loaded])
+            finally:
+                self.progress = shown
         old_feats, old_ids = self.owner.load_features()
         if sorted(old_ids.tolist()) != sorted(info["image_ids"]):
             raise TriVaultError("this owner directory does not match the servers' images")
@@ -194,7 +233,7 @@ class OwnerOps:
         ids = np.concatenate([old_ids, new_ids])
         deid_meta: list[dict] = []
         per_server, metas = encrypt_images(self.identity, loaded, new_ids.tolist(), labels,
-                                           recording_deid(deid_meta) if deid else None, eps, self.progress)
+                                           recording_deid(deid_meta) if deid else None, eps, progress)
         imeta, itensors, after = self.index_bundles(feats, ids, info["index_version"], feats_new, new_ids)
         txn = str(uuid.uuid4())
         bundles = [bd.Bundle("txn", txn, {"images": metas, "index": imeta},

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs installed (types-tqdm)
 
 from .features import model_resolution
 from .model import L2Normalize
@@ -179,14 +180,17 @@ def feature_trunk(model: nn.Sequential) -> nn.Sequential:
 
 
 @torch.no_grad()
-def pooled_features(model: nn.Sequential, images: Sequence[ImageLike], batch_size: int = 16) -> np.ndarray:
-    """Trunk + pool outputs [n, D] float64 of the owner's images, preprocessed as the product does."""
+def pooled_features(model: nn.Sequential, images: Sequence[ImageLike], batch_size: int = 16,
+                    progress: bool = False) -> np.ndarray:
+    """Trunk + pool outputs [n, D] float64 of the owner's images, preprocessed as the product does
+    (paths are read one batch at a time)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     trunk = feature_trunk(model)
     res = model_resolution(model)
     out = [trunk(torch.stack([preprocess(im, res) for im in images[i:i + batch_size]])).double().numpy()
-           for i in range(0, len(images), batch_size)]
+           for i in tqdm(range(0, len(images), batch_size), desc="fit projection", unit="batch",
+                         disable=not progress)]
     if not out:
         raise ValueError("no images to fit the projection on")
     return np.concatenate(out)

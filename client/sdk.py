@@ -44,6 +44,7 @@ from .errors import (
     TriVaultError,
     TriVaultUnavailable,
     TriVaultWarning,
+    UploadInterrupted,
 )
 from .identity import Identity
 from .images import ImageInput
@@ -57,10 +58,11 @@ from .retrieval import Retrieved, retrieve
 from .search import QueryInput, SearchBatch, SearchResult, search
 from .trace import trace_file
 from .transport import Fanout
+from .upload_batches import BATCH_IMAGES, BATCH_PIXELS
 from .watermark import TraceResult
 
 __all__ = ["Client", "ClientConfig", "ImageEntry", "PartialCommitError", "Retrieved", "SearchBatch", "SearchResult",
-           "TriVaultError", "TriVaultUnavailable", "TriVaultWarning"]
+           "TriVaultError", "TriVaultUnavailable", "TriVaultWarning", "UploadInterrupted"]
 
 
 def load_identity(identity: Identity | str | Path | None, passphrase: bytes | None, owner_dir: Path) -> Identity:
@@ -240,10 +242,13 @@ class Client:
         return self._owner_ops.extract_features(images, batch)
 
     def upload(self, images: Sequence[ImageInput], labels: Sequence[str] | None = None, deid: bool = False,
-               eps: float = 1.0, collection: str = "default") -> list[int]:
-        """Encrypt and upload images with their features' shares; returns the new image ids."""
+               eps: float = 1.0, collection: str = "default", batch_images: int = BATCH_IMAGES,
+               batch_pixels: int = BATCH_PIXELS) -> list[int]:
+        """Encrypt and upload images with their features' shares; returns the new image ids. Many
+        images go in several transactions (``client.upload_batches``); ``UploadInterrupted`` says
+        which were stored if one fails part-way."""
         self.rekey_pending()
-        return self._owner_ops.upload(images, labels, deid, eps, collection)
+        return self._owner_ops.upload(images, labels, deid, eps, collection, batch_images, batch_pixels)
 
     def delete(self, image_id: int) -> None:
         """Delete an image everywhere: ciphertexts, key shares and its index entry."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from client.catalog import ImageEntry
 from client.config import ClientConfig, ConfigError
-from client.errors import PartialCommitError, TriVaultError, TriVaultUnavailable, TriVaultWarning
+from client.errors import PartialCommitError, TriVaultError, TriVaultUnavailable, TriVaultWarning, UploadInterrupted
 from client.identity import Identity
 from client.integrity import TamperError
 from client.retrieval import Retrieved
@@ -31,4 +31,4 @@ __version__ = "0.1.0"
 
 __all__ = ["Client", "ClientConfig", "ConfigError", "Identity", "ImageEntry", "PartialCommitError", "PublicIdentity",
            "Retrieved", "SearchBatch", "SearchResult", "TamperError", "TriVaultError", "TriVaultUnavailable",
-           "TriVaultWarning", "__version__", "build_model"]
+           "TriVaultWarning", "UploadInterrupted", "__version__", "build_model"]

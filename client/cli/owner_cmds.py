@@ -8,8 +8,9 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs installed (types-tqdm)
 
-from ..errors import TriVaultWarning
+from ..errors import TriVaultWarning, UploadInterrupted
 from ..recipes import DEFAULT_DIM, DEFAULT_PROJECTION, DEFAULT_RESOLUTION, FITTED
 from .common import (
     CONFIG_OPT,
@@ -18,6 +19,7 @@ from .common import (
     JSON_OPT,
     console,
     fail,
+    first_line,
     make_client,
     note,
     print_json,
@@ -122,7 +124,8 @@ def upload(directory: Path = typer.Argument(..., exists=True, file_okay=False, h
         note(f"ignored {len(others)} file(s) that are not images (e.g. {others[0].relative_to(directory)})")
     if not images:
         fail(f"no images under {directory}", "any format Pillow reads is accepted (.jpg, .png, .pgm, .tif ...)")
-    found = [check(p, directory) for p in images]
+    found = [check(p, directory) for p in tqdm(images, desc="check", unit="file", disable=len(images) < 50)]
+    stopped: UploadInterrupted | None = None
     with sdk_errors():
         c = make_client(config)
         with c:
@@ -132,16 +135,23 @@ def upload(directory: Path = typer.Argument(..., exists=True, file_okay=False, h
                 ensure_model(c, resolution, dim, model, projection, len(todo))
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", TriVaultWarning)
-                    ids = c.upload([f.path for f in todo], labels=[f.name for f in todo], deid=deid,
-                                   eps=1.0 if eps is None else eps, collection=collection)
+                    try:
+                        ids = c.upload([f.path for f in todo], labels=[f.name for f in todo], deid=deid,
+                                       eps=1.0 if eps is None else eps, collection=collection)
+                    except UploadInterrupted as exc:  # the first files are stored: report them, then fail
+                        stopped, ids = exc, exc.uploaded
                 for w in dict.fromkeys(str(w.message) for w in caught):
                     warn(w)
                 for f, i in zip(todo, ids):
                     f.status, f.image_id = "uploaded", int(i)
+                for f in todo[len(ids):]:
+                    f.status, f.detail = "failed", "the upload stopped before this file (run the same command again)"
                 if deid:
-                    _deid_reports(c, todo)
+                    _deid_reports(c, todo[:len(ids)])
             saved = Path(c.cfg.owner_dir) / "catalog.json"
     _output(found, deid, saved if saved.exists() else None, as_json)
+    if stopped is not None:
+        fail(first_line(stopped), "run the same command again: stored files are skipped by their content hash")
     if any(f.status == "failed" for f in found):
         raise typer.Exit(EXIT_PARTIAL)
 
