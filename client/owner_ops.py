@@ -109,24 +109,27 @@ class OwnerOps:
         self.register_model(fitted, int(fitted.recipe["resolution"]))  # type: ignore[index]
         return feats
 
-    def reindex(self, images: dict[int, Any], projection: str = DEFAULT_PROJECTION) -> dict[str, Any]:
-        """Refit the projection on ``images`` (id -> image, every stored image) and replace the model
-        and every feature share in one transaction (ciphertexts and keys stay). Returns the new recipe."""
+    def reindex(self, images: Sequence[ImageInput], image_ids: Sequence[int],
+                projection: str = DEFAULT_PROJECTION) -> dict[str, Any]:
+        """Refit the projection on ``images`` (of ``image_ids``: every stored image; a lazy sequence
+        such as ``client.upload_batches.LazyImages`` is read a batch at a time) and replace the
+        model and every feature share in one transaction (ciphertexts and keys stay). Returns the
+        new recipe."""
         info = self.fan.info()
         recipe = self.owner.load_recipe()
         if recipe is None or recipe["kind"] not in ("efficientnet", owner_model.PCA_KIND):
             raise TriVaultError("only an efficientnet model registered from a recipe has a projection to refit")
-        if sorted(images) != sorted(info["image_ids"]):
+        if len(images) != len(image_ids) or sorted(image_ids) != sorted(info["image_ids"]):
             raise TriVaultError("reindex needs every stored image (the servers' image ids)")
         res, dim = int(recipe["resolution"]), int(recipe["dim"])
         if len(images) <= dim or projection not in FITTED:
             raise TriVaultError(f"a PCA to {dim} dims needs more than {dim} images (have {len(images)}) and "
                                 f"projection in {FITTED}")
-        ids = np.array(sorted(images), dtype=np.int64)
+        ids = np.array(image_ids, dtype=np.int64)
         base = build_model("efficientnet", res, dim, projection)
         if not isinstance(base, nn.Sequential):
             raise TypeError(f"expected the nn.Sequential feature model, got {type(base).__name__}")
-        fitted, feats = owner_model.fit_first_upload(base, [images[int(i)] for i in ids])
+        fitted, feats = owner_model.fit_first_upload(base, images, self.progress)
         assert feats is not None  # more than dim images: the PCA was fitted
         arch, tensors = model_tensors(fitted, res)
         self.owner.drop_plain_index()  # a new feature space: k-means from scratch

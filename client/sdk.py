@@ -58,7 +58,7 @@ from .retrieval import Retrieved, retrieve
 from .search import QueryInput, SearchBatch, SearchResult, search
 from .trace import trace_file
 from .transport import Fanout
-from .upload_batches import BATCH_IMAGES, BATCH_PIXELS
+from .upload_batches import BATCH_IMAGES, BATCH_PIXELS, LazyImages
 from .watermark import TraceResult
 
 __all__ = ["Client", "ClientConfig", "ImageEntry", "PartialCommitError", "Retrieved", "SearchBatch", "SearchResult",
@@ -258,8 +258,8 @@ class Client:
     def reindex(self, projection: str = DEFAULT_PROJECTION) -> dict[str, Any]:
         """Owner: refit the PCA projection on every stored image (fetched back and decrypted here) and
         replace the model and all feature shares in one transaction; returns the new model recipe."""
-        ids = self.info()["image_ids"]
-        return self._owner_ops.reindex({int(i): self.retrieve(int(i)).array() for i in ids}, projection)
+        ids = sorted(int(i) for i in self.info()["image_ids"])
+        return self._owner_ops.reindex(LazyImages(ids, lambda i: self.retrieve(int(i)).array()), ids, projection)
 
     # ---- querier (client.search, client.retrieval) ----------------------------------------
     def search(self, queries: QueryInput, k: int = 10, nprobe: int = DEFAULT_NPROBE, collection: str = "default",

@@ -13,7 +13,8 @@ same folder again skips them by content hash.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, overload
 
 import numpy as np
 from PIL import Image
@@ -57,3 +58,25 @@ def plan_batches(images: Sequence[ImageInput], max_pixels: int = BATCH_PIXELS,
     if start < len(images):
         out.append((start, len(images)))
     return out
+
+
+class LazyImages(Sequence):
+    """``load(key)`` for each key, called only when an item is read (``pooled_features`` reads a
+    batch at a time): refitting on every stored image never holds them all decoded."""
+
+    def __init__(self, keys: Sequence[Any], load: Callable[[Any], ImageInput]) -> None:
+        self.keys, self.load = list(keys), load
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @overload
+    def __getitem__(self, i: int) -> ImageInput: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[ImageInput]: ...
+
+    def __getitem__(self, i: int | slice) -> ImageInput | list[ImageInput]:
+        if isinstance(i, slice):
+            return [self.load(k) for k in self.keys[i]]
+        return self.load(self.keys[i])
