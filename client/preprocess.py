@@ -123,15 +123,15 @@ def _eight_bit(im: Image.Image) -> Image.Image:
     return Image.fromarray(_as_uint8(arr), mode="L")
 
 
-def viewed_rgb(im: Image.Image) -> Image.Image:
+def viewed_rgb(im: Image.Image, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """A decoded file as the RGB pixels a viewer shows: EXIF orientation applied (:func:`upright`),
     16-bit / 32-bit / float grey scaled to 8 bits, transparency composited onto :data:`BACKGROUND`
     (palette images with a transparent colour too), CMYK / YCbCr / palette converted. Every place
     that decodes a file's bytes (features, de-identification, pixel shares, retrieval) uses it, so
     the owner's features, de-identified copy and pixel shares and the querier's features all see
     the same pixels. Raises :class:`ImageInputError` for a colour mode it cannot convert or an
-    image over :data:`MAX_PIXELS` (checked before the pixels of a lazily opened file are decoded)."""
-    check_size(im.width, im.height)
+    image over ``max_pixels`` (checked before the pixels of a lazily opened file are decoded)."""
+    check_size(im.width, im.height, max_pixels)
     im = upright(im)
     if im.mode in _HIGH_DEPTH:
         im = _eight_bit(im)

@@ -23,7 +23,7 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         with Image.open(p) as im:
             check_size(im.width, im.height, max_pixels)  # before decoding the pixels
             im.load()
-            im = viewed_rgb(im)
+            im = viewed_rgb(im, max_pixels)
             return rgb_uint8(np.asarray(im), max_pixels)
     except ImageInputError:
         raise
