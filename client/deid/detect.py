@@ -210,11 +210,98 @@ def plate_detector() -> Callable[[np.ndarray], list[Region]]:
     return haar_plate_detector()
 
 
-def detect(rgb: np.ndarray, faces: bool = True, plates: bool = True) -> list[Region]:
-    """Detect faces and/or licence plates in an RGB uint8 image."""
-    found: list[Region] = []
-    if faces:
-        found += face_detector()(rgb)
-    if plates:
-        found += plate_detector()(rgb)
+#: Longest side of the tiles a large image is also searched in (see :func:`detect`).
+TILE_SIDE = 640
+TILE_OVERLAP = 0.25
+
+
+def tiles(height: int, width: int, side: int = TILE_SIDE,
+          overlap: float = TILE_OVERLAP) -> list[tuple[int, int, int, int]]:
+    """``(y0, x0, y1, x1)`` windows of at most ``side`` pixels covering the image, neighbours
+    overlapping by ``overlap`` of a window (so an object up to that size is whole in one); [] when
+    the image fits in one window."""
+    if max(height, width) <= side:
+        return []
+
+    def starts(n: int) -> list[int]:
+        if n <= side:
+            return [0]
+        step = side * (1 - overlap)
+        k = int(np.ceil((n - side) / step)) + 1
+        return [int(round(i * (n - side) / (k - 1))) for i in range(k)]
+
+    return [(y, x, min(height, y + side), min(width, x + side)) for y in starts(height) for x in starts(width)]
+
+
+def _contained(a: Region, b: Region) -> float:
+    """Share of the smaller box inside the other."""
+    ix = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
+    iy = max(0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
+    return ix * iy / max(1, min(a.w * a.h, b.w * b.h))
+
+
+def _union(a: Region, b: Region) -> Region:
+    x0, y0 = min(a.x, b.x), min(a.y, b.y)
+    x1, y1 = max(a.x + a.w, b.x + b.w), max(a.y + a.h, b.y + b.h)
+    return Region(x0, y0, x1 - x0, y1 - y0, a.kind, max(a.score, b.score), a.source)
+
+
+@dataclass
+class _Found:
+    """A box from the whole-image pass (``fine`` False) or a tile (True; ``cut``: it touches an
+    inner edge of its tile, so the object may go on beyond it)."""
+
+    region: Region
+    fine: bool
+    cut: bool
+
+
+def merge_duplicates(found: list[_Found], max_iou: float = 0.3, max_contained: float = 0.6) -> list[Region]:
+    """One box per object across the whole image and its tiles. Tile boxes are the precise views
+    (the detector saw the object at up to 3x the whole pass's scale), so they go first, most
+    confident first. A box that is the same object as a kept one (IoU > ``max_iou``, or one lies
+    mostly, > ``max_contained``, inside the other) is dropped, except that a kept box cut by a tile
+    edge becomes the union of both (privacy first: it covers what either covered)."""
+    kept: list[_Found] = []
+    for f in sorted(found, key=lambda f: (not f.fine, f.cut, -f.region.score)):
+        r = f.region
+        for k in kept:
+            if k.region.kind != r.kind or (iou(k.region, r) <= max_iou and _contained(k.region, r) <= max_contained):
+                continue
+            if k.cut:
+                k.region, k.cut = _union(k.region, r), f.cut
+            break
+        else:
+            kept.append(f)
+    return [k.region for k in kept]
+
+
+def _tiled(run: Callable[[np.ndarray], list[Region]], rgb: np.ndarray, side: int) -> list[_Found]:
+    h, w = rgb.shape[:2]
+    found = [_Found(r, False, False) for r in run(rgb)]
+    for y0, x0, y1, x1 in tiles(h, w, side):
+        for r in run(np.ascontiguousarray(rgb[y0:y1, x0:x1])):
+            cut = (x0 > 0 and r.x <= 2) or (y0 > 0 and r.y <= 2) or (x1 < w and r.x + r.w >= x1 - x0 - 2) \
+                or (y1 < h and r.y + r.h >= y1 - y0 - 2)
+            found.append(_Found(Region(r.x + x0, r.y + y0, r.w, r.h, r.kind, r.score, r.source), True, cut))
     return found
+
+
+def detect(rgb: np.ndarray, faces: bool = True, plates: bool = True, tile_side: int = TILE_SIDE) -> list[Region]:
+    """Detect faces and/or licence plates in an RGB uint8 image.
+
+    Each detector runs on the whole image shrunk to its working size (320 px on the long side)
+    and, when the image is larger than ``tile_side``, also on overlapping tiles of that size
+    (:func:`tiles`), the duplicates merged (:func:`merge_duplicates`). Without tiles a face or
+    plate that is small next to the whole photo shrinks below what the detectors see: the shared
+    scenes pasted at their own size into a 3264 x 2448 photo kept 3 of 40 plates and 0 of 43
+    faces (measured 2026-12-03, ``/tmp``-free probe in the issue note); a missed region is
+    published in the clear."""
+    found: list[_Found] = []
+    if faces:
+        found += _tiled(face_detector(), rgb, tile_side)
+    if plates:
+        found += _tiled(plate_detector(), rgb, tile_side)
+    if max(rgb.shape[:2]) <= tile_side:
+        return [f.region for f in found]
+    return merge_duplicates(found)
