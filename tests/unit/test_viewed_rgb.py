@@ -110,3 +110,10 @@ def test_bad_bytes_give_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not an image"):
         load_image_bytes(tmp_path / "empty.png")
     assert check(tmp_path / "cut.jpg", tmp_path).detail == "truncated image"
+
+
+def test_a_heic_query_says_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "IMG_0002"  # no extension: recognised by its brand
+    path.write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
+    with pytest.raises(ValueError, match="HEIC/HEIF is not supported"):
+        load_image_bytes(path)
