@@ -49,6 +49,7 @@ class OwnerOps:
         self.catalog = Catalog(owner.root)
         self.fault_hook: PhaseHook | None = None  # tests: called with a phase of the two-phase commit
         self.last_upload_stats: dict[str, Any] = {}
+        self._batch_ids: list[int] = []  # ids of the upload transaction in progress
         self.module: nn.Module | None = None  # the owner's plaintext model, when known in this process
 
     def transact(self, bundles: list[bd.Bundle], action: str = "upload", collection: str = "default") -> None:
@@ -191,6 +192,9 @@ class OwnerOps:
         if not self.fan.info()["image_ids"] and owner_model.load_pending(self.owner) is not None:
             feats_all = self.register_pending(list(images))  # fit on every image, then register
         batches = plan_batches(images, batch_pixels, batch_images)
+        if not batches:
+            self.last_upload_stats = {"n": 0, "seconds": 0.0, "transactions": 0, "deid": {}}
+            return []
         one = len(batches) == 1
         done: list[int] = []
         stats: list[dict[str, Any]] = []
@@ -201,7 +205,9 @@ class OwnerOps:
                                                collection, None if feats_all is None else feats_all[s:e],
                                                one and self.progress)
                 except Exception as exc:
-                    if not done:
+                    if isinstance(exc, PartialCommitError):  # decided: this batch is stored too
+                        done += self._batch_ids
+                    if not done or (isinstance(exc, PartialCommitError) and len(done) == len(images)):
                         raise
                     raise UploadInterrupted(f"upload stopped after {len(done)} of {len(images)} images (ids "
                                             f"{done[0]}..{done[-1]} are stored): {exc}", done) from exc
@@ -232,6 +238,7 @@ class OwnerOps:
             raise TriVaultError("this owner directory does not match the servers' images")
         start = max(info["image_ids"], default=-1) + 1
         new_ids = np.arange(start, start + len(loaded), dtype=np.int64)
+        self._batch_ids = new_ids.tolist()  # stored if the commit below is decided, even partially
         feats = feats_new if old_feats is None else np.concatenate([old_feats, feats_new])
         ids = np.concatenate([old_ids, new_ids])
         deid_meta: list[dict] = []
