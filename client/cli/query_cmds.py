@@ -35,48 +35,96 @@ def _names(c) -> dict[int, str]:
         return {}
 
 
-def run_search(c, image: Path, k: int, nprobe: int, collection: str, purpose: str | None):
-    """One query's (ids, distances, names, note, seconds, bytes per server); the SDK's warnings
-    (k above the candidates ...) become the note."""
+def run_searches(c, images: list[Path], k: int, nprobe: int, collection: str, purpose: str | None):
+    """Per query: (result, names, note, session number), the queries run
+    :data:`client.search.MAX_QUERIES` per secure session; the SDK's warnings of a session (k above
+    the candidates ...) become the note."""
     import warnings
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if hasattr(c, "search_results"):  # SDK with batch search and labels
-            r = c.search_results(image, k=k, nprobe=nprobe, collection=collection, purpose=purpose)[0]
-        else:
-            r = c.search(image, k=k, nprobe=nprobe, collection=collection, purpose=purpose)
+    from ..search import MAX_QUERIES
+
     names = _names(c)
-    labels = getattr(r, "labels", None) or [None] * len(r.ids)
-    notes = [getattr(r, "note", None)] + [str(w.message) for w in caught]
-    note_text = "; ".join(dict.fromkeys(n for n in notes if n)) or None
-    return r, [lb or names.get(i, "") for i, lb in zip(r.ids, labels)], note_text
+    out = []
+    for s in range(0, len(images), MAX_QUERIES):
+        chunk = images[s:s + MAX_QUERIES]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if hasattr(c, "search_results"):  # SDK with batch search and labels
+                results = c.search_results(chunk, k=k, nprobe=nprobe, collection=collection, purpose=purpose)
+            else:
+                results = [c.search(q, k=k, nprobe=nprobe, collection=collection, purpose=purpose) for q in chunk]
+        warned = [str(w.message) for w in caught]
+        for r in results:
+            labels = getattr(r, "labels", None) or [None] * len(r.ids)
+            note_text = "; ".join(dict.fromkeys(n for n in [getattr(r, "note", None), *warned] if n)) or None
+            out.append((r, [lb or names.get(i, "") for i, lb in zip(r.ids, labels)], note_text, s // MAX_QUERIES))
+    return out
 
 
-def search(image: Path = typer.Argument(..., exists=True, dir_okay=False, help="query image"),
+def query_files(paths: list[Path]) -> list[Path]:
+    """The query images: files as given, folders scanned for images (recursively, sorted)."""
+    from .upload_files import scan
+
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found, _ = scan(p)
+            if not found:
+                fail(f"no images under {p}", "any format Pillow reads is accepted (.jpg, .png, .pgm, .tif ...)")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+def search(images: list[Path] = typer.Argument(..., exists=True, help="query image(s), or folders of them",
+                                               metavar="IMAGE..."),
            k: int = typer.Option(10, "-k", min=1, help="number of results"),
            nprobe: int = typer.Option(DEFAULT_NPROBE, min=1, help="index buckets probed (more: better recall, "
                                       "slower; capped at the index's buckets)"),
            collection: str = typer.Option("default", "--collection", help="collection to search"),
            purpose: str | None = PURPOSE_OPT, identity: Path | None = IDENTITY_OPT,
            config: Path | None = CONFIG_OPT, as_json: bool = JSON_OPT) -> None:
-    """Secure top-k search for IMAGE (results you may not see are dropped on the servers' shares)."""
+    """Secure top-k search for each IMAGE (results you may not see are dropped on the servers'
+    shares). Several images or a folder run 64 queries per secure session, which shares the
+    session's rounds: much faster per query than one command per image."""
+    queries = query_files(images)
     with sdk_errors(("INTERNAL", K_HINT), ("k=", K_HINT)), make_client(config, identity) as c:
-        r, names, why = run_search(c, image, k, nprobe, collection, purpose)
-    rows = [{"rank": n, "id": i, "name": name, "distance": d}
-            for n, (i, d, name) in enumerate(zip(r.ids, r.distances, names), 1)]
-    if why:
-        note(why)
-    elif len(rows) < k:
-        note(f"{len(rows)} result(s) for -k {k}: only these images are in the probed buckets and visible to you")
+        found = run_searches(c, queries, k, nprobe, collection, purpose)
+    answers = []
+    seconds_of = {n: r.seconds for r, _, _, n in found}  # a session's results share its time
+    for q, (r, names, why, _) in zip(queries, found):
+        rows = [{"rank": n, "id": i, "name": name, "distance": d}
+                for n, (i, d, name) in enumerate(zip(r.ids, r.distances, names), 1)]
+        short = None if why or len(rows) >= k else \
+            f"{len(rows)} result(s) for -k {k}: only these images are in the probed buckets and visible to you"
+        answers.append((q, r, rows, why or short))
     if as_json:
-        print_json({"results": rows, "note": why, "seconds": r.seconds, "bytes_per_server": r.bytes_per_party})
+        for q, _, _, why in answers:  # notes go to stderr, the JSON alone to stdout
+            if why:
+                note(why if len(answers) == 1 else f"{q}: {why}")
+        if len(answers) == 1:
+            _, r, rows, why = answers[0]
+            print_json({"results": rows, "note": why, "seconds": r.seconds, "bytes_per_server": r.bytes_per_party})
+        else:
+            print_json({"queries": [{"query": str(q), "results": rows, "note": why, "seconds": r.seconds,
+                                     "bytes_per_server": r.bytes_per_party} for q, r, rows, why in answers]})
         return
-    t = Table("rank", "id", "name", "distance")
-    for row in rows:
-        t.add_row(str(row["rank"]), str(row["id"]), row["name"] or "-", f"{row['distance']:.4f}")
-    console.print(t)
-    console.print(f"{r.seconds:.2f} s end to end, {r.bytes_per_party / 1e6:.2f} MB sent per server")
+    for q, r, rows, why in answers:
+        if len(answers) > 1:
+            console.print(f"query {q}")
+        if why:
+            note(why)
+        t = Table("rank", "id", "name", "distance")
+        for row in rows:
+            t.add_row(str(row["rank"]), str(row["id"]), row["name"] or "-", f"{row['distance']:.4f}")
+        console.print(t)
+        if len(answers) == 1:
+            console.print(f"{r.seconds:.2f} s end to end, {r.bytes_per_party / 1e6:.2f} MB sent per server")
+    if len(answers) > 1:
+        seconds = sum(seconds_of.values())
+        console.print(f"{len(answers)} queries in {len(seconds_of)} secure session(s): {seconds:.2f} s end to "
+                      f"end, {seconds / len(answers):.2f} s per query")
 
 
 def real_suffix(data: bytes) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -92,6 +93,11 @@ def test_up_upload_search_get_delete(tmp_path):
         assert r.exit_code == 0, r.output
         ranks = [ln.split("│") for ln in r.output.splitlines() if ln.startswith("│")]
         assert ranks[0][2].strip() == "2"  # its own id ranks first
+        r = runner.invoke(app, ["search", str(tmp_path / "photos"), "-k", "1", "-c", cfg, "--json"])
+        assert r.exit_code == 0, r.output
+        answers = json.loads(r.stdout)["queries"]  # a folder: every image a query, in one secure session
+        assert [Path(a["query"]).name for a in answers] == [p.name for p in sorted(photos)]
+        assert all(a["results"][0]["name"] == Path(a["query"]).name for a in answers)
         out = tmp_path / "got.png"
         r = runner.invoke(app, ["get", "2", "-o", str(out), "-c", cfg])
         assert r.exit_code == 0, r.output
