@@ -69,6 +69,9 @@ def _check_step(cmd: list[str], out: str, folder: Path) -> None:
         assert re.search(r"astronaut\.jpg\s*│ uploaded\s*│ 1\s*│ 0", out), out  # one face changed
     elif verb == "ls":
         assert "5 images" in out and "kitchen/coffee.png" in out
+    elif verb == "search" and "--json" in cmd:  # every photo a query, in one secure session
+        answers = json.loads(out)["queries"]
+        assert len(answers) == 5 and all(a["results"][0]["name"] in a["query"] for a in answers), out
     elif verb == "search" and "--identity" not in cmd:
         first = next(ln for ln in out.splitlines() if ln.startswith("│"))
         assert "chelsea.png" in first, out  # the cat query finds the cat
