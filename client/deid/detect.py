@@ -299,11 +299,15 @@ def detect(rgb: np.ndarray, faces: bool = True, plates: bool = True, tile_side: 
     (2.4 s of CPU per such photo; 960 px tiles: 37/40 and 42/43 at 1.3 s), and a missed region
     is published in the clear. Measured 2026-12-03; ``tests/deid/test_deid_detect.py`` checks a
     smaller version of the same probe."""
-    found: list[_Found] = []
-    if faces:
-        found += _tiled(face_detector(), rgb, tile_side)
-    if plates:
-        found += _tiled(plate_detector(), rgb, tile_side)
+    runs = ([face_detector()] if faces else []) + ([plate_detector()] if plates else [])
+    if len(runs) == 2 and max(rgb.shape[:2]) > tile_side:  # tiles: the two detectors on two threads
+        from concurrent.futures import ThreadPoolExecutor  # onnxruntime releases the GIL while it runs
+
+        with ThreadPoolExecutor(2) as pool:
+            parts = list(pool.map(lambda run: _tiled(run, rgb, tile_side), runs))
+    else:
+        parts = [_tiled(run, rgb, tile_side) for run in runs]
+    found = [f for part in parts for f in part]
     if max(rgb.shape[:2]) <= tile_side:
         return [f.region for f in found]
     return merge_duplicates(found)
