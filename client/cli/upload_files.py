@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..preprocess import viewed_rgb
+from ..preprocess import check_size, viewed_rgb
 
 SNIFFED_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP", "TIFF", "PPM", "WEBP", "MPO"})
 #: Phone formats Pillow cannot read here: listed as failed with what to do, not silently skipped.
@@ -74,6 +74,9 @@ def check(path: Path, folder: Path) -> Candidate:
             c.status, c.detail = "failed", f"{fmt} is not supported: convert it to JPEG or PNG first"
             return c
         with Image.open(path) as im:
+            check_size(im.width, im.height)
+            if im.format == "JPEG":  # decode the whole stream at 1/8 scale: 14 instead of 66 ms for 8 MP,
+                im.draft("RGB", (im.width // 8, im.height // 8))  # a truncated file still fails
             viewed_rgb(im)  # the decode every later step does (size limit, colour mode) fails here first
     except OSError as exc:
         c.status, c.detail = "failed", _reason(exc)
