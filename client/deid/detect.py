@@ -261,7 +261,9 @@ def merge_duplicates(found: list[_Found], max_iou: float = 0.3, max_contained: f
     (the detector saw the object at up to 3x the whole pass's scale), so they go first, most
     confident first. A box that is the same object as a kept one (IoU > ``max_iou``, or one lies
     mostly, > ``max_contained``, inside the other) is dropped, except that a kept box cut by a tile
-    edge becomes the union of both (privacy first: it covers what either covered)."""
+    edge becomes the union of both (privacy first: it covers what either covered). Last, a box
+    lying mostly inside a larger kept box of its kind is dropped (the larger covers it; one box
+    per object for the rendering)."""
     kept: list[_Found] = []
     for f in sorted(found, key=lambda f: (not f.fine, f.cut, -f.region.score)):
         r = f.region
@@ -273,7 +275,9 @@ def merge_duplicates(found: list[_Found], max_iou: float = 0.3, max_contained: f
             break
         else:
             kept.append(f)
-    return [k.region for k in kept]
+    boxes = [k.region for k in kept]
+    return [r for r in boxes if not any(o is not r and o.kind == r.kind and o.w * o.h > r.w * r.h
+                                        and _contained(o, r) > max_contained for o in boxes)]
 
 
 def _tiled(run: Callable[[np.ndarray], list[Region]], rgb: np.ndarray, side: int) -> list[_Found]:

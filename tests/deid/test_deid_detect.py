@@ -126,6 +126,12 @@ def test_merging_prefers_tile_boxes_and_unites_cut_ones() -> None:
     assert (merged.x, merged.y, merged.w, merged.h) == (600, 300, 70, 42)
     other = _Found(Region(10, 10, 30, 30, "face", 0.5, "t"), fine=True, cut=False)
     assert len(merge_duplicates([left, right, other])) == 2
+    # a face larger than the tiles' overlap: two cut pieces that do not touch, and the coarse view
+    top = _Found(Region(1000, 1000, 300, 150, "face", 0.6, "t"), fine=True, cut=True)
+    bottom = _Found(Region(1000, 1300, 300, 150, "face", 0.6, "t"), fine=True, cut=True)
+    coarse = _Found(Region(990, 990, 320, 470, "face", 0.9, "w"), fine=False, cut=False)
+    (face,) = merge_duplicates([top, bottom, coarse])  # one box, covering all three views
+    assert (face.x, face.y, face.x + face.w, face.y + face.h) == (990, 990, 1310, 1460)
 
 
 def test_small_faces_and_plates_in_a_large_photo_are_found(deid_data: Path) -> None:
