@@ -120,7 +120,7 @@ def _eight_bit(im: Image.Image) -> Image.Image:
         arr = arr.astype(np.uint16) if top > 255 else arr.astype(np.uint8)
     elif arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.uint16)  # I;16B and friends arrive big-endian
-    return Image.fromarray(_as_uint8(arr), mode="L")
+    return Image.fromarray(_as_uint8(arr))  # a 2-D uint8 array: mode "L"
 
 
 def viewed_rgb(im: Image.Image, max_pixels: int = MAX_PIXELS) -> Image.Image:
