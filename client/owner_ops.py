@@ -207,18 +207,14 @@ class OwnerOps:
                 except Exception as exc:
                     if isinstance(exc, PartialCommitError):  # decided: this batch is stored too
                         done += self._batch_ids
+                    self.last_upload_stats = _merged_stats(stats, len(done), time.perf_counter() - t0)
                     if not done or (isinstance(exc, PartialCommitError) and len(done) == len(images)):
                         raise
                     raise UploadInterrupted(f"upload stopped after {len(done)} of {len(images)} images (ids "
                                             f"{done[0]}..{done[-1]} are stored): {exc}", done) from exc
                 stats.append(self.last_upload_stats)
                 bar.update(e - s)
-        self.last_upload_stats = {
-            "n": len(done), "seconds": time.perf_counter() - t0, "transactions": len(stats),
-            "transfer_seconds": sum(x["transfer_seconds"] for x in stats),
-            "bytes_per_server": sum(x["bytes_per_server"] for x in stats), "index": stats[-1]["index"],
-            "index_bytes_per_server": stats[-1]["index_bytes_per_server"],
-            "deid": {k: v for x in stats for k, v in x["deid"].items()}}
+        self.last_upload_stats = _merged_stats(stats, len(done), time.perf_counter() - t0)
         return done
 
     def _upload_batch(self, images: Sequence[ImageInput], labels: Sequence[str] | None, deid: bool, eps: float,
@@ -301,6 +297,16 @@ class OwnerOps:
             raise
         self.owner.save_features(feats, ids)
         after()
+
+
+def _merged_stats(stats: list[dict[str, Any]], n: int, seconds: float) -> dict[str, Any]:
+    """``last_upload_stats`` of an upload made of the transactions ``stats`` (those committed)."""
+    return {"n": n, "seconds": seconds, "transactions": len(stats),
+            "transfer_seconds": sum(x["transfer_seconds"] for x in stats),
+            "bytes_per_server": sum(x["bytes_per_server"] for x in stats),
+            "index": stats[-1]["index"] if stats else None,
+            "index_bytes_per_server": stats[-1]["index_bytes_per_server"] if stats else 0.0,
+            "deid": {k: v for x in stats for k, v in x["deid"].items()}}
 
 
 def entry_name(source: ImageInput, label: str | None) -> str | None:
