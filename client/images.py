@@ -13,6 +13,12 @@ from .preprocess import ImageInputError, viewed_rgb
 ImageInput = str | Path | np.ndarray | Image.Image
 #: ISO-BMFF brands of HEIC/HEIF files (phone photos), which Pillow does not read here.
 HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
+HEIF_UNSUPPORTED = "HEIC/HEIF is not supported: convert it to JPEG or PNG first"
+
+
+def is_heif(head: bytes) -> bool:
+    """Whether a file's first bytes are a HEIC/HEIF container (by its ISO-BMFF brand)."""
+    return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
 
 
 def load_image_bytes(item: ImageInput) -> tuple[bytes, Image.Image]:
@@ -38,8 +44,8 @@ def load_image_bytes(item: ImageInput) -> tuple[bytes, Image.Image]:
     except ImageInputError as exc:
         raise ImageInputError(f"{name}: {exc}") from None
     except UnidentifiedImageError:
-        if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
-            raise ValueError(f"{name}: HEIC/HEIF is not supported: convert it to JPEG or PNG first") from None
+        if is_heif(data):
+            raise ValueError(f"{name}: {HEIF_UNSUPPORTED}") from None
         raise ValueError(f"{name}: not an image file") from None
     except (OSError, SyntaxError) as exc:
         raise ValueError(f"{name}: corrupt or truncated image ({exc})") from None

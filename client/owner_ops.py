@@ -148,8 +148,10 @@ class OwnerOps:
         self._commit_and_record(bundles, "upload", "default", feats, ids, recorded)
         return dict(fitted.recipe)  # type: ignore[arg-type]
 
-    def extract_features(self, images: Sequence[Image.Image], batch: int = 16) -> np.ndarray:
-        """Owner-side plaintext features of decoded images with the registered model."""
+    def extract_features(self, images: Sequence[Image.Image], batch: int = 16,
+                         progress: bool | None = None) -> np.ndarray:
+        """Owner-side plaintext features of decoded images with the registered model (a progress
+        bar when ``progress``, default: the client's setting)."""
         from .preprocess import crop_fraction_of, preprocess_batch
 
         module = self.module
@@ -161,7 +163,8 @@ class OwnerOps:
         arch = self.owner.load_arch()
         res, crop = int(arch["input_shape"][-1]), crop_fraction_of(arch)
         out = []
-        for s in tqdm(range(0, len(images), batch), desc="features", unit="batch", disable=not self.progress):
+        shown = self.progress if progress is None else progress
+        for s in tqdm(range(0, len(images), batch), desc="features", unit="batch", disable=not shown):
             x = preprocess_batch(list(images[s:s + batch]), res, crop)
             with torch.no_grad():
                 if module is not None:
@@ -224,11 +227,7 @@ class OwnerOps:
         info = self.fan.info()
         loaded = [load_image_bytes(x) for x in tqdm(images, desc="read", unit="img", disable=not progress)]
         if feats_new is None:
-            shown, self.progress = self.progress, progress
-            try:
-                feats_new = self.extract_features([im for _, im in loaded])
-            finally:
-                self.progress = shown
+            feats_new = self.extract_features([im for _, im in loaded], progress=progress)
         old_feats, old_ids = self.owner.load_features()
         if sorted(old_ids.tolist()) != sorted(info["image_ids"]):
             raise TriVaultError("this owner directory does not match the servers' images")

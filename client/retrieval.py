@@ -29,8 +29,7 @@ from . import crypto
 from .errors import TriVaultError
 from .identity import Identity
 from .integrity import open_record, verify_image
-from .pixel_release import open_marked
-from .preprocess import viewed_rgb
+from .pixel_release import decode_rgb, open_marked
 from .transport import Fanout, Sign, rpc_error
 
 
@@ -53,8 +52,7 @@ class Retrieved:
 
     def array(self) -> np.ndarray:
         """Decoded RGB uint8 array."""
-        with Image.open(io.BytesIO(self.data)) as im:
-            return np.asarray(viewed_rgb(im))
+        return decode_rgb(self.data)
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

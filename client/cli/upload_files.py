@@ -13,11 +13,13 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..images import HEIF_UNSUPPORTED, is_heif
 from ..preprocess import check_size, viewed_rgb
 
 SNIFFED_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP", "TIFF", "PPM", "WEBP", "MPO"})
-#: Phone formats Pillow cannot read here: listed as failed with what to do, not silently skipped.
-UNREADABLE_SUFFIXES = {".heic": "HEIC", ".heif": "HEIF", ".hif": "HEIF"}
+#: Phone formats Pillow cannot read here: scanned as images so that they are listed as failed with
+#: what to do (``client.images.is_heif``), not silently skipped.
+UNREADABLE_SUFFIXES = frozenset({".heic", ".heif", ".hif"})
 
 
 def image_extensions() -> set[str]:
@@ -69,9 +71,8 @@ def check(path: Path, folder: Path) -> Candidate:
     try:
         data = path.read_bytes()
         c.size, c.sha256 = len(data), hashlib.sha256(data).hexdigest()
-        fmt = UNREADABLE_SUFFIXES.get(path.suffix.lower())
-        if fmt is not None:
-            c.status, c.detail = "failed", f"{fmt} is not supported: convert it to JPEG or PNG first"
+        if is_heif(data):
+            c.status, c.detail = "failed", HEIF_UNSUPPORTED
             return c
         with Image.open(path) as im:
             check_size(im.width, im.height)
