@@ -116,7 +116,7 @@ def _eight_bit(im: Image.Image) -> Image.Image:
     if im.mode == "I":
         top = int(arr.max(initial=0))
         if arr.min(initial=0) < 0 or top > 65535:
-            raise ImageInputError(f"32-bit integer image with values outside 0..65535 ({arr.min()}..{top})")
+            raise ImageInputError("32-bit integer image with values outside 0..65535")
         arr = arr.astype(np.uint16) if top > 255 else arr.astype(np.uint8)
     elif arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.uint16)  # I;16B and friends arrive big-endian
