@@ -1,0 +1,357 @@
+"""Checked products: security with abort for bilinear products over Z_2^64 by a distributed ZK proof.
+
+In a replicated product (:mod:`protocols.arithmetic`) party ``i`` computes its message
+``m_i = f(x_i, y_i) + f(x_i, y_{i+1}) + f(x_{i+1}, y_i) + w_i - u_i`` (``w_i``, ``u_i`` its
+draws from the keys it shares with parties ``i+1`` and ``i-1``) and sends it to party
+``i-1``. Everything ``m_i`` depends on is also held by one of the two other parties:
+``x_i, y_i, u_i`` by ``V1 = i-1`` (which receives ``m_i``), ``x_{i+1}, y_{i+1}, w_i`` by
+``V2 = i+1``. So the two can check ``m_i`` together without learning anything, with the
+prover's help: the fully linear proofs of Boyle, Gilboa, Ishai and Nof ("Practical fully
+secure three-party computation via sublinear distributed zero-knowledge proofs", CCS 2019),
+run over the Galois ring GR(2^64, 48) of :mod:`protocols.galois` (Boyle et al., "Efficient
+fully secure computation via distributed zero-knowledge proofs", ASIACRYPT 2020, for rings).
+
+:func:`checked_mul` / :func:`checked_matmul` are the semi-honest products (1 round, one
+element per output per party) that also record what this party needs to prove its own
+message and to verify its neighbours' (a :class:`ProductLog`). :func:`verify_products`
+then checks every recorded product of all three parties at once; it must run before any
+value that depends on them is revealed. Each party is prover once (its own messages) and
+verifier twice (as ``V1`` of party ``i+1``, as ``V2`` of party ``i-1``), in the same rounds.
+
+Steps for one prover ``P`` (all three run in parallel; ``T1 = m - f(x_i, y_i) + u_i`` is
+known to V1, ``T2 = -w_i`` to V2, and the claim is ``T1 + T2 = f(A, B') + f(A', B)`` with
+``A, B = x_i, y_i`` at V1 and ``A', B' = x_{i+1}, y_{i+1}`` at V2):
+
+0. Pad (1 round): P draws ``alpha`` (key with V1) and ``beta`` (key with V2), uniform ring
+   elements appended to the two vectors below so that the last step reveals nothing, and
+   sends V2 its share ``alpha beta - p1`` of their product (``p1`` from the key with V1).
+   This is fixed before the challenge: P cannot use it to cancel an error.
+1. Challenge (1 round): V1 and V2 draw a seed from the key P lacks and both send it to P
+   (P aborts if they differ). It expands to random ring elements: a coefficient ``rho_g``
+   per output of an elementwise product, a pair ``s`` (rows), ``t`` (columns) per matrix
+   product. Every claim becomes ONE inner product between a vector V1 computes alone and one
+   V2 computes alone: ``sum_g rho_g e_g = <rho*A, B'> + <rho*B, A'> - tau`` (length ``2n``),
+   and ``s^T E t = <A^T s, B' t> + <B t, A'^T s> - tau`` (length ``2k``; ``E`` the error
+   matrix, ``k`` the inner dimension, so a matrix product costs its INPUT sizes, not its
+   multiply-adds). ``tau`` is split: V1 computes ``rho . T1``, V2 ``rho . T2``.
+2. Fold (2 rounds each, ``R = log2 M`` times, ``M`` the padded length): P sends V2 its
+   share of ``h(X) = <u_L + X (u_R - u_L), v_L + X (v_R - v_L)>`` (3 elements; V1's share
+   comes from the key with P); the verifiers keep their shares of ``h(0) + h(1) - claim``,
+   send P a fresh challenge seed ``r`` (``r`` and ``1 - r`` units), and all fold the vectors
+   at ``r``; the claim becomes ``h(r)``.
+3. Decide (1 round): V1 and V2 swap the folded entries ``u*``, ``v*`` (each masked by the
+   pad times a unit) and their shares of ``sum_t gamma_t residual_t + gamma (u* v* - claim)``
+   with ``gamma`` from their key; each requires the sum to be 0, else raises
+   :class:`ProofRejected` naming P and the other verifier (the two honest parties' reports
+   intersect in the deviating one).
+
+Cost (:func:`check_cost`, asserted in tests/unit/test_dzk.py): ``2 R + 3`` rounds and
+``244 + 148 R`` words per party, independent of the products but for ``R`` (``M`` =
+smallest power of two above ``1 +`` the sum of ``2 n`` per elementwise and ``2 k`` per
+matrix product; ``R = 20`` for a million). Computation is ``O(M * 48^2)`` word products
+per role: the checks cost CPU, not bytes.
+
+Soundness (:func:`soundness_bits`): a prover whose messages are wrong passes only if the
+challenge is a root of a nonzero polynomial over GR(2^64, 48) of degree at most 2 (step 1:
+degree 2 for ``s^T E t``; step 2: each fold, ``2 / (2^48 - 2)`` with ``r`` drawn from the
+residues where ``r`` and ``1 - r`` are units) or of degree 1 (step 3): at most
+``(2 R + 3) / (2^48 - 2)``, i.e. at least 41 bits for ``R <= MAX_FOLDS = 40``.
+Zero knowledge (semi-honest or malicious verifier, honest prover): a verifier sees shares
+masked by the key it lacks, public challenges, and one folded entry of the other's vector
+plus the pad times a unit: uniform.
+
+Scope: integer products (no truncation is verified: a fixed-point product returns the
+untruncated scale ``x.frac_bits + y.frac_bits``); ``checked_matmul`` takes 2-D operands.
+Nothing in the query uses it yet (docs/SECURITY.md, *Inside the query*).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from . import galois as G
+from .party import Party
+from .prf import PRG, derive_key
+from .sharing import ArithmeticShares
+
+MAX_FOLDS = 40
+_SEED_WORDS = 2
+_E = G.DEGREE
+
+
+class ProofRejected(RuntimeError):
+    """A check of one party's products failed: one of ``suspects`` deviated."""
+
+    def __init__(self, message: str, suspects: tuple[int, ...]) -> None:
+        super().__init__(message)
+        self.suspects = suspects
+
+
+@dataclass
+class _Product:
+    kind: str  # "mul" or "matmul"
+    x_lo: torch.Tensor
+    x_hi: torch.Tensor
+    y_lo: torch.Tensor
+    y_hi: torch.Tensor
+    received: torch.Tensor  # party i+1's message (this party is its V1)
+    draw_next: torch.Tensor  # this party's draw with party i+1 (= that prover's u)
+    draw_prev: torch.Tensor  # this party's draw with party i-1 (= that prover's w)
+
+    def vector_length(self) -> int:
+        if self.kind == "mul":
+            return 2 * self.x_lo.numel()
+        return 2 * self.x_lo.shape[1]
+
+
+@dataclass
+class ProductLog:
+    """One party's record of the products it made since the last :func:`verify_products`."""
+
+    party: Party
+    products: list[_Product] = field(default_factory=list)
+
+    def vector_length(self) -> int:
+        return sum(p.vector_length() for p in self.products)
+
+
+def _checked(x: ArithmeticShares, y: ArithmeticShares, kind: str, log: ProductLog) -> ArithmeticShares:
+    if x.party is not y.party or x.party is not log.party:
+        raise ValueError("cannot multiply shares of different parties/sessions")
+    party = x.party
+    if kind == "mul":
+        shape = torch.broadcast_shapes(x.shape, y.shape)
+        xl, xh = x.lo.expand(shape).contiguous(), x.hi.expand(shape).contiguous()
+        yl, yh = y.lo.expand(shape).contiguous(), y.hi.expand(shape).contiguous()
+        z = xl * (yl + yh) + xh * yl
+    else:
+        if len(x.shape) != 2 or len(y.shape) != 2 or x.shape[1] != y.shape[0]:
+            raise ValueError(f"checked_matmul: need [m, k] @ [k, n], got {tuple(x.shape)} @ {tuple(y.shape)}")
+        xl, xh, yl, yh = x.lo, x.hi, y.lo, y.hi
+        z = xl @ (yl + yh) + xh @ yl
+    draw_next = party.prg_next.int64(z.shape)
+    draw_prev = party.prg_prev.int64(z.shape)
+    z = z + draw_next - draw_prev
+    got, _ = party.comm.exchange(send_prev=z, recv_next=True)
+    log.products.append(_Product(kind, xl, xh, yl, yh, got, draw_next, draw_prev))
+    return ArithmeticShares(party, z, got, x.frac_bits + y.frac_bits)
+
+
+def checked_mul(x: ArithmeticShares, y: ArithmeticShares, log: ProductLog) -> ArithmeticShares:
+    """Elementwise ``[x] * [y]``, recorded in ``log`` for :func:`verify_products`. Cost: 1 round, 1 element
+    per output per party (as :func:`protocols.arithmetic.mul`); the result is NOT verified until then."""
+    return _checked(x, y, "mul", log)
+
+
+def checked_matmul(x: ArithmeticShares, y: ArithmeticShares, log: ProductLog) -> ArithmeticShares:
+    """``[x] @ [y]`` for 2-D operands, recorded in ``log``. Cost: 1 round, 1 element per output per party."""
+    return _checked(x, y, "matmul", log)
+
+
+def _f(kind: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a * b if kind == "mul" else a @ b
+
+
+@dataclass
+class _Challenges:
+    rho: torch.Tensor | None = None  # elementwise: [n, E]
+    s: torch.Tensor | None = None  # matmul rows: [m, E]
+    t: torch.Tensor | None = None  # matmul columns: [n, E]
+
+
+def _draw(p: _Product, rng: PRG) -> _Challenges:
+    if p.kind == "mul":
+        return _Challenges(rho=G.random(rng, p.x_lo.numel()))
+    return _Challenges(s=G.random(rng, p.x_lo.shape[0]), t=G.random(rng, p.y_lo.shape[1]))
+
+
+def _v1_vector(p: _Product, c: _Challenges, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """From ``A = x_i``, ``B = y_i``: ``[rho*A ; rho*B]`` or ``[A^T s ; B t]``."""
+    if p.kind == "mul":
+        assert c.rho is not None
+        return torch.cat([c.rho * a.reshape(-1, 1), c.rho * b.reshape(-1, 1)])
+    assert c.s is not None and c.t is not None
+    return torch.cat([a.T @ c.s, b @ c.t])
+
+
+def _v2_vector(p: _Product, c: _Challenges, a2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+    """From ``A' = x_{i+1}``, ``B' = y_{i+1}``: ``[B' ; A']`` (lifted) or ``[B' t ; A'^T s]``."""
+    if p.kind == "mul":
+        return G.lift(torch.cat([b2.reshape(-1), a2.reshape(-1)]))
+    assert c.s is not None and c.t is not None
+    return torch.cat([b2 @ c.t, a2.T @ c.s])
+
+
+def _tau(p: _Product, c: _Challenges, target: torch.Tensor) -> torch.Tensor:
+    """``rho . T`` or ``s^T T t`` for this verifier's part ``T`` of the claim."""
+    if p.kind == "mul":
+        assert c.rho is not None
+        return (c.rho * target.reshape(-1, 1)).sum(0)
+    assert c.s is not None and c.t is not None
+    return G.inner(c.s, target @ c.t)
+
+
+def _folds(length: int) -> int:
+    return max(1, math.ceil(math.log2(length + 1)))
+
+
+def _padded(vec: torch.Tensor, pad: torch.Tensor, folds: int) -> torch.Tensor:
+    out = G.zeros(1 << folds)
+    out[: vec.shape[0]] = vec
+    out[vec.shape[0]] = pad
+    return out
+
+
+def _seed_tensor(prg: PRG) -> torch.Tensor:
+    return torch.frombuffer(prg.bytes(8 * _SEED_WORDS), dtype=torch.int64, count=_SEED_WORDS).clone()
+
+
+def _expand(seed: torch.Tensor, label: str) -> PRG:
+    return PRG(derive_key(seed.numpy().tobytes(), label))
+
+
+def _challenge(seed: torch.Tensor) -> torch.Tensor:
+    """A ring element ``r`` with ``r`` and ``1 - r`` units, from a public seed (rejection sampling)."""
+    rng = _expand(seed, "dzk-fold")
+    while True:
+        r = G.random(rng)
+        if bool(G.is_unit(r)) and bool(G.is_unit(G.one() - r)):
+            return r
+
+
+def _fold(vec: torch.Tensor, mr: torch.Tensor) -> torch.Tensor:
+    half = vec.shape[0] // 2
+    low, high = vec[:half], vec[half:]
+    return low + (high - low) @ mr
+
+
+def _agree(a: torch.Tensor, b: torch.Tensor, me: int, prev: int, nxt: int, what: str) -> None:
+    if not torch.equal(a, b):
+        raise ProofRejected(
+            f"server {me}: servers {prev} and {nxt} sent different {what} for the check of its products",
+            (prev, nxt),
+        )
+
+
+def verify_products(log: ProductLog) -> None:
+    """Check every product in ``log`` (all three parties' messages); clears the log.
+
+    Raises :class:`ProofRejected` if any party's messages (or its part in a check) were wrong.
+    Cost: :func:`check_cost` (``2 R + 3`` rounds). See the module docstring for the steps.
+    """
+    party, comm = log.party, log.party.comm
+    me, nxt, prev = party.id, (party.id + 1) % 3, (party.id - 1) % 3
+    products, log.products = log.products, []
+    length = sum(p.vector_length() for p in products)
+    folds = _folds(length)
+    if folds > MAX_FOLDS:
+        raise ValueError(f"verify_products: {length} vector entries exceed 2^{MAX_FOLDS}; verify more often")
+
+    seed_prev = party.prg_prev.bytes(16)[:16]
+    seed_next = party.prg_next.bytes(16)[:16]
+
+    def sub(seed: bytearray, label: str) -> PRG:
+        return PRG(derive_key(bytes(seed), label))
+
+    # Prover role (my messages): masks with V1 = prev and V2 = next.
+    pm1, pm2 = sub(seed_prev, f"dzk-mask-{me}"), sub(seed_next, f"dzk-mask-{me}")
+    # V1 of prover nxt: its masks come from our pair key, challenges from the key with prev.
+    v1_mask, v1_coin = sub(seed_next, f"dzk-mask-{nxt}"), sub(seed_prev, f"dzk-coin-{nxt}")
+    # V2 of prover prev: masks from our pair key, challenges from the key with nxt.
+    v2_mask, v2_coin = sub(seed_prev, f"dzk-mask-{prev}"), sub(seed_next, f"dzk-coin-{prev}")
+
+    # 0. Pads; P sends V2 its share of alpha * beta.
+    alpha, p1 = G.random(pm1), G.random(pm1)
+    beta = G.random(pm2)
+    v1_alpha, v1_p1 = G.random(v1_mask), G.random(v1_mask)
+    v2_beta = G.random(v2_mask)
+    _, got_p2 = comm.exchange(send_next=G.mul(alpha, beta) - p1, recv_prev=True)
+
+    # 1. Challenge seeds: as V1 to nxt, as V2 to prev; as P from both.
+    v1_seed, v2_seed = _seed_tensor(v1_coin), _seed_tensor(v2_coin)
+    from_next, from_prev = comm.exchange(send_next=v1_seed, send_prev=v2_seed, recv_next=True, recv_prev=True)
+    _agree(from_prev, from_next, me, prev, nxt, "challenges")
+
+    p_u, p_v, v1_u, v2_v = [], [], [], []
+    v1_claim, v2_claim = G.zeros(), G.zeros()
+    p_rng, v1_rng, v2_rng = _expand(from_prev, "dzk-rho"), _expand(v1_seed, "dzk-rho"), _expand(v2_seed, "dzk-rho")
+    for p in products:
+        c = _draw(p, p_rng)  # prover: A, B = my lo; A', B' = my hi
+        p_u.append(_v1_vector(p, c, p.x_lo, p.y_lo))
+        p_v.append(_v2_vector(p, c, p.x_hi, p.y_hi))
+        c = _draw(p, v1_rng)  # V1 of nxt: A = x_{i+1}, B = y_{i+1} = my hi
+        v1_u.append(_v1_vector(p, c, p.x_hi, p.y_hi))
+        v1_claim = v1_claim + _tau(p, c, p.received - _f(p.kind, p.x_hi, p.y_hi) + p.draw_next)
+        c = _draw(p, v2_rng)  # V2 of prev: A' = x_i, B' = y_i = my lo
+        v2_v.append(_v2_vector(p, c, p.x_lo, p.y_lo))
+        v2_claim = v2_claim - _tau(p, c, p.draw_prev)
+
+    def cat(parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts) if parts else G.zeros(0)
+
+    u, v = _padded(cat(p_u), alpha, folds), _padded(cat(p_v), beta, folds)
+    v1_vec, v2_vec = _padded(cat(v1_u), v1_alpha, folds), _padded(cat(v2_v), v2_beta, folds)
+    v1_claim, v2_claim = v1_claim + v1_p1, v2_claim + got_p2
+    v1_res, v2_res = [], []
+
+    # 2. Folds.
+    for _ in range(folds):
+        half = u.shape[0] // 2
+        c0 = G.inner(u[:half], v[:half])
+        c_hi = G.inner(u[half:], v[half:])
+        c2 = G.inner(u[half:] - u[:half], v[half:] - v[:half])
+        h = torch.stack([c0, c_hi - c0 - c2, c2])
+        h1 = G.random(pm1, 3)
+        _, got_h2 = comm.exchange(send_next=(h - h1).reshape(-1), recv_prev=True)
+        v1_h = G.random(v1_mask, 3)
+        v2_h = got_h2.view(3, _E)
+        v1_res.append(2 * v1_h[0] + v1_h[1] + v1_h[2] - v1_claim)
+        v2_res.append(2 * v2_h[0] + v2_h[1] + v2_h[2] - v2_claim)
+        v1_seed, v2_seed = _seed_tensor(v1_coin), _seed_tensor(v2_coin)
+        from_next, from_prev = comm.exchange(send_next=v1_seed, send_prev=v2_seed, recv_next=True, recv_prev=True)
+        _agree(from_prev, from_next, me, prev, nxt, "fold challenges")
+        r_p, r_v1, r_v2 = _challenge(from_prev), _challenge(v1_seed), _challenge(v2_seed)
+        u, v = _fold(u, G.mul_matrix(r_p)), _fold(v, G.mul_matrix(r_p))
+        v1_vec, v2_vec = _fold(v1_vec, G.mul_matrix(r_v1)), _fold(v2_vec, G.mul_matrix(r_v2))
+        v1_claim, v2_claim = G.poly_eval(v1_h, r_v1), G.poly_eval(v2_h, r_v2)
+
+    # 3. Decide: swap folded entries and shares of the combined residual.
+    v1_gamma, v2_gamma = G.random(v1_coin, folds + 1), G.random(v2_coin, folds + 1)
+
+    def combined(gamma: torch.Tensor, res: list[torch.Tensor], claim: torch.Tensor) -> torch.Tensor:
+        return G.inner(gamma[:-1], torch.stack(res)) - G.mul(gamma[-1], claim)
+
+    v1_z = combined(v1_gamma, v1_res, v1_claim)
+    v2_z = combined(v2_gamma, v2_res, v2_claim)
+    from_next, from_prev = comm.exchange(
+        send_prev=torch.cat([v1_vec[0], v1_z]), send_next=torch.cat([v2_vec[0], v2_z]),
+        recv_next=True, recv_prev=True,
+    )
+    # As V1 of nxt (co-verifier prev sent its v* and share); as V2 of prev (co-verifier nxt sent u*).
+    ok_v1 = torch.equal(v1_z + from_prev[_E:] + G.mul(v1_gamma[-1], G.mul(v1_vec[0], from_prev[:_E])), G.zeros())
+    ok_v2 = torch.equal(from_next[_E:] + v2_z + G.mul(v2_gamma[-1], G.mul(from_next[:_E], v2_vec[0])), G.zeros())
+    if not ok_v1:
+        raise ProofRejected(
+            f"server {me}: the check of server {nxt}'s products failed (server {nxt} or server {prev} deviated)",
+            (nxt, prev),
+        )
+    if not ok_v2:
+        raise ProofRejected(
+            f"server {me}: the check of server {prev}'s products failed (server {prev} or server {nxt} deviated)",
+            (prev, nxt),
+        )
+
+
+def check_cost(vector_length: int) -> tuple[int, int]:
+    """``(rounds, words sent per party)`` of :func:`verify_products` for a log of ``vector_length`` entries."""
+    folds = _folds(vector_length)
+    return 2 * folds + 3, 244 + 148 * folds
+
+
+def soundness_bits(vector_length: int) -> float:
+    """``-log2`` of the probability that wrong messages pass: ``(2 R + 3) / (2^48 - 2)``."""
+    folds = _folds(vector_length)
+    return -math.log2((2 * folds + 3) / (2.0**G.DEGREE - 2))

@@ -1,0 +1,103 @@
+"""The Galois ring GR(2^64, 48) = Z_2^64[X] / (f(X)): the extension where checks get soundness.
+
+A check over Z_2^64 itself is weak: a random coefficient ``r`` kills the error ``2^63``
+whenever ``r`` is even (probability 1/2). In the degree-``DEGREE`` extension, a nonzero
+polynomial of degree ``k`` has a uniformly random root with probability at most
+``k / 2^DEGREE`` (write it as ``2^v g`` with ``g`` nonzero mod 2: a root reduces to a root
+of ``g mod 2`` over GF(2^48), which has at most ``k``; Abspoel et al., "Fast secure
+multiparty computation over arbitrary rings", TCC 2019).
+
+``f(X) = X^48 + X^5 + X^3 + X^2 + 1`` is irreducible over GF(2) (Rabin's test,
+tests/unit/test_galois.py), so any monic lift of it defines GR(2^64, 48); ring arithmetic in
+the coefficients is int64 arithmetic, wrapping mod 2^64.
+
+Elements are int64 tensors whose LAST dimension holds the ``DEGREE`` coefficients
+(``[..., 48]``, coefficient of ``X^i`` at index ``i``). Cost: a product of two elements is
+``48^2`` word multiplications; a Z_2^64 scalar times an element is 48.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .prf import PRG
+
+DEGREE = 48
+TAPS = (0, 2, 3, 5)
+"""``f(X) = X^DEGREE + sum(X^t for t in TAPS)``, so ``X^DEGREE = -sum(X^t)`` in the ring."""
+
+
+def zeros(*shape: int) -> torch.Tensor:
+    """``shape`` zero elements (``[*shape, DEGREE]``)."""
+    return torch.zeros(*shape, DEGREE, dtype=torch.int64)
+
+
+def one() -> torch.Tensor:
+    out = zeros()
+    out[0] = 1
+    return out
+
+
+def lift(x: torch.Tensor) -> torch.Tensor:
+    """Z_2^64 values ``[...]`` -> the constant elements ``[..., DEGREE]``."""
+    out = torch.zeros(*x.shape, DEGREE, dtype=torch.int64)
+    out[..., 0] = x
+    return out
+
+
+def random(prg: PRG, *shape: int) -> torch.Tensor:
+    """Uniform elements ``[*shape, DEGREE]`` from ``prg``."""
+    return prg.int64((*shape, DEGREE))
+
+
+def is_unit(a: torch.Tensor) -> torch.Tensor:
+    """Invertible iff nonzero mod 2 (the ring is local with maximal ideal (2)). ``[...]`` bool."""
+    return (a & 1).any(-1)
+
+
+def _powers() -> torch.Tensor:
+    """``[2 DEGREE - 1, DEGREE]``: row ``k`` holds ``X^k mod f``."""
+    rows = [torch.zeros(DEGREE, dtype=torch.int64) for _ in range(DEGREE)]
+    for k in range(DEGREE):
+        rows[k][k] = 1
+    for _ in range(DEGREE - 1):
+        prev = rows[-1]
+        nxt = torch.cat([torch.zeros(1, dtype=torch.int64), prev[:-1]])  # times X
+        for t in TAPS:  # the X^DEGREE term becomes -sum X^t
+            nxt[t] -= prev[-1]
+        rows.append(nxt)
+    return torch.stack(rows)
+
+
+_POWERS = _powers()
+_PRODUCT = _POWERS[torch.arange(DEGREE).view(-1, 1) + torch.arange(DEGREE).view(1, -1)].reshape(DEGREE * DEGREE, DEGREE)
+"""``[DEGREE^2, DEGREE]``: row ``i DEGREE + j`` is ``X^(i+j) mod f``; ``(a outer b).flatten() @ _PRODUCT = a b``."""
+
+
+def mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Elementwise product (broadcasting over the leading dimensions). Cost: ``DEGREE^3`` word products
+    per element (one matmul; meant for few elements: use :func:`mul_matrix` or :func:`inner` for many)."""
+    outer = a.unsqueeze(-1) * b.unsqueeze(-2)
+    return outer.reshape(*outer.shape[:-2], DEGREE * DEGREE) @ _PRODUCT
+
+
+def mul_matrix(r: torch.Tensor) -> torch.Tensor:
+    """The ``[DEGREE, DEGREE]`` matrix ``M`` with ``a @ M = r * a`` for every ``a`` (``r`` one element):
+    row ``i`` is ``r X^i``. Multiplying many elements by one ``r`` is then one int64 matmul."""
+    return torch.einsum("j,jik->ik", r, _PRODUCT.view(DEGREE, DEGREE, DEGREE))
+
+
+def inner(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``sum_g u_g v_g`` for ``u, v [m, DEGREE]`` -> one element. Cost: ``m DEGREE^2`` word products (one matmul)."""
+    if u.shape != v.shape or u.dim() != 2:
+        raise ValueError(f"inner: need two [m, {DEGREE}] tensors, got {tuple(u.shape)} and {tuple(v.shape)}")
+    outer = u.T @ v  # [D, D]: outer[i, j] = sum_g u[g, i] v[g, j], the coefficient of X^(i + j)
+    return outer.reshape(-1) @ _PRODUCT
+
+
+def poly_eval(coeffs: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """``sum_k coeffs[k] r^k`` for ``coeffs [K, DEGREE]`` and one element ``r`` (Horner)."""
+    acc = coeffs[-1].clone()
+    for k in range(coeffs.shape[0] - 2, -1, -1):
+        acc = mul(acc, r) + coeffs[k]
+    return acc

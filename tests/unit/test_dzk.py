@@ -1,0 +1,146 @@
+"""protocols.dzk: checked products on in-process parties. Honest runs are exact and pass at the
+pinned cost; every message any one party sends (its products' reshares, and each of its messages
+inside the check) carrying an error, a low one or 2^63, ends in ProofRejected naming it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from protocols import galois as G
+from protocols.dzk import (
+    MAX_FOLDS,
+    ProductLog,
+    ProofRejected,
+    check_cost,
+    checked_matmul,
+    checked_mul,
+    soundness_bits,
+    verify_products,
+)
+from protocols.party import Party
+from protocols.prf import PRG, derive_key
+from protocols.sharing import from_pair, reconstruct, share
+from protocols.simulate import PartyFailed, run_parties
+
+_G = torch.Generator().manual_seed(0)
+X = torch.randint(-(2**62), 2**62, (100,), generator=_G)
+Y = torch.randint(-(2**62), 2**62, (100,), generator=_G)
+A = torch.randint(-(2**62), 2**62, (7, 5), generator=_G)
+B = torch.randint(-(2**62), 2**62, (5, 3), generator=_G)
+LENGTH = 2 * 100 + 2 * 5  # vector entries: 2n for the elementwise product, 2k for the matrix product
+MESSAGES = 2 + 1 + 2 + 3 * 8 + 2  # products; pad; challenge (2 sends); 8 folds (1 as P, 2 as V); decide (2)
+
+
+def _pairs():
+    shares = [share(t) for t in (X, Y, A, B)]
+    return [[s[i] for s in shares] for i in range(3)]
+
+
+def _products(party: Party, px, py, pa, pb):
+    log = ProductLog(party)
+    x, y, a, b = (from_pair(party, p) for p in (px, py, pa, pb))
+    z, w = checked_mul(x, y, log), checked_matmul(a, b, log)
+    before = party.comm.stats.snapshot()
+    verify_products(log)
+    return (z.lo, z.hi), (w.lo, w.hi), party.comm.stats - before
+
+
+def test_honest_products_are_exact_and_the_check_costs_what_check_cost_says():
+    out = run_parties(_products, _pairs())
+    assert torch.equal(reconstruct([o[0] for o in out]), X * Y)  # wrap-around products in Z_2^64
+    assert torch.equal(reconstruct([o[1] for o in out]), A @ B)
+    rounds, words = check_cost(LENGTH)
+    assert (rounds, words) == (2 * 8 + 3, 244 + 148 * 8)  # 211 entries with the pad -> 256 = 2^8
+    for *_, st in out:
+        assert st.rounds == rounds
+        assert st.bytes_sent == 8 * words
+
+
+def _faulty(bad: int, index: int, error: int):
+    """Party ``bad`` adds ``error`` to the first word of the ``index``-th tensor it sends."""
+
+    def body(party: Party, *pairs):
+        if party.id == bad:
+            send, sent = party.comm._send, [0]
+
+            def corrupt(to: int, t: torch.Tensor) -> None:
+                if sent[0] == index:
+                    t = t.clone()
+                    t.view(-1)[0] += error
+                sent[0] += 1
+                send(to, t)
+
+            party.comm._send = corrupt
+        return _products(party, *pairs)
+
+    return body
+
+
+@pytest.mark.parametrize("bad", [0, 1, 2])
+def test_an_error_in_any_message_of_one_party_is_rejected_naming_it(bad):
+    kinds = (1, -(1 << 63), int(torch.randint(1, 1 << 62, (1,), generator=_G)))  # low, top bit, random
+    for index in range(MESSAGES):
+        error = kinds[(index + bad) % 3]
+        with pytest.raises(PartyFailed) as exc:
+            run_parties(_faulty(bad, index, error), _pairs())
+        cause = exc.value.__cause__
+        assert isinstance(cause, ProofRejected), (index, error, exc.value)
+        assert bad in cause.suspects, (index, error, cause)
+    run_parties(_faulty(bad, MESSAGES, 1), _pairs())  # past its last message: nothing changes, it passes
+
+
+def test_a_prover_that_fixes_the_first_fold_to_hide_its_error_is_still_rejected():
+    """Party 1 adds e to its first reshared element, then, knowing the challenge, shifts its first
+    fold polynomial by rho_0 e X so that h(0) + h(1) matches the verifiers' claim. The lie moves into
+    h(r) and is caught later."""
+    e = 12345
+
+    def body(party: Party, *pairs):
+        if party.id == 1:
+            send, recv, sent, seen = party.comm._send, party.comm._recv, [0], {}
+
+            def lying_recv(frm: int) -> torch.Tensor:
+                t = recv(frm)
+                if "seed" not in seen and t.numel() == 2:
+                    seen["seed"] = t
+                return t
+
+            def lying_send(to: int, t: torch.Tensor) -> None:
+                if sent[0] == 0:  # its reshare of the elementwise product
+                    t = t.clone()
+                    t[0] += e
+                if sent[0] == 5:  # its first fold message to V2: (c0, c1, c2) minus V1's mask share
+                    rho0 = G.random(PRG(derive_key(seen["seed"].numpy().tobytes(), "dzk-rho")), 100)[0]
+                    t = t.clone().view(3, G.DEGREE)
+                    t[1] += rho0 * e
+                    t = t.reshape(-1)
+                sent[0] += 1
+                send(to, t)
+
+            party.comm._send, party.comm._recv = lying_send, lying_recv
+        return _products(party, *pairs)
+
+    with pytest.raises(PartyFailed) as exc:
+        run_parties(body, _pairs())
+    assert isinstance(exc.value.__cause__, ProofRejected) and 1 in exc.value.__cause__.suspects
+
+
+def test_fixed_point_products_keep_the_untruncated_scale():
+    def body(party: Party, px, py):
+        log = ProductLog(party)
+        x, y = from_pair(party, px, 16), from_pair(party, py, 16)
+        z = checked_mul(x, y, log)
+        verify_products(log)
+        return z.frac_bits, (z.lo, z.hi)
+
+    xs, ys = share(torch.tensor([3 << 16])), share(torch.tensor([-5 << 16]))
+    out = run_parties(body, [[xs[i], ys[i]] for i in range(3)])
+    assert out[0][0] == 32
+    assert int(reconstruct([o[1] for o in out])) == -15 << 32
+
+
+def test_soundness_is_at_least_2_to_the_minus_40_up_to_the_fold_limit():
+    assert soundness_bits(LENGTH) > 43
+    assert soundness_bits((1 << MAX_FOLDS) - 1) >= 41
+    assert check_cost(10**6) == (43, 244 + 148 * 20)

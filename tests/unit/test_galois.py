@@ -1,0 +1,70 @@
+"""protocols.galois: GR(2^64, 48) arithmetic, and why checks need it."""
+
+from __future__ import annotations
+
+import torch
+
+from protocols import galois as G
+from protocols.prf import PRG
+
+
+def _gf2_mulmod(a: int, b: int, f: int, d: int) -> int:
+    r = 0
+    while b:
+        if b & 1:
+            r ^= a
+        b >>= 1
+        a <<= 1
+        if (a >> d) & 1:
+            a ^= f
+    return r
+
+
+def _gf2_gcd(a: int, b: int) -> int:
+    while b:
+        while a and a.bit_length() >= b.bit_length():
+            a ^= b << (a.bit_length() - b.bit_length())
+        a, b = b, a
+    return a
+
+
+def test_the_modulus_is_irreducible_mod_2():
+    """Rabin's test: x^(2^48) = x mod f, and gcd(x^(2^(48/p)) - x, f) = 1 for p = 2, 3."""
+    d = G.DEGREE
+    f = (1 << d) | sum(1 << t for t in G.TAPS)
+
+    def x_pow_2k(k: int) -> int:
+        x = 2
+        for _ in range(k):
+            x = _gf2_mulmod(x, x, f, d)
+        return x
+
+    assert x_pow_2k(d) == 2
+    for p in (2, 3):
+        assert _gf2_gcd(f, x_pow_2k(d // p) ^ 2) == 1
+
+
+def test_ring_laws_and_the_fast_paths_agree():
+    rng = PRG(bytes(16))
+    a, b, c = G.random(rng, 5), G.random(rng, 5), G.random(rng, 5)
+    assert torch.equal(G.mul(a, b), G.mul(b, a))
+    assert torch.equal(G.mul(G.mul(a, b), c), G.mul(a, G.mul(b, c)))
+    assert torch.equal(G.mul(a, b + c), G.mul(a, b) + G.mul(a, c))
+    assert torch.equal(G.mul(a, G.one()), a)
+    assert torch.equal(a @ G.mul_matrix(b[0]), G.mul(a, b[0]))
+    assert torch.equal(G.inner(a, b), G.mul(a, b).sum(0))
+    r = c[0]
+    assert torch.equal(G.poly_eval(a[:3], r), a[0] + G.mul(a[1], r) + G.mul(a[2], G.mul(r, r)))
+    x = torch.tensor([3, -7, 1 << 62])
+    assert torch.equal(G.mul(G.lift(x), G.lift(x))[:, 0], x * x)  # Z_2^64 sits inside
+
+
+def test_a_high_order_error_survives_an_even_coefficient_but_not_a_unit():
+    """In Z_2^64, 2^63 * r = 0 for every even r (half of them); in the extension only r in (2) kills it."""
+    e = G.lift(torch.tensor([-(1 << 63)]))
+    rng = PRG(bytes(range(16)))
+    r = G.random(rng, 256)
+    killed = (G.mul(e, r) == 0).all(-1)
+    assert torch.equal(killed, ~G.is_unit(r))
+    assert int(killed.sum()) == 0  # a non-unit has probability 2^-48
+    assert bool((G.mul(e, G.lift(torch.tensor([2]))) == 0).all())
