@@ -207,6 +207,43 @@ def verified_mul_line(n: int) -> dict:
     return row
 
 
+def checked_products_line(n: int, rows: int, dim: int) -> dict:
+    """In-process cost of ``n`` elementwise products plus one ``[1, dim] @ [dim, rows]`` matrix product
+    (a query against ``rows`` feature rows), semi-honest vs checked by ``protocols.dzk``."""
+    from protocols.arithmetic import matmul, mul
+    from protocols.dzk import ProductLog, checked_matmul, checked_mul, verify_products
+    from protocols.sharing import from_pair, share
+    from protocols.simulate import run_parties
+
+    g = torch.Generator().manual_seed(0)
+    x, y = (share(torch.randint(-(2**40), 2**40, (n,), generator=g)) for _ in range(2))
+    q = share(torch.randint(-(2**20), 2**20, (1, dim), generator=g))
+    m = share(torch.randint(-(2**20), 2**20, (dim, rows), generator=g))
+    row: dict = {"line": "checked_products", "n": n, "matmul": [1, dim, rows]}
+
+    def semi_honest(party, px, py, pq, pm):
+        mul(from_pair(party, px), from_pair(party, py))
+        matmul(from_pair(party, pq), from_pair(party, pm))
+
+    def checked(party, px, py, pq, pm):
+        log = ProductLog(party)
+        checked_mul(from_pair(party, px), from_pair(party, py), log)
+        checked_matmul(from_pair(party, pq), from_pair(party, pm), log)
+        verify_products(log)
+
+    for name, fn in (("semi_honest", semi_honest), ("checked", checked)):
+        def body(party, *pairs, fn=fn):
+            before = party.comm.stats.snapshot()
+            fn(party, *pairs)
+            return party.comm.stats - before
+        t0 = time.perf_counter()
+        stats = run_parties(body, [[x[i], y[i], q[i], m[i]] for i in range(3)])
+        row[f"{name}_s"] = round(time.perf_counter() - t0, 3)
+        row[f"{name}_rounds"] = stats[0].rounds
+        row[f"{name}_bytes_per_party"] = stats[0].bytes_sent
+    return row
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true", help="print JSON lines (the only output format)")
@@ -216,8 +253,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", nargs="*", default=list(STEPS), choices=STEPS)
     ap.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS)
     ap.add_argument("--verify-n", type=int, default=100_000, help="products in the verified_mul line")
+    ap.add_argument("--verify-rows", type=int, default=100_000,
+                    help="feature rows (128-d) of the matrix product in the checked_products line")
     a = ap.parse_args(argv)
     print(json.dumps(verified_mul_line(a.verify_n)), flush=True)
+    print(json.dumps(checked_products_line(a.verify_n, a.verify_rows, 128)), flush=True)
     with tempfile.TemporaryDirectory(prefix="trivault-sec-") as tmp:
         lc = LocalCluster(Path(tmp), txn_timeout_s=30.0, peer_timeout_s=5.0, query_timeout_s=60.0)
         lc.start()

@@ -71,10 +71,12 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from . import galois as G
 from .party import Party
 from .prf import PRG, derive_key
+from .ringmm import ring_conv2d
 from .sharing import ArithmeticShares
 
 MAX_FOLDS = 40
@@ -90,9 +92,17 @@ class ProofRejected(RuntimeError):
         self.suspects = suspects
 
 
+@dataclass(frozen=True)
+class _ConvShape:
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+
+
 @dataclass
 class _Product:
-    kind: str  # "mul" or "matmul"
+    kind: str  # "mul", "matmul" or "conv2d"
     x_lo: torch.Tensor
     x_hi: torch.Tensor
     y_lo: torch.Tensor
@@ -100,11 +110,14 @@ class _Product:
     received: torch.Tensor  # party i+1's message (this party is its V1)
     draw_next: torch.Tensor  # this party's draw with party i+1 (= that prover's u)
     draw_prev: torch.Tensor  # this party's draw with party i-1 (= that prover's w)
+    conv: _ConvShape | None = None
 
     def vector_length(self) -> int:
         if self.kind == "mul":
             return 2 * self.x_lo.numel()
-        return 2 * self.x_lo.shape[1]
+        if self.kind == "matmul":
+            return 2 * self.x_lo.shape[1]
+        return 2 * self.x_lo.shape[1] * self.y_lo.shape[2] * self.y_lo.shape[3]  # 2 C kh kw
 
 
 @dataclass
@@ -118,11 +131,18 @@ class ProductLog:
         return sum(p.vector_length() for p in self.products)
 
 
-def _checked(x: ArithmeticShares, y: ArithmeticShares, kind: str, log: ProductLog) -> ArithmeticShares:
+def _checked(x: ArithmeticShares, y: ArithmeticShares, kind: str, log: ProductLog,
+             conv: _ConvShape | None = None) -> ArithmeticShares:
     if x.party is not y.party or x.party is not log.party:
         raise ValueError("cannot multiply shares of different parties/sessions")
     party = x.party
-    if kind == "mul":
+    if kind == "conv2d":
+        assert conv is not None
+        if len(x.shape) != 4 or len(y.shape) != 4 or x.shape[1] != y.shape[1] * conv.groups:
+            raise ValueError(f"checked_conv2d: input {tuple(x.shape)} and weight {tuple(y.shape)} do not fit")
+        xl, xh, yl, yh = x.lo, x.hi, y.lo, y.hi
+        z = _f(kind, xl, yl + yh, conv) + _f(kind, xh, yl, conv)
+    elif kind == "mul":
         shape = torch.broadcast_shapes(x.shape, y.shape)
         xl, xh = x.lo.expand(shape).contiguous(), x.hi.expand(shape).contiguous()
         yl, yh = y.lo.expand(shape).contiguous(), y.hi.expand(shape).contiguous()
@@ -136,7 +156,7 @@ def _checked(x: ArithmeticShares, y: ArithmeticShares, kind: str, log: ProductLo
     draw_prev = party.prg_prev.int64(z.shape)
     z = z + draw_next - draw_prev
     got, _ = party.comm.exchange(send_prev=z, recv_next=True)
-    log.products.append(_Product(kind, xl, xh, yl, yh, got, draw_next, draw_prev))
+    log.products.append(_Product(kind, xl, xh, yl, yh, got, draw_next, draw_prev, conv))
     return ArithmeticShares(party, z, got, x.frac_bits + y.frac_bits)
 
 
@@ -151,8 +171,56 @@ def checked_matmul(x: ArithmeticShares, y: ArithmeticShares, log: ProductLog) ->
     return _checked(x, y, "matmul", log)
 
 
-def _f(kind: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return a * b if kind == "mul" else a @ b
+def checked_conv2d(x: ArithmeticShares, w: ArithmeticShares, log: ProductLog, stride: int | tuple[int, int] = 1,
+                   padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1,
+                   groups: int = 1) -> ArithmeticShares:
+    """``conv2d`` of shared input ``[N, C, H, W]`` with shared weights, recorded in ``log``.
+    Cost: 1 round, 1 element per output per party (as :func:`protocols.arithmetic.conv2d`)."""
+
+    def pair(v: int | tuple[int, int]) -> tuple[int, int]:
+        return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+    return _checked(x, w, "conv2d", log, _ConvShape(pair(stride), pair(padding), pair(dilation), groups))
+
+
+def _f(kind: str, a: torch.Tensor, b: torch.Tensor, conv: _ConvShape | None = None) -> torch.Tensor:
+    if kind == "mul":
+        return a * b
+    if kind == "matmul":
+        return a @ b
+    assert conv is not None
+    if conv.groups == 1:
+        return ring_conv2d(a, b, conv.stride, conv.padding, conv.dilation)
+    return F.conv2d(a, b, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _positions_weighted(x: torch.Tensor, t: torch.Tensor, kernel: tuple[int, int], conv: _ConvShape) -> torch.Tensor:
+    """``Y[c, kk] = sum_p t_p X[c, p + kk]`` over the output positions ``p = (n, oh, ow)`` of the
+    convolution (the im2col columns weighted by ``t``): ``[C kh kw, DEGREE]``."""
+    (sh, sw), (ph, pw), (dh, dw) = conv.stride, conv.padding, conv.dilation
+    kh, kw = kernel
+    n, c, h, w = x.shape
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    xp = F.pad(x, (pw, pw, ph, ph))
+    cols = []
+    for i in range(kh):
+        for j in range(kw):
+            tap = xp[:, :, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw]
+            cols.append(tap.transpose(0, 1).reshape(c, n * ho * wo) @ t)
+    return torch.stack(cols, 1).reshape(c * kh * kw, G.DEGREE)
+
+
+def _channels_weighted(w: torch.Tensor, s: torch.Tensor, groups: int) -> torch.Tensor:
+    """``W'[ci, kk] = sum_co s_co W[co, ci, kk]`` within each group: ``[C kh kw, DEGREE]``."""
+    o = w.shape[0]
+    per = w.reshape(groups, o // groups, -1)  # [G, O/G, C/G kh kw]
+    return torch.einsum("gcj,gce->gje", per, s.reshape(groups, o // groups, G.DEGREE)).reshape(-1, G.DEGREE)
+
+
+def _by_channel(t: torch.Tensor) -> torch.Tensor:
+    """Conv output ``[N, O, Ho, Wo]`` -> ``[O, N Ho Wo]`` (positions in the order of ``t``)."""
+    return t.transpose(0, 1).reshape(t.shape[1], -1)
 
 
 @dataclass
@@ -165,7 +233,10 @@ class _Challenges:
 def _draw(p: _Product, rng: PRG) -> _Challenges:
     if p.kind == "mul":
         return _Challenges(rho=G.random(rng, p.x_lo.numel()))
-    return _Challenges(s=G.random(rng, p.x_lo.shape[0]), t=G.random(rng, p.y_lo.shape[1]))
+    if p.kind == "matmul":
+        return _Challenges(s=G.random(rng, p.x_lo.shape[0]), t=G.random(rng, p.y_lo.shape[1]))
+    out = p.received  # [N, O, Ho, Wo]
+    return _Challenges(s=G.random(rng, out.shape[1]), t=G.random(rng, out.numel() // out.shape[1]))
 
 
 def _v1_vector(p: _Product, c: _Challenges, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -174,6 +245,10 @@ def _v1_vector(p: _Product, c: _Challenges, a: torch.Tensor, b: torch.Tensor) ->
         assert c.rho is not None
         return torch.cat([c.rho * a.reshape(-1, 1), c.rho * b.reshape(-1, 1)])
     assert c.s is not None and c.t is not None
+    if p.kind == "conv2d":
+        assert p.conv is not None
+        kernel = (p.y_lo.shape[2], p.y_lo.shape[3])
+        return torch.cat([_positions_weighted(a, c.t, kernel, p.conv), _channels_weighted(b, c.s, p.conv.groups)])
     return torch.cat([a.T @ c.s, b @ c.t])
 
 
@@ -182,6 +257,10 @@ def _v2_vector(p: _Product, c: _Challenges, a2: torch.Tensor, b2: torch.Tensor) 
     if p.kind == "mul":
         return G.lift(torch.cat([b2.reshape(-1), a2.reshape(-1)]))
     assert c.s is not None and c.t is not None
+    if p.kind == "conv2d":
+        assert p.conv is not None
+        kernel = (p.y_lo.shape[2], p.y_lo.shape[3])
+        return torch.cat([_channels_weighted(b2, c.s, p.conv.groups), _positions_weighted(a2, c.t, kernel, p.conv)])
     return torch.cat([b2 @ c.t, a2.T @ c.s])
 
 
@@ -191,6 +270,8 @@ def _tau(p: _Product, c: _Challenges, target: torch.Tensor) -> torch.Tensor:
         assert c.rho is not None
         return (c.rho * target.reshape(-1, 1)).sum(0)
     assert c.s is not None and c.t is not None
+    if p.kind == "conv2d":
+        return G.inner(c.s, _by_channel(target) @ c.t)
     return G.inner(c.s, target @ c.t)
 
 
@@ -284,7 +365,7 @@ def verify_products(log: ProductLog) -> None:
         p_v.append(_v2_vector(p, c, p.x_hi, p.y_hi))
         c = _draw(p, v1_rng)  # V1 of nxt: A = x_{i+1}, B = y_{i+1} = my hi
         v1_u.append(_v1_vector(p, c, p.x_hi, p.y_hi))
-        v1_claim = v1_claim + _tau(p, c, p.received - _f(p.kind, p.x_hi, p.y_hi) + p.draw_next)
+        v1_claim = v1_claim + _tau(p, c, p.received - _f(p.kind, p.x_hi, p.y_hi, p.conv) + p.draw_next)
         c = _draw(p, v2_rng)  # V2 of prev: A' = x_i, B' = y_i = my lo
         v2_v.append(_v2_vector(p, c, p.x_lo, p.y_lo))
         v2_claim = v2_claim - _tau(p, c, p.draw_prev)

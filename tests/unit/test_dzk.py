@@ -13,6 +13,7 @@ from protocols.dzk import (
     ProductLog,
     ProofRejected,
     check_cost,
+    checked_conv2d,
     checked_matmul,
     checked_mul,
     soundness_bits,
@@ -144,3 +145,37 @@ def test_soundness_is_at_least_2_to_the_minus_40_up_to_the_fold_limit():
     assert soundness_bits(LENGTH) > 43
     assert soundness_bits((1 << MAX_FOLDS) - 1) >= 41
     assert check_cost(10**6) == (43, 244 + 148 * 20)
+
+
+@pytest.mark.parametrize(
+    "groups,stride,padding,kernel", [(1, 2, 1, 3), (4, 1, 1, 3), (1, 1, 0, 1), (2, (1, 2), (0, 1), 2)]
+)
+def test_checked_conv2d_is_exact_and_an_error_in_its_reshare_is_rejected(groups, stride, padding, kernel):
+    """Convolutions (plain, depthwise, 1x1, grouped with rectangular stride) as in the CNN layers."""
+    g = torch.Generator().manual_seed(groups)
+    x = torch.randint(-(2**40), 2**40, (2, 4, 7, 6), generator=g)
+    w = torch.randint(-(2**20), 2**20, (8, 4 // groups, kernel, kernel), generator=g)
+    want = torch.nn.functional.conv2d(x, w, None, stride, padding, 1, groups)
+    xs, ws = share(x), share(w)
+
+    def body(party: Party, px, pw, bad: int | None = None):
+        log = ProductLog(party)
+        if party.id == bad:
+            send = party.comm._send
+
+            def corrupt(to: int, t: torch.Tensor, send=send) -> None:
+                party.comm._send = send  # the first message only: its reshare
+                t = t.clone()
+                t.view(-1)[-1] -= 1 << 63
+                send(to, t)
+
+            party.comm._send = corrupt
+        z = checked_conv2d(from_pair(party, px), from_pair(party, pw), log, stride, padding, 1, groups)
+        verify_products(log)
+        return z.lo, z.hi
+
+    out = run_parties(body, [[xs[i], ws[i]] for i in range(3)])
+    assert torch.equal(reconstruct(out), want)
+    with pytest.raises(PartyFailed) as exc:
+        run_parties(body, [[xs[i], ws[i], 2] for i in range(3)])
+    assert isinstance(exc.value.__cause__, ProofRejected) and 2 in exc.value.__cause__.suspects
