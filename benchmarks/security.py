@@ -43,7 +43,10 @@ for the same query; there is no malicious server mode yet, so its malicious fiel
 ``null`` with the reason. The first line (``"line": "verified_mul"``) measures the one
 verified building block that exists, ``protocols.verify.verified_mul``, against the
 semi-honest product on ``--verify-n`` elements (three in-process parties: time, rounds,
-bytes per party). Not a test: nothing is asserted. The machine is shared.
+bytes per party); the second (``"line": "checked_products"``) the distributed-ZK checked
+products of ``protocols.dzk`` (``--verify-n`` elementwise products plus one
+``[1, 128] @ [128, --verify-rows]`` product) against the same semi-honest products.
+Not a test: nothing is asserted. The machine is shared.
 """
 
 from __future__ import annotations
