@@ -11,12 +11,16 @@ secure three-party computation via sublinear distributed zero-knowledge proofs",
 run over the Galois ring GR(2^64, 48) of :mod:`protocols.galois` (Boyle et al., "Efficient
 fully secure computation via distributed zero-knowledge proofs", ASIACRYPT 2020, for rings).
 
-:func:`checked_mul` / :func:`checked_matmul` are the semi-honest products (1 round, one
-element per output per party) that also record what this party needs to prove its own
-message and to verify its neighbours' (a :class:`ProductLog`). :func:`verify_products`
-then checks every recorded product of all three parties at once; it must run before any
-value that depends on them is revealed. Each party is prover once (its own messages) and
-verifier twice (as ``V1`` of party ``i+1``, as ``V2`` of party ``i-1``), in the same rounds.
+:func:`checked_mul`, :func:`checked_matmul`, :func:`checked_conv2d` and :func:`checked_and` (AND
+gates on XOR shares: the same message shape with ``&`` for products and ``^`` for sums) are the
+semi-honest products (1 round, one element or word per output per party) that also record what
+this party needs to prove its own message and to verify its neighbours' (a :class:`ProductLog`).
+:func:`verify_products` then checks every recorded product of all three parties at once; it
+must run before any value that depends on them is revealed. Each party is prover once (its own
+messages) and verifier twice (as ``V1`` of party ``i+1``, as ``V2`` of party ``i-1``), in the
+same rounds. Arithmetic products are proved over GR(2^64, 48), AND gates over GF(2^48)
+(:mod:`protocols.binfield`, bit-sliced: a lane's bit times a random field element is a
+plane-wise AND); a log holding both runs the two proofs one after the other.
 
 Steps for one prover ``P`` (all three run in parallel; ``T1 = m - f(x_i, y_i) + u_i`` is
 known to V1, ``T2 = -w_i`` to V2, and the claim is ``T1 + T2 = f(A, B') + f(A', B)`` with
@@ -46,10 +50,12 @@ known to V1, ``T2 = -w_i`` to V2, and the claim is ``T1 + T2 = f(A, B') + f(A', 
    intersect in the deviating one).
 
 Cost (:func:`check_cost`, asserted in tests/unit/test_dzk.py): ``2 R + 3`` rounds and
-``244 + 148 R`` words per party, independent of the products but for ``R`` (``M`` =
-smallest power of two above ``1 +`` the sum of ``2 n`` per elementwise and ``2 k`` per
-matrix product; ``R = 20`` for a million). Computation is ``O(M * 48^2)`` word products
-per role: the checks cost CPU, not bytes.
+``244 + 148 R`` words per party over the ring, ``9 + 7 R`` over the field, independent of the
+products but for ``R`` (``M = 2^R`` = smallest power of two above ``1 +`` the sum of ``2 n``
+per elementwise product, ``2 k`` per matrix product, ``2 C kh kw`` per convolution, or, in
+bits, ``128`` per AND word plus a word for the pad; ``R = 20`` for a million). Computation is
+``O(M * 48^2)`` word products per role in the ring, ``O(M * 48^2 / 64)`` word operations in the
+field: the checks cost CPU, not bytes.
 
 Soundness (:func:`soundness_bits`): a prover whose messages are wrong passes only if the
 challenge is a root of a nonzero polynomial over GR(2^64, 48) of degree at most 2 (step 1:
@@ -61,7 +67,9 @@ masked by the key it lacks, public challenges, and one folded entry of the other
 plus the pad times a unit: uniform.
 
 Scope: integer products (no truncation is verified: a fixed-point product returns the
-untruncated scale ``x.frac_bits + y.frac_bits``); ``checked_matmul`` takes 2-D operands.
+untruncated scale ``x.frac_bits + y.frac_bits``); ``checked_matmul`` takes 2-D operands. A
+received proof message of the wrong size, or a field element above 48 bits, is rejected as a
+deviation of its sender.
 Nothing in the query uses it yet (docs/SECURITY.md, *Inside the query*).
 """
 
@@ -69,15 +77,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from . import binfield as BF
 from . import galois as G
 from .party import Party
 from .prf import PRG, derive_key
 from .ringmm import ring_conv2d
-from .sharing import ArithmeticShares
+from .sharing import ArithmeticShares, BooleanShares
 
 MAX_FOLDS = 40
 _SEED_WORDS = 2
@@ -102,7 +112,7 @@ class _ConvShape:
 
 @dataclass
 class _Product:
-    kind: str  # "mul", "matmul" or "conv2d"
+    kind: str  # "mul", "matmul", "conv2d" or "and"
     x_lo: torch.Tensor
     x_hi: torch.Tensor
     y_lo: torch.Tensor
@@ -117,6 +127,8 @@ class _Product:
             return 2 * self.x_lo.numel()
         if self.kind == "matmul":
             return 2 * self.x_lo.shape[1]
+        if self.kind == "and":
+            return 2 * 64 * self.x_lo.numel()
         return 2 * self.x_lo.shape[1] * self.y_lo.shape[2] * self.y_lo.shape[3]  # 2 C kh kw
 
 
@@ -129,6 +141,15 @@ class ProductLog:
 
     def vector_length(self) -> int:
         return sum(p.vector_length() for p in self.products)
+
+
+def _reshare(party: Party, z: torch.Tensor) -> torch.Tensor:
+    """Send ``z`` to party i-1, receive party i+1's term (which must have the same shape)."""
+    got, _ = party.comm.exchange(send_prev=z, recv_next=True)
+    if got.shape != z.shape:
+        nxt = (party.id + 1) % 3
+        raise ProofRejected(f"server {party.id}: server {nxt} sent a reshare of shape {tuple(got.shape)}", (nxt,))
+    return got
 
 
 def _checked(x: ArithmeticShares, y: ArithmeticShares, kind: str, log: ProductLog,
@@ -155,7 +176,7 @@ def _checked(x: ArithmeticShares, y: ArithmeticShares, kind: str, log: ProductLo
     draw_next = party.prg_next.int64(z.shape)
     draw_prev = party.prg_prev.int64(z.shape)
     z = z + draw_next - draw_prev
-    got, _ = party.comm.exchange(send_prev=z, recv_next=True)
+    got = _reshare(party, z)
     log.products.append(_Product(kind, xl, xh, yl, yh, got, draw_next, draw_prev, conv))
     return ArithmeticShares(party, z, got, x.frac_bits + y.frac_bits)
 
@@ -181,6 +202,24 @@ def checked_conv2d(x: ArithmeticShares, w: ArithmeticShares, log: ProductLog, st
         return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
     return _checked(x, w, "conv2d", log, _ConvShape(pair(stride), pair(padding), pair(dilation), groups))
+
+
+def checked_and(x: BooleanShares, y: BooleanShares, log: ProductLog) -> BooleanShares:
+    """Bitwise ``[x] & [y]`` on XOR shares (as :func:`protocols.boolean.and_`: 1 round, one word per
+    64 lanes per party), recorded in ``log``; proved over GF(2^48) by :func:`verify_products`."""
+    if x.party is not y.party or x.party is not log.party:
+        raise ValueError("cannot AND shares of different parties/sessions")
+    party = x.party
+    shape = torch.broadcast_shapes(x.shape, y.shape)
+    xl, xh = x.lo.expand(shape).contiguous(), x.hi.expand(shape).contiguous()
+    yl, yh = y.lo.expand(shape).contiguous(), y.hi.expand(shape).contiguous()
+    z = (xl & (yl ^ yh)) ^ (xh & yl)
+    draw_next = party.prg_next.int64(z.shape)
+    draw_prev = party.prg_prev.int64(z.shape)
+    z = z ^ draw_next ^ draw_prev
+    got = _reshare(party, z)
+    log.products.append(_Product("and", xl, xh, yl, yh, got, draw_next, draw_prev))
+    return BooleanShares(party, z, got)
 
 
 def _f(kind: str, a: torch.Tensor, b: torch.Tensor, conv: _ConvShape | None = None) -> torch.Tensor:
@@ -230,7 +269,7 @@ class _Challenges:
     t: torch.Tensor | None = None  # matmul columns: [n, E]
 
 
-def _draw(p: _Product, rng: PRG) -> _Challenges:
+def _draw_arith(p: _Product, rng: PRG) -> _Challenges:
     if p.kind == "mul":
         return _Challenges(rho=G.random(rng, p.x_lo.numel()))
     if p.kind == "matmul":
@@ -275,15 +314,52 @@ def _tau(p: _Product, c: _Challenges, target: torch.Tensor) -> torch.Tensor:
     return G.inner(c.s, target @ c.t)
 
 
-def _folds(length: int) -> int:
-    return max(1, math.ceil(math.log2(length + 1)))
+class _ArithClaim:
+    """Products in Z_2^64 (``mul``, ``matmul``, ``conv2d``), proved over GR(2^64, 48)."""
+
+    def draw(self, p: _Product, rng: PRG) -> _Challenges:
+        return _draw_arith(p, rng)
+
+    def v1_parts(self, p: _Product, c: _Challenges, a: torch.Tensor, b: torch.Tensor) -> list[Any]:
+        return [_v1_vector(p, c, a, b)]
+
+    def v2_parts(self, p: _Product, c: _Challenges, a2: torch.Tensor, b2: torch.Tensor) -> list[Any]:
+        return [_v2_vector(p, c, a2, b2)]
+
+    def tau(self, p: _Product, c: _Challenges, target: torch.Tensor) -> torch.Tensor:
+        return _tau(p, c, target)
+
+    def v1_target(self, p: _Product) -> torch.Tensor:  # T1 = m - f(x_i, y_i) + u
+        return p.received - _f(p.kind, p.x_hi, p.y_hi, p.conv) + p.draw_next
+
+    def v2_target(self, p: _Product) -> torch.Tensor:  # T2 = -w
+        return -p.draw_prev
 
 
-def _padded(vec: torch.Tensor, pad: torch.Tensor, folds: int) -> torch.Tensor:
-    out = G.zeros(1 << folds)
-    out[: vec.shape[0]] = vec
-    out[vec.shape[0]] = pad
-    return out
+class _AndClaim:
+    """AND gates on XOR shares (64 lanes per word), proved over GF(2^48): ``rho`` is 48 random bit-planes,
+    V1's vector ``[rho & A ; rho & B]``, V2's the bits ``[B' ; A']``, ``tau = sum rho_g T_g``."""
+
+    def draw(self, p: _Product, rng: PRG) -> torch.Tensor:
+        return rng.int64((BF.DEGREE, p.x_lo.numel()))
+
+    def v1_parts(self, p: _Product, rho: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> list[Any]:
+        return [BF.scale_bits(rho, a), BF.scale_bits(rho, b)]
+
+    def v2_parts(self, p: _Product, rho: torch.Tensor, a2: torch.Tensor, b2: torch.Tensor) -> list[Any]:
+        return [BF.lift_bits(b2), BF.lift_bits(a2)]
+
+    def tau(self, p: _Product, rho: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return BF.dot_bits(rho, target)
+
+    def v1_target(self, p: _Product) -> torch.Tensor:  # T1 = m ^ (x_i & y_i) ^ u
+        return p.received ^ (p.x_hi & p.y_hi) ^ p.draw_next
+
+    def v2_target(self, p: _Product) -> torch.Tensor:  # T2 = w
+        return p.draw_prev
+
+
+_CLAIMS: dict[str, Any] = {"mul": _ArithClaim(), "matmul": _ArithClaim(), "conv2d": _ArithClaim(), "and": _AndClaim()}
 
 
 def _seed_tensor(prg: PRG) -> torch.Tensor:
@@ -294,19 +370,122 @@ def _expand(seed: torch.Tensor, label: str) -> PRG:
     return PRG(derive_key(seed.numpy().tobytes(), label))
 
 
-def _challenge(seed: torch.Tensor) -> torch.Tensor:
-    """A ring element ``r`` with ``r`` and ``1 - r`` units, from a public seed (rejection sampling)."""
+class _Ring:
+    """GR(2^64, 48): scalars ``[48]``, vectors ``[m, 48]``."""
+
+    words = G.DEGREE
+    min_folds = 1
+
+    def folds(self, entries: int) -> int:
+        return max(self.min_folds, math.ceil(math.log2(entries + 1)))
+
+    def random(self, prg: PRG, k: int) -> torch.Tensor:
+        return G.random(prg, k)
+
+    def zero(self) -> torch.Tensor:
+        return G.zeros()
+
+    def add(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a + b
+
+    def sub(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a - b
+
+    def mul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return G.mul(a, b)
+
+    def good_challenge(self, r: torch.Tensor) -> bool:
+        return bool(G.is_unit(r)) and bool(G.is_unit(G.one() - r))
+
+    def padded(self, parts: list[Any], pad: torch.Tensor, folds: int) -> Any:
+        vec = torch.cat(parts) if parts else G.zeros(0)
+        out = G.zeros(1 << folds)
+        out[: vec.shape[0]] = vec
+        out[vec.shape[0]] = pad
+        return out
+
+    def fold(self, vec: Any, r: torch.Tensor) -> Any:
+        half = vec.shape[0] // 2
+        low, high = vec[:half], vec[half:]
+        return low + (high - low) @ G.mul_matrix(r)
+
+    def fold_polynomial(self, u: Any, v: Any) -> torch.Tensor:
+        half = u.shape[0] // 2
+        c0 = G.inner(u[:half], v[:half])
+        c_hi = G.inner(u[half:], v[half:])
+        c2 = G.inner(u[half:] - u[:half], v[half:] - v[:half])
+        return torch.stack([c0, c_hi - c0 - c2, c2])
+
+    def first(self, vec: Any) -> torch.Tensor:
+        return vec[0]
+
+    def well_formed(self, t: torch.Tensor) -> bool:
+        return True
+
+
+class _Field:
+    """GF(2^48) (:mod:`protocols.binfield`): scalars ``[1]``, vectors as bit-planes."""
+
+    words = 1
+    min_folds = 7  # the pad takes a word of its own: at least two words
+
+    def folds(self, entries: int) -> int:
+        return 6 + max(1, math.ceil(math.log2(entries // 64 + 1)))
+
+    def random(self, prg: PRG, k: int) -> torch.Tensor:
+        return BF.random(prg, k)
+
+    def zero(self) -> torch.Tensor:
+        return torch.zeros(1, dtype=torch.int64)
+
+    def add(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a ^ b
+
+    sub = add
+
+    def mul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return BF.mul(a, b)
+
+    def good_challenge(self, r: torch.Tensor) -> bool:
+        return int(r.reshape(-1)[0]) not in (0, 1)
+
+    def padded(self, parts: list[Any], pad: torch.Tensor, folds: int) -> Any:
+        return BF.concat(parts, pad, folds)
+
+    def fold(self, vec: Any, r: torch.Tensor) -> Any:
+        return BF.fold(vec, r)
+
+    def fold_polynomial(self, u: Any, v: Any) -> torch.Tensor:
+        return BF.fold_polynomial(u, v)
+
+    def first(self, vec: Any) -> torch.Tensor:
+        return BF.first(vec)
+
+    def well_formed(self, t: torch.Tensor) -> bool:
+        return bool(((t >> BF.DEGREE) == 0).all())
+
+
+_RING, _FIELD = _Ring(), _Field()
+
+
+def _algebra(kind: str) -> _Ring | _Field:
+    return _FIELD if kind == "and" else _RING
+
+
+def _challenge(alg: _Ring | _Field, seed: torch.Tensor) -> torch.Tensor:
+    """A scalar ``r`` with ``r`` and ``1 - r`` invertible, from a public seed (rejection sampling)."""
     rng = _expand(seed, "dzk-fold")
     while True:
-        r = G.random(rng)
-        if bool(G.is_unit(r)) and bool(G.is_unit(G.one() - r)):
+        r = alg.random(rng, 1)[0]
+        if alg.good_challenge(r):
             return r
 
 
-def _fold(vec: torch.Tensor, mr: torch.Tensor) -> torch.Tensor:
-    half = vec.shape[0] // 2
-    low, high = vec[:half], vec[half:]
-    return low + (high - low) @ mr
+def _well_formed(alg: _Ring | _Field, t: torch.Tensor, scalars: int, me: int, sender: int) -> torch.Tensor:
+    """A received message must hold ``scalars`` scalars, field elements in 48 bits (else the sender deviated)."""
+    if t.numel() != scalars * alg.words or not alg.well_formed(t):
+        raise ProofRejected(f"server {me}: server {sender} sent a malformed proof message", (sender,))
+    return t
 
 
 def _agree(a: torch.Tensor, b: torch.Tensor, me: int, prev: int, nxt: int, what: str) -> None:
@@ -320,16 +499,25 @@ def _agree(a: torch.Tensor, b: torch.Tensor, me: int, prev: int, nxt: int, what:
 def verify_products(log: ProductLog) -> None:
     """Check every product in ``log`` (all three parties' messages); clears the log.
 
+    Arithmetic products are proved over GR(2^64, 48), AND gates over GF(2^48): one proof each
+    (one after the other) when the log holds both kinds.
     Raises :class:`ProofRejected` if any party's messages (or its part in a check) were wrong.
-    Cost: :func:`check_cost` (``2 R + 3`` rounds). See the module docstring for the steps.
+    Cost: :func:`check_cost` per proof. See the module docstring for the steps.
     """
-    party, comm = log.party, log.party.comm
-    me, nxt, prev = party.id, (party.id + 1) % 3, (party.id - 1) % 3
     products, log.products = log.products, []
-    length = sum(p.vector_length() for p in products)
-    folds = _folds(length)
+    for alg in (_RING, _FIELD):
+        mine = [p for p in products if _algebra(p.kind) is alg]
+        if mine:
+            _prove_and_verify(log.party, alg, mine)
+
+
+def _prove_and_verify(party: Party, alg: _Ring | _Field, products: list[_Product]) -> None:
+    comm = party.comm
+    me, nxt, prev = party.id, (party.id + 1) % 3, (party.id - 1) % 3
+    folds = alg.folds(sum(p.vector_length() for p in products))
     if folds > MAX_FOLDS:
-        raise ValueError(f"verify_products: {length} vector entries exceed 2^{MAX_FOLDS}; verify more often")
+        raise ValueError(f"verify_products: more than 2^{MAX_FOLDS} vector entries; verify more often")
+    w = alg.words
 
     seed_prev = party.prg_prev.bytes(16)[:16]
     seed_next = party.prg_next.bytes(16)[:16]
@@ -344,95 +532,114 @@ def verify_products(log: ProductLog) -> None:
     # V2 of prover prev: masks from our pair key, challenges from the key with nxt.
     v2_mask, v2_coin = sub(seed_prev, f"dzk-mask-{prev}"), sub(seed_next, f"dzk-coin-{prev}")
 
-    # 0. Pads; P sends V2 its share of alpha * beta.
-    alpha, p1 = G.random(pm1), G.random(pm1)
-    beta = G.random(pm2)
-    v1_alpha, v1_p1 = G.random(v1_mask), G.random(v1_mask)
-    v2_beta = G.random(v2_mask)
-    _, got_p2 = comm.exchange(send_next=G.mul(alpha, beta) - p1, recv_prev=True)
+    # 0. Pads; P sends V2 its share of alpha * beta (fixed before the challenge).
+    alpha, p1 = alg.random(pm1, 2)
+    beta = alg.random(pm2, 1)[0]
+    v1_alpha, v1_p1 = alg.random(v1_mask, 2)
+    v2_beta = alg.random(v2_mask, 1)[0]
+    _, got_p2 = comm.exchange(send_next=alg.sub(alg.mul(alpha, beta), p1), recv_prev=True)
+    _well_formed(alg, got_p2, 1, me, prev)
 
     # 1. Challenge seeds: as V1 to nxt, as V2 to prev; as P from both.
     v1_seed, v2_seed = _seed_tensor(v1_coin), _seed_tensor(v2_coin)
     from_next, from_prev = comm.exchange(send_next=v1_seed, send_prev=v2_seed, recv_next=True, recv_prev=True)
-    _agree(from_prev, from_next, me, prev, nxt, "challenges")
+    _agree(from_prev.reshape(-1), from_next.reshape(-1), me, prev, nxt, "challenges")
+    if from_prev.numel() != _SEED_WORDS:
+        raise ProofRejected(f"server {me}: malformed challenge from servers {prev} and {nxt}", (prev, nxt))
 
-    p_u, p_v, v1_u, v2_v = [], [], [], []
-    v1_claim, v2_claim = G.zeros(), G.zeros()
+    p_u: list[Any] = []
+    p_v: list[Any] = []
+    v1_u: list[Any] = []
+    v2_v: list[Any] = []
+    v1_claim, v2_claim = alg.zero(), alg.zero()
     p_rng, v1_rng, v2_rng = _expand(from_prev, "dzk-rho"), _expand(v1_seed, "dzk-rho"), _expand(v2_seed, "dzk-rho")
     for p in products:
-        c = _draw(p, p_rng)  # prover: A, B = my lo; A', B' = my hi
-        p_u.append(_v1_vector(p, c, p.x_lo, p.y_lo))
-        p_v.append(_v2_vector(p, c, p.x_hi, p.y_hi))
-        c = _draw(p, v1_rng)  # V1 of nxt: A = x_{i+1}, B = y_{i+1} = my hi
-        v1_u.append(_v1_vector(p, c, p.x_hi, p.y_hi))
-        v1_claim = v1_claim + _tau(p, c, p.received - _f(p.kind, p.x_hi, p.y_hi, p.conv) + p.draw_next)
-        c = _draw(p, v2_rng)  # V2 of prev: A' = x_i, B' = y_i = my lo
-        v2_v.append(_v2_vector(p, c, p.x_lo, p.y_lo))
-        v2_claim = v2_claim - _tau(p, c, p.draw_prev)
+        claim = _CLAIMS[p.kind]
+        c = claim.draw(p, p_rng)  # prover: A, B = my lo; A', B' = my hi
+        p_u += claim.v1_parts(p, c, p.x_lo, p.y_lo)
+        p_v += claim.v2_parts(p, c, p.x_hi, p.y_hi)
+        c = claim.draw(p, v1_rng)  # V1 of nxt: A = x_{i+1}, B = y_{i+1} = my hi
+        v1_u += claim.v1_parts(p, c, p.x_hi, p.y_hi)
+        v1_claim = alg.add(v1_claim, claim.tau(p, c, claim.v1_target(p)))
+        c = claim.draw(p, v2_rng)  # V2 of prev: A' = x_i, B' = y_i = my lo
+        v2_v += claim.v2_parts(p, c, p.x_lo, p.y_lo)
+        v2_claim = alg.add(v2_claim, claim.tau(p, c, claim.v2_target(p)))
 
-    def cat(parts: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(parts) if parts else G.zeros(0)
-
-    u, v = _padded(cat(p_u), alpha, folds), _padded(cat(p_v), beta, folds)
-    v1_vec, v2_vec = _padded(cat(v1_u), v1_alpha, folds), _padded(cat(v2_v), v2_beta, folds)
-    v1_claim, v2_claim = v1_claim + v1_p1, v2_claim + got_p2
+    u, v = alg.padded(p_u, alpha, folds), alg.padded(p_v, beta, folds)
+    v1_vec, v2_vec = alg.padded(v1_u, v1_alpha, folds), alg.padded(v2_v, v2_beta, folds)
+    v1_claim, v2_claim = alg.add(v1_claim, v1_p1), alg.add(v2_claim, got_p2)
     v1_res, v2_res = [], []
+
+    def residual(h: torch.Tensor, claim: torch.Tensor) -> torch.Tensor:  # h(0) + h(1) - claim
+        return alg.sub(alg.add(alg.add(h[0], h[0]), alg.add(h[1], h[2])), claim)
+
+    def at(h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:  # h(r)
+        return alg.add(h[0], alg.mul(r, alg.add(h[1], alg.mul(r, h[2]))))
 
     # 2. Folds.
     for _ in range(folds):
-        half = u.shape[0] // 2
-        c0 = G.inner(u[:half], v[:half])
-        c_hi = G.inner(u[half:], v[half:])
-        c2 = G.inner(u[half:] - u[:half], v[half:] - v[:half])
-        h = torch.stack([c0, c_hi - c0 - c2, c2])
-        h1 = G.random(pm1, 3)
-        _, got_h2 = comm.exchange(send_next=(h - h1).reshape(-1), recv_prev=True)
-        v1_h = G.random(v1_mask, 3)
-        v2_h = got_h2.view(3, _E)
-        v1_res.append(2 * v1_h[0] + v1_h[1] + v1_h[2] - v1_claim)
-        v2_res.append(2 * v2_h[0] + v2_h[1] + v2_h[2] - v2_claim)
+        h = alg.fold_polynomial(u, v)
+        h1 = alg.random(pm1, 3)
+        _, got_h2 = comm.exchange(send_next=alg.sub(h, h1).reshape(-1), recv_prev=True)
+        v1_h = alg.random(v1_mask, 3)
+        v2_h = _well_formed(alg, got_h2, 3, me, prev).view(3, w)
+        v1_res.append(residual(v1_h, v1_claim))
+        v2_res.append(residual(v2_h, v2_claim))
         v1_seed, v2_seed = _seed_tensor(v1_coin), _seed_tensor(v2_coin)
         from_next, from_prev = comm.exchange(send_next=v1_seed, send_prev=v2_seed, recv_next=True, recv_prev=True)
-        _agree(from_prev, from_next, me, prev, nxt, "fold challenges")
-        r_p, r_v1, r_v2 = _challenge(from_prev), _challenge(v1_seed), _challenge(v2_seed)
-        u, v = _fold(u, G.mul_matrix(r_p)), _fold(v, G.mul_matrix(r_p))
-        v1_vec, v2_vec = _fold(v1_vec, G.mul_matrix(r_v1)), _fold(v2_vec, G.mul_matrix(r_v2))
-        v1_claim, v2_claim = G.poly_eval(v1_h, r_v1), G.poly_eval(v2_h, r_v2)
+        _agree(from_prev.reshape(-1), from_next.reshape(-1), me, prev, nxt, "fold challenges")
+        if from_prev.numel() != _SEED_WORDS:
+            raise ProofRejected(f"server {me}: malformed challenge from servers {prev} and {nxt}", (prev, nxt))
+        r_p, r_v1, r_v2 = _challenge(alg, from_prev), _challenge(alg, v1_seed), _challenge(alg, v2_seed)
+        u, v = alg.fold(u, r_p), alg.fold(v, r_p)
+        v1_vec, v2_vec = alg.fold(v1_vec, r_v1), alg.fold(v2_vec, r_v2)
+        v1_claim, v2_claim = at(v1_h, r_v1), at(v2_h, r_v2)
 
     # 3. Decide: swap folded entries and shares of the combined residual.
-    v1_gamma, v2_gamma = G.random(v1_coin, folds + 1), G.random(v2_coin, folds + 1)
+    v1_gamma, v2_gamma = alg.random(v1_coin, folds + 1), alg.random(v2_coin, folds + 1)
 
     def combined(gamma: torch.Tensor, res: list[torch.Tensor], claim: torch.Tensor) -> torch.Tensor:
-        return G.inner(gamma[:-1], torch.stack(res)) - G.mul(gamma[-1], claim)
+        z = alg.zero()
+        for g, e in zip(gamma[:-1], res):
+            z = alg.add(z, alg.mul(g, e))
+        return alg.sub(z, alg.mul(gamma[-1], claim))
 
     v1_z = combined(v1_gamma, v1_res, v1_claim)
     v2_z = combined(v2_gamma, v2_res, v2_claim)
+    v1_first, v2_first = alg.first(v1_vec), alg.first(v2_vec)
     from_next, from_prev = comm.exchange(
-        send_prev=torch.cat([v1_vec[0], v1_z]), send_next=torch.cat([v2_vec[0], v2_z]),
+        send_prev=torch.cat([v1_first, v1_z]), send_next=torch.cat([v2_first, v2_z]),
         recv_next=True, recv_prev=True,
     )
+    _well_formed(alg, from_next, 2, me, nxt)
+    _well_formed(alg, from_prev, 2, me, prev)
+    zero = alg.zero()
     # As V1 of nxt (co-verifier prev sent its v* and share); as V2 of prev (co-verifier nxt sent u*).
-    ok_v1 = torch.equal(v1_z + from_prev[_E:] + G.mul(v1_gamma[-1], G.mul(v1_vec[0], from_prev[:_E])), G.zeros())
-    ok_v2 = torch.equal(from_next[_E:] + v2_z + G.mul(v2_gamma[-1], G.mul(from_next[:_E], v2_vec[0])), G.zeros())
-    if not ok_v1:
+    total_v1 = alg.add(alg.add(v1_z, from_prev[w:]), alg.mul(v1_gamma[-1], alg.mul(v1_first, from_prev[:w])))
+    total_v2 = alg.add(alg.add(from_next[w:], v2_z), alg.mul(v2_gamma[-1], alg.mul(from_next[:w], v2_first)))
+    if not torch.equal(total_v1, zero):
         raise ProofRejected(
             f"server {me}: the check of server {nxt}'s products failed (server {nxt} or server {prev} deviated)",
             (nxt, prev),
         )
-    if not ok_v2:
+    if not torch.equal(total_v2, zero):
         raise ProofRejected(
             f"server {me}: the check of server {prev}'s products failed (server {prev} or server {nxt} deviated)",
             (prev, nxt),
         )
 
 
-def check_cost(vector_length: int) -> tuple[int, int]:
-    """``(rounds, words sent per party)`` of :func:`verify_products` for a log of ``vector_length`` entries."""
-    folds = _folds(vector_length)
-    return 2 * folds + 3, 244 + 148 * folds
+def check_cost(entries: int, boolean: bool = False) -> tuple[int, int]:
+    """``(rounds, words sent per party)`` of one proof over ``entries`` vector entries (``boolean``: the
+    GF(2^48) proof of AND gates, entries in bits): ``2 R + 3`` rounds, ``5 s + 4 + R (3 s + 4)`` words
+    with ``s`` words per scalar (48 in the ring, 1 in the field)."""
+    alg = _FIELD if boolean else _RING
+    folds = alg.folds(entries)
+    s = alg.words
+    return 2 * folds + 3, 5 * s + 4 + folds * (3 * s + 4)
 
 
-def soundness_bits(vector_length: int) -> float:
-    """``-log2`` of the probability that wrong messages pass: ``(2 R + 3) / (2^48 - 2)``."""
-    folds = _folds(vector_length)
+def soundness_bits(entries: int, boolean: bool = False) -> float:
+    """``-log2`` of the probability that wrong messages pass one proof: ``(2 R + 3) / (2^48 - 2)``."""
+    folds = (_FIELD if boolean else _RING).folds(entries)
     return -math.log2((2 * folds + 3) / (2.0**G.DEGREE - 2))

@@ -13,6 +13,7 @@ from protocols.dzk import (
     ProductLog,
     ProofRejected,
     check_cost,
+    checked_and,
     checked_conv2d,
     checked_matmul,
     checked_mul,
@@ -21,7 +22,8 @@ from protocols.dzk import (
 )
 from protocols.party import Party
 from protocols.prf import PRG, derive_key
-from protocols.sharing import from_pair, reconstruct, share
+from protocols.sectypes import BooleanShares
+from protocols.sharing import from_pair, reconstruct, share, share_xor
 from protocols.simulate import PartyFailed, run_parties
 
 _G = torch.Generator().manual_seed(0)
@@ -179,3 +181,70 @@ def test_checked_conv2d_is_exact_and_an_error_in_its_reshare_is_rejected(groups,
     with pytest.raises(PartyFailed) as exc:
         run_parties(body, [[xs[i], ws[i], 2] for i in range(3)])
     assert isinstance(exc.value.__cause__, ProofRejected) and 2 in exc.value.__cause__.suspects
+
+
+WORDS = 10  # AND gates: 640 lanes
+BX = torch.randint(-(2**62), 2**62, (WORDS,), generator=_G)
+BY = torch.randint(-(2**62), 2**62, (WORDS,), generator=_G)
+AND_MESSAGES = 1 + 1 + 2 + 3 * 11 + 2  # the AND; pad; challenge; 11 folds (20 words + a pad word -> 2^11 bits); decide
+
+
+def _ands(party: Party, px, py, bad: int | None = None, index: int = -1, error: int = 0):
+    if party.id == bad:
+        send, sent = party.comm._send, [0]
+
+        def corrupt(to: int, t: torch.Tensor) -> None:
+            if sent[0] == index:
+                t = t.clone()
+                t.view(-1)[0] ^= error
+            sent[0] += 1
+            send(to, t)
+
+        party.comm._send = corrupt
+    log = ProductLog(party)
+    z = checked_and(BooleanShares(party, *px), BooleanShares(party, *py), log)
+    before = party.comm.stats.snapshot()
+    verify_products(log)
+    return (z.lo, z.hi), party.comm.stats - before
+
+
+def test_checked_and_is_exact_and_costs_what_check_cost_says():
+    xs, ys = share_xor(BX), share_xor(BY)
+    out = run_parties(_ands, [[xs[i], ys[i]] for i in range(3)])
+    z = [o[0] for o in out]
+    assert torch.equal(z[0][0] ^ z[1][0] ^ z[2][0], BX & BY)
+    assert torch.equal(z[0][1], z[1][0]) and torch.equal(z[1][1], z[2][0]) and torch.equal(z[2][1], z[0][0])
+    rounds, words = check_cost(2 * 64 * WORDS, boolean=True)
+    assert (rounds, words) == (2 * 11 + 3, 9 + 7 * 11)
+    assert all(st.rounds == rounds and st.bytes_sent == 8 * words for _, st in out)
+    assert soundness_bits(2 * 64 * WORDS, boolean=True) > 43
+
+
+def test_a_flipped_bit_in_any_message_of_one_party_is_rejected_naming_it():
+    """Party 1 flips one bit (the lowest, or the top one) of any one message: its AND's reshare or its
+    messages inside the GF(2^48) proof. Parties 0 and 2: their reshare and their first fold message."""
+    xs, ys = share_xor(BX), share_xor(BY)
+    cases = [(1, i) for i in range(AND_MESSAGES)] + [(b, i) for b in (0, 2) for i in (0, 4)]
+    for bad, index in cases:
+        error = (1, -(1 << 63))[index % 2]
+        with pytest.raises(PartyFailed) as exc:
+            run_parties(_ands, [[xs[i], ys[i], bad, index, error] for i in range(3)])
+        cause = exc.value.__cause__
+        assert isinstance(cause, ProofRejected) and bad in cause.suspects, (bad, index, exc.value)
+    run_parties(_ands, [[xs[i], ys[i], 1, AND_MESSAGES, 1] for i in range(3)])  # nothing left to corrupt
+
+
+def test_a_log_with_products_and_and_gates_runs_both_proofs():
+    xs, ys, ax, ay = share_xor(BX), share_xor(BY), share(X), share(Y)
+
+    def body(party: Party, px, py, qx, qy):
+        log = ProductLog(party)
+        z = checked_and(BooleanShares(party, *px), BooleanShares(party, *py), log)
+        w = checked_mul(from_pair(party, qx), from_pair(party, qy), log)
+        verify_products(log)
+        assert not log.products
+        return (z.lo, z.hi), (w.lo, w.hi), party.comm.stats.rounds
+
+    out = run_parties(body, [[xs[i], ys[i], ax[i], ay[i]] for i in range(3)])
+    assert torch.equal(reconstruct([o[1] for o in out]), X * Y)
+    assert out[0][2] == 2 + check_cost(200)[0] + check_cost(2 * 64 * WORDS, boolean=True)[0]

@@ -1,0 +1,70 @@
+"""protocols.binfield: GF(2^48) scalars and bit-plane vectors agree with element-by-element arithmetic."""
+
+from __future__ import annotations
+
+import torch
+
+from protocols import binfield as BF
+from protocols.prf import PRG
+
+
+def _elements(v: BF.BitVec) -> list[int]:
+    """The ``v.bits`` field elements of a bit-plane vector, one Python int each."""
+    out = []
+    for g in range(v.bits):
+        word, bit = divmod(g, 64)
+        out.append(sum(((int(v.planes[k, word]) >> bit) & 1) << k for k in range(BF.DEGREE)))
+    return out
+
+
+def _mul(a: int, b: int) -> int:
+    return int(BF.mul(torch.tensor([a]), torch.tensor([b]))[0])
+
+
+def test_field_laws():
+    rng = PRG(bytes(16))
+    a, b, c = (int(t) for t in BF.random(rng, 3).reshape(-1))
+    assert _mul(a, b) == _mul(b, a)
+    assert _mul(_mul(a, b), c) == _mul(a, _mul(b, c))
+    assert _mul(a, b ^ c) == _mul(a, b) ^ _mul(a, c)
+    assert _mul(a, 1) == a and _mul(a, 0) == 0
+    assert all(x < 1 << BF.DEGREE for x in (a, b, c, _mul(a, b)))
+
+
+def test_vector_operations_match_elementwise_arithmetic():
+    rng = PRG(bytes(range(16)))
+    for words in (1, 2, 4):  # below, at and above a word per half
+        rho = rng.int64((BF.DEGREE, words))
+        bits = rng.int64((words,))
+        other = rng.int64((words,))
+        u, v = BF.scale_bits(rho, bits), BF.lift_bits(other)
+        ue, ve = _elements(u), _elements(v)
+        rho_e = _elements(BF.BitVec(rho, 64 * words))
+        assert ve == [(int(other[g // 64]) >> (g % 64)) & 1 for g in range(64 * words)]
+        assert int(BF.dot_bits(rho, other)[0]) == _xor(r for r, b in zip(rho_e, ve) if b)
+
+        half = 32 * words
+        h = BF.fold_polynomial(u, v)
+        lo = _xor(_mul(a, b) for a, b in zip(ue[:half], ve[:half]))
+        hi = _xor(_mul(a, b) for a, b in zip(ue[half:], ve[half:]))
+        assert int(h[0, 0]) == lo and int(h[0, 0] ^ h[1, 0] ^ h[2, 0]) == hi  # h(0), h(1)
+
+        r = int(BF.random(rng, 1)[0, 0])
+        folded = _elements(BF.fold(u, torch.tensor([r])))
+        assert folded == [a ^ _mul(r, a ^ b) for a, b in zip(ue[:half], ue[half:])]
+
+
+def _xor(values) -> int:
+    out = 0
+    for x in values:
+        out ^= x
+    return out
+
+
+def test_concat_places_the_pad_after_the_parts_and_pads_with_zeros():
+    rng = PRG(bytes(16))
+    part = BF.scale_bits(rng.int64((BF.DEGREE, 2)), rng.int64((2,)))
+    pad = BF.random(rng, 1)[0]
+    v = BF.concat([part], pad, 8)  # 256 entries: 128 of the part, the pad, zeros
+    e = _elements(v)
+    assert e[:128] == _elements(part) and e[128] == int(pad[0]) and not any(e[129:])
