@@ -137,10 +137,7 @@ class ProductLog:
     """One party's record of the products it made since the last :func:`verify_products`."""
 
     party: Party
-    products: list[_Product] = field(default_factory=list)
-
-    def vector_length(self) -> int:
-        return sum(p.vector_length() for p in self.products)
+    products: list[_Entry] = field(default_factory=list)
 
 
 def _reshare(party: Party, z: torch.Tensor) -> torch.Tensor:
@@ -177,7 +174,7 @@ def _checked(x: ArithmeticShares, y: ArithmeticShares, kind: str, log: ProductLo
     draw_prev = party.prg_prev.int64(z.shape)
     z = z + draw_next - draw_prev
     got = _reshare(party, z)
-    log.products.append(_Product(kind, xl, xh, yl, yh, got, draw_next, draw_prev, conv))
+    log.products.append(_ProductEntry(_Product(kind, xl, xh, yl, yh, got, draw_next, draw_prev, conv)))
     return ArithmeticShares(party, z, got, x.frac_bits + y.frac_bits)
 
 
@@ -218,7 +215,7 @@ def checked_and(x: BooleanShares, y: BooleanShares, log: ProductLog) -> BooleanS
     draw_prev = party.prg_prev.int64(z.shape)
     z = z ^ draw_next ^ draw_prev
     got = _reshare(party, z)
-    log.products.append(_Product("and", xl, xh, yl, yh, got, draw_next, draw_prev))
+    log.products.append(_ProductEntry(_Product("and", xl, xh, yl, yh, got, draw_next, draw_prev)))
     return BooleanShares(party, z, got)
 
 
@@ -362,6 +359,52 @@ class _AndClaim:
 _CLAIMS: dict[str, Any] = {"mul": _ArithClaim(), "matmul": _ArithClaim(), "conv2d": _ArithClaim(), "and": _AndClaim()}
 
 
+class _Entry:
+    """One recorded step, as one party sees it, for the three proofs it takes part in (its own as
+    prover, nxt's as V1, prev's as V2). Every role draws the same challenges for the same prover."""
+
+    field = False
+
+    def length(self, prover: int) -> int:
+        """Vector entries this step adds to ``prover``'s proof (public: from shapes)."""
+        raise NotImplementedError
+
+    def as_prover(self, rng: PRG) -> tuple[list[Any], list[Any]]:
+        """This party's two vectors' parts (V1's and V2's) for its own proof."""
+        raise NotImplementedError
+
+    def as_v1(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
+        """As V1 of party i+1: its vector parts and its part of the claim (``None``: nothing)."""
+        raise NotImplementedError
+
+    def as_v2(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
+        """As V2 of party i-1: its vector parts and its part of the claim."""
+        raise NotImplementedError
+
+
+class _ProductEntry(_Entry):
+    """A reshared product: every party proves its own message (symmetric)."""
+
+    def __init__(self, p: _Product) -> None:
+        self.p, self.claim = p, _CLAIMS[p.kind]
+        self.field = p.kind == "and"
+
+    def length(self, prover: int) -> int:
+        return self.p.vector_length()
+
+    def as_prover(self, rng: PRG) -> tuple[list[Any], list[Any]]:
+        p, c = self.p, self.claim.draw(self.p, rng)  # A, B = my lo; A', B' = my hi
+        return self.claim.v1_parts(p, c, p.x_lo, p.y_lo), self.claim.v2_parts(p, c, p.x_hi, p.y_hi)
+
+    def as_v1(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
+        p, c = self.p, self.claim.draw(self.p, rng)  # A = x_{i+1}, B = y_{i+1} = my hi
+        return self.claim.v1_parts(p, c, p.x_hi, p.y_hi), self.claim.tau(p, c, self.claim.v1_target(p))
+
+    def as_v2(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
+        p, c = self.p, self.claim.draw(self.p, rng)  # A' = x_i, B' = y_i = my lo
+        return self.claim.v2_parts(p, c, p.x_lo, p.y_lo), self.claim.tau(p, c, self.claim.v2_target(p))
+
+
 def _seed_tensor(prg: PRG) -> torch.Tensor:
     return torch.frombuffer(prg.bytes(8 * _SEED_WORDS), dtype=torch.int64, count=_SEED_WORDS).clone()
 
@@ -468,10 +511,6 @@ class _Field:
 _RING, _FIELD = _Ring(), _Field()
 
 
-def _algebra(kind: str) -> _Ring | _Field:
-    return _FIELD if kind == "and" else _RING
-
-
 def _challenge(alg: _Ring | _Field, seed: torch.Tensor) -> torch.Tensor:
     """A scalar ``r`` with ``r`` and ``1 - r`` invertible, from a public seed (rejection sampling)."""
     rng = _expand(seed, "dzk-fold")
@@ -504,17 +543,17 @@ def verify_products(log: ProductLog) -> None:
     Raises :class:`ProofRejected` if any party's messages (or its part in a check) were wrong.
     Cost: :func:`check_cost` per proof. See the module docstring for the steps.
     """
-    products, log.products = log.products, []
+    entries, log.products = log.products, []
     for alg in (_RING, _FIELD):
-        mine = [p for p in products if _algebra(p.kind) is alg]
+        mine = [e for e in entries if e.field == (alg is _FIELD)]
         if mine:
             _prove_and_verify(log.party, alg, mine)
 
 
-def _prove_and_verify(party: Party, alg: _Ring | _Field, products: list[_Product]) -> None:
+def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[_Entry]) -> None:
     comm = party.comm
     me, nxt, prev = party.id, (party.id + 1) % 3, (party.id - 1) % 3
-    folds = alg.folds(sum(p.vector_length() for p in products))
+    folds = alg.folds(max(sum(e.length(i) for e in entries) for i in range(3)))
     if folds > MAX_FOLDS:
         raise ValueError(f"verify_products: more than 2^{MAX_FOLDS} vector entries; verify more often")
     w = alg.words
@@ -553,17 +592,16 @@ def _prove_and_verify(party: Party, alg: _Ring | _Field, products: list[_Product
     v2_v: list[Any] = []
     v1_claim, v2_claim = alg.zero(), alg.zero()
     p_rng, v1_rng, v2_rng = _expand(from_prev, "dzk-rho"), _expand(v1_seed, "dzk-rho"), _expand(v2_seed, "dzk-rho")
-    for p in products:
-        claim = _CLAIMS[p.kind]
-        c = claim.draw(p, p_rng)  # prover: A, B = my lo; A', B' = my hi
-        p_u += claim.v1_parts(p, c, p.x_lo, p.y_lo)
-        p_v += claim.v2_parts(p, c, p.x_hi, p.y_hi)
-        c = claim.draw(p, v1_rng)  # V1 of nxt: A = x_{i+1}, B = y_{i+1} = my hi
-        v1_u += claim.v1_parts(p, c, p.x_hi, p.y_hi)
-        v1_claim = alg.add(v1_claim, claim.tau(p, c, claim.v1_target(p)))
-        c = claim.draw(p, v2_rng)  # V2 of prev: A' = x_i, B' = y_i = my lo
-        v2_v += claim.v2_parts(p, c, p.x_lo, p.y_lo)
-        v2_claim = alg.add(v2_claim, claim.tau(p, c, claim.v2_target(p)))
+    for e in entries:
+        u_parts, v_parts = e.as_prover(p_rng)
+        p_u += u_parts
+        p_v += v_parts
+        parts, tau = e.as_v1(v1_rng)
+        v1_u += parts
+        v1_claim = v1_claim if tau is None else alg.add(v1_claim, tau)
+        parts, tau = e.as_v2(v2_rng)
+        v2_v += parts
+        v2_claim = v2_claim if tau is None else alg.add(v2_claim, tau)
 
     u, v = alg.padded(p_u, alpha, folds), alg.padded(p_v, beta, folds)
     v1_vec, v2_vec = alg.padded(v1_u, v1_alpha, folds), alg.padded(v2_v, v2_beta, folds)
