@@ -405,6 +405,168 @@ class _ProductEntry(_Entry):
         return self.claim.v2_parts(p, c, p.x_lo, p.y_lo), self.claim.tau(p, c, self.claim.v2_target(p))
 
 
+_LOW63 = (1 << 63) - 1
+
+
+class _RingLinear(_Entry):
+    """``prover``'s message satisfies ``T1 + T2 = 0`` (T1 at its V1, T2 at its V2): no vector entries."""
+
+    def __init__(self, me: int, prover: int, numel: int, t1: torch.Tensor | None = None,
+                 t2: torch.Tensor | None = None) -> None:
+        self.me, self.prover, self.numel, self.t1, self.t2 = me, prover, numel, t1, t2
+
+    def length(self, prover: int) -> int:
+        return 0
+
+    def as_prover(self, rng: PRG) -> tuple[list[Any], list[Any]]:
+        if self.prover == self.me:
+            G.random(rng, self.numel)
+        return [], []
+
+    def as_v1(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
+        if self.prover != (self.me + 1) % 3:
+            return [], None
+        assert self.t1 is not None
+        return [], (G.random(rng, self.numel) * self.t1.reshape(-1, 1)).sum(0)
+
+    def as_v2(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
+        if self.prover != (self.me - 1) % 3:
+            return [], None
+        assert self.t2 is not None
+        return [], (G.random(rng, self.numel) * self.t2.reshape(-1, 1)).sum(0)
+
+
+def _shr1(w: torch.Tensor) -> torch.Tensor:
+    return (w >> 1) & _LOW63
+
+
+class _CarryChain(_Entry):
+    """``prover`` claims, per 64-bit word, that ``C = C1 ^ C2`` holds the carries of ``S = P + Q`` (P, C1 at its
+    V1; Q, C2 at its V2) and that ``lin(S) = 0`` for a GF(2)-linear word map ``lin``. Over GF(2^48):
+    ``c_0 = 0``, ``s = P ^ Q ^ C`` and, on lanes 0..62, ``c_{k+1} = p_k q_k ^ c_k (p_k ^ q_k)``, i.e.
+    ``(C1 >>> 1) ^ (C1 & P) ^ (C2 >>> 1) ^ (C2 & Q) = (P & Q) ^ (C1 & Q) ^ (P & C2)``: three bit
+    products per lane, so ``3 * 64`` entries per word; the carry bits are bits by construction
+    (XOR shares of words). A prover with no valid carries for a sum that breaks ``lin`` is caught."""
+
+    field = True
+
+    def __init__(self, me: int, prover: int, words: int, lin: Any, mine: tuple[torch.Tensor, ...] | None = None,
+                 v1: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 v2: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        self.me, self.prover, self.words, self.lin = me, prover, words, lin
+        self.mine, self.v1, self.v2 = mine, v1, v2
+
+    def length(self, prover: int) -> int:
+        return 3 * 64 * self.words if prover == self.prover else 0
+
+    def _draw(self, rng: PRG) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        shape = (BF.DEGREE, self.words)
+        return rng.int64(shape) & _LOW63, rng.int64(shape), rng.int64(shape)
+
+    def as_prover(self, rng: PRG) -> tuple[list[Any], list[Any]]:
+        if self.prover != self.me:
+            return [], []
+        assert self.mine is not None
+        rho, _, _ = self._draw(rng)
+        p, q, c1, c2 = self.mine
+        return ([BF.scale_bits(rho, p), BF.scale_bits(rho, c1), BF.scale_bits(rho, p)],
+                [BF.lift_bits(q), BF.lift_bits(q), BF.lift_bits(c2)])
+
+    def as_v1(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
+        if self.prover != (self.me + 1) % 3:
+            return [], None
+        assert self.v1 is not None
+        rho, rho0, rho_lin = self._draw(rng)
+        p, c1 = self.v1
+        tau = BF.dot_bits(rho, _shr1(c1) ^ (c1 & p)) ^ BF.dot_bits(rho0, c1 & 1)
+        tau ^= BF.dot_bits(rho_lin, self.lin(p ^ c1))
+        return [BF.scale_bits(rho, p), BF.scale_bits(rho, c1), BF.scale_bits(rho, p)], tau
+
+    def as_v2(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
+        if self.prover != (self.me - 1) % 3:
+            return [], None
+        assert self.v2 is not None
+        rho, rho0, rho_lin = self._draw(rng)
+        q, c2 = self.v2
+        tau = BF.dot_bits(rho, _shr1(c2) ^ (c2 & q)) ^ BF.dot_bits(rho0, c2 & 1)
+        tau ^= BF.dot_bits(rho_lin, self.lin(q ^ c2))
+        return [BF.lift_bits(q), BF.lift_bits(q), BF.lift_bits(c2)], tau
+
+
+def _carries(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The carry into every bit of ``p + q`` (mod 2^64)."""
+    return (p + q) ^ p ^ q
+
+
+def checked_truncate(x: ArithmeticShares, bits: int, log: ProductLog) -> ArithmeticShares:
+    """``[x] / 2**bits`` (probabilistic, as :func:`protocols.arithmetic.truncate`), recorded in ``log``.
+
+    The messages of ``arithmetic.reshare_truncate`` (parties 1 and 2 swap ``z1``, ``z2``; party 0
+    sends party 2 ``y0 = ceil(z0 / 2^bits) - r``), and party 0 also sends two words per element:
+    its XOR shares (the other shares come from its key with party 1) of the carries of two sums
+    whose terms parties 2 and 1 hold, ``E1 + E2 = 2^bits (y0 + r) - z0`` and ``y0 + r``. The proofs
+    check ``z1``, ``z2`` (linear claims), that ``E1 + E2`` lies in ``[0, 2^bits)`` and that ``y0 + r``
+    is a ``64 - bits``-bit signed number (:class:`_CarryChain`), which together fix
+    ``y0 + r = ceil(z0 / 2^bits)``. Cost: 1 round; party 0 sends 3 words per element, parties 1 and
+    2 one (against 1, 1, 1 unchecked); the proof adds ``2 * 3 * 64`` field entries per element to
+    party 0's GF(2^48) proof.
+    """
+    if x.party is not log.party:
+        raise ValueError("shares of another party/session")
+    if not 0 < bits < 63:
+        raise ValueError(f"checked_truncate: bits must be in 1..62, got {bits}")
+    party, comm = x.party, x.party.comm
+    me, shape, n = party.id, x.shape, x.lo.numel()
+    a, b = party.prg_next.int64(shape), party.prg_prev.int64(shape)  # my zero-share draws
+    z = x.lo + a - b
+    high = -(1 << bits)  # lanes bits..63
+    sign = ((1 << bits) - 1) << (63 - bits)  # lanes 63-bits..62
+
+    def below(s: torch.Tensor) -> torch.Tensor:  # lin: S < 2^bits
+        return s & high
+
+    def signed(s: torch.Tensor) -> torch.Tensor:  # lin: S sign-extends from bit 63 - bits
+        return (s ^ (s >> 63)) & sign
+
+    if me == 0:
+        r = party.prg_next.int64(shape)
+        y0 = -((-z) >> bits) - r
+        e1, e2 = (y0 << bits) - x.lo + b, (r << bits) - a  # x_0 = my lo
+        ce2, cd2 = party.prg_next.int64(shape), party.prg_next.int64(shape)
+        ce1, cd1 = _carries(e1, e2) ^ ce2, _carries(y0, r) ^ cd2
+        comm.exchange(send_prev=torch.stack([y0, ce1, cd1]))
+        log.products += [
+            _RingLinear(me, 1, n, t1=-x.hi + a), _RingLinear(me, 2, n, t2=-b),
+            _CarryChain(me, 0, n, below, mine=(e1.reshape(-1), e2.reshape(-1), ce1.reshape(-1), ce2.reshape(-1))),
+            _CarryChain(me, 0, n, signed, mine=(y0.reshape(-1), r.reshape(-1), cd1.reshape(-1), cd2.reshape(-1))),
+        ]
+        return ArithmeticShares(party, y0, r, x.frac_bits)
+    if me == 1:
+        r = party.prg_prev.int64(shape)
+        ce2, cd2 = party.prg_prev.int64(shape), party.prg_prev.int64(shape)
+        z2, _ = comm.exchange(send_next=z, recv_next=True)
+        if z2.shape != z.shape:
+            raise ProofRejected(f"server 1: server 2 sent a message of shape {tuple(z2.shape)}", (2,))
+        e2 = (r << bits) - b
+        log.products += [
+            _RingLinear(me, 1, n), _RingLinear(me, 2, n, t1=z2 - x.hi + a),
+            _CarryChain(me, 0, n, below, v2=(e2.reshape(-1), ce2.reshape(-1))),
+            _CarryChain(me, 0, n, signed, v2=(r.reshape(-1), cd2.reshape(-1))),
+        ]
+        return ArithmeticShares(party, r, (z + z2) >> bits, x.frac_bits)
+    got, z1 = comm.exchange(send_prev=z, recv_next=True, recv_prev=True)
+    if got.shape != (3, *shape) or z1.shape != z.shape:
+        raise ProofRejected("server 2: a truncation message of the wrong shape", (0, 1))
+    y0, ce1, cd1 = got[0], got[1], got[2]
+    e1 = (y0 << bits) - x.hi + a
+    log.products += [
+        _RingLinear(me, 1, n, t2=z1 - b), _RingLinear(me, 2, n),
+        _CarryChain(me, 0, n, below, v1=(e1.reshape(-1), ce1.reshape(-1))),
+        _CarryChain(me, 0, n, signed, v1=(y0.reshape(-1), cd1.reshape(-1))),
+    ]
+    return ArithmeticShares(party, (z1 + z) >> bits, y0, x.frac_bits)
+
+
 def _seed_tensor(prg: PRG) -> torch.Tensor:
     return torch.frombuffer(prg.bytes(8 * _SEED_WORDS), dtype=torch.int64, count=_SEED_WORDS).clone()
 

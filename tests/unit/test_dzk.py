@@ -17,6 +17,7 @@ from protocols.dzk import (
     checked_conv2d,
     checked_matmul,
     checked_mul,
+    checked_truncate,
     soundness_bits,
     verify_products,
 )
@@ -248,3 +249,83 @@ def test_a_log_with_products_and_and_gates_runs_both_proofs():
     out = run_parties(body, [[xs[i], ys[i], ax[i], ay[i]] for i in range(3)])
     assert torch.equal(reconstruct([o[1] for o in out]), X * Y)
     assert out[0][2] == 2 + check_cost(200)[0] + check_cost(2 * 64 * WORDS, boolean=True)[0]
+
+
+TX = torch.randint(-(2**40), 2**40, (20,), generator=_G)  # fixed point at 32 fractional bits, truncated by 16
+
+
+def _truncation(party: Party, px, bad: int | None = None, index: int = -1, error: int = 0):
+    if party.id == bad:
+        send, sent = party.comm._send, [0]
+
+        def corrupt(to: int, t: torch.Tensor) -> None:
+            if sent[0] == index:
+                t = t.clone()
+                t.view(-1)[-1] += error
+            sent[0] += 1
+            send(to, t)
+
+        party.comm._send = corrupt
+    log = ProductLog(party)
+    z = checked_truncate(from_pair(party, px, 32), 16, log)
+    before = party.comm.stats.snapshot()
+    verify_products(log)
+    return (z.lo, z.hi), party.comm.stats - before
+
+
+def test_checked_truncate_is_within_one_ulp_and_its_cost_is_pinned():
+    xs = share(TX)
+    out = run_parties(_truncation, [[xs[i]] for i in range(3)])
+    assert int((reconstruct([o[0] for o in out]) - (TX >> 16)).abs().max()) <= 1
+    ring, field = check_cost(0), check_cost(2 * 3 * 64 * TX.numel(), boolean=True)  # two carry chains
+    assert out[0][1].rounds == ring[0] + field[0]
+    assert all(st.bytes_sent == 8 * (ring[1] + field[1]) for _, st in out)
+
+
+def test_an_error_in_a_truncation_message_or_its_proof_is_rejected_naming_the_sender():
+    """Each party's truncation message (y0 and both carry shares for party 0; z1, z2), at the low,
+    a middle and the top bit, and party 0's messages in both proofs."""
+    xs = share(TX)
+    cases = [(b, 0, e) for b in range(3) for e in (1, 1 << 40, -(1 << 63))]
+    cases += [(0, i, 1) for i in range(1, 1 + 8 + 44, 4)]  # ring proof (8 sends), field proof (44)
+    for bad, index, error in cases:
+        with pytest.raises(PartyFailed) as exc:
+            run_parties(_truncation, [[xs[i], bad, index, error] for i in range(3)])
+        cause = exc.value.__cause__
+        assert isinstance(cause, ProofRejected) and bad in cause.suspects, (bad, index, exc.value)
+
+
+@pytest.mark.parametrize("shift", [1, 1 << 48, -(1 << 50)])
+def test_a_party_0_that_shifts_y0_and_sends_carries_that_fit_it_is_rejected(shift):
+    """Party 0 adds ``shift`` to y0 and computes both carry words honestly for the shifted value: a
+    low shift breaks the remainder's range (E1 + E2 >= 2^16), a shift by a multiple of 2^48 leaves
+    2^16 (y0 + r) unchanged mod 2^64 but breaks the sign extension of y0 + r."""
+    import protocols.dzk as D
+
+    xs = share(TX)
+
+    def body(party: Party, px):
+        if party.id != 0:
+            return _truncation(party, px)
+        x, log, bits = from_pair(party, px, 32), ProductLog(party), 16
+        a, b = party.prg_next.int64(x.shape), party.prg_prev.int64(x.shape)
+        z = x.lo + a - b
+        r = party.prg_next.int64(x.shape)
+        y0 = -((-z) >> bits) - r + shift
+        e1, e2 = (y0 << bits) - x.lo + b, (r << bits) - a
+        ce2, cd2 = party.prg_next.int64(x.shape), party.prg_next.int64(x.shape)
+        ce1, cd1 = D._carries(e1, e2) ^ ce2, D._carries(y0, r) ^ cd2
+        party.comm.exchange(send_prev=torch.stack([y0, ce1, cd1]))
+        n = x.lo.numel()
+        log.products += [
+            D._RingLinear(0, 1, n, t1=-x.hi + a), D._RingLinear(0, 2, n, t2=-b),
+            D._CarryChain(0, 0, n, lambda s: s & -(1 << bits), mine=(e1, e2, ce1, ce2)),
+            D._CarryChain(0, 0, n, lambda s: (s ^ (s >> 63)) & (((1 << bits) - 1) << (63 - bits)),
+                          mine=(y0, r, cd1, cd2)),
+        ]
+        verify_products(log)
+
+    with pytest.raises(PartyFailed) as exc:
+        run_parties(body, [[xs[i]] for i in range(3)])
+    cause = exc.value.__cause__
+    assert isinstance(cause, ProofRejected) and 0 in cause.suspects, exc.value
