@@ -1,0 +1,112 @@
+"""protocols.checked_compare: comparisons from checked gates only, against torch; a verified nearest
+neighbour (distances, argmin, then one proof, then the reveal) and errors injected into it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from protocols.checked_compare import checked_argmin, checked_ltz, checked_relu
+from protocols.dzk import ProductLog, ProofRejected, checked_matmul, verify_products
+from protocols.party import Party
+from protocols.sharing import ArithmeticShares, from_pair, reconstruct, reveal, share
+from protocols.simulate import run_parties
+
+F = 16  # fractional bits of the features
+
+
+def test_ltz_and_relu_are_exact_including_zero_and_the_extremes():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(-(2**62), 2**62, (200,), generator=g)
+    x[:5] = torch.tensor([0, -1, 1, -(2**62), 2**62 - 1])
+    xs = share(x)
+
+    def body(party: Party, px):
+        log = ProductLog(party)
+        a = from_pair(party, px, F)
+        r, lt = checked_relu(a, log), checked_ltz(a, log)
+        verify_products(log)
+        return (r.lo, r.hi), (lt.lo, lt.hi)
+
+    out = run_parties(body, [[xs[i]] for i in range(3)])
+    assert torch.equal(reconstruct([o[0] for o in out]), x.clamp(min=0))
+    assert torch.equal(reconstruct([o[1] for o in out]), (x < 0).long())
+
+
+def _nearest(party: Party, pq, px, pxx, bad: int | None = None, index: int = -1, error: int = 0):
+    """Squared distances at scale 2^(2F) (no truncation needed before comparing), the argmin, ONE proof
+    of everything, and only then the index is revealed (checked)."""
+    if party.id == bad:
+        send, sent = party.comm._send, [0]
+
+        def corrupt(to: int, t: torch.Tensor) -> None:
+            if sent[0] == index:
+                t = t.clone()
+                t.view(-1)[0] += error
+            sent[0] += 1
+            send(to, t)
+
+        party.comm._send = corrupt
+    log = ProductLog(party)
+    q, x, xx = from_pair(party, pq, F), from_pair(party, px, F), from_pair(party, pxx, 2 * F)
+    cross = checked_matmul(q, x.T, log)[0]  # [n] at 2F
+    qq = checked_matmul(q, q.T, log)[0]  # [1] at 2F
+    qq_n = ArithmeticShares(party, qq.lo.expand(cross.shape), qq.hi.expand(cross.shape), 2 * F)
+    d = xx - cross.mul_public_int(2) + qq_n
+    idx, _ = checked_argmin(d, log)
+    verify_products(log)
+    return int(reveal(idx))
+
+
+def _database(seed: int, n: int = 37, dim: int = 8):
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(n, dim, generator=g, dtype=torch.float64)
+    query = feats[seed % n] + 0.3 * torch.randn(dim, generator=g, dtype=torch.float64)
+
+    def enc(t: torch.Tensor) -> torch.Tensor:
+        return torch.round(t * 2**F).to(torch.int64)
+
+    q, x = enc(query).view(1, -1), enc(feats)
+    want = int(torch.cdist(query.view(1, -1), feats).argmin())
+    return [share(q), share(x), share((x * x).sum(1))], want
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_verified_nearest_neighbour_matches_torch(seed):
+    shares, want = _database(seed)
+    out = run_parties(_nearest, [[s[i] for s in shares] for i in range(3)])
+    assert out == [want] * 3
+
+
+def _outcomes(body, args) -> list:
+    """Each party's result or the exception it ended with (a failing party aborts the session)."""
+
+    def wrapped(party: Party, *a):
+        try:
+            return body(party, *a)
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            party.comm.close()
+            return exc
+
+    return run_parties(wrapped, args)
+
+
+def test_an_error_anywhere_in_the_verified_nearest_neighbour_is_rejected_before_the_reveal():
+    """Party 1 corrupts one of its messages: its reshares in the distances, in the comparisons' AND
+    gates and bit injections, in the muxes, or inside either proof. No party gets an index; the
+    honest parties 0 and 2 end in ProofRejected, every one of which names party 1. (A corrupted
+    reshare also makes the receiver's later messages disagree with party 1's own copy, so party 1
+    may reject them: its word does not count.)"""
+    shares, _ = _database(4, n=9)
+
+    def count(party: Party, *pairs):
+        before = party.comm.stats.messages_sent
+        _nearest(party, *pairs)
+        return party.comm.stats.messages_sent - before
+
+    sends = run_parties(count, [[s[i] for s in shares] for i in range(3)])[1]
+    for index in range(0, sends - 2, 7):  # every seventh message before the reveal's two
+        out = _outcomes(_nearest, [[s[i] for s in shares] + [1, index, 1 << 20] for i in range(3)])
+        assert not any(isinstance(o, int) for o in out), (index, out)
+        honest = [o for o in (out[0], out[2]) if isinstance(o, ProofRejected)]
+        assert honest and all(1 in o.suspects for o in honest), (index, out)
