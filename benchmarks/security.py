@@ -214,7 +214,8 @@ def checked_products_line(n: int, rows: int, dim: int) -> dict:
     """In-process cost of ``n`` elementwise products plus one ``[1, dim] @ [dim, rows]`` matrix product
     (a query against ``rows`` feature rows), semi-honest vs checked by ``protocols.dzk``."""
     from protocols.arithmetic import matmul, mul
-    from protocols.dzk import ProductLog, checked_matmul, checked_mul, verify_products
+    from protocols.checked import checked_matmul, checked_mul
+    from protocols.dzk import ProductLog, verify_products
     from protocols.sharing import from_pair, share
     from protocols.simulate import run_parties
 

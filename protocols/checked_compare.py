@@ -1,5 +1,5 @@
 """Comparisons with security with abort: MSB, bit injection, ReLU, multiplexer, argmin, built ONLY from
-the checked gates of :mod:`protocols.dzk`, so :func:`protocols.dzk.verify_products` covers every message.
+the checked gates of :mod:`protocols.checked`, so :func:`protocols.dzk.verify_products` covers every message.
 
 The semi-honest comparisons (:mod:`protocols.compare`) use table-OT gates whose messages are
 not products; these use AND gates and products instead:
@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from .dzk import ProductLog, checked_and, checked_mul
+from .checked import checked_and, checked_mul
+from .dzk import ProductLog
 from .sharing import ArithmeticShares, BooleanShares, public_shares
 
 _SHIFTS = (1, 2, 4, 8, 16, 32)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from protocols.checked import checked_matmul
 from protocols.checked_compare import checked_argmin, checked_ltz, checked_relu
-from protocols.dzk import ProductLog, ProofRejected, checked_matmul, verify_products
+from protocols.dzk import ProductLog, ProofRejected, verify_products
 from protocols.party import Party
 from protocols.sharing import ArithmeticShares, from_pair, reconstruct, reveal, share
 from protocols.simulate import run_parties

@@ -1,4 +1,4 @@
-"""protocols.dzk: checked products on in-process parties. Honest runs are exact and pass at the
+"""protocols.dzk + protocols.checked: checked gates on in-process parties. Honest runs are exact and pass at the
 pinned cost; every message any one party sends (its products' reshares, and each of its messages
 inside the check) carrying an error, a low one or 2^63, ends in ProofRejected naming it."""
 
@@ -8,19 +8,8 @@ import pytest
 import torch
 
 from protocols import galois as G
-from protocols.dzk import (
-    MAX_FOLDS,
-    ProductLog,
-    ProofRejected,
-    check_cost,
-    checked_and,
-    checked_conv2d,
-    checked_matmul,
-    checked_mul,
-    checked_truncate,
-    soundness_bits,
-    verify_products,
-)
+from protocols.checked import checked_and, checked_conv2d, checked_matmul, checked_mul, checked_truncate
+from protocols.dzk import MAX_FOLDS, ProductLog, ProofRejected, check_cost, soundness_bits, verify_products
 from protocols.party import Party
 from protocols.prf import PRG, derive_key
 from protocols.sectypes import BooleanShares
@@ -300,7 +289,7 @@ def test_a_party_0_that_shifts_y0_and_sends_carries_that_fit_it_is_rejected(shif
     """Party 0 adds ``shift`` to y0 and computes both carry words honestly for the shifted value: a
     low shift breaks the remainder's range (E1 + E2 >= 2^16), a shift by a multiple of 2^48 leaves
     2^16 (y0 + r) unchanged mod 2^64 but breaks the sign extension of y0 + r."""
-    import protocols.dzk as D
+    import protocols.checked as D
 
     xs = share(TX)
 

@@ -1,0 +1,476 @@
+"""Checked gates: the semi-honest messages, recorded for :func:`protocols.dzk.verify_products`.
+
+Each gate sends exactly what its semi-honest counterpart sends (plus, for truncation, two
+carry words from party 0) and appends its claims to a :class:`protocols.dzk.ProductLog`. Its
+result is NOT verified until ``verify_products`` has run on that log.
+
+* :func:`checked_mul`, :func:`checked_matmul`, :func:`checked_conv2d`: party ``i`` sends party
+  ``i-1`` ``m_i = f(x_i, y_i) + f(x_i, y_{i+1}) + f(x_{i+1}, y_i) + w_i - u_i`` (1 round, one
+  element per output). Claim: ``T1 + T2 = f(A, B') + f(A', B)`` with ``T1 = m - f(x_i, y_i) + u``
+  and ``A, B = x_i, y_i`` at V1, ``T2 = -w`` and ``A', B' = x_{i+1}, y_{i+1}`` at V2. The
+  challenge turns it into ONE inner product: a coefficient ``rho_g`` per output of an
+  elementwise product (``<rho*A, B'> + <rho*B, A'>``, length ``2n``); a rank-1 pair ``s``
+  (rows) x ``t`` (columns) for a matrix product (``<A^T s, B' t> + <B t, A'^T s>``, length
+  ``2k``, ``k`` the inner dimension) and ``s`` (output channels) x ``t`` (positions) for a
+  convolution (length ``2 C kh kw``): a matrix product or a convolution costs its input and
+  weight sizes, not its multiply-adds. Degree 2 in the challenge.
+* :func:`checked_and`: the same on XOR shares (``&`` for products, ``^`` for sums), over
+  GF(2^48) with a coefficient per lane (bit-planes: 128 entries per word).
+* :func:`checked_truncate`: probabilistic truncation (``arithmetic.reshare_truncate``) whose
+  one non-linear message, party 0's ``y0``, is pinned by two carry chains.
+
+Integer products: a fixed-point product returns the untruncated scale ``x.frac_bits +
+y.frac_bits``; :func:`checked_truncate` brings it back. ``checked_matmul`` takes 2-D operands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from . import binfield as BF
+from . import galois as G
+from .dzk import Entry, ProductLog, ProofRejected
+from .party import Party
+from .prf import PRG
+from .ringmm import ring_conv2d
+from .sharing import ArithmeticShares, BooleanShares
+
+
+@dataclass(frozen=True)
+class _ConvShape:
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+
+
+@dataclass
+class _Product:
+    kind: str  # "mul", "matmul", "conv2d" or "and"
+    x_lo: torch.Tensor
+    x_hi: torch.Tensor
+    y_lo: torch.Tensor
+    y_hi: torch.Tensor
+    received: torch.Tensor  # party i+1's message (this party is its V1)
+    draw_next: torch.Tensor  # this party's draw with party i+1 (= that prover's u)
+    draw_prev: torch.Tensor  # this party's draw with party i-1 (= that prover's w)
+    conv: _ConvShape | None = None
+
+    def vector_length(self) -> int:
+        if self.kind == "mul":
+            return 2 * self.x_lo.numel()
+        if self.kind == "matmul":
+            return 2 * self.x_lo.shape[1]
+        if self.kind == "and":
+            return 2 * 64 * self.x_lo.numel()
+        return 2 * self.x_lo.shape[1] * self.y_lo.shape[2] * self.y_lo.shape[3]  # 2 C kh kw
+
+
+def _reshare(party: Party, z: torch.Tensor) -> torch.Tensor:
+    """Send ``z`` to party i-1, receive party i+1's term (which must have the same shape)."""
+    got, _ = party.comm.exchange(send_prev=z, recv_next=True)
+    if got.shape != z.shape:
+        nxt = (party.id + 1) % 3
+        raise ProofRejected(f"server {party.id}: server {nxt} sent a reshare of shape {tuple(got.shape)}", (nxt,))
+    return got
+
+
+def _checked(x: ArithmeticShares, y: ArithmeticShares, kind: str, log: ProductLog,
+             conv: _ConvShape | None = None) -> ArithmeticShares:
+    if x.party is not y.party or x.party is not log.party:
+        raise ValueError("cannot multiply shares of different parties/sessions")
+    party = x.party
+    if kind == "conv2d":
+        assert conv is not None
+        if len(x.shape) != 4 or len(y.shape) != 4 or x.shape[1] != y.shape[1] * conv.groups:
+            raise ValueError(f"checked_conv2d: input {tuple(x.shape)} and weight {tuple(y.shape)} do not fit")
+        xl, xh, yl, yh = x.lo, x.hi, y.lo, y.hi
+        z = _f(kind, xl, yl + yh, conv) + _f(kind, xh, yl, conv)
+    elif kind == "mul":
+        shape = torch.broadcast_shapes(x.shape, y.shape)
+        xl, xh = x.lo.expand(shape).contiguous(), x.hi.expand(shape).contiguous()
+        yl, yh = y.lo.expand(shape).contiguous(), y.hi.expand(shape).contiguous()
+        z = xl * (yl + yh) + xh * yl
+    else:
+        if len(x.shape) != 2 or len(y.shape) != 2 or x.shape[1] != y.shape[0]:
+            raise ValueError(f"checked_matmul: need [m, k] @ [k, n], got {tuple(x.shape)} @ {tuple(y.shape)}")
+        xl, xh, yl, yh = x.lo, x.hi, y.lo, y.hi
+        z = xl @ (yl + yh) + xh @ yl
+    draw_next = party.prg_next.int64(z.shape)
+    draw_prev = party.prg_prev.int64(z.shape)
+    z = z + draw_next - draw_prev
+    got = _reshare(party, z)
+    log.products.append(_ProductEntry(_Product(kind, xl, xh, yl, yh, got, draw_next, draw_prev, conv)))
+    return ArithmeticShares(party, z, got, x.frac_bits + y.frac_bits)
+
+
+def checked_mul(x: ArithmeticShares, y: ArithmeticShares, log: ProductLog) -> ArithmeticShares:
+    """Elementwise ``[x] * [y]``, recorded in ``log`` for :func:`verify_products`. Cost: 1 round, 1 element
+    per output per party (as :func:`protocols.arithmetic.mul`); the result is NOT verified until then."""
+    return _checked(x, y, "mul", log)
+
+
+def checked_matmul(x: ArithmeticShares, y: ArithmeticShares, log: ProductLog) -> ArithmeticShares:
+    """``[x] @ [y]`` for 2-D operands, recorded in ``log``. Cost: 1 round, 1 element per output per party."""
+    return _checked(x, y, "matmul", log)
+
+
+def checked_conv2d(x: ArithmeticShares, w: ArithmeticShares, log: ProductLog, stride: int | tuple[int, int] = 1,
+                   padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1,
+                   groups: int = 1) -> ArithmeticShares:
+    """``conv2d`` of shared input ``[N, C, H, W]`` with shared weights, recorded in ``log``.
+    Cost: 1 round, 1 element per output per party (as :func:`protocols.arithmetic.conv2d`)."""
+
+    def pair(v: int | tuple[int, int]) -> tuple[int, int]:
+        return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+    return _checked(x, w, "conv2d", log, _ConvShape(pair(stride), pair(padding), pair(dilation), groups))
+
+
+def checked_and(x: BooleanShares, y: BooleanShares, log: ProductLog) -> BooleanShares:
+    """Bitwise ``[x] & [y]`` on XOR shares (as :func:`protocols.boolean.and_`: 1 round, one word per
+    64 lanes per party), recorded in ``log``; proved over GF(2^48) by :func:`verify_products`."""
+    if x.party is not y.party or x.party is not log.party:
+        raise ValueError("cannot AND shares of different parties/sessions")
+    party = x.party
+    shape = torch.broadcast_shapes(x.shape, y.shape)
+    xl, xh = x.lo.expand(shape).contiguous(), x.hi.expand(shape).contiguous()
+    yl, yh = y.lo.expand(shape).contiguous(), y.hi.expand(shape).contiguous()
+    z = (xl & (yl ^ yh)) ^ (xh & yl)
+    draw_next = party.prg_next.int64(z.shape)
+    draw_prev = party.prg_prev.int64(z.shape)
+    z = z ^ draw_next ^ draw_prev
+    got = _reshare(party, z)
+    log.products.append(_ProductEntry(_Product("and", xl, xh, yl, yh, got, draw_next, draw_prev)))
+    return BooleanShares(party, z, got)
+
+
+def _f(kind: str, a: torch.Tensor, b: torch.Tensor, conv: _ConvShape | None = None) -> torch.Tensor:
+    if kind == "mul":
+        return a * b
+    if kind == "matmul":
+        return a @ b
+    assert conv is not None
+    if conv.groups == 1:
+        return ring_conv2d(a, b, conv.stride, conv.padding, conv.dilation)
+    return F.conv2d(a, b, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _positions_weighted(x: torch.Tensor, t: torch.Tensor, kernel: tuple[int, int], conv: _ConvShape) -> torch.Tensor:
+    """``Y[c, kk] = sum_p t_p X[c, p + kk]`` over the output positions ``p = (n, oh, ow)`` of the
+    convolution (the im2col columns weighted by ``t``): ``[C kh kw, DEGREE]``."""
+    (sh, sw), (ph, pw), (dh, dw) = conv.stride, conv.padding, conv.dilation
+    kh, kw = kernel
+    n, c, h, w = x.shape
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    xp = F.pad(x, (pw, pw, ph, ph))
+    cols = []
+    for i in range(kh):
+        for j in range(kw):
+            tap = xp[:, :, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw]
+            cols.append(tap.transpose(0, 1).reshape(c, n * ho * wo) @ t)
+    return torch.stack(cols, 1).reshape(c * kh * kw, G.DEGREE)
+
+
+def _channels_weighted(w: torch.Tensor, s: torch.Tensor, groups: int) -> torch.Tensor:
+    """``W'[ci, kk] = sum_co s_co W[co, ci, kk]`` within each group: ``[C kh kw, DEGREE]``."""
+    o = w.shape[0]
+    per = w.reshape(groups, o // groups, -1)  # [G, O/G, C/G kh kw]
+    return torch.einsum("gcj,gce->gje", per, s.reshape(groups, o // groups, G.DEGREE)).reshape(-1, G.DEGREE)
+
+
+def _by_channel(t: torch.Tensor) -> torch.Tensor:
+    """Conv output ``[N, O, Ho, Wo]`` -> ``[O, N Ho Wo]`` (positions in the order of ``t``)."""
+    return t.transpose(0, 1).reshape(t.shape[1], -1)
+
+
+@dataclass
+class _Challenges:
+    rho: torch.Tensor | None = None  # elementwise: [n, E]
+    s: torch.Tensor | None = None  # matmul rows: [m, E]
+    t: torch.Tensor | None = None  # matmul columns: [n, E]
+
+
+def _draw_arith(p: _Product, rng: PRG) -> _Challenges:
+    if p.kind == "mul":
+        return _Challenges(rho=G.random(rng, p.x_lo.numel()))
+    if p.kind == "matmul":
+        return _Challenges(s=G.random(rng, p.x_lo.shape[0]), t=G.random(rng, p.y_lo.shape[1]))
+    out = p.received  # [N, O, Ho, Wo]
+    return _Challenges(s=G.random(rng, out.shape[1]), t=G.random(rng, out.numel() // out.shape[1]))
+
+
+def _v1_vector(p: _Product, c: _Challenges, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """From ``A = x_i``, ``B = y_i``: ``[rho*A ; rho*B]`` or ``[A^T s ; B t]``."""
+    if p.kind == "mul":
+        assert c.rho is not None
+        return torch.cat([c.rho * a.reshape(-1, 1), c.rho * b.reshape(-1, 1)])
+    assert c.s is not None and c.t is not None
+    if p.kind == "conv2d":
+        assert p.conv is not None
+        kernel = (p.y_lo.shape[2], p.y_lo.shape[3])
+        return torch.cat([_positions_weighted(a, c.t, kernel, p.conv), _channels_weighted(b, c.s, p.conv.groups)])
+    return torch.cat([a.T @ c.s, b @ c.t])
+
+
+def _v2_vector(p: _Product, c: _Challenges, a2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+    """From ``A' = x_{i+1}``, ``B' = y_{i+1}``: ``[B' ; A']`` (lifted) or ``[B' t ; A'^T s]``."""
+    if p.kind == "mul":
+        return G.lift(torch.cat([b2.reshape(-1), a2.reshape(-1)]))
+    assert c.s is not None and c.t is not None
+    if p.kind == "conv2d":
+        assert p.conv is not None
+        kernel = (p.y_lo.shape[2], p.y_lo.shape[3])
+        return torch.cat([_channels_weighted(b2, c.s, p.conv.groups), _positions_weighted(a2, c.t, kernel, p.conv)])
+    return torch.cat([b2 @ c.t, a2.T @ c.s])
+
+
+def _tau(p: _Product, c: _Challenges, target: torch.Tensor) -> torch.Tensor:
+    """``rho . T`` or ``s^T T t`` for this verifier's part ``T`` of the claim."""
+    if p.kind == "mul":
+        assert c.rho is not None
+        return (c.rho * target.reshape(-1, 1)).sum(0)
+    assert c.s is not None and c.t is not None
+    if p.kind == "conv2d":
+        return G.inner(c.s, _by_channel(target) @ c.t)
+    return G.inner(c.s, target @ c.t)
+
+
+class _ArithClaim:
+    """Products in Z_2^64 (``mul``, ``matmul``, ``conv2d``), proved over GR(2^64, 48)."""
+
+    def draw(self, p: _Product, rng: PRG) -> _Challenges:
+        return _draw_arith(p, rng)
+
+    def v1_parts(self, p: _Product, c: _Challenges, a: torch.Tensor, b: torch.Tensor) -> list[Any]:
+        return [_v1_vector(p, c, a, b)]
+
+    def v2_parts(self, p: _Product, c: _Challenges, a2: torch.Tensor, b2: torch.Tensor) -> list[Any]:
+        return [_v2_vector(p, c, a2, b2)]
+
+    def tau(self, p: _Product, c: _Challenges, target: torch.Tensor) -> torch.Tensor:
+        return _tau(p, c, target)
+
+    def v1_target(self, p: _Product) -> torch.Tensor:  # T1 = m - f(x_i, y_i) + u
+        return p.received - _f(p.kind, p.x_hi, p.y_hi, p.conv) + p.draw_next
+
+    def v2_target(self, p: _Product) -> torch.Tensor:  # T2 = -w
+        return -p.draw_prev
+
+
+class _AndClaim:
+    """AND gates on XOR shares (64 lanes per word), proved over GF(2^48): ``rho`` is 48 random bit-planes,
+    V1's vector ``[rho & A ; rho & B]``, V2's the bits ``[B' ; A']``, ``tau = sum rho_g T_g``."""
+
+    def draw(self, p: _Product, rng: PRG) -> torch.Tensor:
+        return rng.int64((BF.DEGREE, p.x_lo.numel()))
+
+    def v1_parts(self, p: _Product, rho: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> list[Any]:
+        return [BF.scale_bits(rho, a), BF.scale_bits(rho, b)]
+
+    def v2_parts(self, p: _Product, rho: torch.Tensor, a2: torch.Tensor, b2: torch.Tensor) -> list[Any]:
+        return [BF.lift_bits(b2), BF.lift_bits(a2)]
+
+    def tau(self, p: _Product, rho: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return BF.dot_bits(rho, target)
+
+    def v1_target(self, p: _Product) -> torch.Tensor:  # T1 = m ^ (x_i & y_i) ^ u
+        return p.received ^ (p.x_hi & p.y_hi) ^ p.draw_next
+
+    def v2_target(self, p: _Product) -> torch.Tensor:  # T2 = w
+        return p.draw_prev
+
+
+_CLAIMS: dict[str, Any] = {"mul": _ArithClaim(), "matmul": _ArithClaim(), "conv2d": _ArithClaim(), "and": _AndClaim()}
+
+
+class _ProductEntry(Entry):
+    """A reshared product: every party proves its own message (symmetric)."""
+
+    def __init__(self, p: _Product) -> None:
+        self.p, self.claim = p, _CLAIMS[p.kind]
+        self.field = p.kind == "and"
+
+    def length(self, prover: int) -> int:
+        return self.p.vector_length()
+
+    def as_prover(self, rng: PRG) -> tuple[list[Any], list[Any]]:
+        p, c = self.p, self.claim.draw(self.p, rng)  # A, B = my lo; A', B' = my hi
+        return self.claim.v1_parts(p, c, p.x_lo, p.y_lo), self.claim.v2_parts(p, c, p.x_hi, p.y_hi)
+
+    def as_v1(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
+        p, c = self.p, self.claim.draw(self.p, rng)  # A = x_{i+1}, B = y_{i+1} = my hi
+        return self.claim.v1_parts(p, c, p.x_hi, p.y_hi), self.claim.tau(p, c, self.claim.v1_target(p))
+
+    def as_v2(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
+        p, c = self.p, self.claim.draw(self.p, rng)  # A' = x_i, B' = y_i = my lo
+        return self.claim.v2_parts(p, c, p.x_lo, p.y_lo), self.claim.tau(p, c, self.claim.v2_target(p))
+
+
+_LOW63 = (1 << 63) - 1
+
+
+class _RingLinear(Entry):
+    """``prover``'s message satisfies ``T1 + T2 = 0`` (T1 at its V1, T2 at its V2): no vector entries."""
+
+    def __init__(self, me: int, prover: int, numel: int, t1: torch.Tensor | None = None,
+                 t2: torch.Tensor | None = None) -> None:
+        self.me, self.prover, self.numel, self.t1, self.t2 = me, prover, numel, t1, t2
+
+    def length(self, prover: int) -> int:
+        return 0
+
+    def as_prover(self, rng: PRG) -> tuple[list[Any], list[Any]]:
+        if self.prover == self.me:
+            G.random(rng, self.numel)
+        return [], []
+
+    def as_v1(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
+        if self.prover != (self.me + 1) % 3:
+            return [], None
+        assert self.t1 is not None
+        return [], (G.random(rng, self.numel) * self.t1.reshape(-1, 1)).sum(0)
+
+    def as_v2(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
+        if self.prover != (self.me - 1) % 3:
+            return [], None
+        assert self.t2 is not None
+        return [], (G.random(rng, self.numel) * self.t2.reshape(-1, 1)).sum(0)
+
+
+def _shr1(w: torch.Tensor) -> torch.Tensor:
+    return (w >> 1) & _LOW63
+
+
+class _CarryChain(Entry):
+    """``prover`` claims, per 64-bit word, that ``C = C1 ^ C2`` holds the carries of ``S = P + Q`` (P, C1 at its
+    V1; Q, C2 at its V2) and that ``lin(S) = 0`` for a GF(2)-linear word map ``lin``. Over GF(2^48):
+    ``c_0 = 0``, ``s = P ^ Q ^ C`` and, on lanes 0..62, ``c_{k+1} = p_k q_k ^ c_k (p_k ^ q_k)``, i.e.
+    ``(C1 >>> 1) ^ (C1 & P) ^ (C2 >>> 1) ^ (C2 & Q) = (P & Q) ^ (C1 & Q) ^ (P & C2)``: three bit
+    products per lane, so ``3 * 64`` entries per word; the carry bits are bits by construction
+    (XOR shares of words). A prover with no valid carries for a sum that breaks ``lin`` is caught."""
+
+    field = True
+
+    def __init__(self, me: int, prover: int, words: int, lin: Any, mine: tuple[torch.Tensor, ...] | None = None,
+                 v1: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 v2: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        self.me, self.prover, self.words, self.lin = me, prover, words, lin
+        self.mine, self.v1, self.v2 = mine, v1, v2
+
+    def length(self, prover: int) -> int:
+        return 3 * 64 * self.words if prover == self.prover else 0
+
+    def _draw(self, rng: PRG) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        shape = (BF.DEGREE, self.words)
+        return rng.int64(shape) & _LOW63, rng.int64(shape), rng.int64(shape)
+
+    def as_prover(self, rng: PRG) -> tuple[list[Any], list[Any]]:
+        if self.prover != self.me:
+            return [], []
+        assert self.mine is not None
+        rho, _, _ = self._draw(rng)
+        p, q, c1, c2 = self.mine
+        return ([BF.scale_bits(rho, p), BF.scale_bits(rho, c1), BF.scale_bits(rho, p)],
+                [BF.lift_bits(q), BF.lift_bits(q), BF.lift_bits(c2)])
+
+    def as_v1(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
+        if self.prover != (self.me + 1) % 3:
+            return [], None
+        assert self.v1 is not None
+        rho, rho0, rho_lin = self._draw(rng)
+        p, c1 = self.v1
+        tau = BF.dot_bits(rho, _shr1(c1) ^ (c1 & p)) ^ BF.dot_bits(rho0, c1 & 1)
+        tau ^= BF.dot_bits(rho_lin, self.lin(p ^ c1))
+        return [BF.scale_bits(rho, p), BF.scale_bits(rho, c1), BF.scale_bits(rho, p)], tau
+
+    def as_v2(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
+        if self.prover != (self.me - 1) % 3:
+            return [], None
+        assert self.v2 is not None
+        rho, rho0, rho_lin = self._draw(rng)
+        q, c2 = self.v2
+        tau = BF.dot_bits(rho, _shr1(c2) ^ (c2 & q)) ^ BF.dot_bits(rho0, c2 & 1)
+        tau ^= BF.dot_bits(rho_lin, self.lin(q ^ c2))
+        return [BF.lift_bits(q), BF.lift_bits(q), BF.lift_bits(c2)], tau
+
+
+def _carries(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The carry into every bit of ``p + q`` (mod 2^64)."""
+    return (p + q) ^ p ^ q
+
+
+def checked_truncate(x: ArithmeticShares, bits: int, log: ProductLog) -> ArithmeticShares:
+    """``[x] / 2**bits`` (probabilistic, as :func:`protocols.arithmetic.truncate`), recorded in ``log``.
+
+    The messages of ``arithmetic.reshare_truncate`` (parties 1 and 2 swap ``z1``, ``z2``; party 0
+    sends party 2 ``y0 = ceil(z0 / 2^bits) - r``), and party 0 also sends two words per element:
+    its XOR shares (the other shares come from its key with party 1) of the carries of two sums
+    whose terms parties 2 and 1 hold, ``E1 + E2 = 2^bits (y0 + r) - z0`` and ``y0 + r``. The proofs
+    check ``z1``, ``z2`` (linear claims), that ``E1 + E2`` lies in ``[0, 2^bits)`` and that ``y0 + r``
+    is a ``64 - bits``-bit signed number (:class:`_CarryChain`), which together fix
+    ``y0 + r = ceil(z0 / 2^bits)``. Cost: 1 round; party 0 sends 3 words per element, parties 1 and
+    2 one (against 1, 1, 1 unchecked); the proof adds ``2 * 3 * 64`` field entries per element to
+    party 0's GF(2^48) proof.
+    """
+    if x.party is not log.party:
+        raise ValueError("shares of another party/session")
+    if not 0 < bits < 63:
+        raise ValueError(f"checked_truncate: bits must be in 1..62, got {bits}")
+    party, comm = x.party, x.party.comm
+    me, shape, n = party.id, x.shape, x.lo.numel()
+    a, b = party.prg_next.int64(shape), party.prg_prev.int64(shape)  # my zero-share draws
+    z = x.lo + a - b
+    high = -(1 << bits)  # lanes bits..63
+    sign = ((1 << bits) - 1) << (63 - bits)  # lanes 63-bits..62
+
+    def below(s: torch.Tensor) -> torch.Tensor:  # lin: S < 2^bits
+        return s & high
+
+    def signed(s: torch.Tensor) -> torch.Tensor:  # lin: S sign-extends from bit 63 - bits
+        return (s ^ (s >> 63)) & sign
+
+    if me == 0:
+        r = party.prg_next.int64(shape)
+        y0 = -((-z) >> bits) - r
+        e1, e2 = (y0 << bits) - x.lo + b, (r << bits) - a  # x_0 = my lo
+        ce2, cd2 = party.prg_next.int64(shape), party.prg_next.int64(shape)
+        ce1, cd1 = _carries(e1, e2) ^ ce2, _carries(y0, r) ^ cd2
+        comm.exchange(send_prev=torch.stack([y0, ce1, cd1]))
+        log.products += [
+            _RingLinear(me, 1, n, t1=-x.hi + a), _RingLinear(me, 2, n, t2=-b),
+            _CarryChain(me, 0, n, below, mine=(e1.reshape(-1), e2.reshape(-1), ce1.reshape(-1), ce2.reshape(-1))),
+            _CarryChain(me, 0, n, signed, mine=(y0.reshape(-1), r.reshape(-1), cd1.reshape(-1), cd2.reshape(-1))),
+        ]
+        return ArithmeticShares(party, y0, r, x.frac_bits)
+    if me == 1:
+        r = party.prg_prev.int64(shape)
+        ce2, cd2 = party.prg_prev.int64(shape), party.prg_prev.int64(shape)
+        z2, _ = comm.exchange(send_next=z, recv_next=True)
+        if z2.shape != z.shape:
+            raise ProofRejected(f"server 1: server 2 sent a message of shape {tuple(z2.shape)}", (2,))
+        e2 = (r << bits) - b
+        log.products += [
+            _RingLinear(me, 1, n), _RingLinear(me, 2, n, t1=z2 - x.hi + a),
+            _CarryChain(me, 0, n, below, v2=(e2.reshape(-1), ce2.reshape(-1))),
+            _CarryChain(me, 0, n, signed, v2=(r.reshape(-1), cd2.reshape(-1))),
+        ]
+        return ArithmeticShares(party, r, (z + z2) >> bits, x.frac_bits)
+    got, z1 = comm.exchange(send_prev=z, recv_next=True, recv_prev=True)
+    if got.shape != (3, *shape) or z1.shape != z.shape:
+        raise ProofRejected("server 2: a truncation message of the wrong shape", (0, 1))
+    y0, ce1, cd1 = got[0], got[1], got[2]
+    e1 = (y0 << bits) - x.hi + a
+    log.products += [
+        _RingLinear(me, 1, n, t2=z1 - b), _RingLinear(me, 2, n),
+        _CarryChain(me, 0, n, below, v1=(e1.reshape(-1), ce1.reshape(-1))),
+        _CarryChain(me, 0, n, signed, v1=(y0.reshape(-1), cd1.reshape(-1))),
+    ]
+    return ArithmeticShares(party, (z1 + z) >> bits, y0, x.frac_bits)
+
+
