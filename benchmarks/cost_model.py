@@ -44,7 +44,7 @@ SEARCH_STEP_NAMES = {
 }
 # The innermost of these on the stack names the operation of an exchange.
 OPERATIONS = {
-    "_carry_out": "comparison", "msb": "comparison", "msb_bounded": "comparison", "a2b": "comparison",
+    "carry_out": "comparison", "msb": "comparison", "msb_bounded": "comparison", "a2b": "comparison",
     "_generate_propagate": "comparison", "_input_boolean_from_p0": "comparison", "eqz": "equality",
     "bit_inject": "bit injection", "bit_inject_chunked": "bit injection", "inject": "bit injection",
     "_digit_bits": "comparison", "_tree": "comparison",

@@ -20,15 +20,18 @@ Comparison ``x < y`` is the sign of ``x - y``: valid while ``|x - y| < 2**63`` i
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
 from . import digits as D
 from .arithmetic import mul
-from .boolean import and_, and_many
+from .boolean import and_many
 from .sharing import ArithmeticShares, BooleanShares
 
 _KS_SHIFTS = (1, 2, 4, 8, 16, 32)
+AndMany = Callable[[list[tuple[BooleanShares, BooleanShares]]], list[BooleanShares]]
 _EQ_FULL = D.Digits(64, 0, (8,) * 8)
 LAYOUT = D.WIDE
 """Digit layout of the general comparison (``msb``, ``ltz``, ``lt``, ``relu``, sort, top-k)."""
@@ -100,15 +103,16 @@ _TREE_MASKS = [
 ]
 
 
-def _carry_out(g: BooleanShares, p: BooleanShares) -> BooleanShares:
-    """Combined generate (the carry out) over all 64 positions of each word, in bit 0.
+def carry_out(g: BooleanShares, p: BooleanShares, ands: AndMany = and_many) -> BooleanShares:
+    """Combined generate (the carry out) over all 64 positions of each word, in bit 0, for 1-D ``g``, ``p``.
 
     A log-depth tree whose words are packed as it goes up. Level L combines adjacent
     groups (hi, lo): ``G = G_hi ^ (P_hi & G_lo)``, ``P = P_hi & P_lo``. Results occupy
     half the bits, so the second half of the array is shifted into the free bits of the
     first half: the array halves at every level and the work is 2 + 1 + 1/2 + ... + 1/32
     = 3.9 AND-words per element (sizes a multiple of 64) instead of 11 for a full
-    Kogge-Stone adder. Cost: 6 rounds, 3.9 words per element per party.
+    Kogge-Stone adder. Cost: 6 rounds, 3.9 words per element per party. ``ands`` computes a
+    list of ANDs in one round (``protocols.checked_compare`` passes checked AND gates).
     """
     n = g.shape[0]
     padded = -(-n // 64) * 64
@@ -126,10 +130,10 @@ def _carry_out(g: BooleanShares, p: BooleanShares) -> BooleanShares:
         g_lo = g.and_public(mask)
         if level < len(_TREE_MASKS) - 1:
             p_lo = p.and_public(mask)
-            t_g, p = and_many([(p_hi, g_lo), (p_hi, p_lo)])
+            t_g, p = ands([(p_hi, g_lo), (p_hi, p_lo)])
             p = p.and_public(mask)
         else:
-            t_g = and_(p_hi, g_lo)
+            (t_g,) = ands([(p_hi, g_lo)])
         g = (g_hi ^ t_g).and_public(mask)
         if level < len(_TREE_MASKS) - 1:
             half = length // 2
@@ -307,7 +311,7 @@ def truncate_exact(x: ArithmeticShares, bits: int) -> ArithmeticShares:
         sum_uv = ArithmeticShares(p, (shifted.lo >> bits) & low_mask, got, 0)
     # step 3: carry out of u + v
     g, prop = _generate_propagate(shifted)
-    carry = bit_inject(_carry_out(g, prop))
+    carry = bit_inject(carry_out(g, prop))
     # step 4
     out = (sum_uv - carry.mul_public_int(1 << (64 - bits))).add_public(
         torch.tensor(1 - (1 << (_OFFSET_BITS - bits)), dtype=torch.int64)
