@@ -157,10 +157,10 @@ class _Ring:
         low, high = vec[:half], vec[half:]
         return low + (high - low) @ G.mul_matrix(r)
 
-    def fold_polynomial(self, u: Any, v: Any) -> torch.Tensor:
+    def fold_polynomial(self, u: Any, v: Any, total: torch.Tensor | None = None) -> torch.Tensor:
         half = u.shape[0] // 2
         c0 = G.inner(u[:half], v[:half])
-        c_hi = G.inner(u[half:], v[half:])
+        c_hi = G.inner(u[half:], v[half:]) if total is None else total - c0
         c2 = G.inner(u[half:] - u[:half], v[half:] - v[:half])
         return torch.stack([c0, c_hi - c0 - c2, c2])
 
@@ -203,8 +203,8 @@ class _Field:
     def fold(self, vec: Any, r: torch.Tensor) -> Any:
         return BF.fold(vec, r)
 
-    def fold_polynomial(self, u: Any, v: Any) -> torch.Tensor:
-        return BF.fold_polynomial(u, v)
+    def fold_polynomial(self, u: Any, v: Any, total: torch.Tensor | None = None) -> torch.Tensor:
+        return BF.fold_polynomial(u, v, total)
 
     def first(self, vec: Any) -> torch.Tensor:
         return BF.first(vec)
@@ -320,8 +320,9 @@ def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry]) -
         return alg.add(h[0], alg.mul(r, alg.add(h[1], alg.mul(r, h[2]))))
 
     # 2. Folds.
+    total = None  # the prover's <u, v> after the first fold: h(r), so later folds take two inner products
     for _ in range(folds):
-        h = alg.fold_polynomial(u, v)
+        h = alg.fold_polynomial(u, v, total)
         h1 = alg.random(pm1, 3)
         _, got_h2 = comm.exchange(send_next=alg.sub(h, h1).reshape(-1), recv_prev=True)
         v1_h = alg.random(v1_mask, 3)
@@ -334,7 +335,7 @@ def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry]) -
         if from_prev.numel() != _SEED_WORDS:
             raise ProofRejected(f"server {me}: malformed challenge from servers {prev} and {nxt}", (prev, nxt))
         r_p, r_v1, r_v2 = _challenge(alg, from_prev), _challenge(alg, v1_seed), _challenge(alg, v2_seed)
-        u, v = alg.fold(u, r_p), alg.fold(v, r_p)
+        u, v, total = alg.fold(u, r_p), alg.fold(v, r_p), at(h, r_p)
         v1_vec, v2_vec = alg.fold(v1_vec, r_v1), alg.fold(v2_vec, r_v2)
         v1_claim, v2_claim = at(v1_h, r_v1), at(v2_h, r_v2)
 
