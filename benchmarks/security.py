@@ -45,7 +45,12 @@ verified building block that exists, ``protocols.verify.verified_mul``, against 
 semi-honest product on ``--verify-n`` elements (three in-process parties: time, rounds,
 bytes per party); the second (``"line": "checked_products"``) the distributed-ZK checked
 products of ``protocols.dzk`` (``--verify-n`` elementwise products plus one
-``[1, 128] @ [128, --verify-rows]`` product) against the same semi-honest products.
+``[1, 128] @ [128, --verify-rows]`` product) against the same semi-honest products;
+``checked_gates``: ReLU and truncation of ``--gates-n`` values, semi-honest vs checked
+(``protocols.checked_compare``, ``protocols.checked``), each checked one with its proof;
+``checked_nearest``: the nearest of ``--nearest-rows`` 128-d rows, semi-honest (the product's
+``secure_distance`` + ``secure_topk(k=1)``) vs checked (checked distances, ``checked_argmin``,
+the proof, then the reveal). Bytes are the largest of the three parties'.
 Not a test: nothing is asserted. The machine is shared.
 """
 
@@ -187,27 +192,35 @@ def modes_line(lc: LocalCluster, image: np.ndarray, k: int) -> dict:
             "note": "no malicious server mode: protocols.verify is not used by the query (docs/SECURITY.md)"}
 
 
+def _measure(row: dict, fns: dict, per_party: list[list]) -> dict:
+    """Run each ``fns[name](party, *args)`` on three in-process parties; add its time, rounds and bytes."""
+    from protocols.simulate import run_parties
+
+    for name, fn in fns.items():
+        def body(party, *args, fn=fn):
+            before = party.comm.stats.snapshot()
+            fn(party, *args)
+            return party.comm.stats - before
+        t0 = time.perf_counter()
+        stats = run_parties(body, per_party)
+        row[f"{name}_s"] = round(time.perf_counter() - t0, 3)
+        row[f"{name}_rounds"] = stats[0].rounds
+        row[f"{name}_bytes_per_party"] = max(st.bytes_sent for st in stats)
+    return row
+
+
 def verified_mul_line(n: int) -> dict:
     """In-process cost of ``n`` semi-honest products vs ``n`` verified ones (``protocols.verify``)."""
     from protocols.arithmetic import mul
     from protocols.sharing import from_pair, share
-    from protocols.simulate import run_parties
     from protocols.verify import bucket_size, verified_mul
 
     g = torch.Generator().manual_seed(0)
     x, y = (share(torch.randint(-(2**40), 2**40, (n,), generator=g)) for _ in range(2))
-    row: dict = {"line": "verified_mul", "n": n, "bucket": bucket_size(n)}
-    for name, fn in (("semi_honest", mul), ("verified", verified_mul)):
-        def body(party, px, py, fn=fn):
-            before = party.comm.stats.snapshot()
-            fn(from_pair(party, px), from_pair(party, py))
-            return party.comm.stats - before
-        t0 = time.perf_counter()
-        stats = run_parties(body, [[x[i], y[i]] for i in range(3)])
-        row[f"{name}_s"] = round(time.perf_counter() - t0, 3)
-        row[f"{name}_rounds"] = stats[0].rounds
-        row[f"{name}_bytes_per_party"] = stats[0].bytes_sent
-    return row
+    fns = {name: (lambda party, px, py, fn=fn: fn(from_pair(party, px), from_pair(party, py)))
+           for name, fn in (("semi_honest", mul), ("verified", verified_mul))}
+    row = {"line": "verified_mul", "n": n, "bucket": bucket_size(n)}
+    return _measure(row, fns, [[x[i], y[i]] for i in range(3)])
 
 
 def checked_products_line(n: int, rows: int, dim: int) -> dict:
@@ -217,13 +230,11 @@ def checked_products_line(n: int, rows: int, dim: int) -> dict:
     from protocols.checked import checked_matmul, checked_mul
     from protocols.dzk import ProductLog, verify_products
     from protocols.sharing import from_pair, share
-    from protocols.simulate import run_parties
 
     g = torch.Generator().manual_seed(0)
     x, y = (share(torch.randint(-(2**40), 2**40, (n,), generator=g)) for _ in range(2))
     q = share(torch.randint(-(2**20), 2**20, (1, dim), generator=g))
     m = share(torch.randint(-(2**20), 2**20, (dim, rows), generator=g))
-    row: dict = {"line": "checked_products", "n": n, "matmul": [1, dim, rows]}
 
     def semi_honest(party, px, py, pq, pm):
         mul(from_pair(party, px), from_pair(party, py))
@@ -235,17 +246,74 @@ def checked_products_line(n: int, rows: int, dim: int) -> dict:
         checked_matmul(from_pair(party, pq), from_pair(party, pm), log)
         verify_products(log)
 
-    for name, fn in (("semi_honest", semi_honest), ("checked", checked)):
-        def body(party, *pairs, fn=fn):
-            before = party.comm.stats.snapshot()
-            fn(party, *pairs)
-            return party.comm.stats - before
-        t0 = time.perf_counter()
-        stats = run_parties(body, [[x[i], y[i], q[i], m[i]] for i in range(3)])
-        row[f"{name}_s"] = round(time.perf_counter() - t0, 3)
-        row[f"{name}_rounds"] = stats[0].rounds
-        row[f"{name}_bytes_per_party"] = stats[0].bytes_sent
-    return row
+    row = {"line": "checked_products", "n": n, "matmul": [1, dim, rows]}
+    return _measure(row, {"semi_honest": semi_honest, "checked": checked}, [[x[i], y[i], q[i], m[i]] for i in range(3)])
+
+
+def checked_gates_line(n: int) -> dict:
+    """ReLU and truncation of ``n`` fixed-point values: semi-honest (``compare.relu``: table-OT comparison;
+    ``arithmetic.truncate``) vs checked (``checked_compare.checked_relu``: AND gates; ``checked.checked_truncate``),
+    each checked variant including its proof."""
+    from protocols.arithmetic import truncate
+    from protocols.checked import checked_truncate
+    from protocols.checked_compare import checked_relu
+    from protocols.compare import relu
+    from protocols.dzk import ProductLog, verify_products
+    from protocols.sharing import from_pair, share
+
+    xs = share(torch.randint(-(2**40), 2**40, (n,), generator=torch.Generator().manual_seed(0)))
+
+    def proved(gate):
+        def fn(party, px):
+            log = ProductLog(party)
+            gate(party, px, log)
+            verify_products(log)
+        return fn
+
+    fns = {
+        "relu_semi_honest": lambda party, px: relu(from_pair(party, px, 16)),
+        "relu_checked": proved(lambda party, px, log: checked_relu(from_pair(party, px, 16), log)),
+        "truncate_semi_honest": lambda party, px: truncate(from_pair(party, px, 32), 16),
+        "truncate_checked": proved(lambda party, px, log: checked_truncate(from_pair(party, px, 32), 16, log)),
+    }
+    return _measure({"line": "checked_gates", "n": n}, fns, [[xs[i]] for i in range(3)])
+
+
+def checked_nearest_line(rows: int, dim: int) -> dict:
+    """The nearest of ``rows`` shared ``dim``-d rows to a shared query, index revealed: semi-honest
+    (``distance.secure_distance`` + ``topk.secure_topk(k=1)``, the product's own steps) vs checked
+    (checked matrix products at scale 2^32, ``checked_argmin``, one proof, then the checked reveal)."""
+    from protocols.checked import checked_matmul
+    from protocols.checked_compare import checked_argmin
+    from protocols.distance import secure_distance
+    from protocols.dzk import ProductLog, verify_products
+    from protocols.sharing import ArithmeticShares, from_pair, public_shares, reveal, share
+    from protocols.topk import secure_topk
+
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(rows, dim, generator=g, dtype=torch.float64) / dim**0.5
+    query = feats[rows // 3] + 0.05 * torch.randn(dim, generator=g, dtype=torch.float64) / dim**0.5
+    x, q = torch.round(feats * 2**16).long(), torch.round(query * 2**16).long().view(1, -1)
+    xx = (x * x).sum(1)
+    shares = [share(q), share(x), share(xx), share(xx >> 16)]
+
+    def semi_honest(party, pq, px, pxx, pxx16):
+        d = secure_distance(from_pair(party, pq, 16), from_pair(party, px, 16), from_pair(party, pxx16, 16))
+        ids = public_shares(party, torch.arange(rows, dtype=torch.int64)).reshape(1, -1)
+        _, top = secure_topk(d, ids, 1)
+        reveal(top)
+
+    def checked(party, pq, px, pxx, pxx16):
+        log = ProductLog(party)
+        qs, xs = from_pair(party, pq, 16), from_pair(party, px, 16)
+        cross, qq = checked_matmul(qs, xs.T, log)[0], checked_matmul(qs, qs.T, log)[0]
+        qq_n = ArithmeticShares(party, qq.lo.expand(cross.shape), qq.hi.expand(cross.shape), 32)
+        idx, _ = checked_argmin(from_pair(party, pxx, 32) - cross.mul_public_int(2) + qq_n, log)
+        verify_products(log)
+        reveal(idx)
+
+    row = {"line": "checked_nearest", "rows": rows, "dim": dim}
+    return _measure(row, {"semi_honest": semi_honest, "checked": checked}, [[s[i] for s in shares] for i in range(3)])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -259,9 +327,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--verify-n", type=int, default=100_000, help="products in the verified_mul line")
     ap.add_argument("--verify-rows", type=int, default=100_000,
                     help="feature rows (128-d) of the matrix product in the checked_products line")
+    ap.add_argument("--gates-n", type=int, default=10_000, help="values in the checked_gates line (ReLU, truncation)")
+    ap.add_argument("--nearest-rows", type=int, default=10_000, help="rows (128-d) in the checked_nearest line")
     a = ap.parse_args(argv)
     print(json.dumps(verified_mul_line(a.verify_n)), flush=True)
     print(json.dumps(checked_products_line(a.verify_n, a.verify_rows, 128)), flush=True)
+    print(json.dumps(checked_gates_line(a.gates_n)), flush=True)
+    print(json.dumps(checked_nearest_line(a.nearest_rows, 128)), flush=True)
     with tempfile.TemporaryDirectory(prefix="trivault-sec-") as tmp:
         lc = LocalCluster(Path(tmp), txn_timeout_s=30.0, peer_timeout_s=5.0, query_timeout_s=60.0)
         lc.start()
