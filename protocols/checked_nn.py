@@ -1,0 +1,115 @@
+"""Secure CNN inference with security with abort: the layers of :mod:`protocols.layers` from checked gates.
+
+:func:`checked_forward` walks the same public architecture as :class:`protocols.nn.SecureModel`
+(``client.model.split_model``) and records every message in a :class:`protocols.dzk.ProductLog`;
+the caller runs :func:`protocols.dzk.verify_products` before anything that depends on the output
+is revealed (``verify_each`` runs it after every layer instead, which bounds the proof's memory:
+its vectors hold 48 coefficients per entry).
+
+Per layer (``f`` = the model's fractional bits; cost per element and per party):
+
+* ``conv2d`` / ``linear`` / ``affine``: the checked product at scale ``2f`` (1 round, 1 element),
+  then :func:`protocols.checked.checked_truncate` (1 round; party 0 sends 3 words), then the bias
+  (local). Two rounds instead of the semi-honest one (whose truncation is fused into the reshare).
+* ``relu``: :func:`protocols.checked_compare.checked_relu` (11 rounds); ``clamp`` (ReLU6):
+  ``lo + relu(x - lo) - relu(x - hi)``, both ReLUs in one call (11 rounds, 2 comparisons).
+* ``avgpool2d`` / ``global_avgpool``: local window sums times the public ``1 / count``, then a
+  checked truncation (1 round). ``pad``, ``flatten`` and residual sums are local.
+* ``maxpool2d`` and ``l2norm`` are not checked yet: :class:`NotImplementedError` (the default
+  model ends in ``l2norm``; docs/SECURITY.md).
+
+Accuracy: every comparison is exact on the ring (no "fast" lanes); truncations are
+probabilistic as in the semi-honest model (one ulp), so outputs agree with plaintext torch to
+the same tolerance (tests/unit/test_checked_nn.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .checked import checked_conv2d, checked_matmul, checked_mul, checked_truncate
+from .checked_compare import checked_relu
+from .dzk import ProductLog, verify_products
+from .layers import RESIDUAL, layer_params, walk
+from .ring import FixedPoint
+from .sharing import ArithmeticShares
+
+
+def _rescale(y: ArithmeticShares, f: int, log: ProductLog) -> ArithmeticShares:
+    """A product at scale ``2f`` back to ``f``."""
+    t = checked_truncate(y, f, log)
+    return ArithmeticShares(t.party, t.lo, t.hi, f)
+
+
+def _times_public(x: ArithmeticShares, c: torch.Tensor | float, f: int, log: ProductLog) -> ArithmeticShares:
+    """``x * c`` for a public real ``c`` (fixed point): local product at ``2f``, checked truncation."""
+    enc = FixedPoint(f).encode(c)
+    return _rescale(ArithmeticShares(x.party, x.lo * enc, x.hi * enc, 2 * f), f, log)
+
+
+def _clamp(x: ArithmeticShares, lo: float, hi: float, f: int, log: ProductLog) -> ArithmeticShares:
+    """``lo + relu(x - lo) - relu(x - hi)``, both ReLUs in one call."""
+    a, b = x.add_public(-float(lo)), x.add_public(-float(hi))
+    both = checked_relu(ArithmeticShares(x.party, torch.stack([a.lo, b.lo]), torch.stack([a.hi, b.hi]), f), log)
+    return ArithmeticShares(x.party, both.lo[0] - both.lo[1], both.hi[0] - both.hi[1], f).add_public(float(lo))
+
+
+def _windows(t: torch.Tensor, k: list[int], s: list[int]) -> torch.Tensor:
+    u = t.unfold(2, k[0], s[0]).unfold(3, k[1], s[1])
+    return u.reshape(*u.shape[:4], k[0] * k[1]).sum(-1)
+
+
+def _layer(spec: dict, w: dict[str, ArithmeticShares], x: ArithmeticShares, f: int,
+           log: ProductLog) -> ArithmeticShares:
+    kind = spec["type"]
+    if kind == "conv2d":
+        y = _rescale(checked_conv2d(x, w["weight"], log, spec["stride"], spec["padding"], spec["dilation"],
+                                    spec["groups"]), f, log)
+        return y + w["bias"].reshape(1, -1, 1, 1) if "bias" in w else y
+    if kind == "linear":
+        y = _rescale(checked_matmul(x, w["weight"].T, log), f, log)
+        return y + w["bias"] if "bias" in w else y
+    if kind == "affine":
+        v = (1, -1) + (1,) * (len(x.shape) - 2)
+        return _rescale(checked_mul(x, w["weight"].reshape(*v), log), f, log) + w["bias"].reshape(*v)
+    if kind == "pad":
+        return ArithmeticShares(x.party, F.pad(x.lo, spec["pad"]), F.pad(x.hi, spec["pad"]), x.frac_bits)
+    if kind == "relu":
+        return checked_relu(x, log)
+    if kind == "clamp":
+        return _clamp(x, spec["min"], spec["max"], f, log)
+    if kind == "avgpool2d":
+        k, s, p = spec["kernel_size"], spec["stride"], spec["padding"]
+        if p[0] or p[1]:
+            raise NotImplementedError("checked avgpool2d with padding")
+        sums = ArithmeticShares(x.party, _windows(x.lo, k, s), _windows(x.hi, k, s), f)
+        return _times_public(sums, 1.0 / (k[0] * k[1]), f, log)
+    if kind == "global_avgpool":
+        sums = ArithmeticShares(x.party, x.lo.sum(dim=(2, 3), keepdim=spec["keepdim"]),
+                                x.hi.sum(dim=(2, 3), keepdim=spec["keepdim"]), f)
+        return _times_public(sums, 1.0 / (x.shape[2] * x.shape[3]), f, log)
+    if kind == "flatten":
+        return x.flatten(1)
+    raise NotImplementedError(f"layer type {kind!r} has no checked version yet")
+
+
+def checked_forward(arch: dict, weights: dict[str, ArithmeticShares], x: ArithmeticShares, log: ProductLog,
+                    verify_each: bool = False) -> ArithmeticShares:
+    """Checked inference on a shared batch ``[N, C, H, W]`` (fixed point at the model's ``frac_bits``).
+
+    ``weights``: this party's weight shares (as for ``SecureModel``). Every message is recorded in
+    ``log`` (and proved after each layer with ``verify_each``)."""
+    f = int(arch.get("frac_bits", x.party.fp.frac_bits))
+    if x.frac_bits != f:
+        raise ValueError(f"input has {x.frac_bits} fractional bits, model uses {f}")
+
+    def step(spec: dict, h: ArithmeticShares) -> ArithmeticShares:
+        if spec.get("type") == RESIDUAL:  # walk handles residual blocks itself
+            raise AssertionError("unreachable")
+        out = _layer(spec, layer_params(weights, spec), h, f, log)
+        if verify_each:
+            verify_products(log)
+        return out
+
+    return walk(arch["layers"], x, step)
