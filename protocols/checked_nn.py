@@ -15,8 +15,8 @@ Per layer (``f`` = the model's fractional bits; cost per element and per party):
   ``lo + relu(x - lo) - relu(x - hi)``, both ReLUs in one call (11 rounds, 2 comparisons).
 * ``avgpool2d`` / ``global_avgpool``: local window sums times the public ``1 / count``, then a
   checked truncation (1 round). ``pad``, ``flatten`` and residual sums are local.
-* ``maxpool2d`` and ``l2norm`` are not checked yet: :class:`NotImplementedError` (the default
-  model ends in ``l2norm``; docs/SECURITY.md).
+* ``l2norm``: :func:`checked_l2_normalize`. ``maxpool2d`` is not checked yet
+  (:class:`NotImplementedError`; EfficientNet-Lite0 has none).
 
 Accuracy: every comparison is exact on the ring (no "fast" lanes); truncations are
 probabilistic as in the semi-honest model (one ulp), so outputs agree with plaintext torch to
@@ -28,8 +28,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import approx as A
 from .checked import checked_conv2d, checked_matmul, checked_mul, checked_truncate
-from .checked_compare import checked_relu
+from .checked_compare import checked_ltz, checked_relu
 from .dzk import ProductLog, verify_products
 from .layers import RESIDUAL, layer_params, walk
 from .ring import FixedPoint
@@ -58,6 +59,59 @@ def _clamp(x: ArithmeticShares, lo: float, hi: float, f: int, log: ProductLog) -
 def _windows(t: torch.Tensor, k: list[int], s: list[int]) -> torch.Tensor:
     u = t.unfold(2, k[0], s[0]).unfold(3, k[1], s[1])
     return u.reshape(*u.shape[:4], k[0] * k[1]).sum(-1)
+
+
+_W = 16  # extra bits of the mantissa weights 2^-(j+1) (exact integers for j < 24); s w = h < 1 stays below
+# 2^(2f + 16) = 2^48, so its probabilistic truncation wraps with chance below 2^-15 (|z| / 2^63)
+
+
+def checked_l2_normalize(x: ArithmeticShares, log: ProductLog) -> ArithmeticShares:
+    """Rows of ``x [N, d]`` scaled to unit L2 norm: the steps of :func:`protocols.approx.l2_normalize` from
+    checked gates. ``s = sum x^2`` (checked product, truncation); the octave one-hot ``e_j = [2^j <= s <
+    2^(j+1)]`` from ONE batched :func:`checked_ltz` against the public ``2^j``; the mantissa
+    ``h = s sum_j e_j 2^-(j+1)`` in ``[0.5, 1)`` (one product, one truncation by ``f + 16``); the linear start
+    and two Newton steps ``r <- r (1.5 - h r^2)`` for ``r ~ 1 / sqrt(2h)``; then
+    ``x r sum_j e_j 2^(24 - j/2)`` truncated by 24. Cost: 10 + 2 rounds for the comparison, 14 for the
+    products and truncations. Same range and accuracy as the semi-honest one
+    (``2^-8 <= ||x||^2 < 2^24``)."""
+    if len(x.shape) != 2:
+        raise ValueError(f"checked_l2_normalize expects [N, d], got {tuple(x.shape)}")
+    p, f = x.party, x.frac_bits
+    sq = checked_mul(x, x, log)
+    s = _rescale(ArithmeticShares(p, sq.lo.sum(-1), sq.hi.sum(-1), 2 * f), f, log)  # [N]
+    js = torch.arange(A.J_MIN, A.J_MAX + 1)
+    below = checked_ltz(s.unsqueeze(0).expand(len(js), s.shape[0]).add_public(
+        (2.0 ** js.double()).view(-1, 1).expand(-1, s.shape[0]).neg()), log)  # [L + 1, N]: [s < 2^j]
+    e = below[1:] - below[:-1]
+    e = _cat0([e[0:1] + below[0:1], e[1:]])  # s below the range: the first octave
+    e = _cat0([e[:-1], e[-1:] + (1 - below[-1:])])  # above: the last
+    oct_js = js[:-1].view(-1, 1)
+    w = _weighted(e, (1 << (f + _W - oct_js - 1)).to(torch.int64), f + _W)  # sum_j e_j 2^-(j+1)
+    h = _truncated(checked_mul(s, w, log), f + _W, f, log)  # s w = h in [0.5, 1)
+    r = _times_public(h, -2.0 * A._R0_B, f, log).add_public(A._R0_A)
+    n = r.shape[0]
+    for _ in range(2):
+        both = checked_mul(_cat0([r, h]), _cat0([r, r]), log)
+        both = _truncated(both, f, f, log)
+        r2, hr = both[:n], both[n:]
+        r = _times_public(r, 1.5, f, log) - _truncated(checked_mul(hr, r2, log), f, f, log)
+    z = _truncated(checked_mul(x, r.unsqueeze(-1), log), f, f, log)
+    g = _weighted(e, torch.round(2.0 ** (A._EXTRA - oct_js.double() / 2)).to(torch.int64), 0)
+    return _truncated(checked_mul(z, g.unsqueeze(-1), log), A._EXTRA, f, log)
+
+
+def _cat0(xs: list[ArithmeticShares]) -> ArithmeticShares:
+    return ArithmeticShares(xs[0].party, torch.cat([t.lo for t in xs]), torch.cat([t.hi for t in xs]), xs[0].frac_bits)
+
+
+def _weighted(e: ArithmeticShares, weights: torch.Tensor, frac_bits: int) -> ArithmeticShares:
+    """``sum_j weights_j e_j`` for public integer weights ``[L, 1]``. Local."""
+    return ArithmeticShares(e.party, (e.lo * weights).sum(0), (e.hi * weights).sum(0), frac_bits)
+
+
+def _truncated(y: ArithmeticShares, bits: int, frac_bits: int, log: ProductLog) -> ArithmeticShares:
+    t = checked_truncate(y, bits, log)
+    return ArithmeticShares(t.party, t.lo, t.hi, frac_bits)
 
 
 def _layer(spec: dict, w: dict[str, ArithmeticShares], x: ArithmeticShares, f: int,
@@ -91,6 +145,8 @@ def _layer(spec: dict, w: dict[str, ArithmeticShares], x: ArithmeticShares, f: i
         return _times_public(sums, 1.0 / (x.shape[2] * x.shape[3]), f, log)
     if kind == "flatten":
         return x.flatten(1)
+    if kind == "l2norm":
+        return checked_l2_normalize(x, log)
     raise NotImplementedError(f"layer type {kind!r} has no checked version yet")
 
 

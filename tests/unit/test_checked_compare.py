@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from dzk_faults import assert_rejected, corrupt_send, outcomes
 
 from protocols.checked import checked_matmul
 from protocols.checked_compare import checked_argmin, checked_ltz, checked_relu
-from protocols.dzk import ProductLog, ProofRejected, verify_products
+from protocols.dzk import ProductLog, verify_products
 from protocols.party import Party
 from protocols.sharing import ArithmeticShares, from_pair, reconstruct, reveal, share
 from protocols.simulate import run_parties
@@ -38,16 +39,7 @@ def _nearest(party: Party, pq, px, pxx, bad: int | None = None, index: int = -1,
     """Squared distances at scale 2^(2F) (no truncation needed before comparing), the argmin, ONE proof
     of everything, and only then the index is revealed (checked)."""
     if party.id == bad:
-        send, sent = party.comm._send, [0]
-
-        def corrupt(to: int, t: torch.Tensor) -> None:
-            if sent[0] == index:
-                t = t.clone()
-                t.view(-1)[0] += error
-            sent[0] += 1
-            send(to, t)
-
-        party.comm._send = corrupt
+        corrupt_send(party, index, error)
     log = ProductLog(party)
     q, x, xx = from_pair(party, pq, F), from_pair(party, px, F), from_pair(party, pxx, 2 * F)
     cross = checked_matmul(q, x.T, log)[0]  # [n] at 2F
@@ -79,19 +71,6 @@ def test_a_verified_nearest_neighbour_matches_torch(seed):
     assert out == [want] * 3
 
 
-def _outcomes(body, args) -> list:
-    """Each party's result or the exception it ended with (a failing party aborts the session)."""
-
-    def wrapped(party: Party, *a):
-        try:
-            return body(party, *a)
-        except Exception as exc:  # noqa: BLE001 - the outcome under test
-            party.comm.close()
-            return exc
-
-    return run_parties(wrapped, args)
-
-
 def test_an_error_anywhere_in_the_verified_nearest_neighbour_is_rejected_before_the_reveal():
     """Party 1 corrupts one of its messages: its reshares in the distances, in the comparisons' AND
     gates and bit injections, in the muxes, or inside either proof. No party gets an index; the
@@ -107,7 +86,5 @@ def test_an_error_anywhere_in_the_verified_nearest_neighbour_is_rejected_before_
 
     sends = run_parties(count, [[s[i] for s in shares] for i in range(3)])[1]
     for index in range(0, sends - 2, 7):  # every seventh message before the reveal's two
-        out = _outcomes(_nearest, [[s[i] for s in shares] + [1, index, 1 << 20] for i in range(3)])
-        assert not any(isinstance(o, int) for o in out), (index, out)
-        honest = [o for o in (out[0], out[2]) if isinstance(o, ProofRejected)]
-        assert honest and all(1 in o.suspects for o in honest), (index, out)
+        out = outcomes(_nearest, [[s[i] for s in shares] + [1, index, 1 << 20] for i in range(3)])
+        assert_rejected(out, bad=1, context=index)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from dzk_faults import corrupt_send
 
 from protocols import galois as G
 from protocols.checked import checked_and, checked_conv2d, checked_matmul, checked_mul, checked_truncate
@@ -55,16 +56,7 @@ def _faulty(bad: int, index: int, error: int):
 
     def body(party: Party, *pairs):
         if party.id == bad:
-            send, sent = party.comm._send, [0]
-
-            def corrupt(to: int, t: torch.Tensor) -> None:
-                if sent[0] == index:
-                    t = t.clone()
-                    t.view(-1)[0] += error
-                sent[0] += 1
-                send(to, t)
-
-            party.comm._send = corrupt
+            corrupt_send(party, index, error)
         return _products(party, *pairs)
 
     return body
@@ -181,16 +173,7 @@ AND_MESSAGES = 1 + 1 + 2 + 3 * 11 + 2  # the AND; pad; challenge; 11 folds (20 w
 
 def _ands(party: Party, px, py, bad: int | None = None, index: int = -1, error: int = 0):
     if party.id == bad:
-        send, sent = party.comm._send, [0]
-
-        def corrupt(to: int, t: torch.Tensor) -> None:
-            if sent[0] == index:
-                t = t.clone()
-                t.view(-1)[0] ^= error
-            sent[0] += 1
-            send(to, t)
-
-        party.comm._send = corrupt
+        corrupt_send(party, index, error)
     log = ProductLog(party)
     z = checked_and(BooleanShares(party, *px), BooleanShares(party, *py), log)
     before = party.comm.stats.snapshot()
@@ -211,7 +194,7 @@ def test_checked_and_is_exact_and_costs_what_check_cost_says():
 
 
 def test_a_flipped_bit_in_any_message_of_one_party_is_rejected_naming_it():
-    """Party 1 flips one bit (the lowest, or the top one) of any one message: its AND's reshare or its
+    """Party 1 adds 1 or 2^63 (the top bit) to one word of any one message: its AND's reshare or its
     messages inside the GF(2^48) proof. Parties 0 and 2: their reshare and their first fold message."""
     xs, ys = share_xor(BX), share_xor(BY)
     cases = [(1, i) for i in range(AND_MESSAGES)] + [(b, i) for b in (0, 2) for i in (0, 4)]
@@ -245,16 +228,7 @@ TX = torch.randint(-(2**40), 2**40, (20,), generator=_G)  # fixed point at 32 fr
 
 def _truncation(party: Party, px, bad: int | None = None, index: int = -1, error: int = 0):
     if party.id == bad:
-        send, sent = party.comm._send, [0]
-
-        def corrupt(to: int, t: torch.Tensor) -> None:
-            if sent[0] == index:
-                t = t.clone()
-                t.view(-1)[-1] += error
-            sent[0] += 1
-            send(to, t)
-
-        party.comm._send = corrupt
+        corrupt_send(party, index, error, word=-1)
     log = ProductLog(party)
     z = checked_truncate(from_pair(party, px, 32), 16, log)
     before = party.comm.stats.snapshot()
