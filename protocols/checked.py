@@ -104,7 +104,7 @@ def _checked(x: ArithmeticShares, y: ArithmeticShares, kind: str, log: ProductLo
     draw_prev = party.prg_prev.int64(z.shape)
     z = z + draw_next - draw_prev
     got = _reshare(party, z)
-    log.products.append(_ProductEntry(_Product(kind, xl, xh, yl, yh, got, draw_next, draw_prev, conv)))
+    log.entries.append(_ProductEntry(_Product(kind, xl, xh, yl, yh, got, draw_next, draw_prev, conv)))
     return ArithmeticShares(party, z, got, x.frac_bits + y.frac_bits)
 
 
@@ -145,7 +145,7 @@ def checked_and(x: BooleanShares, y: BooleanShares, log: ProductLog) -> BooleanS
     draw_prev = party.prg_prev.int64(z.shape)
     z = z ^ draw_next ^ draw_prev
     got = _reshare(party, z)
-    log.products.append(_ProductEntry(_Product("and", xl, xh, yl, yh, got, draw_next, draw_prev)))
+    log.entries.append(_ProductEntry(_Product("and", xl, xh, yl, yh, got, draw_next, draw_prev)))
     return BooleanShares(party, z, got)
 
 
@@ -442,7 +442,7 @@ def checked_truncate(x: ArithmeticShares, bits: int, log: ProductLog) -> Arithme
         ce2, cd2 = party.prg_next.int64(shape), party.prg_next.int64(shape)
         ce1, cd1 = _carries(e1, e2) ^ ce2, _carries(y0, r) ^ cd2
         comm.exchange(send_prev=torch.stack([y0, ce1, cd1]))
-        log.products += [
+        log.entries += [
             _RingLinear(me, 1, n, t1=-x.hi + a), _RingLinear(me, 2, n, t2=-b),
             _CarryChain(me, 0, n, below, mine=(e1.reshape(-1), e2.reshape(-1), ce1.reshape(-1), ce2.reshape(-1))),
             _CarryChain(me, 0, n, signed, mine=(y0.reshape(-1), r.reshape(-1), cd1.reshape(-1), cd2.reshape(-1))),
@@ -455,7 +455,7 @@ def checked_truncate(x: ArithmeticShares, bits: int, log: ProductLog) -> Arithme
         if z2.shape != z.shape:
             raise ProofRejected(f"server 1: server 2 sent a message of shape {tuple(z2.shape)}", (2,))
         e2 = (r << bits) - b
-        log.products += [
+        log.entries += [
             _RingLinear(me, 1, n), _RingLinear(me, 2, n, t1=z2 - x.hi + a),
             _CarryChain(me, 0, n, below, v2=(e2.reshape(-1), ce2.reshape(-1))),
             _CarryChain(me, 0, n, signed, v2=(r.reshape(-1), cd2.reshape(-1))),
@@ -466,7 +466,7 @@ def checked_truncate(x: ArithmeticShares, bits: int, log: ProductLog) -> Arithme
         raise ProofRejected("server 2: a truncation message of the wrong shape", (0, 1))
     y0, ce1, cd1 = got[0], got[1], got[2]
     e1 = (y0 << bits) - x.hi + a
-    log.products += [
+    log.entries += [
         _RingLinear(me, 1, n, t2=z1 - b), _RingLinear(me, 2, n),
         _CarryChain(me, 0, n, below, v1=(e1.reshape(-1), ce1.reshape(-1))),
         _CarryChain(me, 0, n, signed, v1=(y0.reshape(-1), cd1.reshape(-1))),

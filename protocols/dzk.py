@@ -72,7 +72,7 @@ _SEED_WORDS = 2
 
 
 class ProofRejected(RuntimeError):
-    """A check of one party's products failed: one of ``suspects`` deviated."""
+    """A check of one party's messages failed: one of ``suspects`` deviated."""
 
     def __init__(self, message: str, suspects: tuple[int, ...]) -> None:
         super().__init__(message)
@@ -104,10 +104,10 @@ class Entry:
 
 @dataclass
 class ProductLog:
-    """One party's record of the products it made since the last :func:`verify_products`."""
+    """One party's record of the checked steps it took part in since the last :func:`verify_products`."""
 
     party: Party
-    products: list[Entry] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
 
 
 def _seed_tensor(prg: PRG) -> torch.Tensor:
@@ -248,7 +248,7 @@ def verify_products(log: ProductLog) -> None:
     Raises :class:`ProofRejected` if any party's messages (or its part in a check) were wrong.
     Cost: :func:`check_cost` per proof. See the module docstring for the steps.
     """
-    entries, log.products = log.products, []
+    entries, log.entries = log.entries, []
     for alg in (_RING, _FIELD):
         mine = [e for e in entries if e.field == (alg is _FIELD)]
         if mine:

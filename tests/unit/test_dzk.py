@@ -215,7 +215,7 @@ def test_a_log_with_products_and_and_gates_runs_both_proofs():
         z = checked_and(BooleanShares(party, *px), BooleanShares(party, *py), log)
         w = checked_mul(from_pair(party, qx), from_pair(party, qy), log)
         verify_products(log)
-        assert not log.products
+        assert not log.entries
         return (z.lo, z.hi), (w.lo, w.hi), party.comm.stats.rounds
 
     out = run_parties(body, [[xs[i], ys[i], ax[i], ay[i]] for i in range(3)])
@@ -280,7 +280,7 @@ def test_a_party_0_that_shifts_y0_and_sends_carries_that_fit_it_is_rejected(shif
         ce1, cd1 = D._carries(e1, e2) ^ ce2, D._carries(y0, r) ^ cd2
         party.comm.exchange(send_prev=torch.stack([y0, ce1, cd1]))
         n = x.lo.numel()
-        log.products += [
+        log.entries += [
             D._RingLinear(0, 1, n, t1=-x.hi + a), D._RingLinear(0, 2, n, t2=-b),
             D._CarryChain(0, 0, n, lambda s: s & -(1 << bits), mine=(e1, e2, ce1, ce2)),
             D._CarryChain(0, 0, n, lambda s: (s ^ (s >> 63)) & (((1 << bits) - 1) << (63 - bits)),
