@@ -11,7 +11,7 @@ not products; these use AND gates and products instead:
   (6 rounds, 3.9 AND words). 8 rounds, about 6.9 words per element per party.
 * :func:`checked_bit_to_arith`: the three XOR components of a bit, each free as an arithmetic
   sharing, combined by ``a ^ b = a + b - 2 a b`` twice: 2 rounds, 2 elements.
-* :func:`checked_ltz` (10 rounds), :func:`checked_relu` (11), :func:`checked_mux` (1 round,
+* :func:`checked_ltz` (10 rounds), :func:`checked_eqz` (11), :func:`checked_relu` (11), :func:`checked_mux` (1 round,
   1 element), :func:`checked_argmin` (a tournament: ``ceil(log2 n)`` levels of ltz and two muxes).
 
 Against the semi-honest ``ltz`` (5 rounds, 7.7 words): 2x the rounds and about 1.2x the
@@ -90,6 +90,14 @@ def checked_bit_to_arith(bit: BooleanShares, log: ProductLog) -> ArithmeticShare
 def checked_ltz(x: ArithmeticShares, log: ProductLog) -> ArithmeticShares:
     """``[x < 0]`` as an arithmetic 0/1 sharing (shape of ``x``). Cost: 10 rounds."""
     return checked_bit_to_arith(checked_msb(x, log), log).reshape(x.shape)
+
+
+def checked_eqz(x: ArithmeticShares, log: ProductLog) -> ArithmeticShares:
+    """``[x == 0]`` as an arithmetic 0/1 sharing: ``(1 - [x < 0]) (1 - [-x < 0])``, both signs in one
+    :func:`checked_ltz` call (``-2^63`` is its own negation and negative: not zero, right). Cost: 11 rounds."""
+    both = checked_ltz(ArithmeticShares(x.party, torch.stack([x.lo, -x.lo]), torch.stack([x.hi, -x.hi]), 0), log)
+    neg, pos = both[0], both[1]
+    return 1 - neg - pos + checked_mul(neg, pos, log)
 
 
 def checked_relu(x: ArithmeticShares, log: ProductLog) -> ArithmeticShares:

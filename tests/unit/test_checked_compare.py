@@ -8,7 +8,7 @@ import torch
 from dzk_faults import assert_rejected, corrupt_send, outcomes
 
 from protocols.checked import checked_matmul
-from protocols.checked_compare import checked_argmin, checked_ltz, checked_relu
+from protocols.checked_compare import checked_argmin, checked_eqz, checked_ltz, checked_relu
 from protocols.dzk import ProductLog, verify_products
 from protocols.party import Party
 from protocols.sharing import ArithmeticShares, from_pair, reconstruct, reveal, share
@@ -17,22 +17,24 @@ from protocols.simulate import run_parties
 F = 16  # fractional bits of the features
 
 
-def test_ltz_and_relu_are_exact_including_zero_and_the_extremes():
+def test_ltz_eqz_and_relu_are_exact_including_zero_and_the_extremes():
     g = torch.Generator().manual_seed(0)
     x = torch.randint(-(2**62), 2**62, (200,), generator=g)
-    x[:5] = torch.tensor([0, -1, 1, -(2**62), 2**62 - 1])
+    x[:6] = torch.tensor([0, -1, 1, -(2**62), 2**62 - 1, -(2**63)])
+    x[6:9] = 0
     xs = share(x)
 
     def body(party: Party, px):
         log = ProductLog(party)
         a = from_pair(party, px, F)
-        r, lt = checked_relu(a, log), checked_ltz(a, log)
+        r, lt, eq = checked_relu(a, log), checked_ltz(a, log), checked_eqz(a, log)
         verify_products(log)
-        return (r.lo, r.hi), (lt.lo, lt.hi)
+        return (r.lo, r.hi), (lt.lo, lt.hi), (eq.lo, eq.hi)
 
     out = run_parties(body, [[xs[i]] for i in range(3)])
     assert torch.equal(reconstruct([o[0] for o in out]), x.clamp(min=0))
     assert torch.equal(reconstruct([o[1] for o in out]), (x < 0).long())
+    assert torch.equal(reconstruct([o[2] for o in out]), (x == 0).long())
 
 
 def _nearest(party: Party, pq, px, pxx, bad: int | None = None, index: int = -1, error: int = 0):
