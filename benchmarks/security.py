@@ -50,7 +50,9 @@ products of ``protocols.dzk`` (``--verify-n`` elementwise products plus one
 (``protocols.checked_compare``, ``protocols.checked``), each checked one with its proof;
 ``checked_nearest``: the nearest of ``--nearest-rows`` 128-d rows, semi-honest (the product's
 ``secure_distance`` + ``secure_topk(k=1)``) vs checked (checked distances, ``checked_argmin``,
-the proof, then the reveal). Bytes are the largest of the three parties'.
+the proof, then the reveal); ``checked_cnn``: the default feature model on one image at
+``--cnn-resolution``, ``SecureModel`` vs ``checked_nn.checked_forward`` (a proof after every layer),
+with each one's largest error against plaintext torch. Bytes are the largest of the three parties'.
 Not a test: nothing is asserted. The machine is shared.
 """
 
@@ -316,6 +318,42 @@ def checked_nearest_line(rows: int, dim: int) -> dict:
     return _measure(row, {"semi_honest": semi_honest, "checked": checked}, [[s[i] for s in shares] for i in range(3)])
 
 
+def checked_cnn_line(resolution: int) -> dict:
+    """The default feature model (EfficientNet-Lite0, projection to 128, L2 norm) on one image at ``resolution``:
+    ``SecureModel`` (semi-honest) vs ``checked_nn.checked_forward`` with a proof after every layer (which
+    bounds the proof's memory), both against plaintext torch."""
+    from client.model import default_feature_model, split_model
+    from protocols.checked_nn import checked_forward
+    from protocols.dzk import ProductLog, verify_products
+    from protocols.nn import SecureModel
+    from protocols.sharing import from_pair, reveal, share_fixed
+
+    model = default_feature_model(resolution, out_dim=128)
+    arch, per_server = split_model(model, (3, resolution, resolution))
+    f = arch["frac_bits"]
+    image = torch.rand(1, 3, resolution, resolution, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        want = model.double()(image)
+    xs = share_fixed(image)
+    errors: dict[str, float] = {}
+
+    def semi_honest(party, weights, px):
+        y = reveal(SecureModel.from_shares(party, arch, weights)(from_pair(party, px, f)))
+        errors["semi_honest"] = float((y.double() / 2**f - want).abs().max())
+
+    def checked(party, weights, px):
+        log = ProductLog(party)
+        w = {k: from_pair(party, v, f) for k, v in weights.items()}
+        y = checked_forward(arch, w, from_pair(party, px, f), log, verify_each=True)
+        verify_products(log)
+        errors["checked"] = float((reveal(y).double() / 2**f - want).abs().max())
+
+    row = _measure({"line": "checked_cnn", "resolution": resolution}, {"semi_honest": semi_honest, "checked": checked},
+                   [[per_server[i], xs[i]] for i in range(3)])
+    row.update({f"{k}_max_error": round(v, 6) for k, v in errors.items()})
+    return row
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true", help="print JSON lines (the only output format)")
@@ -329,11 +367,16 @@ def main(argv: list[str] | None = None) -> None:
                     help="feature rows (128-d) of the matrix product in the checked_products line")
     ap.add_argument("--gates-n", type=int, default=10_000, help="values in the checked_gates line (ReLU, truncation)")
     ap.add_argument("--nearest-rows", type=int, default=10_000, help="rows (128-d) in the checked_nearest line")
+    ap.add_argument("--cnn-resolution", type=int, default=32,
+                    help="input size of the checked_cnn line (0: skip it; the default 96 px needs more memory "
+                         "than three in-process parties get on a 23 GB machine)")
     a = ap.parse_args(argv)
     print(json.dumps(verified_mul_line(a.verify_n)), flush=True)
     print(json.dumps(checked_products_line(a.verify_n, a.verify_rows, 128)), flush=True)
     print(json.dumps(checked_gates_line(a.gates_n)), flush=True)
     print(json.dumps(checked_nearest_line(a.nearest_rows, 128)), flush=True)
+    if a.cnn_resolution:
+        print(json.dumps(checked_cnn_line(a.cnn_resolution)), flush=True)
     with tempfile.TemporaryDirectory(prefix="trivault-sec-") as tmp:
         lc = LocalCluster(Path(tmp), txn_timeout_s=30.0, peer_timeout_s=5.0, query_timeout_s=60.0)
         lc.start()
