@@ -53,6 +53,9 @@ products of ``protocols.dzk`` (``--verify-n`` elementwise products plus one
 the proof, then the reveal); ``checked_cnn``: the default feature model on one image at
 ``--cnn-resolution``, ``SecureModel`` vs ``checked_nn.checked_forward`` (a proof after every layer),
 with each one's largest error against plaintext torch. Bytes are the largest of the three parties'.
+Then one ``fault`` line per class (``"pipeline": "checked_nearest"``) against the checked
+nearest-neighbour pipeline in-process: party 1 deviates once per run (add, flip, drop, replay,
+foreign) at a random one of its messages (``checked_fault_lines``).
 Not a test: nothing is asserted. The machine is shared.
 """
 
@@ -318,6 +321,72 @@ def checked_nearest_line(rows: int, dim: int) -> dict:
     return _measure(row, {"semi_honest": semi_honest, "checked": checked}, [[s[i] for s in shares] for i in range(3)])
 
 
+def checked_fault_lines(runs: int, rows: int, seed: int = 0) -> list[dict]:
+    """One line per fault class against the CHECKED nearest-neighbour pipeline (in-process, the same steps
+    as ``checked_nearest``): in each run party 1 deviates once (``tests/unit/dzk_faults.attack``) at a
+    random one of its messages before the reveal. ``detected``: no index was revealed (some party
+    aborted); ``named``: every honest party that rejected a proof named party 1, or the abort names
+    it as silent; ``wrong_results``: an index other than the honest one came out."""
+    from protocols.checked import checked_matmul
+    from protocols.checked_compare import checked_argmin
+    from protocols.dzk import ProductLog, ProofRejected, verify_products
+    from protocols.sharing import ArithmeticShares, from_pair, reveal, share
+    from protocols.simulate import make_parties, run_parties
+    from tests.unit.dzk_faults import KINDS, attack, recording
+
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(rows, 32, generator=g, dtype=torch.float64) / 32**0.5
+    x = torch.round(feats * 2**16).long()
+    q = torch.round((feats[rows // 2] + 0.05 * torch.randn(32, generator=g, dtype=torch.float64)) * 2**16).long()
+    shares = [share(q.view(1, -1)), share(x), share((x * x).sum(1))]
+
+    def nearest(party, pq, px, pxx, setup):
+        setup(party)
+        log = ProductLog(party)
+        qs, xs = from_pair(party, pq, 16), from_pair(party, px, 16)
+        cross, qq = checked_matmul(qs, xs.T, log)[0], checked_matmul(qs, qs.T, log)[0]
+        qq_n = ArithmeticShares(party, qq.lo.expand(cross.shape), qq.hi.expand(cross.shape), 32)
+        idx, _ = checked_argmin(from_pair(party, pxx, 32) - cross.mul_public_int(2) + qq_n, log)
+        verify_products(log)
+        return int(reveal(idx))
+
+    def run(setup_1):
+        def body(party, *pairs):
+            try:
+                return nearest(party, *pairs, setup_1 if party.id == 1 else (lambda p: None))
+            except Exception as exc:  # noqa: BLE001 - the outcome counted below
+                party.comm.close()
+                return exc
+        return run_parties(body, [[s[i] for s in shares] for i in range(3)], parties=make_parties(timeout_s=5.0))
+
+    foreign: list[torch.Tensor] = []
+    honest_out = run(lambda p: recording(p, foreign))  # another session's messages (the honest run)
+    honest = honest_out[0]
+    before_reveal = len(foreign) - 2
+    lines = []
+    for kind in KINDS:
+        row = {"line": "fault", "pipeline": "checked_nearest", "attack": kind, "runs": runs, "detected": 0,
+               "named": 0, "wrong_results": 0, "no_effect": 0}
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            index = int(torch.randint(before_reveal, (1,), generator=g))
+            out = run(lambda p, kind=kind, index=index: attack(p, kind, index, g, foreign))
+            results = [o for o in out if not isinstance(o, BaseException)]
+            if len(results) < 3:
+                row["detected"] += 1
+                rejected = [o for i, o in enumerate(out) if i != 1 and isinstance(o, ProofRejected)]
+                silent = [o for i, o in enumerate(out) if i != 1 and "from party 1" in str(o)]
+                if (rejected and all(1 in o.suspects for o in rejected)) or (not rejected and silent):
+                    row["named"] += 1
+            elif any(r != honest for r in results):
+                row["wrong_results"] += 1
+            else:
+                row["no_effect"] += 1
+        row["seconds"] = round(time.perf_counter() - t0, 2)
+        lines.append(row)
+    return lines
+
+
 def checked_cnn_line(resolution: int) -> dict:
     """The default feature model (EfficientNet-Lite0, projection to 128, L2 norm) on one image at ``resolution``:
     ``SecureModel`` (semi-honest) vs ``checked_nn.checked_forward`` with a proof after every layer (which
@@ -375,6 +444,8 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(checked_products_line(a.verify_n, a.verify_rows, 128)), flush=True)
     print(json.dumps(checked_gates_line(a.gates_n)), flush=True)
     print(json.dumps(checked_nearest_line(a.nearest_rows, 128)), flush=True)
+    for row in checked_fault_lines(a.runs, 64):
+        print(json.dumps(row), flush=True)
     if a.cnn_resolution:
         print(json.dumps(checked_cnn_line(a.cnn_resolution)), flush=True)
     with tempfile.TemporaryDirectory(prefix="trivault-sec-") as tmp:

@@ -47,3 +47,47 @@ def assert_rejected(out: list[Any], bad: int, context: object = None) -> None:
     assert not any(not isinstance(o, BaseException) for o in out), (context, out)
     honest = [o for i, o in enumerate(out) if i != bad and isinstance(o, ProofRejected)]
     assert honest and all(bad in o.suspects for o in honest), (context, out)
+
+
+KINDS = ("add", "flip", "drop", "replay", "foreign")
+
+
+def attack(party: Party, kind: str, index: int, rng: torch.Generator,
+           foreign: list[torch.Tensor] | None = None) -> None:
+    """Make ``party`` deviate once, at the ``index``-th tensor it sends: ``add`` a random nonzero value to a
+    random word, ``flip`` one random bit, ``drop`` the message, ``replay`` its previous message instead, or send
+    the ``index``-th message of ``foreign`` (another session's messages, same position) instead."""
+    send, sent, last = party.comm._send, [0], [None]
+
+    def deviating(to: int, t: torch.Tensor) -> None:
+        i = sent[0]
+        sent[0] += 1
+        if i == index:
+            if kind == "drop":
+                return
+            if kind == "replay" and last[0] is not None:
+                t = last[0]
+            elif kind == "foreign" and foreign is not None and i < len(foreign):
+                t = foreign[i]
+            elif kind in ("add", "flip"):
+                t = t.clone()
+                w = int(torch.randint(t.numel(), (1,), generator=rng))
+                if kind == "add":
+                    t.view(-1)[w] += int(torch.randint(1, 1 << 62, (1,), generator=rng))
+                else:
+                    t.view(-1)[w] ^= 1 << int(torch.randint(64, (1,), generator=rng))
+        last[0] = t
+        send(to, t)
+
+    party.comm._send = deviating  # type: ignore[method-assign]
+
+
+def recording(party: Party, into: list[torch.Tensor]) -> None:
+    """Keep a copy of every tensor ``party`` sends (the source of ``foreign`` messages)."""
+    send = party.comm._send
+
+    def recorded(to: int, t: torch.Tensor) -> None:
+        into.append(t.clone())
+        send(to, t)
+
+    party.comm._send = recorded  # type: ignore[method-assign]
