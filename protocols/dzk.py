@@ -15,7 +15,7 @@ alone (a :class:`Entry` in a :class:`ProductLog`); :func:`verify_products` prove
 every recorded claim of all three parties at once, and must run before any value that depends
 on them is revealed. Each party is prover once (its own messages) and verifier twice (as
 ``V1`` of party ``i+1``, as ``V2`` of party ``i-1``), in the same rounds; a log holding both
-kinds runs the ring proof, then the field proof.
+kinds runs the ring proof and the field proof side by side.
 
 Steps of one proof (all three provers in parallel, with a common fold count):
 
@@ -40,7 +40,8 @@ Steps of one proof (all three provers in parallel, with a common fold count):
 
 Cost (:func:`check_cost`, asserted in tests/unit/test_dzk.py): ``2 R + 3`` rounds and
 ``244 + 148 R`` words per party over the ring, ``9 + 7 R`` over the field, whatever the gates
-but for ``R`` (``R = 20`` for a million entries). Computation: ``O(M 48^2)`` word products per
+but for ``R`` (``R = 20`` for a million entries); a log with both kinds runs the two proofs in
+the same rounds (the larger ``2 R + 3``, the words of both). Computation: ``O(M 48^2)`` word products per
 role in the ring, ``O(M 48^2 / 64)`` word operations in the field (bit-planes): the checks
 cost CPU, not bytes (figures in docs/SECURITY.md).
 
@@ -57,6 +58,7 @@ above 48 bits, is rejected as a deviation of its sender.
 from __future__ import annotations
 
 import math
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,22 +243,62 @@ def _agree(a: torch.Tensor, b: torch.Tensor, me: int, prev: int, nxt: int, what:
 
 
 def verify_products(log: ProductLog) -> None:
-    """Check every product in ``log`` (all three parties' messages); clears the log.
+    """Check every recorded step in ``log`` (all three parties' messages); clears the log.
 
-    Arithmetic products are proved over GR(2^64, 48), AND gates over GF(2^48): one proof each
-    (one after the other) when the log holds both kinds.
+    Arithmetic claims are proved over GR(2^64, 48), boolean ones over GF(2^48): when the log holds
+    both, the two proofs run side by side in the same rounds (each message carries both parts).
     Raises :class:`ProofRejected` if any party's messages (or its part in a check) were wrong.
-    Cost: :func:`check_cost` per proof. See the module docstring for the steps.
+    Cost: :func:`check_cost` (the larger of the two). See the module docstring for the steps.
     """
     entries, log.entries = log.entries, []
+    proofs = []
     for alg in (_RING, _FIELD):
         mine = [e for e in entries if e.field == (alg is _FIELD)]
         if mine:
-            _prove_and_verify(log.party, alg, mine)
+            proofs.append(_prove_and_verify(log.party, alg, mine))
+    _lockstep(log.party, proofs)
 
 
-def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry]) -> None:
-    comm = party.comm
+_Exchange = tuple[torch.Tensor | None, torch.Tensor | None, int, int]
+"""What a proof asks of one round: ``(to next, to prev, words expected from next, words from prev)``."""
+_Proof = Generator[_Exchange, tuple[torch.Tensor | None, torch.Tensor | None], None]
+
+
+def _lockstep(party: Party, proofs: list[_Proof]) -> None:
+    """Run proofs side by side: one ``exchange`` per round carries every active proof's messages
+    (concatenated in a fixed order; a proof that has finished sends nothing). Sizes are public, so a
+    message of the wrong size is its sender's deviation."""
+    me, nxt, prev = party.id, (party.id + 1) % 3, (party.id - 1) % 3
+    active: list[tuple[_Proof, _Exchange]] = []
+    for proof in proofs:
+        active.append((proof, next(proof)))
+    while active:
+        to_next = [t.reshape(-1) for _, (t, _, _, _) in active if t is not None]
+        to_prev = [t.reshape(-1) for _, (_, t, _, _) in active if t is not None]
+        want_next, want_prev = sum(r[2] for _, r in active), sum(r[3] for _, r in active)
+        got_next, got_prev = party.comm.exchange(
+            send_next=torch.cat(to_next) if to_next else None, send_prev=torch.cat(to_prev) if to_prev else None,
+            recv_next=want_next > 0, recv_prev=want_prev > 0)
+        for got, want, sender in ((got_next, want_next, nxt), (got_prev, want_prev, prev)):
+            if got is not None and got.numel() != want:
+                raise ProofRejected(f"server {me}: server {sender} sent {got.numel()} proof words, not {want}",
+                                    (sender,))
+        still: list[tuple[_Proof, _Exchange]] = []
+        off_next = off_prev = 0
+        for proof, (_, _, n_next, n_prev) in active:
+            part_next = got_next.reshape(-1)[off_next: off_next + n_next] if got_next is not None and n_next else None
+            part_prev = got_prev.reshape(-1)[off_prev: off_prev + n_prev] if got_prev is not None and n_prev else None
+            off_next, off_prev = off_next + n_next, off_prev + n_prev
+            try:
+                still.append((proof, proof.send((part_next, part_prev))))
+            except StopIteration:
+                pass
+        active = still
+
+
+def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry]) -> _Proof:
+    """One proof (this party as prover of its messages and verifier of its neighbours'), as a generator of
+    the rounds it needs (:func:`_lockstep` runs it)."""
     me, nxt, prev = party.id, (party.id + 1) % 3, (party.id - 1) % 3
     folds = alg.folds(max(sum(e.length(i) for e in entries) for i in range(3)))
     if folds > MAX_FOLDS:
@@ -281,15 +323,15 @@ def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry]) -
     beta = alg.random(pm2, 1)[0]
     v1_alpha, v1_p1 = alg.random(v1_mask, 2)
     v2_beta = alg.random(v2_mask, 1)[0]
-    _, got_p2 = comm.exchange(send_next=alg.sub(alg.mul(alpha, beta), p1), recv_prev=True)
+    _, got_p2 = yield alg.sub(alg.mul(alpha, beta), p1), None, 0, w
+    assert got_p2 is not None
     _well_formed(alg, got_p2, 1, me, prev)
 
     # 1. Challenge seeds: as V1 to nxt, as V2 to prev; as P from both.
     v1_seed, v2_seed = _seed_tensor(v1_coin), _seed_tensor(v2_coin)
-    from_next, from_prev = comm.exchange(send_next=v1_seed, send_prev=v2_seed, recv_next=True, recv_prev=True)
-    _agree(from_prev.reshape(-1), from_next.reshape(-1), me, prev, nxt, "challenges")
-    if from_prev.numel() != _SEED_WORDS:
-        raise ProofRejected(f"server {me}: malformed challenge from servers {prev} and {nxt}", (prev, nxt))
+    from_next, from_prev = yield v1_seed, v2_seed, _SEED_WORDS, _SEED_WORDS
+    assert from_next is not None and from_prev is not None
+    _agree(from_prev, from_next, me, prev, nxt, "challenges")
 
     p_u: list[Any] = []
     p_v: list[Any] = []
@@ -324,16 +366,16 @@ def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry]) -
     for _ in range(folds):
         h = alg.fold_polynomial(u, v, total)
         h1 = alg.random(pm1, 3)
-        _, got_h2 = comm.exchange(send_next=alg.sub(h, h1).reshape(-1), recv_prev=True)
+        _, got_h2 = yield alg.sub(h, h1).reshape(-1), None, 0, 3 * w
+        assert got_h2 is not None
         v1_h = alg.random(v1_mask, 3)
         v2_h = _well_formed(alg, got_h2, 3, me, prev).view(3, w)
         v1_res.append(residual(v1_h, v1_claim))
         v2_res.append(residual(v2_h, v2_claim))
         v1_seed, v2_seed = _seed_tensor(v1_coin), _seed_tensor(v2_coin)
-        from_next, from_prev = comm.exchange(send_next=v1_seed, send_prev=v2_seed, recv_next=True, recv_prev=True)
-        _agree(from_prev.reshape(-1), from_next.reshape(-1), me, prev, nxt, "fold challenges")
-        if from_prev.numel() != _SEED_WORDS:
-            raise ProofRejected(f"server {me}: malformed challenge from servers {prev} and {nxt}", (prev, nxt))
+        from_next, from_prev = yield v1_seed, v2_seed, _SEED_WORDS, _SEED_WORDS
+        assert from_next is not None and from_prev is not None
+        _agree(from_prev, from_next, me, prev, nxt, "fold challenges")
         r_p, r_v1, r_v2 = _challenge(alg, from_prev), _challenge(alg, v1_seed), _challenge(alg, v2_seed)
         u, v, total = alg.fold(u, r_p), alg.fold(v, r_p), at(h, r_p)
         v1_vec, v2_vec = alg.fold(v1_vec, r_v1), alg.fold(v2_vec, r_v2)
@@ -351,10 +393,8 @@ def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry]) -
     v1_z = combined(v1_gamma, v1_res, v1_claim)
     v2_z = combined(v2_gamma, v2_res, v2_claim)
     v1_first, v2_first = alg.first(v1_vec), alg.first(v2_vec)
-    from_next, from_prev = comm.exchange(
-        send_prev=torch.cat([v1_first, v1_z]), send_next=torch.cat([v2_first, v2_z]),
-        recv_next=True, recv_prev=True,
-    )
+    from_next, from_prev = yield torch.cat([v2_first, v2_z]), torch.cat([v1_first, v1_z]), 2 * w, 2 * w
+    assert from_next is not None and from_prev is not None
     _well_formed(alg, from_next, 2, me, nxt)
     _well_formed(alg, from_prev, 2, me, prev)
     zero = alg.zero()
