@@ -287,12 +287,11 @@ def checked_gates_line(n: int) -> dict:
 def checked_nearest_line(rows: int, dim: int) -> dict:
     """The nearest of ``rows`` shared ``dim``-d rows to a shared query, index revealed: semi-honest
     (``distance.secure_distance`` + ``topk.secure_topk(k=1)``, the product's own steps) vs checked
-    (checked matrix products at scale 2^32, ``checked_argmin``, one proof, then the checked reveal)."""
-    from protocols.checked import checked_matmul
-    from protocols.checked_compare import checked_argmin
+    (``checked_compare.checked_nearest``: distances at scale 2^32, argmin; one proof; the checked reveal)."""
+    from protocols.checked_compare import checked_nearest
     from protocols.distance import secure_distance
     from protocols.dzk import ProductLog, verify_products
-    from protocols.sharing import ArithmeticShares, from_pair, public_shares, reveal, share
+    from protocols.sharing import from_pair, public_shares, reveal, share
     from protocols.topk import secure_topk
 
     g = torch.Generator().manual_seed(0)
@@ -310,10 +309,7 @@ def checked_nearest_line(rows: int, dim: int) -> dict:
 
     def checked(party, pq, px, pxx, pxx16):
         log = ProductLog(party)
-        qs, xs = from_pair(party, pq, 16), from_pair(party, px, 16)
-        cross, qq = checked_matmul(qs, xs.T, log)[0], checked_matmul(qs, qs.T, log)[0]
-        qq_n = ArithmeticShares(party, qq.lo.expand(cross.shape), qq.hi.expand(cross.shape), 32)
-        idx, _ = checked_argmin(from_pair(party, pxx, 32) - cross.mul_public_int(2) + qq_n, log)
+        idx, _ = checked_nearest(from_pair(party, pq, 16), from_pair(party, px, 16), from_pair(party, pxx, 32), log)
         verify_products(log)
         reveal(idx)
 
@@ -327,10 +323,9 @@ def checked_fault_lines(runs: int, rows: int, seed: int = 0) -> list[dict]:
     random one of its messages before the reveal. ``detected``: no index was revealed (some party
     aborted); ``named``: every honest party that rejected a proof named party 1, or the abort names
     it as silent; ``wrong_results``: an index other than the honest one came out."""
-    from protocols.checked import checked_matmul
-    from protocols.checked_compare import checked_argmin
+    from protocols.checked_compare import checked_nearest
     from protocols.dzk import ProductLog, ProofRejected, verify_products
-    from protocols.sharing import ArithmeticShares, from_pair, reveal, share
+    from protocols.sharing import from_pair, reveal, share
     from protocols.simulate import make_parties, run_parties
     from tests.unit.dzk_faults import KINDS, attack, recording
 
@@ -343,10 +338,7 @@ def checked_fault_lines(runs: int, rows: int, seed: int = 0) -> list[dict]:
     def nearest(party, pq, px, pxx, setup):
         setup(party)
         log = ProductLog(party)
-        qs, xs = from_pair(party, pq, 16), from_pair(party, px, 16)
-        cross, qq = checked_matmul(qs, xs.T, log)[0], checked_matmul(qs, qs.T, log)[0]
-        qq_n = ArithmeticShares(party, qq.lo.expand(cross.shape), qq.hi.expand(cross.shape), 32)
-        idx, _ = checked_argmin(from_pair(party, pxx, 32) - cross.mul_public_int(2) + qq_n, log)
+        idx, _ = checked_nearest(from_pair(party, pq, 16), from_pair(party, px, 16), from_pair(party, pxx, 32), log)
         verify_products(log)
         return int(reveal(idx))
 

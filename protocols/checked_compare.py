@@ -12,7 +12,8 @@ not products; these use AND gates and products instead:
 * :func:`checked_bit_to_arith`: the three XOR components of a bit, each free as an arithmetic
   sharing, combined by ``a ^ b = a + b - 2 a b`` twice: 2 rounds, 2 elements.
 * :func:`checked_ltz` (10 rounds), :func:`checked_eqz` (11), :func:`checked_relu` (11), :func:`checked_mux` (1 round,
-  1 element), :func:`checked_argmin` (a tournament: ``ceil(log2 n)`` levels of ltz and two muxes).
+  1 element), :func:`checked_argmin` (a tournament: ``ceil(log2 n)`` levels of ltz and two muxes),
+  :func:`checked_nearest` (squared distances by checked matrix products, then argmin).
 
 Against the semi-honest ``ltz`` (5 rounds, 7.7 words): 2x the rounds and about 1.2x the
 words (6.9 AND words + 2 for the injection), plus the proof. Exact on the whole ring (the
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from .checked import checked_and, checked_mul
+from .checked import checked_and, checked_matmul, checked_mul
 from .compare import carry_out
 from .dzk import ProductLog
 from .sharing import ArithmeticShares, BooleanShares, public_shares
@@ -127,6 +128,17 @@ def checked_argmin(d: ArithmeticShares, log: ProductLog) -> tuple[ArithmeticShar
             nd, ni = _cat([nd, d[-1:]]), _cat([ni, idx[-1:]])
         d, idx = nd, ni
     return idx[0], d[0]
+
+
+def checked_nearest(q: ArithmeticShares, rows: ArithmeticShares, row_sqnorms: ArithmeticShares,
+                    log: ProductLog) -> tuple[ArithmeticShares, ArithmeticShares]:
+    """``(index, squared distance)`` of the row of ``rows [n, d]`` nearest to ``q [1, d]`` (both at ``f``
+    fractional bits; ``row_sqnorms [n]`` = ``||x||^2`` at ``2f``). The distances stay at scale ``2^(2f)``:
+    comparing needs no truncation. Cost: 1 round (two checked matrix products) + :func:`checked_argmin`."""
+    party = q.party
+    cross, qq = checked_matmul(q, rows.T, log)[0], checked_matmul(q, q.T, log)[0]
+    qq_n = ArithmeticShares(party, qq.lo.expand(cross.shape), qq.hi.expand(cross.shape), cross.frac_bits)
+    return checked_argmin(row_sqnorms - cross.mul_public_int(2) + qq_n, log)
 
 
 def _stack(xs: list[ArithmeticShares]) -> ArithmeticShares:

@@ -7,11 +7,10 @@ import pytest
 import torch
 from dzk_faults import assert_rejected, corrupt_send, outcomes
 
-from protocols.checked import checked_matmul
-from protocols.checked_compare import checked_argmin, checked_eqz, checked_ltz, checked_relu
+from protocols.checked_compare import checked_eqz, checked_ltz, checked_nearest, checked_relu
 from protocols.dzk import ProductLog, verify_products
 from protocols.party import Party
-from protocols.sharing import ArithmeticShares, from_pair, reconstruct, reveal, share
+from protocols.sharing import from_pair, reconstruct, reveal, share
 from protocols.simulate import run_parties
 
 F = 16  # fractional bits of the features
@@ -43,12 +42,7 @@ def _nearest(party: Party, pq, px, pxx, bad: int | None = None, index: int = -1,
     if party.id == bad:
         corrupt_send(party, index, error)
     log = ProductLog(party)
-    q, x, xx = from_pair(party, pq, F), from_pair(party, px, F), from_pair(party, pxx, 2 * F)
-    cross = checked_matmul(q, x.T, log)[0]  # [n] at 2F
-    qq = checked_matmul(q, q.T, log)[0]  # [1] at 2F
-    qq_n = ArithmeticShares(party, qq.lo.expand(cross.shape), qq.hi.expand(cross.shape), 2 * F)
-    d = xx - cross.mul_public_int(2) + qq_n
-    idx, _ = checked_argmin(d, log)
+    idx, _ = checked_nearest(from_pair(party, pq, F), from_pair(party, px, F), from_pair(party, pxx, 2 * F), log)
     verify_products(log)
     return int(reveal(idx))
 
