@@ -261,15 +261,19 @@ def verify_products(log: ProductLog) -> None:
 
 _Exchange = tuple[torch.Tensor | None, torch.Tensor | None, int, int]
 """What a proof asks of one round: ``(to next, to prev, words expected from next, words from prev)``."""
-_Proof = Generator[_Exchange, tuple[torch.Tensor | None, torch.Tensor | None], None]
+_Proof = Generator[_Exchange, tuple[torch.Tensor | None, torch.Tensor | None], "ProofRejected | None"]
+"""A proof's rounds; it returns its verdict (``None``: accepted) after its last round."""
 
 
 def _lockstep(party: Party, proofs: list[_Proof]) -> None:
     """Run proofs side by side: one ``exchange`` per round carries every active proof's messages
     (concatenated in a fixed order; a proof that has finished sends nothing). Sizes are public, so a
-    message of the wrong size is its sender's deviation."""
+    message of the wrong size is its sender's deviation. A proof's final verdict is raised only once
+    every proof has finished, so a party whose first proof fails still plays its part in the others
+    (an honest party must not stop where a deviating party's own check fails first)."""
     me, nxt, prev = party.id, (party.id + 1) % 3, (party.id - 1) % 3
     active: list[tuple[_Proof, _Exchange]] = []
+    verdicts: list[ProofRejected] = []
     for proof in proofs:
         active.append((proof, next(proof)))
     while active:
@@ -291,14 +295,18 @@ def _lockstep(party: Party, proofs: list[_Proof]) -> None:
             off_next, off_prev = off_next + n_next, off_prev + n_prev
             try:
                 still.append((proof, proof.send((part_next, part_prev))))
-            except StopIteration:
-                pass
+            except StopIteration as done:
+                if done.value is not None:
+                    verdicts.append(done.value)
         active = still
+    if verdicts:
+        raise verdicts[0]
 
 
 def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry]) -> _Proof:
     """One proof (this party as prover of its messages and verifier of its neighbours'), as a generator of
-    the rounds it needs (:func:`_lockstep` runs it)."""
+    the rounds it needs (:func:`_lockstep` runs it); returns the verdict of its final check. A message
+    that cannot be used (malformed, or two challenges that differ) raises at once."""
     me, nxt, prev = party.id, (party.id + 1) % 3, (party.id - 1) % 3
     folds = alg.folds(max(sum(e.length(i) for e in entries) for i in range(3)))
     if folds > MAX_FOLDS:
@@ -402,15 +410,16 @@ def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry]) -
     total_v1 = alg.add(alg.add(v1_z, from_prev[w:]), alg.mul(v1_gamma[-1], alg.mul(v1_first, from_prev[:w])))
     total_v2 = alg.add(alg.add(from_next[w:], v2_z), alg.mul(v2_gamma[-1], alg.mul(from_next[:w], v2_first)))
     if not torch.equal(total_v1, zero):
-        raise ProofRejected(
-            f"server {me}: the check of server {nxt}'s products failed (server {nxt} or server {prev} deviated)",
+        return ProofRejected(
+            f"server {me}: the check of server {nxt}'s messages failed (server {nxt} or server {prev} deviated)",
             (nxt, prev),
         )
     if not torch.equal(total_v2, zero):
-        raise ProofRejected(
-            f"server {me}: the check of server {prev}'s products failed (server {prev} or server {nxt} deviated)",
+        return ProofRejected(
+            f"server {me}: the check of server {prev}'s messages failed (server {prev} or server {nxt} deviated)",
             (prev, nxt),
         )
+    return None
 
 
 def check_cost(entries: int, boolean: bool = False) -> tuple[int, int]:
