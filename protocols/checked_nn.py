@@ -37,16 +37,16 @@ from .ring import FixedPoint
 from .sharing import ArithmeticShares
 
 
-def _rescale(y: ArithmeticShares, f: int, log: ProductLog) -> ArithmeticShares:
-    """A product at scale ``2f`` back to ``f``."""
-    t = checked_truncate(y, f, log)
-    return ArithmeticShares(t.party, t.lo, t.hi, f)
+def _truncated(y: ArithmeticShares, bits: int, frac_bits: int, log: ProductLog) -> ArithmeticShares:
+    """``y / 2^bits`` (checked), tagged with ``frac_bits`` (e.g. a product at ``2f`` back to ``f``)."""
+    t = checked_truncate(y, bits, log)
+    return ArithmeticShares(t.party, t.lo, t.hi, frac_bits)
 
 
 def _times_public(x: ArithmeticShares, c: torch.Tensor | float, f: int, log: ProductLog) -> ArithmeticShares:
     """``x * c`` for a public real ``c`` (fixed point): local product at ``2f``, checked truncation."""
     enc = FixedPoint(f).encode(c)
-    return _rescale(ArithmeticShares(x.party, x.lo * enc, x.hi * enc, 2 * f), f, log)
+    return _truncated(ArithmeticShares(x.party, x.lo * enc, x.hi * enc, 2 * f), f, f, log)
 
 
 def _clamp(x: ArithmeticShares, lo: float, hi: float, f: int, log: ProductLog) -> ArithmeticShares:
@@ -78,7 +78,7 @@ def checked_l2_normalize(x: ArithmeticShares, log: ProductLog) -> ArithmeticShar
         raise ValueError(f"checked_l2_normalize expects [N, d], got {tuple(x.shape)}")
     p, f = x.party, x.frac_bits
     sq = checked_mul(x, x, log)
-    s = _rescale(ArithmeticShares(p, sq.lo.sum(-1), sq.hi.sum(-1), 2 * f), f, log)  # [N]
+    s = _truncated(ArithmeticShares(p, sq.lo.sum(-1), sq.hi.sum(-1), 2 * f), f, f, log)  # [N]
     js = torch.arange(A.J_MIN, A.J_MAX + 1)
     below = checked_ltz(s.unsqueeze(0).expand(len(js), s.shape[0]).add_public(
         (2.0 ** js.double()).view(-1, 1).expand(-1, s.shape[0]).neg()), log)  # [L + 1, N]: [s < 2^j]
@@ -109,24 +109,19 @@ def _weighted(e: ArithmeticShares, weights: torch.Tensor, frac_bits: int) -> Ari
     return ArithmeticShares(e.party, (e.lo * weights).sum(0), (e.hi * weights).sum(0), frac_bits)
 
 
-def _truncated(y: ArithmeticShares, bits: int, frac_bits: int, log: ProductLog) -> ArithmeticShares:
-    t = checked_truncate(y, bits, log)
-    return ArithmeticShares(t.party, t.lo, t.hi, frac_bits)
-
-
 def _layer(spec: dict, w: dict[str, ArithmeticShares], x: ArithmeticShares, f: int,
            log: ProductLog) -> ArithmeticShares:
     kind = spec["type"]
     if kind == "conv2d":
-        y = _rescale(checked_conv2d(x, w["weight"], log, spec["stride"], spec["padding"], spec["dilation"],
-                                    spec["groups"]), f, log)
+        y = _truncated(checked_conv2d(x, w["weight"], log, spec["stride"], spec["padding"], spec["dilation"],
+                                    spec["groups"]), f, f, log)
         return y + w["bias"].reshape(1, -1, 1, 1) if "bias" in w else y
     if kind == "linear":
-        y = _rescale(checked_matmul(x, w["weight"].T, log), f, log)
+        y = _truncated(checked_matmul(x, w["weight"].T, log), f, f, log)
         return y + w["bias"] if "bias" in w else y
     if kind == "affine":
         v = (1, -1) + (1,) * (len(x.shape) - 2)
-        return _rescale(checked_mul(x, w["weight"].reshape(*v), log), f, log) + w["bias"].reshape(*v)
+        return _truncated(checked_mul(x, w["weight"].reshape(*v), log), f, f, log) + w["bias"].reshape(*v)
     if kind == "pad":
         return ArithmeticShares(x.party, F.pad(x.lo, spec["pad"]), F.pad(x.hi, spec["pad"]), x.frac_bits)
     if kind == "relu":
