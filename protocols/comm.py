@@ -178,11 +178,11 @@ class InProcessComm(Comm):
         box = self._boxes.boxes[(frm, self.party_id)]
         waited = 0.0
         while True:
-            if self._boxes.aborted.is_set():
-                raise CommError(f"party {self.party_id}: session aborted by another party")
-            try:
+            try:  # a message sent before an abort is still delivered
                 return box.get(timeout=0.05)
             except queue.Empty:
+                if self._boxes.aborted.is_set():
+                    raise CommError(f"party {self.party_id}: session aborted by another party") from None
                 waited += 0.05
                 if waited >= self._timeout_s:
                     raise CommError(
