@@ -33,8 +33,8 @@ import torch.nn.functional as F
 
 from . import binfield as BF
 from . import galois as G
+from .arithmetic import reshare
 from .dzk import Entry, ProductLog, ProofRejected
-from .party import Party
 from .prf import PRG
 from .ringmm import ring_conv2d
 from .sharing import ArithmeticShares, BooleanShares
@@ -70,20 +70,33 @@ class _Product:
         return 2 * self.x_lo.shape[1] * self.y_lo.shape[2] * self.y_lo.shape[3]  # 2 C kh kw
 
 
-def _reshare(party: Party, z: torch.Tensor) -> torch.Tensor:
-    """Send ``z`` to party i-1, receive party i+1's term (which must have the same shape)."""
-    got, _ = party.comm.exchange(send_prev=z, recv_next=True)
+def _expanded(x: ArithmeticShares | BooleanShares, y: ArithmeticShares | BooleanShares) -> tuple[torch.Tensor, ...]:
+    """Both pairs broadcast to one shape (contiguous copies: they are kept for the proof)."""
+    shape = torch.broadcast_shapes(x.shape, y.shape)
+    return tuple(t.expand(shape).contiguous() for t in (x.lo, x.hi, y.lo, y.hi))
+
+
+def _reshared(log: ProductLog, kind: str, operands: tuple[torch.Tensor, ...], z: torch.Tensor,
+              conv: _ConvShape | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask this party's term ``z`` with a fresh zero-sharing (XOR for ``and``), reshare it
+    (:func:`protocols.arithmetic.reshare`: to party i-1, from party i+1, which must send the same shape)
+    and record the step. Returns the new pair."""
+    party = log.party
+    draw_next, draw_prev = party.prg_next.int64(z.shape), party.prg_prev.int64(z.shape)
+    z = z ^ draw_next ^ draw_prev if kind == "and" else z + draw_next - draw_prev
+    _, got = reshare(party, z)
     if got.shape != z.shape:
         nxt = (party.id + 1) % 3
         raise ProofRejected(f"server {party.id}: server {nxt} sent a reshare of shape {tuple(got.shape)}", (nxt,))
-    return got
+    xl, xh, yl, yh = operands
+    log.entries.append(_ProductEntry(_Product(kind, xl, xh, yl, yh, got, draw_next, draw_prev, conv)))
+    return z, got
 
 
 def _checked(x: ArithmeticShares, y: ArithmeticShares, kind: str, log: ProductLog,
              conv: _ConvShape | None = None) -> ArithmeticShares:
     if x.party is not y.party or x.party is not log.party:
         raise ValueError("cannot multiply shares of different parties/sessions")
-    party = x.party
     if kind == "conv2d":
         assert conv is not None
         if len(x.shape) != 4 or len(y.shape) != 4 or x.shape[1] != y.shape[1] * conv.groups:
@@ -91,21 +104,15 @@ def _checked(x: ArithmeticShares, y: ArithmeticShares, kind: str, log: ProductLo
         xl, xh, yl, yh = x.lo, x.hi, y.lo, y.hi
         z = _f(kind, xl, yl + yh, conv) + _f(kind, xh, yl, conv)
     elif kind == "mul":
-        shape = torch.broadcast_shapes(x.shape, y.shape)
-        xl, xh = x.lo.expand(shape).contiguous(), x.hi.expand(shape).contiguous()
-        yl, yh = y.lo.expand(shape).contiguous(), y.hi.expand(shape).contiguous()
+        xl, xh, yl, yh = _expanded(x, y)
         z = xl * (yl + yh) + xh * yl
     else:
         if len(x.shape) != 2 or len(y.shape) != 2 or x.shape[1] != y.shape[0]:
             raise ValueError(f"checked_matmul: need [m, k] @ [k, n], got {tuple(x.shape)} @ {tuple(y.shape)}")
         xl, xh, yl, yh = x.lo, x.hi, y.lo, y.hi
         z = xl @ (yl + yh) + xh @ yl
-    draw_next = party.prg_next.int64(z.shape)
-    draw_prev = party.prg_prev.int64(z.shape)
-    z = z + draw_next - draw_prev
-    got = _reshare(party, z)
-    log.entries.append(_ProductEntry(_Product(kind, xl, xh, yl, yh, got, draw_next, draw_prev, conv)))
-    return ArithmeticShares(party, z, got, x.frac_bits + y.frac_bits)
+    lo, hi = _reshared(log, kind, (xl, xh, yl, yh), z, conv)
+    return ArithmeticShares(x.party, lo, hi, x.frac_bits + y.frac_bits)
 
 
 def checked_mul(x: ArithmeticShares, y: ArithmeticShares, log: ProductLog) -> ArithmeticShares:
@@ -136,17 +143,9 @@ def checked_and(x: BooleanShares, y: BooleanShares, log: ProductLog) -> BooleanS
     64 lanes per party), recorded in ``log``; proved over GF(2^48) by :func:`verify_products`."""
     if x.party is not y.party or x.party is not log.party:
         raise ValueError("cannot AND shares of different parties/sessions")
-    party = x.party
-    shape = torch.broadcast_shapes(x.shape, y.shape)
-    xl, xh = x.lo.expand(shape).contiguous(), x.hi.expand(shape).contiguous()
-    yl, yh = y.lo.expand(shape).contiguous(), y.hi.expand(shape).contiguous()
-    z = (xl & (yl ^ yh)) ^ (xh & yl)
-    draw_next = party.prg_next.int64(z.shape)
-    draw_prev = party.prg_prev.int64(z.shape)
-    z = z ^ draw_next ^ draw_prev
-    got = _reshare(party, z)
-    log.entries.append(_ProductEntry(_Product("and", xl, xh, yl, yh, got, draw_next, draw_prev)))
-    return BooleanShares(party, z, got)
+    xl, xh, yl, yh = _expanded(x, y)
+    lo, hi = _reshared(log, "and", (xl, xh, yl, yh), (xl & (yl ^ yh)) ^ (xh & yl))
+    return BooleanShares(x.party, lo, hi)
 
 
 def _f(kind: str, a: torch.Tensor, b: torch.Tensor, conv: _ConvShape | None = None) -> torch.Tensor:
@@ -196,65 +195,47 @@ class _Challenges:
     t: torch.Tensor | None = None  # matmul columns: [n, E]
 
 
-def _draw_arith(p: _Product, rng: PRG) -> _Challenges:
-    if p.kind == "mul":
-        return _Challenges(rho=G.random(rng, p.x_lo.numel()))
-    if p.kind == "matmul":
-        return _Challenges(s=G.random(rng, p.x_lo.shape[0]), t=G.random(rng, p.y_lo.shape[1]))
-    out = p.received  # [N, O, Ho, Wo]
-    return _Challenges(s=G.random(rng, out.shape[1]), t=G.random(rng, out.numel() // out.shape[1]))
-
-
-def _v1_vector(p: _Product, c: _Challenges, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """From ``A = x_i``, ``B = y_i``: ``[rho*A ; rho*B]`` or ``[A^T s ; B t]``."""
-    if p.kind == "mul":
-        assert c.rho is not None
-        return torch.cat([c.rho * a.reshape(-1, 1), c.rho * b.reshape(-1, 1)])
-    assert c.s is not None and c.t is not None
-    if p.kind == "conv2d":
-        assert p.conv is not None
-        kernel = (p.y_lo.shape[2], p.y_lo.shape[3])
-        return torch.cat([_positions_weighted(a, c.t, kernel, p.conv), _channels_weighted(b, c.s, p.conv.groups)])
-    return torch.cat([a.T @ c.s, b @ c.t])
-
-
-def _v2_vector(p: _Product, c: _Challenges, a2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
-    """From ``A' = x_{i+1}``, ``B' = y_{i+1}``: ``[B' ; A']`` (lifted) or ``[B' t ; A'^T s]``."""
-    if p.kind == "mul":
-        return G.lift(torch.cat([b2.reshape(-1), a2.reshape(-1)]))
-    assert c.s is not None and c.t is not None
-    if p.kind == "conv2d":
-        assert p.conv is not None
-        kernel = (p.y_lo.shape[2], p.y_lo.shape[3])
-        return torch.cat([_channels_weighted(b2, c.s, p.conv.groups), _positions_weighted(a2, c.t, kernel, p.conv)])
-    return torch.cat([b2 @ c.t, a2.T @ c.s])
-
-
-def _tau(p: _Product, c: _Challenges, target: torch.Tensor) -> torch.Tensor:
-    """``rho . T`` or ``s^T T t`` for this verifier's part ``T`` of the claim."""
-    if p.kind == "mul":
-        assert c.rho is not None
-        return (c.rho * target.reshape(-1, 1)).sum(0)
-    assert c.s is not None and c.t is not None
-    if p.kind == "conv2d":
-        return G.inner(c.s, _by_channel(target) @ c.t)
-    return G.inner(c.s, target @ c.t)
-
-
 class _ArithClaim:
     """Products in Z_2^64 (``mul``, ``matmul``, ``conv2d``), proved over GR(2^64, 48)."""
 
     def draw(self, p: _Product, rng: PRG) -> _Challenges:
-        return _draw_arith(p, rng)
+        if p.kind == "mul":
+            return _Challenges(rho=G.random(rng, p.x_lo.numel()))
+        if p.kind == "matmul":
+            return _Challenges(s=G.random(rng, p.x_lo.shape[0]), t=G.random(rng, p.y_lo.shape[1]))
+        out = p.received  # [N, O, Ho, Wo]
+        return _Challenges(s=G.random(rng, out.shape[1]), t=G.random(rng, out.numel() // out.shape[1]))
 
     def v1_parts(self, p: _Product, c: _Challenges, a: torch.Tensor, b: torch.Tensor) -> list[Any]:
-        return [_v1_vector(p, c, a, b)]
+        """From ``A = x_i``, ``B = y_i``: ``[rho*A ; rho*B]`` or ``[A^T s ; B t]``."""
+        if p.kind == "mul":
+            assert c.rho is not None
+            return [torch.cat([c.rho * a.reshape(-1, 1), c.rho * b.reshape(-1, 1)])]
+        assert c.s is not None and c.t is not None
+        if p.kind == "conv2d":
+            assert p.conv is not None
+            kernel = (p.y_lo.shape[2], p.y_lo.shape[3])
+            return [_positions_weighted(a, c.t, kernel, p.conv), _channels_weighted(b, c.s, p.conv.groups)]
+        return [a.T @ c.s, b @ c.t]
 
     def v2_parts(self, p: _Product, c: _Challenges, a2: torch.Tensor, b2: torch.Tensor) -> list[Any]:
-        return [_v2_vector(p, c, a2, b2)]
+        """From ``A' = x_{i+1}``, ``B' = y_{i+1}``: ``[B' ; A']`` (lifted) or ``[B' t ; A'^T s]``."""
+        if p.kind == "mul":
+            return [G.lift(torch.cat([b2.reshape(-1), a2.reshape(-1)]))]
+        assert c.s is not None and c.t is not None
+        if p.kind == "conv2d":
+            assert p.conv is not None
+            kernel = (p.y_lo.shape[2], p.y_lo.shape[3])
+            return [_channels_weighted(b2, c.s, p.conv.groups), _positions_weighted(a2, c.t, kernel, p.conv)]
+        return [b2 @ c.t, a2.T @ c.s]
 
     def tau(self, p: _Product, c: _Challenges, target: torch.Tensor) -> torch.Tensor:
-        return _tau(p, c, target)
+        """``rho . T`` or ``s^T T t`` for this verifier's part ``T`` of the claim."""
+        if p.kind == "mul":
+            assert c.rho is not None
+            return (c.rho * target.reshape(-1, 1)).sum(0)
+        assert c.s is not None and c.t is not None
+        return G.inner(c.s, (_by_channel(target) if p.kind == "conv2d" else target) @ c.t)
 
     def v1_target(self, p: _Product) -> torch.Tensor:  # T1 = m - f(x_i, y_i) + u
         return p.received - _f(p.kind, p.x_hi, p.y_hi, p.conv) + p.draw_next

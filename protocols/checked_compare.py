@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from .approx import cat
 from .checked import checked_and, checked_matmul, checked_mul
 from .compare import carry_out
 from .dzk import ProductLog
@@ -125,7 +126,7 @@ def checked_argmin(d: ArithmeticShares, log: ProductLog) -> tuple[ArithmeticShar
         nd = ArithmeticShares(party, both.lo[0], both.hi[0], d.frac_bits)
         ni = ArithmeticShares(party, both.lo[1], both.hi[1], 0)
         if d.shape[0] % 2:
-            nd, ni = _cat([nd, d[-1:]]), _cat([ni, idx[-1:]])
+            nd, ni = cat([nd, d[-1:]]), cat([ni, idx[-1:]])
         d, idx = nd, ni
     return idx[0], d[0]
 
@@ -144,8 +145,3 @@ def checked_nearest(q: ArithmeticShares, rows: ArithmeticShares, row_sqnorms: Ar
 def _stack(xs: list[ArithmeticShares]) -> ArithmeticShares:
     """Stacked ring values (the scale tag is dropped: a mux by a 0/1 bit keeps every lane's scale)."""
     return ArithmeticShares(xs[0].party, torch.stack([x.lo for x in xs]), torch.stack([x.hi for x in xs]), 0)
-
-
-def _cat(xs: list[ArithmeticShares]) -> ArithmeticShares:
-    return ArithmeticShares(xs[0].party, torch.cat([x.lo for x in xs]), torch.cat([x.hi for x in xs]),
-                            xs[0].frac_bits)

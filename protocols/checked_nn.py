@@ -33,6 +33,7 @@ from .checked import checked_conv2d, checked_matmul, checked_mul, checked_trunca
 from .checked_compare import checked_ltz, checked_relu
 from .dzk import ProductLog, verify_products
 from .layers import RESIDUAL, layer_params, walk
+from .nn_layers import windows
 from .ring import FixedPoint
 from .sharing import ArithmeticShares
 
@@ -54,11 +55,6 @@ def _clamp(x: ArithmeticShares, lo: float, hi: float, f: int, log: ProductLog) -
     a, b = x.add_public(-float(lo)), x.add_public(-float(hi))
     both = checked_relu(ArithmeticShares(x.party, torch.stack([a.lo, b.lo]), torch.stack([a.hi, b.hi]), f), log)
     return ArithmeticShares(x.party, both.lo[0] - both.lo[1], both.hi[0] - both.hi[1], f).add_public(float(lo))
-
-
-def _windows(t: torch.Tensor, k: list[int], s: list[int]) -> torch.Tensor:
-    u = t.unfold(2, k[0], s[0]).unfold(3, k[1], s[1])
-    return u.reshape(*u.shape[:4], k[0] * k[1]).sum(-1)
 
 
 _W = 16  # extra bits of the mantissa weights 2^-(j+1) (exact integers for j < 24); s w = h < 1 stays below
@@ -83,25 +79,21 @@ def checked_l2_normalize(x: ArithmeticShares, log: ProductLog) -> ArithmeticShar
     below = checked_ltz(s.unsqueeze(0).expand(len(js), s.shape[0]).add_public(
         (2.0 ** js.double()).view(-1, 1).expand(-1, s.shape[0]).neg()), log)  # [L + 1, N]: [s < 2^j]
     e = below[1:] - below[:-1]
-    e = _cat0([e[0:1] + below[0:1], e[1:]])  # s below the range: the first octave
-    e = _cat0([e[:-1], e[-1:] + (1 - below[-1:])])  # above: the last
+    e = A.cat([e[0:1] + below[0:1], e[1:]])  # s below the range: the first octave
+    e = A.cat([e[:-1], e[-1:] + (1 - below[-1:])])  # above: the last
     oct_js = js[:-1].view(-1, 1)
     w = _weighted(e, (1 << (f + _W - oct_js - 1)).to(torch.int64), f + _W)  # sum_j e_j 2^-(j+1)
     h = _truncated(checked_mul(s, w, log), f + _W, f, log)  # s w = h in [0.5, 1)
     r = _times_public(h, -2.0 * A._R0_B, f, log).add_public(A._R0_A)
     n = r.shape[0]
     for _ in range(2):
-        both = checked_mul(_cat0([r, h]), _cat0([r, r]), log)
+        both = checked_mul(A.cat([r, h]), A.cat([r, r]), log)
         both = _truncated(both, f, f, log)
         r2, hr = both[:n], both[n:]
         r = _times_public(r, 1.5, f, log) - _truncated(checked_mul(hr, r2, log), f, f, log)
     z = _truncated(checked_mul(x, r.unsqueeze(-1), log), f, f, log)
     g = _weighted(e, torch.round(2.0 ** (A._EXTRA - oct_js.double() / 2)).to(torch.int64), 0)
     return _truncated(checked_mul(z, g.unsqueeze(-1), log), A._EXTRA, f, log)
-
-
-def _cat0(xs: list[ArithmeticShares]) -> ArithmeticShares:
-    return ArithmeticShares(xs[0].party, torch.cat([t.lo for t in xs]), torch.cat([t.hi for t in xs]), xs[0].frac_bits)
 
 
 def _weighted(e: ArithmeticShares, weights: torch.Tensor, frac_bits: int) -> ArithmeticShares:
@@ -132,7 +124,7 @@ def _layer(spec: dict, w: dict[str, ArithmeticShares], x: ArithmeticShares, f: i
         k, s, p = spec["kernel_size"], spec["stride"], spec["padding"]
         if p[0] or p[1]:
             raise NotImplementedError("checked avgpool2d with padding")
-        sums = ArithmeticShares(x.party, _windows(x.lo, k, s), _windows(x.hi, k, s), f)
+        sums = ArithmeticShares(x.party, windows(x.lo, k, s).sum(-1), windows(x.hi, k, s).sum(-1), f)
         return _times_public(sums, 1.0 / (k[0] * k[1]), f, log)
     if kind == "global_avgpool":
         sums = ArithmeticShares(x.party, x.lo.sum(dim=(2, 3), keepdim=spec["keepdim"]),

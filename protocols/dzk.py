@@ -124,10 +124,9 @@ class _Ring:
     """GR(2^64, 48): scalars ``[48]``, vectors ``[m, 48]``."""
 
     words = G.DEGREE
-    min_folds = 1
 
     def folds(self, entries: int) -> int:
-        return max(self.min_folds, math.ceil(math.log2(entries + 1)))
+        return max(1, math.ceil(math.log2(entries + 1)))
 
     def random(self, prg: PRG, k: int) -> torch.Tensor:
         return G.random(prg, k)
@@ -177,9 +176,8 @@ class _Field:
     """GF(2^48) (:mod:`protocols.binfield`): scalars ``[1]``, vectors as bit-planes."""
 
     words = 1
-    min_folds = 7  # the pad takes a word of its own: at least two words
 
-    def folds(self, entries: int) -> int:
+    def folds(self, entries: int) -> int:  # the pad takes a word of its own: at least two words of 64
         return 6 + max(1, math.ceil(math.log2(entries // 64 + 1)))
 
     def random(self, prg: PRG, k: int) -> torch.Tensor:
@@ -227,9 +225,9 @@ def _challenge(alg: _Ring | _Field, seed: torch.Tensor) -> torch.Tensor:
             return r
 
 
-def _well_formed(alg: _Ring | _Field, t: torch.Tensor, scalars: int, me: int, sender: int) -> torch.Tensor:
-    """A received message must hold ``scalars`` scalars, field elements in 48 bits (else the sender deviated)."""
-    if t.numel() != scalars * alg.words or not alg.well_formed(t):
+def _well_formed(alg: _Ring | _Field, t: torch.Tensor, me: int, sender: int) -> torch.Tensor:
+    """Field elements received must fit in 48 bits, else the sender deviated (sizes: :func:`_lockstep`)."""
+    if not alg.well_formed(t):
         raise ProofRejected(f"server {me}: server {sender} sent a malformed proof message", (sender,))
     return t
 
@@ -237,7 +235,7 @@ def _well_formed(alg: _Ring | _Field, t: torch.Tensor, scalars: int, me: int, se
 def _agree(a: torch.Tensor, b: torch.Tensor, me: int, prev: int, nxt: int, what: str) -> None:
     if not torch.equal(a, b):
         raise ProofRejected(
-            f"server {me}: servers {prev} and {nxt} sent different {what} for the check of its products",
+            f"server {me}: servers {prev} and {nxt} sent different {what} for the check of its messages",
             (prev, nxt),
         )
 
@@ -333,7 +331,7 @@ def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry]) -
     v2_beta = alg.random(v2_mask, 1)[0]
     _, got_p2 = yield alg.sub(alg.mul(alpha, beta), p1), None, 0, w
     assert got_p2 is not None
-    _well_formed(alg, got_p2, 1, me, prev)
+    _well_formed(alg, got_p2, me, prev)
 
     # 1. Challenge seeds: as V1 to nxt, as V2 to prev; as P from both.
     v1_seed, v2_seed = _seed_tensor(v1_coin), _seed_tensor(v2_coin)
@@ -377,7 +375,7 @@ def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry]) -
         _, got_h2 = yield alg.sub(h, h1).reshape(-1), None, 0, 3 * w
         assert got_h2 is not None
         v1_h = alg.random(v1_mask, 3)
-        v2_h = _well_formed(alg, got_h2, 3, me, prev).view(3, w)
+        v2_h = _well_formed(alg, got_h2, me, prev).view(3, w)
         v1_res.append(residual(v1_h, v1_claim))
         v2_res.append(residual(v2_h, v2_claim))
         v1_seed, v2_seed = _seed_tensor(v1_coin), _seed_tensor(v2_coin)
@@ -403,8 +401,8 @@ def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry]) -
     v1_first, v2_first = alg.first(v1_vec), alg.first(v2_vec)
     from_next, from_prev = yield torch.cat([v2_first, v2_z]), torch.cat([v1_first, v1_z]), 2 * w, 2 * w
     assert from_next is not None and from_prev is not None
-    _well_formed(alg, from_next, 2, me, nxt)
-    _well_formed(alg, from_prev, 2, me, prev)
+    _well_formed(alg, from_next, me, nxt)
+    _well_formed(alg, from_prev, me, prev)
     zero = alg.zero()
     # As V1 of nxt (co-verifier prev sent its v* and share); as V2 of prev (co-verifier nxt sent u*).
     total_v1 = alg.add(alg.add(v1_z, from_prev[w:]), alg.mul(v1_gamma[-1], alg.mul(v1_first, from_prev[:w])))

@@ -93,11 +93,3 @@ def inner(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"inner: need two [m, {DEGREE}] tensors, got {tuple(u.shape)} and {tuple(v.shape)}")
     outer = u.T @ v  # [D, D]: outer[i, j] = sum_g u[g, i] v[g, j], the coefficient of X^(i + j)
     return outer.reshape(-1) @ _PRODUCT
-
-
-def poly_eval(coeffs: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """``sum_k coeffs[k] r^k`` for ``coeffs [K, DEGREE]`` and one element ``r`` (Horner)."""
-    acc = coeffs[-1].clone()
-    for k in range(coeffs.shape[0] - 2, -1, -1):
-        acc = mul(acc, r) + coeffs[k]
-    return acc

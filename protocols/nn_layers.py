@@ -129,7 +129,7 @@ def relu(x: ArithmeticShares, lanes: approx.Lanes = approx.EXACT) -> ArithmeticS
     return _flat(lambda t: approx.relu(t, lanes), x)
 
 
-def _windows(t: torch.Tensor, k: list[int], s: list[int]) -> torch.Tensor:
+def windows(t: torch.Tensor, k: list[int], s: list[int]) -> torch.Tensor:
     """[N,C,H,W] -> [N,C,Ho,Wo,kh*kw] (views of the sliding windows)."""
     u = t.unfold(2, k[0], s[0]).unfold(3, k[1], s[1])
     return u.reshape(*u.shape[:4], k[0] * k[1])
@@ -149,7 +149,7 @@ def maxpool2d(x: ArithmeticShares, spec: dict, lanes: approx.Lanes = approx.EXAC
         pp = (p[1], p[1], p[0], p[0])
         x = ArithmeticShares(x.party, F.pad(x.lo, pp, mode="replicate"), F.pad(x.hi, pp, mode="replicate"),
                              x.frac_bits)
-    w = ArithmeticShares(x.party, _windows(x.lo, k, s), _windows(x.hi, k, s), x.frac_bits)
+    w = ArithmeticShares(x.party, windows(x.lo, k, s), windows(x.hi, k, s), x.frac_bits)
     return approx.max_last(w, lanes)
 
 
@@ -158,12 +158,12 @@ def avgpool2d(x: ArithmeticShares, spec: dict) -> ArithmeticShares:
     k, s, p = spec["kernel_size"], spec["stride"], spec["padding"]
     if p[0] or p[1]:
         x = pad(x, [p[1], p[1], p[0], p[0]])
-    sums = ArithmeticShares(x.party, _windows(x.lo, k, s).sum(-1), _windows(x.hi, k, s).sum(-1), x.frac_bits)
+    sums = ArithmeticShares(x.party, windows(x.lo, k, s).sum(-1), windows(x.hi, k, s).sum(-1), x.frac_bits)
     if spec.get("count_include_pad", True) or not (p[0] or p[1]):
         return sums * (1.0 / (k[0] * k[1]))
     h, w_ = x.shape[2] - 2 * p[0], x.shape[3] - 2 * p[1]
     ones = F.pad(torch.ones((1, 1, h, w_), dtype=torch.float64), (p[1], p[1], p[0], p[0]))
-    cnt = _windows(ones, k, s).sum(-1)
+    cnt = windows(ones, k, s).sum(-1)
     return sums * (1.0 / cnt).expand(sums.shape).contiguous()
 
 

@@ -42,8 +42,6 @@ def test_ring_laws_and_the_fast_paths_agree():
     assert torch.equal(G.mul(a, G.one()), a)
     assert torch.equal(a @ G.mul_matrix(b[0]), G.mul(a, b[0]))
     assert torch.equal(G.inner(a, b), G.mul(a, b).sum(0))
-    r = c[0]
-    assert torch.equal(G.poly_eval(a[:3], r), a[0] + G.mul(a[1], r) + G.mul(a[2], G.mul(r, r)))
     x = torch.tensor([3, -7, 1 << 62])
     assert torch.equal(G.mul(G.lift(x), G.lift(x))[:, 0], x * x)  # Z_2^64 sits inside
 
