@@ -17,11 +17,11 @@ uniformly random root with probability at most ``k / 2^48`` (Schwartz-Zippel).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
 
+from . import gf2_kernels as K
 from .prf import PRG
 
 DEGREE = 48
@@ -64,18 +64,23 @@ def random(prg: PRG, *shape: int) -> torch.Tensor:
 
 @dataclass
 class BitVec:
-    """``bits`` field elements as bit-planes ``[DEGREE, words]`` (unused high bits zero)."""
+    """``bits`` field elements as bit-planes ``[DEGREE, words]`` (unused high bits zero), or, for a
+    vector of BITS, plane 0 alone ``[1, words]`` (the planes above are zero), optionally with one full
+    field element ``pad = (word, element)`` in lane 0 of that word (its plane-0 bit is in ``planes``)."""
 
     planes: torch.Tensor
     bits: int
+    pad: tuple[int, int] | None = None
+
+    @property
+    def sparse(self) -> bool:
+        return self.planes.shape[0] == 1
 
 
 def lift_bits(words: torch.Tensor) -> BitVec:
-    """Boolean words (64 lanes each) -> the vector of their bits as field elements (plane 0)."""
+    """Boolean words (64 lanes each) -> the vector of their bits as field elements (plane 0 only)."""
     w = words.reshape(-1)
-    planes = torch.zeros(DEGREE, w.numel(), dtype=torch.int64)
-    planes[0] = w
-    return BitVec(planes, 64 * w.numel())
+    return BitVec(w.clone().view(1, -1), 64 * w.numel())
 
 
 def scale_bits(rho: torch.Tensor, words: torch.Tensor) -> BitVec:
@@ -92,18 +97,37 @@ def dot_bits(rho: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
 
 def concat(parts: list[BitVec], pad: torch.Tensor, folds: int) -> BitVec:
     """``parts`` (each a whole number of words), then the scalar ``pad``, then zeros: ``2^folds`` entries
-    (``folds >= 7``: at least two words)."""
+    (``folds >= 7``: at least two words). Parts that are all bits give a plane-0 vector with the pad."""
+    if folds < 7:
+        raise ValueError("concat: at least 2^7 entries")
     words = 1 << (folds - 6)
     used = sum(p.planes.shape[1] for p in parts)
     if used + 1 > words:
         raise ValueError("concat: the vector does not fit")
-    planes = torch.zeros(DEGREE, words, dtype=torch.int64)
+    sparse = all(p.sparse and p.pad is None for p in parts)
+    planes = torch.zeros(1 if sparse else DEGREE, words, dtype=torch.int64)
     off = 0
     for p in parts:
-        planes[:, off: off + p.planes.shape[1]] = p.planes
+        planes[: p.planes.shape[0], off: off + p.planes.shape[1]] = _dense(p).planes if not sparse else p.planes
         off += p.planes.shape[1]
-    planes[:, off] = (int(pad.reshape(-1)[0]) >> torch.arange(DEGREE)) & 1
+    e = int(pad.reshape(-1)[0])
+    if sparse:
+        planes[0, off] = e & 1
+        return BitVec(planes, 64 * words, (off, e))
+    planes[:, off] = (e >> torch.arange(DEGREE)) & 1
     return BitVec(planes, 64 * words)
+
+
+def _dense(v: BitVec) -> BitVec:
+    """The same vector with all ``DEGREE`` planes."""
+    if not v.sparse:
+        return v
+    planes = torch.zeros(DEGREE, v.planes.shape[1], dtype=torch.int64)
+    planes[0] = v.planes[0]
+    if v.pad is not None:
+        word, e = v.pad
+        planes[:, word] = (e >> torch.arange(DEGREE)) & 1
+    return BitVec(planes, v.bits)
 
 
 def _halves(v: BitVec) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -115,65 +139,100 @@ def _halves(v: BitVec) -> tuple[torch.Tensor, torch.Tensor, int]:
     return v.planes & mask, (v.planes >> half) & mask, half
 
 
-_GROUP = 4  # planes per group of the four-Russians tables
-
-
-@lru_cache(maxsize=16)
-def _times_index(r: int) -> np.ndarray:
-    """``[DEGREE // _GROUP, DEGREE]``: for output plane ``k``, the ``_GROUP``-bit pattern of the input planes
-    ``i`` of each group whose ``r X^i`` has bit ``k``."""
+def _select(r: int) -> np.ndarray:
+    """``[DEGREE, DEGREE]`` bools: ``[k, i]`` is bit ``k`` of ``r X^i`` (multiplication by ``r`` over GF(2))."""
     rows = [_clmul_mod(r, 1 << i) for i in range(DEGREE)]
-    out = np.zeros((DEGREE // _GROUP, DEGREE), dtype=np.int64)
-    for i, row in enumerate(rows):
-        for k in range(DEGREE):
-            if (row >> k) & 1:
-                out[i // _GROUP, k] |= 1 << (i % _GROUP)
-    return out
+    return np.array([[(rows[i] >> k) & 1 for i in range(DEGREE)] for k in range(DEGREE)], dtype=bool)
 
 
-def _times(r: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
-    """``r * v`` plane-wise: output plane ``k`` is the XOR of the input planes ``i`` whose ``r X^i`` has bit
-    ``k``. Four Russians: per group of 4 input planes a table of their 16 XOR combinations, then 12
-    table rows per output plane (756 word XORs per word column instead of 2304)."""
-    index = _times_index(int(r.reshape(-1)[0]))
-    p = planes.numpy()
-    out = np.zeros_like(p)
-    for g in range(DEGREE // _GROUP):
-        table = np.zeros((1 << _GROUP, p.shape[1]), dtype=np.int64)
-        for c in range(1, 1 << _GROUP):
-            low = c & -c
-            table[c] = table[c ^ low] ^ p[g * _GROUP + low.bit_length() - 1]
-        out ^= table[index[g]]
-    return torch.from_numpy(out)
+def _element(planes: torch.Tensor, word: int) -> int:
+    """The field element in lane 0 of ``word`` of dense ``planes``."""
+    return int(sum(int(b) << k for k, b in enumerate((planes[:, word] & 1).tolist())))
 
 
 def fold(v: BitVec, r: torch.Tensor) -> BitVec:
     """``v_L + r (v_R - v_L)`` (half the entries)."""
+    rv = int(r.reshape(-1)[0])
+    if v.sparse and v.bits // 2 < 64:
+        v = _dense(v)
+    if v.sparse:  # r times a bit is r or 0: plane k of r d is d where bit k of r is set
+        low, high, half = _halves(v)
+        d = (low ^ high)[0]
+        out = torch.zeros(DEGREE, low.shape[1], dtype=torch.int64)
+        for k in range(DEGREE):
+            if (rv >> k) & 1:
+                out[k] = d
+        out[0] ^= low[0]
+        if v.pad is not None:  # the one full element: recompute its lane
+            word, e = v.pad
+            w = low.shape[1]
+            c = word % w
+            el, eh = (e if word < w else int(low[0, c]) & 1), (e if word >= w else int(high[0, c]) & 1)
+            x = el ^ _clmul_mod(rv, el ^ eh)
+            out[:, c] = (out[:, c] & ~1) | ((x >> torch.arange(DEGREE)) & 1)
+        return BitVec(out, half)
     low, high, half = _halves(v)
-    return BitVec(low ^ _times(r, low ^ high), half)
+    lo = low.contiguous().numpy()
+    return BitVec(torch.from_numpy(K.subset_xor(lo ^ high.contiguous().numpy(), _select(rv), lo)), half)
 
 
-def _inner_planes(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    vu = v.numpy().view(np.uint64)
+def _poly(parities: np.ndarray) -> int:
+    """``sum_{i,j} parities[i, j] X^(i+j)``, reduced."""
+    i, j = np.nonzero(parities)
+    coef = np.zeros(2 * DEGREE, dtype=np.int64)
+    np.add.at(coef, i + j, 1)
     p = 0
-    for i in range(DEGREE):
-        parity = np.bitwise_count(u[i].numpy().view(np.uint64)[None, :] & vu).sum(1) & 1
-        for j in np.flatnonzero(parity):
-            p ^= 1 << (i + int(j))
-    return torch.tensor([_reduce(p)], dtype=torch.int64)
+    for s in np.flatnonzero(coef & 1):
+        p |= 1 << int(s)
+    return _reduce(p)
+
+
+def _pad_term(u: torch.Tensor, pad: tuple[int, int] | None, word_offset: int, words: int) -> int:
+    """The part of ``<u, v>`` a plane-0 pass misses: ``u``'s element at the pad times the pad's bits above 0
+    (``pad`` given in the coordinates of the whole vector; the half starts at ``word_offset``)."""
+    if pad is None or not word_offset <= pad[0] < word_offset + words:
+        return 0
+    return _clmul_mod(_element(u, pad[0] - word_offset), pad[1] & ~1)
+
+
+def inner(u: BitVec, v: BitVec) -> torch.Tensor:
+    """``<u, v>`` as a scalar ``[1]``."""
+    if u.sparse:
+        u, v = v, u
+    u = _dense(u)
+    p = _poly(K.cross_parities(u.planes.numpy(), v.planes.numpy())) ^ _pad_term(u.planes, v.pad, 0, v.planes.shape[1])
+    return torch.tensor([p], dtype=torch.int64)
 
 
 def fold_polynomial(u: BitVec, v: BitVec, total: torch.Tensor | None = None) -> torch.Tensor:
     """Coefficients ``[3, 1]`` of ``h(X) = <u_L + X (u_R - u_L), v_L + X (v_R - v_L)>``; ``total = <u, v>``
     (when known) saves one of the three inner products."""
+    if u.sparse:
+        u, v = v, u
+    u = _dense(u)
+    if v.sparse and v.bits // 2 < 64:
+        v = _dense(v)
     ul, uh, _ = _halves(u)
     vl, vh, _ = _halves(v)
-    c0, c2 = _inner_planes(ul, vl), _inner_planes(ul ^ uh, vl ^ vh)
-    c_hi = _inner_planes(uh, vh) if total is None else total ^ c0
-    return torch.stack([c0, c_hi ^ c0 ^ c2, c2])
+    par0, par2 = K.cross_parities_folded(ul.numpy(), uh.numpy(), vl.numpy(), vh.numpy())
+    c0, c2 = _poly(par0), _poly(par2)
+    w = vl.shape[1]
+    if v.sparse and v.pad is not None:  # the pad's planes above 0 (u dense, word-level halves)
+        c0 ^= _pad_term(ul, v.pad, 0, w)
+        side = ul ^ uh
+        c2 ^= _pad_term(side, v.pad, 0, w) ^ _pad_term(side, v.pad, w, w)
+    if total is None:  # h(1) = <u_R, v_R>
+        hi = _poly(K.cross_parities(uh.numpy(), vh.numpy())) ^ (_pad_term(uh, v.pad, w, w) if v.sparse else 0)
+    else:  # <u, v> = h(0) + h(1)
+        hi = int(total.reshape(-1)[0]) ^ c0
+    lo_t = torch.tensor([c0], dtype=torch.int64)
+    c2_t = torch.tensor([c2], dtype=torch.int64)
+    c_hi = torch.tensor([hi ^ c0], dtype=torch.int64)
+    return torch.stack([lo_t, c_hi ^ c2_t, c2_t])
 
 
 def first(v: BitVec) -> torch.Tensor:
     """The single entry of a folded vector, as a scalar ``[1]``."""
+    v = _dense(v)
     bits = (v.planes[:, 0] & 1).tolist()
     return torch.tensor([sum(int(b) << k for k, b in enumerate(bits))], dtype=torch.int64)

@@ -240,21 +240,50 @@ def _agree(a: torch.Tensor, b: torch.Tensor, me: int, prev: int, nxt: int, what:
         )
 
 
-def verify_products(log: ProductLog) -> None:
+RING_BATCH = 1 << 21
+"""Ring vector entries per proof (a GR(2^64, 48) vector of that length is 0.8 GB): a log with more is
+proved in several proofs, one after the other, so memory stays bounded whatever the query."""
+FIELD_BATCH = 1 << 27
+"""Field vector entries (AND lanes) per proof (a dense bit-plane vector of that length is 0.8 GB)."""
+
+
+def batches(entries: list[Entry], limit: int) -> list[list[Entry]]:
+    """Consecutive groups of ``entries`` of at most ``limit`` vector entries for every prover (one entry
+    larger than ``limit`` is a group of its own). Public: every party forms the same groups."""
+    groups: list[list[Entry]] = []
+    size = 0
+    for e in entries:
+        n = max(e.length(i) for i in range(3))
+        if not groups or size + n > limit:
+            groups.append([])
+            size = 0
+        groups[-1].append(e)
+        size += n
+    return groups
+
+
+def verify_products(log: ProductLog, ring_batch: int = RING_BATCH, field_batch: int = FIELD_BATCH) -> int:
     """Check every recorded step in ``log`` (all three parties' messages); clears the log.
 
-    Arithmetic claims are proved over GR(2^64, 48), boolean ones over GF(2^48): when the log holds
-    both, the two proofs run side by side in the same rounds (each message carries both parts).
-    Raises :class:`ProofRejected` if any party's messages (or its part in a check) were wrong.
-    Cost: :func:`check_cost` (the larger of the two). See the module docstring for the steps.
+    Arithmetic claims are proved over GR(2^64, 48), boolean ones over GF(2^48), in :func:`batches` of at
+    most ``ring_batch`` / ``field_batch`` vector entries: the ``i``-th ring proof and the ``i``-th field
+    proof run side by side in the same rounds (each message carries both parts), the pairs one after
+    the other. Raises :class:`ProofRejected` if any party's messages (or its part in a check) were
+    wrong. Returns the rounds it took, ``sum_i max(2 R_i + 3)`` over the pairs; the soundness error of the
+    whole call is at most ``2 rounds / (2^48 - 2)`` (each proof's ``(2 R + 3) / (2^48 - 2)``, summed:
+    :func:`call_soundness_bits`). See the module docstring for the steps.
     """
     entries, log.entries = log.entries, []
-    proofs = []
-    for alg in (_RING, _FIELD):
-        mine = [e for e in entries if e.field == (alg is _FIELD)]
-        if mine:
-            proofs.append(_prove_and_verify(log.party, alg, mine))
-    _lockstep(log.party, proofs)
+    ring = batches([e for e in entries if not e.field], ring_batch)
+    field = batches([e for e in entries if e.field], field_batch)
+    rounds = 0
+    for i in range(max(len(ring), len(field))):
+        proofs = []
+        for alg, groups in ((_RING, ring), (_FIELD, field)):
+            if i < len(groups):
+                proofs.append(_prove_and_verify(log.party, alg, groups[i]))
+        rounds += _lockstep(log.party, proofs)
+    return rounds
 
 
 _Exchange = tuple[torch.Tensor | None, torch.Tensor | None, int, int]
@@ -263,7 +292,7 @@ _Proof = Generator[_Exchange, tuple[torch.Tensor | None, torch.Tensor | None], "
 """A proof's rounds; it returns its verdict (``None``: accepted) after its last round."""
 
 
-def _lockstep(party: Party, proofs: list[_Proof]) -> None:
+def _lockstep(party: Party, proofs: list[_Proof]) -> int:
     """Run proofs side by side: one ``exchange`` per round carries every active proof's messages
     (concatenated in a fixed order; a proof that has finished sends nothing). Sizes are public, so a
     message of the wrong size is its sender's deviation. A proof's final verdict is raised only once
@@ -272,9 +301,11 @@ def _lockstep(party: Party, proofs: list[_Proof]) -> None:
     me, nxt, prev = party.id, (party.id + 1) % 3, (party.id - 1) % 3
     active: list[tuple[_Proof, _Exchange]] = []
     verdicts: list[ProofRejected] = []
+    rounds = 0
     for proof in proofs:
         active.append((proof, next(proof)))
     while active:
+        rounds += 1
         to_next = [t.reshape(-1) for _, (t, _, _, _) in active if t is not None]
         to_prev = [t.reshape(-1) for _, (_, t, _, _) in active if t is not None]
         want_next, want_prev = sum(r[2] for _, r in active), sum(r[3] for _, r in active)
@@ -299,6 +330,7 @@ def _lockstep(party: Party, proofs: list[_Proof]) -> None:
         active = still
     if verdicts:
         raise verdicts[0]
+    return rounds
 
 
 def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry]) -> _Proof:
@@ -434,3 +466,11 @@ def soundness_bits(entries: int, boolean: bool = False) -> float:
     """``-log2`` of the probability that wrong messages pass one proof: ``(2 R + 3) / (2^48 - 2)``."""
     folds = (_FIELD if boolean else _RING).folds(entries)
     return -math.log2((2 * folds + 3) / (2.0**G.DEGREE - 2))
+
+
+def call_soundness_bits(rounds: int) -> float:
+    """``-log2`` of the probability that wrong messages pass a :func:`verify_products` call that took
+    ``rounds`` rounds: at most two proofs per round pair, each wrong with ``(2 R + 3) / (2^48 - 2)``, so
+    ``2 rounds / (2^48 - 2)`` in all (a query's calls add up: pass the sum of their rounds). At least 40
+    bits up to 4,096 proof rounds (about 70 proofs of a billion AND lanes each)."""
+    return -math.log2(2 * max(1, rounds) / (2.0**G.DEGREE - 2))

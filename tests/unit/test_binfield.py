@@ -10,6 +10,7 @@ from protocols.prf import PRG
 
 def _elements(v: BF.BitVec) -> list[int]:
     """The ``v.bits`` field elements of a bit-plane vector, one Python int each."""
+    v = BF._dense(v)
     out = []
     for g in range(v.bits):
         word, bit = divmod(g, 64)
@@ -68,3 +69,28 @@ def test_concat_places_the_pad_after_the_parts_and_pads_with_zeros():
     v = BF.concat([part], pad, 8)  # 256 entries: 128 of the part, the pad, zeros
     e = _elements(v)
     assert e[:128] == _elements(part) and e[128] == int(pad[0]) and not any(e[129:])
+
+
+def test_bit_vectors_with_a_pad_fold_and_multiply_as_dense_ones():
+    """A vector of bits keeps plane 0 only (and its pad apart): every operation equals the dense one."""
+    rng = PRG(bytes(range(1, 17)))
+    for folds, words in ((7, 1), (8, 3), (9, 5), (10, 9)):  # the pad in the low half, the high half, at a boundary
+        dense_part = BF.scale_bits(rng.int64((BF.DEGREE, words)), rng.int64((words,)))
+        bits_part = BF.lift_bits(rng.int64((words,)))
+        assert bits_part.sparse
+        u = BF.concat([dense_part], BF.random(rng, 1)[0], folds)
+        v = BF.concat([bits_part], BF.random(rng, 1)[0], folds)
+        assert v.sparse and v.pad is not None and not u.sparse
+        vd = BF._dense(v)
+        assert _elements(v) == _elements(vd)
+        for a, b in ((u, v), (v, u)):
+            assert torch.equal(BF.inner(a, b), BF.inner(u, vd))
+            assert torch.equal(BF.fold_polynomial(a, b), BF.fold_polynomial(u, vd))
+        total = BF.inner(u, vd)
+        assert torch.equal(BF.fold_polynomial(u, v, total), BF.fold_polynomial(u, vd))
+        ue, ve = _elements(u), _elements(vd)
+        assert int(BF.inner(u, v)[0]) == _xor(_mul(a, b) for a, b in zip(ue, ve))
+        r = BF.random(rng, 1)[0]
+        assert _elements(BF.fold(v, r)) == _elements(BF.fold(vd, r))
+        half = len(ve) // 2
+        assert _elements(BF.fold(v, r)) == [a ^ _mul(int(r[0]), a ^ b) for a, b in zip(ve[:half], ve[half:])]

@@ -10,7 +10,15 @@ from dzk_faults import corrupt_send
 
 from protocols import galois as G
 from protocols.checked import checked_and, checked_conv2d, checked_matmul, checked_mul, checked_truncate
-from protocols.dzk import MAX_FOLDS, ProductLog, ProofRejected, check_cost, soundness_bits, verify_products
+from protocols.dzk import (
+    MAX_FOLDS,
+    ProductLog,
+    ProofRejected,
+    call_soundness_bits,
+    check_cost,
+    soundness_bits,
+    verify_products,
+)
 from protocols.party import Party
 from protocols.prf import PRG, derive_key
 from protocols.sectypes import BooleanShares
@@ -293,3 +301,35 @@ def test_a_party_0_that_shifts_y0_and_sends_carries_that_fit_it_is_rejected(shif
         run_parties(body, [[xs[i]] for i in range(3)])
     cause = exc.value.__cause__
     assert isinstance(cause, ProofRejected) and 0 in cause.suspects, exc.value
+
+
+def _batched(party: Party, px, py, qx, qy, bad: int | None = None, index: int = -1):
+    """Three elementwise products and two AND gates, proved in batches of at most 100 ring / 128 field
+    entries: three ring proofs (200 entries each) and two field proofs (128 lanes each), paired."""
+    if party.id == bad:
+        corrupt_send(party, index, 1)
+    log = ProductLog(party)
+    x, y = from_pair(party, px), from_pair(party, py)
+    zs = [checked_mul(x, y, log) for _ in range(3)]
+    bs = [checked_and(BooleanShares(party, qx[0][:1], qx[1][:1]), BooleanShares(party, qy[0][:1], qy[1][:1]), log)
+          for _ in range(2)]
+    before = party.comm.stats.snapshot()
+    rounds = verify_products(log, ring_batch=100, field_batch=128)
+    return [(z.lo, z.hi) for z in zs], [(b.lo, b.hi) for b in bs], rounds, (party.comm.stats - before).rounds
+
+
+def test_a_large_log_is_proved_in_batches_one_after_the_other():
+    xs, ys, bx, by = share(X), share(Y), share_xor(BX), share_xor(BY)
+    args = [[xs[i], ys[i], bx[i], by[i]] for i in range(3)]
+    out = run_parties(_batched, args)
+    for zs in zip(*(o[0] for o in out)):
+        assert torch.equal(reconstruct(list(zs)), X * Y)
+    ring, field = check_cost(200)[0], check_cost(128, boolean=True)[0]
+    assert out[0][2] == out[0][3] == 2 * max(ring, field) + ring  # two pairs side by side, then one ring proof
+    assert call_soundness_bits(out[0][2]) > 40
+    messages = 3 + 2 + 2 * (1 + 2 + 3 * 8 + 2) + (1 + 2 + 3 * 8 + 2)  # products, ANDs, 3 proofs with 8 folds
+    for index in (messages - 1, 5 + 29 + 10):  # the last (ring-only) proof's decide; a fold of the second pair
+        with pytest.raises(PartyFailed) as exc:
+            run_parties(_batched, [a + [2, index] for a in args])
+        cause = exc.value.__cause__
+        assert isinstance(cause, ProofRejected) and 2 in cause.suspects, (index, exc.value)
