@@ -43,18 +43,18 @@ def test_topk_sorts_ties_by_position_carries_payloads_at_the_stated_cost():
         before = party.comm.stats.snapshot()
         kk, (pk,) = checked_topk(from_pair(party, kp), [from_pair(party, pp, 7)], k, log)
         cost = party.comm.stats - before
-        # the stated elements: per level one checked_ltz of the level's Q P pairs and 2 Q P products
-        ltz_bytes, pairs, lengths = 0, [], [1] * n
-        while len(lengths) > 1:
-            lengths, ix = S._merge_plan(lengths, k)
-            pairs.append(len(ix["ia"]))
-        for p in pairs:
+        # the stated elements: per level one checked_ltz of the Q P compared pairs, the count one-hots'
+        # products, and one per row, kept output and carried value (2 of them)
+        ltz_bytes, products = 0, 0
+        for lv in S._plan(n, k, S.FAN_IN):
             b = party.comm.stats.snapshot()
-            checked_ltz(from_pair(party, (torch.zeros(Q * p, dtype=torch.int64),) * 2), ProductLog(party))
+            zero = torch.zeros(Q * len(lv.ia), dtype=torch.int64)
+            checked_ltz(from_pair(party, (zero, zero)), ProductLog(party))
             ltz_bytes += (party.comm.stats - b).bytes_sent
+            products += Q * sum(len(rd.u) for rd in lv.rounds) + 2 * Q * lv.groups * lv.k_max
         verify_products(log)
         assert pk.frac_bits == 7
-        return output_pair(kk), output_pair(pk), cost, ltz_bytes + 8 * 2 * Q * sum(pairs)
+        return output_pair(kk), output_pair(pk), cost, ltz_bytes + 8 * products
 
     for k in (5, n):
         out = run_parties(body, [[ks[i], ps[i], k] for i in range(3)])
@@ -62,7 +62,7 @@ def test_topk_sorts_ties_by_position_carries_payloads_at_the_stated_cost():
         assert torch.equal(reconstruct([o[0] for o in out]), torch.gather(keys, 1, order))
         assert torch.equal(reconstruct([o[1] for o in out]), torch.gather(pay, 1, order))
         for *_, cost, want_bytes in out:
-            assert cost.rounds == topk_rounds(n) == 11 * 6
+            assert cost.rounds == topk_rounds(n) == 13 + 13 + 12  # 37 -> 10 -> 3 -> 1 lists
             assert cost.bytes_sent == want_bytes
 
 
