@@ -35,3 +35,18 @@ class UploadInterrupted(TriVaultError):
     def __init__(self, message: str, uploaded: list[int]) -> None:
         super().__init__(message)
         self.uploaded = list(uploaded)
+
+
+class MaliciousServerError(TriVaultError):
+    """A malicious-mode search aborted because a server's messages failed the servers' proof
+    (security with abort, docs/SECURITY.md): no result was released, to anyone.
+
+    ``suspects``: the server(s) to blame, from the servers' reports
+    (``wire.proof_abort.combine_reports``): one server when two servers' reports agree on it,
+    else the pair that disagreed (one of the two deviated). ``reports`` maps each reporting server
+    to the suspects it named (the server whose messages failed its check first)."""
+
+    def __init__(self, message: str, suspects: tuple[int, ...], reports: dict[int, tuple[int, ...]]) -> None:
+        super().__init__(message)
+        self.suspects = tuple(suspects)
+        self.reports = dict(reports)

@@ -5,6 +5,9 @@
 ``python -m servers --id i --config cluster.toml`` for i = 0, 1, 2 with logs in
 ``root/logs``. Servers can be killed (SIGKILL) and restarted on the same port.
 
+``security`` is the servers' ``[security] mode`` (``servers.config``: ``"malicious"`` or
+``"semi_honest"``); None writes ``servers.config.DEFAULT_SECURITY_MODE``, the deployment default.
+
 ``root/servers.pid`` records the running servers' process ids (``trivault up --detach``,
 ``status`` and ``down`` read it); starting all three while another set runs from the same
 folder raises :class:`ClusterRunning`.
@@ -90,8 +93,12 @@ class LocalCluster:
     """Three ``python -m servers`` processes sharing one certificate directory."""
 
     def __init__(self, root: str | Path, txn_timeout_s: float = 60.0, peer_timeout_s: float = 30.0,
-                 query_timeout_s: float = 60.0, env: dict[str, str] | None = None) -> None:
+                 query_timeout_s: float = 60.0, env: dict[str, str] | None = None,
+                 security: str | None = None) -> None:
+        from servers.config import DEFAULT_SECURITY_MODE, security_mode
+
         self.root = Path(root).resolve()
+        self.security = security_mode(security or DEFAULT_SECURITY_MODE, "security")
         self.certs = make_deployment(self.root / "certs", clients=("owner", "querier"))
         self.txn_timeout_s = txn_timeout_s
         self.procs: dict[int, subprocess.Popen] = {}
@@ -112,6 +119,19 @@ class LocalCluster:
 
             raw = tomllib.loads(self.config_path.read_text())
             self.ports = [int(raw["servers"][str(i)]["address"].rsplit(":", 1)[1]) for i in range(3)]
+            on_file = raw.get("security", {}).get("mode", DEFAULT_SECURITY_MODE)
+            if security is None:
+                self.security = security_mode(on_file, f"{self.config_path}: [security] mode")
+            elif on_file != self.security:
+                self.set_security(self.security)  # the same ports, the mode asked for
+
+    def set_security(self, mode: str) -> None:
+        """Rewrite cluster.toml with ``[security] mode = mode`` (same ports); each server reads it
+        when it next starts (a server started in between runs another mode: its peers refuse)."""
+        from servers.config import security_mode
+
+        self.security = security_mode(mode, "security")
+        self._write_configs(self.ports)
 
     def _write_configs(self, ports: list[int]) -> None:
         """Write cluster.toml (servers) and client-<name>.toml (SDK) for ``ports``."""
@@ -127,6 +147,7 @@ class LocalCluster:
         for i, p in enumerate(ports):
             lines += [f"[servers.{i}]", f'address = "127.0.0.1:{p}"', f'cert = "certs/server{i}.pem"',
                       f'key = "certs/server{i}.key"', ""]
+        lines += ["[security]", f'mode = "{self.security}"', ""]
         self.config_path.write_text("\n".join(lines))
         addrs = ", ".join(f'"127.0.0.1:{p}"' for p in ports)
         for name in ("owner", "querier"):

@@ -7,6 +7,12 @@ shares of the ``[Q, k]`` top-k ids and distances, and only this client reconstru
 The reconstruction of the ids is checked: a server that skipped the masking of ids hidden
 by policy (or sent a wrong share) is named (``InconsistentSharesError.suspects``).
 
+The request states the servers' security mode (``[security] mode``, the same on all three:
+``Fanout.info`` checks it) and each server refuses a request that expects another mode. In
+malicious mode a server whose check of its peers' messages fails aborts the query before any
+result share leaves it; the client then raises :class:`client.errors.MaliciousServerError`
+naming the server pair that disagreed (``.suspects``): no result is released.
+
 ``nprobe`` above the number of buckets probes them all (the default, from
 ``benchmarks.quality``, is sized for n = 1M). ``k`` above the candidates the index can
 return (``nprobe x bucket size``) first widens
@@ -78,6 +84,7 @@ class SearchBatch:
     k_run: int
     nprobe_run: int
     note: str | None = None
+    security: str = "semi_honest"  # the servers' mode: "malicious" results were proved before release
 
     def results(self, label_of: Callable[[int], str | None] = lambda i: None) -> list[SearchResult]:
         """One :class:`SearchResult` per query (padding dropped), with labels from ``label_of``."""
@@ -167,7 +174,7 @@ def search(fan: Fanout, sign: Sign, queries: QueryInput, k: int = 10, nprobe: in
     pairs = share_fixed(x, DEFAULT_FP)
     sid = str(uuid.uuid4())
     meta = {"k": k_run, "nprobe": nprobe_run, "input": kind, "index_version": info["index_version"],
-            "model_version": info["model_version"]}
+            "model_version": info["model_version"], "security": info.get("security", "semi_honest")}
     t0 = time.perf_counter()
     auth = sign("search", {"session": sid, "collection": collection, "purpose": purpose, "k": k_run})
 
@@ -181,7 +188,7 @@ def search(fan: Fanout, sign: Sign, queries: QueryInput, k: int = 10, nprobe: in
     secs = time.perf_counter() - t0
     dist, ids = reconstruct_topk(outs, int(k))
     return SearchBatch(dist, ids, secs, max(o.meta["seconds"] for o in outs), [o.meta["comm"] for o in outs],
-                       k_run, nprobe_run, note)
+                       k_run, nprobe_run, note, meta["security"])
 
 
 def reconstruct_topk(outs: list[bd.Bundle], k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,10 +13,11 @@ import grpc
 from protos.trivault.v1 import trivault_pb2 as pb
 from protos.trivault.v1 import trivault_pb2_grpc as pbg
 from wire import bundle as bd
+from wire.proof_abort import combine_reports, parse_proof_abort
 from wire.tls import channel_credentials, secure_channel
 
 from .config import ClientConfig
-from .errors import TriVaultError, TriVaultUnavailable
+from .errors import MaliciousServerError, TriVaultError, TriVaultUnavailable
 
 Sign = Callable[[str, dict[str, Any]], bytes]  # (action, params) -> a signed request for this deployment
 
@@ -25,6 +26,9 @@ Sign = Callable[[str, dict[str, Any]], bytes]  # (action, params) -> a signed re
 RELAYED = " aborted the query"
 #: How long, after the first error if it is such a relay, the client waits for the cause.
 RELAY_GRACE_S = 2.0
+#: How long, after a server reported a failed proof (malicious mode), the client waits for the
+#: other servers' reports (honest servers reach their verdicts in the same round).
+PROOF_GRACE_S = 5.0
 
 
 def rpc_error(i: int, exc: grpc.RpcError) -> str:
@@ -36,6 +40,19 @@ def is_unreachable(exc: grpc.RpcError) -> bool:
     """UNAVAILABLE raised by the transport (no connection, handshake refused), not a server's
     own ``UNAVAILABLE`` answer about its peers (those details start with ``server <i>:``)."""
     return not str(exc.details() or "").startswith("server ")
+
+
+def proof_failure(proofs: dict[int, tuple[int, ...]], errs: list[str]) -> MaliciousServerError:
+    """One :class:`MaliciousServerError` from the servers' failed-proof reports: a one-line summary (what
+    the CLI prints), then every server's error on a line of its own."""
+    blame = combine_reports(proofs)
+    names = " and ".join(f"server {s}" for s in blame)
+    if len(blame) == 1:
+        who = f"{names} deviated (the reports of servers {' and '.join(map(str, sorted(proofs)))} agree on it)"
+    else:
+        who = f"{names} disagreed (one of them deviated)"
+    return MaliciousServerError(f"the query was aborted by the servers' check of each other's messages: {who}; "
+                                "no result was released\n" + "\n".join(sorted(errs)), blame, proofs)
 
 
 class Fanout:
@@ -67,11 +84,17 @@ class Fanout:
         out: list[Any] = [None] * 3
         errs: list[str] = []
         down: dict[int, str] = {}
+        proofs: dict[int, tuple[int, ...]] = {}  # server -> suspects of its failed proof (ABORTED)
         pending = set(futs)
         deadline: float | None = None
         while pending:
             timeout = None
-            if errs and fail_fast and not tolerate:
+            if proofs and not tolerate:  # wait for the other servers' verdicts (bounded)
+                deadline = deadline or time.monotonic() + PROOF_GRACE_S
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+            elif errs and fail_fast and not tolerate:
                 if not all(RELAYED in e for e in errs):
                     break  # a server's own reason is known: stop here
                 # only "server j aborted the query" relays so far: give server j's own reason a moment
@@ -86,10 +109,17 @@ class Fanout:
                     out[i] = f.result()
                 except grpc.RpcError as exc:
                     errs.append(rpc_error(i, exc))
+                    report = parse_proof_abort(str(exc.details() or ""))
+                    if exc.code() == grpc.StatusCode.ABORTED and report is not None and report[0] == i:
+                        if not proofs:
+                            deadline = None  # the wait for the other verdicts starts at the first report
+                        proofs[i] = report[1]
                     if exc.code() == grpc.StatusCode.UNAVAILABLE and is_unreachable(exc):
                         down[i] = self.addresses[i]
                 except bd.BundleError as exc:
                     errs.append(f"server {i}: {exc}")
+        if proofs and not tolerate:
+            raise proof_failure(proofs, errs)
         if errs and not tolerate:
             if down:
                 where = ", ".join(f"server {i} at {a}" for i, a in sorted(down.items()))
@@ -111,11 +141,17 @@ class Fanout:
     def info(self) -> dict[str, Any]:
         """Public state of the deployment; checks that the three servers agree."""
         infos = self.infos()
+        modes = [x.get("security", "semi_honest") for x in infos]  # (a server from before the setting)
+        if len(set(modes)) != 1:
+            each = ", ".join(f"server {i} {m}" for i, m in enumerate(modes))
+            raise TriVaultError(f"the servers run different security modes ({each}): no query is sent; "
+                                "the deployment must set the same [security] mode on all three")
         for key in ("index_version", "model_version", "image_ids"):
             vals = {json.dumps(x[key]) for x in infos}
             if len(vals) != 1:
                 pend = {i: x["pending"] for i, x in enumerate(infos) if x["pending"]}
                 raise TriVaultError(f"servers disagree on {key} (an upload is being recovered: {pend}); retry shortly")
         out = dict(infos[0])
+        out["security"] = modes[0]
         out["pending"] = sorted({t for x in infos for t in x["pending"]})  # on any server
         return out

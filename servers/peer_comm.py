@@ -9,7 +9,8 @@ several chunks. A stream that breaks while it carries a session's messages (in e
 direction), or a peer that aborts the session, makes every receive of that session fail
 with ``CommError`` at once; a stream break does not touch sessions it did not carry (a
 peer that restarted between two queries costs nothing), and any other loss is named by
-the receive timeout. Pairwise PRF keys come from X25519 (static key per server) + HKDF, with the
+the receive timeout (in malicious mode only the aborting peer's messages stop being awaited:
+:attr:`GrpcComm.wait_for_each_peer`). Pairwise PRF keys come from X25519 (static key per server) + HKDF, with the
 public keys exchanged by ``Peer.Hello`` over mutual TLS: no dealer.
 """
 
@@ -59,6 +60,7 @@ class PeerRouter:
         self._partial: dict[tuple[str, int, int], list] = {}
         self._seen: dict[tuple[str, int], set[int]] = {}
         self._aborted: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._aborters: dict[str, set[int]] = {}  # session -> every peer that aborted it (keys: _aborted's)
         self._faulted: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._closed: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._lost: collections.OrderedDict[str, int] = collections.OrderedDict()  # session -> peer
@@ -107,8 +109,9 @@ class PeerRouter:
     def _note_abort(self, sid: str, frm: int) -> None:
         self._aborted[sid] = frm
         self._aborted.move_to_end(sid)
+        self._aborters.setdefault(sid, set()).add(frm)
         while len(self._aborted) > self._remember:
-            self._aborted.popitem(last=False)
+            self._aborters.pop(self._aborted.popitem(last=False)[0], None)
         if sid not in self._active:  # nobody here waits for it: free its early messages now
             self._free(sid)
         self._cv.notify_all()
@@ -171,8 +174,12 @@ class PeerRouter:
         seen.add(seq)
         return torch.frombuffer(buf, dtype=torch.int64).view(shape) if n else torch.zeros(shape, dtype=torch.int64)
 
-    def wait(self, sid: str, frm: int, seq: int, timeout_s: float) -> torch.Tensor:
-        """Block until message ``seq`` of ``sid`` from ``frm`` arrives; CommError on timeout/failure."""
+    def wait(self, sid: str, frm: int, seq: int, timeout_s: float, each_peer: bool = False) -> torch.Tensor:
+        """Block until message ``seq`` of ``sid`` from ``frm`` arrives; CommError on timeout/failure.
+
+        A peer's abort fails the wait at once; with ``each_peer``, only ``frm``'s own abort does
+        (another peer's abort lets ``frm``'s message, already on its way, still arrive: an honest
+        ``frm`` sends it or aborts in turn, since it too waits on the aborting peer)."""
         deadline = time.monotonic() + timeout_s
         with self._cv:
             while True:
@@ -181,8 +188,9 @@ class PeerRouter:
                     return box.pop(seq)
                 if sid in self._faulted:
                     raise CommError(self._faulted[sid])
-                if sid in self._aborted:
-                    raise CommError(f"session {sid}: server {self._aborted[sid]} aborted the query")
+                if sid in self._aborted and (not each_peer or frm in self._aborters.get(sid, ())):
+                    raise CommError(f"session {sid}: server {frm if each_peer else self._aborted[sid]} "
+                                    "aborted the query")
                 if sid in self._lost:
                     raise CommError(f"session {sid}: lost the connection to server {self._lost[sid]}")
                 left = deadline - time.monotonic()
@@ -209,6 +217,7 @@ class PeerRouter:
         """Forget everything about ``sid`` (caller holds the lock)."""
         self._free(sid)
         self._aborted.pop(sid, None)
+        self._aborters.pop(sid, None)
         self._faulted.pop(sid, None)
         self._lost.pop(sid, None)
         self._active.discard(sid)
@@ -392,7 +401,14 @@ class PeerLink:
 
 
 class GrpcComm(Comm):
-    """One protocol session's links to the two peers over gRPC."""
+    """One protocol session's links to the two peers over gRPC.
+
+    ``wait_for_each_peer`` (set by ``servers.vault`` in malicious mode): a peer's abort fails only
+    the receives of that peer's messages (``PeerRouter.wait(each_peer=True)``), so an honest server
+    still receives the other peer's last proof messages and reaches its own verdict when the first
+    server to reject a proof aborts before them."""
+
+    wait_for_each_peer = False
 
     def __init__(self, party_id: int, session_id: str, router: PeerRouter, links: dict[int, PeerLink],
                  timeout_s: float = 30.0) -> None:
@@ -411,7 +427,7 @@ class GrpcComm(Comm):
     def _recv(self, frm: int) -> torch.Tensor:
         seq = self._recv_seq[frm]
         self._recv_seq[frm] = seq + 1
-        return self._router.wait(self.session_id, frm, seq, self._timeout)
+        return self._router.wait(self.session_id, frm, seq, self._timeout, self.wait_for_each_peer)
 
     def abort(self) -> None:
         """Tell both peers this session failed here, so they stop waiting."""

@@ -7,6 +7,16 @@ and the in-process benchmark, so both run exactly the same function.
   empty index is one with no items) and runs ``protocols.search.secure_search``: shared
   top-k ids and distances, nothing revealed to the servers or beyond the k results to
   the querier.
+
+Malicious mode (``[security] mode = "malicious"``, ``servers.config``): the caller passes one
+``protocols.dzk.ProductLog`` for the whole session and :func:`run_query` runs the checked
+versions instead, recording every product and AND gate in it: the CNN by
+``protocols.checked_nn.checked_forward`` (proved after each layer, ``verify_each``, which bounds
+the proof's memory; the same log), the search by ``protocols.checked_search.checked_search``,
+the masking (``servers.vault``) by ``checked_search.checked_mask_hidden``. The caller runs
+``verify_products`` on the log before any output pair leaves the server (``servers.vault``).
+Same inputs, same meaning of the output pairs, same error bound as the semi-honest path (one
+ulp per truncation).
 """
 
 from __future__ import annotations
@@ -16,7 +26,10 @@ from typing import Any
 
 import torch
 
+from protocols.checked_nn import checked_forward
+from protocols.checked_search import checked_search
 from protocols.compare import eq
+from protocols.dzk import ProductLog
 from protocols.layout import IndexShares
 from protocols.nn import SecureModel
 from protocols.party import Party
@@ -59,6 +72,20 @@ def secure_features(party: Party, model: LoadedModel, x: ArithmeticShares) -> Ar
     return secure.forward(x)
 
 
+def checked_features(party: Party, model: LoadedModel, x: ArithmeticShares, log: ProductLog) -> ArithmeticShares:
+    """Malicious mode: :func:`secure_features` by the checked CNN (``checked_nn.checked_forward``),
+    every message recorded in ``log``, which is proved after each layer (bounded memory)."""
+    want = list(model.arch["input_shape"])
+    if list(x.shape[1:]) != want:
+        raise QueryError(f"query image shape {list(x.shape[1:])} does not match the model input {want}")
+    f = int(model.arch.get("frac_bits", party.fp.frac_bits))
+    weights = {name: from_pair(party, pair, f) for name, pair in model.weights.items()}
+    try:
+        return checked_forward(model.arch, weights, x, log, verify_each=True)
+    except (NotImplementedError, KeyError, ValueError) as exc:  # no checked version of a layer, or bad weights
+        raise QueryError(f"the registered model cannot run in malicious mode: {exc}") from exc
+
+
 def mask_hidden(ids: ArithmeticShares, dist: ArithmeticShares,
                 hidden: list[int]) -> tuple[ArithmeticShares, ArithmeticShares]:
     """Replace result ids the requester may not see by -1 (distance 0), obliviously.
@@ -79,7 +106,8 @@ def mask_hidden(ids: ArithmeticShares, dist: ArithmeticShares,
 
 
 def run_query(party: Party, model: LoadedModel | None, index: LoadedIndex, query: SharePair, k: int,
-              nprobe: int = 1, input_kind: str = "image") -> tuple[str, dict[str, SharePair]]:
+              nprobe: int = 1, input_kind: str = "image",
+              log: ProductLog | None = None) -> tuple[str, dict[str, SharePair]]:
     """Run one query on ``party``; returns ``("topk", {"ids": pair, "dist": pair})`` for the querier.
 
     ``query``: this party's pair of the image batch ``[N, 3, H, W]`` (``input_kind="image"``,
@@ -87,6 +115,9 @@ def run_query(party: Party, model: LoadedModel | None, index: LoadedIndex, query
     point. ``k``/``nprobe``: results and probed buckets of ``secure_search``. Ids the requester
     may not see are masked afterwards by the servicer (:func:`mask_hidden`). Raises
     :class:`QueryError` for a query the servers cannot run.
+
+    ``log``: malicious mode (module docstring): the checked CNN and search record into it, and
+    the caller must ``verify_products(log)`` before the returned pairs leave the server.
     """
     f = party.fp.frac_bits
     x = from_pair(party, query, f)
@@ -95,7 +126,7 @@ def run_query(party: Party, model: LoadedModel | None, index: LoadedIndex, query
             raise QueryError("no model registered: upload one with Client.register_model")
         if len(x.shape) != 4:
             raise QueryError(f"query image shares must be [N,3,H,W], got {list(x.shape)}")
-        feats = secure_features(party, model, x)
+        feats = secure_features(party, model, x) if log is None else checked_features(party, model, x, log)
     elif input_kind == "features":
         if len(x.shape) != 2:
             raise QueryError(f"query feature shares must be [Q,d], got {list(x.shape)}")
@@ -105,7 +136,11 @@ def run_query(party: Party, model: LoadedModel | None, index: LoadedIndex, query
     fmt = index.meta.get("format")
     if fmt != "ivf":
         raise QueryError(f"unknown index format {fmt!r} (only the padded IVF index is served)")
-    if index.shards is not None:  # the same protocol, the bucket products on this server's shard actors
+    if log is not None:  # malicious mode: the checked search, proved by the caller before the output leaves
+        if index.shards is not None:
+            raise QueryError("malicious mode does not run on shard actors yet (servers.config refuses it)")
+        ids, dist = checked_search(party, feats, IndexShares.from_tensors(index.tensors), k, nprobe, log)
+    elif index.shards is not None:  # the same protocol, the bucket products on this server's shard actors
         ids, dist = index.shards.search(party, feats, k, nprobe=nprobe)
     else:
         ids, dist = secure_search(party, feats, IndexShares.from_tensors(index.tensors), k, nprobe=nprobe)

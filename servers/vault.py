@@ -1,4 +1,13 @@
-"""The client-facing service: info, two-phase uploads, secure search, sealed retrieval."""
+"""The client-facing service: info, two-phase uploads, secure search, sealed retrieval.
+
+Search in malicious mode (``[security] mode = "malicious"``, ``servers.config``): the request
+must expect that mode (``meta["security"]``; a request without it expects ``"semi_honest"``),
+else ``FAILED_PRECONDITION`` before any protocol message, so no server runs a different protocol
+from its peers. The session keeps one ``protocols.dzk.ProductLog``; the checked query
+(``servers.query.run_query``) and the checked masking record into it, and
+``verify_products`` runs before the result pairs are streamed to the querier. A failed proof
+(``ProofRejected``) aborts the session here (the peers are told), and the client gets
+``ABORTED`` with ``wire.proof_abort`` details: server ids only, no secrets, no result."""
 
 from __future__ import annotations
 
@@ -13,16 +22,20 @@ from typing import NoReturn
 import grpc
 import torch
 
+from protocols.checked_search import checked_mask_hidden
 from protocols.comm import CommError
+from protocols.dzk import ProductLog, ProofRejected, verify_products
 from protocols.party import Party
 from protocols.sharing import SharePair, from_pair, output_pair
 from protos.trivault.v1 import trivault_pb2 as pb
 from protos.trivault.v1 import trivault_pb2_grpc as pbg
 from wire import bundle as bd
 from wire.key_delivery import seal_share
+from wire.proof_abort import proof_abort_details
 from wire.tls import CLIENT_CN_PREFIX, caller_cn
 
 from .acl import AclDenied
+from .config import MALICIOUS_MAX_IMAGE_SIDE
 from .node import Node
 from .owner_reads import audit_page, names
 from .peer_comm import GrpcComm
@@ -111,7 +124,7 @@ class VaultServicer(pbg.VaultServicer):
         mv, mmeta = s.current("model")
         info = {"server_id": self.node.id, "image_ids": s.image_ids(), "index_version": iv, "index_meta": imeta,
                 "model_version": mv, "arch": (mmeta or {}).get("arch"), "pending": s.pending_txns(),
-                "owner": self._owner_bundle()}
+                "owner": self._owner_bundle(), "security": self.node.cfg.security}
         return pb.Ack(ok=True, meta_json=_json(info))
 
     def _owner_bundle(self) -> dict | None:
@@ -213,6 +226,11 @@ class VaultServicer(pbg.VaultServicer):
             hidden = node.acl.hidden_ids(req, collection, node.store.image_ids())
         except (RequestRejected, AclDenied) as exc:
             refuse(grpc.StatusCode.PERMISSION_DENIED, f"server {node.id}: {exc}")
+        want = m.get("security", "semi_honest")  # a client from before the setting expects semi-honest
+        if want != node.cfg.security:
+            refuse(grpc.StatusCode.FAILED_PRECONDITION,
+                   f"server {node.id} runs in {node.cfg.security} mode but the request expects {want!r}: "
+                   "the three servers must share one [security] mode")
         index = node.index()
         if index is None:
             refuse(grpc.StatusCode.FAILED_PRECONDITION, "no images uploaded yet")
@@ -226,6 +244,12 @@ class VaultServicer(pbg.VaultServicer):
         model = node.model() if m.get("input", "image") == "image" else None
         if model is not None and int(m.get("model_version", -1)) != model.version:
             refuse(grpc.StatusCode.FAILED_PRECONDITION, f"model version mismatch on server {node.id}")
+        if model is not None and node.cfg.security == "malicious" and \
+                max(model.arch["input_shape"][1:]) > MALICIOUS_MAX_IMAGE_SIDE:
+            refuse(grpc.StatusCode.FAILED_PRECONDITION,
+                   f"server {node.id}: malicious mode runs the checked CNN on model inputs up to "
+                   f"{MALICIOUS_MAX_IMAGE_SIDE} px so far (this model takes {model.arch['input_shape'][-1]} px; "
+                   "docs/SECURITY.md): query with features, or deploy in semi_honest mode")
         if not node.sessions.acquire(blocking=False):
             refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, f"server {node.id} is running too many queries")
         return SearchSession(b.session_id, who, query, model, index, k, nprobe, m.get("input", "image"), hidden)
@@ -239,17 +263,26 @@ class VaultServicer(pbg.VaultServicer):
             node.store.claim_session(s.session_id)
             keys = node.keys.keys().for_session(s.session_id)
             comm = self.make_comm(s.session_id)
+            comm.wait_for_each_peer = node.cfg.security == "malicious"  # honest verdicts outlive an abort
             party = Party(comm, keys)
             t0 = time.perf_counter()
-            kind, outs = run_query(party, s.model, s.index, s.query, s.k, s.nprobe, s.input_kind)
+            proof = ProductLog(party) if node.cfg.security == "malicious" else None
+            kind, outs = run_query(party, s.model, s.index, s.query, s.k, s.nprobe, s.input_kind, proof)
             if s.hidden:
-                outs = self.mask_results(party, outs, s.hidden)
+                outs = self.mask_results(party, outs, s.hidden, proof)
+            if proof is not None:  # every recorded message of the session is proved before any output leaves
+                verify_products(proof)
             secs = time.perf_counter() - t0
             comm.close()
         except (QueryError, StorageError) as exc:
             if comm is not None:
                 comm.abort()
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"query refused: {exc}")
+        except ProofRejected as exc:  # a peer's messages failed the check: abort, release nothing
+            if comm is not None:
+                comm.abort()
+            log.warning("session %s aborted: proof failed, suspects %s", s.session_id, list(exc.suspects))
+            context.abort(grpc.StatusCode.ABORTED, proof_abort_details(node.id, str(exc), exc.suspects))
         except CommError as exc:
             if comm is not None:
                 comm.abort()
@@ -282,12 +315,14 @@ class VaultServicer(pbg.VaultServicer):
         meta = {"result": kind, "seconds": secs, "comm": stats, "index_version": s.index.version}
         return bd.encode(bd.Bundle("result", s.session_id, meta, tensors))
 
-    def mask_results(self, party: Party, outs: dict[str, SharePair], hidden: list[int]) -> dict[str, SharePair]:
+    def mask_results(self, party: Party, outs: dict[str, SharePair], hidden: list[int],
+                     proof: ProductLog | None = None) -> dict[str, SharePair]:
         """Replace the result ids the requester may not see by -1 (``servers.query.mask_hidden``:
-        a protocol with the peers; its output is checked by the client's reconstruction)."""
+        a protocol with the peers; its output is checked by the client's reconstruction). With
+        ``proof`` (malicious mode) by checked gates recorded in it (``checked_mask_hidden``)."""
         ids = from_pair(party, outs["ids"], 0)
         dist = from_pair(party, outs["dist"], party.fp.frac_bits)
-        ids, dist = mask_hidden(ids, dist, hidden)
+        ids, dist = mask_hidden(ids, dist, hidden) if proof is None else checked_mask_hidden(ids, dist, hidden, proof)
         return {"ids": output_pair(ids), "dist": output_pair(dist)}
 
     # ---- retrieval ----------------------------------------------------------------

@@ -57,19 +57,24 @@ def install_user_config(client_config: Path) -> None:
 
 def up(root: Path = ROOT_OPT,
        detach: bool = typer.Option(False, "--detach", "-d", help="return once the servers listen "
-                                                                  "(stop them with `trivault down`)")) -> None:
+                                                                  "(stop them with `trivault down`)"),
+       security: str | None = typer.Option(None, "--security", help="the query protocol: malicious (security with "
+                                           "abort) or semi_honest (fast); default: the deployment default, "
+                                           "or what ROOT's cluster.toml already says")) -> None:
     """Start three local servers on 127.0.0.1 (certificates made once in ROOT/certs)."""
     from ..local_cluster import ClusterRunning, LocalCluster
 
     try:
-        lc = LocalCluster(root)
+        lc = LocalCluster(root, security=security)
         with quiet_stdout():
             lc.start()
     except ClusterRunning as exc:
         fail(str(exc), f"stop them first with `trivault down --root {root}`, or see `trivault status --root {root}`")
     except (RuntimeError, OSError) as exc:
         fail(str(exc).splitlines()[0], f"server logs are in {Path(root) / 'logs'}")
-    console.print(f"three servers up on 127.0.0.1 ports {lc.ports}; logs in {lc.root / 'logs'}")
+    except ValueError as exc:
+        fail(str(exc), "use --security malicious or --security semi_honest")
+    console.print(f"three servers up on 127.0.0.1 ports {lc.ports} ({lc.security} mode); logs in {lc.root / 'logs'}")
     install_user_config(lc.client_config)
     if detach:
         console.print(f"running in the background: `trivault status` / `trivault down --root {root}`")

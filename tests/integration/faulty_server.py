@@ -17,7 +17,9 @@ repository on ``PYTHONPATH``):
   message of another session, retagged). Steps are marked by wrapping the step functions
   of ``servers.query`` / ``protocols.search`` in this process only (both search paths:
   ``record_distances`` / ``fetch_distances`` and ``centroid_distances`` / ``oblivious_fetch`` /
-  ``secure_distance``)
+  ``secure_distance``), and in malicious mode the checked steps (``servers.query.checked_features``;
+  ``protocols.checked_search``: ``_keys`` as distances, ``checked_matmul`` as the fetch,
+  ``checked_topk`` as the top-k), where the proof must catch the corruption before any output
   (``VaultServicer.make_comm`` returns the :class:`FaultyComm`);
 * ``ret-KIND`` (``RETRIEVAL_FAULTS``): what the server releases at retrieval is corrupted, on
   both paths (``VaultServicer.Retrieve``): the owner's sealed key-share pair
@@ -49,6 +51,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from protocols.dzk import ProductLog
 from protocols.party import Party
 from protocols.sharing import SharePair
 from protos.trivault.v1 import trivault_pb2 as pb
@@ -73,8 +76,9 @@ class LyingKeyShare(VaultServicer):
 class SkipsMask(VaultServicer):
     """Runs the masking protocol (the peers wait for it) but outputs the unmasked shares."""
 
-    def mask_results(self, party: Party, outs: dict[str, SharePair], hidden: list[int]) -> dict[str, SharePair]:
-        super().mask_results(party, outs, hidden)
+    def mask_results(self, party: Party, outs: dict[str, SharePair], hidden: list[int],
+                     proof: ProductLog | None = None) -> dict[str, SharePair]:
+        super().mask_results(party, outs, hidden, proof)
         return outs
 
 
@@ -103,10 +107,15 @@ def _in_step(name: str, fn):
 
 def mark_steps() -> None:
     """Name the query step running in this thread (the CNN, distances, bucket fetch, top-k)."""
+    import protocols.checked_search as cs
     import protocols.search as ps
     import servers.query as sq
 
     sq.secure_features = _in_step("cnn", sq.secure_features)
+    sq.checked_features = _in_step("cnn", sq.checked_features)  # malicious mode: the checked steps
+    cs._keys = _in_step("distances", cs._keys)
+    cs.checked_matmul = _in_step("fetch", cs.checked_matmul)
+    cs.checked_topk = _in_step("topk", cs.checked_topk)
     # both search paths: record-first (distances to every record, then fetch (distance, id))
     # and fetch-first (fetch the probed records, then their distances); see protocols.search
     ps.centroid_distances = _in_step("distances", ps.centroid_distances)
