@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import gf2_kernels as K
+from . import proof_kernels as K
 from .prf import PRG
 
 DEGREE = 48

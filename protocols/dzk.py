@@ -155,8 +155,7 @@ class _Ring:
 
     def fold(self, vec: Any, r: torch.Tensor) -> Any:
         half = vec.shape[0] // 2
-        low, high = vec[:half], vec[half:]
-        return low + (high - low) @ G.mul_matrix(r)
+        return G.fold(vec[:half], vec[half:], r)
 
     def fold_polynomial(self, u: Any, v: Any, total: torch.Tensor | None = None) -> torch.Tensor:
         half = u.shape[0] // 2

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from . import proof_kernels as K
 from .prf import PRG
 
 DEGREE = 48
@@ -91,5 +92,11 @@ def inner(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``sum_g u_g v_g`` for ``u, v [m, DEGREE]`` -> one element. Cost: ``m DEGREE^2`` word products (one matmul)."""
     if u.shape != v.shape or u.dim() != 2:
         raise ValueError(f"inner: need two [m, {DEGREE}] tensors, got {tuple(u.shape)} and {tuple(v.shape)}")
-    outer = u.T @ v  # [D, D]: outer[i, j] = sum_g u[g, i] v[g, j], the coefficient of X^(i + j)
+    outer = torch.from_numpy(K.ring_cross(u.numpy(), v.numpy()))  # [D, D]: sum_g u[g, i] v[g, j], of X^(i + j)
     return outer.reshape(-1) @ _PRODUCT
+
+
+def fold(low: torch.Tensor, high: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """``low + r (high - low)`` for vectors ``[m, DEGREE]`` and one element ``r``. Cost: ``m DEGREE^2`` word
+    products (:func:`protocols.proof_kernels.ring_fold`)."""
+    return torch.from_numpy(K.ring_fold(low.numpy(), high.numpy(), mul_matrix(r).numpy()))

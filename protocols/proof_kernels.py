@@ -1,4 +1,5 @@
-"""Compiled loops over GF(2) bit-planes for :mod:`protocols.binfield` (numba; no Python per word).
+"""Compiled loops of the proofs (numba; no Python per word): GF(2) bit-planes for :mod:`protocols.binfield`,
+and the two bulk operations of GR(2^64, 48) vectors for :mod:`protocols.galois`.
 
 A bit-plane matrix is ``[planes, words]`` int64: plane ``k``, word ``w`` holds bit ``k`` of the 64
 field elements ``64 w .. 64 w + 63``. Two kernels do the proof's work:
@@ -9,7 +10,11 @@ field elements ``64 w .. 64 w + 63``. Two kernels do the proof's work:
 * :func:`subset_xor` (a vector times a scalar): output plane ``k`` is the XOR of the input planes
   listed in row ``k`` of ``rows`` (the planes ``i`` whose ``r X^i`` has bit ``k``).
 
-Both release the GIL, so the three in-process parties of the tests and benchmarks run them in
+* :func:`ring_fold` and :func:`ring_cross`: ``low + (high - low) @ M`` and ``u^T v`` on int64 ``[m, 48]``
+  matrices (wrapping mod 2^64), row by row with the 48 x 48 operand in cache: 2304 multiply-adds per
+  row, vectorised (about 2-4x less CPU than torch's int64 ``matmul``, a plain loop).
+
+All release the GIL, so the three in-process parties of the tests and benchmarks run them in
 parallel threads. Compiled on first use and cached beside this file (``cache=True``).
 """
 
@@ -108,3 +113,42 @@ def subset_xor(p: np.ndarray, select: np.ndarray, base: np.ndarray) -> np.ndarra
     out = np.empty_like(base)
     _subset_xor(np.ascontiguousarray(p), rows, counts, np.ascontiguousarray(base), out)
     return out
+
+
+@njit(cache=True, nogil=True)
+def _ring_fold(low: np.ndarray, high: np.ndarray, m: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    n, d = low.shape
+    for g in range(n):
+        lo, hi, o = low[g], high[g], out[g]
+        o[:] = lo
+        for i in range(d):
+            c = hi[i] - lo[i]
+            mi = m[i]
+            for k in range(d):
+                o[k] += c * mi[k]
+
+
+@njit(cache=True, nogil=True)
+def _ring_cross(u: np.ndarray, v: np.ndarray, acc: np.ndarray) -> None:  # pragma: no cover - compiled
+    n, d = u.shape
+    for g in range(n):
+        ug, vg = u[g], v[g]
+        for i in range(d):
+            a = ug[i]
+            ai = acc[i]
+            for j in range(d):
+                ai[j] += a * vg[j]
+
+
+def ring_fold(low: np.ndarray, high: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``low + (high - low) @ m`` for int64 ``low, high [n, D]`` and ``m [D, D]``, mod 2^64."""
+    out = np.empty_like(low)
+    _ring_fold(np.ascontiguousarray(low), np.ascontiguousarray(high), np.ascontiguousarray(m), out)
+    return out
+
+
+def ring_cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``u^T v`` (``[D, D]``) for int64 ``u, v [n, D]``, mod 2^64."""
+    acc = np.zeros((u.shape[1], v.shape[1]), dtype=np.int64)
+    _ring_cross(np.ascontiguousarray(u), np.ascontiguousarray(v), acc)
+    return acc
