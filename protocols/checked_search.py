@@ -12,9 +12,10 @@ covers every message. The semi-honest :func:`protocols.search.secure_search` use
   "exactly ``t`` elements of ``B`` precede ``a_i``" is the LOCAL difference ``c_{i,t-1} - c_{i,t}``
   (likewise for ``b_j``), and only the pairs with ``i + j < K`` matter. An element's rank in the
   merge is its position plus its counts in the other lists: the one-hot of the rank is the
-  convolution of the count one-hots (``ceil(log2(g - 1))`` product rounds for ``g`` lists), and
-  output ``p`` is ``sum_e [rank_e = p] v_e``, one grouped checked convolution. 13 rounds per level
-  that divides the lists by 4, against 11 per halving (22 per division by 4) for a merge of two.
+  convolution of the count one-hots, and output ``p`` is ``sum_e [rank_e = p] v_e``. A tree of
+  products computes it, its root one grouped checked convolution: 12 rounds per level that divides
+  the lists by 4 when the carried values join the tree as a leaf (few values), 13 when they join
+  at the root, against 11 per halving (22 per division by 4) for merges of two lists.
 * :func:`checked_search`: as ``secure_search`` (same results up to fixed point), every step checked.
 * :func:`checked_mask_hidden`: as ``servers.query.mask_hidden``, checked.
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .approx import cat
 from .checked import checked_conv2d, checked_matmul, checked_mul, checked_truncate
 from .checked_compare import checked_eqz, checked_ltz
 from .dzk import ProductLog
@@ -40,43 +42,45 @@ FAN_IN = 4
 """Lists merged at once by a level of :func:`checked_topk` (the last level may merge fewer)."""
 
 
-def _depth(g: int) -> int:
-    """Product rounds that combine the ``g - 1`` count one-hots of an element in a merge of ``g`` lists."""
-    return (g - 2).bit_length() if g > 1 else 0
-
-
 def onehot_rounds(n_centroids: int) -> int:
     """Rounds of the probe one-hot (:func:`_onehot_from_bits`): ``ceil(log2 L)``, ``L`` the bits of ``C - 1``."""
-    return (max(1, (n_centroids - 1).bit_length()) - 1).bit_length()
+    return (_bits(n_centroids) - 1).bit_length()
 
 
-def topk_rounds(n: int) -> int:
-    """Rounds of :func:`checked_topk` over ``n`` keys per row (any ``k``): ``sum over levels of 11 +
-    ceil(log2(g - 1))``, ``g`` the most lists one merge of the level takes (``FAN_IN = 4`` but for a
-    last level of 2 or 3): 13 per level, ``ceil(log4 n)`` levels (0 rounds for ``n = 1``)."""
-    rounds, lists = 0, n
-    while lists > 1:
-        rounds += LTZ_ROUNDS + _depth(min(FAN_IN, lists)) + 1
-        lists = -(-lists // FAN_IN)
-    return rounds
+def _bits(n_centroids: int) -> int:
+    return max(1, (n_centroids - 1).bit_length())
 
 
-def search_rounds(n_centroids: int, bucket_size: int, nprobe: int) -> int:
-    """Rounds of :func:`checked_search` (before ``verify_products``): ``1 + T(C) + O(C) + 1 + 1 + T(nprobe B) + 1``
-    (centroid keys, top-nprobe, one-hot, fetch, record keys, top-k, truncation) with ``T`` =
-    :func:`topk_rounds` and ``O`` = :func:`onehot_rounds`; ``1 + T(C B) + 1`` when ``nprobe = C``."""
+def topk_rounds(n: int, k: int, values: int) -> int:
+    """Rounds of :func:`checked_topk` over ``n`` keys per row carrying ``values = 1 + len(payloads)``:
+    ``sum over levels of 11 + D``, ``D`` the product rounds of the level's tree for its largest merge of
+    ``g`` lists: ``ceil(log2 g) - 1`` when the values join the tree as a leaf (chosen when that
+    multiplies no more products, i.e. few values for ``k``), else ``ceil(log2(g - 1))``. With
+    ``FAN_IN = 4``: 12 or 13 per level (11 for a last level of 2 lists), ``ceil(log4 n)`` levels."""
+    return sum(LTZ_ROUNDS + len(lv.rounds) + 1 for lv in _plan(n, k, values, FAN_IN))
+
+
+def search_rounds(n_centroids: int, bucket_size: int, nprobe: int, k: int) -> int:
+    """Rounds of :func:`checked_search` (before ``verify_products``): ``1 + T(C, nprobe, 1 + L) + O(C) + 1 + 1 +
+    T(nprobe B, k, 3) + 1`` (centroid keys, top-nprobe carrying the ``L`` bits, one-hot, fetch, record
+    keys, top-k carrying id and ``||x||^2``, truncation) with ``T`` = :func:`topk_rounds` and ``O`` =
+    :func:`onehot_rounds`; ``1 + T(C B, k, 3) + 1`` when ``nprobe = C``."""
     if nprobe == n_centroids:
-        return 1 + topk_rounds(n_centroids * bucket_size) + 1
-    return 1 + topk_rounds(n_centroids) + onehot_rounds(n_centroids) + 1 + 1 + topk_rounds(nprobe * bucket_size) + 1
+        return 1 + topk_rounds(n_centroids * bucket_size, k, 3) + 1
+    return (1 + topk_rounds(n_centroids, nprobe, 1 + _bits(n_centroids)) + onehot_rounds(n_centroids) + 1 + 1
+            + topk_rounds(nprobe * bucket_size, k, 3) + 1)
 
 
 def _t(v: list[int]) -> torch.Tensor:
     return torch.tensor(v, dtype=torch.int64)
 
 
+_EMPTY = torch.empty(0, dtype=torch.int64)
+
+
 @dataclass(frozen=True)
 class _Round:
-    """One product round of the count one-hots: ``new[tgt] += cur[u] * cur[v]``, ``new[ctgt] += cur[csrc]``."""
+    """One product round of the tree: ``new[tgt] += cur[u] * cur[v]``, ``new[ctgt] += cur[csrc]``."""
 
     size: int
     u: torch.Tensor
@@ -88,16 +92,24 @@ class _Round:
 
 @dataclass(frozen=True)
 class _Merge:
-    """A merge of sorted lists of lengths ``lens`` (stored back to back) keeping the first ``K`` of the union
-    (public; indices local to the merge). Comparisons ``c = [key[ib] < key[ia]]`` (``ia`` in an earlier
-    list). For every element ``e = (list l, position i)`` and every other list, the one-hot of how many
-    elements of that list precede ``e`` (up to ``K - 1 - i``): LOCAL, a difference of two monotone
-    comparison bits, ``H = h_const + sum h_sign c[h_src]`` at ``h_tgt``. ``rounds`` convolve an element's
-    one-hots pairwise (truncated at ``K - i``) into the one-hot ``R`` of its rank minus ``i``; output
-    ``p`` is ``sum_e R_e[p - i] v_e``: ``W[r_p, r_e] = R[r_src]``."""
+    """A merge of sorted lists of lengths ``lens`` (stored back to back) keeping the first ``K`` of the union,
+    carrying ``T`` values per element (public; indices local to the merge).
+
+    Comparisons ``c = [key[ib] < key[ia]]`` (``ia`` in an earlier list). For every element
+    ``e = (list l, position i)`` and every other list, the one-hot of how many of that list's
+    elements precede ``e`` (up to ``K - 1 - i``) is LOCAL, a difference of two monotone comparison
+    bits: ``H = h_const + sum h_sign c[h_src]`` at ``h_tgt``. The tree's first array is ``H`` followed by
+    the ``T`` values of every element (``v_at``: element-major). Its leaves, per element, are the
+    ``g - 1`` one-hots and the values (last); ``rounds`` multiply pairs of nodes (a one-hot by a one-hot
+    is their convolution truncated at ``K - i``; by the values' node, the same for each value) until
+    two remain, the convolution ``X`` of some one-hots and the valued node ``Y``; the root is
+    ``out[p, t] = sum_e sum_(a + b = p - i) X_e[a] Y_e[b, t]``: a grouped convolution with weights
+    ``W[w_p, w_j] = A[w_src]`` (``A`` the last array) over the channels ``j = (e, b)``, whose inputs are
+    ``A[x_src[j, t]]``."""
 
     lens: tuple[int, ...]
     K: int
+    T: int
     ia: torch.Tensor
     ib: torch.Tensor
     h_size: int
@@ -106,15 +118,18 @@ class _Merge:
     h_src: torch.Tensor
     h_sign: torch.Tensor
     rounds: tuple[_Round, ...]
-    r_src: torch.Tensor
-    r_p: torch.Tensor
-    r_e: torch.Tensor
+    channels: int
+    w_src: torch.Tensor
+    w_p: torch.Tensor
+    w_j: torch.Tensor
+    x_src: torch.Tensor  # [channels, T]
 
 
 @functools.lru_cache(maxsize=256)
-def _merge(lens: tuple[int, ...], K: int) -> _Merge:
+def _merge(lens: tuple[int, ...], K: int, T: int, leaf: bool) -> _Merge:
     g = len(lens)
     offs = [sum(lens[:m]) for m in range(g)]
+    S = offs[-1] + lens[-1]
     cidx: dict[tuple[int, int, int, int], int] = {}
     ia: list[int] = []
     ib: list[int] = []
@@ -129,12 +144,13 @@ def _merge(lens: tuple[int, ...], K: int) -> _Merge:
     tgt: list[int] = []
     src: list[int] = []
     sign: list[int] = []
-    vecs: dict[int, list[tuple[int, int]]] = {}
+    # nodes per element: (start, length, valued); a valued node holds T entries per position
+    nodes: dict[int, list[tuple[int, int, bool]]] = {}
     pos: dict[int, int] = {}
     for la in range(g):
         for i in range(lens[la]):
             e = offs[la] + i
-            pos[e], vecs[e] = i, []
+            pos[e], nodes[e] = i, []
             for lb in range(g):
                 if lb == la:
                     continue
@@ -145,59 +161,77 @@ def _merge(lens: tuple[int, ...], K: int) -> _Merge:
                     # e after it: [count = t] = c(t, i) - c(t-1, i), c(-1, i) = 0, c(len, i) = 1
                     terms = ((t - 1, 1), (t, -1)) if la < lb else ((t, 1), (t - 1, -1))
                     for m, sg in terms:
-                        if m == -1 and la < lb:
-                            const[start + t] += sg
-                        elif m == lens[lb] and la > lb:
+                        if (m == -1 and la < lb) or (m == lens[lb] and la > lb):
                             const[start + t] += sg
                         elif 0 <= m < lens[lb]:
                             tgt.append(start + t)
                             src.append(cidx[(la, lb, i, m) if la < lb else (lb, la, m, i)])
                             sign.append(sg)
-                vecs[e].append((start, n_t))
+                nodes[e].append((start, n_t, False))
+    h_size = len(const)
+    for e in range(S):
+        nodes[e].append((h_size + e * T, 1, True))
     rounds = []
-    while any(len(v) > 1 for v in vecs.values()):
+    while any(len(nl) > 2 for nl in nodes.values()):
         u: list[int] = []
         v: list[int] = []
         pt: list[int] = []
         cs: list[int] = []
         ct: list[int] = []
         new = 0
-        for e, vl in vecs.items():
-            nv = []
-            for m in range(0, len(vl), 2):
-                (xs, xl) = vl[m]
-                if m + 1 == len(vl):
-                    cs.extend(range(xs, xs + xl))
-                    ct.extend(range(new, new + xl))
-                    nv.append((new, xl))
-                    new += xl
+        for e, nl in nodes.items():
+            nn = []
+            seq = nl if leaf else nl[:-1]  # the values join as a leaf, or wait for the root
+            for m in range(0, len(seq), 2):
+                xs, xl, xv = seq[m]
+                if m + 1 == len(seq):
+                    width = xl * (T if xv else 1)
+                    cs.extend(range(xs, xs + width))
+                    ct.extend(range(new, new + width))
+                    nn.append((new, xl, xv))
+                    new += width
                     continue
-                (ys, yl) = vl[m + 1]
+                ys, yl, yv = seq[m + 1]  # only the later node may be valued
                 n_out = min(xl + yl - 1, K - pos[e])
+                per = T if yv else 1
                 for a in range(xl):
                     for b in range(min(yl, n_out - a)):
-                        u.append(xs + a)
-                        v.append(ys + b)
-                        pt.append(new + a + b)
-                nv.append((new, n_out))
-                new += n_out
-            vecs[e] = nv
+                        for r in range(per):
+                            u.append(xs + a)
+                            v.append(ys + b * per + r)
+                            pt.append(new + (a + b) * per + r)
+                nn.append((new, n_out, yv))
+                new += n_out * per
+            if not leaf:
+                xs, xl, _ = nl[-1]
+                cs.extend(range(xs, xs + xl * T))
+                ct.extend(range(new, new + xl * T))
+                nn.append((new, xl, True))
+                new += xl * T
+            nodes[e] = nn
         rounds.append(_Round(new, _t(u), _t(v), _t(pt), _t(cs), _t(ct)))
-    r_src: list[int] = []
-    r_p: list[int] = []
-    r_e: list[int] = []
-    for e, ((start, n), ) in vecs.items():
-        for t in range(n):
-            r_src.append(start + t)
-            r_p.append(pos[e] + t)
-            r_e.append(e)
-    return _Merge(lens, K, _t(ia), _t(ib), len(const), _t(const), _t(tgt), _t(src), _t(sign), tuple(rounds),
-                  _t(r_src), _t(r_p), _t(r_e))
+    w_src: list[int] = []
+    w_p: list[int] = []
+    w_j: list[int] = []
+    x_src: list[list[int]] = []
+    for e, nl in nodes.items():
+        (xs, xl, _), (ys, yl, _) = nl if len(nl) == 2 else ((-1, 1, False), nl[0])
+        j0 = len(x_src)
+        for b in range(yl):
+            x_src.append([ys + b * T + r for r in range(T)])
+        for a in range(xl):
+            for b in range(min(yl, K - pos[e] - a)):
+                w_src.append(xs + a)  # -1: the constant 1 (a single list: no one-hot)
+                w_p.append(pos[e] + a + b)
+                w_j.append(j0 + b)
+    return _Merge(lens, K, T, _t(ia), _t(ib), h_size, _t(const), _t(tgt), _t(src), _t(sign), tuple(rounds),
+                  len(x_src), _t(w_src), _t(w_p), _t(w_j), torch.tensor(x_src, dtype=torch.int64).view(-1, T))
 
 
 @dataclass(frozen=True)
 class _Level:
-    """One level of :func:`checked_topk` over all merges (indices into the flat layout of the lists)."""
+    """One level of :func:`checked_topk` over all merges (indices into the flat layout of the lists; the
+    tree's arrays are the merges' arrays back to back)."""
 
     lengths: tuple[int, ...]  # the new lists
     ia: torch.Tensor
@@ -207,96 +241,98 @@ class _Level:
     h_tgt: torch.Tensor
     h_src: torch.Tensor
     h_sign: torch.Tensor
+    h_at: torch.Tensor  # first array: positions of the constants h_const
+    v_at: torch.Tensor  # first array: positions of the merged elements' values (element-major) ...
+    v_src: torch.Tensor  # ... from the old flat layout
+    first_size: int
     rounds: tuple[_Round, ...]
-    groups: int  # merges of two lists or more: one convolution group each
+    groups: int  # merges: one convolution group each (per row)
     k_max: int
-    s_max: int
-    w_src: torch.Tensor  # W [groups, k_max, s_max] (flat) at w_at gets R[w_src]
+    j_max: int
+    w_src: torch.Tensor  # W [groups, k_max, j_max] (flat) at w_at gets A[w_src] (A the last array)
     w_at: torch.Tensor
-    x_src: torch.Tensor  # the convolution's input [groups, s_max] from the flat layout (n_old: zero)
+    x_src: torch.Tensor  # the convolution's input [groups, j_max, T] from A (size of A: zero)
     out_src: torch.Tensor  # new flat layout: from the convolution's output [groups, k_max] ...
     out_at: torch.Tensor
     pass_src: torch.Tensor  # ... or passed through from the old layout
     pass_at: torch.Tensor
 
 
-def _identity_round(size: int) -> _Round:
-    e = torch.empty(0, dtype=torch.int64)
-    return _Round(size, e, e, e, torch.arange(size), torch.arange(size))
-
-
 @functools.lru_cache(maxsize=64)
-def _plan(n: int, k: int, fan_in: int) -> tuple[_Level, ...]:
-    """The levels of :func:`checked_topk` for ``n`` keys, public sizes only."""
+def _plan(n: int, k: int, T: int, fan_in: int) -> tuple[_Level, ...]:
+    """The levels of :func:`checked_topk` for ``n`` keys carrying ``T`` values, public sizes only."""
     levels = []
     lengths = (1,) * n
     while len(lengths) > 1:
         chunks = [lengths[m: m + fan_in] for m in range(0, len(lengths), fan_in)]
-        merges = [_merge(c, min(sum(c), k)) if len(c) > 1 else None for c in chunks]
-        depth = max(len(m.rounds) for m in merges if m is not None)
-        k_max = max(m.K for m in merges if m is not None)
-        s_max = max(sum(m.lens) for m in merges if m is not None)
-        n_old = sum(lengths)
-        ia, ib, hc, ht, hs, hg = [], [], [], [], [], []
-        rparts: list[list[tuple[_Round, int, int]]] = [[] for _ in range(depth)]
+        # the values join the tree as a leaf (one round less) unless that multiplies more products
+        full = _merge(chunks[0], min(sum(chunks[0]), k), T, True), _merge(chunks[0], min(sum(chunks[0]), k), T, False)
+        leaf = sum(len(rd.u) for rd in full[0].rounds) <= sum(len(rd.u) for rd in full[1].rounds)
+        merges = [_merge(c, min(sum(c), k), T, leaf) if len(c) > 1 else None for c in chunks]
+        real = [m for m in merges if m is not None]
+        depth = max(len(m.rounds) for m in real)
+        k_max, j_max = max(m.K for m in real), max(m.channels for m in real)
+        ia, ib, hc, ht, hs, hg, v_src = [], [], [], [], [], [], []
         w_src, w_at, x_src, out_src, out_at, pass_src, pass_at = [], [], [], [], [], [], []
-        off = noff = c_off = h_off = grp = 0
+        # per merge: its arrays' sizes (first, after each round)
+        sizes: list[list[int]] = []
+        off = noff = c_off = grp = 0
         new_lengths = []
         for chunk, m in zip(chunks, merges):
             if m is None:
                 pass_src.append(torch.arange(off, off + chunk[0]))
                 pass_at.append(torch.arange(noff, noff + chunk[0]))
                 new_lengths.append(chunk[0])
-                off += chunk[0]
-                noff += chunk[0]
+                off, noff = off + chunk[0], noff + chunk[0]
                 continue
+            s = sum(m.lens)
             ia.append(m.ia + off)
             ib.append(m.ib + off)
             hc.append(m.h_const)
-            ht.append(m.h_tgt + h_off)
             hs.append(m.h_src + c_off)
             hg.append(m.h_sign)
-            rounds = list(m.rounds)
-            size = m.h_size
-            rounds += [_identity_round(rounds[-1].size if rounds else size)] * (depth - len(rounds))
-            for r, rd in enumerate(rounds):
-                rparts[r].append((rd, size, rd.size))
-                size = rd.size
-            w_src.append(m.r_src)
-            w_at.append((grp * k_max + m.r_p) * s_max + m.r_e)
-            s = sum(m.lens)
-            x_src.append(torch.cat([torch.arange(off, off + s), torch.full((s_max - s,), n_old)]))
+            ht.append(m.h_tgt)
+            v_src.append(torch.arange(off, off + s))
+            sizes.append([m.h_size + s * T] + [rd.size for rd in m.rounds])
+            sizes[-1] += [sizes[-1][-1]] * (depth - len(m.rounds))
             out_src.append(torch.arange(grp * k_max, grp * k_max + m.K))
             out_at.append(torch.arange(noff, noff + m.K))
             new_lengths.append(m.K)
-            off += s
-            noff += m.K
-            c_off += len(m.ia)
-            h_off += m.h_size
-            grp += 1
-        # the rounds' arrays are the merges' arrays back to back: shift every merge's indices
+            off, noff, c_off, grp = off + s, noff + m.K, c_off + len(m.ia), grp + 1
+        # first array: every merge's [H, values] back to back
+        first_off = [sum(z[0] for z in sizes[:j]) for j in range(grp)]
+        h_tgt = torch.cat([t + o for t, o in zip(ht, first_off)])
+        h_at = torch.cat([torch.arange(len(c)) + o for c, o in zip(hc, first_off)])
+        v_at = torch.cat([torch.arange(m.h_size, z[0]) + o for m, z, o in zip(real, sizes, first_off)])
         rounds_all = []
         for r in range(depth):
             cur_off = new_off = 0
-            us, vs, ts, css, cts = [], [], [], [], []
-            for rd, cur, new in rparts[r]:
-                us.append(rd.u + cur_off)
-                vs.append(rd.v + cur_off)
-                ts.append(rd.tgt + new_off)
-                css.append(rd.csrc + cur_off)
-                cts.append(rd.ctgt + new_off)
-                cur_off += cur
-                new_off += new
-            rounds_all.append(_Round(new_off, *(torch.cat(x) for x in (us, vs, ts, css, cts))))
-        # R (the last array) of a merge starts where the previous merges' last arrays end
-        sizes = [rd[2] for rd in rparts[-1]] if depth else [len(t) for t in hc]
-        w_src = [w + sum(sizes[:j]) for j, w in enumerate(w_src)]
-        empty = torch.empty(0, dtype=torch.int64)
+            parts: list[list[torch.Tensor]] = [[], [], [], [], []]
+            for m, z in zip(real, sizes):
+                if r < len(m.rounds):
+                    rd = m.rounds[r]
+                    us, vs, ts, css, cts = rd.u, rd.v, rd.tgt, rd.csrc, rd.ctgt
+                else:
+                    us = vs = ts = _EMPTY
+                    css = cts = torch.arange(z[r])
+                for lst, t, o in zip(parts, (us, vs, ts, css, cts), (cur_off, cur_off, new_off, cur_off, new_off)):
+                    lst.append(t + o)
+                cur_off, new_off = cur_off + z[r], new_off + z[r + 1]
+            rounds_all.append(_Round(new_off, *(torch.cat(p) for p in parts)))
+        last_off = [sum(z[-1] for z in sizes[:j]) for j in range(grp)]
+        a_size = sum(z[-1] for z in sizes)
+        for j, (m, o) in enumerate(zip(real, last_off)):
+            const_one = m.w_src < 0
+            w_src.append(torch.where(const_one, a_size, m.w_src + o))
+            w_at.append((j * k_max + m.w_p) * j_max + m.w_j)
+            xs = torch.full((j_max, T), a_size, dtype=torch.int64)
+            xs[: m.channels] = m.x_src + o
+            x_src.append(xs)
         levels.append(_Level(
-            tuple(new_lengths), torch.cat(ia), torch.cat(ib), h_off, torch.cat(hc), torch.cat(ht), torch.cat(hs),
-            torch.cat(hg), tuple(rounds_all), grp, k_max, s_max, torch.cat(w_src), torch.cat(w_at), torch.cat(x_src),
-            torch.cat(out_src), torch.cat(out_at), torch.cat(pass_src) if pass_src else empty,
-            torch.cat(pass_at) if pass_at else empty))
+            tuple(new_lengths), torch.cat(ia), torch.cat(ib), sum(len(c) for c in hc), torch.cat(hc), h_tgt,
+            torch.cat(hs), torch.cat(hg), h_at, v_at, torch.cat(v_src), sum(z[0] for z in sizes), tuple(rounds_all),
+            grp, k_max, j_max, torch.cat(w_src), torch.cat(w_at), torch.cat(x_src), torch.cat(out_src),
+            torch.cat(out_at), torch.cat(pass_src) if pass_src else _EMPTY, torch.cat(pass_at) if pass_at else _EMPTY))
         lengths = tuple(new_lengths)
     return tuple(levels)
 
@@ -314,13 +350,15 @@ def checked_topk(keys: ArithmeticShares, payloads: list[ArithmeticShares], k: in
     ``FAN_IN = 4`` consecutive lists and keeping the first ``K = min(total, k)`` of each merge
     (:class:`_Merge`): ONE :func:`checked_ltz` over the compared pairs of every row and merge (the pairs
     ``(a_i, b_j)`` of two lists with ``i + j < K``), the count one-hots from the comparison bits (local),
-    ``ceil(log2(g - 1))`` rounds of ONE :func:`checked_mul` each to convolve them into rank one-hots
-    (none for two lists), and ONE grouped :func:`checked_conv2d` (a group per row and merge) that
-    places the ``1 + len(payloads)`` carried values: one element per output and value.
+    then a tree whose leaves are an element's ``g - 1`` count one-hots and its ``T = 1 + len(payloads)``
+    carried values (or the one-hots only, the values joining at the root, when that multiplies fewer
+    products: many values for ``k``): rounds of ONE :func:`checked_mul` each, and a root of ONE grouped
+    :func:`checked_conv2d` (a group per row and merge) that sums each output from the products of an
+    element's rank one-hot and its values: one element per output and value.
 
-    Rounds: :func:`topk_rounds`, ``13 ceil(log4 n)`` (a last level of 2 or 3 lists: 11 or 12).
-    Elements per party: per level a ``checked_ltz`` per compared pair (about 8.9), the convolution
-    products, and ``(1 + len(payloads))`` per kept output. Exact (no fixed-point error).
+    Rounds: :func:`topk_rounds`: 12 or 13 per level, ``ceil(log4 n)`` levels. Elements per party:
+    per level a ``checked_ltz`` per compared pair (about 8.9), the tree's products, and ``T`` per kept
+    output. Exact (no fixed-point error).
     """
     party = keys.party
     if len(keys.shape) != 2:
@@ -335,28 +373,35 @@ def checked_topk(keys: ArithmeticShares, payloads: list[ArithmeticShares], k: in
     T = len(items)
     lo = torch.stack([x.lo for x in items])  # [T, Q, n]
     hi = torch.stack([x.hi for x in items])
-    for lv in _plan(n, k, FAN_IN):
+    one = public_shares(party, torch.ones(Q, 1, dtype=torch.int64))
+    for lv in _plan(n, k, T, FAN_IN):
         key = ArithmeticShares(party, lo[0], hi[0], 0)
         c = checked_ltz(key[:, lv.ib] - key[:, lv.ia], log)  # [Q, P]: 1 where the later list's key is smaller
-        h_lo, h_hi = (torch.zeros(Q, lv.h_size, dtype=torch.int64).index_add_(-1, lv.h_tgt, t[:, lv.h_src] * lv.h_sign)
-                      for t in (c.lo, c.hi))
-        h = ArithmeticShares(party, h_lo, h_hi, 0).add_public(lv.h_const.expand(Q, -1))
+        first = []
+        for t, vals in ((c.lo, lo), (c.hi, hi)):
+            a = torch.zeros(Q, lv.first_size, dtype=torch.int64)
+            a.index_add_(-1, lv.h_tgt, t[:, lv.h_src] * lv.h_sign)
+            a[:, lv.v_at] = vals[:, :, lv.v_src].permute(1, 2, 0).reshape(Q, -1)  # element-major, T per element
+            first.append(a)
+        arr = ArithmeticShares(party, first[0], first[1], 0).add_public(_scatter_const(lv).expand(Q, -1))
         for rd in lv.rounds:
-            prod = checked_mul(h[:, rd.u], h[:, rd.v], log) if len(rd.u) else None
+            prod = checked_mul(arr[:, rd.u], arr[:, rd.v], log) if len(rd.u) else None
             nxt = []
             for side in ("lo", "hi"):
                 acc = torch.zeros(Q, rd.size, dtype=torch.int64)
                 if prod is not None:
                     acc.index_add_(-1, rd.tgt, getattr(prod, side))
-                acc.index_add_(-1, rd.ctgt, getattr(h, side)[:, rd.csrc])
+                acc.index_add_(-1, rd.ctgt, getattr(arr, side)[:, rd.csrc])
                 nxt.append(acc)
-            h = ArithmeticShares(party, nxt[0], nxt[1], 0)
-        G, Km, Sm = lv.groups, lv.k_max, lv.s_max
-        w_lo, w_hi = (torch.zeros(Q, G * Km * Sm, dtype=torch.int64).index_copy_(-1, lv.w_at, t[:, lv.w_src])
-                      for t in (h.lo, h.hi))
-        w = ArithmeticShares(party, w_lo.view(Q * G * Km, Sm, 1, 1), w_hi.view(Q * G * Km, Sm, 1, 1), 0)
-        pad = torch.zeros(T, Q, 1, dtype=torch.int64)
-        x_lo, x_hi = (torch.cat([t, pad], -1)[..., lv.x_src].reshape(T, Q * G * Sm, 1, 1) for t in (lo, hi))
+            arr = ArithmeticShares(party, nxt[0], nxt[1], 0)
+        ext = cat([arr, one], 1)  # index size(A): the constant 1 for W, a zero for x (below)
+        G, Km, Jm = lv.groups, lv.k_max, lv.j_max
+        w_lo, w_hi = (torch.zeros(Q, G * Km * Jm, dtype=torch.int64).index_copy_(-1, lv.w_at, t[:, lv.w_src])
+                      for t in (ext.lo, ext.hi))
+        w = ArithmeticShares(party, w_lo.view(Q * G * Km, Jm, 1, 1), w_hi.view(Q * G * Km, Jm, 1, 1), 0)
+        zero = torch.zeros(Q, 1, dtype=torch.int64)
+        x_lo, x_hi = (torch.cat([t, zero], 1)[:, lv.x_src].view(Q, G * Jm, T).permute(2, 0, 1).reshape(
+            T, Q * G * Jm, 1, 1) for t in (arr.lo, arr.hi))
         out = checked_conv2d(ArithmeticShares(party, x_lo, x_hi, 0), w, log, groups=Q * G).reshape(T, Q, G * Km)
         n_new = sum(lv.lengths)
         new = []
@@ -368,6 +413,13 @@ def checked_topk(keys: ArithmeticShares, payloads: list[ArithmeticShares], k: in
         lo, hi = new
     res = [ArithmeticShares(party, lo[j, :, :k], hi[j, :, :k], x.frac_bits) for j, x in enumerate(items)]
     return res[0], res[1:]
+
+
+def _scatter_const(lv: _Level) -> torch.Tensor:
+    """The public part of the level's first array (the count one-hots' constants)."""
+    out = torch.zeros(lv.first_size, dtype=torch.int64)
+    out[lv.h_at] = lv.h_const
+    return out
 
 
 def _keys(query: ArithmeticShares, X: ArithmeticShares, sq: ArithmeticShares, log: ProductLog) -> ArithmeticShares:
@@ -477,7 +529,7 @@ def checked_search(party: Party, query: ArithmeticShares, index: IndexShares, k:
         ckeys = _keys(query, cent, csq, log)  # [Q, C]
         numbers = torch.arange(C, dtype=torch.int64)
         bits = [public_shares(party, ((numbers >> j) & 1).expand(Q, C).contiguous())
-                for j in range(max(1, (C - 1).bit_length()))]
+                for j in range(_bits(C))]
         _, probe_bits = checked_topk(ckeys, bits, nprobe, log)  # L x [Q, nprobe]
         onehot = _onehot_from_bits([b.reshape(Q * nprobe) for b in probe_bits], C, log)  # [Q nprobe, C]
         fetched = checked_matmul(onehot, rows, log).reshape(Q, nprobe * B, W)

@@ -46,7 +46,7 @@ def test_topk_sorts_ties_by_position_carries_payloads_at_the_stated_cost():
         # the stated elements: per level one checked_ltz of the Q P compared pairs, the count one-hots'
         # products, and one per row, kept output and carried value (2 of them)
         ltz_bytes, products = 0, 0
-        for lv in S._plan(n, k, S.FAN_IN):
+        for lv in S._plan(n, k, 2, S.FAN_IN):
             b = party.comm.stats.snapshot()
             zero = torch.zeros(Q * len(lv.ia), dtype=torch.int64)
             checked_ltz(from_pair(party, (zero, zero)), ProductLog(party))
@@ -62,7 +62,7 @@ def test_topk_sorts_ties_by_position_carries_payloads_at_the_stated_cost():
         assert torch.equal(reconstruct([o[0] for o in out]), torch.gather(keys, 1, order))
         assert torch.equal(reconstruct([o[1] for o in out]), torch.gather(pay, 1, order))
         for *_, cost, want_bytes in out:
-            assert cost.rounds == topk_rounds(n) == 13 + 13 + 12  # 37 -> 10 -> 3 -> 1 lists
+            assert cost.rounds == topk_rounds(n, k, 2) == 3 * 12  # 37 -> 10 -> 3 -> 1 lists, the values as a leaf
             assert cost.bytes_sent == want_bytes
 
 
@@ -123,7 +123,7 @@ def test_search_matches_plaintext_at_the_stated_rounds(small, k, nprobe, n_queri
     rid, rd = plain.search(q, k, nprobe)
     assert np.array_equal(ids.numpy(), rid)
     assert np.abs(dist.numpy() - rd).max() <= 1e-3
-    assert all(o[2] == search_rounds(plain.n_centroids, plain.bucket_size, nprobe) for o in out)
+    assert all(o[2] == search_rounds(plain.n_centroids, plain.bucket_size, nprobe, k) for o in out)
 
 
 def test_padding_comes_last_when_k_exceeds_the_probed_rows(small):
