@@ -26,7 +26,7 @@ import torch
 
 from .approx import cat
 from .checked import checked_and, checked_matmul, checked_mul
-from .compare import carry_out
+from .compare import carry_out, segment_carries
 from .dzk import ProductLog
 from .sharing import ArithmeticShares, BooleanShares, public_shares
 
@@ -80,6 +80,38 @@ def checked_msb(x: ArithmeticShares, log: ProductLog) -> BooleanShares:
     return p.rshift_logical(63) ^ carry
 
 
+_SEGMENT_STARTS = (1 << 32) | 1  # bits 0 and 32: where no carry may enter a 32-bit half
+
+
+def checked_msb32(x: ArithmeticShares, log: ProductLog) -> BooleanShares:
+    """The sign bit of ``x`` in bit 0 of each word, for ``|x| < 2^31`` ring units (then bit 31 of ``x mod 2^32``
+    is the sign; a larger ``x`` gets the sign of ``x mod 2^32`` read as 32-bit signed). Two values per word:
+    the low 32 bits of each component, values ``2j`` and ``2j + 1`` in the low and high halves; the same
+    carry-save step with no carry across the halves, then the carries into bit 31 of both halves from
+    :func:`protocols.compare.segment_carries` (one level less than the 64-bit tree). Cost: 7 rounds, about
+    3.45 AND words per element per party (half of :func:`checked_msb`'s)."""
+    flat = x.reshape(-1)
+    n = flat.shape[0]
+    if n % 2:
+        flat = cat([flat, ArithmeticShares(x.party, flat.lo[:1] * 0, flat.hi[:1] * 0, x.frac_bits)])
+
+    def packed(t: BooleanShares) -> BooleanShares:
+        lo, hi = (getattr(t, side) & 0xFFFFFFFF for side in ("lo", "hi"))
+        return BooleanShares(t.party, lo[0::2] | (lo[1::2] << 32), hi[0::2] | (hi[1::2] << 32))
+
+    a, b, c = (packed(t) for t in _component_bits(flat))
+    ab, c_ab = _and_many([(a, b), (c, a ^ b)], log)
+    s, k = a ^ b ^ c, ((ab ^ c_ab) << 1).and_public(~_SEGMENT_STARTS)  # a + b + c = s + k in each half
+    (g,) = _and_many([(s, k)], log)
+    p = s ^ k
+    low, high = segment_carries((g << 1).and_public(~_SEGMENT_STARTS), (p << 1).and_public(~_SEGMENT_STARTS),
+                                lambda pairs: _and_many(pairs, log))
+    sign_low, sign_high = p.rshift_logical(31) ^ low, p.rshift_logical(63) ^ high
+    bits = torch.stack([sign_low.lo & 1, sign_high.lo & 1], 1).reshape(-1)[:n]
+    bits_hi = torch.stack([sign_low.hi & 1, sign_high.hi & 1], 1).reshape(-1)[:n]
+    return BooleanShares(x.party, bits, bits_hi)
+
+
 def checked_bit_to_arith(bit: BooleanShares, log: ProductLog) -> ArithmeticShares:
     """The bit in lane 0 of ``bit`` as an arithmetic 0/1 sharing. Cost: 2 rounds, 2 elements."""
     p = bit.party
@@ -89,9 +121,13 @@ def checked_bit_to_arith(bit: BooleanShares, log: ProductLog) -> ArithmeticShare
     return t + c2 - checked_mul(t, c2, log).mul_public_int(2)
 
 
-def checked_ltz(x: ArithmeticShares, log: ProductLog) -> ArithmeticShares:
-    """``[x < 0]`` as an arithmetic 0/1 sharing (shape of ``x``). Cost: 10 rounds."""
-    return checked_bit_to_arith(checked_msb(x, log), log).reshape(x.shape)
+def checked_ltz(x: ArithmeticShares, log: ProductLog, bits: int = 64) -> ArithmeticShares:
+    """``[x < 0]`` as an arithmetic 0/1 sharing (shape of ``x``). Cost: 10 rounds; with ``bits = 32`` (exact
+    for ``|x| < 2^31`` ring units, :func:`checked_msb32`) 9 rounds and half the AND gates."""
+    if bits not in (32, 64):
+        raise ValueError(f"checked_ltz: bits must be 32 or 64, got {bits}")
+    msb = checked_msb32(x, log) if bits == 32 else checked_msb(x, log)
+    return checked_bit_to_arith(msb, log).reshape(x.shape)
 
 
 def checked_eqz(x: ArithmeticShares, log: ProductLog) -> ArithmeticShares:
@@ -102,9 +138,9 @@ def checked_eqz(x: ArithmeticShares, log: ProductLog) -> ArithmeticShares:
     return 1 - neg - pos + checked_mul(neg, pos, log)
 
 
-def checked_relu(x: ArithmeticShares, log: ProductLog) -> ArithmeticShares:
-    """``max(x, 0)`` (same scale as ``x``). Cost: 11 rounds."""
-    return x - checked_mul(x, checked_ltz(x, log), log)
+def checked_relu(x: ArithmeticShares, log: ProductLog, bits: int = 64) -> ArithmeticShares:
+    """``max(x, 0)`` (same scale as ``x``). Cost: 11 rounds (10 with ``bits = 32``: :func:`checked_ltz`)."""
+    return x - checked_mul(x, checked_ltz(x, log, bits), log)
 
 
 def checked_mux(c: ArithmeticShares, a: ArithmeticShares, b: ArithmeticShares, log: ProductLog) -> ArithmeticShares:

@@ -11,14 +11,17 @@ Per layer (``f`` = the model's fractional bits; cost per element and per party):
 * ``conv2d`` / ``linear`` / ``affine``: the checked product at scale ``2f`` (1 round, 1 element),
   then :func:`protocols.checked.checked_truncate` (1 round; party 0 sends 3 words), then the bias
   (local). Two rounds instead of the semi-honest one (whose truncation is fused into the reshare).
-* ``relu``: :func:`protocols.checked_compare.checked_relu` (11 rounds); ``clamp`` (ReLU6):
-  ``lo + relu(x - lo) - relu(x - hi)``, both ReLUs in one call (11 rounds, 2 comparisons).
+* ``relu``: :func:`protocols.checked_compare.checked_relu` on 32 bits (:data:`ACTIVATION_BITS`: exact for
+  pre-activations below ``2^31`` ring units, the semi-honest ``approx.EXACT`` bound; 10 rounds, half the
+  AND gates of a 64-bit comparison); ``clamp`` (ReLU6): ``lo + relu(x - lo) - relu(x - hi)``, both
+  ReLUs in one call (10 rounds, 2 comparisons).
 * ``avgpool2d`` / ``global_avgpool``: local window sums times the public ``1 / count``, then a
   checked truncation (1 round). ``pad``, ``flatten`` and residual sums are local.
 * ``l2norm``: :func:`checked_l2_normalize`. ``maxpool2d`` is not checked yet
   (:class:`NotImplementedError`; EfficientNet-Lite0 has none).
 
-Accuracy: every comparison is exact on the ring (no "fast" lanes); truncations are
+Accuracy: every comparison is exact inside its bound (no "fast" lanes; the L2 normalisation's on the
+whole ring); truncations are
 probabilistic as in the semi-honest model (one ulp), so outputs agree with plaintext torch to
 the same tolerance (tests/unit/test_checked_nn.py).
 """
@@ -37,6 +40,10 @@ from .nn_layers import windows
 from .ring import FixedPoint
 from .sharing import ArithmeticShares
 
+ACTIVATION_BITS = 32
+"""Width of the ReLU / ReLU6 comparisons: pre-activations must stay below ``2^31`` ring units (32,768 at 16
+fractional bits; EfficientNet-Lite0's stay below 100 on real images, ``protocols.approx``)."""
+
 
 def _truncated(y: ArithmeticShares, bits: int, frac_bits: int, log: ProductLog) -> ArithmeticShares:
     """``y / 2^bits`` (checked), tagged with ``frac_bits`` (e.g. a product at ``2f`` back to ``f``)."""
@@ -53,7 +60,8 @@ def _times_public(x: ArithmeticShares, c: torch.Tensor | float, f: int, log: Pro
 def _clamp(x: ArithmeticShares, lo: float, hi: float, f: int, log: ProductLog) -> ArithmeticShares:
     """``lo + relu(x - lo) - relu(x - hi)``, both ReLUs in one call."""
     a, b = x.add_public(-float(lo)), x.add_public(-float(hi))
-    both = checked_relu(ArithmeticShares(x.party, torch.stack([a.lo, b.lo]), torch.stack([a.hi, b.hi]), f), log)
+    both = checked_relu(ArithmeticShares(x.party, torch.stack([a.lo, b.lo]), torch.stack([a.hi, b.hi]), f), log,
+                        ACTIVATION_BITS)
     return ArithmeticShares(x.party, both.lo[0] - both.lo[1], both.hi[0] - both.hi[1], f).add_public(float(lo))
 
 
@@ -117,7 +125,7 @@ def _layer(spec: dict, w: dict[str, ArithmeticShares], x: ArithmeticShares, f: i
     if kind == "pad":
         return ArithmeticShares(x.party, F.pad(x.lo, spec["pad"]), F.pad(x.hi, spec["pad"]), x.frac_bits)
     if kind == "relu":
-        return checked_relu(x, log)
+        return checked_relu(x, log, ACTIVATION_BITS)
     if kind == "clamp":
         return _clamp(x, spec["min"], spec["max"], f, log)
     if kind == "avgpool2d":

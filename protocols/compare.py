@@ -114,6 +114,24 @@ def carry_out(g: BooleanShares, p: BooleanShares, ands: AndMany = and_many) -> B
     Kogge-Stone adder. Cost: 6 rounds, 3.9 words per element per party. ``ands`` computes a
     list of ANDs in one round (``protocols.checked_compare`` passes checked AND gates).
     """
+    g, word, offset = _carry_tree(g, p, ands, len(_TREE_MASKS))
+    return BooleanShares(g.party, (g.lo[word] >> offset) & 1, (g.hi[word] >> offset) & 1)
+
+
+def segment_carries(g: BooleanShares, p: BooleanShares, ands: AndMany = and_many) -> tuple[
+        BooleanShares, BooleanShares]:
+    """The combined generate of each 32-bit half of every word (bits 0..31 and 32..63), in bit 0 of two
+    sharings ``(low halves, high halves)``: :func:`carry_out`'s tree without its last level (two values
+    packed per word). Cost: 5 rounds, 3.9 AND words per WORD (1.95 per 32-bit value) per party."""
+    g, word, offset = _carry_tree(g, p, ands, len(_TREE_MASKS) - 1)
+    return (BooleanShares(g.party, (g.lo[word] >> offset) & 1, (g.hi[word] >> offset) & 1),
+            BooleanShares(g.party, (g.lo[word] >> (offset + 32)) & 1, (g.hi[word] >> (offset + 32)) & 1))
+
+
+def _carry_tree(g: BooleanShares, p: BooleanShares, ands: AndMany, levels: int) -> tuple[
+        BooleanShares, torch.Tensor, torch.Tensor]:
+    """The first ``levels`` levels of the packed tree; element ``e``'s groups end in packed word ``word[e]``
+    at bit ``offset[e]`` (plus multiples of ``2^levels``)."""
     n = g.shape[0]
     padded = -(-n // 64) * 64
     if padded != n:
@@ -123,19 +141,20 @@ def carry_out(g: BooleanShares, p: BooleanShares, ands: AndMany = and_many) -> B
     word = torch.arange(n)
     offset = torch.zeros(n, dtype=torch.int64)
     length = padded
-    for level, mask in enumerate(_TREE_MASKS):
+    for level, mask in enumerate(_TREE_MASKS[:levels]):
+        last = level == levels - 1
         sh = 1 << level
         g_hi = BooleanShares(g.party, (g.lo >> sh) & mask, (g.hi >> sh) & mask)
         p_hi = BooleanShares(p.party, (p.lo >> sh) & mask, (p.hi >> sh) & mask)
         g_lo = g.and_public(mask)
-        if level < len(_TREE_MASKS) - 1:
+        if not last:
             p_lo = p.and_public(mask)
             t_g, p = ands([(p_hi, g_lo), (p_hi, p_lo)])
             p = p.and_public(mask)
         else:
             (t_g,) = ands([(p_hi, g_lo)])
         g = (g_hi ^ t_g).and_public(mask)
-        if level < len(_TREE_MASKS) - 1:
+        if not last:
             half = length // 2
             g = BooleanShares(g.party, g.lo[:half] ^ (g.lo[half:] << sh), g.hi[:half] ^ (g.hi[half:] << sh))
             p = BooleanShares(p.party, p.lo[:half] ^ (p.lo[half:] << sh), p.hi[:half] ^ (p.hi[half:] << sh))
@@ -143,8 +162,7 @@ def carry_out(g: BooleanShares, p: BooleanShares, ands: AndMany = and_many) -> B
             word = torch.where(moved, word - half, word)
             offset = offset + moved.long() * sh
             length = half
-    # element e's bit sits in packed word ``word[e]`` at bit ``offset[e]``
-    return BooleanShares(g.party, (g.lo[word] >> offset) & 1, (g.hi[word] >> offset) & 1)
+    return g, word, offset
 
 
 def msb(x: ArithmeticShares) -> BooleanShares:

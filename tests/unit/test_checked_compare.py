@@ -36,6 +36,33 @@ def test_ltz_eqz_and_relu_are_exact_including_zero_and_the_extremes():
     assert torch.equal(reconstruct([o[2] for o in out]), (x == 0).long())
 
 
+@pytest.mark.parametrize("n", [1, 2, 129, 2001])
+def test_the_32_bit_comparison_is_exact_inside_its_bound_with_half_the_and_gates(n):
+    """``bits = 32``: two values per word, no carry across the halves; exact for ``|x| < 2^31`` (odd and even
+    sizes, the extremes of the bound, zero); 9 rounds before the proof, and half the AND words of the
+    64-bit comparison (its proof has half the field entries)."""
+    g = torch.Generator().manual_seed(n)
+    x = torch.randint(-(2**31) + 1, 2**31, (n,), generator=g)
+    x[:6] = torch.tensor([0, -1, 1, -(2**31) + 1, 2**31 - 1, -(2**30)])[:n]
+    xs = share(x)
+
+    def body(party: Party, px, bits: int):
+        log = ProductLog(party)
+        before = party.comm.stats.snapshot()
+        lt = checked_ltz(from_pair(party, px, F), log, bits=bits)
+        used = party.comm.stats - before
+        lanes = sum(e.length(0) for e in log.entries if e.field)
+        verify_products(log)
+        return (lt.lo, lt.hi), used.rounds, lanes
+
+    narrow = run_parties(body, [[xs[i], 32] for i in range(3)])
+    wide = run_parties(body, [[xs[i], 64] for i in range(3)])
+    assert torch.equal(reconstruct([o[0] for o in narrow]), (x < 0).long())
+    assert narrow[0][1] == 9 and wide[0][1] == 10
+    if n > 1000:  # small sizes are dominated by the padding to whole words
+        assert narrow[0][2] <= 0.55 * wide[0][2]
+
+
 def _nearest(party: Party, pq, px, pxx, bad: int | None = None, index: int = -1, error: int = 0):
     """Squared distances at scale 2^(2F) (no truncation needed before comparing), the argmin, ONE proof
     of everything, and only then the index is revealed (checked)."""
