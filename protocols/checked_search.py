@@ -258,81 +258,100 @@ class _Level:
     pass_at: torch.Tensor
 
 
+def _tile(t: torch.Tensor, base: int, stride: int, count: int) -> torch.Tensor:
+    """``t + base + stride * r`` for ``r < count``, concatenated."""
+    return (t.view(1, -1) + (base + stride * torch.arange(count)).view(-1, 1)).reshape(-1)
+
+
 @functools.lru_cache(maxsize=64)
 def _plan(n: int, k: int, T: int, fan_in: int) -> tuple[_Level, ...]:
-    """The levels of :func:`checked_topk` for ``n`` keys carrying ``T`` values, public sizes only."""
+    """The levels of :func:`checked_topk` for ``n`` keys carrying ``T`` values, public sizes only (consecutive
+    merges of the same shape are tiled from one :class:`_Merge`)."""
     levels = []
     lengths = (1,) * n
     while len(lengths) > 1:
         chunks = [lengths[m: m + fan_in] for m in range(0, len(lengths), fan_in)]
         # the values join the tree as a leaf (one round less) unless that multiplies more products
-        full = _merge(chunks[0], min(sum(chunks[0]), k), T, True), _merge(chunks[0], min(sum(chunks[0]), k), T, False)
+        full = [_merge(chunks[0], min(sum(chunks[0]), k), T, leaf) for leaf in (True, False)]
         leaf = sum(len(rd.u) for rd in full[0].rounds) <= sum(len(rd.u) for rd in full[1].rounds)
-        merges = [_merge(c, min(sum(c), k), T, leaf) if len(c) > 1 else None for c in chunks]
-        real = [m for m in merges if m is not None]
+        runs: list[tuple[tuple[int, ...], int]] = []  # (chunk, repeats)
+        for c in chunks:
+            if runs and runs[-1][0] == c:
+                runs[-1] = (c, runs[-1][1] + 1)
+            else:
+                runs.append((c, 1))
+        merges = {c: _merge(c, min(sum(c), k), T, leaf) for c, _ in runs if len(c) > 1}
+        real = list(merges.values())
         depth = max(len(m.rounds) for m in real)
         k_max, j_max = max(m.K for m in real), max(m.channels for m in real)
-        ia, ib, hc, ht, hs, hg, v_src = [], [], [], [], [], [], []
-        w_src, w_at, x_src, out_src, out_at, pass_src, pass_at = [], [], [], [], [], [], []
-        # per merge: its arrays' sizes (first, after each round)
-        sizes: list[list[int]] = []
+
+        def sizes(m: _Merge, depth: int = depth) -> list[int]:
+            z = [m.h_size + sum(m.lens) * T] + [rd.size for rd in m.rounds]
+            return z + [z[-1]] * (depth - len(m.rounds))
+
+        parts: dict[str, list[torch.Tensor]] = {name: [] for name in (
+            "ia", "ib", "h_const", "h_tgt", "h_src", "h_sign", "h_at", "v_at", "v_src", "w_src", "w_at", "x_src",
+            "out_src", "out_at", "pass_src", "pass_at")}
+        rparts: list[list[list[torch.Tensor]]] = [[[], [], [], [], []] for _ in range(depth)]
+        # running offsets: old layout, new layout, comparisons, group, first array, each round's array
         off = noff = c_off = grp = 0
-        new_lengths = []
-        for chunk, m in zip(chunks, merges):
-            if m is None:
-                pass_src.append(torch.arange(off, off + chunk[0]))
-                pass_at.append(torch.arange(noff, noff + chunk[0]))
-                new_lengths.append(chunk[0])
-                off, noff = off + chunk[0], noff + chunk[0]
+        a_off = [0] * (depth + 1)
+        # the last array's size (A), for the padding index: first a pass to size everything
+        a_size = sum(sizes(merges[c])[-1] * r for c, r in runs if len(c) > 1)
+        new_lengths: list[int] = []
+        for c, r in runs:
+            if len(c) == 1:
+                parts["pass_src"].append(_tile(torch.arange(c[0]), off, c[0], r))
+                parts["pass_at"].append(_tile(torch.arange(c[0]), noff, c[0], r))
+                new_lengths += [c[0]] * r
+                off, noff = off + c[0] * r, noff + c[0] * r
                 continue
-            s = sum(m.lens)
-            ia.append(m.ia + off)
-            ib.append(m.ib + off)
-            hc.append(m.h_const)
-            hs.append(m.h_src + c_off)
-            hg.append(m.h_sign)
-            ht.append(m.h_tgt)
-            v_src.append(torch.arange(off, off + s))
-            sizes.append([m.h_size + s * T] + [rd.size for rd in m.rounds])
-            sizes[-1] += [sizes[-1][-1]] * (depth - len(m.rounds))
-            out_src.append(torch.arange(grp * k_max, grp * k_max + m.K))
-            out_at.append(torch.arange(noff, noff + m.K))
-            new_lengths.append(m.K)
-            off, noff, c_off, grp = off + s, noff + m.K, c_off + len(m.ia), grp + 1
-        # first array: every merge's [H, values] back to back
-        first_off = [sum(z[0] for z in sizes[:j]) for j in range(grp)]
-        h_tgt = torch.cat([t + o for t, o in zip(ht, first_off)])
-        h_at = torch.cat([torch.arange(len(c)) + o for c, o in zip(hc, first_off)])
-        v_at = torch.cat([torch.arange(m.h_size, z[0]) + o for m, z, o in zip(real, sizes, first_off)])
-        rounds_all = []
-        for r in range(depth):
-            cur_off = new_off = 0
-            parts: list[list[torch.Tensor]] = [[], [], [], [], []]
-            for m, z in zip(real, sizes):
-                if r < len(m.rounds):
-                    rd = m.rounds[r]
+            m = merges[c]
+            s, z = sum(m.lens), sizes(m)
+            P = len(m.ia)
+            parts["ia"].append(_tile(m.ia, off, s, r))
+            parts["ib"].append(_tile(m.ib, off, s, r))
+            parts["h_const"].append(m.h_const.repeat(r))
+            parts["h_tgt"].append(_tile(m.h_tgt, a_off[0], z[0], r))
+            parts["h_src"].append(_tile(m.h_src, c_off, P, r))
+            parts["h_sign"].append(m.h_sign.repeat(r))
+            parts["h_at"].append(_tile(torch.arange(m.h_size), a_off[0], z[0], r))
+            parts["v_at"].append(_tile(torch.arange(m.h_size, z[0]), a_off[0], z[0], r))
+            parts["v_src"].append(_tile(torch.arange(s), off, s, r))
+            for d in range(depth):
+                if d < len(m.rounds):
+                    rd = m.rounds[d]
                     us, vs, ts, css, cts = rd.u, rd.v, rd.tgt, rd.csrc, rd.ctgt
                 else:
                     us = vs = ts = _EMPTY
-                    css = cts = torch.arange(z[r])
-                for lst, t, o in zip(parts, (us, vs, ts, css, cts), (cur_off, cur_off, new_off, cur_off, new_off)):
-                    lst.append(t + o)
-                cur_off, new_off = cur_off + z[r], new_off + z[r + 1]
-            rounds_all.append(_Round(new_off, *(torch.cat(p) for p in parts)))
-        last_off = [sum(z[-1] for z in sizes[:j]) for j in range(grp)]
-        a_size = sum(z[-1] for z in sizes)
-        for j, (m, o) in enumerate(zip(real, last_off)):
-            const_one = m.w_src < 0
-            w_src.append(torch.where(const_one, a_size, m.w_src + o))
-            w_at.append((j * k_max + m.w_p) * j_max + m.w_j)
-            xs = torch.full((j_max, T), a_size, dtype=torch.int64)
-            xs[: m.channels] = m.x_src + o
-            x_src.append(xs)
+                    css = cts = torch.arange(z[d])
+                for lst, t, base, stride in zip(rparts[d], (us, vs, ts, css, cts),
+                                                (a_off[d], a_off[d], a_off[d + 1], a_off[d], a_off[d + 1]),
+                                                (z[d], z[d], z[d + 1], z[d], z[d + 1])):
+                    lst.append(_tile(t, base, stride, r))
+            parts["w_src"].append(torch.where(m.w_src < 0, a_size, _tile(m.w_src, a_off[depth], z[depth], r).view(
+                r, -1)).reshape(-1))
+            parts["w_at"].append(_tile(m.w_p * j_max + m.w_j, grp * k_max * j_max, k_max * j_max, r))
+            xs = torch.full((j_max, T), -1, dtype=torch.int64)
+            xs[: m.channels] = m.x_src
+            xt = _tile(xs.view(-1), a_off[depth], z[depth], r)
+            parts["x_src"].append(torch.where(xs.view(-1).repeat(r) < 0, a_size, xt))
+            parts["out_src"].append(_tile(torch.arange(m.K), grp * k_max, k_max, r))
+            parts["out_at"].append(_tile(torch.arange(m.K), noff, m.K, r))
+            new_lengths += [m.K] * r
+            off, noff, c_off, grp = off + s * r, noff + m.K * r, c_off + P * r, grp + r
+            a_off = [a + zz * r for a, zz in zip(a_off, z)]
+        rounds_all = tuple(_Round(a_off[d + 1], *(torch.cat(p) for p in rparts[d])) for d in range(depth))
+
+        def cat_or_empty(name: str, parts: dict[str, list[torch.Tensor]] = parts) -> torch.Tensor:
+            return torch.cat(parts[name]) if parts[name] else _EMPTY
+
         levels.append(_Level(
-            tuple(new_lengths), torch.cat(ia), torch.cat(ib), sum(len(c) for c in hc), torch.cat(hc), h_tgt,
-            torch.cat(hs), torch.cat(hg), h_at, v_at, torch.cat(v_src), sum(z[0] for z in sizes), tuple(rounds_all),
-            grp, k_max, j_max, torch.cat(w_src), torch.cat(w_at), torch.cat(x_src), torch.cat(out_src),
-            torch.cat(out_at), torch.cat(pass_src) if pass_src else _EMPTY, torch.cat(pass_at) if pass_at else _EMPTY))
+            tuple(new_lengths), cat_or_empty("ia"), cat_or_empty("ib"), int(a_off[0] - len(cat_or_empty("v_at"))),
+            cat_or_empty("h_const"), cat_or_empty("h_tgt"), cat_or_empty("h_src"), cat_or_empty("h_sign"),
+            cat_or_empty("h_at"), cat_or_empty("v_at"), cat_or_empty("v_src"), a_off[0], rounds_all, grp, k_max,
+            j_max, cat_or_empty("w_src"), cat_or_empty("w_at"), cat_or_empty("x_src"), cat_or_empty("out_src"),
+            cat_or_empty("out_at"), cat_or_empty("pass_src"), cat_or_empty("pass_at")))
         lengths = tuple(new_lengths)
     return tuple(levels)
 
