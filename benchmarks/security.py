@@ -38,9 +38,14 @@ raises no error: any two servers suffice, which is also why one server alone can
 release); ``reported`` counts the correct images whose result names server 1 as not used
 (``Retrieved.unused``), which a refusal must be.
 
-A final line (``"line": "modes"``) compares semi-honest and malicious query time and bytes
-for the same query; there is no malicious server mode yet, so its malicious fields are
-``null`` with the reason. The first line (``"line": "verified_mul"``) measures the one
+``--security malicious`` runs the servers (and so every query fault class) in malicious mode
+(``[security] mode``, ``servers.config``: every product and AND gate of the query proved before
+any result share leaves a server); each fault line says its ``security``. There a detected query
+fault ends in ``MaliciousServerError`` and ``named`` means server 1 is among its ``suspects`` (the
+server pair that disagreed, or server 1 alone: ``alone`` counts those).
+A final line (``"line": "modes"``) compares semi-honest and malicious query time, rounds and
+bytes for the same image query and for a feature query (the whole cluster restarted in each
+mode). The first line (``"line": "verified_mul"``) measures the one
 verified building block that exists, ``protocols.verify.verified_mul``, against the
 semi-honest product on ``--verify-n`` elements (three in-process parties: time, rounds,
 bytes per party); the second (``"line": "checked_products"``) the distributed-ZK checked
@@ -70,7 +75,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from client.errors import MaliciousServerError
 from client.identity import Identity
 from client.local_cluster import LocalCluster
 from client.sdk import Client
@@ -105,6 +112,8 @@ def one_query(lc: LocalCluster, image: np.ndarray, k: int) -> tuple[list[int] | 
             return list(c.search_results(image, k=k)[0].ids), ""
     except Exception as exc:  # noqa: BLE001 - every failure counts as a detection
         suspects = getattr(exc, "suspects", None)
+        if isinstance(exc, MaliciousServerError):  # its text lists every server's report: judge the suspects
+            return None, f"{type(exc).__name__} suspects={suspects}"
         return None, f"{type(exc).__name__}: {exc} suspects={suspects}"
 
 
@@ -114,14 +123,20 @@ def fault_class(lc: LocalCluster, kind: str, step: str, image: np.ndarray, hones
     restart(lc, f"msg-{kind}-{step}")
     if kind == "foreign":
         one_query(lc, small_images(1, seed=99)[0], k)  # a previous session whose messages it can re-send
-    row: dict = {"line": "fault", "attack": kind, "step": step, "runs": runs, "detected": 0, "named": 0,
-                 "wrong_results": 0, "no_effect": 0}
+    row: dict = {"line": "fault", "attack": kind, "step": step, "security": lc.security, "runs": runs,
+                 "detected": 0, "named": 0, "wrong_results": 0, "no_effect": 0}
+    if lc.security == "malicious":
+        row["alone"] = 0
     t0 = time.perf_counter()
     for _ in range(runs):
         ids, err = one_query(lc, image, k)
         if ids is None:
             row["detected"] += 1
-            row["named"] += int(f"server {CORRUPT}" in err or f"{CORRUPT}" in err.split("suspects=")[-1])
+            if err.startswith("MaliciousServerError"):
+                row["named"] += int(f"{CORRUPT}" in err.split("suspects=")[-1])
+                row["alone"] += int(err.endswith(f"suspects=({CORRUPT},)"))
+            else:
+                row["named"] += int(f"server {CORRUPT}" in err or f"{CORRUPT}" in err.split("suspects=")[-1])
         elif ids != honest:
             row["wrong_results"] += 1
         else:
@@ -183,18 +198,31 @@ def retrieval_class(lc: LocalCluster, kind: str, requesters: dict[str, Identity 
 
 
 def modes_line(lc: LocalCluster, image: np.ndarray, k: int) -> dict:
-    """Semi-honest query time and bytes per party; the malicious fields say why they are empty."""
+    """Query time, rounds and bytes (largest server) in each mode, for ``image`` (the tiny CNN, then the
+    search) and for its features (the search alone); the cluster is restarted in each mode and left
+    in the mode it had."""
+    was = lc.security
+    row: dict = {"line": "modes", "n_images": len(lc.images), "k": k}  # type: ignore[attr-defined]
     with Client(lc.client_config, progress=False) as c:
-        c.search_results(image, k=k)  # warm
-        t0 = time.perf_counter()
-        r = c.search_results(image, k=k)[0]
-        secs = time.perf_counter() - t0
-    comm = getattr(r, "comm", None) or []
-    per_party = float(np.mean([x["bytes_sent"] for x in comm])) if comm else None
-    return {"line": "modes", "n_images": len(lc.images), "semi_honest_query_s": round(secs, 3),  # type: ignore[attr-defined]
-            "semi_honest_bytes_per_party": per_party, "malicious_query_s": None,
-            "malicious_bytes_per_party": None,
-            "note": "no malicious server mode: protocols.verify is not used by the query (docs/SECURITY.md)"}
+        feats = c.extract_features([Image.fromarray(image)])
+    for mode in ("semi_honest", "malicious"):
+        lc.stop()
+        lc.set_security(mode)
+        lc.start()
+        with Client(lc.client_config, progress=False) as c:
+            for name, q in (("image", image), ("features", feats.astype(np.float64))):
+                c.search_batch(q, k=k)  # warm
+                t0 = time.perf_counter()
+                b = c.search_batch(q, k=k)
+                row[f"{mode}_{name}_s"] = round(time.perf_counter() - t0, 3)
+                row[f"{mode}_{name}_rounds"] = max(x["rounds"] for x in b.comm)
+                row[f"{mode}_{name}_bytes"] = max(x["bytes_sent"] for x in b.comm)
+                row[f"{mode}_{name}_ids"] = b.ids[0].tolist()
+    if was != lc.security:
+        lc.stop()
+        lc.set_security(was)
+        lc.start()
+    return row
 
 
 def _measure(row: dict, fns: dict, per_party: list[list]) -> dict:
@@ -431,17 +459,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cnn-resolution", type=int, default=32,
                     help="input size of the checked_cnn line (0: skip it; the default 96 px needs more memory "
                          "than three in-process parties get on a 23 GB machine)")
+    ap.add_argument("--security", default="semi_honest", choices=("semi_honest", "malicious"),
+                    help="the servers' [security] mode for the fault classes")
+    ap.add_argument("--skip-inprocess", action="store_true", help="only the lines against the server processes")
     a = ap.parse_args(argv)
-    print(json.dumps(verified_mul_line(a.verify_n)), flush=True)
-    print(json.dumps(checked_products_line(a.verify_n, a.verify_rows, 128)), flush=True)
-    print(json.dumps(checked_gates_line(a.gates_n)), flush=True)
-    print(json.dumps(checked_nearest_line(a.nearest_rows, 128)), flush=True)
-    for row in checked_fault_lines(a.runs, 64):
-        print(json.dumps(row), flush=True)
-    if a.cnn_resolution:
-        print(json.dumps(checked_cnn_line(a.cnn_resolution)), flush=True)
+    if not a.skip_inprocess:
+        print(json.dumps(verified_mul_line(a.verify_n)), flush=True)
+        print(json.dumps(checked_products_line(a.verify_n, a.verify_rows, 128)), flush=True)
+        print(json.dumps(checked_gates_line(a.gates_n)), flush=True)
+        print(json.dumps(checked_nearest_line(a.nearest_rows, 128)), flush=True)
+        for row in checked_fault_lines(a.runs, 64):
+            print(json.dumps(row), flush=True)
+        if a.cnn_resolution:
+            print(json.dumps(checked_cnn_line(a.cnn_resolution)), flush=True)
     with tempfile.TemporaryDirectory(prefix="trivault-sec-") as tmp:
-        lc = LocalCluster(Path(tmp), txn_timeout_s=30.0, peer_timeout_s=5.0, query_timeout_s=60.0)
+        lc = LocalCluster(Path(tmp), txn_timeout_s=30.0, peer_timeout_s=5.0, query_timeout_s=60.0,
+                          security=a.security)
         lc.start()
         try:
             with Client(lc.client_config, progress=False) as c:

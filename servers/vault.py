@@ -5,7 +5,10 @@ must expect that mode (``meta["security"]``; a request without it expects ``"sem
 else ``FAILED_PRECONDITION`` before any protocol message, so no server runs a different protocol
 from its peers. The session keeps one ``protocols.dzk.ProductLog``; the checked query
 (``servers.query.run_query``) and the checked masking record into it, and
-``verify_products`` runs before the result pairs are streamed to the querier. A failed proof
+``verify_products`` runs before the result pairs are streamed to the querier. Rounds: the checked
+steps' (features input: ``checked_search.search_rounds``; hidden ids: ``checked_mask_hidden``'s; an
+image: the checked CNN's, with a proof per layer) plus the final proof's ``2 R + 3`` per batch
+(``dzk.check_cost``), reported to the client as ``comm["proof_rounds"]``. A failed proof
 (``ProofRejected``) aborts the session here (the peers are told), and the client gets
 ``ABORTED`` with ``wire.proof_abort`` details: server ids only, no secrets, no result."""
 
@@ -270,8 +273,9 @@ class VaultServicer(pbg.VaultServicer):
             kind, outs = run_query(party, s.model, s.index, s.query, s.k, s.nprobe, s.input_kind, proof)
             if s.hidden:
                 outs = self.mask_results(party, outs, s.hidden, proof)
+            proof_rounds = None
             if proof is not None:  # every recorded message of the session is proved before any output leaves
-                verify_products(proof)
+                proof_rounds = verify_products(proof)
             secs = time.perf_counter() - t0
             comm.close()
         except (QueryError, StorageError) as exc:
@@ -297,8 +301,10 @@ class VaultServicer(pbg.VaultServicer):
             node.sessions.release()
         assert comm is not None  # every path that leaves it None aborted above
         stats = comm.stats.as_dict()
-        log.info("session %s for %s done: %.3f s, %d rounds, %d bytes sent", s.session_id, s.who, secs,
-                 stats["rounds"], stats["bytes_sent"])
+        if proof_rounds is not None:  # malicious mode: the final proof's share of the rounds (public)
+            stats["proof_rounds"] = proof_rounds
+        log.info("session %s for %s done: %.3f s, %d rounds, %d bytes sent%s", s.session_id, s.who, secs,
+                 stats["rounds"], stats["bytes_sent"], "" if proof_rounds is None else f", proved in {proof_rounds}")
         return kind, outs, secs, stats
 
     def make_comm(self, session_id: str) -> GrpcComm:

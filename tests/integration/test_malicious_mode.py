@@ -78,7 +78,8 @@ def test_malicious_search_equals_semi_honest_and_plaintext(cluster, client):
     """Features input (k = 4, 3 queries in one session), an image through the checked CNN, and a
     requester with a hidden id (checked masking): malicious mode returns the semi-honest results
     (ids equal; distances within TOL of each other and of plaintext torch), and each server's
-    session costs ``checked_search.search_rounds`` plus one proof (``2 R + 3`` rounds, R <= 40)."""
+    feature session costs exactly ``checked_search.search_rounds`` plus one proof (``2 R + 3`` rounds,
+    R <= 40)."""
     q, feats, fids = _queries(client)
     meta = client.info()["index_meta"]
     assert client.info()["security"] == "malicious"
@@ -120,9 +121,9 @@ def test_malicious_search_equals_semi_honest_and_plaintext(cluster, client):
                              img.distances[0].astype(float).tolist())  # type: ignore[attr-defined]
     base = search_rounds(int(meta["n_centroids"]), int(meta["bucket_size"]), 1)
     for c_mal, c_semi in zip(b.comm, semi["feat"].comm):  # type: ignore[attr-defined]
-        proof = c_mal["rounds"] - base
-        assert proof % 2 == 1 and 5 <= proof <= 2 * MAX_FOLDS + 3, (c_mal["rounds"], base)
-        assert c_mal["rounds"] > c_semi["rounds"]
+        proof = c_mal["proof_rounds"]  # one batch: 2 R + 3 rounds
+        assert c_mal["rounds"] == base + proof and proof % 2 == 1 and 5 <= proof <= 2 * MAX_FOLDS + 3, c_mal
+        assert "proof_rounds" not in c_semi and c_mal["rounds"] > c_semi["rounds"]
 
 
 @pytest.mark.parametrize("bad, fault", [(1, "msg-add-topk"), (0, "msg-flip-distances"), (2, "msg-add-cnn")])
