@@ -40,6 +40,7 @@ from .catalog import ImageEntry
 from .commit import PhaseHook
 from .config import ClientConfig
 from .errors import (
+    MaliciousServerError,
     PartialCommitError,
     TriVaultError,
     TriVaultUnavailable,
@@ -61,8 +62,9 @@ from .transport import Fanout
 from .upload_batches import BATCH_IMAGES, BATCH_PIXELS, LazyImages
 from .watermark import TraceResult
 
-__all__ = ["Client", "ClientConfig", "ImageEntry", "PartialCommitError", "Retrieved", "SearchBatch", "SearchResult",
-           "TriVaultError", "TriVaultUnavailable", "TriVaultWarning", "UploadInterrupted"]
+__all__ = ["Client", "ClientConfig", "ImageEntry", "MaliciousServerError", "PartialCommitError", "Retrieved",
+           "SearchBatch", "SearchResult", "TriVaultError", "TriVaultUnavailable", "TriVaultWarning",
+           "UploadInterrupted"]
 
 
 def load_identity(identity: Identity | str | Path | None, passphrase: bytes | None, owner_dir: Path) -> Identity:
@@ -270,7 +272,9 @@ class Client:
         ``[Q, d]`` float feature array (features of the registered model). All Q queries run
         in one secure session. Rows are sorted nearest first (squared L2); ``-1`` / ``inf``
         fill places with no (visible) result. k above the index's candidates widens nprobe,
-        then returns what exists, with a :class:`TriVaultWarning`."""
+        then returns what exists, with a :class:`TriVaultWarning`. With the servers in malicious
+        mode, a server whose messages fail the servers' proof ends the search in
+        :class:`MaliciousServerError` (the server pair that disagreed; no result released)."""
         b = self.search_batch(queries, k, nprobe, collection, purpose)
         return b.distances, b.ids
 
