@@ -1,17 +1,17 @@
-"""GF(2^48) for checks of boolean (XOR-shared) messages, with vectors stored as bit-planes.
+"""GF(2^56) for checks of boolean (XOR-shared) messages, with vectors stored as bit-planes.
 
 The field is GF(2)[X] / (f) with the modulus of :mod:`protocols.galois` reduced mod 2
-(``X^48 + X^5 + X^3 + X^2 + 1``, irreducible), so a nonzero polynomial of degree ``k`` has a
-uniformly random root with probability at most ``k / 2^48`` (Schwartz-Zippel).
+(``X^56 + X^8 + X^3 + X^2 + 1``, irreducible), so a nonzero polynomial of degree ``k`` has a
+uniformly random root with probability at most ``k / 2^56`` (Schwartz-Zippel).
 
-* A **scalar** is an int64 tensor ``[..., 1]`` holding the 48 coefficient bits.
-* A **vector** of ``m`` field elements (:class:`BitVec`) is 48 bit-planes of ``m`` bits packed
-  64 per int64 word (``[48, m / 64]``): plane ``k`` holds coefficient ``k`` of every element. A
+* A **scalar** is an int64 tensor ``[..., 1]`` holding the 56 coefficient bits (nonnegative).
+* A **vector** of ``m`` field elements (:class:`BitVec`) is 56 bit-planes of ``m`` bits packed
+  64 per int64 word (``[56, m / 64]``): plane ``k`` holds coefficient ``k`` of every element. A
   vector of BITS (a boolean share, 64 lanes per word) is then the plane-0 vector of itself, and
   ``rho * bits`` is a plane-wise AND; addition is XOR.
-* :func:`inner` of two vectors is ``sum_{i,j} X^(i+j) parity(popcount(u_i & v_j))``: 48^2 popcounts
-  over the packed words, i.e. 36 word operations per element; :func:`fold` multiplies a vector
-  by one scalar as 48 masked XORs of planes.
+* :func:`inner` of two vectors is ``sum_{i,j} X^(i+j) parity(popcount(u_i & v_j))``: 56^2 AND-XORs
+  per word, i.e. 49 word operations per element (:mod:`protocols.proof_kernels`); :func:`fold`
+  multiplies a vector by one scalar as about 28 XORs of planes per plane.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ import torch
 from . import proof_kernels as K
 from .prf import PRG
 
-DEGREE = 48
-TAPS = (0, 2, 3, 5)
+DEGREE = 56
+TAPS = (0, 2, 3, 8)
 _MASK = (1 << DEGREE) - 1
 _MODULUS = (1 << DEGREE) | sum(1 << t for t in TAPS)
 
 
 def _clmul_mod(a: int, b: int) -> int:
-    """``a * b`` in GF(2^48) on Python ints."""
+    """``a * b`` in GF(2^56) on Python ints."""
     r = 0
     while b:
         if b & 1:

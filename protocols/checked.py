@@ -15,7 +15,7 @@ result is NOT verified until ``verify_products`` has run on that log.
   convolution (length ``2 C kh kw``): a matrix product or a convolution costs its input and
   weight sizes, not its multiply-adds. Degree 2 in the challenge.
 * :func:`checked_and`: the same on XOR shares (``&`` for products, ``^`` for sums), over
-  GF(2^48) with a coefficient per lane (bit-planes: 128 entries per word).
+  GF(2^56) with a coefficient per lane (bit-planes: 128 entries per word).
 * :func:`checked_truncate`: probabilistic truncation (``arithmetic.reshare_truncate``) whose
   one non-linear message, party 0's ``y0``, is pinned by two carry chains.
 
@@ -140,7 +140,7 @@ def checked_conv2d(x: ArithmeticShares, w: ArithmeticShares, log: ProductLog, st
 
 def checked_and(x: BooleanShares, y: BooleanShares, log: ProductLog) -> BooleanShares:
     """Bitwise ``[x] & [y]`` on XOR shares (as :func:`protocols.boolean.and_`: 1 round, one word per
-    64 lanes per party), recorded in ``log``; proved over GF(2^48) by :func:`verify_products`."""
+    64 lanes per party), recorded in ``log``; proved over GF(2^56) by :func:`verify_products`."""
     if x.party is not y.party or x.party is not log.party:
         raise ValueError("cannot AND shares of different parties/sessions")
     xl, xh, yl, yh = _expanded(x, y)
@@ -196,7 +196,7 @@ class _Challenges:
 
 
 class _ArithClaim:
-    """Products in Z_2^64 (``mul``, ``matmul``, ``conv2d``), proved over GR(2^64, 48)."""
+    """Products in Z_2^64 (``mul``, ``matmul``, ``conv2d``), proved over GR(2^64, 56)."""
 
     def draw(self, p: _Product, rng: PRG) -> _Challenges:
         if p.kind == "mul":
@@ -245,7 +245,7 @@ class _ArithClaim:
 
 
 class _AndClaim:
-    """AND gates on XOR shares (64 lanes per word), proved over GF(2^48): ``rho`` is 48 random bit-planes,
+    """AND gates on XOR shares (64 lanes per word), proved over GF(2^56): ``rho`` is 56 random bit-planes,
     V1's vector ``[rho & A ; rho & B]``, V2's the bits ``[B' ; A']``, ``tau = sum rho_g T_g``."""
 
     def draw(self, p: _Product, rng: PRG) -> torch.Tensor:
@@ -330,7 +330,7 @@ def _shr1(w: torch.Tensor) -> torch.Tensor:
 
 class _CarryChain(Entry):
     """``prover`` claims, per 64-bit word, that ``C = C1 ^ C2`` holds the carries of ``S = P + Q`` (P, C1 at its
-    V1; Q, C2 at its V2) and that ``lin(S) = 0`` for a GF(2)-linear word map ``lin``. Over GF(2^48):
+    V1; Q, C2 at its V2) and that ``lin(S) = 0`` for a GF(2)-linear word map ``lin``. Over GF(2^56):
     ``c_0 = 0``, ``s = P ^ Q ^ C`` and, on lanes 0..62, ``c_{k+1} = p_k q_k ^ c_k (p_k ^ q_k)``, i.e.
     ``(C1 >>> 1) ^ (C1 & P) ^ (C2 >>> 1) ^ (C2 & Q) = (P & Q) ^ (C1 & Q) ^ (P & C2)``: three bit
     products per lane, so ``3 * 64`` entries per word; the carry bits are bits by construction
@@ -397,7 +397,7 @@ def checked_truncate(x: ArithmeticShares, bits: int, log: ProductLog) -> Arithme
     is a ``64 - bits``-bit signed number (:class:`_CarryChain`), which together fix
     ``y0 + r = ceil(z0 / 2^bits)``. Cost: 1 round; party 0 sends 3 words per element, parties 1 and
     2 one (against 1, 1, 1 unchecked); the proof adds ``2 * 3 * 64`` field entries per element to
-    party 0's GF(2^48) proof.
+    party 0's GF(2^56) proof.
     """
     if x.party is not log.party:
         raise ValueError("shares of another party/session")

@@ -7,8 +7,8 @@ parties, each pairwise key by two). For party ``i``'s messages, ``V1 = i-1`` and
 hold it all between them, so they can check the messages together without learning anything,
 with the prover's help: the fully linear proofs of Boyle, Gilboa, Ishai and Nof ("Practical
 fully secure three-party computation via sublinear distributed zero-knowledge proofs", CCS
-2019), here over the Galois ring GR(2^64, 48) of :mod:`protocols.galois` for arithmetic claims
-(Boyle et al., ASIACRYPT 2020, for rings) and over GF(2^48) (:mod:`protocols.binfield`) for
+2019), here over the Galois ring GR(2^64, 56) of :mod:`protocols.galois` for arithmetic claims
+(Boyle et al., ASIACRYPT 2020, for rings) and over GF(2^56) (:mod:`protocols.binfield`) for
 boolean ones. A gate records, per party and per role, its part of a claim
 ``T1 + T2 = <u, v>``: ``T1`` and the vector ``u`` computed by V1 alone, ``T2`` and ``v`` by V2
 alone (a :class:`Entry` in a :class:`ProductLog`); :func:`verify_products` proves and checks
@@ -39,20 +39,20 @@ Steps of one proof (all three provers in parallel, with a common fold count):
    intersect in the deviating one).
 
 Cost (:func:`check_cost`, asserted in tests/unit/test_dzk.py): ``2 R + 3`` rounds and
-``244 + 148 R`` words per party over the ring, ``9 + 7 R`` over the field, whatever the gates
+``284 + 172 R`` words per party over the ring, ``9 + 7 R`` over the field, whatever the gates
 but for ``R`` (``R = 20`` for a million entries); a log with both kinds runs the two proofs in
-the same rounds (the larger ``2 R + 3``, the words of both). Computation: ``O(M 48^2)`` word products per
-role in the ring, ``O(M 48^2 / 64)`` word operations in the field (bit-planes): the checks
+the same rounds (the larger ``2 R + 3``, the words of both). Computation: ``O(M 56^2)`` word products per
+role in the ring, ``O(M 56^2 / 64)`` word operations in the field (bit-planes): the checks
 cost CPU, not bytes (figures in docs/SECURITY.md).
 
 Soundness (:func:`soundness_bits`): a prover whose messages are wrong passes only if a
-challenge is a root of a nonzero polynomial of degree at most 2 over GR(2^64, 48) or GF(2^48)
-(the gates' coefficients: degree at most 2; each fold: ``2 / (2^48 - 2)``; the final
-combination: degree 1): at most ``(2 R + 3) / (2^48 - 2)``, at least 41 bits for
+challenge is a root of a nonzero polynomial of degree at most 2 over GR(2^64, 56) or GF(2^56)
+(the gates' coefficients: degree at most 2; each fold: ``2 / (2^56 - 2)``; the final
+combination: degree 1): at most ``(2 R + 3) / (2^56 - 2)``, at least 49 bits for
 ``R <= MAX_FOLDS = 40``. Zero knowledge (honest prover, any verifier): a verifier sees shares
 masked by a key it lacks, public challenges, and one folded entry of the other's vector plus
 the pad times a unit: uniform. A received proof message of the wrong size, or a field element
-above 48 bits, is rejected as a deviation of its sender.
+above 56 bits, is rejected as a deviation of its sender.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def _expand(seed: torch.Tensor, label: str) -> PRG:
 
 
 class _Ring:
-    """GR(2^64, 48): scalars ``[48]``, vectors ``[m, 48]``."""
+    """GR(2^64, 56): scalars ``[56]``, vectors ``[m, 56]``."""
 
     words = G.DEGREE
 
@@ -172,7 +172,7 @@ class _Ring:
 
 
 class _Field:
-    """GF(2^48) (:mod:`protocols.binfield`): scalars ``[1]``, vectors as bit-planes."""
+    """GF(2^56) (:mod:`protocols.binfield`): scalars ``[1]``, vectors as bit-planes."""
 
     words = 1
 
@@ -225,7 +225,7 @@ def _challenge(alg: _Ring | _Field, seed: torch.Tensor) -> torch.Tensor:
 
 
 def _well_formed(alg: _Ring | _Field, t: torch.Tensor, me: int, sender: int) -> torch.Tensor:
-    """Field elements received must fit in 48 bits, else the sender deviated (sizes: :func:`_lockstep`)."""
+    """Field elements received must fit in 56 bits, else the sender deviated (sizes: :func:`_lockstep`)."""
     if not alg.well_formed(t):
         raise ProofRejected(f"server {me}: server {sender} sent a malformed proof message", (sender,))
     return t
@@ -239,11 +239,11 @@ def _agree(a: torch.Tensor, b: torch.Tensor, me: int, prev: int, nxt: int, what:
         )
 
 
-RING_BATCH = 1 << 21
-"""Ring vector entries per proof (a GR(2^64, 48) vector of that length is 0.8 GB): a log with more is
+RING_BATCH = 1 << 19
+"""Ring vector entries per proof (a GR(2^64, 56) vector of that length is 235 MB): a log with more is
 proved in several proofs, one after the other, so memory stays bounded whatever the query."""
-FIELD_BATCH = 1 << 27
-"""Field vector entries (AND lanes) per proof (a dense bit-plane vector of that length is 0.8 GB)."""
+FIELD_BATCH = 1 << 26
+"""Field vector entries (AND lanes) per proof (a dense bit-plane vector of that length is 470 MB)."""
 
 
 def batches(entries: list[Entry], limit: int) -> list[list[Entry]]:
@@ -264,12 +264,12 @@ def batches(entries: list[Entry], limit: int) -> list[list[Entry]]:
 def verify_products(log: ProductLog, ring_batch: int = RING_BATCH, field_batch: int = FIELD_BATCH) -> int:
     """Check every recorded step in ``log`` (all three parties' messages); clears the log.
 
-    Arithmetic claims are proved over GR(2^64, 48), boolean ones over GF(2^48), in :func:`batches` of at
+    Arithmetic claims are proved over GR(2^64, 56), boolean ones over GF(2^56), in :func:`batches` of at
     most ``ring_batch`` / ``field_batch`` vector entries: the ``i``-th ring proof and the ``i``-th field
     proof run side by side in the same rounds (each message carries both parts), the pairs one after
     the other. Raises :class:`ProofRejected` if any party's messages (or its part in a check) were
     wrong. Returns the rounds it took, ``sum_i max(2 R_i + 3)`` over the pairs; the soundness error of the
-    whole call is at most ``2 rounds / (2^48 - 2)`` (each proof's ``(2 R + 3) / (2^48 - 2)``, summed:
+    whole call is at most ``2 rounds / (2^56 - 2)`` (each proof's ``(2 R + 3) / (2^56 - 2)``, summed:
     :func:`call_soundness_bits`). See the module docstring for the steps.
     """
     entries, log.entries = log.entries, []
@@ -389,6 +389,7 @@ def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry]) -
 
     u, v = alg.padded(p_u, alpha, folds), alg.padded(p_v, beta, folds)
     v1_vec, v2_vec = alg.padded(v1_u, v1_alpha, folds), alg.padded(v2_v, v2_beta, folds)
+    del p_u, p_v, v1_u, v2_v  # the parts: copied into the padded vectors
     v1_claim, v2_claim = alg.add(v1_claim, v1_p1), alg.add(v2_claim, got_p2)
     v1_res, v2_res = [], []
 
@@ -453,8 +454,8 @@ def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry]) -
 
 def check_cost(entries: int, boolean: bool = False) -> tuple[int, int]:
     """``(rounds, words sent per party)`` of one proof over ``entries`` vector entries (``boolean``: the
-    GF(2^48) proof of AND gates, entries in bits): ``2 R + 3`` rounds, ``5 s + 4 + R (3 s + 4)`` words
-    with ``s`` words per scalar (48 in the ring, 1 in the field)."""
+    GF(2^56) proof of AND gates, entries in bits): ``2 R + 3`` rounds, ``5 s + 4 + R (3 s + 4)`` words
+    with ``s`` words per scalar (56 in the ring, 1 in the field)."""
     alg = _FIELD if boolean else _RING
     folds = alg.folds(entries)
     s = alg.words
@@ -462,14 +463,14 @@ def check_cost(entries: int, boolean: bool = False) -> tuple[int, int]:
 
 
 def soundness_bits(entries: int, boolean: bool = False) -> float:
-    """``-log2`` of the probability that wrong messages pass one proof: ``(2 R + 3) / (2^48 - 2)``."""
+    """``-log2`` of the probability that wrong messages pass one proof: ``(2 R + 3) / (2^56 - 2)``."""
     folds = (_FIELD if boolean else _RING).folds(entries)
     return -math.log2((2 * folds + 3) / (2.0**G.DEGREE - 2))
 
 
 def call_soundness_bits(rounds: int) -> float:
     """``-log2`` of the probability that wrong messages pass a :func:`verify_products` call that took
-    ``rounds`` rounds: at most two proofs per round pair, each wrong with ``(2 R + 3) / (2^48 - 2)``, so
-    ``2 rounds / (2^48 - 2)`` in all (a query's calls add up: pass the sum of their rounds). At least 40
-    bits up to 4,096 proof rounds (about 70 proofs of a billion AND lanes each)."""
+    ``rounds`` rounds: at most two proofs per round pair, each wrong with ``(2 R + 3) / (2^56 - 2)``, so
+    ``2 rounds / (2^56 - 2)`` in all (a query's calls add up: pass the sum of their rounds). At least 40
+    bits up to 2^15 = 32,768 proof rounds (several hundred batches)."""
     return -math.log2(2 * max(1, rounds) / (2.0**G.DEGREE - 2))

@@ -1,19 +1,21 @@
-"""The Galois ring GR(2^64, 48) = Z_2^64[X] / (f(X)): the extension where checks get soundness.
+"""The Galois ring GR(2^64, 56) = Z_2^64[X] / (f(X)): the extension where checks get soundness.
 
 A check over Z_2^64 itself is weak: a random coefficient ``r`` kills the error ``2^63``
 whenever ``r`` is even (probability 1/2). In the degree-``DEGREE`` extension, a nonzero
 polynomial of degree ``k`` has a uniformly random root with probability at most
 ``k / 2^DEGREE`` (write it as ``2^v g`` with ``g`` nonzero mod 2: a root reduces to a root
-of ``g mod 2`` over GF(2^48), which has at most ``k``; Abspoel et al., "Fast secure
+of ``g mod 2`` over GF(2^56), which has at most ``k``; Abspoel et al., "Fast secure
 multiparty computation over arbitrary rings", TCC 2019).
 
-``f(X) = X^48 + X^5 + X^3 + X^2 + 1`` is irreducible over GF(2) (Rabin's test,
-tests/unit/test_galois.py), so any monic lift of it defines GR(2^64, 48); ring arithmetic in
+``f(X) = X^56 + X^8 + X^3 + X^2 + 1`` is irreducible over GF(2) (Rabin's test,
+tests/unit/test_galois.py), so any monic lift of it defines GR(2^64, 56); ring arithmetic in
 the coefficients is int64 arithmetic, wrapping mod 2^64.
 
 Elements are int64 tensors whose LAST dimension holds the ``DEGREE`` coefficients
-(``[..., 48]``, coefficient of ``X^i`` at index ``i``). Cost: a product of two elements is
-``48^2`` word multiplications; a Z_2^64 scalar times an element is 48.
+(``[..., 56]``, coefficient of ``X^i`` at index ``i``). Cost: a product of two elements is
+``56^2`` word multiplications; a Z_2^64 scalar times an element is 56. The degree is 56 (not
+48) so that a whole query's proofs, in memory-bounded batches, stay below 2^-40 together
+(:func:`protocols.dzk.call_soundness_bits`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import torch
 from . import proof_kernels as K
 from .prf import PRG
 
-DEGREE = 48
-TAPS = (0, 2, 3, 5)
+DEGREE = 56
+TAPS = (0, 2, 3, 8)
 """``f(X) = X^DEGREE + sum(X^t for t in TAPS)``, so ``X^DEGREE = -sum(X^t)`` in the ring."""
 
 

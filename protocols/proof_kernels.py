@@ -1,5 +1,5 @@
 """Compiled loops of the proofs (numba; no Python per word): GF(2) bit-planes for :mod:`protocols.binfield`,
-and the two bulk operations of GR(2^64, 48) vectors for :mod:`protocols.galois`.
+and the two bulk operations of GR(2^64, 56) vectors for :mod:`protocols.galois`.
 
 A bit-plane matrix is ``[planes, words]`` int64: plane ``k``, word ``w`` holds bit ``k`` of the 64
 field elements ``64 w .. 64 w + 63``. Two kernels do the proof's work:
@@ -10,8 +10,8 @@ field elements ``64 w .. 64 w + 63``. Two kernels do the proof's work:
 * :func:`subset_xor` (a vector times a scalar): output plane ``k`` is the XOR of the input planes
   listed in row ``k`` of ``rows`` (the planes ``i`` whose ``r X^i`` has bit ``k``).
 
-* :func:`ring_fold` and :func:`ring_cross`: ``low + (high - low) @ M`` and ``u^T v`` on int64 ``[m, 48]``
-  matrices (wrapping mod 2^64), row by row with the 48 x 48 operand in cache: 2304 multiply-adds per
+* :func:`ring_fold` and :func:`ring_cross`: ``low + (high - low) @ M`` and ``u^T v`` on int64 ``[m, 56]``
+  matrices (wrapping mod 2^64), row by row with the 56 x 56 operand in cache: 3136 multiply-adds per
   row, vectorised (about 2-4x less CPU than torch's int64 ``matmul``, a plain loop).
 
 All release the GIL, so the three in-process parties of the tests and benchmarks run them in
@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-_BLOCK = 512  # words per block: 2 x 48 planes x 512 words x 8 bytes = 384 KiB, inside L2
+_BLOCK = 512  # words per block: 2 x 56 planes x 512 words x 8 bytes = 448 KiB, inside L2
 
 
 @njit(cache=True, nogil=True)

@@ -1,4 +1,4 @@
-"""protocols.binfield: GF(2^48) scalars and bit-plane vectors agree with element-by-element arithmetic."""
+"""protocols.binfield: GF(2^56) scalars and bit-plane vectors agree with element-by-element arithmetic."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def test_honest_products_are_exact_and_the_check_costs_what_check_cost_says():
     assert torch.equal(reconstruct([o[0] for o in out]), X * Y)  # wrap-around products in Z_2^64
     assert torch.equal(reconstruct([o[1] for o in out]), A @ B)
     rounds, words = check_cost(LENGTH)
-    assert (rounds, words) == (2 * 8 + 3, 244 + 148 * 8)  # 211 entries with the pad -> 256 = 2^8
+    assert (rounds, words) == (2 * 8 + 3, 284 + 172 * 8)  # 211 entries with the pad -> 256 = 2^8
     for *_, st in out:
         assert st.rounds == rounds
         assert st.bytes_sent == 8 * words
@@ -135,8 +135,8 @@ def test_fixed_point_products_keep_the_untruncated_scale():
 
 def test_soundness_is_at_least_2_to_the_minus_40_up_to_the_fold_limit():
     assert soundness_bits(LENGTH) > 43
-    assert soundness_bits((1 << MAX_FOLDS) - 1) >= 41
-    assert check_cost(10**6) == (43, 244 + 148 * 20)
+    assert soundness_bits((1 << MAX_FOLDS) - 1) >= 49
+    assert check_cost(10**6) == (43, 284 + 172 * 20)
 
 
 @pytest.mark.parametrize(
@@ -203,7 +203,7 @@ def test_checked_and_is_exact_and_costs_what_check_cost_says():
 
 def test_a_flipped_bit_in_any_message_of_one_party_is_rejected_naming_it():
     """Party 1 adds 1 or 2^63 (the top bit) to one word of any one message: its AND's reshare or its
-    messages inside the GF(2^48) proof. Parties 0 and 2: their reshare and their first fold message."""
+    messages inside the GF(2^56) proof. Parties 0 and 2: their reshare and their first fold message."""
     xs, ys = share_xor(BX), share_xor(BY)
     cases = [(1, i) for i in range(AND_MESSAGES)] + [(b, i) for b in (0, 2) for i in (0, 4)]
     for bad, index in cases:

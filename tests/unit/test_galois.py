@@ -1,4 +1,4 @@
-"""protocols.galois: GR(2^64, 48) arithmetic, and why checks need it."""
+"""protocols.galois: GR(2^64, 56) arithmetic, and why checks need it."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def _gf2_gcd(a: int, b: int) -> int:
 
 
 def test_the_modulus_is_irreducible_mod_2():
-    """Rabin's test: x^(2^48) = x mod f, and gcd(x^(2^(48/p)) - x, f) = 1 for p = 2, 3."""
+    """Rabin's test: x^(2^56) = x mod f, and gcd(x^(2^(56/p)) - x, f) = 1 for the primes p = 2, 7 of 56."""
     d = G.DEGREE
     f = (1 << d) | sum(1 << t for t in G.TAPS)
 
@@ -29,7 +29,7 @@ def test_the_modulus_is_irreducible_mod_2():
         return x
 
     assert x_pow_2k(d) == 2
-    for p in (2, 3):
+    for p in (2, 7):
         assert _gf2_gcd(f, x_pow_2k(d // p) ^ 2) == 1
 
 
@@ -53,5 +53,5 @@ def test_a_high_order_error_survives_an_even_coefficient_but_not_a_unit():
     r = G.random(rng, 256)
     killed = (G.mul(e, r) == 0).all(-1)
     assert torch.equal(killed, ~G.is_unit(r))
-    assert int(killed.sum()) == 0  # a non-unit has probability 2^-48
+    assert int(killed.sum()) == 0  # a non-unit has probability 2^-56
     assert bool((G.mul(e, G.lift(torch.tensor([2]))) == 0).all())
