@@ -14,8 +14,8 @@ covers every message. The semi-honest :func:`protocols.search.secure_search` use
   merge is its position plus its counts in the other lists: the one-hot of the rank is the
   convolution of the count one-hots, and output ``p`` is ``sum_e [rank_e = p] v_e``. A tree of
   products computes it, its root one grouped checked convolution: 12 rounds per level that divides
-  the lists by 4 when the carried values join the tree as a leaf (few values), 13 when they join
-  at the root, against 11 per halving (22 per division by 4) for merges of two lists.
+  the lists by 4 when the carried values join the tree as a leaf (at most 3 values), 13 when they
+  join at the root, against 11 per halving (22 per division by 4) for merges of two lists.
 * :func:`checked_search`: as ``secure_search`` (same results up to fixed point), every step checked.
 * :func:`checked_mask_hidden`: as ``servers.query.mask_hidden``, checked.
 
@@ -33,13 +33,18 @@ from .approx import cat
 from .checked import checked_conv2d, checked_matmul, checked_mul, checked_truncate
 from .checked_compare import checked_eqz, checked_ltz
 from .dzk import ProductLog
-from .layout import RECORD_EXTRA, IndexShares
+from .layout import RECORD_EXTRA, IndexShares, pad_sqnorm
 from .party import Party
 from .sharing import ArithmeticShares, public_shares
 
 LTZ_ROUNDS = 10  # checked_ltz
 FAN_IN = 4
 """Lists merged at once by a level of :func:`checked_topk` (the last level may merge fewer)."""
+LEAF_VALUES = 3
+"""Up to this many carried values (key and payloads) join the merge tree as a leaf: one round less per
+level of 4 lists, for ``T (K - i)`` products per element instead of a second convolution of count
+one-hots (about ``(K - i)^2 / 2``): fewer products too when ``T <= K / 3``, e.g. the search's record
+top-k (key, id, ``||x||^2``) at ``k = 10``; more values (the top-nprobe's bits) join at the root."""
 
 
 def onehot_rounds(n_centroids: int) -> int:
@@ -51,24 +56,30 @@ def _bits(n_centroids: int) -> int:
     return max(1, (n_centroids - 1).bit_length())
 
 
-def topk_rounds(n: int, k: int, values: int) -> int:
-    """Rounds of :func:`checked_topk` over ``n`` keys per row carrying ``values = 1 + len(payloads)``:
-    ``sum over levels of 11 + D``, ``D`` the product rounds of the level's tree for its largest merge of
-    ``g`` lists: ``ceil(log2 g) - 1`` when the values join the tree as a leaf (chosen when that
-    multiplies no more products, i.e. few values for ``k``), else ``ceil(log2(g - 1))``. With
-    ``FAN_IN = 4``: 12 or 13 per level (11 for a last level of 2 lists), ``ceil(log4 n)`` levels."""
-    return sum(LTZ_ROUNDS + len(lv.rounds) + 1 for lv in _plan(n, k, values, FAN_IN))
+def topk_rounds(n: int, values: int = 1) -> int:
+    """Rounds of :func:`checked_topk` over ``n`` keys per row carrying ``values = 1 + len(payloads)`` (any
+    ``k``): ``sum over levels of 11 + D``, ``D`` the product rounds of the level's tree for its largest
+    merge of ``g`` lists: ``ceil(log2 g) - 1`` when the values join the tree as a leaf (at most
+    :data:`LEAF_VALUES` of them), else ``ceil(log2(g - 1))``. With ``FAN_IN = 4``: 12 or 13 per level
+    (11 for a last level of 2 lists), ``ceil(log4 n)`` levels; 0 for ``n = 1``."""
+    rounds, lists = 0, n
+    while lists > 1:
+        g = min(FAN_IN, lists)
+        rounds += LTZ_ROUNDS + 1 + ((g - 1).bit_length() - 1 if values <= LEAF_VALUES else (g - 2).bit_length())
+        lists = -(-lists // FAN_IN)
+    return rounds
 
 
-def search_rounds(n_centroids: int, bucket_size: int, nprobe: int, k: int) -> int:
-    """Rounds of :func:`checked_search` (before ``verify_products``): ``1 + T(C, nprobe, 1 + L) + O(C) + 1 + 1 +
-    T(nprobe B, k, 3) + 1`` (centroid keys, top-nprobe carrying the ``L`` bits, one-hot, fetch, record
-    keys, top-k carrying id and ``||x||^2``, truncation) with ``T`` = :func:`topk_rounds` and ``O`` =
-    :func:`onehot_rounds`; ``1 + T(C B, k, 3) + 1`` when ``nprobe = C``."""
+def search_rounds(n_centroids: int, bucket_size: int, nprobe: int) -> int:
+    """Rounds of :func:`checked_search` (before ``verify_products``; any ``k`` and number of queries):
+    ``1 + T(C, 1 + L) + O(C) + 1 + 1 + T(nprobe B, 3) + 1`` (centroid keys, top-nprobe carrying the ``L``
+    bits of the centroid numbers, one-hot, fetch, record keys, top-k carrying id and ``||x||^2``,
+    truncation) with ``T`` = :func:`topk_rounds` and ``O`` = :func:`onehot_rounds`; ``1 + T(C B, 3) + 1``
+    when ``nprobe = C``. At C = 1000, nprobe = 8, B = 100: ``1 + 65 + 4 + 1 + 1 + 60 + 1 = 133``."""
     if nprobe == n_centroids:
-        return 1 + topk_rounds(n_centroids * bucket_size, k, 3) + 1
-    return (1 + topk_rounds(n_centroids, nprobe, 1 + _bits(n_centroids)) + onehot_rounds(n_centroids) + 1 + 1
-            + topk_rounds(nprobe * bucket_size, k, 3) + 1)
+        return 1 + topk_rounds(n_centroids * bucket_size, 3) + 1
+    return (1 + topk_rounds(n_centroids, 1 + _bits(n_centroids)) + onehot_rounds(n_centroids) + 1 + 1
+            + topk_rounds(nprobe * bucket_size, 3) + 1)
 
 
 def _t(v: list[int]) -> torch.Tensor:
@@ -271,9 +282,7 @@ def _plan(n: int, k: int, T: int, fan_in: int) -> tuple[_Level, ...]:
     lengths = (1,) * n
     while len(lengths) > 1:
         chunks = [lengths[m: m + fan_in] for m in range(0, len(lengths), fan_in)]
-        # the values join the tree as a leaf (one round less) unless that multiplies more products
-        full = [_merge(chunks[0], min(sum(chunks[0]), k), T, leaf) for leaf in (True, False)]
-        leaf = sum(len(rd.u) for rd in full[0].rounds) <= sum(len(rd.u) for rd in full[1].rounds)
+        leaf = T <= LEAF_VALUES
         runs: list[tuple[tuple[int, ...], int]] = []  # (chunk, repeats)
         for c in chunks:
             if runs and runs[-1][0] == c:
@@ -370,8 +379,8 @@ def checked_topk(keys: ArithmeticShares, payloads: list[ArithmeticShares], k: in
     (:class:`_Merge`): ONE :func:`checked_ltz` over the compared pairs of every row and merge (the pairs
     ``(a_i, b_j)`` of two lists with ``i + j < K``), the count one-hots from the comparison bits (local),
     then a tree whose leaves are an element's ``g - 1`` count one-hots and its ``T = 1 + len(payloads)``
-    carried values (or the one-hots only, the values joining at the root, when that multiplies fewer
-    products: many values for ``k``): rounds of ONE :func:`checked_mul` each, and a root of ONE grouped
+    carried values (or the one-hots only, the values joining at the root, for more than
+    :data:`LEAF_VALUES` values): rounds of ONE :func:`checked_mul` each, and a root of ONE grouped
     :func:`checked_conv2d` (a group per row and merge) that sums each output from the products of an
     element's rank one-hot and its values: one element per output and value.
 
@@ -519,10 +528,13 @@ def checked_search(party: Party, query: ArithmeticShares, index: IndexShares, k:
 
     ``nprobe = C``: steps 1-4 are skipped, every record is a candidate (bucket order).
 
-    Rounds (:func:`search_rounds`): ``1 + T(C) + ceil(log2 L) + 1 + 1 + T(nprobe B) + 1``, ``T`` =
-    :func:`topk_rounds`; ``1 + T(C B) + 1`` for ``nprobe = C``. Key range (for ``checked_topk``):
-    every key lies in ``[-2^(f-1), (||q||^2 + pad_sqnorm) 2^(2f)]``, below ``1.125 * 2^62`` for queries
-    within ``layout.max_sqnorm`` (``pad_sqnorm <= 2^30``, ``f <= 16``): differences do not wrap.
+    Rounds (:func:`search_rounds`): ``1 + T(C, 1 + L) + ceil(log2 L) + 1 + 1 + T(nprobe B, 3) + 1``,
+    ``T`` = :func:`topk_rounds`; ``1 + T(C B, 3) + 1`` for ``nprobe = C``; 133 at C = 1000, nprobe = 8,
+    B = 100. Elements per party: ``Q C`` + the top-nprobe's + about ``1.3 Q nprobe C`` +
+    ``Q nprobe B (d + 2)`` + ``Q M`` + the top-k's + ``Q k`` (3 ``Q k`` for party 0). Key range (for
+    ``checked_topk``): every key lies in ``[-2^(f-1), (||q||^2 + pad_sqnorm) 2^(2f)]``, below
+    ``1.125 * 2^62`` for queries within ``layout.max_sqnorm`` (checked here: ``pad_sqnorm 2^(2f)
+    <= 2^62``, true for every ``id_bits`` at ``f = 16``): differences do not wrap.
     Error: distances within one ulp (``2^-f``) of the exact fixed-point value, ids exact for the
     fixed-point distances (exact integer keys).
     """
@@ -540,6 +552,8 @@ def checked_search(party: Party, query: ArithmeticShares, index: IndexShares, k:
         raise ValueError(f"need 1 <= nprobe <= C = {C}")
     if not 1 <= k <= nprobe * B:
         raise ValueError(f"need 1 <= k <= nprobe * B = {nprobe * B}")
+    if pad_sqnorm(index.id_bits, f) * 2.0 ** (2 * f) > 2.0**62:
+        raise ValueError(f"the padding distance at 2^(2f) (f = {f}, id_bits = {index.id_bits}) exceeds 2^62")
     Q, W = query.shape[0], d + RECORD_EXTRA
     rows = ArithmeticShares(party, *index.rows, 0)  # [C, B W]
     if nprobe < C:

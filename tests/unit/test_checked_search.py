@@ -62,8 +62,18 @@ def test_topk_sorts_ties_by_position_carries_payloads_at_the_stated_cost():
         assert torch.equal(reconstruct([o[0] for o in out]), torch.gather(keys, 1, order))
         assert torch.equal(reconstruct([o[1] for o in out]), torch.gather(pay, 1, order))
         for *_, cost, want_bytes in out:
-            assert cost.rounds == topk_rounds(n, k, 2) == 3 * 12  # 37 -> 10 -> 3 -> 1 lists, the values as a leaf
+            assert cost.rounds == topk_rounds(n, 2) == 3 * 12  # 37 -> 10 -> 3 -> 1 lists, the values as a leaf
             assert cost.bytes_sent == want_bytes
+
+
+def test_the_rounds_formula_is_the_plan():
+    """topk_rounds (the docstring's formula) against the planned levels: 11 rounds each plus its product rounds."""
+    for n in (2, 3, 4, 5, 17, 64, 65, 800, 1000):
+        for values in (1, 3, 4, 11):
+            levels = S._plan(n, min(n, 10), values, S.FAN_IN)
+            assert topk_rounds(n, values) == sum(11 + len(lv.rounds) for lv in levels), (n, values)
+    assert topk_rounds(1000, 11) == 5 * 13 and topk_rounds(800, 3) == 5 * 12 and topk_rounds(1) == 0
+    assert search_rounds(1000, 100, 8) == 1 + 65 + 4 + 1 + 1 + 60 + 1
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +133,7 @@ def test_search_matches_plaintext_at_the_stated_rounds(small, k, nprobe, n_queri
     rid, rd = plain.search(q, k, nprobe)
     assert np.array_equal(ids.numpy(), rid)
     assert np.abs(dist.numpy() - rd).max() <= 1e-3
-    assert all(o[2] == search_rounds(plain.n_centroids, plain.bucket_size, nprobe, k) for o in out)
+    assert all(o[2] == search_rounds(plain.n_centroids, plain.bucket_size, nprobe) for o in out)
 
 
 def test_padding_comes_last_when_k_exceeds_the_probed_rows(small):
