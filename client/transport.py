@@ -46,11 +46,13 @@ def proof_failure(proofs: dict[int, tuple[int, ...]], errs: list[str]) -> Malici
     """One :class:`MaliciousServerError` from the servers' failed-proof reports: a one-line summary (what
     the CLI prints), then every server's error on a line of its own."""
     blame = combine_reports(proofs)
-    names = " and ".join(f"server {s}" for s in blame)
-    if len(blame) == 1:
-        who = f"{names} deviated (the reports of servers {' and '.join(map(str, sorted(proofs)))} agree on it)"
+    reporters = sorted(proofs)
+    if len(blame) == 1 and len(reporters) == 1:
+        who = f"server {blame[0]} deviated (server {reporters[0]}'s check names it)"
+    elif len(blame) == 1:
+        who = f"server {blame[0]} deviated (servers {' and '.join(map(str, reporters))} both suspect it)"
     else:
-        who = f"{names} disagreed (one of them deviated)"
+        who = f"servers {' and '.join(map(str, blame))} disagreed (one of them deviated)"
     return MaliciousServerError(f"the query was aborted by the servers' check of each other's messages: {who}; "
                                 "no result was released\n" + "\n".join(sorted(errs)), blame, proofs)
 

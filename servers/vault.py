@@ -107,6 +107,19 @@ def query_problem(index: LoadedIndex, model: LoadedModel | None, input_kind: str
     return None
 
 
+def mode_problem(security: str, model: LoadedModel | None) -> str | None:
+    """Why this server's mode cannot run the query (``model``: the image query's model, None for
+    features), or None: in malicious mode the checked CNN takes model inputs up to
+    ``MALICIOUS_MAX_IMAGE_SIDE`` px so far (above it the proof exhausts memory; docs/SECURITY.md)."""
+    if security != "malicious" or model is None:
+        return None
+    side = max(int(v) for v in model.arch["input_shape"][1:])
+    if side <= MALICIOUS_MAX_IMAGE_SIDE:
+        return None
+    return (f"malicious mode runs the checked CNN on model inputs up to {MALICIOUS_MAX_IMAGE_SIDE} px so far "
+            f"(this model takes {side} px; docs/SECURITY.md): query with features, or deploy in semi_honest mode")
+
+
 class VaultServicer(pbg.VaultServicer):
     """Requires a client certificate from the deployment CA (checked by TLS and CN)."""
 
@@ -247,12 +260,9 @@ class VaultServicer(pbg.VaultServicer):
         model = node.model() if m.get("input", "image") == "image" else None
         if model is not None and int(m.get("model_version", -1)) != model.version:
             refuse(grpc.StatusCode.FAILED_PRECONDITION, f"model version mismatch on server {node.id}")
-        if model is not None and node.cfg.security == "malicious" and \
-                max(model.arch["input_shape"][1:]) > MALICIOUS_MAX_IMAGE_SIDE:
-            refuse(grpc.StatusCode.FAILED_PRECONDITION,
-                   f"server {node.id}: malicious mode runs the checked CNN on model inputs up to "
-                   f"{MALICIOUS_MAX_IMAGE_SIDE} px so far (this model takes {model.arch['input_shape'][-1]} px; "
-                   "docs/SECURITY.md): query with features, or deploy in semi_honest mode")
+        problem = mode_problem(node.cfg.security, model)
+        if problem:
+            refuse(grpc.StatusCode.FAILED_PRECONDITION, f"server {node.id}: {problem}")
         if not node.sessions.acquire(blocking=False):
             refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, f"server {node.id} is running too many queries")
         return SearchSession(b.session_id, who, query, model, index, k, nprobe, m.get("input", "image"), hidden)

@@ -19,6 +19,8 @@ from protocols.comm import CommError
 from protos.trivault.v1 import trivault_pb2 as pb
 from servers.config import DEFAULT_SECURITY_MODE, SECURITY_MODES, load_config
 from servers.peer_comm import PeerRouter, tensor_messages
+from servers.query import LoadedModel
+from servers.vault import mode_problem
 from wire.proof_abort import combine_reports, parse_proof_abort, proof_abort_details
 
 
@@ -42,6 +44,18 @@ def test_security_setting_default_validation_and_shards(tmp_path):
         load_config(_config(tmp_path, '[security]\nmode = "malicious"\nlevel = 3\n'), 0)
     with pytest.raises(ValueError, match="does not run on \\[shards\\] workers"):
         load_config(_config(tmp_path, '[shards]\nworkers = 2\n[security]\nmode = "malicious"\n'), 0)
+
+
+def test_malicious_mode_refuses_image_models_above_the_checked_cnns_size():
+    def model(side: int) -> LoadedModel:
+        return LoadedModel(1, {"input_shape": [3, side, side], "layers": []}, {})
+
+    assert mode_problem("malicious", None) is None  # features
+    assert mode_problem("malicious", model(32)) is None
+    assert mode_problem("semi_honest", model(96)) is None
+    assert mode_problem("malicious", model(96)) == (
+        "malicious mode runs the checked CNN on model inputs up to 32 px so far (this model takes 96 px; "
+        "docs/SECURITY.md): query with features, or deploy in semi_honest mode")
 
 
 def test_proof_abort_details_round_trip_and_carry_ids_only():
@@ -99,7 +113,7 @@ def test_fanout_waits_for_every_proof_report_and_raises_malicious_server_error()
         _fanout().all(fn)
     assert e.value.suspects == (2,) and e.value.reports == {0: (2, 1), 1: (2, 0)}
     assert str(e.value).startswith("the query was aborted by the servers' check of each other's messages: "
-                                   "server 2 deviated (the reports of servers 0 and 1 agree on it); "
+                                   "server 2 deviated (servers 0 and 1 both suspect it); "
                                    "no result was released")
     # a report claiming another server's id is not counted as that server's
     def forged(i: int) -> None:
