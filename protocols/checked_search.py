@@ -47,13 +47,28 @@ one-hots (about ``(K - i)^2 / 2``): fewer products too when ``T <= K / 3``, e.g.
 top-k (key, id, ``||x||^2``) at ``k = 10``; more values (the top-nprobe's bits) join at the root."""
 
 
+DIGIT_BITS = 5
+"""The centroid numbers travel through the top-nprobe as the one-hots of their digits of at most this
+many bits (32 payloads per digit): ``D = ceil(L / 5)`` digits for ``L`` bits, and the probe one-hot
+is their outer product (``ceil(log2 D)`` rounds; 1 at C = 1000)."""
+
+
+def _digits(n_centroids: int) -> list[tuple[int, int]]:
+    """``(shift, bits)`` of the digits of the centroid numbers, least significant first (near-equal widths)."""
+    L = max(1, (n_centroids - 1).bit_length())
+    D = -(-L // DIGIT_BITS)
+    widths = [L // D + (1 if j < L % D else 0) for j in range(D)]
+    return [(sum(widths[:j]), w) for j, w in enumerate(widths)]
+
+
 def onehot_rounds(n_centroids: int) -> int:
-    """Rounds of the probe one-hot (:func:`_onehot_from_bits`): ``ceil(log2 L)``, ``L`` the bits of ``C - 1``."""
-    return (_bits(n_centroids) - 1).bit_length()
+    """Rounds of the probe one-hot (:func:`_onehot_from_digits`): ``ceil(log2 D)``, ``D`` the digits."""
+    return (len(_digits(n_centroids)) - 1).bit_length()
 
 
-def _bits(n_centroids: int) -> int:
-    return max(1, (n_centroids - 1).bit_length())
+def _digit_values(n_centroids: int) -> int:
+    """Payloads of the top-nprobe: ``sum over digits of 2^bits`` (64 at C = 1000)."""
+    return sum(1 << w for _, w in _digits(n_centroids))
 
 
 def topk_rounds(n: int, values: int = 1) -> int:
@@ -72,13 +87,14 @@ def topk_rounds(n: int, values: int = 1) -> int:
 
 def search_rounds(n_centroids: int, bucket_size: int, nprobe: int) -> int:
     """Rounds of :func:`checked_search` (before ``verify_products``; any ``k`` and number of queries):
-    ``1 + T(C, 1 + L) + O(C) + 1 + 1 + T(nprobe B, 3) + 1`` (centroid keys, top-nprobe carrying the ``L``
-    bits of the centroid numbers, one-hot, fetch, record keys, top-k carrying id and ``||x||^2``,
-    truncation) with ``T`` = :func:`topk_rounds` and ``O`` = :func:`onehot_rounds`; ``1 + T(C B, 3) + 1``
-    when ``nprobe = C``. At C = 1000, nprobe = 8, B = 100: ``1 + 65 + 4 + 1 + 1 + 60 + 1 = 133``."""
+    ``1 + T(C, 1 + V) + O(C) + 1 + 1 + T(nprobe B, 3) + 1`` (centroid keys, top-nprobe carrying the ``V``
+    digit one-hot values of the centroid numbers, one-hot, fetch, record keys, top-k carrying id and
+    ``||x||^2``, truncation) with ``T`` = :func:`topk_rounds` and ``O`` = :func:`onehot_rounds`;
+    ``1 + T(C B, 3) + 1`` when ``nprobe = C``. At C = 1000, nprobe = 8, B = 100:
+    ``1 + 65 + 1 + 1 + 1 + 60 + 1 = 130``."""
     if nprobe == n_centroids:
         return 1 + topk_rounds(n_centroids * bucket_size, 3) + 1
-    return (1 + topk_rounds(n_centroids, 1 + _bits(n_centroids)) + onehot_rounds(n_centroids) + 1 + 1
+    return (1 + topk_rounds(n_centroids, 1 + _digit_values(n_centroids)) + onehot_rounds(n_centroids) + 1 + 1
             + topk_rounds(nprobe * bucket_size, 3) + 1)
 
 
@@ -468,15 +484,12 @@ def _keys(query: ArithmeticShares, X: ArithmeticShares, sq: ArithmeticShares, lo
     return cross + ArithmeticShares(party, sq_lo, sq_hi, 2 * f)
 
 
-def _onehot_from_bits(bits: list[ArithmeticShares], C: int, log: ProductLog) -> ArithmeticShares:
-    """``[R, C]`` one-hot of the numbers whose 0/1 bits (least significant first, ``[R]`` each) are ``bits``.
-    A tree: the one-hot of bit ``j`` is ``[1 - b_j, b_j]`` (local); a node's one-hot is the outer product
-    of its halves' (``ceil(log2 L)`` rounds of ONE :func:`checked_mul` each; the last one only for the
-    numbers below ``C``). Elements per party: at most ``C + 2^(L/2 + 1) + ...`` per row, about
-    ``1.3 C`` at ``C = 1000``. Exact."""
-    party = bits[0].party
-    nodes = [ArithmeticShares(party, torch.stack([-b.lo, b.lo], 1), torch.stack([-b.hi, b.hi], 1), 0).add_public(
-        torch.tensor([1, 0], dtype=torch.int64)) for b in bits]
+def _onehot_from_digits(nodes: list[ArithmeticShares], C: int, log: ProductLog) -> ArithmeticShares:
+    """``[R, C]`` one-hot of the numbers whose digits' one-hots (least significant first, ``[R, 2^w]`` each)
+    are ``nodes``: the outer product of them, a tree of ``ceil(log2 D)`` rounds of ONE :func:`checked_mul`
+    each (the last one only for the numbers below ``C``). Elements per party: ``C`` per row for two
+    digits (C = 1000: 1000), a little more for more. Exact."""
+    party = nodes[0].party
     while len(nodes) > 1:
         pairs = [(nodes[m], nodes[m + 1]) for m in range(0, len(nodes) - 1, 2)]
         last = len(nodes) == 2
@@ -514,10 +527,13 @@ def checked_search(party: Party, query: ArithmeticShares, index: IndexShares, k:
     Steps (``C`` centroids, ``B`` records per bucket, ``M = nprobe B`` candidates):
 
     1. Centroid keys ``q . (q - 2 c) + ||c||^2`` at ``2^(2f)`` (:func:`_keys`, 1 round, ``Q C``).
-    2. Top-nprobe by :func:`checked_topk` with the ``L`` bits of the centroid numbers as payloads.
-    3. One-hot ``[Q nprobe, C]`` from those bits (:func:`_onehot_from_bits`, ``ceil(log2 L)`` rounds,
-       about ``1.3 C`` elements per probe): cheaper than ``checked_eqz(probe - c)`` (11 rounds,
-       two ``checked_ltz`` per centroid and probe) for the price of ``L`` payloads in the top-nprobe.
+    2. Top-nprobe by :func:`checked_topk` with the one-hots of the centroid numbers' ``D`` digits of at
+       most 5 bits as payloads (``V`` values, 64 at C = 1000: they only cost the top-nprobe's last
+       convolution of each level, one element per kept output and value).
+    3. One-hot ``[Q nprobe, C]``: the outer product of the digits' one-hots
+       (:func:`_onehot_from_digits`, ``ceil(log2 D)`` rounds, ``C`` elements per probe for two
+       digits): instead of ``checked_eqz(probe - c)`` (11 rounds, two ``checked_ltz`` per centroid
+       and probe).
     4. Fetch by ``checked_matmul(one-hot, rows [C, B (d + 2)])`` (1 round, ``Q nprobe B (d + 2)``).
     5. Record keys as in 1 (1 round, ``Q M``).
     6. :func:`checked_topk` of the keys with payloads ``(id, ||x||^2)``.
@@ -528,9 +544,9 @@ def checked_search(party: Party, query: ArithmeticShares, index: IndexShares, k:
 
     ``nprobe = C``: steps 1-4 are skipped, every record is a candidate (bucket order).
 
-    Rounds (:func:`search_rounds`): ``1 + T(C, 1 + L) + ceil(log2 L) + 1 + 1 + T(nprobe B, 3) + 1``,
-    ``T`` = :func:`topk_rounds`; ``1 + T(C B, 3) + 1`` for ``nprobe = C``; 133 at C = 1000, nprobe = 8,
-    B = 100. Elements per party: ``Q C`` + the top-nprobe's + about ``1.3 Q nprobe C`` +
+    Rounds (:func:`search_rounds`): ``1 + T(C, 1 + V) + ceil(log2 D) + 1 + 1 + T(nprobe B, 3) + 1``,
+    ``T`` = :func:`topk_rounds`; ``1 + T(C B, 3) + 1`` for ``nprobe = C``; 130 at C = 1000, nprobe = 8,
+    B = 100. Elements per party: ``Q C`` + the top-nprobe's + ``Q nprobe C`` (two digits) +
     ``Q nprobe B (d + 2)`` + ``Q M`` + the top-k's + ``Q k`` (3 ``Q k`` for party 0). Key range (for
     ``checked_topk``): every key lies in ``[-2^(f-1), (||q||^2 + pad_sqnorm) 2^(2f)]``, below
     ``1.125 * 2^62`` for queries within ``layout.max_sqnorm`` (checked here: ``pad_sqnorm 2^(2f)
@@ -561,10 +577,17 @@ def checked_search(party: Party, query: ArithmeticShares, index: IndexShares, k:
         csq = ArithmeticShares(party, *index.centroid_sqnorm, f)
         ckeys = _keys(query, cent, csq, log)  # [Q, C]
         numbers = torch.arange(C, dtype=torch.int64)
-        bits = [public_shares(party, ((numbers >> j) & 1).expand(Q, C).contiguous())
-                for j in range(_bits(C))]
-        _, probe_bits = checked_topk(ckeys, bits, nprobe, log)  # L x [Q, nprobe]
-        onehot = _onehot_from_bits([b.reshape(Q * nprobe) for b in probe_bits], C, log)  # [Q nprobe, C]
+        digits = _digits(C)
+        values = [public_shares(party, (((numbers >> shift) & ((1 << w) - 1)) == v).long().expand(Q, C).contiguous())
+                  for shift, w in digits for v in range(1 << w)]
+        _, probe_values = checked_topk(ckeys, values, nprobe, log)  # V x [Q, nprobe]
+        leaves, at = [], 0
+        for _, w in digits:
+            part = probe_values[at: at + (1 << w)]
+            at += 1 << w
+            leaves.append(ArithmeticShares(party, torch.stack([v.lo.reshape(-1) for v in part], 1),
+                                           torch.stack([v.hi.reshape(-1) for v in part], 1), 0))
+        onehot = _onehot_from_digits(leaves, C, log)  # [Q nprobe, C]
         fetched = checked_matmul(onehot, rows, log).reshape(Q, nprobe * B, W)
     else:
         fetched = rows.reshape(1, C * B, W)

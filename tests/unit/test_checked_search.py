@@ -73,7 +73,31 @@ def test_the_rounds_formula_is_the_plan():
             levels = S._plan(n, min(n, 10), values, S.FAN_IN)
             assert topk_rounds(n, values) == sum(11 + len(lv.rounds) for lv in levels), (n, values)
     assert topk_rounds(1000, 11) == 5 * 13 and topk_rounds(800, 3) == 5 * 12 and topk_rounds(1) == 0
-    assert search_rounds(1000, 100, 8) == 1 + 65 + 4 + 1 + 1 + 60 + 1
+    assert search_rounds(1000, 100, 8) == 1 + 65 + 1 + 1 + 1 + 60 + 1
+
+
+def test_the_probe_onehot_from_digit_onehots():
+    """C = 12: one digit (the payload is the one-hot); 1000: two 5-bit digits (1 round); 3000: three
+    4-bit digits (2 rounds)."""
+    g = torch.Generator().manual_seed(1)
+    for C, rounds in ((12, 0), (1000, 1), (3000, 2)):
+        assert S.onehot_rounds(C) == rounds
+        numbers = torch.randint(0, C, (3,), generator=g)
+        numbers[0] = C - 1
+        leaves = [share(torch.nn.functional.one_hot((numbers >> shift) & ((1 << w) - 1), 1 << w))
+                  for shift, w in S._digits(C)]
+
+        def body(party: Party, C: int, *pairs):
+            log = ProductLog(party)
+            before = party.comm.stats.snapshot()
+            out = S._onehot_from_digits([from_pair(party, p) for p in pairs], C, log)
+            cost = party.comm.stats - before
+            verify_products(log)
+            return reveal(out), cost
+
+        out = run_parties(body, [[C] + [lf[i] for lf in leaves] for i in range(3)])
+        assert torch.equal(out[0][0], torch.nn.functional.one_hot(numbers, C))
+        assert all(o[1].rounds == rounds for o in out)
 
 
 @pytest.fixture(scope="module")
