@@ -66,6 +66,30 @@ def test_topk_sorts_ties_by_position_carries_payloads_at_the_stated_cost():
             assert cost.bytes_sent == want_bytes
 
 
+@pytest.mark.parametrize("fan_in,n_payloads", [(4, 4), (2, 1), (3, 4)])  # 5 values: they join at the root
+def test_topk_other_fan_ins_and_values_at_the_root(monkeypatch, fan_in, n_payloads):
+    monkeypatch.setattr(S, "FAN_IN", fan_in)
+    g = torch.Generator().manual_seed(fan_in)
+    Q, n, k = 2, 23, 6
+    keys = torch.randint(-3, 3, (Q, n), generator=g)
+    pays = [torch.randint(-(2**50), 2**50, (Q, n), generator=g) for _ in range(n_payloads)]
+    shares = [share(t) for t in (keys, *pays)]
+
+    def body(party: Party, kp, *pp):
+        log = ProductLog(party)
+        before = party.comm.stats.snapshot()
+        kk, out = checked_topk(from_pair(party, kp), [from_pair(party, p) for p in pp], k, log)
+        rounds = (party.comm.stats - before).rounds
+        verify_products(log)
+        return [reveal(t) for t in (kk, *out)], rounds
+
+    out = run_parties(body, [[s[i] for s in shares] for i in range(3)])
+    order = torch.sort(keys, dim=1, stable=True).indices[:, :k]
+    for got, want in zip(out[0][0], (keys, *pays)):
+        assert torch.equal(got, torch.gather(want, 1, order))
+    assert all(o[1] == topk_rounds(n, 1 + n_payloads) for o in out)
+
+
 def test_the_rounds_formula_is_the_plan():
     """topk_rounds (the docstring's formula) against the planned levels: 11 rounds each plus its product rounds."""
     for n in (2, 3, 4, 5, 17, 64, 65, 800, 1000):
