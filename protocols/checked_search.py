@@ -42,8 +42,9 @@ FAN_IN = 4
 """Lists merged at once by a level of :func:`checked_topk` (the last level may merge fewer). 4 halves the
 rounds of merges of two (12-13 per division by 4 against 22) for about 1.5x the comparisons and the
 rank one-hots' products: at C = 1000, nprobe = 8, B = 100 the search takes 130 rounds instead of 225
-and about 2.2x the proof's CPU (see :func:`checked_search`); 2 is the better choice where the servers'
-round trip is below roughly 50 ms."""
+and 2.2-2.5x the proof's CPU (see :func:`checked_search`; 20.7M GF(2^48) and 0.41M ring entries
+against 14.4M and 0.10M); 2 is the better choice where the servers' round trip is below roughly
+50-100 ms."""
 LEAF_VALUES = 3
 """Up to this many carried values (key and payloads) join the merge tree as a leaf: one round less per
 level of 4 lists, for ``T (K - i)`` products per element instead of a second convolution of count
@@ -562,7 +563,8 @@ def checked_search(party: Party, query: ArithmeticShares, index: IndexShares, k:
     C = 1000, nprobe = 8, B = 100, d = 128, k = 10, Q = 1; bytes per party): ``secure_search`` 37
     rounds, 4.39 MB, 0.35-0.75 s; this function 130 rounds, 4.57 MB, 1.6-2.6 s, then
     ``verify_products`` 53 rounds, 0.03 MB, 23-60 s (20.7M GF(2^48) entries from 23k comparisons,
-    0.4M ring entries); with ``FAN_IN = 2``: 225 rounds, 4.22 MB, 2.1 s, proof 51 rounds and 10.5 s.
+    0.4M ring entries); with ``FAN_IN = 2``: 225 rounds, 4.22 MB, 2.1-2.4 s, proof 51 rounds and
+    10.5-13 s (back to back with the first: 33 s against 13 s).
     Same ids as ``secure_search`` and the plaintext index.
     """
     if index.party_id != party.id:
