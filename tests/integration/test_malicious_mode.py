@@ -8,7 +8,6 @@ about a minute on 2 cores."""
 
 from __future__ import annotations
 
-import inspect
 import sys
 import uuid
 from pathlib import Path
@@ -120,8 +119,7 @@ def test_malicious_search_equals_semi_honest_and_plaintext(cluster, client):
     assert img.ids[0, 0] == 3  # type: ignore[attr-defined]
     assert_matches_plaintext(client, cluster.images[3], img.ids[0].tolist(),  # type: ignore[attr-defined]
                              img.distances[0].astype(float).tolist())  # type: ignore[attr-defined]
-    sizes = {"n_centroids": int(meta["n_centroids"]), "bucket_size": int(meta["bucket_size"]), "nprobe": 1, "k": 4}
-    base = search_rounds(**{n: v for n, v in sizes.items() if n in inspect.signature(search_rounds).parameters})
+    base = search_rounds(int(meta["n_centroids"]), int(meta["bucket_size"]), 1)
     for c_mal, c_semi in zip(b.comm, semi["feat"].comm):  # type: ignore[attr-defined]
         proof = c_mal["proof_rounds"]  # one batch: 2 R + 3 rounds
         assert c_mal["rounds"] == base + proof and proof % 2 == 1 and 5 <= proof <= 2 * MAX_FOLDS + 3, c_mal
