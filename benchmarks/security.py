@@ -489,7 +489,13 @@ def main(argv: list[str] | None = None) -> None:
                 got, err = one_query(lc, image, a.k)
                 assert got is not None, err
                 honest = got
+            with Client(lc.client_config, progress=False) as c:
+                n_c = int(c.info()["index_meta"]["n_centroids"])
             for step in query_steps:
+                if step == "fetch" and lc.security == "malicious" and n_c == 1:  # nprobe = C: no fetch step
+                    print(json.dumps({"line": "fault", "step": step, "security": lc.security, "skipped":
+                                      "one bucket: the checked search probes all records, it has no fetch"}))
+                    continue
                 for kind in a.kinds:
                     print(json.dumps(fault_class(lc, kind, step, image, honest, a.k, a.runs)), flush=True)
             if "retrieve" in a.steps:
