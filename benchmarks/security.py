@@ -57,7 +57,10 @@ products of ``protocols.dzk`` (``--verify-n`` elementwise products plus one
 ``secure_distance`` + ``secure_topk(k=1)``) vs checked (checked distances, ``checked_argmin``,
 the proof, then the reveal); ``checked_cnn``: the default feature model on one image at
 ``--cnn-resolution``, ``SecureModel`` vs ``checked_nn.checked_forward`` (a proof after every layer),
-with each one's largest error against plaintext torch. Bytes are the largest of the three parties'.
+with each one's largest error against plaintext torch; ``search_modes``: the search of one feature
+query over ``--search-n`` indexed features at the product's settings (about sqrt(n) centroids,
+nprobe 64, k 10), ``secure_search`` vs ``checked_search`` with its proof (rounds, soundness bits,
+and whether both return the plaintext index's ids). Bytes are the largest of the three parties'.
 Then one ``fault`` line per class (``"pipeline": "checked_nearest"``) against the checked
 nearest-neighbour pipeline in-process: party 1 deviates once per run (add, flip, drop, replay,
 foreign) at a random one of its messages (``checked_fault_lines``).
@@ -443,6 +446,65 @@ def checked_cnn_line(resolution: int) -> dict:
     return row
 
 
+def search_modes_line(n: int, dim: int = 128, nprobe: int = 64, k: int = 10, fan_in: int | None = None) -> dict:
+    """The search of one feature query at the product's settings (``n`` unit-norm ``dim``-d features,
+    ``client.index_policy.n_centroids_for(n)`` centroids, ``nprobe``, ``k``), in-process: semi-honest
+    ``secure_search`` vs malicious ``checked_search`` + ``verify_products`` (before the reveal), both
+    against the plaintext index (recall of the same top-k ids)."""
+    import numpy as np
+
+    from client.index_policy import n_centroids_for
+    from index.build import build_index
+    from index.shares import share_index
+    from index.synthetic import clustered, queries_like
+    from protocols import checked_search as CS
+    from protocols.dzk import ProductLog, call_soundness_bits, verify_products
+    from protocols.search import secure_search
+    from protocols.sharing import from_pair, reveal, share_fixed
+
+    data = clustered(n, dim, 64, seed=3).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    query = queries_like(data, 1, seed=4).astype(np.float32)
+    query /= np.linalg.norm(query, axis=1, keepdims=True)
+    n_c = n_centroids_for(n)
+    plain = build_index(data, None, n_c)
+    shares = share_index(plain)
+    qs = share_fixed(torch.from_numpy(query).double())
+    ids: dict[str, list[int]] = {}
+    proof_rounds: dict[str, int] = {}
+
+    def semi_honest(party, sh, pq):
+        i, _ = secure_search(party, from_pair(party, pq, 16), sh, k, nprobe=nprobe)
+        ids["semi_honest"] = reveal(i).reshape(-1).tolist()
+
+    def malicious(party, sh, pq):
+        log = ProductLog(party)
+        i, _ = CS.checked_search(party, from_pair(party, pq, 16), sh, k, nprobe, log)
+        r = verify_products(log)
+        if party.id == 0:
+            proof_rounds["malicious"] = r
+        ids["malicious"] = reveal(i).reshape(-1).tolist()
+
+    old = CS.FAN_IN
+    if fan_in is not None:
+        CS.FAN_IN = fan_in
+    try:
+        row = _measure({"line": "search_modes", "n": n, "dim": dim, "n_centroids": n_c,
+                        "bucket_size": int(plain.bucket_size), "nprobe": nprobe, "k": k, "fan_in": CS.FAN_IN},
+                       {"semi_honest": semi_honest, "malicious": malicious},
+                       [[shares[i], qs[i]] for i in range(3)])
+    finally:
+        CS.FAN_IN = old
+    want = plain.search(query, k, nprobe)[0][0].tolist()
+    row["same_ids"] = ids["semi_honest"] == ids["malicious"]
+    row["ids_match_plaintext"] = ids["malicious"] == want
+    row["proof_rounds"] = proof_rounds["malicious"]
+    row["soundness_bits"] = round(call_soundness_bits(proof_rounds["malicious"]), 1)
+    row["time_ratio"] = round(row["malicious_s"] / row["semi_honest_s"], 1)
+    row["bytes_ratio"] = round(row["malicious_bytes_per_party"] / row["semi_honest_bytes_per_party"], 2)
+    return row
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true", help="print JSON lines (the only output format)")
@@ -459,6 +521,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cnn-resolution", type=int, default=32,
                     help="input size of the checked_cnn line (0: skip it; the default 96 px needs more memory "
                          "than three in-process parties get on a 23 GB machine)")
+    ap.add_argument("--search-n", type=int, default=100_000,
+                    help="indexed features of the search_modes line (the issue's n; 0: skip it)")
+    ap.add_argument("--search-fan-in", type=int, default=None,
+                    help="checked_search.FAN_IN for the search_modes line (default: the module's)")
     ap.add_argument("--security", default="semi_honest", choices=("semi_honest", "malicious"),
                     help="the servers' [security] mode for the fault classes")
     ap.add_argument("--skip-inprocess", action="store_true", help="only the lines against the server processes")
@@ -472,6 +538,8 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(row), flush=True)
         if a.cnn_resolution:
             print(json.dumps(checked_cnn_line(a.cnn_resolution)), flush=True)
+        if a.search_n:
+            print(json.dumps(search_modes_line(a.search_n, fan_in=a.search_fan_in)), flush=True)
     with tempfile.TemporaryDirectory(prefix="trivault-sec-") as tmp:
         lc = LocalCluster(Path(tmp), txn_timeout_s=30.0, peer_timeout_s=5.0, query_timeout_s=60.0,
                           security=a.security)

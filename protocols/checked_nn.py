@@ -3,8 +3,9 @@
 :func:`checked_forward` walks the same public architecture as :class:`protocols.nn.SecureModel`
 (``client.model.split_model``) and records every message in a :class:`protocols.dzk.ProductLog`;
 the caller runs :func:`protocols.dzk.verify_products` before anything that depends on the output
-is revealed (``verify_each`` runs it after every layer instead, which bounds the proof's memory:
-its vectors hold 48 coefficients per entry).
+is revealed: ONE call for the whole network (its proofs come in memory-bounded batches,
+:data:`protocols.dzk.FIELD_BATCH`), or, with ``verify_each``, one after every layer (less memory for
+the log, 40 to 60 more rounds per layer).
 
 Per layer (``f`` = the model's fractional bits; cost per element and per party):
 
