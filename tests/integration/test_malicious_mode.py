@@ -8,9 +8,7 @@ about a minute on 2 cores."""
 
 from __future__ import annotations
 
-import sys
 import uuid
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -27,9 +25,9 @@ from protocols.sharing import share_fixed
 from wire import bundle as bd
 
 from .conftest import RES, small_images, tiny_model
+from .test_acl_access import _restart
 from .test_cluster import TOL, assert_matches_plaintext
 
-FAULTY_SERVER = [sys.executable, str(Path(__file__).with_name("faulty_server.py"))]
 PICK = [4, 10, 0]  # query rows: the features of these images, shifted by 0.01
 
 
@@ -59,15 +57,6 @@ def _restart_all(cluster: LocalCluster, mode: str) -> None:
     cluster.stop()
     cluster.set_security(mode)
     cluster.start()
-
-
-def _restart(cluster: LocalCluster, i: int, fault: str | None) -> None:
-    cluster.kill(i)
-    if fault is None:
-        cluster.commands.pop(i, None)
-    else:
-        cluster.commands[i] = FAULTY_SERVER + [fault]
-    cluster.start(i)
 
 
 def _sessions_done(cluster: LocalCluster) -> list[int]:

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import pytest
 import torch
+from test_fanout_errors import _fanout
 
 from client.errors import MaliciousServerError, TriVaultError
-from client.transport import Fanout
 from protocols.comm import CommError
 from protos.trivault.v1 import trivault_pb2 as pb
 from servers.config import DEFAULT_SECURITY_MODE, SECURITY_MODES, load_config
@@ -88,13 +87,6 @@ class _Aborted(grpc.RpcError):
 
     def details(self) -> str:
         return self._details
-
-
-def _fanout() -> Fanout:
-    f = Fanout.__new__(Fanout)  # no channels: fn below stands for the three RPCs
-    f.addresses = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
-    f._pool = ThreadPoolExecutor(max_workers=3)
-    return f
 
 
 def test_fanout_waits_for_every_proof_report_and_raises_malicious_server_error():
