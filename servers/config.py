@@ -38,11 +38,12 @@ that the three agree before it sends a query):
 
 :data:`DEFAULT_SECURITY_MODE` is the mode of a config without ``[security]`` and of the configs
 ``client.local_cluster`` writes (``trivault up``, demo, tests). Issue 14 wants ``"malicious"``
-for deployments; it is ``"semi_honest"`` for now because the checked CNN is about 300x slower
-than the semi-honest one and does not fit in memory at the default 96 px model
-(docs/SECURITY.md), so a default deployment could not answer an image query. A malicious-mode
-server refuses image queries to models above :data:`MALICIOUS_MAX_IMAGE_SIDE` px (before they
-exhaust its memory); feature queries and small models work. Flip the constant once the checked
+for deployments; it is ``"semi_honest"`` for now because the checked CNN is hundreds of times
+slower than the semi-honest one: at the default 96 px model (memory now bounded by the proof's
+batches) it did not finish within 40 minutes with three in-process parties on 2 cores
+(docs/SECURITY.md), so a default deployment could not answer an image query in time. A
+malicious-mode server refuses image queries to models above :data:`MALICIOUS_MAX_IMAGE_SIDE` px
+(before they run for tens of minutes); feature queries and small models work. Flip the constant once the checked
 CNN runs the default model; benchmarks and tests that need speed pass ``"semi_honest"``.
 
 Relative paths are resolved against the config file's directory. Environment variables
@@ -63,7 +64,7 @@ from pathlib import Path
 
 SECURITY_MODES = ("malicious", "semi_honest")
 DEFAULT_SECURITY_MODE = "semi_honest"  # the one switch: "malicious" once the checked CNN runs the 96 px model
-MALICIOUS_MAX_IMAGE_SIDE = 32  # largest model input (px) the checked CNN was measured at (docs/SECURITY.md)
+MALICIOUS_MAX_IMAGE_SIDE = 32  # largest model input (px) the checked CNN was measured to finish at (docs/SECURITY.md)
 
 
 def security_mode(value: object, where: str = "[security] mode") -> str:

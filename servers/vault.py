@@ -110,7 +110,7 @@ def query_problem(index: LoadedIndex, model: LoadedModel | None, input_kind: str
 def mode_problem(security: str, model: LoadedModel | None) -> str | None:
     """Why this server's mode cannot run the query (``model``: the image query's model, None for
     features), or None: in malicious mode the checked CNN takes model inputs up to
-    ``MALICIOUS_MAX_IMAGE_SIDE`` px so far (above it the proof exhausts memory; docs/SECURITY.md)."""
+    ``MALICIOUS_MAX_IMAGE_SIDE`` px so far (above it the proof runs for tens of minutes; docs/SECURITY.md)."""
     if security != "malicious" or model is None:
         return None
     side = max(int(v) for v in model.arch["input_shape"][1:])
