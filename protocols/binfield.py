@@ -108,8 +108,9 @@ def concat(parts: list[BitVec], pad: torch.Tensor, folds: int) -> BitVec:
     planes = torch.zeros(1 if sparse else DEGREE, words, dtype=torch.int64)
     off = 0
     for p in parts:
-        planes[: p.planes.shape[0], off: off + p.planes.shape[1]] = _dense(p).planes if not sparse else p.planes
-        off += p.planes.shape[1]
+        src = p.planes if sparse else _dense(p).planes
+        planes[: src.shape[0], off: off + src.shape[1]] = src
+        off += src.shape[1]
     e = int(pad.reshape(-1)[0])
     if sparse:
         planes[0, off] = e & 1

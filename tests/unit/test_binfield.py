@@ -94,3 +94,14 @@ def test_bit_vectors_with_a_pad_fold_and_multiply_as_dense_ones():
         assert _elements(BF.fold(v, r)) == _elements(BF.fold(vd, r))
         half = len(ve) // 2
         assert _elements(BF.fold(v, r)) == [a ^ _mul(int(r[0]), a ^ b) for a, b in zip(ve[:half], ve[half:])]
+
+
+def test_a_vector_of_bits_and_dense_parts_concatenates_densely():
+    rng = PRG(bytes(range(2, 18)))
+    bits, dense = BF.lift_bits(rng.int64((2,))), BF.scale_bits(rng.int64((BF.DEGREE, 2)), rng.int64((2,)))
+    pad = BF.random(rng, 1)[0]
+    v = BF.concat([bits, dense], pad, 9)
+    assert not v.sparse
+    e = _elements(v)
+    assert e[:128] == _elements(bits) and e[128:256] == _elements(dense) and e[256] == int(pad[0])
+    assert not any(e[257:])
