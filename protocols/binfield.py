@@ -220,8 +220,8 @@ def fold_polynomial(u: BitVec, v: BitVec, total: torch.Tensor | None = None) -> 
     w = vl.shape[1]
     if v.sparse and v.pad is not None:  # the pad's planes above 0 (u dense, word-level halves)
         c0 ^= _pad_term(ul, v.pad, 0, w)
-        side = ul ^ uh
-        c2 ^= _pad_term(side, v.pad, 0, w) ^ _pad_term(side, v.pad, w, w)
+        c = v.pad[0] % w  # the pad's column in either half; (u_L ^ u_R) there, without a temporary
+        c2 ^= _clmul_mod(_element(ul, c) ^ _element(uh, c), v.pad[1] & ~1)
     if total is None:  # h(1) = <u_R, v_R>
         hi = _poly(K.cross_parities(uh.numpy(), vh.numpy())) ^ (_pad_term(uh, v.pad, w, w) if v.sparse else 0)
     else:  # <u, v> = h(0) + h(1)
