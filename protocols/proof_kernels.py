@@ -14,19 +14,22 @@ field elements ``64 w .. 64 w + 63``. Two kernels do the proof's work:
   matrices (wrapping mod 2^64), row by row with the 56 x 56 operand in cache: 3136 multiply-adds per
   row, vectorised (about 2-4x less CPU than torch's int64 ``matmul``, a plain loop).
 
+Numba is imported and the loops compiled on first use (:func:`_jit`): importing numba costs about
+0.4 s, which every server and CLI process would otherwise pay whether or not it ever proves anything.
 All release the GIL, so the three in-process parties of the tests and benchmarks run them in
 parallel threads. Compiled on first use and cached beside this file (``cache=True``).
 """
 
 from __future__ import annotations
 
+from functools import cache
+from types import SimpleNamespace
+
 import numpy as np
-from numba import njit
 
 _BLOCK = 512  # words per block: 2 x 56 planes x 512 words x 8 bytes = 448 KiB, inside L2
 
 
-@njit(cache=True, nogil=True)
 def _cross(u: np.ndarray, v: np.ndarray, acc: np.ndarray) -> None:  # pragma: no cover - compiled
     pu, n = u.shape
     pv = v.shape[0]
@@ -42,7 +45,6 @@ def _cross(u: np.ndarray, v: np.ndarray, acc: np.ndarray) -> None:  # pragma: no
                 acc[i, j] ^= a
 
 
-@njit(cache=True, nogil=True)
 def _cross_folded(ul: np.ndarray, uh: np.ndarray, vl: np.ndarray, vh: np.ndarray, acc_low: np.ndarray,
                   acc_diff: np.ndarray) -> None:  # pragma: no cover - compiled
     pu, n = ul.shape
@@ -69,7 +71,6 @@ def _cross_folded(ul: np.ndarray, uh: np.ndarray, vl: np.ndarray, vh: np.ndarray
                 acc_diff[i, j] ^= b
 
 
-@njit(cache=True, nogil=True)
 def _subset_xor(p: np.ndarray, rows: np.ndarray, counts: np.ndarray, base: np.ndarray,
                 out: np.ndarray) -> None:  # pragma: no cover - compiled
     k_out, n = out.shape
@@ -84,10 +85,19 @@ def _subset_xor(p: np.ndarray, rows: np.ndarray, counts: np.ndarray, base: np.nd
                     o[w] ^= src[w]
 
 
+@cache
+def _jit() -> SimpleNamespace:
+    """The loops above compiled by numba (``nogil``; cached on disk beside this file)."""
+    from numba import njit
+
+    return SimpleNamespace(**{f.__name__: njit(cache=True, nogil=True)(f)
+                              for f in (_cross, _cross_folded, _subset_xor, _ring_fold, _ring_cross)})
+
+
 def cross_parities(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """``[pu, pv]`` bools: parity of ``sum_w popcount(u[i, w] & v[j, w])`` for planes ``u [pu, W]``, ``v [pv, W]``."""
     acc = np.zeros((u.shape[0], v.shape[0]), dtype=np.int64)
-    _cross(np.ascontiguousarray(u), np.ascontiguousarray(v), acc)
+    _jit()._cross(np.ascontiguousarray(u), np.ascontiguousarray(v), acc)
     return (np.bitwise_count(acc.view(np.uint64)) & 1).astype(bool)
 
 
@@ -96,7 +106,7 @@ def cross_parities_folded(ul: np.ndarray, uh: np.ndarray, vl: np.ndarray, vh: np
     """:func:`cross_parities` of ``(ul, vl)`` and of ``(ul ^ uh, vl ^ vh)`` in one pass (no temporaries)."""
     a = np.zeros((ul.shape[0], vl.shape[0]), dtype=np.int64)
     b = np.zeros_like(a)
-    _cross_folded(np.ascontiguousarray(ul), np.ascontiguousarray(uh), np.ascontiguousarray(vl),
+    _jit()._cross_folded(np.ascontiguousarray(ul), np.ascontiguousarray(uh), np.ascontiguousarray(vl),
                   np.ascontiguousarray(vh), a, b)
     return ((np.bitwise_count(a.view(np.uint64)) & 1).astype(bool),
             (np.bitwise_count(b.view(np.uint64)) & 1).astype(bool))
@@ -111,11 +121,10 @@ def subset_xor(p: np.ndarray, select: np.ndarray, base: np.ndarray) -> np.ndarra
         idx = np.flatnonzero(select[k])
         rows[k, : idx.size] = idx
     out = np.empty_like(base)
-    _subset_xor(np.ascontiguousarray(p), rows, counts, np.ascontiguousarray(base), out)
+    _jit()._subset_xor(np.ascontiguousarray(p), rows, counts, np.ascontiguousarray(base), out)
     return out
 
 
-@njit(cache=True, nogil=True)
 def _ring_fold(low: np.ndarray, high: np.ndarray, m: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
     n, d = low.shape
     for g in range(n):
@@ -128,7 +137,6 @@ def _ring_fold(low: np.ndarray, high: np.ndarray, m: np.ndarray, out: np.ndarray
                 o[k] += c * mi[k]
 
 
-@njit(cache=True, nogil=True)
 def _ring_cross(u: np.ndarray, v: np.ndarray, acc: np.ndarray) -> None:  # pragma: no cover - compiled
     n, d = u.shape
     for g in range(n):
@@ -143,12 +151,12 @@ def _ring_cross(u: np.ndarray, v: np.ndarray, acc: np.ndarray) -> None:  # pragm
 def ring_fold(low: np.ndarray, high: np.ndarray, m: np.ndarray) -> np.ndarray:
     """``low + (high - low) @ m`` for int64 ``low, high [n, D]`` and ``m [D, D]``, mod 2^64."""
     out = np.empty_like(low)
-    _ring_fold(np.ascontiguousarray(low), np.ascontiguousarray(high), np.ascontiguousarray(m), out)
+    _jit()._ring_fold(np.ascontiguousarray(low), np.ascontiguousarray(high), np.ascontiguousarray(m), out)
     return out
 
 
 def ring_cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """``u^T v`` (``[D, D]``) for int64 ``u, v [n, D]``, mod 2^64."""
     acc = np.zeros((u.shape[1], v.shape[1]), dtype=np.int64)
-    _ring_cross(np.ascontiguousarray(u), np.ascontiguousarray(v), acc)
+    _jit()._ring_cross(np.ascontiguousarray(u), np.ascontiguousarray(v), acc)
     return acc
