@@ -11,8 +11,8 @@ and the in-process benchmark, so both run exactly the same function.
 Malicious mode (``[security] mode = "malicious"``, ``servers.config``): the caller passes one
 ``protocols.dzk.ProductLog`` for the whole session and :func:`run_query` runs the checked
 versions instead, recording every product and AND gate in it: the CNN by
-``protocols.checked_nn.checked_forward`` (proved after each layer, ``verify_each``, which bounds
-the proof's memory; the same log), the search by ``protocols.checked_search.checked_search``,
+``protocols.checked_nn.checked_forward`` (the same log, proved once with the rest: its batches bound
+the proof's memory), the search by ``protocols.checked_search.checked_search``,
 the masking (``servers.vault``) by ``checked_search.checked_mask_hidden``. The caller runs
 ``verify_products`` on the log before any output pair leaves the server (``servers.vault``).
 Same inputs, same meaning of the output pairs, same error bound as the semi-honest path (one
@@ -74,14 +74,15 @@ def secure_features(party: Party, model: LoadedModel, x: ArithmeticShares) -> Ar
 
 def checked_features(party: Party, model: LoadedModel, x: ArithmeticShares, log: ProductLog) -> ArithmeticShares:
     """Malicious mode: :func:`secure_features` by the checked CNN (``checked_nn.checked_forward``),
-    every message recorded in ``log``, which is proved after each layer (bounded memory)."""
+    every message recorded in ``log``, proved with the search's in the session's one ``verify_products`` call
+    (memory-bounded batches, ``protocols.dzk.FIELD_BATCH``; no proof per layer: 40 to 60 rounds each)."""
     want = list(model.arch["input_shape"])
     if list(x.shape[1:]) != want:
         raise QueryError(f"query image shape {list(x.shape[1:])} does not match the model input {want}")
     f = int(model.arch.get("frac_bits", party.fp.frac_bits))
     weights = {name: from_pair(party, pair, f) for name, pair in model.weights.items()}
     try:
-        return checked_forward(model.arch, weights, x, log, verify_each=True)
+        return checked_forward(model.arch, weights, x, log)
     except (NotImplementedError, KeyError, ValueError) as exc:  # no checked version of a layer, or bad weights
         raise QueryError(f"the registered model cannot run in malicious mode: {exc}") from exc
 

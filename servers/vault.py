@@ -7,7 +7,7 @@ from its peers. The session keeps one ``protocols.dzk.ProductLog``; the checked 
 (``servers.query.run_query``) and the checked masking record into it, and
 ``verify_products`` runs before the result pairs are streamed to the querier. Rounds: the checked
 steps' (features input: ``checked_search.search_rounds``; hidden ids: ``checked_mask_hidden``'s; an
-image: the checked CNN's, with a proof per layer) plus the final proof's ``2 R + 3`` per batch
+image: the checked CNN's) plus the final proof's ``2 R + 3`` per batch
 (``dzk.check_cost``), reported to the client as ``comm["proof_rounds"]``. A failed proof
 (``ProofRejected``) aborts the session here (the peers are told), and the client gets
 ``ABORTED`` with ``wire.proof_abort`` details: server ids only, no secrets, no result."""
