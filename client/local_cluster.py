@@ -6,7 +6,7 @@
 ``root/logs``. Servers can be killed (SIGKILL) and restarted on the same port.
 
 ``security`` is the servers' ``[security] mode`` (``servers.config``: ``"malicious"`` or
-``"semi_honest"``); None writes ``servers.config.DEFAULT_SECURITY_MODE``, the deployment default.
+``"semi_honest"``); None writes ``wire.security_mode.DEFAULT_SECURITY_MODE``, the deployment default.
 
 ``root/servers.pid`` records the running servers' process ids (``trivault up --detach``,
 ``status`` and ``down`` read it); starting all three while another set runs from the same
@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from wire.security_mode import DEFAULT_SECURITY_MODE, security_mode
 
 from .certs import make_deployment
 
@@ -95,8 +97,6 @@ class LocalCluster:
     def __init__(self, root: str | Path, txn_timeout_s: float = 60.0, peer_timeout_s: float = 30.0,
                  query_timeout_s: float = 60.0, env: dict[str, str] | None = None,
                  security: str | None = None) -> None:
-        from servers.config import DEFAULT_SECURITY_MODE, security_mode
-
         self.root = Path(root).resolve()
         self.security = security_mode(security or DEFAULT_SECURITY_MODE, "security")
         self.certs = make_deployment(self.root / "certs", clients=("owner", "querier"))
@@ -128,8 +128,6 @@ class LocalCluster:
     def set_security(self, mode: str) -> None:
         """Rewrite cluster.toml with ``[security] mode = mode`` (same ports); each server reads it
         when it next starts (a server started in between runs another mode: its peers refuse)."""
-        from servers.config import security_mode
-
         self.security = security_mode(mode, "security")
         self._write_configs(self.ports)
 

@@ -62,16 +62,10 @@ else:  # Python 3.10
 from dataclasses import dataclass
 from pathlib import Path
 
-SECURITY_MODES = ("malicious", "semi_honest")
-DEFAULT_SECURITY_MODE = "semi_honest"  # the one switch: "malicious" once the checked CNN runs the 96 px model
+from wire.security_mode import DEFAULT_SECURITY_MODE, security_mode
+from wire.security_mode import SECURITY_MODES as SECURITY_MODES  # re-exported: the config's choices
+
 MALICIOUS_MAX_IMAGE_SIDE = 32  # largest model input (px) the checked CNN was measured to finish at (docs/SECURITY.md)
-
-
-def security_mode(value: object, where: str = "[security] mode") -> str:
-    """``value`` if it is one of :data:`SECURITY_MODES`, else ValueError naming ``where`` and the choices."""
-    if value not in SECURITY_MODES:
-        raise ValueError(f"{where} must be one of {', '.join(repr(m) for m in SECURITY_MODES)}, got {value!r}")
-    return str(value)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,18 @@
+"""The deployment's query protocol, ``[security] mode``: what the servers run and the client expects.
+
+Shared beneath ``servers`` (``servers.config`` reads it from the server config) and ``client``
+(``client.local_cluster`` writes it into the configs it generates). Why the default is what it is:
+``servers.config``'s module docstring and docs/SECURITY.md.
+"""
+
+from __future__ import annotations
+
+SECURITY_MODES = ("malicious", "semi_honest")
+DEFAULT_SECURITY_MODE = "semi_honest"  # the one switch: "malicious" once the checked CNN runs the 96 px model
+
+
+def security_mode(value: object, where: str = "[security] mode") -> str:
+    """``value`` if it is one of :data:`SECURITY_MODES`, else ValueError naming ``where`` and the choices."""
+    if value not in SECURITY_MODES:
+        raise ValueError(f"{where} must be one of {', '.join(repr(m) for m in SECURITY_MODES)}, got {value!r}")
+    return str(value)
