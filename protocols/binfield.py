@@ -77,6 +77,23 @@ class BitVec:
         return self.planes.shape[0] == 1
 
 
+@dataclass
+class Scaled:
+    """``rho_g * bit_g`` for planes ``rho [DEGREE, W]`` and boolean words ``[W]``, not yet built:
+    :func:`concat` writes it straight into its vector (no temporary as large as the vector)."""
+
+    rho: torch.Tensor
+    words: torch.Tensor
+
+    @property
+    def width(self) -> int:
+        return self.rho.shape[1]
+
+
+def _width(p: BitVec | Scaled) -> int:
+    return p.width if isinstance(p, Scaled) else p.planes.shape[1]
+
+
 def lift_bits(words: torch.Tensor) -> BitVec:
     """Boolean words (64 lanes each) -> the vector of their bits as field elements (plane 0 only)."""
     w = words.reshape(-1)
@@ -95,22 +112,32 @@ def dot_bits(rho: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
     return torch.tensor([int(sum(int(c) << k for k, c in enumerate(counts)))], dtype=torch.int64)
 
 
-def concat(parts: list[BitVec], pad: torch.Tensor, folds: int) -> BitVec:
+def concat(parts: list[BitVec | Scaled], pad: torch.Tensor, folds: int) -> BitVec:
     """``parts`` (each a whole number of words), then the scalar ``pad``, then zeros: ``2^folds`` entries
     (``folds >= 7``: at least two words). Parts that are all bits give a plane-0 vector with the pad."""
     if folds < 7:
         raise ValueError("concat: at least 2^7 entries")
     words = 1 << (folds - 6)
-    used = sum(p.planes.shape[1] for p in parts)
+    used = sum(_width(p) for p in parts)
     if used + 1 > words:
         raise ValueError("concat: the vector does not fit")
-    sparse = all(p.sparse and p.pad is None for p in parts)
-    planes = torch.zeros(1 if sparse else DEGREE, words, dtype=torch.int64)
+    sparse = all(isinstance(p, BitVec) and p.sparse and p.pad is None for p in parts)
+    planes = torch.empty(1 if sparse else DEGREE, words, dtype=torch.int64)
     off = 0
     for p in parts:
-        src = p.planes if sparse else _dense(p).planes
-        planes[: src.shape[0], off: off + src.shape[1]] = src
-        off += src.shape[1]
+        w = _width(p)
+        if isinstance(p, Scaled):
+            torch.bitwise_and(p.rho, p.words.reshape(1, -1), out=planes[:, off: off + w])
+        elif sparse or not p.sparse:
+            planes[: p.planes.shape[0], off: off + w] = p.planes
+        else:  # a plane-0 part in a dense vector: its planes above 0 are zero
+            planes[:, off: off + w] = 0
+            planes[0, off: off + w] = p.planes[0]
+            if p.pad is not None:
+                word, e = p.pad
+                planes[:, off + word] = (e >> torch.arange(DEGREE)) & 1
+        off += w
+    planes[:, off:] = 0
     e = int(pad.reshape(-1)[0])
     if sparse:
         planes[0, off] = e & 1
@@ -152,7 +179,8 @@ def _element(planes: torch.Tensor, word: int) -> int:
 
 
 def fold(v: BitVec, r: torch.Tensor) -> BitVec:
-    """``v_L + r (v_R - v_L)`` (half the entries)."""
+    """``v_L + r (v_R - v_L)`` (half the entries). A dense ``v`` of at least two words is folded in place: its
+    planes' low half becomes the result (a view), so ``v`` must not be used after."""
     rv = int(r.reshape(-1)[0])
     if v.sparse and v.bits // 2 < 64:
         v = _dense(v)
@@ -173,6 +201,9 @@ def fold(v: BitVec, r: torch.Tensor) -> BitVec:
             out[:, c] = (out[:, c] & ~1) | ((x >> torch.arange(DEGREE)) & 1)
         return BitVec(out, half)
     low, high, half = _halves(v)
+    if half >= 64:  # word-level halves: views of v's planes, folded in place (v is consumed)
+        K.fold_planes(low.numpy(), high.numpy(), _select(rv))
+        return BitVec(low, half)
     lo = low.contiguous().numpy()
     return BitVec(torch.from_numpy(K.subset_xor(lo ^ high.contiguous().numpy(), _select(rv), lo)), half)
 

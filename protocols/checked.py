@@ -189,6 +189,48 @@ def _by_channel(t: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
+class _RhoScaled:
+    """The vector part ``[rho * a ; rho * b]`` (``rho [n, E]``, ``a, b [n]``), written by
+    :func:`protocols.dzk` straight into its padded vector (no temporary of the part's size)."""
+
+    rho: torch.Tensor
+    a: torch.Tensor
+    b: torch.Tensor
+
+    @property
+    def rows(self) -> int:
+        return 2 * self.rho.shape[0]
+
+    def write(self, out: torch.Tensor) -> None:
+        n = self.rho.shape[0]
+        torch.mul(self.rho, self.a.reshape(-1, 1), out=out[:n])
+        torch.mul(self.rho, self.b.reshape(-1, 1), out=out[n:])
+
+
+@dataclass
+class _Lifted:
+    """The vector part ``[b ; a]`` of Z_2^64 values as constants of GR(2^64, 56), written in place."""
+
+    b: torch.Tensor
+    a: torch.Tensor
+
+    @property
+    def rows(self) -> int:
+        return self.b.numel() + self.a.numel()
+
+    def write(self, out: torch.Tensor) -> None:
+        out.zero_()
+        out[: self.b.numel(), 0] = self.b
+        out[self.b.numel():, 0] = self.a
+
+
+def _weighted_sum(rho: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``sum_g rho_g t_g`` (one element) for ``rho [n, E]`` and Z_2^64 values ``t`` (n of them): one int64
+    vector-matrix product, no ``[n, E]`` temporary."""
+    return (t.reshape(1, -1) @ rho).reshape(-1)
+
+
+@dataclass
 class _Challenges:
     rho: torch.Tensor | None = None  # elementwise: [n, E]
     s: torch.Tensor | None = None  # matmul rows: [m, E]
@@ -210,7 +252,7 @@ class _ArithClaim:
         """From ``A = x_i``, ``B = y_i``: ``[rho*A ; rho*B]`` or ``[A^T s ; B t]``."""
         if p.kind == "mul":
             assert c.rho is not None
-            return [torch.cat([c.rho * a.reshape(-1, 1), c.rho * b.reshape(-1, 1)])]
+            return [_RhoScaled(c.rho, a.reshape(-1), b.reshape(-1))]
         assert c.s is not None and c.t is not None
         if p.kind == "conv2d":
             assert p.conv is not None
@@ -221,7 +263,7 @@ class _ArithClaim:
     def v2_parts(self, p: _Product, c: _Challenges, a2: torch.Tensor, b2: torch.Tensor) -> list[Any]:
         """From ``A' = x_{i+1}``, ``B' = y_{i+1}``: ``[B' ; A']`` (lifted) or ``[B' t ; A'^T s]``."""
         if p.kind == "mul":
-            return [G.lift(torch.cat([b2.reshape(-1), a2.reshape(-1)]))]
+            return [_Lifted(b2.reshape(-1), a2.reshape(-1))]
         assert c.s is not None and c.t is not None
         if p.kind == "conv2d":
             assert p.conv is not None
@@ -233,7 +275,7 @@ class _ArithClaim:
         """``rho . T`` or ``s^T T t`` for this verifier's part ``T`` of the claim."""
         if p.kind == "mul":
             assert c.rho is not None
-            return (c.rho * target.reshape(-1, 1)).sum(0)
+            return _weighted_sum(c.rho, target)
         assert c.s is not None and c.t is not None
         return G.inner(c.s, (_by_channel(target) if p.kind == "conv2d" else target) @ c.t)
 
@@ -252,7 +294,7 @@ class _AndClaim:
         return rng.int64((BF.DEGREE, p.x_lo.numel()))
 
     def v1_parts(self, p: _Product, rho: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> list[Any]:
-        return [BF.scale_bits(rho, a), BF.scale_bits(rho, b)]
+        return [BF.Scaled(rho, a.reshape(-1)), BF.Scaled(rho, b.reshape(-1))]
 
     def v2_parts(self, p: _Product, rho: torch.Tensor, a2: torch.Tensor, b2: torch.Tensor) -> list[Any]:
         return [BF.lift_bits(b2), BF.lift_bits(a2)]
@@ -315,13 +357,13 @@ class _RingLinear(Entry):
         if self.prover != (self.me + 1) % 3:
             return [], None
         assert self.t1 is not None
-        return [], (G.random(rng, self.numel) * self.t1.reshape(-1, 1)).sum(0)
+        return [], _weighted_sum(G.random(rng, self.numel), self.t1)
 
     def as_v2(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
         if self.prover != (self.me - 1) % 3:
             return [], None
         assert self.t2 is not None
-        return [], (G.random(rng, self.numel) * self.t2.reshape(-1, 1)).sum(0)
+        return [], _weighted_sum(G.random(rng, self.numel), self.t2)
 
 
 def _shr1(w: torch.Tensor) -> torch.Tensor:
@@ -357,7 +399,7 @@ class _CarryChain(Entry):
         assert self.mine is not None
         rho, _, _ = self._draw(rng)
         p, q, c1, c2 = self.mine
-        return ([BF.scale_bits(rho, p), BF.scale_bits(rho, c1), BF.scale_bits(rho, p)],
+        return ([BF.Scaled(rho, p.reshape(-1)), BF.Scaled(rho, c1.reshape(-1)), BF.Scaled(rho, p.reshape(-1))],
                 [BF.lift_bits(q), BF.lift_bits(q), BF.lift_bits(c2)])
 
     def as_v1(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
@@ -368,7 +410,7 @@ class _CarryChain(Entry):
         p, c1 = self.v1
         tau = BF.dot_bits(rho, _shr1(c1) ^ (c1 & p)) ^ BF.dot_bits(rho0, c1 & 1)
         tau ^= BF.dot_bits(rho_lin, self.lin(p ^ c1))
-        return [BF.scale_bits(rho, p), BF.scale_bits(rho, c1), BF.scale_bits(rho, p)], tau
+        return [BF.Scaled(rho, p.reshape(-1)), BF.Scaled(rho, c1.reshape(-1)), BF.Scaled(rho, p.reshape(-1))], tau
 
     def as_v2(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
         if self.prover != (self.me - 1) % 3:

@@ -146,22 +146,34 @@ class _Ring:
     def good_challenge(self, r: torch.Tensor) -> bool:
         return bool(G.is_unit(r)) and bool(G.is_unit(G.one() - r))
 
-    def padded(self, parts: list[Any], pad: torch.Tensor, folds: int) -> Any:
-        vec = torch.cat(parts) if parts else G.zeros(0)
-        out = G.zeros(1 << folds)
-        out[: vec.shape[0]] = vec
-        out[vec.shape[0]] = pad
+    def padded(self, parts: list[Any], pad: torch.Tensor, folds: int, pool: dict[Any, Any], slot: int) -> Any:
+        """The vector in ``pool``'s buffer for ``slot`` (allocated once per :func:`verify_products` call and
+        reused by its later batches: fresh memory costs more than the proof's arithmetic). A part is a
+        ``[m, DEGREE]`` tensor or an object that writes its ``rows`` entries (``write(out)``)."""
+        buf = pool.get(("ring", slot))
+        if buf is None or buf.shape[0] < 1 << folds:
+            pool[("ring", slot)] = buf = None  # the old buffer goes before the new one is allocated
+            buf = pool[("ring", slot)] = torch.empty(1 << folds, G.DEGREE, dtype=torch.int64)
+        out = buf[: 1 << folds]
+        off = 0
+        for p in parts:
+            rows = p.shape[0] if isinstance(p, torch.Tensor) else p.rows
+            if isinstance(p, torch.Tensor):
+                out[off: off + rows] = p
+            else:
+                p.write(out[off: off + rows])
+            off += rows
+        out[off] = pad
+        out[off + 1:] = 0
         return out
 
-    def fold(self, vec: Any, r: torch.Tensor) -> Any:
-        half = vec.shape[0] // 2
-        return G.fold(vec[:half], vec[half:], r)
+    def fold(self, vec: Any, r: torch.Tensor) -> Any:  # in place: the low half, a view of the same buffer
+        return G.fold_inplace(vec, r)
 
     def fold_polynomial(self, u: Any, v: Any, total: torch.Tensor | None = None) -> torch.Tensor:
         half = u.shape[0] // 2
-        c0 = G.inner(u[:half], v[:half])
+        c0, c2 = G.fold_products(u, v)
         c_hi = G.inner(u[half:], v[half:]) if total is None else total - c0
-        c2 = G.inner(u[half:] - u[:half], v[half:] - v[:half])
         return torch.stack([c0, c_hi - c0 - c2, c2])
 
     def first(self, vec: Any) -> torch.Tensor:
@@ -196,7 +208,7 @@ class _Field:
     def good_challenge(self, r: torch.Tensor) -> bool:
         return int(r.reshape(-1)[0]) not in (0, 1)
 
-    def padded(self, parts: list[Any], pad: torch.Tensor, folds: int) -> Any:
+    def padded(self, parts: list[Any], pad: torch.Tensor, folds: int, pool: dict[Any, Any], slot: int) -> Any:
         return BF.concat(parts, pad, folds)
 
     def fold(self, vec: Any, r: torch.Tensor) -> Any:
@@ -276,11 +288,12 @@ def verify_products(log: ProductLog, ring_batch: int = RING_BATCH, field_batch: 
     ring = batches([e for e in entries if not e.field], ring_batch)
     field = batches([e for e in entries if e.field], field_batch)
     rounds = 0
+    pool: dict[Any, Any] = {}  # vector buffers, reused batch after batch
     for i in range(max(len(ring), len(field))):
         proofs = []
         for alg, groups in ((_RING, ring), (_FIELD, field)):
             if i < len(groups):
-                proofs.append(_prove_and_verify(log.party, alg, groups[i]))
+                proofs.append(_prove_and_verify(log.party, alg, groups[i], pool))
         rounds += _lockstep(log.party, proofs)
     return rounds
 
@@ -332,7 +345,7 @@ def _lockstep(party: Party, proofs: list[_Proof]) -> int:
     return rounds
 
 
-def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry]) -> _Proof:
+def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry], pool: dict[Any, Any]) -> _Proof:
     """One proof (this party as prover of its messages and verifier of its neighbours'), as a generator of
     the rounds it needs (:func:`_lockstep` runs it); returns the verdict of its final check. A message
     that cannot be used (malformed, or two challenges that differ) raises at once."""
@@ -387,8 +400,8 @@ def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry]) -
         v2_v += parts
         v2_claim = v2_claim if tau is None else alg.add(v2_claim, tau)
 
-    u, v = alg.padded(p_u, alpha, folds), alg.padded(p_v, beta, folds)
-    v1_vec, v2_vec = alg.padded(v1_u, v1_alpha, folds), alg.padded(v2_v, v2_beta, folds)
+    u, v = alg.padded(p_u, alpha, folds, pool, 0), alg.padded(p_v, beta, folds, pool, 1)
+    v1_vec, v2_vec = alg.padded(v1_u, v1_alpha, folds, pool, 2), alg.padded(v2_v, v2_beta, folds, pool, 3)
     del p_u, p_v, v1_u, v2_v  # the parts: copied into the padded vectors
     v1_claim, v2_claim = alg.add(v1_claim, v1_p1), alg.add(v2_claim, got_p2)
     v1_res, v2_res = [], []

@@ -7,12 +7,20 @@ field elements ``64 w .. 64 w + 63``. Two kernels do the proof's work:
 * :func:`cross_parities` (inner products): ``acc[i, j] = XOR_w u[i, w] & v[j, w]``; the parity of
   ``popcount(acc[i, j])`` is the coefficient of ``X^(i + j)`` in ``<u, v>`` before reduction.
   One pass over both operands in cache-sized blocks: ``planes_u * planes_v`` AND+XOR per word.
-* :func:`subset_xor` (a vector times a scalar): output plane ``k`` is the XOR of the input planes
-  listed in row ``k`` of ``rows`` (the planes ``i`` whose ``r X^i`` has bit ``k``).
+  :func:`cross_parities_folded` takes the two halves of a fold (strided views) and the halves'
+  difference without building either.
+* :func:`fold_planes` (a fold ``low + r (high - low)``, in place) and :func:`subset_xor`: output
+  plane ``k`` is the XOR of the input planes listed in row ``k`` of ``rows`` (the planes ``i``
+  whose ``r X^i`` has bit ``k``).
 
-* :func:`ring_fold` and :func:`ring_cross`: ``low + (high - low) @ M`` and ``u^T v`` on int64 ``[m, 56]``
-  matrices (wrapping mod 2^64), row by row with the 56 x 56 operand in cache: 3136 multiply-adds per
-  row, vectorised (about 2-4x less CPU than torch's int64 ``matmul``, a plain loop).
+* :func:`ring_fold_inplace` and :func:`ring_cross_folded`: a fold ``low + (high - low) @ M`` written
+  over ``low``, and the fold polynomial's two products ``u_L^T v_L``, ``(u_R - u_L)^T (v_R - v_L)``,
+  on int64 ``[m, 56]`` matrices (wrapping mod 2^64), row by row with the 56 x 56 operand in cache:
+  3136 multiply-adds per row, vectorised (about 2-4x less CPU than torch's int64 ``matmul``).
+
+The proofs fold their vectors in place and read halves as views: a proof allocates its four vectors
+once. (Fresh memory is the expensive kind here: the kernel zeroes every page a process touches for the
+first time, and building each fold's halves anew made that 58% of a search proof's CPU.)
 
 Numba is imported and the loops compiled on first use (:func:`_jit`): importing numba costs about
 0.4 s, which every server and CLI process would otherwise pay whether or not it ever proves anything.
@@ -33,14 +41,23 @@ _BLOCK = 512  # words per block: 2 x 56 planes x 512 words x 8 bytes = 448 KiB, 
 def _cross(u: np.ndarray, v: np.ndarray, acc: np.ndarray) -> None:  # pragma: no cover - compiled
     pu, n = u.shape
     pv = v.shape[0]
+    bu = np.empty((pu, _BLOCK), dtype=np.int64)  # the block's planes, contiguous (operands may be strided views)
+    bv = np.empty((pv, _BLOCK), dtype=np.int64)
     for w0 in range(0, n, _BLOCK):
         w1 = min(n, w0 + _BLOCK)
+        m = w1 - w0
         for i in range(pu):
-            ui = u[i, w0:w1]
+            for w in range(m):
+                bu[i, w] = u[i, w0 + w]
+        for j in range(pv):
+            for w in range(m):
+                bv[j, w] = v[j, w0 + w]
+        for i in range(pu):
+            ui = bu[i, :m]
             for j in range(pv):
-                vj = v[j, w0:w1]
+                vj = bv[j, :m]
                 a = np.int64(0)
-                for w in range(ui.shape[0]):  # row slices: LLVM vectorises the reduction
+                for w in range(m):  # row slices: LLVM vectorises the reduction
                     a ^= ui[w] & vj[w]
                 acc[i, j] ^= a
 
@@ -49,19 +66,25 @@ def _cross_folded(ul: np.ndarray, uh: np.ndarray, vl: np.ndarray, vh: np.ndarray
                   acc_diff: np.ndarray) -> None:  # pragma: no cover - compiled
     pu, n = ul.shape
     pv = vl.shape[0]
+    bu = np.empty((pu, _BLOCK), dtype=np.int64)  # the block's planes, contiguous (the halves are strided views)
+    bv = np.empty((pv, _BLOCK), dtype=np.int64)
     du = np.empty((pu, _BLOCK), dtype=np.int64)
     dv = np.empty((pv, _BLOCK), dtype=np.int64)
     for w0 in range(0, n, _BLOCK):
         w1 = min(n, w0 + _BLOCK)
         m = w1 - w0
         for i in range(pu):
-            du[i, :m] = ul[i, w0:w1] ^ uh[i, w0:w1]
+            for w in range(m):
+                bu[i, w] = ul[i, w0 + w]
+                du[i, w] = ul[i, w0 + w] ^ uh[i, w0 + w]
         for j in range(pv):
-            dv[j, :m] = vl[j, w0:w1] ^ vh[j, w0:w1]
+            for w in range(m):
+                bv[j, w] = vl[j, w0 + w]
+                dv[j, w] = vl[j, w0 + w] ^ vh[j, w0 + w]
         for i in range(pu):
-            ui, di = ul[i, w0:w1], du[i, :m]
+            ui, di = bu[i, :m], du[i, :m]
             for j in range(pv):
-                vj, ej = vl[j, w0:w1], dv[j, :m]
+                vj, ej = bv[j, :m], dv[j, :m]
                 a = np.int64(0)
                 b = np.int64(0)
                 for w in range(m):
@@ -85,19 +108,38 @@ def _subset_xor(p: np.ndarray, rows: np.ndarray, counts: np.ndarray, base: np.nd
                     o[w] ^= src[w]
 
 
+def _fold_planes(low: np.ndarray, high: np.ndarray, rows: np.ndarray,
+                 counts: np.ndarray) -> None:  # pragma: no cover - compiled
+    k_out, n = low.shape
+    d = np.empty((k_out, _BLOCK), dtype=np.int64)
+    for w0 in range(0, n, _BLOCK):
+        w1 = min(n, w0 + _BLOCK)
+        m = w1 - w0
+        for k in range(k_out):
+            for w in range(m):
+                d[k, w] = low[k, w0 + w] ^ high[k, w0 + w]
+        for k in range(k_out):  # output plane k reads d (a copy) and low[k] alone: in place is safe
+            o = low[k, w0:w1]
+            for t in range(counts[k]):
+                src = d[rows[k, t], :m]
+                for w in range(m):
+                    o[w] ^= src[w]
+
+
 @cache
 def _jit() -> SimpleNamespace:
     """The loops above compiled by numba (``nogil``; cached on disk beside this file)."""
     from numba import njit
 
     return SimpleNamespace(**{f.__name__: njit(cache=True, nogil=True)(f)
-                              for f in (_cross, _cross_folded, _subset_xor, _ring_fold, _ring_cross)})
+                              for f in (_cross, _cross_folded, _subset_xor, _fold_planes,
+                                        _ring_fold_inplace, _ring_cross, _ring_cross_folded)})
 
 
 def cross_parities(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """``[pu, pv]`` bools: parity of ``sum_w popcount(u[i, w] & v[j, w])`` for planes ``u [pu, W]``, ``v [pv, W]``."""
     acc = np.zeros((u.shape[0], v.shape[0]), dtype=np.int64)
-    _jit()._cross(np.ascontiguousarray(u), np.ascontiguousarray(v), acc)
+    _jit()._cross(u, v, acc)
     return (np.bitwise_count(acc.view(np.uint64)) & 1).astype(bool)
 
 
@@ -106,35 +148,35 @@ def cross_parities_folded(ul: np.ndarray, uh: np.ndarray, vl: np.ndarray, vh: np
     """:func:`cross_parities` of ``(ul, vl)`` and of ``(ul ^ uh, vl ^ vh)`` in one pass (no temporaries)."""
     a = np.zeros((ul.shape[0], vl.shape[0]), dtype=np.int64)
     b = np.zeros_like(a)
-    _jit()._cross_folded(np.ascontiguousarray(ul), np.ascontiguousarray(uh), np.ascontiguousarray(vl),
-                  np.ascontiguousarray(vh), a, b)
+    _jit()._cross_folded(ul, uh, vl, vh, a, b)  # strided halves welcome: copied block by block
     return ((np.bitwise_count(a.view(np.uint64)) & 1).astype(bool),
             (np.bitwise_count(b.view(np.uint64)) & 1).astype(bool))
 
 
-def subset_xor(p: np.ndarray, select: np.ndarray, base: np.ndarray) -> np.ndarray:
-    """``out[k] = base[k] ^ XOR_{i: select[k, i]} p[i]`` for planes ``p [P, W]``, ``select [K, P]`` bools and
-    ``base [K, W]``: one pass, ``sum(select)`` word XORs per word column."""
+def _rows(select: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     counts = select.sum(1).astype(np.int64)
     rows = np.zeros((select.shape[0], max(1, select.shape[1])), dtype=np.int64)
     for k in range(select.shape[0]):
         idx = np.flatnonzero(select[k])
         rows[k, : idx.size] = idx
+    return rows, counts
+
+
+def fold_planes(low: np.ndarray, high: np.ndarray, select: np.ndarray) -> None:
+    """In place: ``low[k] ^= XOR_{i: select[k, i]} (low[i] ^ high[i])`` for planes ``low, high [P, W]`` (views
+    of one buffer allowed, e.g. its two column halves): ``low + r (high - low)`` over GF(2^56) when ``select``
+    is multiplication by ``r``. No allocation but a block of scratch."""
+    rows, counts = _rows(select)
+    _jit()._fold_planes(low, high, rows, counts)
+
+
+def subset_xor(p: np.ndarray, select: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """``out[k] = base[k] ^ XOR_{i: select[k, i]} p[i]`` for planes ``p [P, W]``, ``select [K, P]`` bools and
+    ``base [K, W]``: one pass, ``sum(select)`` word XORs per word column."""
+    rows, counts = _rows(select)
     out = np.empty_like(base)
     _jit()._subset_xor(np.ascontiguousarray(p), rows, counts, np.ascontiguousarray(base), out)
     return out
-
-
-def _ring_fold(low: np.ndarray, high: np.ndarray, m: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
-    n, d = low.shape
-    for g in range(n):
-        lo, hi, o = low[g], high[g], out[g]
-        o[:] = lo
-        for i in range(d):
-            c = hi[i] - lo[i]
-            mi = m[i]
-            for k in range(d):
-                o[k] += c * mi[k]
 
 
 def _ring_cross(u: np.ndarray, v: np.ndarray, acc: np.ndarray) -> None:  # pragma: no cover - compiled
@@ -148,11 +190,36 @@ def _ring_cross(u: np.ndarray, v: np.ndarray, acc: np.ndarray) -> None:  # pragm
                 ai[j] += a * vg[j]
 
 
-def ring_fold(low: np.ndarray, high: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """``low + (high - low) @ m`` for int64 ``low, high [n, D]`` and ``m [D, D]``, mod 2^64."""
-    out = np.empty_like(low)
-    _jit()._ring_fold(np.ascontiguousarray(low), np.ascontiguousarray(high), np.ascontiguousarray(m), out)
-    return out
+def _ring_fold_inplace(vec: np.ndarray, half: int, m: np.ndarray) -> None:  # pragma: no cover - compiled
+    d = vec.shape[1]
+    o = np.empty(d, dtype=np.int64)
+    for g in range(half):
+        lo, hi = vec[g], vec[g + half]
+        o[:] = lo
+        for i in range(d):
+            c = hi[i] - lo[i]
+            mi = m[i]
+            for k in range(d):
+                o[k] += c * mi[k]
+        lo[:] = o
+
+
+def _ring_cross_folded(u: np.ndarray, v: np.ndarray, half: int, acc_low: np.ndarray,
+                       acc_diff: np.ndarray) -> None:  # pragma: no cover - compiled
+    d = u.shape[1]
+    du = np.empty(d, dtype=np.int64)
+    dv = np.empty(d, dtype=np.int64)
+    for g in range(half):
+        ul, vl = u[g], v[g]
+        for i in range(d):
+            du[i] = u[g + half, i] - ul[i]
+            dv[i] = v[g + half, i] - vl[i]
+        for i in range(d):
+            a, b = ul[i], du[i]
+            al, ad = acc_low[i], acc_diff[i]
+            for j in range(d):
+                al[j] += a * vl[j]
+                ad[j] += b * dv[j]
 
 
 def ring_cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -160,3 +227,18 @@ def ring_cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     acc = np.zeros((u.shape[1], v.shape[1]), dtype=np.int64)
     _jit()._ring_cross(np.ascontiguousarray(u), np.ascontiguousarray(v), acc)
     return acc
+
+
+def ring_fold_inplace(vec: np.ndarray, m: np.ndarray) -> None:
+    """In place: rows ``g < n / 2`` of int64 ``vec [n, D]`` become ``vec[g] + (vec[g + n/2] - vec[g]) @ m``
+    (mod 2^64); the upper half is left as it was. No allocation."""
+    _jit()._ring_fold_inplace(vec, vec.shape[0] // 2, np.ascontiguousarray(m))
+
+
+def ring_cross_folded(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(u_L^T v_L, (u_R - u_L)^T (v_R - v_L))`` for int64 ``u, v [n, D]`` split at ``n / 2``, mod 2^64, in one
+    pass and without temporaries."""
+    a = np.zeros((u.shape[1], v.shape[1]), dtype=np.int64)
+    b = np.zeros_like(a)
+    _jit()._ring_cross_folded(u, v, u.shape[0] // 2, a, b)
+    return a, b
