@@ -178,19 +178,25 @@ def _element(planes: torch.Tensor, word: int) -> int:
     return int(sum(int(b) << k for k, b in enumerate((planes[:, word] & 1).tolist())))
 
 
-def fold(v: BitVec, r: torch.Tensor) -> BitVec:
+def fold(v: BitVec, r: torch.Tensor, spare: torch.Tensor | None = None) -> BitVec:
     """``v_L + r (v_R - v_L)`` (half the entries). A dense ``v`` of at least two words is folded in place: its
-    planes' low half becomes the result (a view), so ``v`` must not be used after."""
+    planes' low half becomes the result (a view), so ``v`` must not be used after. A plane-0 ``v`` becomes
+    dense: written into ``spare`` (``[DEGREE, words / 2]``, e.g. the free half of a vector just folded)
+    when given, else into new memory."""
     rv = int(r.reshape(-1)[0])
     if v.sparse and v.bits // 2 < 64:
         v = _dense(v)
     if v.sparse:  # r times a bit is r or 0: plane k of r d is d where bit k of r is set
         low, high, half = _halves(v)
         d = (low ^ high)[0]
-        out = torch.zeros(DEGREE, low.shape[1], dtype=torch.int64)
+        fits = spare is not None and tuple(spare.shape) == (DEGREE, low.shape[1])
+        out = spare if fits else torch.empty(DEGREE, low.shape[1], dtype=torch.int64)
+        assert out is not None
         for k in range(DEGREE):
             if (rv >> k) & 1:
                 out[k] = d
+            else:
+                out[k] = 0
         out[0] ^= low[0]
         if v.pad is not None:  # the one full element: recompute its lane
             word, e = v.pad
@@ -206,6 +212,14 @@ def fold(v: BitVec, r: torch.Tensor) -> BitVec:
         return BitVec(low, half)
     lo = low.contiguous().numpy()
     return BitVec(torch.from_numpy(K.subset_xor(lo ^ high.contiguous().numpy(), _select(rv), lo)), half)
+
+
+def fold_pair(a: BitVec, ra: torch.Tensor, b: BitVec, rb: torch.Tensor) -> tuple[BitVec, BitVec]:
+    """:func:`fold` of ``a`` at ``ra`` and ``b`` at ``rb``; a plane-0 ``b`` is written into the half of a dense
+    ``a`` that its in-place fold frees (no new memory for the proof's first fold)."""
+    spare = a.planes[:, a.planes.shape[1] // 2:] if not a.sparse and a.bits // 2 >= 64 else None
+    a = fold(a, ra)
+    return a, fold(b, rb, spare)
 
 
 def _poly(parities: np.ndarray) -> int:

@@ -167,8 +167,9 @@ class _Ring:
         out[off + 1:] = 0
         return out
 
-    def fold(self, vec: Any, r: torch.Tensor) -> Any:  # in place: the low half, a view of the same buffer
-        return G.fold_inplace(vec, r)
+    def fold_pair(self, a: Any, ra: torch.Tensor, b: Any, rb: torch.Tensor) -> tuple[Any, Any]:
+        """Both vectors folded in place (each becomes its buffer's low half, a view)."""
+        return G.fold_inplace(a, ra), G.fold_inplace(b, rb)
 
     def fold_polynomial(self, u: Any, v: Any, total: torch.Tensor | None = None) -> torch.Tensor:
         half = u.shape[0] // 2
@@ -211,8 +212,8 @@ class _Field:
     def padded(self, parts: list[Any], pad: torch.Tensor, folds: int, pool: dict[Any, Any], slot: int) -> Any:
         return BF.concat(parts, pad, folds)
 
-    def fold(self, vec: Any, r: torch.Tensor) -> Any:
-        return BF.fold(vec, r)
+    def fold_pair(self, a: Any, ra: torch.Tensor, b: Any, rb: torch.Tensor) -> tuple[Any, Any]:
+        return BF.fold_pair(a, ra, b, rb)
 
     def fold_polynomial(self, u: Any, v: Any, total: torch.Tensor | None = None) -> torch.Tensor:
         return BF.fold_polynomial(u, v, total)
@@ -428,8 +429,8 @@ def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry], p
         assert from_next is not None and from_prev is not None
         _agree(from_prev, from_next, me, prev, nxt, "fold challenges")
         r_p, r_v1, r_v2 = _challenge(alg, from_prev), _challenge(alg, v1_seed), _challenge(alg, v2_seed)
-        u, v, total = alg.fold(u, r_p), alg.fold(v, r_p), at(h, r_p)
-        v1_vec, v2_vec = alg.fold(v1_vec, r_v1), alg.fold(v2_vec, r_v2)
+        (u, v), total = alg.fold_pair(u, r_p, v, r_p), at(h, r_p)
+        v1_vec, v2_vec = alg.fold_pair(v1_vec, r_v1, v2_vec, r_v2)
         v1_claim, v2_claim = at(v1_h, r_v1), at(v2_h, r_v2)
 
     # 3. Decide: swap folded entries and shares of the combined residual.
