@@ -105,3 +105,27 @@ def test_a_vector_of_bits_and_dense_parts_concatenates_densely():
     e = _elements(v)
     assert e[:128] == _elements(bits) and e[128:256] == _elements(dense) and e[256] == int(pad[0])
     assert not any(e[257:])
+
+
+def test_a_scaled_part_is_built_in_place_as_scale_bits_would():
+    rng = PRG(bytes(range(5, 21)))
+    rho, words = rng.int64((BF.DEGREE, 3)), rng.int64((3,))
+    pad = BF.random(rng, 1)[0]
+    lazy = BF.concat([BF.Scaled(rho, words), BF.lift_bits(words)], pad, 9)
+    eager = BF.concat([BF.scale_bits(rho, words), BF.lift_bits(words)], pad, 9)
+    assert torch.equal(lazy.planes, eager.planes)
+
+
+def test_fold_pair_writes_the_bits_vector_into_the_half_its_partner_frees():
+    rng = PRG(bytes(range(6, 22)))
+    for folds, words in ((8, 3), (10, 9)):
+        u = BF.concat([BF.scale_bits(rng.int64((BF.DEGREE, words)), rng.int64((words,)))], BF.random(rng, 1)[0], folds)
+        v = BF.concat([BF.lift_bits(rng.int64((words,)))], BF.random(rng, 1)[0], folds)
+        ue, ve = _elements(u), _elements(v)
+        ru, rv = BF.random(rng, 1)[0], BF.random(rng, 1)[0]
+        start, size = u.planes.data_ptr(), u.planes.numel() * 8
+        fu, fv = BF.fold_pair(u, ru, v, rv)
+        half = len(ue) // 2
+        assert _elements(fu) == [a ^ _mul(int(ru[0]), a ^ b) for a, b in zip(ue[:half], ue[half:])]
+        assert _elements(fv) == [a ^ _mul(int(rv[0]), a ^ b) for a, b in zip(ve[:half], ve[half:])]
+        assert start <= fv.planes.data_ptr() < start + size  # no new memory

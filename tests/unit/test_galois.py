@@ -55,3 +55,34 @@ def test_a_high_order_error_survives_an_even_coefficient_but_not_a_unit():
     assert torch.equal(killed, ~G.is_unit(r))
     assert int(killed.sum()) == 0  # a non-unit has probability 2^-56
     assert bool((G.mul(e, G.lift(torch.tensor([2]))) == 0).all())
+
+
+def test_in_place_fold_and_fold_products_match_elementwise_arithmetic():
+    """The proofs' bulk steps (numba kernels) against ``G.mul``: a fold written over its low half, and the fold
+    polynomial's two products in one pass."""
+    rng = PRG(bytes(range(3, 19)))
+    for m in (1, 2, 37):
+        u, v, r = G.random(rng, 2 * m), G.random(rng, 2 * m), G.random(rng, 1)[0]
+        lo, hi = u[:m].clone(), u[m:].clone()
+        want = lo + G.mul(hi - lo, r)
+        buf = u.clone()
+        got = G.fold_inplace(buf, r)
+        assert torch.equal(got, want) and got.data_ptr() == buf.data_ptr()  # a view: no new memory
+        assert torch.equal(buf[m:], hi)  # the upper half is left alone
+        c0, c2 = G.fold_products(u, v)
+        assert torch.equal(c0, G.mul(u[:m], v[:m]).sum(0))
+        assert torch.equal(c2, G.mul(u[m:] - u[:m], v[m:] - v[:m]).sum(0))
+
+
+def test_parts_written_in_place_equal_the_products_they_stand_for():
+    from protocols.checked import _Lifted, _RhoScaled, _weighted_sum
+
+    rng = PRG(bytes(range(4, 20)))
+    n = 9
+    rho, a, b = G.random(rng, n), rng.int64((n,)), rng.int64((n,))
+    out = G.random(rng, 2 * n)  # garbage: every entry must be overwritten
+    _RhoScaled(rho, a, b).write(out)
+    assert torch.equal(out, torch.cat([G.mul(rho, G.lift(a)), G.mul(rho, G.lift(b))]))
+    _Lifted(b, a).write(out)
+    assert torch.equal(out, G.lift(torch.cat([b, a])))
+    assert torch.equal(_weighted_sum(rho, a), G.mul(rho, G.lift(a)).sum(0))
