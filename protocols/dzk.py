@@ -41,9 +41,10 @@ Steps of one proof (all three provers in parallel, with a common fold count):
 Cost (:func:`check_cost`, asserted in tests/unit/test_dzk.py): ``2 R + 3`` rounds and
 ``284 + 172 R`` words per party over the ring, ``9 + 7 R`` over the field, whatever the gates
 but for ``R`` (``R = 20`` for a million entries); a log with both kinds runs the two proofs in
-the same rounds (the larger ``2 R + 3``, the words of both). Computation: ``O(M 56^2)`` word products per
-role in the ring, ``O(M 56^2 / 64)`` word operations in the field (bit-planes): the checks
-cost CPU, not bytes (figures in docs/SECURITY.md).
+the same rounds (the larger ``2 R + 3``, the words of both), and a log of ``B`` batches of one kind
+about ``2 R + 3 + STAGGER (B - 1)`` rounds (:func:`verify_products`). Computation: ``O(M 56^2)`` word
+products per role in the ring, ``O(M 56^2 / 64)`` word operations in the field (bit-planes), the vectors
+folded in place: the checks cost CPU, not bytes (figures in docs/SECURITY.md).
 
 Soundness (:func:`soundness_bits`): a prover whose messages are wrong passes only if a
 challenge is a root of a nonzero polynomial of degree at most 2 over GR(2^64, 56) or GF(2^56)
@@ -110,6 +111,9 @@ class ProductLog:
 
     party: Party
     entries: list[Entry] = field(default_factory=list)
+    proof_rounds: int = 0
+    """Sum over the proofs run by :func:`verify_products` on this log so far of their lengths ``2 R + 3``:
+    what :func:`call_soundness_bits` bounds."""
 
 
 def _seed_tensor(prg: PRG) -> torch.Tensor:
@@ -146,14 +150,11 @@ class _Ring:
     def good_challenge(self, r: torch.Tensor) -> bool:
         return bool(G.is_unit(r)) and bool(G.is_unit(G.one() - r))
 
-    def padded(self, parts: list[Any], pad: torch.Tensor, folds: int, pool: dict[Any, Any], slot: int) -> Any:
-        """The vector in ``pool``'s buffer for ``slot`` (allocated once per :func:`verify_products` call and
-        reused by its later batches: fresh memory costs more than the proof's arithmetic). A part is a
-        ``[m, DEGREE]`` tensor or an object that writes its ``rows`` entries (``write(out)``)."""
-        buf = pool.get(("ring", slot))
-        if buf is None or buf.shape[0] < 1 << folds:
-            pool[("ring", slot)] = buf = None  # the old buffer goes before the new one is allocated
-            buf = pool[("ring", slot)] = torch.empty(1 << folds, G.DEGREE, dtype=torch.int64)
+    def padded(self, parts: list[Any], pad: torch.Tensor, folds: int, pool: _Buffers) -> Any:
+        """The vector in a buffer from ``pool`` (reused by the later proofs of the :func:`verify_products` call:
+        fresh memory costs more than the proof's arithmetic). A part is a ``[m, DEGREE]`` tensor or an object
+        that writes its ``rows`` entries (``write(out)``)."""
+        buf = pool.take(1 << folds)
         out = buf[: 1 << folds]
         off = 0
         for p in parts:
@@ -179,6 +180,13 @@ class _Ring:
 
     def first(self, vec: Any) -> torch.Tensor:
         return vec[0]
+
+    def release(self, vecs: list[Any], pool: _Buffers) -> list[Any]:
+        """Copies of the (folded) vectors, their buffers handed back to ``pool`` for the next proof."""
+        out = [v.clone() for v in vecs]
+        for v in vecs:
+            pool.give(v)
+        return out
 
     def well_formed(self, t: torch.Tensor) -> bool:
         return True
@@ -209,7 +217,7 @@ class _Field:
     def good_challenge(self, r: torch.Tensor) -> bool:
         return int(r.reshape(-1)[0]) not in (0, 1)
 
-    def padded(self, parts: list[Any], pad: torch.Tensor, folds: int, pool: dict[Any, Any], slot: int) -> Any:
+    def padded(self, parts: list[Any], pad: torch.Tensor, folds: int, pool: _Buffers) -> Any:
         return BF.concat(parts, pad, folds)
 
     def fold_pair(self, a: Any, ra: torch.Tensor, b: Any, rb: torch.Tensor) -> tuple[Any, Any]:
@@ -220,6 +228,9 @@ class _Field:
 
     def first(self, vec: Any) -> torch.Tensor:
         return BF.first(vec)
+
+    def release(self, vecs: list[Any], pool: _Buffers) -> list[Any]:
+        return vecs  # field vectors are not pooled
 
     def well_formed(self, t: torch.Tensor) -> bool:
         return bool(((t >> BF.DEGREE) == 0).all())
@@ -252,9 +263,41 @@ def _agree(a: torch.Tensor, b: torch.Tensor, me: int, prev: int, nxt: int, what:
         )
 
 
+class _Buffers:
+    """GR(2^64, 56) vector buffers of one :func:`verify_products` call: a proof takes four, and hands them back
+    once its vectors have shrunk (:data:`RELEASE_FOLDS`), so the next proof reuses memory already mapped."""
+
+    def __init__(self) -> None:
+        self.free: list[torch.Tensor] = []
+        self.bases: dict[int, torch.Tensor] = {}  # data_ptr of a handed-out view -> its whole buffer
+
+    def take(self, rows: int) -> torch.Tensor:
+        fits = [b for b in self.free if b.shape[0] >= rows]
+        if fits:
+            buf = min(fits, key=lambda b: b.shape[0])
+            self.free.remove(buf)
+        else:
+            buf = torch.empty(rows, G.DEGREE, dtype=torch.int64)
+        self.bases[buf.data_ptr()] = buf
+        return buf
+
+    def give(self, view: torch.Tensor) -> None:
+        buf = self.bases.pop(view.data_ptr(), None)
+        if buf is not None:
+            self.free.append(buf)
+
+
+STAGGER = 8
+"""Rounds between the starts of two consecutive proofs of one kind in a :func:`verify_products` call (or fewer:
+the next starts when the previous ends). Proofs overlap, so a call of ``B`` batches takes about
+``2 R + 3 + STAGGER (B - 1)`` rounds instead of ``B (2 R + 3)``; by its next start a proof has folded its
+vectors at least :data:`RELEASE_FOLDS` times (to 1/8 of their size), so memory stays near one proof's."""
+RELEASE_FOLDS = 3
+"""Folds after which a ring proof copies its vectors out and returns its buffers to the call's pool."""
+
 RING_BATCH = 1 << 19
 """Ring vector entries per proof (a GR(2^64, 56) vector of that length is 235 MB): a log with more is
-proved in several proofs, one after the other, so memory stays bounded whatever the query."""
+proved in several proofs, staggered (:data:`STAGGER`), so memory stays bounded whatever the query."""
 FIELD_BATCH = 1 << 26
 """Field vector entries (AND lanes) per proof (a dense bit-plane vector of that length is 470 MB)."""
 
@@ -278,24 +321,23 @@ def verify_products(log: ProductLog, ring_batch: int = RING_BATCH, field_batch: 
     """Check every recorded step in ``log`` (all three parties' messages); clears the log.
 
     Arithmetic claims are proved over GR(2^64, 56), boolean ones over GF(2^56), in :func:`batches` of at
-    most ``ring_batch`` / ``field_batch`` vector entries: the ``i``-th ring proof and the ``i``-th field
-    proof run side by side in the same rounds (each message carries both parts), the pairs one after
-    the other. Raises :class:`ProofRejected` if any party's messages (or its part in a check) were
-    wrong. Returns the rounds it took, ``sum_i max(2 R_i + 3)`` over the pairs; the soundness error of the
-    whole call is at most ``2 rounds / (2^56 - 2)`` (each proof's ``(2 R + 3) / (2^56 - 2)``, summed:
-    :func:`call_soundness_bits`). See the module docstring for the steps.
+    most ``ring_batch`` / ``field_batch`` vector entries, one proof per batch. The proofs run side by side
+    in one schedule (:func:`_lockstep`: each round's message carries every active proof's part): the ring
+    proofs one after the other, each starting :data:`STAGGER` rounds after the previous one (or when it
+    ends), and the field proofs likewise, in parallel with them. Raises :class:`ProofRejected` if any
+    party's messages (or its part in a check) were wrong. Returns the rounds it took; adds the proofs'
+    lengths ``sum_p (2 R_p + 3)`` to ``log.proof_rounds``: the soundness error of the call is at most that
+    sum over ``2^56 - 2`` (each proof's ``(2 R + 3) / (2^56 - 2)``, :func:`call_soundness_bits`). See the
+    module docstring for the steps.
     """
     entries, log.entries = log.entries, []
     ring = batches([e for e in entries if not e.field], ring_batch)
     field = batches([e for e in entries if e.field], field_batch)
-    rounds = 0
-    pool: dict[Any, Any] = {}  # vector buffers, reused batch after batch
-    for i in range(max(len(ring), len(field))):
-        proofs = []
-        for alg, groups in ((_RING, ring), (_FIELD, field)):
-            if i < len(groups):
-                proofs.append(_prove_and_verify(log.party, alg, groups[i], pool))
-        rounds += _lockstep(log.party, proofs)
+    pool = _Buffers()
+    queues = [[_prove_and_verify(log.party, _RING, g, pool) for g in ring],
+              [_prove_and_verify(log.party, _FIELD, g, pool) for g in field]]
+    rounds, lengths = _lockstep(log.party, queues)
+    log.proof_rounds += lengths
     return rounds
 
 
@@ -305,20 +347,31 @@ _Proof = Generator[_Exchange, tuple[torch.Tensor | None, torch.Tensor | None], "
 """A proof's rounds; it returns its verdict (``None``: accepted) after its last round."""
 
 
-def _lockstep(party: Party, proofs: list[_Proof]) -> int:
+def _lockstep(party: Party, queues: list[list[_Proof]]) -> tuple[int, int]:
     """Run proofs side by side: one ``exchange`` per round carries every active proof's messages
-    (concatenated in a fixed order; a proof that has finished sends nothing). Sizes are public, so a
-    message of the wrong size is its sender's deviation. A proof's final verdict is raised only once
-    every proof has finished, so a party whose first proof fails still plays its part in the others
-    (an honest party must not stop where a deviating party's own check fails first)."""
+    (concatenated in a fixed order; a proof that has finished sends nothing). Each queue's proofs start in
+    order, the next :data:`STAGGER` rounds after the previous one's start or when it has finished (a public
+    schedule: every party runs the same). Sizes are public, so a message of the wrong size is its sender's
+    deviation. A proof's final verdict is raised only once every proof has finished, so a party whose first
+    proof fails still plays its part in the others (an honest party must not stop where a deviating party's
+    own check fails first). Returns ``(rounds, sum of the proofs' lengths in rounds)``."""
     me, nxt, prev = party.id, (party.id + 1) % 3, (party.id - 1) % 3
     active: list[tuple[_Proof, _Exchange]] = []
     verdicts: list[ProofRejected] = []
-    rounds = 0
-    for proof in proofs:
-        active.append((proof, next(proof)))
-    while active:
+    waiting = [list(q) for q in queues]
+    last: list[_Proof | None] = [None] * len(queues)  # each queue's latest started proof
+    since = [0] * len(queues)  # rounds since it started
+    rounds = lengths = 0
+    while active or any(waiting):
+        for qi, q in enumerate(waiting):
+            running = any(p is last[qi] for p, _ in active)
+            if q and (not running or since[qi] >= STAGGER):
+                proof = q.pop(0)
+                active.append((proof, next(proof)))
+                last[qi], since[qi] = proof, 0
         rounds += 1
+        lengths += len(active)
+        since = [t + 1 for t in since]
         to_next = [t.reshape(-1) for _, (t, _, _, _) in active if t is not None]
         to_prev = [t.reshape(-1) for _, (_, t, _, _) in active if t is not None]
         want_next, want_prev = sum(r[2] for _, r in active), sum(r[3] for _, r in active)
@@ -343,10 +396,10 @@ def _lockstep(party: Party, proofs: list[_Proof]) -> int:
         active = still
     if verdicts:
         raise verdicts[0]
-    return rounds
+    return rounds, lengths
 
 
-def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry], pool: dict[Any, Any]) -> _Proof:
+def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry], pool: _Buffers) -> _Proof:
     """One proof (this party as prover of its messages and verifier of its neighbours'), as a generator of
     the rounds it needs (:func:`_lockstep` runs it); returns the verdict of its final check. A message
     that cannot be used (malformed, or two challenges that differ) raises at once."""
@@ -401,8 +454,8 @@ def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry], p
         v2_v += parts
         v2_claim = v2_claim if tau is None else alg.add(v2_claim, tau)
 
-    u, v = alg.padded(p_u, alpha, folds, pool, 0), alg.padded(p_v, beta, folds, pool, 1)
-    v1_vec, v2_vec = alg.padded(v1_u, v1_alpha, folds, pool, 2), alg.padded(v2_v, v2_beta, folds, pool, 3)
+    u, v = alg.padded(p_u, alpha, folds, pool), alg.padded(p_v, beta, folds, pool)
+    v1_vec, v2_vec = alg.padded(v1_u, v1_alpha, folds, pool), alg.padded(v2_v, v2_beta, folds, pool)
     del p_u, p_v, v1_u, v2_v  # the parts: copied into the padded vectors
     v1_claim, v2_claim = alg.add(v1_claim, v1_p1), alg.add(v2_claim, got_p2)
     v1_res, v2_res = [], []
@@ -415,7 +468,9 @@ def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry], p
 
     # 2. Folds.
     total = None  # the prover's <u, v> after the first fold: h(r), so later folds take two inner products
-    for _ in range(folds):
+    for fold_no in range(folds):
+        if fold_no == RELEASE_FOLDS:  # small now: copied out, the buffers go to the call's next proof
+            u, v, v1_vec, v2_vec = alg.release([u, v, v1_vec, v2_vec], pool)
         h = alg.fold_polynomial(u, v, total)
         h1 = alg.random(pm1, 3)
         _, got_h2 = yield alg.sub(h, h1).reshape(-1), None, 0, 3 * w
@@ -482,9 +537,9 @@ def soundness_bits(entries: int, boolean: bool = False) -> float:
     return -math.log2((2 * folds + 3) / (2.0**G.DEGREE - 2))
 
 
-def call_soundness_bits(rounds: int) -> float:
-    """``-log2`` of the probability that wrong messages pass a :func:`verify_products` call that took
-    ``rounds`` rounds: at most two proofs per round pair, each wrong with ``(2 R + 3) / (2^56 - 2)``, so
-    ``2 rounds / (2^56 - 2)`` in all (a query's calls add up: pass the sum of their rounds). At least 40
-    bits up to 2^15 = 32,768 proof rounds (several hundred batches)."""
-    return -math.log2(2 * max(1, rounds) / (2.0**G.DEGREE - 2))
+def call_soundness_bits(proof_rounds: int) -> float:
+    """``-log2`` of the probability that wrong messages pass :func:`verify_products` calls whose proofs add up
+    to ``proof_rounds`` rounds (``ProductLog.proof_rounds``: each proof of length ``2 R + 3`` fails to catch
+    them with probability at most ``(2 R + 3) / (2^56 - 2)``): ``proof_rounds / (2^56 - 2)``. At least 40
+    bits up to 2^16 = 65,536 (about 1,500 proofs of a million entries each)."""
+    return -math.log2(max(1, proof_rounds) / (2.0**G.DEGREE - 2))

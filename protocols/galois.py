@@ -15,7 +15,7 @@ Elements are int64 tensors whose LAST dimension holds the ``DEGREE`` coefficient
 (``[..., 56]``, coefficient of ``X^i`` at index ``i``). Cost: a product of two elements is
 ``56^2`` word multiplications; a Z_2^64 scalar times an element is 56. The degree is 56 (not
 48) so that a whole query's proofs, in memory-bounded batches, stay below 2^-40 together
-(:func:`protocols.dzk.call_soundness_bits`).
+(:func:`protocols.dzk.call_soundness_bits`: up to 65,536 proof rounds summed).
 """
 
 from __future__ import annotations

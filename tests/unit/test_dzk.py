@@ -12,6 +12,7 @@ from protocols import galois as G
 from protocols.checked import checked_and, checked_conv2d, checked_matmul, checked_mul, checked_truncate
 from protocols.dzk import (
     MAX_FOLDS,
+    STAGGER,
     ProductLog,
     ProofRejected,
     call_soundness_bits,
@@ -305,7 +306,7 @@ def test_a_party_0_that_shifts_y0_and_sends_carries_that_fit_it_is_rejected(shif
 
 def _batched(party: Party, px, py, qx, qy, bad: int | None = None, index: int = -1):
     """Three elementwise products and two AND gates, proved in batches of at most 100 ring / 128 field
-    entries: three ring proofs (200 entries each) and two field proofs (128 lanes each), paired."""
+    entries: three ring proofs (200 entries each) and two field proofs (128 lanes each), staggered."""
     if party.id == bad:
         corrupt_send(party, index, 1)
     log = ProductLog(party)
@@ -315,20 +316,25 @@ def _batched(party: Party, px, py, qx, qy, bad: int | None = None, index: int = 
           for _ in range(2)]
     before = party.comm.stats.snapshot()
     rounds = verify_products(log, ring_batch=100, field_batch=128)
-    return [(z.lo, z.hi) for z in zs], [(b.lo, b.hi) for b in bs], rounds, (party.comm.stats - before).rounds
+    return [(z.lo, z.hi) for z in zs], [(b.lo, b.hi) for b in bs], rounds, (party.comm.stats - before).rounds, \
+        log.proof_rounds
 
 
-def test_a_large_log_is_proved_in_batches_one_after_the_other():
+def test_a_large_log_is_proved_in_staggered_batches():
+    """Each kind's proofs start STAGGER rounds apart and overlap: the call takes the longest chain's rounds,
+    not the sum of the proofs' lengths (which the soundness bound adds up)."""
     xs, ys, bx, by = share(X), share(Y), share_xor(BX), share_xor(BY)
     args = [[xs[i], ys[i], bx[i], by[i]] for i in range(3)]
     out = run_parties(_batched, args)
     for zs in zip(*(o[0] for o in out)):
         assert torch.equal(reconstruct(list(zs)), X * Y)
     ring, field = check_cost(200)[0], check_cost(128, boolean=True)[0]
-    assert out[0][2] == out[0][3] == 2 * max(ring, field) + ring  # two pairs side by side, then one ring proof
-    assert call_soundness_bits(out[0][2]) > 40
-    messages = 3 + 2 + 2 * (1 + 2 + 3 * 8 + 2) + (1 + 2 + 3 * 8 + 2)  # products, ANDs, 3 proofs with 8 folds
-    for index in (messages - 1, 5 + 29 + 10):  # the last (ring-only) proof's decide; a fold of the second pair
+    assert ring == field == 19
+    assert out[0][2] == out[0][3] == ring + 2 * STAGGER  # three ring proofs 8 rounds apart; the field ones within
+    assert out[0][4] == 3 * ring + 2 * field  # every proof's length, for the soundness bound
+    assert call_soundness_bits(out[0][4]) > 40
+    messages = 3 + 2 + ring + 2 * STAGGER  # products, ANDs, then the proofs' rounds
+    for index in (messages - 1, 5 + STAGGER + 10):  # the last ring proof's decide; rounds where three overlap
         with pytest.raises(PartyFailed) as exc:
             run_parties(_batched, [a + [2, index] for a in args])
         cause = exc.value.__cause__
