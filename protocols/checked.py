@@ -223,6 +223,11 @@ class _Lifted:
         out[: self.b.numel(), 0] = self.b
         out[self.b.numel():, 0] = self.a
 
+    def write_base(self, out: torch.Tensor) -> None:
+        """The values themselves (``out [rows]``): the proof keeps them unlifted (``dzk._BaseVec``)."""
+        out[: self.b.numel()] = self.b
+        out[self.b.numel():] = self.a
+
 
 def _weighted_sum(rho: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """``sum_g rho_g t_g`` (one element) for ``rho [n, E]`` and Z_2^64 values ``t`` (n of them): one int64
@@ -318,6 +323,7 @@ class _ProductEntry(Entry):
     def __init__(self, p: _Product) -> None:
         self.p, self.claim = p, _CLAIMS[p.kind]
         self.field = p.kind == "and"
+        self.base_v = p.kind == "mul"  # v parts: _Lifted
 
     def length(self, prover: int) -> int:
         return self.p.vector_length()

@@ -67,6 +67,7 @@ import torch
 
 from . import binfield as BF
 from . import galois as G
+from . import proof_kernels as K
 from .party import Party
 from .prf import PRG, derive_key
 
@@ -87,6 +88,9 @@ class Entry:
     prover, nxt's as V1, prev's as V2). Every role draws the same challenges for the same prover."""
 
     field = False
+    base_v = False
+    """Whether the step's ``v`` parts (the prover's and V2's) are Z_2^64 values (objects with ``write_base``):
+    a ring batch of such steps keeps ``v`` unlifted until its first fold (:class:`_BaseVec`)."""
 
     def length(self, prover: int) -> int:
         """Vector entries this step adds to ``prover``'s proof (public: from shapes)."""
@@ -124,8 +128,23 @@ def _expand(seed: torch.Tensor, label: str) -> PRG:
     return PRG(derive_key(seed.numpy().tobytes(), label))
 
 
+@dataclass
+class _BaseVec:
+    """A ring vector whose entries are Z_2^64 values (``values [M]``) but for the pad, the ring element ``pad``
+    at ``pad_at`` (``values`` holds 0 there): a product with it, or its fold, costs 56 word products per
+    entry instead of ``56^2``. Its first fold makes it an ordinary vector."""
+
+    values: torch.Tensor
+    pad_at: int
+    pad: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.values.shape[0], G.DEGREE)
+
+
 class _Ring:
-    """GR(2^64, 56): scalars ``[56]``, vectors ``[m, 56]``."""
+    """GR(2^64, 56): scalars ``[56]``, vectors ``[m, 56]`` (or :class:`_BaseVec` before the first fold)."""
 
     words = G.DEGREE
 
@@ -154,6 +173,14 @@ class _Ring:
         """The vector in a buffer from ``pool`` (reused by the later proofs of the :func:`verify_products` call:
         fresh memory costs more than the proof's arithmetic). A part is a ``[m, DEGREE]`` tensor or an object
         that writes its ``rows`` entries (``write(out)``)."""
+        if parts and all(hasattr(p, "write_base") for p in parts):  # Z_2^64 values: kept unlifted
+            values = torch.empty(1 << folds, dtype=torch.int64)
+            off = 0
+            for p in parts:
+                p.write_base(values[off: off + p.rows])
+                off += p.rows
+            values[off:] = 0
+            return _BaseVec(values, off, pad)
         buf = pool.take(1 << folds)
         out = buf[: 1 << folds]
         off = 0
@@ -168,12 +195,36 @@ class _Ring:
         out[off + 1:] = 0
         return out
 
-    def fold_pair(self, a: Any, ra: torch.Tensor, b: Any, rb: torch.Tensor) -> tuple[Any, Any]:
-        """Both vectors folded in place (each becomes its buffer's low half, a view)."""
-        return G.fold_inplace(a, ra), G.fold_inplace(b, rb)
+    def fold_pair(self, a: Any, ra: torch.Tensor, b: Any, rb: torch.Tensor, pool: _Buffers) -> tuple[Any, Any]:
+        """Both vectors folded in place (each becomes its buffer's low half, a view); a :class:`_BaseVec`
+        into a buffer from ``pool``."""
+        return self._fold(a, ra, pool), self._fold(b, rb, pool)
+
+    def _fold(self, vec: Any, r: torch.Tensor, pool: _Buffers) -> Any:
+        if not isinstance(vec, _BaseVec):
+            return G.fold_inplace(vec, r)
+        half = vec.values.shape[0] // 2
+        out = pool.take(half)[:half]
+        K.ring_fold_base(vec.values.numpy(), r.numpy(), out.numpy())
+        q = vec.pad_at % half  # the pad's row: recomputed with the pad itself
+        lo = vec.pad if vec.pad_at < half else G.lift(vec.values[q: q + 1])[0]
+        hi = vec.pad if vec.pad_at >= half else G.lift(vec.values[q + half: q + half + 1])[0]
+        out[q] = lo + G.mul(r, hi - lo)
+        return out
 
     def fold_polynomial(self, u: Any, v: Any, total: torch.Tensor | None = None) -> torch.Tensor:
         half = u.shape[0] // 2
+        if isinstance(v, _BaseVec):  # the first fold of a batch of products: v unlifted
+            c0_n, c1_n, c2_n = K.ring_cross_base(u.numpy(), v.values.numpy())
+            c0, c_hi, c2 = torch.from_numpy(c0_n), torch.from_numpy(c1_n), torch.from_numpy(c2_n)
+            p = v.pad_at
+            if p < half:  # v holds 0 at p: add the pad's terms (v_R - v_L at p is v[p + half] - pad)
+                c0 = c0 + G.mul(u[p], v.pad)
+                c2 = c2 - G.mul(u[p + half] - u[p], v.pad)
+            else:
+                c_hi = c_hi + G.mul(u[p], v.pad)
+                c2 = c2 + G.mul(u[p] - u[p - half], v.pad)
+            return torch.stack([c0, c_hi - c0 - c2, c2])
         c0, c2 = G.fold_products(u, v)
         c_hi = G.inner(u[half:], v[half:]) if total is None else total - c0
         return torch.stack([c0, c_hi - c0 - c2, c2])
@@ -220,7 +271,7 @@ class _Field:
     def padded(self, parts: list[Any], pad: torch.Tensor, folds: int, pool: _Buffers) -> Any:
         return BF.concat(parts, pad, folds)
 
-    def fold_pair(self, a: Any, ra: torch.Tensor, b: Any, rb: torch.Tensor) -> tuple[Any, Any]:
+    def fold_pair(self, a: Any, ra: torch.Tensor, b: Any, rb: torch.Tensor, pool: _Buffers) -> tuple[Any, Any]:
         return BF.fold_pair(a, ra, b, rb)
 
     def fold_polynomial(self, u: Any, v: Any, total: torch.Tensor | None = None) -> torch.Tensor:
@@ -272,10 +323,9 @@ class _Buffers:
         self.bases: dict[int, torch.Tensor] = {}  # data_ptr of a handed-out view -> its whole buffer
 
     def take(self, rows: int) -> torch.Tensor:
-        fits = [b for b in self.free if b.shape[0] >= rows]
+        fits = [i for i, b in enumerate(self.free) if b.shape[0] >= rows]
         if fits:
-            buf = min(fits, key=lambda b: b.shape[0])
-            self.free.remove(buf)
+            buf = self.free.pop(min(fits, key=lambda i: self.free[i].shape[0]))
         else:
             buf = torch.empty(rows, G.DEGREE, dtype=torch.int64)
         self.bases[buf.data_ptr()] = buf
@@ -331,7 +381,8 @@ def verify_products(log: ProductLog, ring_batch: int = RING_BATCH, field_batch: 
     module docstring for the steps.
     """
     entries, log.entries = log.entries, []
-    ring = batches([e for e in entries if not e.field], ring_batch)
+    # Steps with unlifted v first (a stable, public order): their batches skip most of the first fold's work.
+    ring = batches(sorted((e for e in entries if not e.field), key=lambda e: not e.base_v), ring_batch)
     field = batches([e for e in entries if e.field], field_batch)
     pool = _Buffers()
     queues = [[_prove_and_verify(log.party, _RING, g, pool) for g in ring],
@@ -484,8 +535,8 @@ def _prove_and_verify(party: Party, alg: _Ring | _Field, entries: list[Entry], p
         assert from_next is not None and from_prev is not None
         _agree(from_prev, from_next, me, prev, nxt, "fold challenges")
         r_p, r_v1, r_v2 = _challenge(alg, from_prev), _challenge(alg, v1_seed), _challenge(alg, v2_seed)
-        (u, v), total = alg.fold_pair(u, r_p, v, r_p), at(h, r_p)
-        v1_vec, v2_vec = alg.fold_pair(v1_vec, r_v1, v2_vec, r_v2)
+        (u, v), total = alg.fold_pair(u, r_p, v, r_p, pool), at(h, r_p)
+        v1_vec, v2_vec = alg.fold_pair(v1_vec, r_v1, v2_vec, r_v2, pool)
         v1_claim, v2_claim = at(v1_h, r_v1), at(v2_h, r_v2)
 
     # 3. Decide: swap folded entries and shares of the combined residual.

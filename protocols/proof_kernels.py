@@ -133,7 +133,8 @@ def _jit() -> SimpleNamespace:
 
     return SimpleNamespace(**{f.__name__: njit(cache=True, nogil=True)(f)
                               for f in (_cross, _cross_folded, _subset_xor, _fold_planes,
-                                        _ring_fold_inplace, _ring_cross, _ring_cross_folded)})
+                                        _ring_fold_inplace, _ring_cross, _ring_cross_folded, _ring_cross_base,
+                                        _ring_fold_base)})
 
 
 def cross_parities(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -204,6 +205,30 @@ def _ring_fold_inplace(vec: np.ndarray, half: int, m: np.ndarray) -> None:  # pr
         lo[:] = o
 
 
+def _ring_cross_base(u: np.ndarray, v: np.ndarray, half: int, c0: np.ndarray, c1: np.ndarray,
+                     c2: np.ndarray) -> None:  # pragma: no cover - compiled
+    d = u.shape[1]
+    for g in range(half):
+        a, b = v[g], v[g + half]
+        dv = b - a
+        ul, uh = u[g], u[g + half]
+        for i in range(d):
+            c0[i] += ul[i] * a
+            c1[i] += uh[i] * b
+            c2[i] += (uh[i] - ul[i]) * dv
+
+
+def _ring_fold_base(v: np.ndarray, half: int, r: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    d = out.shape[1]
+    for g in range(half):
+        a = v[g]
+        c = v[g + half] - a
+        o = out[g]
+        for k in range(d):
+            o[k] = c * r[k]
+        o[0] += a
+
+
 def _ring_cross_folded(u: np.ndarray, v: np.ndarray, half: int, acc_low: np.ndarray,
                        acc_diff: np.ndarray) -> None:  # pragma: no cover - compiled
     d = u.shape[1]
@@ -242,3 +267,18 @@ def ring_cross_folded(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndar
     b = np.zeros_like(a)
     _jit()._ring_cross_folded(u, v, u.shape[0] // 2, a, b)
     return a, b
+
+
+def ring_cross_base(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For int64 ``u [n, D]`` (ring elements) and ``v [n]`` (Z_2^64 values) split at ``n / 2``: the three
+    ``[D]`` sums ``sum u_L v_L``, ``sum u_R v_R``, ``sum (u_R - u_L)(v_R - v_L)``, mod 2^64. ``D`` word
+    products per entry (a ring element times a ring element would take ``D^2``)."""
+    c0, c1, c2 = (np.zeros(u.shape[1], dtype=np.int64) for _ in range(3))
+    _jit()._ring_cross_base(u, v, u.shape[0] // 2, c0, c1, c2)
+    return c0, c1, c2
+
+
+def ring_fold_base(v: np.ndarray, r: np.ndarray, out: np.ndarray) -> None:
+    """``out[g] = v[g] + r (v[g + n/2] - v[g])`` for Z_2^64 values ``v [n]`` and one ring element ``r [D]``:
+    ``D`` word products per entry."""
+    _jit()._ring_fold_base(v, v.shape[0] // 2, np.ascontiguousarray(r), out)

@@ -339,3 +339,24 @@ def test_a_large_log_is_proved_in_staggered_batches():
             run_parties(_batched, [a + [2, index] for a in args])
         cause = exc.value.__cause__
         assert isinstance(cause, ProofRejected) and 2 in cause.suspects, (index, exc.value)
+
+
+def test_an_unlifted_vector_folds_and_multiplies_as_its_lifted_copy():
+    """The first fold of a batch of products keeps ``v`` as Z_2^64 values (``_BaseVec``, 56 word products per
+    entry instead of 56^2): the fold polynomial and the fold equal the lifted vector's, the pad (a whole ring
+    element) in either half."""
+    from protocols.dzk import _RING, _BaseVec, _Buffers
+
+    rng = PRG(bytes(range(7, 23)))
+    for m, pad_at in ((8, 3), (16, 12), (64, 31), (64, 32)):
+        values = rng.int64((m,))
+        values[pad_at] = 0
+        pad = G.random(rng, 1)[0]
+        lifted = G.lift(values)
+        lifted[pad_at] = pad
+        u, r = G.random(rng, m), G.random(rng, 1)[0]
+        base = _BaseVec(values.clone(), pad_at, pad)
+        assert torch.equal(_RING.fold_polynomial(u, base), _RING.fold_polynomial(u, lifted))
+        pool = _Buffers()
+        _, folded = _RING.fold_pair(u.clone(), r, base, r, pool)
+        assert torch.equal(folded, G.fold_inplace(lifted.clone(), r))
