@@ -60,7 +60,8 @@ the proof, then the reveal); ``checked_cnn``: the default feature model on one i
 with each one's largest error against plaintext torch; ``search_modes``: the search of one feature
 query over ``--search-n`` indexed features at the product's settings (about sqrt(n) centroids,
 nprobe 64, k 10), ``secure_search`` vs ``checked_search`` with its proof (rounds, soundness bits,
-and whether both return the plaintext index's ids). Bytes are the largest of the three parties'.
+whether both return the plaintext index's ids, and the cost model's prediction of both over a WAN).
+Bytes are the largest of the three parties'.
 Then one ``fault`` line per class (``"pipeline": "checked_nearest"``) against the checked
 nearest-neighbour pipeline in-process: party 1 deviates once per run (add, flip, drop, replay,
 foreign) at a random one of its messages (``checked_fault_lines``).
@@ -504,7 +505,26 @@ def search_modes_line(n: int, dim: int = 128, nprobe: int = 64, k: int = 10, fan
     row["soundness_bits"] = round(call_soundness_bits(proof_rounds["lengths"]), 1)
     row["time_ratio"] = round(row["malicious_s"] / row["semi_honest_s"], 1)
     row["bytes_ratio"] = round(row["malicious_bytes_per_party"] / row["semi_honest_bytes_per_party"], 2)
+    row["predicted_wan_s"] = wan_prediction(row, ("semi_honest", "malicious"))
     return row
+
+
+WAN_POINTS = ((20.0, 1000.0), (50.0, 1000.0), (100.0, 100.0))
+"""(RTT ms, per-server egress Mbit/s) at which :func:`wan_prediction` applies the cost model."""
+
+
+def wan_prediction(row: dict, modes: tuple[str, ...]) -> dict:
+    """``benchmarks.cost_model.CostModel`` (in-process seconds + rounds x RTT / 2 + bytes / bandwidth, not a
+    measurement) of each mode of ``row`` at :data:`WAN_POINTS`, and the malicious / semi-honest ratio."""
+    from benchmarks.cost_model import CostModel
+
+    out = {}
+    for rtt, mbps in WAN_POINTS:
+        point = {m: round(CostModel(row[f"{m}_s"], row[f"{m}_rounds"], row[f"{m}_bytes_per_party"]).predict(rtt, mbps),
+                          2) for m in modes}
+        point["ratio"] = round(point[modes[1]] / point[modes[0]], 1)
+        out[f"rtt_{rtt:g}ms_{mbps:g}mbps"] = point
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
