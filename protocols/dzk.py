@@ -281,7 +281,9 @@ class _Field:
         return BF.first(vec)
 
     def release(self, vecs: list[Any], pool: _Buffers) -> list[Any]:
-        return vecs  # field vectors are not pooled
+        """Compact copies: a folded vector is a view of its first buffer, which it would keep alive (field
+        buffers are not pooled; with staggered proofs, several would be alive at once)."""
+        return [BF.BitVec(v.planes.clone(), v.bits, v.pad) for v in vecs]
 
     def well_formed(self, t: torch.Tensor) -> bool:
         return bool(((t >> BF.DEGREE) == 0).all())
@@ -343,7 +345,8 @@ the next starts when the previous ends). Proofs overlap, so a call of ``B`` batc
 ``2 R + 3 + STAGGER (B - 1)`` rounds instead of ``B (2 R + 3)``; by its next start a proof has folded its
 vectors at least :data:`RELEASE_FOLDS` times (to 1/8 of their size), so memory stays near one proof's."""
 RELEASE_FOLDS = 3
-"""Folds after which a ring proof copies its vectors out and returns its buffers to the call's pool."""
+"""Folds after which a proof copies its vectors out (1/8 of their first size): a ring proof's buffers go back
+to the call's pool, a field proof's first buffers are freed (a folded vector is a view that keeps them)."""
 
 RING_BATCH = 1 << 19
 """Ring vector entries per proof (a GR(2^64, 56) vector of that length is 235 MB): a log with more is

@@ -360,3 +360,22 @@ def test_an_unlifted_vector_folds_and_multiplies_as_its_lifted_copy():
         pool = _Buffers()
         _, folded = _RING.fold_pair(u.clone(), r, base, r, pool)
         assert torch.equal(folded, G.fold_inplace(lifted.clone(), r))
+
+
+def test_released_field_vectors_no_longer_hold_their_first_buffer():
+    """Staggered proofs overlap: a proof past RELEASE_FOLDS must not keep its first (largest) buffers alive."""
+    from protocols import binfield as BF
+    from protocols.dzk import _FIELD, _Buffers
+
+    rng = PRG(bytes(range(8, 24)))
+    words = 64
+    u = BF.concat([BF.scale_bits(rng.int64((BF.DEGREE, words)), rng.int64((words,)))], BF.random(rng, 1)[0], 13)
+    v = BF.concat([BF.lift_bits(rng.int64((words,)))], BF.random(rng, 1)[0], 13)
+    for _ in range(3):
+        r = BF.random(rng, 1)[0]
+        u, v = BF.fold_pair(u, r, v, r)
+    first = u.planes.untyped_storage().nbytes()
+    kept = _FIELD.release([u, v], _Buffers())
+    for before, after in zip((u, v), kept):
+        assert torch.equal(after.planes, before.planes) and after.bits == before.bits
+        assert after.planes.untyped_storage().nbytes() == after.planes.numel() * 8 < first
