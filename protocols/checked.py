@@ -328,6 +328,22 @@ class _ProductEntry(Entry):
     def length(self, prover: int) -> int:
         return self.p.vector_length()
 
+    def pieces(self, limit: int) -> list[Entry]:
+        """Elementwise steps (``mul``, ``and``) longer than ``limit`` vector entries, cut into consecutive
+        element ranges that fit (the same claims, each with its own coefficients); other steps whole."""
+        p = self.p
+        per = 2 if p.kind == "mul" else 2 * 64 if p.kind == "and" else 0
+        n = p.x_lo.numel()
+        if not per or per * n <= limit:
+            return [self]
+        step = max(1, limit // per)
+        out: list[Entry] = []
+        for a in range(0, n, step):
+            xl, xh, yl, yh, got, nxt, prv = (t.reshape(-1)[a: a + step] for t in (
+                p.x_lo, p.x_hi, p.y_lo, p.y_hi, p.received, p.draw_next, p.draw_prev))
+            out.append(_ProductEntry(_Product(p.kind, xl, xh, yl, yh, got, nxt, prv)))
+        return out
+
     def as_prover(self, rng: PRG) -> tuple[list[Any], list[Any]]:
         p, c = self.p, self.claim.draw(self.p, rng)  # A, B = my lo; A', B' = my hi
         return self.claim.v1_parts(p, c, p.x_lo, p.y_lo), self.claim.v2_parts(p, c, p.x_hi, p.y_hi)

@@ -96,6 +96,11 @@ class Entry:
         """Vector entries this step adds to ``prover``'s proof (public: from shapes)."""
         raise NotImplementedError
 
+    def pieces(self, limit: int) -> list[Entry]:
+        """The step as entries of at most ``limit`` vector entries each where it can be cut (public: from
+        shapes); by default itself."""
+        return [self]
+
     def as_prover(self, rng: PRG) -> tuple[list[Any], list[Any]]:
         """This party's two vectors' parts (V1's and V2's) for its own proof."""
         raise NotImplementedError
@@ -356,11 +361,12 @@ FIELD_BATCH = 1 << 26
 
 
 def batches(entries: list[Entry], limit: int) -> list[list[Entry]]:
-    """Consecutive groups of ``entries`` of at most ``limit`` vector entries for every prover (one entry
-    larger than ``limit`` is a group of its own). Public: every party forms the same groups."""
+    """Consecutive groups of ``entries`` of at most ``limit`` vector entries for every prover, an entry longer
+    than ``limit`` first cut into :meth:`Entry.pieces` (one that cannot be cut is a group of its own).
+    Public: every party forms the same groups."""
     groups: list[list[Entry]] = []
     size = 0
-    for e in entries:
+    for e in (piece for whole in entries for piece in whole.pieces(limit)):
         n = max(e.length(i) for i in range(3))
         if not groups or size + n > limit:
             groups.append([])

@@ -304,9 +304,10 @@ def test_a_party_0_that_shifts_y0_and_sends_carries_that_fit_it_is_rejected(shif
     assert isinstance(cause, ProofRejected) and 0 in cause.suspects, exc.value
 
 
-def _batched(party: Party, px, py, qx, qy, bad: int | None = None, index: int = -1):
-    """Three elementwise products and two AND gates, proved in batches of at most 100 ring / 128 field
-    entries: three ring proofs (200 entries each) and two field proofs (128 lanes each), staggered."""
+def _batched(party: Party, px, py, qx, qy, bad: int | None = None, index: int = -1, ring_batch: int = 200):
+    """Three elementwise products and two AND gates, proved in batches of at most ``ring_batch`` ring / 128
+    field entries: three ring proofs (200 entries each, by default) and two field proofs (128 lanes each),
+    staggered."""
     if party.id == bad:
         corrupt_send(party, index, 1)
     log = ProductLog(party)
@@ -315,7 +316,7 @@ def _batched(party: Party, px, py, qx, qy, bad: int | None = None, index: int = 
     bs = [checked_and(BooleanShares(party, qx[0][:1], qx[1][:1]), BooleanShares(party, qy[0][:1], qy[1][:1]), log)
           for _ in range(2)]
     before = party.comm.stats.snapshot()
-    rounds = verify_products(log, ring_batch=100, field_batch=128)
+    rounds = verify_products(log, ring_batch=ring_batch, field_batch=128)
     return [(z.lo, z.hi) for z in zs], [(b.lo, b.hi) for b in bs], rounds, (party.comm.stats - before).rounds, \
         log.proof_rounds
 
@@ -339,6 +340,23 @@ def test_a_large_log_is_proved_in_staggered_batches():
             run_parties(_batched, [a + [2, index] for a in args])
         cause = exc.value.__cause__
         assert isinstance(cause, ProofRejected) and 2 in cause.suspects, (index, exc.value)
+
+
+def test_a_product_longer_than_a_batch_is_cut_into_pieces_that_fit():
+    """An elementwise step larger than the batch (e.g. a merge level's products) is proved in pieces of at most
+    ``ring_batch`` entries, each a proof of its own: memory stays bounded by the batch, not by the step."""
+    xs, ys, bx, by = share(X), share(Y), share_xor(BX), share_xor(BY)
+    args = [[xs[i], ys[i], bx[i], by[i], None, -1, 60] for i in range(3)]  # 100 products: pieces of 30
+    out = run_parties(_batched, args)
+    for zs in zip(*(o[0] for o in out)):
+        assert torch.equal(reconstruct(list(zs)), X * Y)
+    piece, last = check_cost(60)[0], check_cost(20)[0]
+    assert out[0][4] == 3 * (3 * piece + last) + 2 * check_cost(128, boolean=True)[0]  # 12 ring proofs, 2 field
+    for index in (0, 2):  # the first and the last product's message: each in pieces
+        with pytest.raises(PartyFailed) as exc:
+            run_parties(_batched, [a[:4] + [1, index, 60] for a in args])
+        cause = exc.value.__cause__
+        assert isinstance(cause, ProofRejected) and 1 in cause.suspects, (index, exc.value)
 
 
 def test_an_unlifted_vector_folds_and_multiplies_as_its_lifted_copy():
