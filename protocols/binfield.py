@@ -108,7 +108,7 @@ def scale_bits(rho: torch.Tensor, words: torch.Tensor) -> BitVec:
 
 def dot_bits(rho: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
     """``sum_g rho_g bit_g`` (a scalar ``[1]``) for planes ``rho [DEGREE, W]`` and words ``[W]``."""
-    counts = np.bitwise_count((rho & words.reshape(-1)).numpy().view(np.uint64)).sum(1) & 1
+    counts = K.masked_parities(rho.numpy(), words.reshape(-1).contiguous().numpy())
     return torch.tensor([int(sum(int(c) << k for k, c in enumerate(counts)))], dtype=torch.int64)
 
 

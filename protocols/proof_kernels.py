@@ -108,6 +108,16 @@ def _subset_xor(p: np.ndarray, rows: np.ndarray, counts: np.ndarray, base: np.nd
                     o[w] ^= src[w]
 
 
+def _masked_xor(rho: np.ndarray, words: np.ndarray, acc: np.ndarray) -> None:  # pragma: no cover - compiled
+    k_out, n = rho.shape
+    for k in range(k_out):
+        r = rho[k]
+        a = np.int64(0)
+        for w in range(n):
+            a ^= r[w] & words[w]
+        acc[k] = a
+
+
 def _fold_planes(low: np.ndarray, high: np.ndarray, rows: np.ndarray,
                  counts: np.ndarray) -> None:  # pragma: no cover - compiled
     k_out, n = low.shape
@@ -134,6 +144,7 @@ def _jit() -> SimpleNamespace:
     return SimpleNamespace(**{f.__name__: njit(cache=True, nogil=True)(f)
                               for f in (_cross, _cross_folded, _subset_xor, _fold_planes,
                                         _ring_fold_inplace, _ring_cross, _ring_cross_folded, _ring_cross_base,
+                                        _masked_xor,
                                         _ring_fold_base)})
 
 
@@ -161,6 +172,14 @@ def _rows(select: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         idx = np.flatnonzero(select[k])
         rows[k, : idx.size] = idx
     return rows, counts
+
+
+def masked_parities(rho: np.ndarray, words: np.ndarray) -> np.ndarray:
+    """``[P]`` bools: parity of ``popcount(XOR_w rho[k, w] & words[w])`` for planes ``rho [P, W]``: one pass,
+    no ``[P, W]`` temporary."""
+    acc = np.zeros(rho.shape[0], dtype=np.int64)
+    _jit()._masked_xor(rho, words, acc)
+    return (np.bitwise_count(acc.view(np.uint64)) & 1).astype(bool)
 
 
 def fold_planes(low: np.ndarray, high: np.ndarray, select: np.ndarray) -> None:
