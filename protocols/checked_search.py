@@ -5,7 +5,7 @@ covers every message. The semi-honest :func:`protocols.search.secure_search` use
 (top-k, one-hot) that the proofs do not cover; this module replaces them.
 
 * :func:`checked_topk`: the ``k`` smallest keys of each row, ascending, payloads carried along.
-  A merge tree: every level merges groups of up to 4 sorted lists, keeping the first
+  A merge tree: every level merges groups of up to :data:`FAN_IN` (2) sorted lists, keeping the first
   ``K = min(total, k)`` outputs, with ONE :func:`checked_ltz` over all comparisons of the level (all
   rows, all merges). No data-dependent indexing: in two sorted lists ``A``, ``B`` the comparison
   bits ``c_ij = [b_j < a_i]`` are monotone (non-increasing in ``j``, non-decreasing in ``i``), so
@@ -15,7 +15,8 @@ covers every message. The semi-honest :func:`protocols.search.secure_search` use
   convolution of the count one-hots, and output ``p`` is ``sum_e [rank_e = p] v_e``. A tree of
   products computes it, its root one grouped checked convolution: 12 rounds per level that divides
   the lists by 4 when the carried values join the tree as a leaf (at most 3 values), 13 when they
-  join at the root, against 11 per halving (22 per division by 4) for merges of two lists.
+  join at the root, against 11 per halving (22 per division by 4) for merges of two lists (the
+  default: fewer products to prove; see :data:`FAN_IN`).
 * :func:`checked_search`: as ``secure_search`` (same results up to fixed point), every step checked.
 * :func:`checked_mask_hidden`: as ``servers.query.mask_hidden``, checked.
 
@@ -38,13 +39,14 @@ from .party import Party
 from .sharing import ArithmeticShares, public_shares
 
 LTZ_ROUNDS = 10  # checked_ltz
-FAN_IN = 4
+FAN_IN = 2
 """Lists merged at once by a level of :func:`checked_topk` (the last level may merge fewer). 4 halves the
-rounds of merges of two (12-13 per division by 4 against 22) for about 1.5x the comparisons and the
-rank one-hots' products: at C = 1000, nprobe = 8, B = 100 the search takes 130 rounds instead of 225
-and 2.2-2.5x the proof's CPU (see :func:`checked_search`; 20.7M GF(2^48) and 0.41M ring entries
-against 14.4M and 0.10M); 2 is the better choice where the servers' round trip is below roughly
-50-100 ms."""
+merge tree's rounds (12-13 per division by 4 against 22) for about 1.5x the comparisons and 4x the rank
+one-hots' products, which the proof pays in CPU. Measured (``benchmarks.security`` search_modes, n =
+100,000, nprobe 64, k 10, three in-process parties on an idle 2-core EPYC, 2026-12-03): fan-in 2 takes
+46.7 s, 347 rounds and 44.0 MB per party, fan-in 4 130.1 s, 327 rounds and 69.8 MB (the 20 rounds fan-in 4
+saves are worth 2 s at a 200 ms round trip); at n = 5,000: 11.0 s, 281 rounds, 9.6 MB against 15.7 s, 196
+rounds, 14.6 MB, even at a 100 ms round trip (cost model: 25.8 against 26.7 s)."""
 LEAF_VALUES = 3
 """Up to this many carried values (key and payloads) join the merge tree as a leaf: one round less per
 level of 4 lists, for ``T (K - i)`` products per element instead of a second convolution of count
@@ -80,8 +82,9 @@ def topk_rounds(n: int, values: int = 1) -> int:
     """Rounds of :func:`checked_topk` over ``n`` keys per row carrying ``values = 1 + len(payloads)`` (any
     ``k``): ``sum over levels of 11 + D``, ``D`` the product rounds of the level's tree for its largest
     merge of ``g`` lists: ``ceil(log2 g) - 1`` when the values join the tree as a leaf (at most
-    :data:`LEAF_VALUES` of them), else ``ceil(log2(g - 1))``. With ``FAN_IN = 4``: 12 or 13 per level
-    (11 for a last level of 2 lists), ``ceil(log4 n)`` levels; 0 for ``n = 1``."""
+    :data:`LEAF_VALUES` of them), else ``ceil(log2(g - 1))``. With ``FAN_IN = 2`` (the default): 11 per
+    level, ``ceil(log2 n)`` levels; with 4: 12 or 13 per level (11 for a last level of 2 lists),
+    ``ceil(log4 n)`` levels; 0 for ``n = 1``."""
     rounds, lists = 0, n
     while lists > 1:
         g = min(FAN_IN, lists)
@@ -96,7 +99,7 @@ def search_rounds(n_centroids: int, bucket_size: int, nprobe: int) -> int:
     digit one-hot values of the centroid numbers, one-hot, fetch, record keys, top-k carrying id and
     ``||x||^2``, truncation) with ``T`` = :func:`topk_rounds` and ``O`` = :func:`onehot_rounds`;
     ``1 + T(C B, 3) + 1`` when ``nprobe = C``. At C = 1000, nprobe = 8, B = 100:
-    ``1 + 65 + 1 + 1 + 1 + 60 + 1 = 130``."""
+    ``1 + 110 + 1 + 1 + 1 + 110 + 1 = 225`` (``1 + 65 + 1 + 1 + 1 + 60 + 1 = 130`` at ``FAN_IN = 4``)."""
     if nprobe == n_centroids:
         return 1 + topk_rounds(n_centroids * bucket_size, 3) + 1
     return (1 + topk_rounds(n_centroids, 1 + _digit_values(n_centroids)) + onehot_rounds(n_centroids) + 1 + 1
@@ -396,7 +399,7 @@ def checked_topk(keys: ArithmeticShares, payloads: list[ArithmeticShares], k: in
     all in ``[0, 2^63)``).
 
     Steps: a merge tree over sorted lists (first the ``n`` single keys), each level merging up to
-    ``FAN_IN = 4`` consecutive lists and keeping the first ``K = min(total, k)`` of each merge
+    :data:`FAN_IN` (2) consecutive lists and keeping the first ``K = min(total, k)`` of each merge
     (:class:`_Merge`): ONE :func:`checked_ltz` over the compared pairs of every row and merge (the pairs
     ``(a_i, b_j)`` of two lists with ``i + j < K``), the count one-hots from the comparison bits (local),
     then a tree whose leaves are an element's ``g - 1`` count one-hots and its ``T = 1 + len(payloads)``

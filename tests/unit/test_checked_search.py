@@ -62,7 +62,7 @@ def test_topk_sorts_ties_by_position_carries_payloads_at_the_stated_cost():
         assert torch.equal(reconstruct([o[0] for o in out]), torch.gather(keys, 1, order))
         assert torch.equal(reconstruct([o[1] for o in out]), torch.gather(pay, 1, order))
         for *_, cost, want_bytes in out:
-            assert cost.rounds == topk_rounds(n, 2) == 3 * 12  # 37 -> 10 -> 3 -> 1 lists, the values as a leaf
+            assert cost.rounds == topk_rounds(n, 2) == 6 * 11  # 37 -> 19 -> 10 -> 5 -> 3 -> 2 -> 1 lists
             assert cost.bytes_sent == want_bytes
 
 
@@ -90,14 +90,21 @@ def test_topk_other_fan_ins_and_values_at_the_root(monkeypatch, fan_in, n_payloa
     assert all(o[1] == topk_rounds(n, 1 + n_payloads) for o in out)
 
 
-def test_the_rounds_formula_is_the_plan():
+@pytest.mark.parametrize("fan_in", [2, 4])
+def test_the_rounds_formula_is_the_plan(monkeypatch, fan_in):
     """topk_rounds (the docstring's formula) against the planned levels: 11 rounds each plus its product rounds."""
+    monkeypatch.setattr(S, "FAN_IN", fan_in)
     for n in (2, 3, 4, 5, 17, 64, 65, 800, 1000):
         for values in (1, 3, 4, 11):
             levels = S._plan(n, min(n, 10), values, S.FAN_IN)
             assert topk_rounds(n, values) == sum(11 + len(lv.rounds) for lv in levels), (n, values)
-    assert topk_rounds(1000, 11) == 5 * 13 and topk_rounds(800, 3) == 5 * 12 and topk_rounds(1) == 0
-    assert search_rounds(1000, 100, 8) == 1 + 65 + 1 + 1 + 1 + 60 + 1
+    assert topk_rounds(1) == 0
+    if fan_in == 2:  # 10 levels of 11
+        assert topk_rounds(1000, 11) == topk_rounds(800, 3) == 10 * 11
+        assert search_rounds(1000, 100, 8) == 1 + 110 + 1 + 1 + 1 + 110 + 1
+    else:
+        assert topk_rounds(1000, 11) == 5 * 13 and topk_rounds(800, 3) == 5 * 12
+        assert search_rounds(1000, 100, 8) == 1 + 65 + 1 + 1 + 1 + 60 + 1
 
 
 def test_the_probe_onehot_from_digit_onehots():
