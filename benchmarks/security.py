@@ -56,7 +56,7 @@ products of ``protocols.dzk`` (``--verify-n`` elementwise products plus one
 ``checked_nearest``: the nearest of ``--nearest-rows`` 128-d rows, semi-honest (the product's
 ``secure_distance`` + ``secure_topk(k=1)``) vs checked (checked distances, ``checked_argmin``,
 the proof, then the reveal); ``checked_cnn``: the default feature model on one image at
-``--cnn-resolution``, ``SecureModel`` vs ``checked_nn.checked_forward`` (a proof after every layer),
+``--cnn-resolution``, ``SecureModel`` vs ``checked_nn.checked_forward`` (one proof of the whole log),
 with each one's largest error against plaintext torch; ``search_modes``: the search of one feature
 query over ``--search-n`` indexed features at the product's settings (about sqrt(n) centroids,
 nprobe 64, k 10), ``secure_search`` vs ``checked_search`` with its proof (rounds, soundness bits,
@@ -413,8 +413,8 @@ def checked_fault_lines(runs: int, rows: int, seed: int = 0) -> list[dict]:
 
 def checked_cnn_line(resolution: int) -> dict:
     """The default feature model (EfficientNet-Lite0, projection to 128, L2 norm) on one image at ``resolution``:
-    ``SecureModel`` (semi-honest) vs ``checked_nn.checked_forward`` with a proof after every layer (which
-    bounds the proof's memory), both against plaintext torch."""
+    ``SecureModel`` (semi-honest) vs ``checked_nn.checked_forward`` and one ``verify_products`` of its whole
+    log, as the servers run it (``servers.query.checked_features``), both against plaintext torch."""
     from client.model import default_feature_model, split_model
     from protocols.checked_nn import checked_forward
     from protocols.dzk import ProductLog, verify_products
@@ -437,7 +437,7 @@ def checked_cnn_line(resolution: int) -> dict:
     def checked(party, weights, px):
         log = ProductLog(party)
         w = {k: from_pair(party, v, f) for k, v in weights.items()}
-        y = checked_forward(arch, w, from_pair(party, px, f), log, verify_each=True)
+        y = checked_forward(arch, w, from_pair(party, px, f), log)
         verify_products(log)
         errors["checked"] = float((reveal(y).double() / 2**f - want).abs().max())
 
