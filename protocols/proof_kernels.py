@@ -10,8 +10,11 @@ field elements ``64 w .. 64 w + 63``. Two kernels do the proof's work:
   :func:`cross_parities_folded` takes the two halves of a fold (strided views) and the halves'
   difference without building either.
 * :func:`fold_planes` (a fold ``low + r (high - low)``, in place) and :func:`subset_xor`: output
-  plane ``k`` is the XOR of the input planes listed in row ``k`` of ``rows`` (the planes ``i``
-  whose ``r X^i`` has bit ``k``).
+  plane ``k`` is the XOR of the input planes ``i`` whose ``r X^i`` has bit ``k`` (about 28 of 56).
+  :func:`fold_planes` XORs them four at a time (the method of the Four Russians): per block of words,
+  the 16 XOR combinations of each group of 4 planes of ``high - low`` (11 plane XORs per group), then
+  one table row per group and output plane: 14 + 154 / 56 = 16.75 row XORs per output plane instead
+  of about 28 (1.4-1.5x less time on an AVX2 EPYC, 2026-12-03).
 
 * :func:`ring_fold_inplace` and :func:`ring_cross_folded`: a fold ``low + (high - low) @ M`` written
   over ``low``, and the fold polynomial's two products ``u_L^T v_L``, ``(u_R - u_L)^T (v_R - v_L)``,
@@ -118,20 +121,33 @@ def _masked_xor(rho: np.ndarray, words: np.ndarray, acc: np.ndarray) -> None:  #
         acc[k] = a
 
 
-def _fold_planes(low: np.ndarray, high: np.ndarray, rows: np.ndarray,
-                 counts: np.ndarray) -> None:  # pragma: no cover - compiled
+def _fold_planes(low: np.ndarray, high: np.ndarray, nib: np.ndarray) -> None:  # pragma: no cover - compiled
     k_out, n = low.shape
-    d = np.empty((k_out, _BLOCK), dtype=np.int64)
+    groups = nib.shape[1]
+    tab = np.empty((groups, 16, _BLOCK), dtype=np.int64)  # tab[g, e]: XOR of the planes 4 g + b of d with bit b of e
     for w0 in range(0, n, _BLOCK):
         w1 = min(n, w0 + _BLOCK)
         m = w1 - w0
-        for k in range(k_out):
+        for g in range(groups):
+            t = tab[g]
             for w in range(m):
-                d[k, w] = low[k, w0 + w] ^ high[k, w0 + w]
-        for k in range(k_out):  # output plane k reads d (a copy) and low[k] alone: in place is safe
+                t[0, w] = 0
+            for b in range(4):
+                p = 4 * g + b
+                s = 1 << b
+                if p < k_out:
+                    for w in range(m):
+                        t[s, w] = low[p, w0 + w] ^ high[p, w0 + w]
+                else:
+                    for w in range(m):
+                        t[s, w] = 0
+                for e in range(1, s):
+                    for w in range(m):
+                        t[s + e, w] = t[s, w] ^ t[e, w]
+        for k in range(k_out):  # output plane k reads the tables (copies) and low[k] alone: in place is safe
             o = low[k, w0:w1]
-            for t in range(counts[k]):
-                src = d[rows[k, t], :m]
+            for g in range(groups):
+                src = tab[g, nib[k, g]]
                 for w in range(m):
                     o[w] ^= src[w]
 
@@ -182,12 +198,19 @@ def masked_parities(rho: np.ndarray, words: np.ndarray) -> np.ndarray:
     return (np.bitwise_count(acc.view(np.uint64)) & 1).astype(bool)
 
 
+def _nibbles(select: np.ndarray) -> np.ndarray:
+    """``[K, ceil(P / 4)]``: entry ``[k, g]`` has bit ``b`` set when ``select[k, 4 g + b]``."""
+    k_out, p = select.shape
+    padded = np.zeros((k_out, 4 * ((p + 3) // 4)), dtype=np.int64)
+    padded[:, :p] = select
+    return (padded.reshape(k_out, -1, 4) << np.arange(4)).sum(-1)
+
+
 def fold_planes(low: np.ndarray, high: np.ndarray, select: np.ndarray) -> None:
     """In place: ``low[k] ^= XOR_{i: select[k, i]} (low[i] ^ high[i])`` for planes ``low, high [P, W]`` (views
     of one buffer allowed, e.g. its two column halves): ``low + r (high - low)`` over GF(2^56) when ``select``
-    is multiplication by ``r``. No allocation but a block of scratch."""
-    rows, counts = _rows(select)
-    _jit()._fold_planes(low, high, rows, counts)
+    is multiplication by ``r``. No allocation but the tables of one block of words (``P / 4 x 16 x 512`` words)."""
+    _jit()._fold_planes(low, high, _nibbles(select))
 
 
 def subset_xor(p: np.ndarray, select: np.ndarray, base: np.ndarray) -> np.ndarray:

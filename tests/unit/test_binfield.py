@@ -129,3 +129,24 @@ def test_fold_pair_writes_the_bits_vector_into_the_half_its_partner_frees():
         assert _elements(fu) == [a ^ _mul(int(ru[0]), a ^ b) for a, b in zip(ue[:half], ue[half:])]
         assert _elements(fv) == [a ^ _mul(int(rv[0]), a ^ b) for a, b in zip(ve[:half], ve[half:])]
         assert start <= fv.planes.data_ptr() < start + size  # no new memory
+
+
+def test_fold_planes_four_at_a_time_equals_the_xor_of_the_selected_planes():
+    """``proof_kernels.fold_planes`` (tables of 4-plane combinations, blocks of 512 words) against the plain
+    definition, across block boundaries and for plane counts that are not a multiple of 4."""
+    import numpy as np
+
+    from protocols import proof_kernels as K
+
+    gen = np.random.default_rng(5)
+    for planes, words in ((BF.DEGREE, 1300), (6, 515), (1, 3)):
+        both = gen.integers(-(2**63), 2**63 - 1, size=(planes, 2 * words), dtype=np.int64)
+        select = gen.integers(0, 2, size=(planes, planes)).astype(bool)
+        low, high = both[:, :words].copy(), both[:, words:]
+        d = low ^ high
+        want = low.copy()
+        for k in range(planes):
+            for i in np.flatnonzero(select[k]):
+                want[k] ^= d[i]
+        K.fold_planes(both[:, :words], both[:, words:], select)  # in place, on views of one buffer
+        assert np.array_equal(both[:, :words], want)
