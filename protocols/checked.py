@@ -36,7 +36,7 @@ from . import galois as G
 from .arithmetic import reshare
 from .dzk import Entry, ProductLog, ProofRejected
 from .prf import PRG
-from .ringmm import ring_conv2d
+from .ringmm import limbs_pay, ring_conv2d, ring_mm
 from .sharing import ArithmeticShares, BooleanShares
 
 
@@ -110,7 +110,7 @@ def _checked(x: ArithmeticShares, y: ArithmeticShares, kind: str, log: ProductLo
         if len(x.shape) != 2 or len(y.shape) != 2 or x.shape[1] != y.shape[0]:
             raise ValueError(f"checked_matmul: need [m, k] @ [k, n], got {tuple(x.shape)} @ {tuple(y.shape)}")
         xl, xh, yl, yh = x.lo, x.hi, y.lo, y.hi
-        z = xl @ (yl + yh) + xh @ yl
+        z = _mm(xl, yl + yh) + _mm(xh, yl)
     lo, hi = _reshared(log, kind, (xl, xh, yl, yh), z, conv)
     return ArithmeticShares(x.party, lo, hi, x.frac_bits + y.frac_bits)
 
@@ -148,11 +148,17 @@ def checked_and(x: BooleanShares, y: BooleanShares, log: ProductLog) -> BooleanS
     return BooleanShares(x.party, lo, hi)
 
 
+def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` in Z_2^64 (2-D int64), on float64 limbs when that is cheaper (:func:`protocols.ringmm.limbs_pay`):
+    the same bits either way."""
+    return ring_mm(a, b) if limbs_pay(a.shape[0], b.shape[1]) else a @ b
+
+
 def _f(kind: str, a: torch.Tensor, b: torch.Tensor, conv: _ConvShape | None = None) -> torch.Tensor:
     if kind == "mul":
         return a * b
     if kind == "matmul":
-        return a @ b
+        return _mm(a, b)
     assert conv is not None
     if conv.groups == 1:
         return ring_conv2d(a, b, conv.stride, conv.padding, conv.dilation)
@@ -172,7 +178,7 @@ def _positions_weighted(x: torch.Tensor, t: torch.Tensor, kernel: tuple[int, int
     for i in range(kh):
         for j in range(kw):
             tap = xp[:, :, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw]
-            cols.append(tap.transpose(0, 1).reshape(c, n * ho * wo) @ t)
+            cols.append(G.weighted(tap.transpose(0, 1).reshape(c, n * ho * wo), t))
     return torch.stack(cols, 1).reshape(c * kh * kw, G.DEGREE)
 
 
@@ -180,7 +186,7 @@ def _channels_weighted(w: torch.Tensor, s: torch.Tensor, groups: int) -> torch.T
     """``W'[ci, kk] = sum_co s_co W[co, ci, kk]`` within each group: ``[C kh kw, DEGREE]``."""
     o = w.shape[0]
     per = w.reshape(groups, o // groups, -1)  # [G, O/G, C/G kh kw]
-    return torch.einsum("gcj,gce->gje", per, s.reshape(groups, o // groups, G.DEGREE)).reshape(-1, G.DEGREE)
+    return G.weighted_t(per, s.reshape(groups, o // groups, G.DEGREE)).reshape(-1, G.DEGREE)
 
 
 def _by_channel(t: torch.Tensor) -> torch.Tensor:
@@ -232,7 +238,7 @@ class _Lifted:
 def _weighted_sum(rho: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """``sum_g rho_g t_g`` (one element) for ``rho [n, E]`` and Z_2^64 values ``t`` (n of them): one int64
     vector-matrix product, no ``[n, E]`` temporary."""
-    return (t.reshape(1, -1) @ rho).reshape(-1)
+    return G.weighted(t.reshape(1, -1), rho).reshape(-1)
 
 
 @dataclass
@@ -263,7 +269,7 @@ class _ArithClaim:
             assert p.conv is not None
             kernel = (p.y_lo.shape[2], p.y_lo.shape[3])
             return [_positions_weighted(a, c.t, kernel, p.conv), _channels_weighted(b, c.s, p.conv.groups)]
-        return [a.T @ c.s, b @ c.t]
+        return [G.weighted_t(a, c.s), G.weighted(b, c.t)]
 
     def v2_parts(self, p: _Product, c: _Challenges, a2: torch.Tensor, b2: torch.Tensor) -> list[Any]:
         """From ``A' = x_{i+1}``, ``B' = y_{i+1}``: ``[B' ; A']`` (lifted) or ``[B' t ; A'^T s]``."""
@@ -274,7 +280,7 @@ class _ArithClaim:
             assert p.conv is not None
             kernel = (p.y_lo.shape[2], p.y_lo.shape[3])
             return [_channels_weighted(b2, c.s, p.conv.groups), _positions_weighted(a2, c.t, kernel, p.conv)]
-        return [b2 @ c.t, a2.T @ c.s]
+        return [G.weighted(b2, c.t), G.weighted_t(a2, c.s)]
 
     def tau(self, p: _Product, c: _Challenges, target: torch.Tensor) -> torch.Tensor:
         """``rho . T`` or ``s^T T t`` for this verifier's part ``T`` of the claim."""
@@ -282,7 +288,7 @@ class _ArithClaim:
             assert c.rho is not None
             return _weighted_sum(c.rho, target)
         assert c.s is not None and c.t is not None
-        return G.inner(c.s, (_by_channel(target) if p.kind == "conv2d" else target) @ c.t)
+        return G.inner(c.s, G.weighted(_by_channel(target) if p.kind == "conv2d" else target, c.t))
 
     def v1_target(self, p: _Product) -> torch.Tensor:  # T1 = m - f(x_i, y_i) + u
         return p.received - _f(p.kind, p.x_hi, p.y_hi, p.conv) + p.draw_next

@@ -98,6 +98,20 @@ def inner(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return outer.reshape(-1) @ _PRODUCT
 
 
+def weighted(a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``sum_j a[i, j] t_j`` for Z_2^64 values ``a [m, k]`` and elements ``t [k, DEGREE]`` -> ``[m, DEGREE]``
+    (``a @ t`` on int64, compiled: :func:`protocols.proof_kernels.ring_weight`). ``m k DEGREE`` word products."""
+    return torch.from_numpy(K.ring_weight(a.numpy(), t.numpy()))
+
+
+def weighted_t(a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``sum_i a[..., i, j] s[..., i]`` for values ``a [k, m]`` and elements ``s [k, DEGREE]`` -> ``[m, DEGREE]``,
+    or batched over one leading dimension (``a [G, k, m]``, ``s [G, k, DEGREE]`` -> ``[G, m, DEGREE]``)."""
+    if a.dim() == 2:
+        return torch.from_numpy(K.ring_weight_t(a.numpy()[None], s.numpy()[None])[0])
+    return torch.from_numpy(K.ring_weight_t(a.numpy(), s.numpy()))
+
+
 def fold_inplace(vec: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """``low + r (high - low)`` for the two halves of a contiguous vector ``[2 m, DEGREE]``, written over the low
     half, which is returned (a view). Cost: ``m DEGREE^2`` word products, no allocation."""

@@ -16,6 +16,9 @@ field elements ``64 w .. 64 w + 63``. Two kernels do the proof's work:
   one table row per group and output plane: 14 + 154 / 56 = 16.75 row XORs per output plane instead
   of about 28 (1.4-1.5x less time on an AVX2 EPYC, 2026-12-03).
 
+* :func:`ring_weight` and :func:`ring_weight_t`: Z_2^64 matrices times ring-element vectors (the gates'
+  challenges: the rank-1 reductions of matrix products and convolutions, ``tau``), where torch's int64
+  ``matmul`` was most of the proofs' preparation.
 * :func:`ring_fold_inplace` and :func:`ring_cross_folded`: a fold ``low + (high - low) @ M`` written
   over ``low``, and the fold polynomial's two products ``u_L^T v_L``, ``(u_R - u_L)^T (v_R - v_L)``,
   on int64 ``[m, 56]`` matrices (wrapping mod 2^64), row by row with the 56 x 56 operand in cache:
@@ -152,6 +155,38 @@ def _fold_planes(low: np.ndarray, high: np.ndarray, nib: np.ndarray) -> None:  #
                     o[w] ^= src[w]
 
 
+def _ring_weight(a: np.ndarray, t: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    m, k = a.shape
+    d = t.shape[1]
+    for i in range(m):
+        o = out[i]
+        for x in range(d):
+            o[x] = 0
+        ai = a[i]
+        for j in range(k):
+            c = ai[j]
+            tj = t[j]
+            for x in range(d):
+                o[x] += c * tj[x]
+
+
+def _ring_weight_t(a: np.ndarray, s: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    groups, k, m = a.shape
+    d = s.shape[2]
+    for g in range(groups):
+        og = out[g]
+        for j in range(m):
+            for x in range(d):
+                og[j, x] = 0
+        for i in range(k):
+            ai, si = a[g, i], s[g, i]
+            for j in range(m):
+                c = ai[j]
+                o = og[j]
+                for x in range(d):
+                    o[x] += c * si[x]
+
+
 @cache
 def _jit() -> SimpleNamespace:
     """The loops above compiled by numba (``nogil``; cached on disk beside this file)."""
@@ -160,7 +195,7 @@ def _jit() -> SimpleNamespace:
     return SimpleNamespace(**{f.__name__: njit(cache=True, nogil=True)(f)
                               for f in (_cross, _cross_folded, _subset_xor, _fold_planes,
                                         _ring_fold_inplace, _ring_cross, _ring_cross_folded, _ring_cross_base,
-                                        _masked_xor,
+                                        _masked_xor, _ring_weight, _ring_weight_t,
                                         _ring_fold_base)})
 
 
@@ -324,3 +359,20 @@ def ring_fold_base(v: np.ndarray, r: np.ndarray, out: np.ndarray) -> None:
     """``out[g] = v[g] + r (v[g + n/2] - v[g])`` for Z_2^64 values ``v [n]`` and one ring element ``r [D]``:
     ``D`` word products per entry."""
     _jit()._ring_fold_base(v, v.shape[0] // 2, np.ascontiguousarray(r), out)
+
+
+def ring_weight(a: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``a @ t`` mod 2^64 for int64 ``a [m, k]`` (any strides) and ``t [k, D]``: Z_2^64 values weighted by
+    ring elements (a proof's challenges), ``m k D`` word products, the ``D`` coefficients vectorised (10 to
+    30x less time than torch's int64 ``matmul`` on these shapes on an AVX2 EPYC, 2026-12-03)."""
+    out = np.empty((a.shape[0], t.shape[1]), dtype=np.int64)
+    _jit()._ring_weight(a, np.ascontiguousarray(t), out)
+    return out
+
+
+def ring_weight_t(a: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """``a[g].T @ s[g]`` for every ``g``, mod 2^64, for int64 ``a [G, k, m]`` (any strides) and ``s [G, k, D]``:
+    ``[G, m, D]`` (:func:`ring_weight` with the values transposed, batched over groups)."""
+    out = np.empty((a.shape[0], a.shape[2], s.shape[2]), dtype=np.int64)
+    _jit()._ring_weight_t(a, np.ascontiguousarray(s), out)
+    return out

@@ -86,3 +86,18 @@ def test_parts_written_in_place_equal_the_products_they_stand_for():
     _Lifted(b, a).write(out)
     assert torch.equal(out, G.lift(torch.cat([b, a])))
     assert torch.equal(_weighted_sum(rho, a), G.mul(rho, G.lift(a)).sum(0))
+
+
+def test_weighted_values_equal_the_int64_matrix_products():
+    """``galois.weighted`` / ``weighted_t`` (compiled) against torch's int64 ``matmul``, on strided views and
+    batched groups, with operands that wrap mod 2^64."""
+    g = torch.Generator().manual_seed(7)
+    a = torch.randint(-(2**63), 2**63 - 1, (37, 300), generator=g, dtype=torch.int64)
+    t = torch.randint(-(2**63), 2**63 - 1, (300, G.DEGREE), generator=g, dtype=torch.int64)
+    assert torch.equal(G.weighted(a, t), a @ t)
+    assert torch.equal(G.weighted(a.T.contiguous().T, t), a @ t)  # column-major values
+    s = torch.randint(-(2**63), 2**63 - 1, (37, G.DEGREE), generator=g, dtype=torch.int64)
+    assert torch.equal(G.weighted_t(a, s), a.T @ s)
+    batch = torch.randint(-(2**63), 2**63 - 1, (4, 9, 5), generator=g, dtype=torch.int64)
+    sb = torch.randint(-(2**63), 2**63 - 1, (4, 9, G.DEGREE), generator=g, dtype=torch.int64)
+    assert torch.equal(G.weighted_t(batch, sb), torch.einsum("gcj,gce->gje", batch, sb))
