@@ -93,16 +93,18 @@ def topk_rounds(n: int, values: int = 1) -> int:
     return rounds
 
 
-def search_rounds(n_centroids: int, bucket_size: int, nprobe: int) -> int:
+def search_rounds(n_centroids: int, bucket_size: int, nprobe: int, dim: int) -> int:
     """Rounds of :func:`checked_search` (before ``verify_products``; any ``k`` and number of queries):
-    ``1 + T(C, 1 + V) + O(C) + 1 + 1 + T(nprobe B, 3) + 1`` (centroid keys, top-nprobe carrying the ``V``
-    digit one-hot values of the centroid numbers, one-hot, fetch, record keys, top-k carrying id and
-    ``||x||^2``, truncation) with ``T`` = :func:`topk_rounds` and ``O`` = :func:`onehot_rounds`;
-    ``1 + T(C B, 3) + 1`` when ``nprobe = C``. At C = 1000, nprobe = 8, B = 100:
-    ``1 + 110 + 1 + 1 + 1 + 110 + 1 = 225`` (``1 + 65 + 1 + 1 + 1 + 60 + 1 = 130`` at ``FAN_IN = 4``)."""
+    ``1 + T(C, 1 + V) + O(C) + 1 + T(nprobe B, 3) + 1`` when :func:`keys_first` (all keys, top-nprobe
+    carrying the ``V`` digit one-hot values of the centroid numbers, one-hot, fetch of the probed keys,
+    top-k carrying id and ``||x||^2``, truncation), one more otherwise (centroid keys, fetch of the rows,
+    their keys), with ``T`` = :func:`topk_rounds` and ``O`` = :func:`onehot_rounds`; ``1 + T(C B, 3) + 1``
+    when ``nprobe = C``. At C = 1000, nprobe = 8, B = 100, d = 128 (keys first):
+    ``1 + 110 + 1 + 1 + 110 + 1 = 224``."""
     if nprobe == n_centroids:
         return 1 + topk_rounds(n_centroids * bucket_size, 3) + 1
-    return (1 + topk_rounds(n_centroids, 1 + _digit_values(n_centroids)) + onehot_rounds(n_centroids) + 1 + 1
+    fetch = 1 if keys_first(n_centroids, nprobe, dim) else 2
+    return (1 + topk_rounds(n_centroids, 1 + _digit_values(n_centroids)) + onehot_rounds(n_centroids) + fetch
             + topk_rounds(nprobe * bucket_size, 3) + 1)
 
 
@@ -523,6 +525,55 @@ def _onehot_from_digits(nodes: list[ArithmeticShares], C: int, log: ProductLog) 
     return nodes[0][:, :C]
 
 
+def keys_first(n_centroids: int, nprobe: int, dim: int) -> bool:
+    """Whether :func:`checked_search` computes every record's key with the centroids' (one product) and
+    fetches ``(key, id, ||x||^2)`` (:func:`_fetch_keys`), instead of fetching whole rows and keying those.
+    Elements per party and query: ``C + C B + 3 nprobe B`` against ``C + nprobe B (d + 3)``, so keys first
+    when ``C < nprobe d`` (e.g. C = 316, nprobe = 64, d = 128: 0.9 + 0.5 MB against 23 MB at n = 100,000);
+    one round fewer too. The proof's local work is about the same either way (it weights the record
+    matrix ``[C B, d]`` once, by positions or by the fetch's columns)."""
+    return n_centroids < nprobe * dim
+
+
+def _record_keys(query: ArithmeticShares, fetched: ArithmeticShares, d: int,
+                 log: ProductLog) -> tuple[ArithmeticShares, ArithmeticShares, ArithmeticShares]:
+    """Keys (:func:`_keys`), ids and ``||x||^2`` ``[Q, M]`` of fetched rows ``[Q or 1, M, d + 2]``. 1 round."""
+    party, f = query.party, query.frac_bits
+    Q, M = query.shape[0], fetched.shape[-2]
+    X = ArithmeticShares(party, fetched.lo[..., :d], fetched.hi[..., :d], f)
+    sq = ArithmeticShares(party, fetched.lo[..., d], fetched.hi[..., d], f)
+    ids = ArithmeticShares(party, fetched.lo[..., d + 1], fetched.hi[..., d + 1], 0)
+    return _keys(query, X, sq, log), ids.expand(Q, M), sq.expand(Q, M)
+
+
+def _fetch_keys(onehot: ArithmeticShares, rkeys: ArithmeticShares, rows: ArithmeticShares, d: int, f: int,
+                log: ProductLog) -> tuple[ArithmeticShares, ArithmeticShares, ArithmeticShares]:
+    """``(key, id, ||x||^2)`` ``[Q, nprobe B]`` of the probed buckets (``||x||^2`` at ``f``): each query's
+    one-hot ``[nprobe, C]`` times its table ``[C, 3 B]`` (its record keys ``rkeys [Q, C B]``, the stored
+    ``||x||^2`` and ids), all queries in ONE checked grouped ``1 x 1`` convolution (a group per query, the
+    table's ``3 B`` columns as its batch). Cost: 1 round, ``3 Q nprobe B`` elements per party; exact
+    (integer one-hot)."""
+    party = rkeys.party
+    Q, CB = rkeys.shape
+    C = rows.shape[0]
+    B, P = CB // C, onehot.shape[0] // Q
+    tables = []
+    for side in ("lo", "hi"):
+        cols = getattr(rows, side).reshape(C, B, d + RECORD_EXTRA)
+        t = torch.cat([getattr(rkeys, side).reshape(Q, C, B), cols[..., d].expand(Q, C, B),
+                       cols[..., d + 1].expand(Q, C, B)], 2)  # [Q, C, 3 B]: keys, ||x||^2, ids
+        tables.append(t.permute(2, 0, 1).reshape(3 * B, Q * C, 1, 1))
+    x = ArithmeticShares(party, tables[0], tables[1], 0)
+    w = ArithmeticShares(party, onehot.lo.reshape(Q * P, C, 1, 1), onehot.hi.reshape(Q * P, C, 1, 1), 0)
+    out = checked_conv2d(x, w, log, groups=Q).reshape(3, B, Q, P)  # [column, b, query, probe]
+
+    def column(j: int, frac: int) -> ArithmeticShares:  # candidates probe-major, as the rows-first fetch
+        lo, hi = (getattr(out, side)[j].permute(1, 2, 0).reshape(Q, P * B) for side in ("lo", "hi"))
+        return ArithmeticShares(party, lo, hi, frac)
+
+    return column(0, rkeys.frac_bits), column(2, 0), column(1, f)
+
+
 def checked_search(party: Party, query: ArithmeticShares, index: IndexShares, k: int, nprobe: int,
                    log: ProductLog) -> tuple[ArithmeticShares, ArithmeticShares]:
     """Shares of the ``k`` nearest ids ``[Q, k]`` (integer) and squared distances ``[Q, k]`` (at the index's
@@ -534,7 +585,9 @@ def checked_search(party: Party, query: ArithmeticShares, index: IndexShares, k:
 
     Steps (``C`` centroids, ``B`` records per bucket, ``M = nprobe B`` candidates):
 
-    1. Centroid keys ``q . (q - 2 c) + ||c||^2`` at ``2^(2f)`` (:func:`_keys`, 1 round, ``Q C``).
+    1. Keys ``q . (q - 2 x) + ||x||^2`` at ``2^(2f)`` (:func:`_keys`, 1 round): of the centroids, and, when
+       :func:`keys_first` (``C < nprobe d``, e.g. the product's n = 100,000: C = 316, nprobe = 64), of
+       every record too, in the same product (``Q (C + C B)`` elements); else of the centroids (``Q C``).
     2. Top-nprobe by :func:`checked_topk` with the one-hots of the centroid numbers' ``D`` digits of at
        most 5 bits as payloads (``V`` values, 64 at C = 1000: they only cost the top-nprobe's last
        convolution of each level, one element per kept output and value).
@@ -542,29 +595,31 @@ def checked_search(party: Party, query: ArithmeticShares, index: IndexShares, k:
        (:func:`_onehot_from_digits`, ``ceil(log2 D)`` rounds, ``C`` elements per probe for two
        digits): instead of ``checked_eqz(probe - c)`` (11 rounds, two ``checked_ltz`` per centroid
        and probe).
-    4. Fetch by ``checked_matmul(one-hot, rows [C, B (d + 2)])`` (1 round, ``Q nprobe B (d + 2)``).
-    5. Record keys as in 1 (1 round, ``Q M``).
-    6. :func:`checked_topk` of the keys with payloads ``(id, ||x||^2)``.
-    7. ``dist = trunc(key - 2^f ||x||^2, f) + ||x||^2`` by :func:`checked_truncate` on the ``Q k``
+    4. Keys first: fetch the probed buckets' ``(key, id, ||x||^2)`` (:func:`_fetch_keys`, 1 round,
+       ``3 Q M``). Else fetch their rows by ``checked_matmul(one-hot, rows [C, B (d + 2)])`` (1 round,
+       ``Q nprobe B (d + 2)``) and key them as in 1 (1 round, ``Q M``).
+    5. :func:`checked_topk` of the keys with payloads ``(id, ||x||^2)``.
+    6. ``dist = trunc(key - 2^f ||x||^2, f) + ||x||^2`` by :func:`checked_truncate` on the ``Q k``
        outputs only (1 round): the comparisons see the exact keys, and the truncated value is
        ``||q||^2 - 2 q . x``, not the padding's huge distance (the truncation's rare large error,
        probability ``|z| / 2^63``, stays that of ``secure_search``).
 
-    ``nprobe = C``: steps 1-4 are skipped, every record is a candidate (bucket order).
+    ``nprobe = C``: steps 1-4 are skipped, every record is a candidate (bucket order) and is keyed.
 
-    Rounds (:func:`search_rounds`): ``1 + T(C, 1 + V) + ceil(log2 D) + 1 + 1 + T(nprobe B, 3) + 1``,
-    ``T`` = :func:`topk_rounds`; ``1 + T(C B, 3) + 1`` for ``nprobe = C``; 130 at C = 1000, nprobe = 8,
-    B = 100. Elements per party: ``Q C`` + the top-nprobe's + ``Q nprobe C`` (two digits) +
-    ``Q nprobe B (d + 2)`` + ``Q M`` + the top-k's + ``Q k`` (3 ``Q k`` for party 0). Key range (for
-    ``checked_topk``): every key lies in ``[-2^(f-1), (||q||^2 + pad_sqnorm) 2^(2f)]``, below
+    Rounds (:func:`search_rounds`): ``1 + T(C, 1 + V) + ceil(log2 D) + 1 + T(nprobe B, 3) + 1`` keys
+    first (one more rows first), ``T`` = :func:`topk_rounds`; ``1 + T(C B, 3) + 1`` for ``nprobe = C``;
+    224 at C = 1000, nprobe = 8, B = 100, d = 128. Elements per party: ``Q (C + C B)`` + the
+    top-nprobe's + ``Q nprobe C`` (two digits) + ``3 Q M`` + the top-k's + ``Q k`` (3 ``Q k`` for party
+    0) keys first; rows first ``Q C`` and ``Q M (d + 3)`` instead of ``Q (C + C B)`` and ``3 Q M``.
+    Key range (for ``checked_topk``): every key lies in ``[-2^(f-1), (||q||^2 + pad_sqnorm) 2^(2f)]``, below
     ``1.125 * 2^62`` for queries within ``layout.max_sqnorm`` (checked here: ``pad_sqnorm 2^(2f)
     <= 2^62``, true for every ``id_bits`` at ``f = 16``): differences do not wrap.
     Error: distances within one ulp (``2^-f``) of the exact fixed-point value, ids exact for the
     fixed-point distances (exact integer keys).
 
-    Measured (in-process, three parties on one 2-core machine under load from other jobs, 2026-12-03;
-    C = 1000, nprobe = 8, B = 100, d = 128, k = 10, Q = 1; bytes per party): ``secure_search`` 37
-    rounds, 4.39 MB, 0.35-0.75 s; this function 130 rounds, 4.57 MB, 1.6-2.6 s, then
+    Measured before :func:`keys_first` (rows first; in-process, three parties on one 2-core machine under
+    load from other jobs, 2026-12-03; C = 1000, nprobe = 8, B = 100, d = 128, k = 10, Q = 1; bytes per
+    party): ``secure_search`` 37 rounds, 4.39 MB, 0.35-0.75 s; this function 130 rounds, 4.57 MB, 1.6-2.6 s, then
     ``verify_products`` 53 rounds, 0.03 MB, 23-60 s (20.7M GF(2^48) entries from 23k comparisons,
     0.4M ring entries); with ``FAN_IN = 2``: 225 rounds, 4.22 MB, 2.1-2.4 s, proof 51 rounds and
     10.5-13 s (back to back with the first: 33 s against 13 s).
@@ -591,7 +646,16 @@ def checked_search(party: Party, query: ArithmeticShares, index: IndexShares, k:
     if nprobe < C:
         cent = ArithmeticShares(party, *index.centroids, f)
         csq = ArithmeticShares(party, *index.centroid_sqnorm, f)
-        ckeys = _keys(query, cent, csq, log)  # [Q, C]
+        first = keys_first(C, nprobe, d)
+        if first:  # every record's key with the centroids', in the same product
+            recs = rows.reshape(C * B, W)
+            X_all = cat([cent, ArithmeticShares(party, recs.lo[:, :d], recs.hi[:, :d], f)])
+            sq_all = cat([csq, ArithmeticShares(party, recs.lo[:, d], recs.hi[:, d], f)])
+            both = _keys(query, X_all, sq_all, log)  # [Q, C + C B] at 2f
+            ckeys = ArithmeticShares(party, both.lo[:, :C], both.hi[:, :C], 2 * f)
+            rkeys = ArithmeticShares(party, both.lo[:, C:], both.hi[:, C:], 2 * f)
+        else:
+            ckeys = _keys(query, cent, csq, log)  # [Q, C]
         numbers = torch.arange(C, dtype=torch.int64)
         digits = _digits(C)
         values = [public_shares(party, (((numbers >> shift) & ((1 << w) - 1)) == v).long().expand(Q, C).contiguous())
@@ -604,15 +668,13 @@ def checked_search(party: Party, query: ArithmeticShares, index: IndexShares, k:
             leaves.append(ArithmeticShares(party, torch.stack([v.lo.reshape(-1) for v in part], 1),
                                            torch.stack([v.hi.reshape(-1) for v in part], 1), 0))
         onehot = _onehot_from_digits(leaves, C, log)  # [Q nprobe, C]
-        fetched = checked_matmul(onehot, rows, log).reshape(Q, nprobe * B, W)
+        if first:
+            keys, ids, sq = _fetch_keys(onehot, rkeys, rows, d, f, log)  # [Q, nprobe B] each
+        else:
+            fetched = checked_matmul(onehot, rows, log).reshape(Q, nprobe * B, W)
+            keys, ids, sq = _record_keys(query, fetched, d, log)
     else:
-        fetched = rows.reshape(1, C * B, W)
-    X = ArithmeticShares(party, fetched.lo[..., :d], fetched.hi[..., :d], f)
-    sq = ArithmeticShares(party, fetched.lo[..., d], fetched.hi[..., d], f)
-    ids = ArithmeticShares(party, fetched.lo[..., d + 1], fetched.hi[..., d + 1], 0)
-    M = X.shape[-2]
-    keys = _keys(query, X, sq, log)  # [Q, M] at 2f
-    ids, sq = ids.expand(Q, M), sq.expand(Q, M)
+        keys, ids, sq = _record_keys(query, rows.reshape(1, C * B, W), d, log)
     kk, (ik, sk) = checked_topk(keys, [ids, sq], k, log)
     cross = kk - ArithmeticShares(party, sk.lo << f, sk.hi << f, 2 * f)  # ||q||^2 - 2 q.x at 2f
     t = checked_truncate(cross, f, log)

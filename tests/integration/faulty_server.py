@@ -18,7 +18,7 @@ repository on ``PYTHONPATH``):
   of ``servers.query`` / ``protocols.search`` in this process only (both search paths:
   ``record_distances`` / ``fetch_distances`` and ``centroid_distances`` / ``oblivious_fetch`` /
   ``secure_distance``), and in malicious mode the checked steps (``servers.query.checked_features``;
-  ``protocols.checked_search``: ``_keys`` as distances, ``checked_matmul`` as the fetch,
+  ``protocols.checked_search``: ``_keys`` as distances, ``checked_matmul`` or ``_fetch_keys`` as the fetch,
   ``checked_topk`` as the top-k), where the proof must catch the corruption before any output
   (``VaultServicer.make_comm`` returns the :class:`FaultyComm`);
 * ``ret-KIND`` (``RETRIEVAL_FAULTS``): what the server releases at retrieval is corrupted, on
@@ -114,7 +114,8 @@ def mark_steps() -> None:
     sq.secure_features = _in_step("cnn", sq.secure_features)
     sq.checked_features = _in_step("cnn", sq.checked_features)  # malicious mode: the checked steps
     cs._keys = _in_step("distances", cs._keys)
-    cs.checked_matmul = _in_step("fetch", cs.checked_matmul)
+    cs.checked_matmul = _in_step("fetch", cs.checked_matmul)  # the rows' fetch (rows first)
+    cs._fetch_keys = _in_step("fetch", cs._fetch_keys)  # the probed keys' fetch (keys first)
     cs.checked_topk = _in_step("topk", cs.checked_topk)
     # both search paths: record-first (distances to every record, then fetch (distance, id))
     # and fetch-first (fetch the probed records, then their distances); see protocols.search

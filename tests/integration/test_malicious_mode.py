@@ -108,7 +108,7 @@ def test_malicious_search_equals_semi_honest_and_plaintext(cluster, client):
     assert img.ids[0, 0] == 3  # type: ignore[attr-defined]
     assert_matches_plaintext(client, cluster.images[3], img.ids[0].tolist(),  # type: ignore[attr-defined]
                              img.distances[0].astype(float).tolist())  # type: ignore[attr-defined]
-    base = search_rounds(int(meta["n_centroids"]), int(meta["bucket_size"]), 1)
+    base = search_rounds(int(meta["n_centroids"]), int(meta["bucket_size"]), 1, int(meta["dim"]))
     for c_mal, c_semi in zip(b.comm, semi["feat"].comm):  # type: ignore[attr-defined]
         proof = c_mal["proof_rounds"]  # one batch: 2 R + 3 rounds
         assert c_mal["rounds"] == base + proof and proof % 2 == 1 and 5 <= proof <= 2 * MAX_FOLDS + 3, c_mal

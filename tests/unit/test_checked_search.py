@@ -101,10 +101,11 @@ def test_the_rounds_formula_is_the_plan(monkeypatch, fan_in):
     assert topk_rounds(1) == 0
     if fan_in == 2:  # 10 levels of 11
         assert topk_rounds(1000, 11) == topk_rounds(800, 3) == 10 * 11
-        assert search_rounds(1000, 100, 8) == 1 + 110 + 1 + 1 + 1 + 110 + 1
+        assert search_rounds(1000, 100, 8, 128) == 1 + 110 + 1 + 1 + 110 + 1  # keys first: 1000 < 8 x 128
+        assert search_rounds(1000, 100, 4, 128) == 1 + 110 + 1 + 1 + 1 + 9 * 11 + 1  # rows first: 1000 >= 4 x 128
     else:
         assert topk_rounds(1000, 11) == 5 * 13 and topk_rounds(800, 3) == 5 * 12
-        assert search_rounds(1000, 100, 8) == 1 + 65 + 1 + 1 + 1 + 60 + 1
+        assert search_rounds(1000, 100, 8, 128) == 1 + 65 + 1 + 1 + 60 + 1
 
 
 def test_the_probe_onehot_from_digit_onehots():
@@ -174,9 +175,14 @@ def _search(party: Party, qp, ish, k: int, nprobe: int, bad: int | None = None, 
     return reveal(ids), reveal(dist), rounds
 
 
-@pytest.mark.parametrize("k,nprobe,n_queries", [(5, 3, 2), (10, 1, 1), (4, 12, 1)])  # 12 = C: no fetch
-def test_search_matches_plaintext_at_the_stated_rounds(small, k, nprobe, n_queries):
+@pytest.mark.parametrize("k,nprobe,n_queries,keys_first", [(5, 3, 2, True), (10, 1, 1, True), (5, 3, 2, False),
+                                                       (4, 12, 1, True)])  # 12 = C: no fetch
+def test_search_matches_plaintext_at_the_stated_rounds(small, monkeypatch, k, nprobe, n_queries, keys_first):
+    """Both fetch paths (every record's key then the probed keys, or the probed rows then their keys; the
+    rule :func:`checked_search.keys_first` picks the first at these sizes, so the second is forced)."""
     x, plain, shs = small
+    if not keys_first:
+        monkeypatch.setattr(S, "keys_first", lambda *sizes: False)
     q = queries_like(x, n_queries, seed=k + nprobe)
     q[0] = x[3] + 1e-3  # near a duplicated record: its two copies tie
     qs = share_fixed(torch.from_numpy(np.ascontiguousarray(q)))
@@ -188,7 +194,7 @@ def test_search_matches_plaintext_at_the_stated_rounds(small, k, nprobe, n_queri
     rid, rd = plain.search(q, k, nprobe)
     assert np.array_equal(ids.numpy(), rid)
     assert np.abs(dist.numpy() - rd).max() <= 1e-3
-    assert all(o[2] == search_rounds(plain.n_centroids, plain.bucket_size, nprobe) for o in out)
+    assert all(o[2] == search_rounds(plain.n_centroids, plain.bucket_size, nprobe, x.shape[1]) for o in out)
 
 
 def test_padding_comes_last_when_k_exceeds_the_probed_rows(small):
@@ -248,7 +254,7 @@ def test_a_corrupted_message_in_the_topk_or_the_fetch_is_rejected_before_the_rev
         return wrapper
 
     monkeypatch.setattr(S, "checked_topk", recorded("topk", S.checked_topk))
-    monkeypatch.setattr(S, "checked_matmul", recorded("fetch", S.checked_matmul))
+    monkeypatch.setattr(S, "_fetch_keys", recorded("fetch", S._fetch_keys))  # keys first at these sizes
     run_parties(_search, [[qs[i], shs[i], 5, 2] for i in range(3)])
     monkeypatch.undo()
     topk, fetch = marks[(1, "topk")], marks[(1, "fetch")]
