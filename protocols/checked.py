@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from . import binfield as BF
 from . import galois as G
+from . import proof_kernels as K
 from .arithmetic import reshare
 from .dzk import Entry, ProductLog, ProofRejected
 from .prf import PRG
@@ -162,6 +163,12 @@ def _f(kind: str, a: torch.Tensor, b: torch.Tensor, conv: _ConvShape | None = No
     assert conv is not None
     if conv.groups == 1:
         return ring_conv2d(a, b, conv.stride, conv.padding, conv.dilation)
+    if b.shape[2:] == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0):  # grouped 1x1: compiled loop
+        n, c, h, w = a.shape
+        g = conv.groups
+        x = a.permute(0, 2, 3, 1).reshape(n * h * w, g, c // g).numpy()
+        out = torch.from_numpy(K.grouped_mm(x, b.reshape(g, b.shape[0] // g, c // g).numpy()))
+        return out.reshape(n, h, w, b.shape[0]).permute(0, 3, 1, 2).contiguous()
     return F.conv2d(a, b, None, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 

@@ -187,6 +187,20 @@ def _ring_weight_t(a: np.ndarray, s: np.ndarray, out: np.ndarray) -> None:  # pr
                     o[x] += c * si[x]
 
 
+def _grouped_mm(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    n, groups, j_in = x.shape
+    k_out = w.shape[1]
+    for b in range(n):
+        for g in range(groups):
+            xg = x[b, g]
+            for k in range(k_out):
+                wk = w[g, k]
+                a = np.int64(0)
+                for j in range(j_in):
+                    a += wk[j] * xg[j]
+                out[b, g, k] = a
+
+
 @cache
 def _jit() -> SimpleNamespace:
     """The loops above compiled by numba (``nogil``; cached on disk beside this file)."""
@@ -195,7 +209,7 @@ def _jit() -> SimpleNamespace:
     return SimpleNamespace(**{f.__name__: njit(cache=True, nogil=True)(f)
                               for f in (_cross, _cross_folded, _subset_xor, _fold_planes,
                                         _ring_fold_inplace, _ring_cross, _ring_cross_folded, _ring_cross_base,
-                                        _masked_xor, _ring_weight, _ring_weight_t,
+                                        _masked_xor, _ring_weight, _ring_weight_t, _grouped_mm,
                                         _ring_fold_base)})
 
 
@@ -375,4 +389,13 @@ def ring_weight_t(a: np.ndarray, s: np.ndarray) -> np.ndarray:
     ``[G, m, D]`` (:func:`ring_weight` with the values transposed, batched over groups)."""
     out = np.empty((a.shape[0], a.shape[2], s.shape[2]), dtype=np.int64)
     _jit()._ring_weight_t(a, np.ascontiguousarray(s), out)
+    return out
+
+
+def grouped_mm(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``out[b, g, k] = sum_j w[g, k, j] x[b, g, j]`` mod 2^64 for int64 ``x [N, G, J]``, ``w [G, K, J]``: a grouped
+    ``1 x 1`` convolution with many small groups (the checked top-k's merges), where torch's int64 ``conv2d``
+    pays per group."""
+    out = np.empty((x.shape[0], x.shape[1], w.shape[1]), dtype=np.int64)
+    _jit()._grouped_mm(np.ascontiguousarray(x), np.ascontiguousarray(w), out)
     return out

@@ -101,3 +101,17 @@ def test_weighted_values_equal_the_int64_matrix_products():
     batch = torch.randint(-(2**63), 2**63 - 1, (4, 9, 5), generator=g, dtype=torch.int64)
     sb = torch.randint(-(2**63), 2**63 - 1, (4, 9, G.DEGREE), generator=g, dtype=torch.int64)
     assert torch.equal(G.weighted_t(batch, sb), torch.einsum("gcj,gce->gje", batch, sb))
+
+
+def test_grouped_one_by_one_convolution_equals_torch():
+    """``checked._f`` on a grouped 1x1 convolution (the compiled ``proof_kernels.grouped_mm``) against torch's
+    int64 ``conv2d``, with a spatial extent and operands that wrap."""
+    import torch.nn.functional as F
+
+    from protocols.checked import _ConvShape, _f
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(-(2**63), 2**63 - 1, (3, 6 * 5, 2, 3), generator=g, dtype=torch.int64)
+    w = torch.randint(-(2**63), 2**63 - 1, (6 * 4, 5, 1, 1), generator=g, dtype=torch.int64)
+    conv = _ConvShape((1, 1), (0, 0), (1, 1), 6)
+    assert torch.equal(_f("conv2d", x, w, conv), F.conv2d(x, w, None, 1, 0, 1, 6))
