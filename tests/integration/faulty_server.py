@@ -18,9 +18,9 @@ repository on ``PYTHONPATH``):
   of ``servers.query`` / ``protocols.search`` in this process only (both search paths:
   ``record_distances`` / ``fetch_distances`` and ``centroid_distances`` / ``oblivious_fetch`` /
   ``secure_distance``), and in malicious mode the checked steps (``servers.query.checked_features``;
-  ``protocols.checked_search``: ``_keys`` as distances, ``checked_matmul`` or ``_fetch_keys`` as the fetch,
-  ``checked_topk`` as the top-k), where the proof must catch the corruption before any output
-  (``VaultServicer.make_comm`` returns the :class:`FaultyComm`);
+  ``protocols.checked_search``: ``_keys`` / ``_shared_keys`` as distances, ``checked_matmul`` or
+  ``_fetch_keys`` as the fetch, ``checked_topk`` as the top-k), where the proof must catch the
+  corruption before any output (``VaultServicer.make_comm`` returns the :class:`FaultyComm`);
 * ``ret-KIND`` (``RETRIEVAL_FAULTS``): what the server releases at retrieval is corrupted, on
   both paths (``VaultServicer.Retrieve``): the owner's sealed key-share pair
   (``VaultServicer.key_share``) and a non-owner's sealed marked pixel-share pair
@@ -114,6 +114,7 @@ def mark_steps() -> None:
     sq.secure_features = _in_step("cnn", sq.secure_features)
     sq.checked_features = _in_step("cnn", sq.checked_features)  # malicious mode: the checked steps
     cs._keys = _in_step("distances", cs._keys)
+    cs._shared_keys = _in_step("distances", cs._shared_keys)  # keys first: every record's key
     cs.checked_matmul = _in_step("fetch", cs.checked_matmul)  # the rows' fetch (rows first)
     cs._fetch_keys = _in_step("fetch", cs._fetch_keys)  # the probed keys' fetch (keys first)
     cs.checked_topk = _in_step("topk", cs.checked_topk)
