@@ -386,7 +386,10 @@ def ring_weight(a: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def ring_weight_t(a: np.ndarray, s: np.ndarray) -> np.ndarray:
     """``a[g].T @ s[g]`` for every ``g``, mod 2^64, for int64 ``a [G, k, m]`` (any strides) and ``s [G, k, D]``:
-    ``[G, m, D]`` (:func:`ring_weight` with the values transposed, batched over groups)."""
+    ``[G, m, D]`` (:func:`ring_weight` with the values transposed, batched over groups). The loop order is the
+    other one: ``s`` is read once, row by row, into all ``m`` output rows, which suits few outputs and long
+    ``s``; :func:`ring_weight` writes each output row once with ``t`` in cache, which suits many outputs. One
+    kernel for both measured up to 1.3x slower on one side and 10x on the other (2026-12-03)."""
     out = np.empty((a.shape[0], a.shape[2], s.shape[2]), dtype=np.int64)
     _jit()._ring_weight_t(a, np.ascontiguousarray(s), out)
     return out
