@@ -553,13 +553,15 @@ def keys_first(n_centroids: int, nprobe: int, dim: int) -> bool:
 
 def _record_keys(query: ArithmeticShares, fetched: ArithmeticShares, d: int,
                  log: ProductLog) -> tuple[ArithmeticShares, ArithmeticShares, ArithmeticShares]:
-    """Keys (:func:`_keys`), ids and ``||x||^2`` ``[Q, M]`` of fetched rows ``[Q or 1, M, d + 2]``. 1 round."""
+    """Keys, ids and ``||x||^2`` ``[Q, M]`` of fetched rows ``[Q or 1, M, d + 2]``: rows shared by all queries
+    (``[1, M, d + 2]``) by :func:`_shared_keys`, per-query rows by :func:`_keys`. 1 round."""
     party, f = query.party, query.frac_bits
     Q, M = query.shape[0], fetched.shape[-2]
     X = ArithmeticShares(party, fetched.lo[..., :d], fetched.hi[..., :d], f)
     sq = ArithmeticShares(party, fetched.lo[..., d], fetched.hi[..., d], f)
     ids = ArithmeticShares(party, fetched.lo[..., d + 1], fetched.hi[..., d + 1], 0)
-    return _keys(query, X, sq, log), ids.expand(Q, M), sq.expand(Q, M)
+    keys = _shared_keys(query, X[0], sq[0], log) if fetched.shape[0] == 1 else _keys(query, X, sq, log)
+    return keys, ids.expand(Q, M), sq.expand(Q, M)
 
 
 def _fetch_keys(onehot: ArithmeticShares, rkeys: ArithmeticShares, rows: ArithmeticShares, d: int, f: int,
