@@ -95,8 +95,12 @@ _step = threading.local()
 
 
 def _in_step(name: str, fn):
+    """``fn`` marked as step ``name``, unless it runs inside another marked step: the outermost step names
+    the messages (``checked_matmul`` is the fetch on its own, part of the distances inside ``_shared_keys``)."""
     def wrapped(*args, **kwargs):
         outer = getattr(_step, "name", None)
+        if outer is not None:
+            return fn(*args, **kwargs)
         _step.name = name
         try:
             return fn(*args, **kwargs)
