@@ -330,15 +330,15 @@ class _Buffers:
         self.free: list[torch.Tensor] = []
         self.bases: dict[int, torch.Tensor] = {}  # data_ptr of a handed-out view -> its whole buffer
 
-    def take(self, rows: int, cols: int = G.DEGREE) -> torch.Tensor:
-        """A ``[rows, cols]`` view of a free buffer at least that large (the smallest), else of a new one."""
-        fits = [i for i, b in enumerate(self.free) if b.shape[0] >= rows and b.shape[1] >= cols]
+    def take(self, rows: int) -> torch.Tensor:
+        """A ``[rows, 56]`` view of a free buffer at least that long (the shortest), else of a new one."""
+        fits = [i for i, b in enumerate(self.free) if b.shape[0] >= rows]
         if fits:
-            buf = self.free.pop(min(fits, key=lambda i: self.free[i].numel()))
+            buf = self.free.pop(min(fits, key=lambda i: self.free[i].shape[0]))
         else:
-            buf = torch.empty(rows, cols, dtype=torch.int64)
+            buf = torch.empty(rows, G.DEGREE, dtype=torch.int64)
         self.bases[buf.data_ptr()] = buf
-        return buf[:rows, :cols]
+        return buf[:rows]
 
     def give(self, view: torch.Tensor) -> None:
         buf = self.bases.pop(view.data_ptr(), None)
