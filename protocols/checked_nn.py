@@ -4,8 +4,7 @@
 (``client.model.split_model``) and records every message in a :class:`protocols.dzk.ProductLog`;
 the caller runs :func:`protocols.dzk.verify_products` before anything that depends on the output
 is revealed: ONE call for the whole network (its proofs come in memory-bounded batches,
-:data:`protocols.dzk.FIELD_BATCH`), or, with ``verify_each``, one after every layer (less memory for
-the log, 40 to 60 more rounds per layer).
+:data:`protocols.dzk.FIELD_BATCH`; a call after every layer cost 40 to 60 more rounds per layer).
 
 Per layer (``f`` = the model's fractional bits; cost per element and per party):
 
@@ -35,7 +34,7 @@ import torch.nn.functional as F
 from . import approx as A
 from .checked import checked_conv2d, checked_matmul, checked_mul, checked_truncate
 from .checked_compare import checked_ltz, checked_relu
-from .dzk import ProductLog, verify_products
+from .dzk import ProductLog
 from .layers import RESIDUAL, layer_params, walk
 from .nn_layers import windows
 from .ring import FixedPoint
@@ -146,12 +145,12 @@ def _layer(spec: dict, w: dict[str, ArithmeticShares], x: ArithmeticShares, f: i
     raise NotImplementedError(f"layer type {kind!r} has no checked version yet")
 
 
-def checked_forward(arch: dict, weights: dict[str, ArithmeticShares], x: ArithmeticShares, log: ProductLog,
-                    verify_each: bool = False) -> ArithmeticShares:
+def checked_forward(arch: dict, weights: dict[str, ArithmeticShares], x: ArithmeticShares,
+                    log: ProductLog) -> ArithmeticShares:
     """Checked inference on a shared batch ``[N, C, H, W]`` (fixed point at the model's ``frac_bits``).
 
     ``weights``: this party's weight shares (as for ``SecureModel``). Every message is recorded in
-    ``log`` (and proved after each layer with ``verify_each``)."""
+    ``log``."""
     f = int(arch.get("frac_bits", x.party.fp.frac_bits))
     if x.frac_bits != f:
         raise ValueError(f"input has {x.frac_bits} fractional bits, model uses {f}")
@@ -159,9 +158,6 @@ def checked_forward(arch: dict, weights: dict[str, ArithmeticShares], x: Arithme
     def step(spec: dict, h: ArithmeticShares) -> ArithmeticShares:
         if spec.get("type") == RESIDUAL:  # walk handles residual blocks itself
             raise AssertionError("unreachable")
-        out = _layer(spec, layer_params(weights, spec), h, f, log)
-        if verify_each:
-            verify_products(log)
-        return out
+        return _layer(spec, layer_params(weights, spec), h, f, log)
 
     return walk(arch["layers"], x, step)
