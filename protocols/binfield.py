@@ -147,6 +147,184 @@ def concat(parts: list[BitVec | Scaled], pad: torch.Tensor, folds: int) -> BitVe
     return BitVec(planes, 64 * words)
 
 
+@dataclass
+class Pair:
+    """Two parts of one claim for :func:`paired`: ``rho & left`` and ``rho & right`` for planes ``rho [DEGREE, W]``
+    and boolean words ``left, right [W]`` (``rho`` None: the bits of ``left`` and ``right`` themselves)."""
+
+    rho: torch.Tensor | None
+    left: torch.Tensor
+    right: torch.Tensor
+
+
+@dataclass
+class Paired:
+    """A vector of ``128 half_words`` entries, not yet built: its low half holds the parts' left sides one after
+    the other, then the scalar ``pad`` (lane 0 of the next word), then zeros; its high half the parts' right
+    sides at the same places, then zeros. Its first :func:`fold` writes the folded half straight from each
+    part's ``rho`` (nothing twice that size, not even the parts side by side, is ever written) and its first
+    :func:`fold_polynomial` takes three masked parities of each ``rho``."""
+
+    parts: list[Pair]
+    pad: int
+    half_words: int
+
+    @property
+    def bits(self) -> int:
+        return 128 * self.half_words
+
+    @property
+    def scaled(self) -> bool:
+        return bool(self.parts) and self.parts[0].rho is not None
+
+    @property
+    def words(self) -> int:
+        """Words of parts in each half."""
+        return sum(p.left.numel() for p in self.parts)
+
+
+def paired(parts: list[Pair], pad: torch.Tensor, folds: int) -> Paired:
+    """``parts`` laid out in halves (:class:`Paired`) in a vector of ``2^folds`` entries (``folds >= 7``). The parts
+    must be all scaled or all bits (a party's vector for one proof is one or the other)."""
+    if folds < 7:
+        raise ValueError("paired: at least 2^7 entries")
+    half_words = 1 << (folds - 7)
+    parts = [Pair(p.rho, p.left.reshape(-1), p.right.reshape(-1)) for p in parts]
+    scaled = [p.rho is not None for p in parts]
+    if any(scaled) and not all(scaled):
+        raise ValueError("paired: scaled parts and bits in one vector")
+    for p in parts:
+        w = p.left.numel()
+        if p.right.numel() != w or (p.rho is not None and tuple(p.rho.shape) != (DEGREE, w)):
+            raise ValueError("paired: a part's sides differ in size")
+    v = Paired(parts, int(pad.reshape(-1)[0]), half_words)
+    if v.words + 1 > half_words:
+        raise ValueError("paired: the parts do not fit")
+    return v
+
+
+def _fold_paired(v: Paired, r: int) -> BitVec | Combo:
+    """:func:`fold` of a :class:`Paired` vector: a dense vector of its half length (scaled parts) or a
+    :class:`Combo` of two terms (bits)."""
+    w = v.words
+    if not v.scaled:  # bits: the low half plus r times the halves' difference, as two terms
+        terms = torch.zeros(2, v.half_words, dtype=torch.int64)
+        off = 0
+        for p in v.parts:
+            n = p.left.numel()
+            terms[0, off: off + n] = p.left
+            torch.bitwise_xor(p.left, p.right, out=terms[1, off: off + n])
+            off += n
+        return Combo(terms, [1, r], (64 * w, v.pad ^ _clmul_mod(r, v.pad)))
+    out = torch.empty(DEGREE, v.half_words, dtype=torch.int64)
+    sel, off = _select(r), 0
+    for p in v.parts:
+        n = p.left.numel()
+        assert p.rho is not None
+        K.fold_masked(p.rho.numpy(), p.left.numpy(), p.right.numpy(), sel, out[:, off: off + n].numpy())
+        off += n
+    out[:, w] = ((v.pad ^ _clmul_mod(r, v.pad)) >> torch.arange(DEGREE)) & 1  # pad + r (0 - pad)
+    out[:, w + 1:] = 0
+    return BitVec(out, 64 * v.half_words)
+
+
+def _paired_polynomial(u: Paired, v: Paired) -> torch.Tensor:
+    """:func:`fold_polynomial` of a scaled and a bits :class:`Paired` vector laid out alike."""
+    if v.scaled:
+        u, v = v, u
+    widths = [p.left.numel() for p in u.parts]
+    if v.scaled or (v.parts and widths != [p.left.numel() for p in v.parts]) or u.half_words != v.half_words:
+        raise ValueError("fold_polynomial: a scaled and a bits vector of one layout")
+    par = np.zeros((3, DEGREE), dtype=bool)
+    for a, b in zip(u.parts, v.parts):  # (both empty: the pads alone)
+        assert a.rho is not None
+        par ^= K.masked_parities3(a.rho.numpy(), (a.left & b.left).numpy(),
+                                  ((a.left ^ a.right) & (b.left ^ b.right)).numpy(), (a.right & b.right).numpy())
+    c0_rho, c2_rho, hi = (sum(int(b) << k for k, b in enumerate(row)) for row in par.tolist())
+    pads = _clmul_mod(u.pad, v.pad)  # the pads meet in the low half; the high half is 0 there
+    c0, c2 = c0_rho ^ pads, c2_rho ^ pads
+    return torch.tensor([[c0], [hi ^ c0 ^ c2], [c2]], dtype=torch.int64)
+
+
+MAX_TERMS = 32
+"""Terms a :class:`Combo` keeps before it becomes dense: the fold polynomial costs ``56 T`` AND-XORs per word of a
+combination of ``T`` terms against ``56^2`` for a dense vector, and a dense vector of ``w`` words is ``56 w``
+words against ``2 w`` (the terms hold ``2 w`` words whatever ``T``)."""
+
+
+@dataclass
+class Combo:
+    """``sum_j scalars[j] * planes[j] + pad``: a vector of ``64 words`` field elements as ``T`` bit vectors
+    ``planes [T, words]`` with a scalar each, plus one element ``pad = (lane, element)`` (or None). A vector of
+    bits folds into two terms (the low half, and the halves' difference times ``r``) and each later fold doubles
+    the terms and halves their length: folds of ``2 w`` words, not of ``56 w``, until :data:`MAX_TERMS`."""
+
+    planes: torch.Tensor
+    scalars: list[int]
+    pad: tuple[int, int] | None
+
+    @property
+    def bits(self) -> int:
+        return 64 * self.planes.shape[1]
+
+
+def _lane(planes: torch.Tensor, lane: int) -> int:
+    """The field element at ``lane`` of dense ``planes``."""
+    word, bit = divmod(lane, 64)
+    return int(sum(int(b) << k for k, b in enumerate(((planes[:, word] >> bit) & 1).tolist())))
+
+
+def combo_dense(v: Combo) -> BitVec:
+    """``v`` as a dense vector (plane ``k``: the XOR of the terms whose scalar has bit ``k``)."""
+    select = np.array([[(s >> k) & 1 for s in v.scalars] for k in range(DEGREE)], dtype=bool)
+    base = np.zeros((DEGREE, v.planes.shape[1]), dtype=np.int64)
+    planes = torch.from_numpy(K.subset_xor(v.planes.numpy(), select, base))
+    if v.pad is not None:
+        lane, e = v.pad
+        word, bit = divmod(lane, 64)
+        planes[:, word] ^= ((e >> torch.arange(DEGREE)) & 1) << bit
+    return BitVec(planes, v.bits)
+
+
+def _fold_combo(v: Combo, r: int) -> BitVec | Combo:
+    words = v.planes.shape[1]
+    if words < 4 or 2 * len(v.scalars) > MAX_TERMS:
+        return fold(combo_dense(v), torch.tensor([r]))
+    half = words // 2
+    lo, hi = v.planes[:, :half], v.planes[:, half:]
+    planes = torch.cat([lo, lo ^ hi])
+    pad = None
+    if v.pad is not None:
+        lane, e = v.pad
+        pad = (lane, e ^ _clmul_mod(r, e)) if lane < 64 * half else (lane - 64 * half, _clmul_mod(r, e))
+    return Combo(planes, v.scalars + [_clmul_mod(s, r) for s in v.scalars], pad)
+
+
+def _combo_polynomial(u: BitVec, v: Combo, total: torch.Tensor | None) -> torch.Tensor:
+    """:func:`fold_polynomial` of a dense ``u`` and a :class:`Combo` ``v`` of at least two words per half."""
+    ul, uh, half = _halves(u)
+    w = v.planes.shape[1] // 2
+    par0, par2 = K.cross_parities_folded(ul.numpy(), uh.numpy(), v.planes[:, :w].numpy(), v.planes[:, w:].numpy())
+    weights = 1 << np.arange(DEGREE, dtype=np.int64)
+    c0 = c2 = 0
+    for j, s in enumerate(v.scalars):  # term j: <u half, bits_j> as the element sum_i parity_i X^i, times s_j
+        c0 ^= _clmul_mod(s, int(weights[par0[:, j]].sum()))
+        c2 ^= _clmul_mod(s, int(weights[par2[:, j]].sum()))
+    if v.pad is not None:
+        lane, e = v.pad
+        if lane < half:  # v_L holds it: in <u_L, v_L> and in the halves' difference
+            c0 ^= _clmul_mod(_lane(ul, lane), e)
+            c2 ^= _clmul_mod(_lane(ul, lane) ^ _lane(uh, lane), e)
+        else:
+            c2 ^= _clmul_mod(_lane(ul, lane - half) ^ _lane(uh, lane - half), e)
+    if total is None:
+        hi = int(inner(BitVec(uh.contiguous(), half), combo_dense(Combo(v.planes[:, w:].contiguous(), v.scalars, (
+            (v.pad[0] - half, v.pad[1]) if v.pad is not None and v.pad[0] >= half else None))))[0])
+    else:
+        hi = int(total.reshape(-1)[0]) ^ c0
+    return torch.tensor([[c0], [hi ^ c0 ^ c2], [c2]], dtype=torch.int64)
+
+
 def _dense(v: BitVec) -> BitVec:
     """The same vector with all ``DEGREE`` planes."""
     if not v.sparse:
@@ -179,12 +357,16 @@ def _element(planes: torch.Tensor, word: int) -> int:
     return int(sum(int(b) << k for k, b in enumerate((planes[:, word] & 1).tolist())))
 
 
-def fold(v: BitVec, r: torch.Tensor, spare: torch.Tensor | None = None) -> BitVec:
+def fold(v: BitVec | Paired | Combo, r: torch.Tensor, spare: torch.Tensor | None = None) -> BitVec | Combo:
     """``v_L + r (v_R - v_L)`` (half the entries). A dense ``v`` of at least two words is folded in place: its
     planes' low half becomes the result (a view), so ``v`` must not be used after. A plane-0 ``v`` becomes
     dense: written into ``spare`` (``[DEGREE, words / 2]``, e.g. the free half of a vector just folded)
     when given, else into new memory."""
     rv = int(r.reshape(-1)[0])
+    if isinstance(v, Paired):
+        return _fold_paired(v, rv)
+    if isinstance(v, Combo):
+        return _fold_combo(v, rv)
     if v.sparse and v.bits // 2 < 64:
         v = _dense(v)
     if v.sparse:  # r times a bit is r or 0: plane k of r d is d where bit k of r is set
@@ -215,9 +397,12 @@ def fold(v: BitVec, r: torch.Tensor, spare: torch.Tensor | None = None) -> BitVe
     return BitVec(torch.from_numpy(K.subset_xor(lo ^ high.contiguous().numpy(), _select(rv), lo)), half)
 
 
-def fold_pair(a: BitVec, ra: torch.Tensor, b: BitVec, rb: torch.Tensor) -> tuple[BitVec, BitVec]:
+def fold_pair(a: BitVec | Paired | Combo, ra: torch.Tensor, b: BitVec | Paired | Combo,
+              rb: torch.Tensor) -> tuple[BitVec | Combo, BitVec | Combo]:
     """:func:`fold` of ``a`` at ``ra`` and ``b`` at ``rb``; a plane-0 ``b`` is written into the half of a dense
     ``a`` that its in-place fold frees (no new memory for the proof's first fold)."""
+    if not isinstance(a, BitVec) or not isinstance(b, BitVec):
+        return fold(a, ra), fold(b, rb)
     spare = a.planes[:, a.planes.shape[1] // 2:] if not a.sparse and a.bits // 2 >= 64 else None
     a = fold(a, ra)
     return a, fold(b, rb, spare)
@@ -251,9 +436,21 @@ def inner(u: BitVec, v: BitVec) -> torch.Tensor:
     return torch.tensor([p], dtype=torch.int64)
 
 
-def fold_polynomial(u: BitVec, v: BitVec, total: torch.Tensor | None = None) -> torch.Tensor:
+def fold_polynomial(u: BitVec | Paired | Combo, v: BitVec | Paired | Combo,
+                    total: torch.Tensor | None = None) -> torch.Tensor:
     """Coefficients ``[3, 1]`` of ``h(X) = <u_L + X (u_R - u_L), v_L + X (v_R - v_L)>``; ``total = <u, v>``
     (when known) saves one of the three inner products."""
+    if isinstance(u, Paired) or isinstance(v, Paired):
+        assert isinstance(u, Paired) and isinstance(v, Paired)
+        return _paired_polynomial(u, v)
+    if isinstance(u, Combo):
+        u, v = v, u
+    if isinstance(u, Combo):  # both (vectors of pads alone)
+        u = combo_dense(u)
+    if isinstance(v, Combo):
+        if v.planes.shape[1] >= 2:
+            return _combo_polynomial(u, v, total)
+        v = combo_dense(v)
     if u.sparse:
         u, v = v, u
     u = _dense(u)
@@ -278,8 +475,8 @@ def fold_polynomial(u: BitVec, v: BitVec, total: torch.Tensor | None = None) -> 
     return torch.stack([lo_t, c_hi ^ c2_t, c2_t])
 
 
-def first(v: BitVec) -> torch.Tensor:
+def first(v: BitVec | Combo) -> torch.Tensor:
     """The single entry of a folded vector, as a scalar ``[1]``."""
-    v = _dense(v)
+    v = _dense(combo_dense(v) if isinstance(v, Combo) else v)
     bits = (v.planes[:, 0] & 1).tolist()
     return torch.tensor([sum(int(b) << k for k, b in enumerate(bits))], dtype=torch.int64)

@@ -312,10 +312,10 @@ class _AndClaim:
         return rng.int64((BF.DEGREE, p.x_lo.numel()))
 
     def v1_parts(self, p: _Product, rho: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> list[Any]:
-        return [BF.Scaled(rho, a.reshape(-1)), BF.Scaled(rho, b.reshape(-1))]
+        return [BF.Pair(rho, a.reshape(-1), b.reshape(-1))]
 
     def v2_parts(self, p: _Product, rho: torch.Tensor, a2: torch.Tensor, b2: torch.Tensor) -> list[Any]:
-        return [BF.lift_bits(b2), BF.lift_bits(a2)]
+        return [BF.Pair(None, b2.reshape(-1), a2.reshape(-1))]
 
     def tau(self, p: _Product, rho: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return BF.dot_bits(rho, target)
@@ -409,8 +409,8 @@ class _CarryChain(Entry):
     """``prover`` claims, per 64-bit word, that ``C = C1 ^ C2`` holds the carries of ``S = P + Q`` (P, C1 at its
     V1; Q, C2 at its V2) and that ``lin(S) = 0`` for a GF(2)-linear word map ``lin``. Over GF(2^56):
     ``c_0 = 0``, ``s = P ^ Q ^ C`` and, on lanes 0..62, ``c_{k+1} = p_k q_k ^ c_k (p_k ^ q_k)``, i.e.
-    ``(C1 >>> 1) ^ (C1 & P) ^ (C2 >>> 1) ^ (C2 & Q) = (P & Q) ^ (C1 & Q) ^ (P & C2)``: three bit
-    products per lane, so ``3 * 64`` entries per word; the carry bits are bits by construction
+    ``(C1 >>> 1) ^ (C1 & P) ^ (C2 >>> 1) ^ (C2 & Q) = (P & (Q ^ C2)) ^ (C1 & Q)``: two bit products per
+    lane (V2 forms ``Q ^ C2`` alone), so ``2 * 64`` entries per word; the carry bits are bits by construction
     (XOR shares of words). A prover with no valid carries for a sum that breaks ``lin`` is caught."""
 
     field = True
@@ -422,7 +422,7 @@ class _CarryChain(Entry):
         self.mine, self.v1, self.v2 = mine, v1, v2
 
     def length(self, prover: int) -> int:
-        return 3 * 64 * self.words if prover == self.prover else 0
+        return 2 * 64 * self.words if prover == self.prover else 0
 
     def _draw(self, rng: PRG) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         shape = (BF.DEGREE, self.words)
@@ -434,8 +434,7 @@ class _CarryChain(Entry):
         assert self.mine is not None
         rho, _, _ = self._draw(rng)
         p, q, c1, c2 = self.mine
-        return ([BF.Scaled(rho, p.reshape(-1)), BF.Scaled(rho, c1.reshape(-1)), BF.Scaled(rho, p.reshape(-1))],
-                [BF.lift_bits(q), BF.lift_bits(q), BF.lift_bits(c2)])
+        return [BF.Pair(rho, p.reshape(-1), c1.reshape(-1))], [BF.Pair(None, (q ^ c2).reshape(-1), q.reshape(-1))]
 
     def as_v1(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
         if self.prover != (self.me + 1) % 3:
@@ -445,7 +444,7 @@ class _CarryChain(Entry):
         p, c1 = self.v1
         tau = BF.dot_bits(rho, _shr1(c1) ^ (c1 & p)) ^ BF.dot_bits(rho0, c1 & 1)
         tau ^= BF.dot_bits(rho_lin, self.lin(p ^ c1))
-        return [BF.Scaled(rho, p.reshape(-1)), BF.Scaled(rho, c1.reshape(-1)), BF.Scaled(rho, p.reshape(-1))], tau
+        return [BF.Pair(rho, p.reshape(-1), c1.reshape(-1))], tau
 
     def as_v2(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
         if self.prover != (self.me - 1) % 3:
@@ -455,7 +454,7 @@ class _CarryChain(Entry):
         q, c2 = self.v2
         tau = BF.dot_bits(rho, _shr1(c2) ^ (c2 & q)) ^ BF.dot_bits(rho0, c2 & 1)
         tau ^= BF.dot_bits(rho_lin, self.lin(q ^ c2))
-        return [BF.lift_bits(q), BF.lift_bits(q), BF.lift_bits(c2)], tau
+        return [BF.Pair(None, (q ^ c2).reshape(-1), q.reshape(-1))], tau
 
 
 def _carries(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -473,7 +472,7 @@ def checked_truncate(x: ArithmeticShares, bits: int, log: ProductLog) -> Arithme
     check ``z1``, ``z2`` (linear claims), that ``E1 + E2`` lies in ``[0, 2^bits)`` and that ``y0 + r``
     is a ``64 - bits``-bit signed number (:class:`_CarryChain`), which together fix
     ``y0 + r = ceil(z0 / 2^bits)``. Cost: 1 round; party 0 sends 3 words per element, parties 1 and
-    2 one (against 1, 1, 1 unchecked); the proof adds ``2 * 3 * 64`` field entries per element to
+    2 one (against 1, 1, 1 unchecked); the proof adds ``2 * 2 * 64`` field entries per element to
     party 0's GF(2^56) proof.
     """
     if x.party is not log.party:

@@ -63,6 +63,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import binfield as BF
@@ -273,7 +274,7 @@ class _Field:
         return int(r.reshape(-1)[0]) not in (0, 1)
 
     def padded(self, parts: list[Any], pad: torch.Tensor, folds: int, pool: _Buffers) -> Any:
-        return BF.concat(parts, pad, folds)  # new memory: pooled bit-planes kept more alive than they saved
+        return BF.paired(parts, pad, folds)  # not built: the first fold writes its half (new memory)
 
     def fold_pair(self, a: Any, ra: torch.Tensor, b: Any, rb: torch.Tensor, pool: _Buffers) -> tuple[Any, Any]:
         return BF.fold_pair(a, ra, b, rb)
@@ -286,8 +287,9 @@ class _Field:
 
     def release(self, vecs: list[Any], pool: _Buffers) -> list[Any]:
         """Compact copies (a folded vector is a view that would keep its first buffer alive; with staggered
-        proofs several would be alive at once)."""
-        return [BF.BitVec(v.planes.clone(), v.bits, v.pad) for v in vecs]
+        proofs several would be alive at once); numpy's copy of the strided view took half torch's time."""
+        return [BF.BitVec(torch.from_numpy(np.ascontiguousarray(v.planes.numpy())), v.bits, v.pad)
+                if isinstance(v, BF.BitVec) else v for v in vecs]  # a Combo's terms are compact already
 
     def well_formed(self, t: torch.Tensor) -> bool:
         return bool(((t >> BF.DEGREE) == 0).all())

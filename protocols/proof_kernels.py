@@ -155,6 +155,65 @@ def _fold_planes(low: np.ndarray, high: np.ndarray, nib: np.ndarray) -> None:  #
                     o[w] ^= src[w]
 
 
+def _fold_masked(rho: np.ndarray, left: np.ndarray, right: np.ndarray, nib: np.ndarray,
+                 out: np.ndarray) -> None:  # pragma: no cover - compiled
+    k_out, n = rho.shape
+    groups = nib.shape[1]
+    tab = np.empty((groups, 16, _BLOCK), dtype=np.int64)  # tab[g, e]: XOR of the planes 4 g + b of rho, bit b of e
+    acc = np.empty(_BLOCK, dtype=np.int64)
+    diff = np.empty(_BLOCK, dtype=np.int64)
+    for w0 in range(0, n, _BLOCK):
+        w1 = min(n, w0 + _BLOCK)
+        m = w1 - w0
+        for w in range(m):
+            diff[w] = left[w0 + w] ^ right[w0 + w]
+        for g in range(groups):
+            t = tab[g]
+            for w in range(m):
+                t[0, w] = 0
+            for b in range(4):
+                p = 4 * g + b
+                s = 1 << b
+                if p < k_out:
+                    for w in range(m):
+                        t[s, w] = rho[p, w0 + w]
+                else:
+                    for w in range(m):
+                        t[s, w] = 0
+                for e in range(1, s):
+                    for w in range(m):
+                        t[s + e, w] = t[s, w] ^ t[e, w]
+        for k in range(k_out):
+            for w in range(m):
+                acc[w] = 0
+            for g in range(groups):
+                src = tab[g, nib[k, g]]
+                for w in range(m):
+                    acc[w] ^= src[w]
+            o = out[k, w0:w1]
+            rk = rho[k, w0:w1]
+            for w in range(m):
+                o[w] = (acc[w] & diff[w]) ^ (rk[w] & left[w0 + w])
+
+
+def _masked_xor3(rho: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray,
+                 acc: np.ndarray) -> None:  # pragma: no cover - compiled
+    k_out, n = rho.shape
+    for k in range(k_out):
+        r = rho[k]
+        x = np.int64(0)
+        y = np.int64(0)
+        z = np.int64(0)
+        for w in range(n):
+            rw = r[w]
+            x ^= rw & a[w]
+            y ^= rw & b[w]
+            z ^= rw & c[w]
+        acc[0, k] = x
+        acc[1, k] = y
+        acc[2, k] = z
+
+
 def _ring_weight(a: np.ndarray, t: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
     m, k = a.shape
     d = t.shape[1]
@@ -209,8 +268,8 @@ def _jit() -> SimpleNamespace:
     return SimpleNamespace(**{f.__name__: njit(cache=True, nogil=True)(f)
                               for f in (_cross, _cross_folded, _subset_xor, _fold_planes,
                                         _ring_fold_inplace, _ring_cross, _ring_cross_folded, _ring_cross_base,
-                                        _masked_xor, _ring_weight, _ring_weight_t, _grouped_mm,
-                                        _ring_fold_base)})
+                                        _masked_xor, _masked_xor3, _fold_masked, _ring_weight, _ring_weight_t,
+                                        _grouped_mm, _ring_fold_base)})
 
 
 def cross_parities(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -260,6 +319,21 @@ def fold_planes(low: np.ndarray, high: np.ndarray, select: np.ndarray) -> None:
     of one buffer allowed, e.g. its two column halves): ``low + r (high - low)`` over GF(2^56) when ``select``
     is multiplication by ``r``. No allocation but the tables of one block of words (``P / 4 x 16 x 512`` words)."""
     _jit()._fold_planes(low, high, _nibbles(select))
+
+
+def fold_masked(rho: np.ndarray, left: np.ndarray, right: np.ndarray, select: np.ndarray, out: np.ndarray) -> None:
+    """``out[k] = (rho[k] & left) ^ (XOR_{i: select[k, i]} rho[i]) & (left ^ right)`` for planes ``rho [P, W]`` and
+    words ``left, right [W]``: the fold ``u_L + r (u_R - u_L)`` of ``u = [rho & left ; rho & right]`` (a lane of
+    ``rho & m`` is ``rho`` or 0, and multiplying by ``r`` is linear), without building ``u``: one pass over ``rho``
+    (four planes at a time, as :func:`fold_planes`)."""
+    _jit()._fold_masked(rho, left, right, _nibbles(select), out)
+
+
+def masked_parities3(rho: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``[3, P]`` bools: :func:`masked_parities` of ``rho`` with each of the words ``a``, ``b``, ``c`` (one pass)."""
+    acc = np.zeros((3, rho.shape[0]), dtype=np.int64)
+    _jit()._masked_xor3(rho, a, b, c, acc)
+    return (np.bitwise_count(acc.view(np.uint64)) & 1).astype(bool)
 
 
 def subset_xor(p: np.ndarray, select: np.ndarray, base: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from protocols import binfield as BF
@@ -150,3 +151,67 @@ def test_fold_planes_four_at_a_time_equals_the_xor_of_the_selected_planes():
                 want[k] ^= d[i]
         K.fold_planes(both[:, :words], both[:, words:], select)  # in place, on views of one buffer
         assert np.array_equal(both[:, :words], want)
+
+
+def _laid_out(v: BF.Paired) -> BF.BitVec:
+    """The vector a :class:`BF.Paired` stands for, built densely: left sides, the pad, zeros | right sides, zeros."""
+    hw = v.half_words
+    planes = torch.zeros(BF.DEGREE, 2 * hw, dtype=torch.int64)
+    off = 0
+    for p in v.parts:
+        n = p.left.numel()
+        for side, base in ((p.left, 0), (p.right, hw)):
+            if p.rho is None:
+                planes[0, base + off: base + off + n] = side
+            else:
+                planes[:, base + off: base + off + n] = p.rho & side
+        off += n
+    planes[:, off] = (v.pad >> torch.arange(BF.DEGREE)) & 1
+    return BF.BitVec(planes, 128 * hw)
+
+
+def _as_dense(v) -> BF.BitVec:
+    return BF.combo_dense(v) if isinstance(v, BF.Combo) else v
+
+
+def test_paired_vectors_and_their_combinations_fold_and_multiply_as_the_dense_vectors_they_stand_for():
+    """The proof's field vectors: scaled parts (V1's side) are folded straight from ``rho`` and bits (V2's side)
+    become a :class:`BF.Combo` of terms, dense again past ``MAX_TERMS``; at every fold both equal the dense
+    vector laid out explicitly, and so do the fold polynomials (with and without the known total)."""
+    rng = PRG(bytes(range(9, 25)))
+    for folds, widths in ((8, [1]), (10, [3, 2]), (14, [40, 1, 60])):
+        rhos = [rng.int64((BF.DEGREE, w)) for w in widths]
+        sides = [(rng.int64((w,)), rng.int64((w,)), rng.int64((w,)), rng.int64((w,))) for w in widths]
+        u = BF.paired([BF.Pair(rho, a, b) for rho, (a, b, _, _) in zip(rhos, sides)], BF.random(rng, 1)[0], folds)
+        v = BF.paired([BF.Pair(None, c, d) for _, _, c, d in sides], BF.random(rng, 1)[0], folds)
+        ud, vd = _laid_out(u), _laid_out(v)
+        if folds < 14:
+            assert int(BF.inner(ud, vd)[0]) == _xor(_mul(a, b) for a, b in zip(_elements(ud), _elements(vd)))
+        total = None
+        kinds = set()
+        for _ in range(folds):
+            h = BF.fold_polynomial(u, v, total)
+            assert torch.equal(h, BF.fold_polynomial(ud, vd))
+            if total is not None:
+                assert torch.equal(BF.fold_polynomial(u, v), h)
+            r = BF.random(rng, 1)[0]
+            u, v = BF.fold_pair(u, r, v, r)
+            ud, vd = BF.fold(ud, r), BF.fold(vd, r)
+            kinds.add(type(v).__name__)
+            for got, want in ((_as_dense(u), ud), (_as_dense(v), vd)):  # planes (elements: slow in Python)
+                assert torch.equal(got.planes, want.planes) if want.bits >= 1024 else _elements(got) == _elements(want)
+            total = BF.inner(ud, vd)
+        assert torch.equal(BF.first(u), BF.first(ud)) and torch.equal(BF.first(v), BF.first(vd))
+        assert "Combo" in kinds and (folds < 14 or "BitVec" in kinds)  # past MAX_TERMS: dense again
+
+
+def test_paired_refuses_mixed_or_oversized_parts():
+    rng = PRG(bytes(range(10, 26)))
+    w = rng.int64((2,))
+    pad = BF.random(rng, 1)[0]
+    with pytest.raises(ValueError, match="scaled parts and bits"):
+        BF.paired([BF.Pair(rng.int64((BF.DEGREE, 2)), w, w), BF.Pair(None, w, w)], pad, 9)
+    with pytest.raises(ValueError, match="do not fit"):
+        BF.paired([BF.Pair(None, w, w)], pad, 8)  # 2 words + the pad in a half of 2
+    with pytest.raises(ValueError, match="differ in size"):
+        BF.paired([BF.Pair(None, w, w[:1])], pad, 9)

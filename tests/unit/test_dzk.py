@@ -249,7 +249,7 @@ def test_checked_truncate_is_within_one_ulp_and_its_cost_is_pinned():
     xs = share(TX)
     out = run_parties(_truncation, [[xs[i]] for i in range(3)])
     assert int((reconstruct([o[0] for o in out]) - (TX >> 16)).abs().max()) <= 1
-    ring, field = check_cost(0), check_cost(2 * 3 * 64 * TX.numel(), boolean=True)  # two carry chains
+    ring, field = check_cost(0), check_cost(2 * 2 * 64 * TX.numel(), boolean=True)  # two carry chains
     assert out[0][1].rounds == max(ring[0], field[0])  # the two proofs side by side
     assert all(st.bytes_sent == 8 * (ring[1] + field[1]) for _, st in out)
 
