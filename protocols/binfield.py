@@ -221,7 +221,7 @@ def _fold_paired(v: Paired, r: int) -> BitVec | Combo:
     for p in v.parts:
         n = p.left.numel()
         assert p.rho is not None
-        K.fold_masked(p.rho.numpy(), p.left.numpy(), p.right.numpy(), sel, out[:, off: off + n].numpy())
+        K.fold_masked(p.rho.numpy(), p.left.numpy(), p.right.numpy(), sel, out.numpy(), off)
         off += n
     out[:, w] = ((v.pad ^ _clmul_mod(r, v.pad)) >> torch.arange(DEGREE)) & 1  # pad + r (0 - pad)
     out[:, w + 1:] = 0

@@ -155,8 +155,8 @@ def _fold_planes(low: np.ndarray, high: np.ndarray, nib: np.ndarray) -> None:  #
                     o[w] ^= src[w]
 
 
-def _fold_masked(rho: np.ndarray, left: np.ndarray, right: np.ndarray, nib: np.ndarray,
-                 out: np.ndarray) -> None:  # pragma: no cover - compiled
+def _fold_masked(rho: np.ndarray, left: np.ndarray, right: np.ndarray, nib: np.ndarray, out: np.ndarray,
+                 at: int) -> None:  # pragma: no cover - compiled
     k_out, n = rho.shape
     groups = nib.shape[1]
     tab = np.empty((groups, 16, _BLOCK), dtype=np.int64)  # tab[g, e]: XOR of the planes 4 g + b of rho, bit b of e
@@ -190,7 +190,7 @@ def _fold_masked(rho: np.ndarray, left: np.ndarray, right: np.ndarray, nib: np.n
                 src = tab[g, nib[k, g]]
                 for w in range(m):
                     acc[w] ^= src[w]
-            o = out[k, w0:w1]
+            o = out[k, at + w0: at + w1]
             rk = rho[k, w0:w1]
             for w in range(m):
                 o[w] = (acc[w] & diff[w]) ^ (rk[w] & left[w0 + w])
@@ -321,12 +321,14 @@ def fold_planes(low: np.ndarray, high: np.ndarray, select: np.ndarray) -> None:
     _jit()._fold_planes(low, high, _nibbles(select))
 
 
-def fold_masked(rho: np.ndarray, left: np.ndarray, right: np.ndarray, select: np.ndarray, out: np.ndarray) -> None:
-    """``out[k] = (rho[k] & left) ^ (XOR_{i: select[k, i]} rho[i]) & (left ^ right)`` for planes ``rho [P, W]`` and
+def fold_masked(rho: np.ndarray, left: np.ndarray, right: np.ndarray, select: np.ndarray, out: np.ndarray,
+                at: int = 0) -> None:
+    """``out[k, at + w] = (rho[k] & left) ^ (XOR_{i: select[k, i]} rho[i]) & (left ^ right)`` (word ``w``; ``out``
+    contiguous, written from column ``at``: a column slice would compile a slower loop) for planes ``rho [P, W]`` and
     words ``left, right [W]``: the fold ``u_L + r (u_R - u_L)`` of ``u = [rho & left ; rho & right]`` (a lane of
     ``rho & m`` is ``rho`` or 0, and multiplying by ``r`` is linear), without building ``u``: one pass over ``rho``
     (four planes at a time, as :func:`fold_planes`)."""
-    _jit()._fold_masked(rho, left, right, _nibbles(select), out)
+    _jit()._fold_masked(np.ascontiguousarray(rho), left, right, _nibbles(select), out, at)
 
 
 def masked_parities3(rho: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
