@@ -5,13 +5,18 @@ The field is GF(2)[X] / (f) with the modulus of :mod:`protocols.galois` reduced 
 uniformly random root with probability at most ``k / 2^56`` (Schwartz-Zippel).
 
 * A **scalar** is an int64 tensor ``[..., 1]`` holding the 56 coefficient bits (nonnegative).
-* A **vector** of ``m`` field elements (:class:`BitVec`) is 56 bit-planes of ``m`` bits packed
-  64 per int64 word (``[56, m / 64]``): plane ``k`` holds coefficient ``k`` of every element. A
-  vector of BITS (a boolean share, 64 lanes per word) is then the plane-0 vector of itself, and
-  ``rho * bits`` is a plane-wise AND; addition is XOR.
-* :func:`inner` of two vectors is ``sum_{i,j} X^(i+j) parity(popcount(u_i & v_j))``: 56^2 AND-XORs
-  per word, i.e. 49 word operations per element (:mod:`protocols.proof_kernels`); :func:`fold`
-  multiplies a vector by one scalar as about 17 XORs of planes per plane (four planes at a time).
+* A dense **vector** of ``m`` field elements (:class:`BitVec`) is 56 bit-planes of ``m`` bits packed
+  64 per int64 word (``[56, m / 64]``): plane ``k`` holds coefficient ``k`` of every element; addition
+  is XOR. :func:`inner` of two is ``sum_{i,j} X^(i+j) parity(popcount(u_i & v_j))``: 56^2 AND-XORs per
+  word (:mod:`protocols.proof_kernels`); :func:`fold` (``v_L + r (v_R - v_L)``) is about 17 XORs of
+  planes per plane (four planes at a time), in place.
+* A proof's vector before its first fold is a :class:`Paired` (:func:`paired`), never built: parts laid
+  out in halves, either scaled (``rho & left | rho & right``) or bits (``left | right``). Its first fold
+  writes a dense vector of half its length straight from each ``rho`` (scaled) or gives a :class:`Combo`
+  (bits); its first fold polynomial is three masked parities of each ``rho`` (3 x 56 AND-XORs per word).
+* A :class:`Combo` is ``T`` bit vectors with a scalar each, plus the pad: each fold doubles the terms and
+  halves their length, and its fold polynomial with a dense vector costs ``56 T`` AND-XORs per word
+  instead of ``56^2``; past :data:`MAX_TERMS` terms, or below 4 words, it folds as a dense vector.
 """
 
 from __future__ import annotations
@@ -64,87 +69,16 @@ def random(prg: PRG, *shape: int) -> torch.Tensor:
 
 @dataclass
 class BitVec:
-    """``bits`` field elements as bit-planes ``[DEGREE, words]`` (unused high bits zero), or, for a
-    vector of BITS, plane 0 alone ``[1, words]`` (the planes above are zero), optionally with one full
-    field element ``pad = (word, element)`` in lane 0 of that word (its plane-0 bit is in ``planes``)."""
+    """``bits`` field elements as bit-planes ``[DEGREE, words]`` (unused high bits zero)."""
 
     planes: torch.Tensor
     bits: int
-    pad: tuple[int, int] | None = None
-
-    @property
-    def sparse(self) -> bool:
-        return self.planes.shape[0] == 1
-
-
-@dataclass
-class Scaled:
-    """``rho_g * bit_g`` for planes ``rho [DEGREE, W]`` and boolean words ``[W]``, not yet built:
-    :func:`concat` writes it straight into its vector (no temporary as large as the vector)."""
-
-    rho: torch.Tensor
-    words: torch.Tensor
-
-    @property
-    def width(self) -> int:
-        return self.rho.shape[1]
-
-
-def _width(p: BitVec | Scaled) -> int:
-    return p.width if isinstance(p, Scaled) else p.planes.shape[1]
-
-
-def lift_bits(words: torch.Tensor) -> BitVec:
-    """Boolean words (64 lanes each) -> the vector of their bits as field elements (plane 0 only)."""
-    w = words.reshape(-1)
-    return BitVec(w.clone().view(1, -1), 64 * w.numel())
-
-
-def scale_bits(rho: torch.Tensor, words: torch.Tensor) -> BitVec:
-    """``rho_g * bit_g`` for random planes ``rho [DEGREE, W]`` and boolean words ``[W]``."""
-    w = words.reshape(-1)
-    return BitVec(rho & w, 64 * w.numel())
 
 
 def dot_bits(rho: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
     """``sum_g rho_g bit_g`` (a scalar ``[1]``) for planes ``rho [DEGREE, W]`` and words ``[W]``."""
     counts = K.masked_parities(rho.numpy(), words.reshape(-1).contiguous().numpy())
     return torch.tensor([int(sum(int(c) << k for k, c in enumerate(counts)))], dtype=torch.int64)
-
-
-def concat(parts: list[BitVec | Scaled], pad: torch.Tensor, folds: int) -> BitVec:
-    """``parts`` (each a whole number of words), then the scalar ``pad``, then zeros: ``2^folds`` entries
-    (``folds >= 7``: at least two words). Parts that are all bits give a plane-0 vector with the pad."""
-    if folds < 7:
-        raise ValueError("concat: at least 2^7 entries")
-    words = 1 << (folds - 6)
-    used = sum(_width(p) for p in parts)
-    if used + 1 > words:
-        raise ValueError("concat: the vector does not fit")
-    sparse = all(isinstance(p, BitVec) and p.sparse and p.pad is None for p in parts)
-    planes = torch.empty(1 if sparse else DEGREE, words, dtype=torch.int64)
-    off = 0
-    for p in parts:
-        w = _width(p)
-        if isinstance(p, Scaled):
-            # numpy: torch's broadcast AND into a strided slice took 2.5x longer (AVX2 EPYC, 2026-12-03)
-            np.bitwise_and(p.rho.numpy(), p.words.reshape(1, -1).numpy(), out=planes[:, off: off + w].numpy())
-        elif sparse or not p.sparse:
-            planes[: p.planes.shape[0], off: off + w] = p.planes
-        else:  # a plane-0 part in a dense vector: its planes above 0 are zero
-            planes[:, off: off + w] = 0
-            planes[0, off: off + w] = p.planes[0]
-            if p.pad is not None:
-                word, e = p.pad
-                planes[:, off + word] = (e >> torch.arange(DEGREE)) & 1
-        off += w
-    planes[:, off:] = 0
-    e = int(pad.reshape(-1)[0])
-    if sparse:
-        planes[0, off] = e & 1
-        return BitVec(planes, 64 * words, (off, e))
-    planes[:, off] = (e >> torch.arange(DEGREE)) & 1
-    return BitVec(planes, 64 * words)
 
 
 @dataclass
@@ -325,18 +259,6 @@ def _combo_polynomial(u: BitVec, v: Combo, total: torch.Tensor | None) -> torch.
     return torch.tensor([[c0], [hi ^ c0 ^ c2], [c2]], dtype=torch.int64)
 
 
-def _dense(v: BitVec) -> BitVec:
-    """The same vector with all ``DEGREE`` planes."""
-    if not v.sparse:
-        return v
-    planes = torch.zeros(DEGREE, v.planes.shape[1], dtype=torch.int64)
-    planes[0] = v.planes[0]
-    if v.pad is not None:
-        word, e = v.pad
-        planes[:, word] = (e >> torch.arange(DEGREE)) & 1
-    return BitVec(planes, v.bits)
-
-
 def _halves(v: BitVec) -> tuple[torch.Tensor, torch.Tensor, int]:
     half = v.bits // 2
     if half >= 64:
@@ -352,43 +274,15 @@ def _select(r: int) -> np.ndarray:
     return np.array([[(rows[i] >> k) & 1 for i in range(DEGREE)] for k in range(DEGREE)], dtype=bool)
 
 
-def _element(planes: torch.Tensor, word: int) -> int:
-    """The field element in lane 0 of ``word`` of dense ``planes``."""
-    return int(sum(int(b) << k for k, b in enumerate((planes[:, word] & 1).tolist())))
-
-
-def fold(v: BitVec | Paired | Combo, r: torch.Tensor, spare: torch.Tensor | None = None) -> BitVec | Combo:
+def fold(v: BitVec | Paired | Combo, r: torch.Tensor) -> BitVec | Combo:
     """``v_L + r (v_R - v_L)`` (half the entries). A dense ``v`` of at least two words is folded in place: its
-    planes' low half becomes the result (a view), so ``v`` must not be used after. A plane-0 ``v`` becomes
-    dense: written into ``spare`` (``[DEGREE, words / 2]``, e.g. the free half of a vector just folded)
-    when given, else into new memory."""
+    planes' low half becomes the result (a view), so ``v`` must not be used after; a shorter one (halves within a
+    word) into new memory."""
     rv = int(r.reshape(-1)[0])
     if isinstance(v, Paired):
         return _fold_paired(v, rv)
     if isinstance(v, Combo):
         return _fold_combo(v, rv)
-    if v.sparse and v.bits // 2 < 64:
-        v = _dense(v)
-    if v.sparse:  # r times a bit is r or 0: plane k of r d is d where bit k of r is set
-        low, high, half = _halves(v)
-        d = (low ^ high)[0]
-        fits = spare is not None and tuple(spare.shape) == (DEGREE, low.shape[1])
-        out = spare if fits else torch.empty(DEGREE, low.shape[1], dtype=torch.int64)
-        assert out is not None
-        for k in range(DEGREE):
-            if (rv >> k) & 1:
-                out[k] = d
-            else:
-                out[k] = 0
-        out[0] ^= low[0]
-        if v.pad is not None:  # the one full element: recompute its lane
-            word, e = v.pad
-            w = low.shape[1]
-            c = word % w
-            el, eh = (e if word < w else int(low[0, c]) & 1), (e if word >= w else int(high[0, c]) & 1)
-            x = el ^ _clmul_mod(rv, el ^ eh)
-            out[:, c] = (out[:, c] & ~1) | ((x >> torch.arange(DEGREE)) & 1)
-        return BitVec(out, half)
     low, high, half = _halves(v)
     if half >= 64:  # word-level halves: views of v's planes, folded in place (v is consumed)
         K.fold_planes(low.numpy(), high.numpy(), _select(rv))
@@ -399,13 +293,8 @@ def fold(v: BitVec | Paired | Combo, r: torch.Tensor, spare: torch.Tensor | None
 
 def fold_pair(a: BitVec | Paired | Combo, ra: torch.Tensor, b: BitVec | Paired | Combo,
               rb: torch.Tensor) -> tuple[BitVec | Combo, BitVec | Combo]:
-    """:func:`fold` of ``a`` at ``ra`` and ``b`` at ``rb``; a plane-0 ``b`` is written into the half of a dense
-    ``a`` that its in-place fold frees (no new memory for the proof's first fold)."""
-    if not isinstance(a, BitVec) or not isinstance(b, BitVec):
-        return fold(a, ra), fold(b, rb)
-    spare = a.planes[:, a.planes.shape[1] // 2:] if not a.sparse and a.bits // 2 >= 64 else None
-    a = fold(a, ra)
-    return a, fold(b, rb, spare)
+    """:func:`fold` of ``a`` at ``ra`` and of ``b`` at ``rb``."""
+    return fold(a, ra), fold(b, rb)
 
 
 def _poly(parities: np.ndarray) -> int:
@@ -419,21 +308,9 @@ def _poly(parities: np.ndarray) -> int:
     return _reduce(p)
 
 
-def _pad_term(u: torch.Tensor, pad: tuple[int, int] | None, word_offset: int, words: int) -> int:
-    """The part of ``<u, v>`` a plane-0 pass misses: ``u``'s element at the pad times the pad's bits above 0
-    (``pad`` given in the coordinates of the whole vector; the half starts at ``word_offset``)."""
-    if pad is None or not word_offset <= pad[0] < word_offset + words:
-        return 0
-    return _clmul_mod(_element(u, pad[0] - word_offset), pad[1] & ~1)
-
-
 def inner(u: BitVec, v: BitVec) -> torch.Tensor:
     """``<u, v>`` as a scalar ``[1]``."""
-    if u.sparse:
-        u, v = v, u
-    u = _dense(u)
-    p = _poly(K.cross_parities(u.planes.numpy(), v.planes.numpy())) ^ _pad_term(u.planes, v.pad, 0, v.planes.shape[1])
-    return torch.tensor([p], dtype=torch.int64)
+    return torch.tensor([_poly(K.cross_parities(u.planes.numpy(), v.planes.numpy()))], dtype=torch.int64)
 
 
 def fold_polynomial(u: BitVec | Paired | Combo, v: BitVec | Paired | Combo,
@@ -451,32 +328,17 @@ def fold_polynomial(u: BitVec | Paired | Combo, v: BitVec | Paired | Combo,
         if v.planes.shape[1] >= 2:
             return _combo_polynomial(u, v, total)
         v = combo_dense(v)
-    if u.sparse:
-        u, v = v, u
-    u = _dense(u)
-    if v.sparse and v.bits // 2 < 64:
-        v = _dense(v)
     ul, uh, _ = _halves(u)
     vl, vh, _ = _halves(v)
     par0, par2 = K.cross_parities_folded(ul.numpy(), uh.numpy(), vl.numpy(), vh.numpy())
     c0, c2 = _poly(par0), _poly(par2)
-    w = vl.shape[1]
-    if v.sparse and v.pad is not None:  # the pad's planes above 0 (u dense, word-level halves)
-        c0 ^= _pad_term(ul, v.pad, 0, w)
-        c = v.pad[0] % w  # the pad's column in either half; (u_L ^ u_R) there, without a temporary
-        c2 ^= _clmul_mod(_element(ul, c) ^ _element(uh, c), v.pad[1] & ~1)
     if total is None:  # h(1) = <u_R, v_R>
-        hi = _poly(K.cross_parities(uh.numpy(), vh.numpy())) ^ (_pad_term(uh, v.pad, w, w) if v.sparse else 0)
+        hi = _poly(K.cross_parities(uh.numpy(), vh.numpy()))
     else:  # <u, v> = h(0) + h(1)
         hi = int(total.reshape(-1)[0]) ^ c0
-    lo_t = torch.tensor([c0], dtype=torch.int64)
-    c2_t = torch.tensor([c2], dtype=torch.int64)
-    c_hi = torch.tensor([hi ^ c0], dtype=torch.int64)
-    return torch.stack([lo_t, c_hi ^ c2_t, c2_t])
+    return torch.tensor([[c0], [hi ^ c0 ^ c2], [c2]], dtype=torch.int64)
 
 
 def first(v: BitVec | Combo) -> torch.Tensor:
     """The single entry of a folded vector, as a scalar ``[1]``."""
-    v = _dense(combo_dense(v) if isinstance(v, Combo) else v)
-    bits = (v.planes[:, 0] & 1).tolist()
-    return torch.tensor([sum(int(b) << k for k, b in enumerate(bits))], dtype=torch.int64)
+    return torch.tensor([_lane((combo_dense(v) if isinstance(v, Combo) else v).planes, 0)], dtype=torch.int64)

@@ -288,7 +288,7 @@ class _Field:
     def release(self, vecs: list[Any], pool: _Buffers) -> list[Any]:
         """Compact copies (a folded vector is a view that would keep its first buffer alive; with staggered
         proofs several would be alive at once); numpy's copy of the strided view took half torch's time."""
-        return [BF.BitVec(torch.from_numpy(np.ascontiguousarray(v.planes.numpy())), v.bits, v.pad)
+        return [BF.BitVec(torch.from_numpy(np.ascontiguousarray(v.planes.numpy())), v.bits)
                 if isinstance(v, BF.BitVec) else v for v in vecs]  # a Combo's terms are compact already
 
     def well_formed(self, t: torch.Tensor) -> bool:

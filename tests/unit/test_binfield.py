@@ -11,7 +11,6 @@ from protocols.prf import PRG
 
 def _elements(v: BF.BitVec) -> list[int]:
     """The ``v.bits`` field elements of a bit-plane vector, one Python int each."""
-    v = BF._dense(v)
     out = []
     for g in range(v.bits):
         word, bit = divmod(g, 64)
@@ -39,7 +38,9 @@ def test_vector_operations_match_elementwise_arithmetic():
         rho = rng.int64((BF.DEGREE, words))
         bits = rng.int64((words,))
         other = rng.int64((words,))
-        u, v = BF.scale_bits(rho, bits), BF.lift_bits(other)
+        lifted = torch.zeros(BF.DEGREE, words, dtype=torch.int64)  # the bits of other as field elements: plane 0
+        lifted[0] = other
+        u, v = BF.BitVec(rho & bits, 64 * words), BF.BitVec(lifted, 64 * words)
         ue, ve = _elements(u), _elements(v)
         rho_e = _elements(BF.BitVec(rho, 64 * words))
         assert ve == [(int(other[g // 64]) >> (g % 64)) & 1 for g in range(64 * words)]
@@ -61,75 +62,6 @@ def _xor(values) -> int:
     for x in values:
         out ^= x
     return out
-
-
-def test_concat_places_the_pad_after_the_parts_and_pads_with_zeros():
-    rng = PRG(bytes(16))
-    part = BF.scale_bits(rng.int64((BF.DEGREE, 2)), rng.int64((2,)))
-    pad = BF.random(rng, 1)[0]
-    v = BF.concat([part], pad, 8)  # 256 entries: 128 of the part, the pad, zeros
-    e = _elements(v)
-    assert e[:128] == _elements(part) and e[128] == int(pad[0]) and not any(e[129:])
-
-
-def test_bit_vectors_with_a_pad_fold_and_multiply_as_dense_ones():
-    """A vector of bits keeps plane 0 only (and its pad apart): every operation equals the dense one."""
-    rng = PRG(bytes(range(1, 17)))
-    for folds, words in ((7, 1), (8, 3), (9, 5), (10, 9)):  # the pad in the low half, the high half, at a boundary
-        dense_part = BF.scale_bits(rng.int64((BF.DEGREE, words)), rng.int64((words,)))
-        bits_part = BF.lift_bits(rng.int64((words,)))
-        assert bits_part.sparse
-        u = BF.concat([dense_part], BF.random(rng, 1)[0], folds)
-        v = BF.concat([bits_part], BF.random(rng, 1)[0], folds)
-        assert v.sparse and v.pad is not None and not u.sparse
-        vd = BF._dense(v)
-        assert _elements(v) == _elements(vd)
-        for a, b in ((u, v), (v, u)):
-            assert torch.equal(BF.inner(a, b), BF.inner(u, vd))
-            assert torch.equal(BF.fold_polynomial(a, b), BF.fold_polynomial(u, vd))
-        total = BF.inner(u, vd)
-        assert torch.equal(BF.fold_polynomial(u, v, total), BF.fold_polynomial(u, vd))
-        ue, ve = _elements(u), _elements(vd)
-        assert int(BF.inner(u, v)[0]) == _xor(_mul(a, b) for a, b in zip(ue, ve))
-        r = BF.random(rng, 1)[0]
-        assert _elements(BF.fold(v, r)) == _elements(BF.fold(vd, r))
-        half = len(ve) // 2
-        assert _elements(BF.fold(v, r)) == [a ^ _mul(int(r[0]), a ^ b) for a, b in zip(ve[:half], ve[half:])]
-
-
-def test_a_vector_of_bits_and_dense_parts_concatenates_densely():
-    rng = PRG(bytes(range(2, 18)))
-    bits, dense = BF.lift_bits(rng.int64((2,))), BF.scale_bits(rng.int64((BF.DEGREE, 2)), rng.int64((2,)))
-    pad = BF.random(rng, 1)[0]
-    v = BF.concat([bits, dense], pad, 9)
-    assert not v.sparse
-    e = _elements(v)
-    assert e[:128] == _elements(bits) and e[128:256] == _elements(dense) and e[256] == int(pad[0])
-    assert not any(e[257:])
-
-
-def test_a_scaled_part_is_built_in_place_as_scale_bits_would():
-    rng = PRG(bytes(range(5, 21)))
-    rho, words = rng.int64((BF.DEGREE, 3)), rng.int64((3,))
-    pad = BF.random(rng, 1)[0]
-    lazy = BF.concat([BF.Scaled(rho, words), BF.lift_bits(words)], pad, 9)
-    eager = BF.concat([BF.scale_bits(rho, words), BF.lift_bits(words)], pad, 9)
-    assert torch.equal(lazy.planes, eager.planes)
-
-
-def test_fold_pair_writes_the_bits_vector_into_the_half_its_partner_frees():
-    rng = PRG(bytes(range(6, 22)))
-    for folds, words in ((8, 3), (10, 9)):
-        u = BF.concat([BF.scale_bits(rng.int64((BF.DEGREE, words)), rng.int64((words,)))], BF.random(rng, 1)[0], folds)
-        v = BF.concat([BF.lift_bits(rng.int64((words,)))], BF.random(rng, 1)[0], folds)
-        ue, ve = _elements(u), _elements(v)
-        ru, rv = BF.random(rng, 1)[0], BF.random(rng, 1)[0]
-        start, size = u.planes.data_ptr(), u.planes.numel() * 8
-        fu, fv = BF.fold_pair(u, ru, v, rv)
-        half = len(ue) // 2
-        assert _elements(fu) == [a ^ _mul(int(ru[0]), a ^ b) for a, b in zip(ue[:half], ue[half:])]
-        assert _elements(fv) == [a ^ _mul(int(rv[0]), a ^ b) for a, b in zip(ve[:half], ve[half:])]
-        assert start <= fv.planes.data_ptr() < start + size  # no new memory
 
 
 def test_fold_planes_four_at_a_time_equals_the_xor_of_the_selected_planes():

@@ -386,9 +386,10 @@ def test_released_field_vectors_no_longer_hold_their_first_buffer():
     from protocols.dzk import _FIELD, _Buffers
 
     rng = PRG(bytes(range(8, 24)))
-    words = 64
-    u = BF.concat([BF.scale_bits(rng.int64((BF.DEGREE, words)), rng.int64((words,)))], BF.random(rng, 1)[0], 13)
-    v = BF.concat([BF.lift_bits(rng.int64((words,)))], BF.random(rng, 1)[0], 13)
+    words = 60  # and the pad: in a half of 64 words (2^13 entries)
+    u = BF.paired([BF.Pair(rng.int64((BF.DEGREE, words)), rng.int64((words,)), rng.int64((words,)))],
+                  BF.random(rng, 1)[0], 13)
+    v = BF.paired([BF.Pair(None, rng.int64((words,)), rng.int64((words,)))], BF.random(rng, 1)[0], 13)
     for _ in range(3):
         r = BF.random(rng, 1)[0]
         u, v = BF.fold_pair(u, r, v, r)
