@@ -15,6 +15,9 @@ field elements ``64 w .. 64 w + 63``. Two kernels do the proof's work:
   the 16 XOR combinations of each group of 4 planes of ``high - low`` (11 plane XORs per group), then
   one table row per group and output plane: 14 + 154 / 56 = 16.75 row XORs per output plane instead
   of about 28 (1.4-1.5x less time on an AVX2 EPYC, 2026-12-03).
+* :func:`fold_masked` and :func:`masked_parities3`: a proof's first fold and first fold polynomial of a vector
+  laid out as ``[rho & left ; rho & right]`` (``binfield.Paired``) straight from ``rho`` and the two mask
+  words, without building the vector (one pass over ``rho``; :func:`masked_parities` is the one-mask form).
 
 * :func:`ring_weight` and :func:`ring_weight_t`: Z_2^64 matrices times ring-element vectors (the gates'
   challenges: the rank-1 reductions of matrix products and convolutions, ``tau``), where torch's int64
@@ -23,6 +26,9 @@ field elements ``64 w .. 64 w + 63``. Two kernels do the proof's work:
   over ``low``, and the fold polynomial's two products ``u_L^T v_L``, ``(u_R - u_L)^T (v_R - v_L)``,
   on int64 ``[m, 56]`` matrices (wrapping mod 2^64), row by row with the 56 x 56 operand in cache:
   3136 multiply-adds per row, vectorised (about 2-4x less CPU than torch's int64 ``matmul``).
+  :func:`ring_cross_base` and :func:`ring_fold_base` are their forms for a vector of Z_2^64 values not yet
+  lifted into the ring (``D`` word products per entry instead of ``D^2``).
+* :func:`grouped_mm`: the top-k's grouped 1x1 products (torch's int64 ``conv2d`` ran them group by group).
 
 The proofs fold their vectors in place and read halves as views: a proof allocates its four vectors
 once. (Fresh memory is the expensive kind here: the kernel zeroes every page a process touches for the
