@@ -229,6 +229,31 @@ def modes_line(lc: LocalCluster, image: np.ndarray, k: int) -> dict:
     return row
 
 
+def product_modes_line(n_images: int, k: int) -> dict:
+    """:func:`modes_line` on a cluster of its own holding the product's default model (``client.recipes``:
+    EfficientNet-Lite0 at ``DEFAULT_RESOLUTION`` px, ``DEFAULT_DIM``-d) instead of the tiny CNN: the
+    malicious-mode image query at the size a deployment runs (minutes; the SDK's timeout is
+    ``LocalCluster``'s malicious default in both modes)."""
+    from client import recipes
+    from client.local_cluster import MALICIOUS_QUERY_TIMEOUT_S
+
+    res = recipes.DEFAULT_RESOLUTION
+    with tempfile.TemporaryDirectory(prefix="trivault-sec-") as tmp:
+        lc = LocalCluster(Path(tmp), txn_timeout_s=60.0, query_timeout_s=MALICIOUS_QUERY_TIMEOUT_S,
+                          security="semi_honest")
+        lc.start()
+        try:
+            with Client(lc.client_config, progress=False) as c:
+                c.register_model(recipes.build_model("efficientnet", res, recipes.DEFAULT_DIM), resolution=res)
+                imgs = small_images(n_images)
+                ids = c.upload(imgs, labels=[f"img{i}" for i in range(len(imgs))])
+            lc.images = dict(zip(ids, imgs))  # type: ignore[attr-defined]
+            row = modes_line(lc, imgs[len(imgs) // 2], k)
+        finally:
+            lc.stop()
+    return {**row, "line": "modes_product_model", "resolution": res, "dim": recipes.DEFAULT_DIM}
+
+
 def _measure(row: dict, fns: dict, per_party: list[list]) -> dict:
     """Run each ``fns[name](party, *args)`` on three in-process parties; add its time, rounds and bytes."""
     from protocols.simulate import run_parties
@@ -550,6 +575,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--security", default="semi_honest", choices=("semi_honest", "malicious"),
                     help="the servers' [security] mode for the fault classes")
     ap.add_argument("--skip-inprocess", action="store_true", help="only the lines against the server processes")
+    ap.add_argument("--product-model", action="store_true",
+                    help="last, a modes line on servers holding the product's default model (96 px "
+                         "EfficientNet-Lite0): the malicious image query takes minutes")
     a = ap.parse_args(argv)
     if not a.skip_inprocess:
         print(json.dumps(verified_mul_line(a.verify_n)), flush=True)
@@ -605,6 +633,8 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(modes_line(lc, image, a.k)), flush=True)
         finally:
             lc.stop()
+    if a.product_model:
+        print(json.dumps(product_modes_line(a.images, a.k)), flush=True)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
 
 ``security`` is the servers' ``[security] mode`` (``servers.config``: ``"malicious"`` or
 ``"semi_honest"``); None writes ``wire.security_mode.DEFAULT_SECURITY_MODE``, the deployment default.
+``query_timeout_s`` (the SDK's RPC timeout) None: 60 s, or :data:`MALICIOUS_QUERY_TIMEOUT_S` in malicious
+mode (the checked CNN of the default model takes minutes).
 
 ``root/servers.pid`` records the running servers' process ids (``trivault up --detach``,
 ``status`` and ``down`` read it); starting all three while another set runs from the same
@@ -27,6 +29,11 @@ from pathlib import Path
 from wire.security_mode import DEFAULT_SECURITY_MODE, security_mode
 
 from .certs import make_deployment
+
+QUERY_TIMEOUT_S = 60.0
+MALICIOUS_QUERY_TIMEOUT_S = 900.0
+"""The SDK's timeout written for a malicious-mode cluster: an image query of the default 96 px model was
+measured at 194 s with three in-process parties on 2 cores (docs/SECURITY.md)."""
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +102,7 @@ class LocalCluster:
     """Three ``python -m servers`` processes sharing one certificate directory."""
 
     def __init__(self, root: str | Path, txn_timeout_s: float = 60.0, peer_timeout_s: float = 30.0,
-                 query_timeout_s: float = 60.0, env: dict[str, str] | None = None,
+                 query_timeout_s: float | None = None, env: dict[str, str] | None = None,
                  security: str | None = None) -> None:
         self.root = Path(root).resolve()
         self.security = security_mode(security or DEFAULT_SECURITY_MODE, "security")
@@ -135,6 +142,8 @@ class LocalCluster:
         """Write cluster.toml (servers) and client-<name>.toml (SDK) for ``ports``."""
         self.ports = ports
         peer_timeout_s, query_timeout_s = self._timeouts
+        if query_timeout_s is None:
+            query_timeout_s = MALICIOUS_QUERY_TIMEOUT_S if self.security == "malicious" else QUERY_TIMEOUT_S
         owner_pub = self.owner_identity_dir / "identity.json"
         if not owner_pub.exists():  # the deployment owner's identity; servers register it as the admin
             from .identity import Identity

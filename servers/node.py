@@ -14,7 +14,7 @@ from wire.signing import audience_for_ca
 from wire.tls import channel_credentials
 
 from .acl import Acl
-from .config import ServerConfig
+from .config import MALICIOUS_IMAGE_SESSIONS, ServerConfig
 from .peer_comm import AioLoop, PeerLink, PeerRouter
 from .peer_keys import PeerKeys, load_or_create_x25519
 from .query import LoadedIndex, LoadedModel
@@ -42,6 +42,7 @@ class Node:
         self.sk = load_or_create_x25519(cfg.data_dir / "x25519.key")
         self.keys = PeerKeys(self.id, self.sk, self.links, self.router)
         self.sessions = threading.BoundedSemaphore(cfg.max_sessions)
+        self.checked_images = threading.BoundedSemaphore(MALICIOUS_IMAGE_SESSIONS)  # malicious mode's memory
         self.txn_timeout_s = txn_timeout_s
         self._cache_lock = threading.Lock()
         self._model: LoadedModel | None = None

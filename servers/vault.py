@@ -38,7 +38,7 @@ from wire.proof_abort import proof_abort_details
 from wire.tls import CLIENT_CN_PREFIX, caller_cn
 
 from .acl import AclDenied
-from .config import MALICIOUS_MAX_IMAGE_SIDE
+from .config import MALICIOUS_IMAGE_SESSIONS, MALICIOUS_MAX_IMAGE_SIDE
 from .node import Node
 from .owner_reads import audit_page, names
 from .peer_comm import GrpcComm
@@ -107,10 +107,16 @@ def query_problem(index: LoadedIndex, model: LoadedModel | None, input_kind: str
     return None
 
 
+def _checks_cnn(security: str, model: LoadedModel | None) -> bool:
+    """Whether the query runs the checked CNN (malicious mode, an image query)."""
+    return security == "malicious" and model is not None
+
+
 def mode_problem(security: str, model: LoadedModel | None) -> str | None:
     """Why this server's mode cannot run the query (``model``: the image query's model, None for
     features), or None: in malicious mode the checked CNN takes model inputs up to
-    ``MALICIOUS_MAX_IMAGE_SIDE`` px so far (above it the proof runs for tens of minutes; docs/SECURITY.md)."""
+    ``MALICIOUS_MAX_IMAGE_SIDE`` px so far (the default model's; above it the proof would run for tens of minutes
+    and hold more memory; docs/SECURITY.md)."""
     if security != "malicious" or model is None:
         return None
     side = max(int(v) for v in model.arch["input_shape"][1:])
@@ -265,6 +271,11 @@ class VaultServicer(pbg.VaultServicer):
             refuse(grpc.StatusCode.FAILED_PRECONDITION, f"server {node.id}: {problem}")
         if not node.sessions.acquire(blocking=False):
             refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, f"server {node.id} is running too many queries")
+        if _checks_cnn(node.cfg.security, model) and not node.checked_images.acquire(blocking=False):
+            node.sessions.release()
+            refuse(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                   f"server {node.id} is running {MALICIOUS_IMAGE_SESSIONS} checked image queries (malicious mode, "
+                   "memory): retry when it ends, or query with features")
         return SearchSession(b.session_id, who, query, model, index, k, nprobe, m.get("input", "image"), hidden)
 
     def _run(self, s: SearchSession, context: grpc.ServicerContext
@@ -308,6 +319,8 @@ class VaultServicer(pbg.VaultServicer):
             log.exception("session %s: internal error (%s)", s.session_id, type(exc).__name__)
             context.abort(grpc.StatusCode.INTERNAL, f"server {node.id}: internal error {type(exc).__name__}")
         finally:
+            if _checks_cnn(node.cfg.security, s.model):
+                node.checked_images.release()
             node.sessions.release()
         assert comm is not None  # every path that leaves it None aborted above
         stats = comm.stats.as_dict()

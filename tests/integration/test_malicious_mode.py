@@ -8,6 +8,8 @@ about a minute on 2 cores."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 
 import grpc
@@ -182,3 +184,42 @@ def test_servers_in_different_modes_refuse_to_query_together(cluster, client):
     q, _, _ = _queries(client)
     with Client(cluster.client_config, progress=False) as c:
         assert c.search_batch(q, k=1).ids[:, 0].tolist() == PICK
+
+
+def test_a_second_checked_image_query_at_once_is_refused_and_the_servers_recover(cluster):
+    """``MALICIOUS_IMAGE_SESSIONS = 1`` (memory): two image queries started together overlap (each runs
+    the checked CNN and its proof for seconds), so a server refuses one of them with RESOURCE_EXHAUSTED
+    naming the limit, and the refused session's peers abort it; every slot is released after (whatever
+    path each session ended on): image queries work again within seconds (a session a peer admitted ends
+    when that peer sees the abort, so the first retry may still find its slot taken)."""
+    image = cluster.images[4]
+    start = threading.Barrier(2)
+    ids: list[list[int]] = []
+    errors: list[str] = []
+
+    def query() -> None:
+        with Client(cluster.client_config, progress=False) as c:
+            start.wait()
+            try:
+                ids.append(c.search_results(image, k=1)[0].ids)
+            except TriVaultError as exc:
+                errors.append(str(exc))
+
+    threads = [threading.Thread(target=query) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(ids) + len(errors) == 2
+    assert any("RESOURCE_EXHAUSTED" in e and "checked image queries" in e for e in errors), errors
+    assert all(i == [4] for i in ids)
+    with Client(cluster.client_config, progress=False) as c:  # a session admitted elsewhere ends on its own abort
+        for _ in range(30):
+            try:
+                assert c.search_results(image, k=1)[0].ids == [4]
+                break
+            except TriVaultError as exc:
+                assert "checked image queries" in str(exc)
+                time.sleep(1)
+        else:
+            pytest.fail("a checked image query slot was not released within 30 s")
