@@ -18,6 +18,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.hashes import SHA256
@@ -41,13 +42,18 @@ class PRG:
 
     def bytes(self, n: int) -> bytearray:
         """``n`` pseudo-random bytes (fresh buffer)."""
+        out = bytearray(n + 15)
+        self._into(out, n)
+        return out
+
+    def _into(self, out: bytearray | memoryview, n: int) -> None:
+        """The next ``n`` bytes of the keystream into ``out`` (at least ``n + 15`` bytes: AES-CTR's
+        ``update_into`` asks for a block of slack)."""
         global _ZEROS
         if n > len(_ZEROS):
             _ZEROS = bytes(max(n, 2 * len(_ZEROS)))
-        out = bytearray(n + 15)
         written = self._enc.update_into(memoryview(_ZEROS)[:n], out)
         assert written == n
-        return out
 
     def int64(self, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
         """Uniform elements of Z_2^64 as an int64 tensor of ``shape``."""
@@ -57,8 +63,11 @@ class PRG:
             n *= s
         if n == 0:
             return torch.zeros(shape, dtype=torch.int64)
-        buf = self.bytes(8 * n)
-        return torch.frombuffer(buf, dtype=torch.int64, count=n).view(shape)
+        # Not zeroed first (the keystream overwrites it): a 235 MB draw took 0.06 s against 0.16 s into a
+        # zeroed bytearray (2-core EPYC, 2026-12-04; numpy also asks the kernel for huge pages).
+        buf = np.empty(8 * n + 15, dtype=np.uint8)
+        self._into(buf.data, 8 * n)
+        return torch.from_numpy(buf[: 8 * n].view(np.int64)).view(shape)
 
 
 def random_key() -> bytes:

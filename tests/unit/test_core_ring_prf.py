@@ -47,6 +47,16 @@ def test_prg_is_deterministic_per_key_and_differs_across_keys():
         PRG(b"short")
 
 
+def test_prg_int64_and_bytes_read_one_keystream_in_order():
+    """Draws of any shape and kind continue one AES-CTR stream (every party must draw alike)."""
+    k = random_key()
+    whole = PRG(k).bytes(8 * 40)[: 8 * 40]
+    r = PRG(k)
+    parts = [r.int64((3, 5)), torch.frombuffer(r.bytes(8 * 7)[: 8 * 7], dtype=torch.int64), r.int64((18,))]
+    assert torch.equal(torch.cat([p.reshape(-1) for p in parts]), torch.frombuffer(whole, dtype=torch.int64))
+    assert parts[0].is_contiguous() and parts[0].dtype == torch.int64 and PRG(k).int64((0, 4)).shape == (0, 4)
+
+
 def test_prg_output_bits_are_balanced():
     words = PRG(random_key()).int64((20000,))
     bits = torch.stack([(words >> i) & 1 for i in range(64)])
