@@ -11,7 +11,9 @@ The request states the servers' security mode (``[security] mode``, the same on 
 ``Fanout.info`` checks it) and each server refuses a request that expects another mode. In
 malicious mode a server whose check of its peers' messages fails aborts the query before any
 result share leaves it; the client then raises :class:`client.errors.MaliciousServerError`
-naming the server pair that disagreed (``.suspects``): no result is released.
+naming the server pair that disagreed (``.suspects``): no result is released. Malicious-mode
+image queries run one session each, one after another (``wire.security_mode.MALICIOUS_IMAGE_QUERIES``:
+each image's checked CNN holds about a GB per server until the session's proof).
 
 ``nprobe`` above the number of buckets probes them all (the default, from
 ``benchmarks.quality``, is sized for n = 1M). ``k`` above the candidates the index can
@@ -40,6 +42,7 @@ from protocols.layout import max_sqnorm
 from protocols.ring import DEFAULT_FP
 from protocols.sharing import SharePair, reconstruct, share_fixed
 from wire import bundle as bd
+from wire.security_mode import MALICIOUS_IMAGE_QUERIES
 
 from .errors import TriVaultError, TriVaultWarning
 from .images import ImageInput, load_image_bytes
@@ -72,7 +75,8 @@ class SearchResult:
 
 @dataclass
 class SearchBatch:
-    """All queries of one session: faiss-shaped ``distances`` (float32) and ``ids`` (int64) of
+    """All queries of one search call (one session; malicious image queries: one session each, their
+    times and counters summed): faiss-shaped ``distances`` (float32) and ``ids`` (int64) of
     shape ``[Q, k]``, padded with ``inf`` / ``-1``, plus timing, communication and the k and
     nprobe actually run (``note`` says why they differ from the request)."""
 
@@ -159,7 +163,8 @@ def prepare_queries(queries: QueryInput, info: dict[str, Any]) -> tuple[str, tor
 def search(fan: Fanout, sign: Sign, queries: QueryInput, k: int = 10, nprobe: int = 1,
            collection: str = "default", purpose: str | None = None, timeout_s: float = 60.0,
            progress: bool = False) -> SearchBatch:
-    """Secure top-k search of one or several queries in one session; see the module docstring."""
+    """Secure top-k search of one or several queries in one session (in malicious mode, image queries run
+    ``MALICIOUS_IMAGE_QUERIES`` per session, one after another: the servers' limit); see the module docstring."""
     info = fan.info()
     if not info["image_ids"]:
         raise TriVaultError("no images uploaded yet")
@@ -171,24 +176,38 @@ def search(fan: Fanout, sign: Sign, queries: QueryInput, k: int = 10, nprobe: in
                                      int(imeta.get("bucket_size", MAX_K)), len(info["image_ids"]))
     if note:
         warnings.warn(note, TriVaultWarning, stacklevel=3)
-    pairs = share_fixed(x, DEFAULT_FP)
-    sid = str(uuid.uuid4())
     meta = {"k": k_run, "nprobe": nprobe_run, "input": kind, "index_version": info["index_version"],
             "model_version": info["model_version"], "security": info.get("security", "semi_honest")}
+    per_session = MALICIOUS_IMAGE_QUERIES if kind == "image" and meta["security"] == "malicious" else len(x)
+    batches = []
+    with tqdm(total=len(x), desc="secure search", unit="query", disable=not progress, leave=False) as bar:
+        for s in range(0, len(x), per_session):  # malicious image queries: a session each (the servers' limit)
+            batches.append(_session(fan, sign, x[s: s + per_session], meta, int(k), collection, purpose, timeout_s))
+            bar.update(len(x[s: s + per_session]))
+    b0 = batches[0]
+    comm = [{key: sum(b.comm[i].get(key, 0) for b in batches) for key in b0.comm[i]} for i in range(len(b0.comm))]
+    return SearchBatch(np.concatenate([b.distances for b in batches]), np.concatenate([b.ids for b in batches]),
+                       sum(b.seconds for b in batches), sum(b.server_seconds for b in batches), comm,
+                       k_run, nprobe_run, note, meta["security"])
+
+
+def _session(fan: Fanout, sign: Sign, x: torch.Tensor, meta: dict[str, Any], k: int, collection: str,
+             purpose: str | None, timeout_s: float) -> SearchBatch:
+    """One secure search session of the queries ``x`` (all three servers); its results and counters."""
+    pairs = share_fixed(x, DEFAULT_FP)
+    sid = str(uuid.uuid4())
     t0 = time.perf_counter()
-    auth = sign("search", {"session": sid, "collection": collection, "purpose": purpose, "k": k_run})
+    auth = sign("search", {"session": sid, "collection": collection, "purpose": purpose, "k": meta["k"]})
 
     def one(i: int) -> bd.Bundle:
         b = bd.Bundle("search", sid, meta, bd.pairs_to_tensors("query", pairs[i]), auth)
         return bd.decode(fan.stubs[i].Search(bd.encode(b), timeout=timeout_s))
 
-    with tqdm(total=len(x), desc="secure search", unit="query", disable=not progress, leave=False) as bar:
-        outs = fan.all(one)
-        bar.update(len(x))
+    outs = fan.all(one)
     secs = time.perf_counter() - t0
-    dist, ids = reconstruct_topk(outs, int(k))
+    dist, ids = reconstruct_topk(outs, k)
     return SearchBatch(dist, ids, secs, max(o.meta["seconds"] for o in outs), [o.meta["comm"] for o in outs],
-                       k_run, nprobe_run, note, meta["security"])
+                       meta["k"], meta["nprobe"], None, meta["security"])
 
 
 def reconstruct_topk(outs: list[bd.Bundle], k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -35,6 +35,7 @@ from protos.trivault.v1 import trivault_pb2_grpc as pbg
 from wire import bundle as bd
 from wire.key_delivery import seal_share
 from wire.proof_abort import proof_abort_details
+from wire.security_mode import MALICIOUS_IMAGE_QUERIES
 from wire.tls import CLIENT_CN_PREFIX, caller_cn
 
 from .acl import AclDenied
@@ -112,13 +113,17 @@ def _checks_cnn(security: str, model: LoadedModel | None) -> bool:
     return security == "malicious" and model is not None
 
 
-def mode_problem(security: str, model: LoadedModel | None) -> str | None:
+def mode_problem(security: str, model: LoadedModel | None, queries: int = 1) -> str | None:
     """Why this server's mode cannot run the query (``model``: the image query's model, None for
-    features), or None: in malicious mode the checked CNN takes model inputs up to
+    features; ``queries`` in the session), or None: in malicious mode a session takes
+    ``MALICIOUS_IMAGE_QUERIES`` image queries (memory: ``wire.security_mode``) and the checked CNN model inputs up to
     ``MALICIOUS_MAX_IMAGE_SIDE`` px so far (the default model's; above it the proof would run for tens of minutes
     and hold more memory; docs/SECURITY.md)."""
     if security != "malicious" or model is None:
         return None
+    if queries > MALICIOUS_IMAGE_QUERIES:
+        return (f"malicious mode runs {MALICIOUS_IMAGE_QUERIES} image query per session (memory), got {queries}: "
+                "send one session per image (the SDK does)")
     side = max(int(v) for v in model.arch["input_shape"][1:])
     if side <= MALICIOUS_MAX_IMAGE_SIDE:
         return None
@@ -266,7 +271,7 @@ class VaultServicer(pbg.VaultServicer):
         model = node.model() if m.get("input", "image") == "image" else None
         if model is not None and int(m.get("model_version", -1)) != model.version:
             refuse(grpc.StatusCode.FAILED_PRECONDITION, f"model version mismatch on server {node.id}")
-        problem = mode_problem(node.cfg.security, model)
+        problem = mode_problem(node.cfg.security, model, int(query[0].shape[0]))
         if problem:
             refuse(grpc.StatusCode.FAILED_PRECONDITION, f"server {node.id}: {problem}")
         if not node.sessions.acquire(blocking=False):

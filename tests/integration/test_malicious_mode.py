@@ -223,3 +223,27 @@ def test_a_second_checked_image_query_at_once_is_refused_and_the_servers_recover
                 time.sleep(1)
         else:
             pytest.fail("a checked image query slot was not released within 30 s")
+
+
+def test_an_image_batch_runs_a_session_per_image_and_a_server_refuses_two_in_one(cluster, client):
+    """``MALICIOUS_IMAGE_QUERIES = 1`` (memory): the SDK runs a batch of three images as three sessions,
+    one after another (each image's own ids; the counters summed: exactly three sessions' rounds), and a
+    server refuses a session of two images with FAILED_PRECONDITION before any protocol message."""
+    images = [cluster.images[i] for i in (4, 10, 0)]
+    before = _sessions_done(cluster)
+    batch = client.search_batch(images, k=1)
+    assert batch.ids[:, 0].tolist() == [4, 10, 0]
+    assert [a - b for a, b in zip(_sessions_done(cluster), before)] == [3, 3, 3]
+    one = client.search_batch(images[0], k=1)
+    assert all(batch.comm[i]["rounds"] == 3 * one.comm[i]["rounds"] for i in range(3))
+    info = client.fan.infos()[0]
+    sid = str(uuid.uuid4())
+    meta = {"k": 1, "nprobe": 1, "input": "image", "index_version": info["index_version"],
+            "model_version": info["model_version"], "security": "malicious"}
+    pair = share_fixed(torch.zeros(2, 3, RES, RES, dtype=torch.float64))[0]
+    auth = client.sign("search", {"session": sid, "collection": "default", "purpose": None, "k": 1})
+    with pytest.raises(grpc.RpcError) as e:
+        list(client.fan.stubs[0].Search(bd.encode(bd.Bundle("search", sid, meta, bd.pairs_to_tensors("query", pair),
+                                                            auth)), timeout=30))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "malicious mode runs 1 image query per session (memory), got 2" in str(e.value.details())

@@ -45,7 +45,7 @@ def test_security_setting_default_validation_and_shards(tmp_path):
         load_config(_config(tmp_path, '[shards]\nworkers = 2\n[security]\nmode = "malicious"\n'), 0)
 
 
-def test_malicious_mode_refuses_image_models_above_the_checked_cnns_size():
+def test_malicious_mode_refuses_image_models_above_the_checked_cnns_size_and_image_batches():
     def model(side: int) -> LoadedModel:
         return LoadedModel(1, {"input_shape": [3, side, side], "layers": []}, {})
 
@@ -56,6 +56,10 @@ def test_malicious_mode_refuses_image_models_above_the_checked_cnns_size():
     assert mode_problem("malicious", model(128)) == (
         "malicious mode runs the checked CNN on model inputs up to 96 px so far (this model takes 128 px; "
         "docs/SECURITY.md): query with features, or deploy in semi_honest mode")
+    assert mode_problem("malicious", None, 64) is None  # feature sessions take any batch
+    assert mode_problem("semi_honest", model(96), 16) is None
+    assert mode_problem("malicious", model(96), 2) == (
+        "malicious mode runs 1 image query per session (memory), got 2: send one session per image (the SDK does)")
 
 
 def test_proof_abort_details_round_trip_and_carry_ids_only():
