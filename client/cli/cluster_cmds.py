@@ -75,6 +75,9 @@ def up(root: Path = ROOT_OPT,
     except ValueError as exc:
         fail(str(exc), "use --security malicious or --security semi_honest")
     console.print(f"three servers up on 127.0.0.1 ports {lc.ports} ({lc.security} mode); logs in {lc.root / 'logs'}")
+    if lc.security == "malicious":
+        console.print("malicious mode: every result is proved before release; an image query takes minutes (one "
+                      "image per session, one session at a time), a feature query about a second (docs/SECURITY.md)")
     install_user_config(lc.client_config)
     if detach:
         console.print(f"running in the background: `trivault status` / `trivault down --root {root}`")

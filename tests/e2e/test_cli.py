@@ -114,6 +114,35 @@ def test_up_upload_search_get_delete(tmp_path):
     assert not (root / "servers.pid").exists()
 
 
+def test_up_in_malicious_mode_says_what_it_costs_and_searches_a_folder_one_session_per_image(tmp_path):
+    """``trivault up --security malicious --detach``: says what the mode costs, writes the malicious SDK
+    timeout (900 s); a folder search runs each image in its own session (the servers' limit) and every image
+    finds itself; ``down`` stops the servers."""
+    root = tmp_path / "cluster"
+    env = dict(ENV, XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    r = subprocess.run([sys.executable, "-m", "client.cli", "up", "--root", str(root), "--detach", "--security",
+                        "malicious"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "(malicious mode)" in r.stdout and "an image query takes minutes (one image per session" in r.stdout
+        cfg = root / "client-owner.toml"
+        assert "timeout_s = 900.0" in cfg.read_text()
+        photos = _photos(tmp_path / "photos", 3)
+        up = runner.invoke(app, ["upload", str(tmp_path / "photos"), "-c", str(cfg), "--model", "tiny",
+                                 "--resolution", "16", "--dim", "8"])
+        assert up.exit_code == 0, up.output
+        found = runner.invoke(app, ["search", str(tmp_path / "photos"), "-k", "1", "-c", str(cfg), "--json"])
+        assert found.exit_code == 0, found.output
+        answers = json.loads(found.stdout)["queries"]
+        assert [a["results"][0]["name"] for a in answers] == [p.name for p in sorted(photos)]
+        logs = [(root / "logs" / f"server{i}.log").read_text() for i in range(3)]
+        assert all(log.count(" done: ") == 3 for log in logs)  # three sessions on every server
+    finally:
+        down = subprocess.run([sys.executable, "-m", "client.cli", "down", "--root", str(root)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stdout + down.stderr
+
+
 def test_demo_runs_and_shuts_down(tmp_path):
     r = subprocess.run([sys.executable, "-m", "client.cli", "demo", "--root", str(tmp_path), "--model", "tiny",
                         "--copies", "0", "--queries", "1", "--resolution", "16", "--dim", "8"],
