@@ -45,7 +45,9 @@ fault ends in ``MaliciousServerError`` and ``named`` means server 1 is among its
 server pair that disagreed, or server 1 alone: ``alone`` counts those).
 A final line (``"line": "modes"``) compares semi-honest and malicious query time, rounds and
 bytes for the same image query and for a feature query (the whole cluster restarted in each
-mode). The first line (``"line": "verified_mul"``) measures the one
+mode); with ``--product-model``, one more (``"line": "modes_product_model"``) does the same on a cluster
+of its own holding the product's default model (EfficientNet-Lite0 at 96 px: minutes per malicious image
+query). The first line (``"line": "verified_mul"``) measures the one
 verified building block that exists, ``protocols.verify.verified_mul``, against the
 semi-honest product on ``--verify-n`` elements (three in-process parties: time, rounds,
 bytes per party); the second (``"line": "checked_products"``) the distributed-ZK checked
