@@ -178,12 +178,15 @@ def search(fan: Fanout, sign: Sign, queries: QueryInput, k: int = 10, nprobe: in
         warnings.warn(note, TriVaultWarning, stacklevel=3)
     meta = {"k": k_run, "nprobe": nprobe_run, "input": kind, "index_version": info["index_version"],
             "model_version": info["model_version"], "security": info.get("security", "semi_honest")}
-    per_session = MALICIOUS_IMAGE_QUERIES if kind == "image" and meta["security"] == "malicious" else len(x)
+    checked_images = kind == "image" and meta["security"] == "malicious"
+    per_session = MALICIOUS_IMAGE_QUERIES if checked_images else len(x)
+    desc = "secure search (malicious mode: minutes per image)" if checked_images else "secure search"
     batches = []
-    with tqdm(total=len(x), desc="secure search", unit="query", disable=not progress, leave=False) as bar:
+    with tqdm(total=len(x), desc=desc, unit="query", disable=not progress, leave=False) as bar:
         for s in range(0, len(x), per_session):  # malicious image queries: a session each (the servers' limit)
-            batches.append(_session(fan, sign, x[s: s + per_session], meta, int(k), collection, purpose, timeout_s))
-            bar.update(len(x[s: s + per_session]))
+            chunk = x[s: s + per_session]
+            batches.append(_session(fan, sign, chunk, meta, int(k), collection, purpose, timeout_s))
+            bar.update(len(chunk))
     b0 = batches[0]
     comm = [{key: sum(b.comm[i].get(key, 0) for b in batches) for key in b0.comm[i]} for i in range(len(b0.comm))]
     return SearchBatch(np.concatenate([b.distances for b in batches]), np.concatenate([b.ids for b in batches]),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import typer
@@ -85,15 +84,6 @@ def query_files(paths: list[Path]) -> list[Path]:
     return out
 
 
-def _searching(c, n: int, quiet: bool) -> AbstractContextManager:
-    """A spinner on the terminal while the secure search runs (none with ``--json``, whose stdout is the
-    JSON alone): in malicious mode an image query takes minutes."""
-    if quiet:
-        return nullcontext()
-    slow = c.info().get("security") == "malicious"
-    return console.status(f"secure search of {n} image(s){' (malicious mode: minutes per image)' if slow else ''}")
-
-
 def search(images: list[Path] = typer.Argument(..., exists=True, help="query image(s), or folders of them",
                                                metavar="IMAGE..."),
            k: int = typer.Option(10, "-k", min=1, help="number of results"),
@@ -107,8 +97,7 @@ def search(images: list[Path] = typer.Argument(..., exists=True, help="query ima
     session's rounds: much faster per query than one command per image."""
     queries = query_files(images)
     with sdk_errors(("INTERNAL", K_HINT), ("k=", K_HINT)), make_client(config, identity) as c:
-        with _searching(c, len(queries), as_json):
-            found = run_searches(c, queries, k, nprobe, collection, purpose)
+        found = run_searches(c, queries, k, nprobe, collection, purpose)
     answers = []
     seconds_of = {n: r.seconds for r, _, _, n in found}  # a session's results share its time
     for q, (r, names, why, _) in zip(queries, found):
