@@ -6,17 +6,18 @@ not products; these use AND gates and products instead:
 
 * :func:`checked_msb`: the boolean sharings of the three components ``x_0, x_1, x_2`` are free
   (each component is held by two parties, who place it in the slot they share); a carry-save
-  step (2 ANDs, 1 round) leaves two addends, and the carry into the sign bit comes from one
-  generate word (1 AND) and the packed carry tree of :func:`protocols.compare.carry_out`
-  (6 rounds, 3.9 AND words). 8 rounds, about 6.9 words per element per party.
+  step (1 AND: ``maj(a, b, c) = ((a ^ c) & (b ^ c)) ^ c``, 1 round) leaves two addends, and the carry
+  into the sign bit comes from one generate word (1 AND) and the packed carry tree of
+  :func:`protocols.compare.carry_out` (6 rounds, 1.97 AND words). 8 rounds, 3.97 AND words per element
+  per party (asserted in tests/unit/test_checked_compare.py).
 * :func:`checked_bit_to_arith`: the three XOR components of a bit, each free as an arithmetic
   sharing, combined by ``a ^ b = a + b - 2 a b`` twice: 2 rounds, 2 elements.
 * :func:`checked_ltz` (10 rounds), :func:`checked_eqz` (11), :func:`checked_relu` (11), :func:`checked_mux` (1 round,
   1 element), :func:`checked_argmin` (a tournament: ``ceil(log2 n)`` levels of ltz and two muxes),
   :func:`checked_nearest` (squared distances by checked matrix products, then argmin).
 
-Against the semi-honest ``ltz`` (5 rounds, 7.7 words): 2x the rounds and about 1.2x the
-words (6.9 AND words + 2 for the injection), plus the proof. Exact on the whole ring (the
+Against the semi-honest ``ltz`` (5 rounds, 7.7 words): 2x the rounds and about 0.8x the
+words (3.97 AND words + 2 for the injection), plus the proof. Exact on the whole ring (the
 sign of the ring value).
 """
 
@@ -65,15 +66,15 @@ def _component_bits(x: ArithmeticShares) -> list[BooleanShares]:
 
 def checked_msb(x: ArithmeticShares, log: ProductLog) -> BooleanShares:
     """Boolean sharing of the sign bit of ``x`` in bit 0 of each word (``x`` flattened). Cost: 8 rounds,
-    about 6.9 AND words per element per party (sizes a multiple of 64).
+    3.97 AND words per element per party (sizes a multiple of 64; 2 + 63/32).
 
-    ``x_0 + x_1 + x_2 = s + k`` by a carry-save step (``k = maj << 1``, 2 ANDs); the sign bit is
+    ``x_0 + x_1 + x_2 = s + k`` by a carry-save step (``k = maj << 1``, 1 AND); the sign bit is
     ``s_63 ^ k_63 ^ c`` with ``c`` the carry into bit 63: the combined generate of ``(s & k, s ^ k)``
     over bits 0..62, i.e. the carry out of the words shifted up by one
-    (:func:`protocols.compare.carry_out`, its packed tree: 6 rounds, 3.9 words)."""
+    (:func:`protocols.compare.carry_out`, its packed tree: 6 rounds, 1.97 words)."""
     a, b, c = _component_bits(x.reshape(-1))
-    ab, c_ab = _and_many([(a, b), (c, a ^ b)], log)
-    s, k = a ^ b ^ c, (ab ^ c_ab) << 1  # a + b + c = s + k
+    (m,) = _and_many([(a ^ c, b ^ c)], log)
+    s, k = a ^ b ^ c, (m ^ c) << 1  # a + b + c = s + k: maj(a, b, c) = ((a ^ c) & (b ^ c)) ^ c
     (g,) = _and_many([(s, k)], log)
     p = s ^ k
     carry = carry_out(g << 1, p << 1, lambda pairs: _and_many(pairs, log))
@@ -88,8 +89,9 @@ def checked_msb32(x: ArithmeticShares, log: ProductLog) -> BooleanShares:
     is the sign; a larger ``x`` gets the sign of ``x mod 2^32`` read as 32-bit signed). Two values per word:
     the low 32 bits of each component, values ``2j`` and ``2j + 1`` in the low and high halves; the same
     carry-save step with no carry across the halves, then the carries into bit 31 of both halves from
-    :func:`protocols.compare.segment_carries` (one level less than the 64-bit tree). Cost: 7 rounds, about
-    3.45 AND words per element per party (half of :func:`checked_msb`'s)."""
+    :func:`protocols.compare.segment_carries` (one level less than the 64-bit tree). Cost: 7 rounds, 1.97
+    AND words per element per party (2 + 31/16 per word of two values, sizes a multiple of 128), half of
+    :func:`checked_msb`'s."""
     flat = x.reshape(-1)
     n = flat.shape[0]
     if n % 2:
@@ -100,8 +102,8 @@ def checked_msb32(x: ArithmeticShares, log: ProductLog) -> BooleanShares:
         return BooleanShares(t.party, lo[0::2] | (lo[1::2] << 32), hi[0::2] | (hi[1::2] << 32))
 
     a, b, c = (packed(t) for t in _component_bits(flat))
-    ab, c_ab = _and_many([(a, b), (c, a ^ b)], log)
-    s, k = a ^ b ^ c, ((ab ^ c_ab) << 1).and_public(~_SEGMENT_STARTS)  # a + b + c = s + k in each half
+    (m,) = _and_many([(a ^ c, b ^ c)], log)
+    s, k = a ^ b ^ c, ((m ^ c) << 1).and_public(~_SEGMENT_STARTS)  # a + b + c = s + k in each half
     (g,) = _and_many([(s, k)], log)
     p = s ^ k
     low, high = segment_carries((g << 1).and_public(~_SEGMENT_STARTS), (p << 1).and_public(~_SEGMENT_STARTS),

@@ -107,12 +107,14 @@ def carry_out(g: BooleanShares, p: BooleanShares, ands: AndMany = and_many) -> B
     """Combined generate (the carry out) over all 64 positions of each word, in bit 0, for 1-D ``g``, ``p``.
 
     A log-depth tree whose words are packed as it goes up. Level L combines adjacent
-    groups (hi, lo): ``G = G_hi ^ (P_hi & G_lo)``, ``P = P_hi & P_lo``. Results occupy
-    half the bits, so the second half of the array is shifted into the free bits of the
-    first half: the array halves at every level and the work is 2 + 1 + 1/2 + ... + 1/32
-    = 3.9 AND-words per element (sizes a multiple of 64) instead of 11 for a full
-    Kogge-Stone adder. Cost: 6 rounds, 3.9 words per element per party. ``ands`` computes a
-    list of ANDs in one round (``protocols.checked_compare`` passes checked AND gates).
+    groups (hi, lo): ``G = G_hi ^ (P_hi & G_lo)``, ``P = P_hi & P_lo``. Each operand holds
+    half the bits of a word, so the two ANDs of a level are packed into ONE AND of full
+    words (``P_hi & G_lo`` in the low half of each block, ``P_hi & P_lo`` in the high half);
+    the results occupy half the bits, so the second half of the array is shifted into the
+    free bits of the first half: the array halves at every level and the work is
+    1 + 1/2 + ... + 1/32 = 1.97 AND-words per element (sizes a multiple of 64) instead of
+    11 for a full Kogge-Stone adder. Cost: 6 rounds, 1.97 words per element per party. ``ands``
+    computes a list of ANDs in one round (``protocols.checked_compare`` passes checked AND gates).
     """
     g, word, offset = _carry_tree(g, p, ands, len(_TREE_MASKS))
     return BooleanShares(g.party, (g.lo[word] >> offset) & 1, (g.hi[word] >> offset) & 1)
@@ -122,7 +124,7 @@ def segment_carries(g: BooleanShares, p: BooleanShares, ands: AndMany = and_many
         BooleanShares, BooleanShares]:
     """The combined generate of each 32-bit half of every word (bits 0..31 and 32..63), in bit 0 of two
     sharings ``(low halves, high halves)``: :func:`carry_out`'s tree without its last level (two values
-    packed per word). Cost: 5 rounds, 3.9 AND words per WORD (1.95 per 32-bit value) per party."""
+    packed per word). Cost: 5 rounds, 1.94 AND words per WORD (0.97 per 32-bit value) per party."""
     g, word, offset = _carry_tree(g, p, ands, len(_TREE_MASKS) - 1)
     return (BooleanShares(g.party, (g.lo[word] >> offset) & 1, (g.hi[word] >> offset) & 1),
             BooleanShares(g.party, (g.lo[word] >> (offset + 32)) & 1, (g.hi[word] >> (offset + 32)) & 1))
@@ -148,9 +150,12 @@ def _carry_tree(g: BooleanShares, p: BooleanShares, ands: AndMany, levels: int) 
         p_hi = BooleanShares(p.party, (p.lo >> sh) & mask, (p.hi >> sh) & mask)
         g_lo = g.and_public(mask)
         if not last:
+            # ONE AND of full words: p_hi & g_lo in the mask's bits, p_hi & p_lo shifted into the others
+            # (the halves hold no other bits, so XOR packs them; each party packs its own shares).
             p_lo = p.and_public(mask)
-            t_g, p = ands([(p_hi, g_lo), (p_hi, p_lo)])
-            p = p.and_public(mask)
+            (both,) = ands([(p_hi ^ (p_hi << sh), g_lo ^ (p_lo << sh))])
+            t_g = both.and_public(mask)
+            p = BooleanShares(p.party, (both.lo >> sh) & mask, (both.hi >> sh) & mask)
         else:
             (t_g,) = ands([(p_hi, g_lo)])
         g = (g_hi ^ t_g).and_public(mask)

@@ -95,9 +95,10 @@ def generate_propagate(n: int) -> Cost:
 
 
 def carry_tree(n: int) -> Cost:
-    """Packed carry tree over ``n`` words padded to ``P`` (a multiple of 64): 2 + 1 + ... + 1/32 = 3.90625 P."""
+    """Packed carry tree over ``n`` words padded to ``P`` (a multiple of 64): one AND word per word at the
+    first level, halving at each: 1 + 1/2 + ... + 1/32 = 1.96875 P."""
     padded = -(-n // 64) * 64
-    words = padded * 125 // 32
+    words = padded * 63 // 32
     return Cost(6, words, words)
 
 

@@ -63,6 +63,27 @@ def test_the_32_bit_comparison_is_exact_inside_its_bound_with_half_the_and_gates
         assert narrow[0][2] <= 0.55 * wide[0][2]
 
 
+def test_the_comparisons_prove_the_and_words_their_docstrings_state():
+    """``checked_msb`` proves 2 + 63/32 = 3.97 AND words per element (one for the carry-save step's majority,
+    one for the generate word, 1.97 for the packed carry tree, whose levels pack their two ANDs into one
+    word), ``checked_msb32`` 1 + 31/32 = 1.97 (two values per word); every AND lane is two proof entries."""
+    n = 256
+    x = torch.randint(-(2**31) + 1, 2**31, (n,), generator=torch.Generator().manual_seed(5))
+    xs = share(x)
+
+    def body(party: Party, px, bits: int):
+        log = ProductLog(party)
+        lt = checked_ltz(from_pair(party, px, F), log, bits=bits)
+        lanes = sum(e.length(0) for e in log.entries if e.field)
+        verify_products(log)
+        return (lt.lo, lt.hi), lanes
+
+    for bits, words in ((64, 2 + 63 / 32), (32, 1 + 31 / 32)):
+        out = run_parties(body, [[xs[i], bits] for i in range(3)])
+        assert torch.equal(reconstruct([o[0] for o in out]), (x < 0).long())
+        assert out[0][1] == 2 * 64 * words * n
+
+
 def _nearest(party: Party, pq, px, pxx, bad: int | None = None, index: int = -1, error: int = 0):
     """Squared distances at scale 2^(2F) (no truncation needed before comparing), the argmin, ONE proof
     of everything, and only then the index is revealed (checked)."""
