@@ -21,13 +21,14 @@ uniformly random root with probability at most ``k / 2^56`` (Schwartz-Zippel).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from . import proof_kernels as K
-from .prf import PRG
+from .prf import KEY_BYTES, PRG
 
 DEGREE = 56
 TAPS = (0, 2, 3, 8)
@@ -75,9 +76,68 @@ class BitVec:
     bits: int
 
 
-def dot_bits(rho: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+RHO_BLOCK = 1 << 14
+"""Words per block of a :class:`Rho`: 56 planes x 16,384 words x 8 bytes = 7.3 MB, one buffer reused."""
+
+
+@dataclass(frozen=True)
+class Rho:
+    """Uniform field elements as bit-planes ``[DEGREE, words]`` (a gate's challenge coefficients), never stored
+    whole: an AES-128-CTR keystream under ``key`` (drawn from the challenge's PRG, so prover and verifier
+    derive the same), regenerated block by block each time a kernel reads it. Block ``b`` (words
+    ``b B .. b B + B - 1``, ``B`` = :data:`RHO_BLOCK`) is the stream from counter ``b * 2^64``, its planes one
+    after the other; each word is ANDed with ``mask``. Drawing the planes once into memory cost more than
+    twice the AES: fresh pages (7 bytes per AND lane, twice per party) that the kernel zeroes first."""
+
+    key: bytes
+    words: int
+    mask: int = -1
+
+    @staticmethod
+    def draw(rng: PRG, words: int, mask: int = -1) -> Rho:
+        return Rho(bytes(rng.bytes(KEY_BYTES)[:KEY_BYTES]), words, mask)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (DEGREE, self.words)
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(w0, planes [DEGREE, n])`` for the blocks in order (the array is reused: read it before the next)."""
+        n_max = min(RHO_BLOCK, self.words)
+        buf = np.empty(8 * DEGREE * n_max + 15, dtype=np.uint8)
+        for b, w0 in enumerate(range(0, self.words, RHO_BLOCK)):
+            n = min(RHO_BLOCK, self.words - w0)
+            PRG(self.key, nonce=b.to_bytes(8, "big") + bytes(8)).fill(buf, 8 * DEGREE * n)
+            planes = buf[: 8 * DEGREE * n].view(np.int64).reshape(DEGREE, n)
+            if self.mask != -1:
+                planes &= self.mask
+            yield w0, planes
+
+    def dense(self) -> torch.Tensor:
+        """All planes in memory (tests)."""
+        out = torch.empty(DEGREE, self.words, dtype=torch.int64)
+        for w0, planes in self.blocks():
+            out[:, w0: w0 + planes.shape[1]] = torch.from_numpy(planes)
+        return out
+
+
+Planes = torch.Tensor | Rho
+"""Bit-planes ``[DEGREE, W]``: in memory, or a :class:`Rho` regenerated where read."""
+
+
+def _blocks(rho: Planes) -> Iterator[tuple[int, np.ndarray]]:
+    if isinstance(rho, Rho):
+        yield from rho.blocks()
+    else:
+        yield 0, rho.numpy()
+
+
+def dot_bits(rho: Planes, words: torch.Tensor) -> torch.Tensor:
     """``sum_g rho_g bit_g`` (a scalar ``[1]``) for planes ``rho [DEGREE, W]`` and words ``[W]``."""
-    counts = K.masked_parities(rho.numpy(), words.reshape(-1).contiguous().numpy())
+    flat = words.reshape(-1).contiguous().numpy()
+    counts = np.zeros(DEGREE, dtype=bool)
+    for w0, planes in _blocks(rho):
+        counts ^= K.masked_parities(planes, flat[w0: w0 + planes.shape[1]])
     return torch.tensor([int(sum(int(c) << k for k, c in enumerate(counts)))], dtype=torch.int64)
 
 
@@ -86,7 +146,7 @@ class Pair:
     """Two parts of one claim for :func:`paired`: ``rho & left`` and ``rho & right`` for planes ``rho [DEGREE, W]``
     and boolean words ``left, right [W]`` (``rho`` None: the bits of ``left`` and ``right`` themselves)."""
 
-    rho: torch.Tensor | None
+    rho: Planes | None
     left: torch.Tensor
     right: torch.Tensor
 
@@ -155,7 +215,10 @@ def _fold_paired(v: Paired, r: int) -> BitVec | Combo:
     for p in v.parts:
         n = p.left.numel()
         assert p.rho is not None
-        K.fold_masked(p.rho.numpy(), p.left.numpy(), p.right.numpy(), sel, out.numpy(), off)
+        left, right = p.left.numpy(), p.right.numpy()
+        for w0, planes in _blocks(p.rho):
+            w1 = w0 + planes.shape[1]
+            K.fold_masked(planes, left[w0:w1], right[w0:w1], sel, out.numpy(), off + w0)
         off += n
     out[:, w] = ((v.pad ^ _clmul_mod(r, v.pad)) >> torch.arange(DEGREE)) & 1  # pad + r (0 - pad)
     out[:, w + 1:] = 0
@@ -172,8 +235,11 @@ def _paired_polynomial(u: Paired, v: Paired) -> torch.Tensor:
     par = np.zeros((3, DEGREE), dtype=bool)
     for a, b in zip(u.parts, v.parts):  # (both empty: the pads alone)
         assert a.rho is not None
-        par ^= K.masked_parities3(a.rho.numpy(), (a.left & b.left).numpy(),
-                                  ((a.left ^ a.right) & (b.left ^ b.right)).numpy(), (a.right & b.right).numpy())
+        masks = [(a.left & b.left).numpy(), ((a.left ^ a.right) & (b.left ^ b.right)).numpy(),
+                 (a.right & b.right).numpy()]
+        for w0, planes in _blocks(a.rho):
+            w1 = w0 + planes.shape[1]
+            par ^= K.masked_parities3(planes, *(m[w0:w1] for m in masks))
     c0_rho, c2_rho, hi = (sum(int(b) << k for k, b in enumerate(row)) for row in par.tolist())
     pads = _clmul_mod(u.pad, v.pad)  # the pads meet in the low half; the high half is 0 there
     c0, c2 = c0_rho ^ pads, c2_rho ^ pads

@@ -305,19 +305,20 @@ class _ArithClaim:
 
 
 class _AndClaim:
-    """AND gates on XOR shares (64 lanes per word), proved over GF(2^56): ``rho`` is 56 random bit-planes,
-    V1's vector ``[rho & A ; rho & B]``, V2's the bits ``[B' ; A']``, ``tau = sum rho_g T_g``."""
+    """AND gates on XOR shares (64 lanes per word), proved over GF(2^56): ``rho`` is 56 random bit-planes (a
+    :class:`protocols.binfield.Rho`, regenerated where read), V1's vector ``[rho & A ; rho & B]``, V2's the bits
+    ``[B' ; A']``, ``tau = sum rho_g T_g``."""
 
-    def draw(self, p: _Product, rng: PRG) -> torch.Tensor:
-        return rng.int64((BF.DEGREE, p.x_lo.numel()))
+    def draw(self, p: _Product, rng: PRG) -> BF.Rho:
+        return BF.Rho.draw(rng, p.x_lo.numel())
 
-    def v1_parts(self, p: _Product, rho: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> list[Any]:
+    def v1_parts(self, p: _Product, rho: BF.Rho, a: torch.Tensor, b: torch.Tensor) -> list[Any]:
         return [BF.Pair(rho, a.reshape(-1), b.reshape(-1))]
 
-    def v2_parts(self, p: _Product, rho: torch.Tensor, a2: torch.Tensor, b2: torch.Tensor) -> list[Any]:
+    def v2_parts(self, p: _Product, rho: BF.Rho, a2: torch.Tensor, b2: torch.Tensor) -> list[Any]:
         return [BF.Pair(None, b2.reshape(-1), a2.reshape(-1))]
 
-    def tau(self, p: _Product, rho: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def tau(self, p: _Product, rho: BF.Rho, target: torch.Tensor) -> torch.Tensor:
         return BF.dot_bits(rho, target)
 
     def v1_target(self, p: _Product) -> torch.Tensor:  # T1 = m ^ (x_i & y_i) ^ u
@@ -341,21 +342,20 @@ class _ProductEntry(Entry):
     def length(self, prover: int) -> int:
         return self.p.vector_length()
 
-    def pieces(self, limit: int) -> list[Entry]:
-        """Elementwise steps (``mul``, ``and``) longer than ``limit`` vector entries, cut into consecutive
-        element ranges that fit (the same claims, each with its own coefficients); other steps whole."""
+    def split(self, room: int) -> tuple[Entry, Entry] | None:
+        """Elementwise steps (``mul``, ``and``) cut after the elements whose vector entries fit in ``room`` (the
+        same claims, each part with its own coefficients); other steps are not cut."""
         p = self.p
         per = 2 if p.kind == "mul" else 2 * 64 if p.kind == "and" else 0
-        n = p.x_lo.numel()
-        if not per or per * n <= limit:
-            return [self]
-        step = max(1, limit // per)
-        out: list[Entry] = []
-        for a in range(0, n, step):
-            xl, xh, yl, yh, got, nxt, prv = (t.reshape(-1)[a: a + step] for t in (
+        n, k = p.x_lo.numel(), room // per if per else 0
+        if not 1 <= k < n:
+            return None
+        parts = []
+        for a, b in ((0, k), (k, n)):
+            xl, xh, yl, yh, got, nxt, prv = (t.reshape(-1)[a:b] for t in (
                 p.x_lo, p.x_hi, p.y_lo, p.y_hi, p.received, p.draw_next, p.draw_prev))
-            out.append(_ProductEntry(_Product(p.kind, xl, xh, yl, yh, got, nxt, prv)))
-        return out
+            parts.append(_ProductEntry(_Product(p.kind, xl, xh, yl, yh, got, nxt, prv)))
+        return parts[0], parts[1]
 
     def as_prover(self, rng: PRG) -> tuple[list[Any], list[Any]]:
         p, c = self.p, self.claim.draw(self.p, rng)  # A, B = my lo; A', B' = my hi
@@ -424,9 +424,8 @@ class _CarryChain(Entry):
     def length(self, prover: int) -> int:
         return 2 * 64 * self.words if prover == self.prover else 0
 
-    def _draw(self, rng: PRG) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        shape = (BF.DEGREE, self.words)
-        return rng.int64(shape) & _LOW63, rng.int64(shape), rng.int64(shape)
+    def _draw(self, rng: PRG) -> tuple[BF.Rho, BF.Rho, BF.Rho]:
+        return BF.Rho.draw(rng, self.words, _LOW63), BF.Rho.draw(rng, self.words), BF.Rho.draw(rng, self.words)
 
     def as_prover(self, rng: PRG) -> tuple[list[Any], list[Any]]:
         if self.prover != self.me:

@@ -59,6 +59,7 @@ above 56 bits, is rejected as a deviation of its sender.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,10 +98,10 @@ class Entry:
         """Vector entries this step adds to ``prover``'s proof (public: from shapes)."""
         raise NotImplementedError
 
-    def pieces(self, limit: int) -> list[Entry]:
-        """The step as entries of at most ``limit`` vector entries each where it can be cut (public: from
-        shapes); by default itself."""
-        return [self]
+    def split(self, room: int) -> tuple[Entry, Entry] | None:
+        """The step cut in two where it can be (public: from shapes): a head of at most ``room`` vector entries
+        and the rest; ``None`` (the default) when it cannot be cut there."""
+        return None
 
     def as_prover(self, rng: PRG) -> tuple[list[Any], list[Any]]:
         """This party's two vectors' parts (V1's and V2's) for its own proof."""
@@ -156,6 +157,10 @@ class _Ring:
 
     def folds(self, entries: int) -> int:
         return max(1, math.ceil(math.log2(entries + 1)))
+
+    def capacity(self, length: int) -> int:
+        """Entries a proof vector of ``length`` (a power of two) holds besides the pad."""
+        return length - 1
 
     def random(self, prg: PRG, k: int) -> torch.Tensor:
         return G.random(prg, k)
@@ -255,6 +260,10 @@ class _Field:
 
     def folds(self, entries: int) -> int:  # the pad takes a word of its own: at least two words of 64
         return 6 + max(1, math.ceil(math.log2(entries // 64 + 1)))
+
+    def capacity(self, length: int) -> int:
+        """AND lanes a proof vector of ``length`` holds: the pad takes a word in each half."""
+        return length - 128
 
     def random(self, prg: PRG, k: int) -> torch.Tensor:
         return BF.random(prg, k)
@@ -358,25 +367,42 @@ RELEASE_FOLDS = 3
 to the call's pool, a field proof's first buffers are freed (a folded vector is a view that keeps them)."""
 
 RING_BATCH = 1 << 19
-"""Ring vector entries per proof (a GR(2^64, 56) vector of that length is 235 MB): a log with more is
+"""Ring vector entries per proof, pad included (a GR(2^64, 56) vector of that length is 235 MB): a log with more is
 proved in several proofs, staggered (:data:`STAGGER`), so memory stays bounded whatever the query."""
 FIELD_BATCH = 1 << 26
-"""Field vector entries (AND lanes) per proof (a dense bit-plane vector of that length is 470 MB)."""
+"""Field vector entries (AND lanes) per proof, pad included (a dense bit-plane vector of that length is 470 MB)."""
 
 
 def batches(entries: list[Entry], limit: int) -> list[list[Entry]]:
-    """Consecutive groups of ``entries`` of at most ``limit`` vector entries for every prover, an entry longer
-    than ``limit`` first cut into :meth:`Entry.pieces` (one that cannot be cut is a group of its own).
-    Public: every party forms the same groups."""
+    """Consecutive groups of ``entries`` of at most ``limit`` vector entries for every prover. An entry that does
+    not fit in the current group is cut (:meth:`Entry.split`) so that its head fills the group, and its rest
+    goes on into the next; one that cannot be cut starts a new group (a group of its own when longer than
+    ``limit``). Public: every party forms the same groups. Filling the groups matters: a proof's vector is
+    padded to a power of two, so a half-full group costs as much as a full one."""
     groups: list[list[Entry]] = []
     size = 0
-    for e in (piece for whole in entries for piece in whole.pieces(limit)):
+    queue = deque(entries)
+    while queue:
+        e = queue.popleft()
         n = max(e.length(i) for i in range(3))
-        if not groups or size + n > limit:
+        room = limit - size if groups else 0
+        if groups and n <= room:
+            groups[-1].append(e)
+            size += n
+            continue
+        cut = e.split(room) if room > 0 else None
+        if cut is None:
             groups.append([])
             size = 0
-        groups[-1].append(e)
-        size += n
+            cut = e.split(limit) if n > limit else None
+        if cut is None:
+            groups[-1].append(e)
+            size += n
+            continue
+        head, rest = cut
+        groups[-1].append(head)
+        size += max(head.length(i) for i in range(3))
+        queue.appendleft(rest)
     return groups
 
 
@@ -395,8 +421,11 @@ def verify_products(log: ProductLog, ring_batch: int = RING_BATCH, field_batch: 
     """
     entries, log.entries = log.entries, []
     # Steps with unlifted v first (a stable, public order): their batches skip most of the first fold's work.
-    ring = batches(sorted((e for e in entries if not e.field), key=lambda e: not e.base_v), ring_batch)
-    field = batches([e for e in entries if e.field], field_batch)
+    # A batch fills a vector of ``*_batch`` entries WITH its pad: a piece of exactly ``ring_batch`` entries would
+    # take a vector twice that long (2^20 for 2^19 + 1), and twice the work (1.4x the CNN's ring entries).
+    ring = batches(sorted((e for e in entries if not e.field), key=lambda e: not e.base_v),
+                   _RING.capacity(ring_batch))
+    field = batches([e for e in entries if e.field], _FIELD.capacity(field_batch))
     pool = _Buffers()  # ring vectors only (field vectors are built in new memory)
     queues = [[_prove_and_verify(log.party, _RING, g, pool) for g in ring],
               [_prove_and_verify(log.party, _FIELD, g, pool) for g in field]]

@@ -55,6 +55,13 @@ class PRG:
         written = self._enc.update_into(memoryview(_ZEROS)[:n], out)
         assert written == n
 
+    def fill(self, out: np.ndarray, n: int) -> None:
+        """The next ``n`` bytes of the keystream into the first ``n`` bytes of the uint8 array ``out`` (of at
+        least ``n + 15`` bytes): no allocation."""
+        if out.dtype != np.uint8 or out.size < n + 15:
+            raise ValueError(f"PRG.fill: need a uint8 array of at least {n + 15} bytes")
+        self._into(out.data, n)
+
     def int64(self, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
         """Uniform elements of Z_2^64 as an int64 tensor of ``shape``."""
         shape = tuple(shape)

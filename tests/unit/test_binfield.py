@@ -147,3 +147,28 @@ def test_paired_refuses_mixed_or_oversized_parts():
         BF.paired([BF.Pair(None, w, w)], pad, 8)  # 2 words + the pad in a half of 2
     with pytest.raises(ValueError, match="differ in size"):
         BF.paired([BF.Pair(None, w, w[:1])], pad, 9)
+
+
+def test_a_lazy_rho_is_regenerated_alike_block_by_block_and_proves_as_its_dense_planes(monkeypatch):
+    """``Rho``: the challenge planes drawn as a key and regenerated block by block where a kernel reads them (no
+    ``[56, W]`` array in memory): the same planes every time and for every holder of the key, the mask applied,
+    blocks that are distinct streams, and the dot products, first fold polynomial and first fold of a paired
+    vector equal to those of the same planes held in memory."""
+    monkeypatch.setattr(BF, "RHO_BLOCK", 3)  # several blocks, and a short last one
+    rng = PRG(bytes(range(3, 19)))
+    twin = PRG(bytes(range(3, 19)))
+    rho, again = BF.Rho.draw(rng, 8), BF.Rho.draw(twin, 8)
+    dense = rho.dense()
+    assert torch.equal(dense, again.dense()) and torch.equal(dense, rho.dense())
+    assert tuple(dense.shape) == (BF.DEGREE, 8) and len({tuple(dense[:, w].tolist()) for w in range(8)}) == 8
+    masked = BF.Rho(rho.key, 8, (1 << 63) - 1).dense()
+    assert torch.equal(masked, dense & ((1 << 63) - 1)) and not torch.equal(masked, dense)
+    bits, a, b, c, d = (rng.int64((8,)) for _ in range(5))
+    assert torch.equal(BF.dot_bits(rho, bits), BF.dot_bits(dense, bits))
+    pad, pad_v, r = BF.random(rng, 1)[0], BF.random(rng, 1)[0], BF.random(rng, 1)[0]
+    lazy = BF.paired([BF.Pair(rho, a, b)], pad, 11)
+    held = BF.paired([BF.Pair(dense, a, b)], pad, 11)
+    v = BF.paired([BF.Pair(None, c, d)], pad_v, 11)
+    assert torch.equal(BF.fold_polynomial(lazy, v), BF.fold_polynomial(held, v))
+    got, want = BF.fold(lazy, r), BF.fold(held, r)
+    assert isinstance(got, BF.BitVec) and isinstance(want, BF.BitVec) and torch.equal(got.planes, want.planes)

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,6 +56,11 @@ def test_prg_int64_and_bytes_read_one_keystream_in_order():
     parts = [r.int64((3, 5)), torch.frombuffer(r.bytes(8 * 7)[: 8 * 7], dtype=torch.int64), r.int64((18,))]
     assert torch.equal(torch.cat([p.reshape(-1) for p in parts]), torch.frombuffer(whole, dtype=torch.int64))
     assert parts[0].is_contiguous() and parts[0].dtype == torch.int64 and PRG(k).int64((0, 4)).shape == (0, 4)
+    buf, f = np.zeros(8 * 15 + 15, dtype=np.uint8), PRG(k)  # fill: the same stream into a caller's buffer
+    f.fill(buf, 8 * 15)
+    assert bytes(buf[: 8 * 15]) == bytes(whole[: 8 * 15]) and torch.equal(f.int64((5,)), parts[1][:5])
+    with pytest.raises(ValueError):
+        f.fill(np.zeros(8, dtype=np.uint8), 8)  # no room for AES-CTR's block of slack
 
 
 def test_prg_output_bits_are_balanced():

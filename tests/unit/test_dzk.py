@@ -304,10 +304,10 @@ def test_a_party_0_that_shifts_y0_and_sends_carries_that_fit_it_is_rejected(shif
     assert isinstance(cause, ProofRejected) and 0 in cause.suspects, exc.value
 
 
-def _batched(party: Party, px, py, qx, qy, bad: int | None = None, index: int = -1, ring_batch: int = 200):
-    """Three elementwise products and two AND gates, proved in batches of at most ``ring_batch`` ring / 128
-    field entries: three ring proofs (200 entries each, by default) and two field proofs (128 lanes each),
-    staggered."""
+def _batched(party: Party, px, py, qx, qy, bad: int | None = None, index: int = -1, ring_batch: int = 201):
+    """Three elementwise products and two AND gates, proved in batches of at most ``ring_batch`` ring / 256
+    field entries, pads included: three ring proofs (200 entries each, by default) and two field proofs (128
+    lanes each), staggered."""
     if party.id == bad:
         corrupt_send(party, index, 1)
     log = ProductLog(party)
@@ -316,7 +316,7 @@ def _batched(party: Party, px, py, qx, qy, bad: int | None = None, index: int = 
     bs = [checked_and(BooleanShares(party, qx[0][:1], qx[1][:1]), BooleanShares(party, qy[0][:1], qy[1][:1]), log)
           for _ in range(2)]
     before = party.comm.stats.snapshot()
-    rounds = verify_products(log, ring_batch=ring_batch, field_batch=128)
+    rounds = verify_products(log, ring_batch=ring_batch, field_batch=256)
     return [(z.lo, z.hi) for z in zs], [(b.lo, b.hi) for b in bs], rounds, (party.comm.stats - before).rounds, \
         log.proof_rounds
 
@@ -342,19 +342,19 @@ def test_a_large_log_is_proved_in_staggered_batches():
         assert isinstance(cause, ProofRejected) and 2 in cause.suspects, (index, exc.value)
 
 
-def test_a_product_longer_than_a_batch_is_cut_into_pieces_that_fit():
-    """An elementwise step larger than the batch (e.g. a merge level's products) is proved in pieces of at most
-    ``ring_batch`` entries, each a proof of its own: memory stays bounded by the batch, not by the step."""
+def test_a_product_longer_than_a_batch_is_cut_into_pieces_that_fill_the_batches():
+    """An elementwise step larger than the batch (e.g. a merge level's products) is proved in pieces, each batch
+    filled up to ``ring_batch`` entries with its pad (a step's last piece shares its batch with the next step's
+    first): memory stays bounded by the batch, not by the step, and no proof pads a half-full vector."""
     xs, ys, bx, by = share(X), share(Y), share_xor(BX), share_xor(BY)
-    args = [[xs[i], ys[i], bx[i], by[i], None, -1, 60] for i in range(3)]  # 100 products: pieces of 30
+    args = [[xs[i], ys[i], bx[i], by[i], None, -1, 61] for i in range(3)]  # 3 x 100 products: 10 batches of 30
     out = run_parties(_batched, args)
     for zs in zip(*(o[0] for o in out)):
         assert torch.equal(reconstruct(list(zs)), X * Y)
-    piece, last = check_cost(60)[0], check_cost(20)[0]
-    assert out[0][4] == 3 * (3 * piece + last) + 2 * check_cost(128, boolean=True)[0]  # 12 ring proofs, 2 field
+    assert out[0][4] == 10 * check_cost(60)[0] + 2 * check_cost(128, boolean=True)[0]  # 10 ring proofs, 2 field
     for index in (0, 2):  # the first and the last product's message: each in pieces
         with pytest.raises(PartyFailed) as exc:
-            run_parties(_batched, [a[:4] + [1, index, 60] for a in args])
+            run_parties(_batched, [a[:4] + [1, index, 61] for a in args])
         cause = exc.value.__cause__
         assert isinstance(cause, ProofRejected) and 1 in cause.suspects, (index, exc.value)
 
@@ -398,3 +398,28 @@ def test_released_field_vectors_no_longer_hold_their_first_buffer():
     for before, after in zip((u, v), kept):
         assert torch.equal(after.planes, before.planes) and after.bits == before.bits
         assert after.planes.untyped_storage().nbytes() == after.planes.numel() * 8 < first
+
+
+def test_batches_fill_each_proof_cutting_elementwise_steps_between_them():
+    """``batches``: elementwise steps are cut at element boundaries so that every batch but the last is full (a
+    proof's vector is padded to a power of two: a half-full batch costs a full one); a step that cannot be cut
+    (a carry chain) starts a new batch, and stays whole even when longer than the limit."""
+    from protocols import checked as C
+    from protocols import dzk as D
+
+    def body(party: Party, px, py, qx, qy):
+        log = ProductLog(party)
+        x, y = from_pair(party, px), from_pair(party, py)
+        checked_mul(x, y, log)  # 100 products: 200 entries
+        checked_mul(x[:7], y[:7], log)  # 14 entries
+        rows = [[max(e.length(i) for i in range(3)) for e in g] for g in D.batches(log.entries, 64)]
+        flat = log.entries
+        chain = C._CarryChain(party.id, 0, 3, lambda s: s)  # 384 lanes for its prover, not cut
+        mixed = D.batches([chain, *flat], 256)
+        log.entries = []
+        return rows, [[max(e.length(i) for i in range(3)) for e in g] for g in mixed]
+
+    xs, ys, bx, by = share(X), share(Y), share_xor(BX), share_xor(BY)
+    rows, mixed = run_parties(body, [[xs[i], ys[i], bx[i], by[i]] for i in range(3)])[0]
+    assert [sum(g) for g in rows] == [64, 64, 64, 22] and rows[3] == [8, 14]  # the first step's tail joins the second
+    assert mixed == [[384], [200, 14]]
