@@ -203,21 +203,25 @@ def _by_channel(t: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class _RhoScaled:
-    """The vector part ``[rho * a ; rho * b]`` (``rho [n, E]``, ``a, b [n]``), written by
-    :func:`protocols.dzk` straight into its padded vector (no temporary of the part's size)."""
+    """The vector part ``[rho * a ; rho * b]`` (``rho``: ``n`` elements, ``a, b [n]``), written by
+    :func:`protocols.dzk` straight into its padded vector (no temporary of the part's size: ``rho`` is
+    regenerated block by block)."""
 
-    rho: torch.Tensor
+    rho: G.LazyRandom
     a: torch.Tensor
     b: torch.Tensor
 
     @property
     def rows(self) -> int:
-        return 2 * self.rho.shape[0]
+        return 2 * self.rho.n
 
     def write(self, out: torch.Tensor) -> None:
-        n = self.rho.shape[0]
-        torch.mul(self.rho, self.a.reshape(-1, 1), out=out[:n])
-        torch.mul(self.rho, self.b.reshape(-1, 1), out=out[n:])
+        n = self.rho.n
+        a, b = self.a.reshape(-1, 1), self.b.reshape(-1, 1)
+        for g0, block in self.rho.blocks():
+            g1 = g0 + block.shape[0]
+            torch.mul(block, a[g0:g1], out=out[g0:g1])
+            torch.mul(block, b[g0:g1], out=out[n + g0: n + g1])
 
 
 @dataclass
@@ -242,15 +246,18 @@ class _Lifted:
         out[self.b.numel():] = self.a
 
 
-def _weighted_sum(rho: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``sum_g rho_g t_g`` (one element) for ``rho [n, E]`` and Z_2^64 values ``t`` (n of them): one int64
-    vector-matrix product, no ``[n, E]`` temporary."""
-    return G.weighted(t.reshape(1, -1), rho).reshape(-1)
+def _weighted_sum(rho: G.LazyRandom, t: torch.Tensor) -> torch.Tensor:
+    """``sum_g rho_g t_g`` (one element) for ``n`` elements ``rho`` and Z_2^64 values ``t`` (n of them): an int64
+    vector-matrix product per block of ``rho``, no ``[n, E]`` array."""
+    flat, acc = t.reshape(1, -1), G.zeros()
+    for g0, block in rho.blocks():
+        acc += G.weighted(flat[:, g0: g0 + block.shape[0]], block).reshape(-1)
+    return acc
 
 
 @dataclass
 class _Challenges:
-    rho: torch.Tensor | None = None  # elementwise: [n, E]
+    rho: G.LazyRandom | None = None  # elementwise: n elements
     s: torch.Tensor | None = None  # matmul rows: [m, E]
     t: torch.Tensor | None = None  # matmul columns: [n, E]
 
@@ -260,7 +267,7 @@ class _ArithClaim:
 
     def draw(self, p: _Product, rng: PRG) -> _Challenges:
         if p.kind == "mul":
-            return _Challenges(rho=G.random(rng, p.x_lo.numel()))
+            return _Challenges(rho=G.LazyRandom.draw(rng, p.x_lo.numel()))
         if p.kind == "matmul":
             return _Challenges(s=G.random(rng, p.x_lo.shape[0]), t=G.random(rng, p.y_lo.shape[1]))
         out = p.received  # [N, O, Ho, Wo]
@@ -385,20 +392,20 @@ class _RingLinear(Entry):
 
     def as_prover(self, rng: PRG) -> tuple[list[Any], list[Any]]:
         if self.prover == self.me:
-            G.random(rng, self.numel)
+            G.LazyRandom.draw(rng, self.numel)  # keeps the stream in step with the verifiers'
         return [], []
 
     def as_v1(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
         if self.prover != (self.me + 1) % 3:
             return [], None
         assert self.t1 is not None
-        return [], _weighted_sum(G.random(rng, self.numel), self.t1)
+        return [], _weighted_sum(G.LazyRandom.draw(rng, self.numel), self.t1)
 
     def as_v2(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
         if self.prover != (self.me - 1) % 3:
             return [], None
         assert self.t2 is not None
-        return [], _weighted_sum(G.random(rng, self.numel), self.t2)
+        return [], _weighted_sum(G.LazyRandom.draw(rng, self.numel), self.t2)
 
 
 def _shr1(w: torch.Tensor) -> torch.Tensor:

@@ -20,10 +20,14 @@ Elements are int64 tensors whose LAST dimension holds the ``DEGREE`` coefficient
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
 from . import proof_kernels as K
-from .prf import PRG
+from .prf import KEY_BYTES, PRG
 
 DEGREE = 56
 TAPS = (0, 2, 3, 8)
@@ -51,6 +55,42 @@ def lift(x: torch.Tensor) -> torch.Tensor:
 def random(prg: PRG, *shape: int) -> torch.Tensor:
     """Uniform elements ``[*shape, DEGREE]`` from ``prg``."""
     return prg.int64((*shape, DEGREE))
+
+
+LAZY_BLOCK = 1 << 14
+"""Elements per block of a :class:`LazyRandom`: 16,384 x 56 words = 7.3 MB, one buffer reused."""
+
+
+@dataclass(frozen=True)
+class LazyRandom:
+    """``n`` uniform elements ``[n, DEGREE]`` (a gate's challenge coefficients) never stored whole: an AES-128-CTR
+    keystream under ``key`` (drawn from the challenge's PRG, so every holder derives the same), regenerated
+    block by block where read; block ``b`` (elements ``b B .. b B + B - 1``, ``B`` = :data:`LAZY_BLOCK`) is the
+    stream from counter ``b * 2^64``. Drawing them into memory (448 bytes per product, for each role of each
+    party) was the largest item of a search proof's CPU: fresh pages the kernel zeroes first."""
+
+    key: bytes
+    n: int
+
+    @staticmethod
+    def draw(prg: PRG, n: int) -> LazyRandom:
+        return LazyRandom(bytes(prg.bytes(KEY_BYTES)[:KEY_BYTES]), n)
+
+    def blocks(self) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(g0, elements [m, DEGREE])`` for the blocks in order (the tensor is reused: read it before the next)."""
+        m_max = min(LAZY_BLOCK, self.n)
+        buf = np.empty(8 * DEGREE * m_max + 15, dtype=np.uint8)
+        for b, g0 in enumerate(range(0, self.n, LAZY_BLOCK)):
+            m = min(LAZY_BLOCK, self.n - g0)
+            PRG(self.key, nonce=b.to_bytes(8, "big") + bytes(8)).fill(buf, 8 * DEGREE * m)
+            yield g0, torch.from_numpy(buf[: 8 * DEGREE * m].view(np.int64).reshape(m, DEGREE))
+
+    def dense(self) -> torch.Tensor:
+        """All elements in memory (tests)."""
+        out = torch.empty(self.n, DEGREE, dtype=torch.int64)
+        for g0, block in self.blocks():
+            out[g0: g0 + block.shape[0]] = block
+        return out
 
 
 def is_unit(a: torch.Tensor) -> torch.Tensor:

@@ -105,7 +105,7 @@ def test_a_prover_that_fixes_the_first_fold_to_hide_its_error_is_still_rejected(
                     t = t.clone()
                     t[0] += e
                 if sent[0] == 5:  # its first fold message to V2: (c0, c1, c2) minus V1's mask share
-                    rho0 = G.random(PRG(derive_key(seen["seed"].numpy().tobytes(), "dzk-rho")), 100)[0]
+                    rho0 = G.LazyRandom.draw(PRG(derive_key(seen["seed"].numpy().tobytes(), "dzk-rho")), 100).dense()[0]
                     t = t.clone().view(3, G.DEGREE)
                     t[1] += rho0 * e
                     t = t.reshape(-1)

@@ -74,18 +74,25 @@ def test_in_place_fold_and_fold_products_match_elementwise_arithmetic():
         assert torch.equal(c2, G.mul(u[m:] - u[:m], v[m:] - v[:m]).sum(0))
 
 
-def test_parts_written_in_place_equal_the_products_they_stand_for():
+def test_parts_written_in_place_equal_the_products_they_stand_for(monkeypatch):
+    """The challenge coefficients of elementwise products are a key, regenerated block by block where read
+    (``LazyRandom``: the same elements every time and for every holder of the key, blocks that are distinct
+    streams); the parts and weighted sums written from them equal the products with the elements in memory."""
     from protocols.checked import _Lifted, _RhoScaled, _weighted_sum
 
+    monkeypatch.setattr(G, "LAZY_BLOCK", 4)  # three blocks, the last one short
     rng = PRG(bytes(range(4, 20)))
     n = 9
-    rho, a, b = G.random(rng, n), rng.int64((n,)), rng.int64((n,))
+    lazy = G.LazyRandom.draw(rng, n)
+    rho, a, b = lazy.dense(), rng.int64((n,)), rng.int64((n,))
+    assert torch.equal(rho, G.LazyRandom.draw(PRG(bytes(range(4, 20))), n).dense()) and torch.equal(rho, lazy.dense())
+    assert len({tuple(r.tolist()) for r in rho}) == n
     out = G.random(rng, 2 * n)  # garbage: every entry must be overwritten
-    _RhoScaled(rho, a, b).write(out)
+    _RhoScaled(lazy, a, b).write(out)
     assert torch.equal(out, torch.cat([G.mul(rho, G.lift(a)), G.mul(rho, G.lift(b))]))
     _Lifted(b, a).write(out)
     assert torch.equal(out, G.lift(torch.cat([b, a])))
-    assert torch.equal(_weighted_sum(rho, a), G.mul(rho, G.lift(a)).sum(0))
+    assert torch.equal(_weighted_sum(lazy, a), G.mul(rho, G.lift(a)).sum(0))
 
 
 def test_weighted_values_equal_the_int64_matrix_products():
