@@ -60,10 +60,13 @@ class _Product:
     draw_next: torch.Tensor  # this party's draw with party i+1 (= that prover's u)
     draw_prev: torch.Tensor  # this party's draw with party i-1 (= that prover's w)
     conv: _ConvShape | None = None
+    terms: tuple[tuple[bool, bool], ...] = ((True, True),) * 3
+    """Per prover ``j``: whether its claim has the cross terms ``x_j y_{j+1}`` and ``y_j x_{j+1}`` (``mul``: both
+    unless an operand's component is publicly zero, :func:`checked_mul`'s ``components``)."""
 
-    def vector_length(self) -> int:
+    def vector_length(self, prover: int = 0) -> int:
         if self.kind == "mul":
-            return 2 * self.x_lo.numel()
+            return sum(self.terms[prover]) * self.x_lo.numel()
         if self.kind == "matmul":
             return 2 * self.x_lo.shape[1]
         if self.kind == "and":
@@ -78,7 +81,8 @@ def _expanded(x: ArithmeticShares | BooleanShares, y: ArithmeticShares | Boolean
 
 
 def _reshared(log: ProductLog, kind: str, operands: tuple[torch.Tensor, ...], z: torch.Tensor,
-              conv: _ConvShape | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              conv: _ConvShape | None = None,
+              terms: tuple[tuple[bool, bool], ...] = _Product.terms) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask this party's term ``z`` with a fresh zero-sharing (XOR for ``and``), reshare it
     (:func:`protocols.arithmetic.reshare`: to party i-1, from party i+1, which must send the same shape)
     and record the step. Returns the new pair."""
@@ -90,12 +94,13 @@ def _reshared(log: ProductLog, kind: str, operands: tuple[torch.Tensor, ...], z:
         nxt = (party.id + 1) % 3
         raise ProofRejected(f"server {party.id}: server {nxt} sent a reshare of shape {tuple(got.shape)}", (nxt,))
     xl, xh, yl, yh = operands
-    log.entries.append(_ProductEntry(_Product(kind, xl, xh, yl, yh, got, draw_next, draw_prev, conv)))
+    log.entries.append(_ProductEntry(_Product(kind, xl, xh, yl, yh, got, draw_next, draw_prev, conv, terms), party.id))
     return z, got
 
 
 def _checked(x: ArithmeticShares, y: ArithmeticShares, kind: str, log: ProductLog,
-             conv: _ConvShape | None = None) -> ArithmeticShares:
+             conv: _ConvShape | None = None,
+             terms: tuple[tuple[bool, bool], ...] = _Product.terms) -> ArithmeticShares:
     if x.party is not y.party or x.party is not log.party:
         raise ValueError("cannot multiply shares of different parties/sessions")
     if kind == "conv2d":
@@ -112,14 +117,30 @@ def _checked(x: ArithmeticShares, y: ArithmeticShares, kind: str, log: ProductLo
             raise ValueError(f"checked_matmul: need [m, k] @ [k, n], got {tuple(x.shape)} @ {tuple(y.shape)}")
         xl, xh, yl, yh = x.lo, x.hi, y.lo, y.hi
         z = _mm(xl, yl + yh) + _mm(xh, yl)
-    lo, hi = _reshared(log, kind, (xl, xh, yl, yh), z, conv)
+    lo, hi = _reshared(log, kind, (xl, xh, yl, yh), z, conv, terms)
     return ArithmeticShares(x.party, lo, hi, x.frac_bits + y.frac_bits)
 
 
-def checked_mul(x: ArithmeticShares, y: ArithmeticShares, log: ProductLog) -> ArithmeticShares:
+def checked_mul(x: ArithmeticShares, y: ArithmeticShares, log: ProductLog,
+                components: tuple[frozenset[int], frozenset[int]] | None = None) -> ArithmeticShares:
     """Elementwise ``[x] * [y]``, recorded in ``log`` for :func:`verify_products`. Cost: 1 round, 1 element
-    per output per party (as :func:`protocols.arithmetic.mul`); the result is NOT verified until then."""
-    return _checked(x, y, "mul", log)
+    per output per party (as :func:`protocols.arithmetic.mul`); the result is NOT verified until then.
+
+    ``components``: the replicated components ``x_k`` / ``y_k`` that may be nonzero (public; the others are 0
+    in every party's shares, e.g. one XOR component of a bit as an arithmetic sharing, which two parties hold).
+    Party ``j``'s message adds ``x_j y_{j+1} + y_j x_{j+1}`` to what its verifiers compute alone; a cross term
+    with a zero factor is left out of its proof (2 entries per product otherwise): ``x_0 x_1`` costs party 0
+    one entry and the others none. Each party checks that its own shares are 0 there."""
+    if components is None:
+        return _checked(x, y, "mul", log)
+    sx, sy = components
+    party = x.party
+    for k, side in ((party.id, "lo"), ((party.id + 1) % 3, "hi")):
+        for name, t, sup in (("x", x, sx), ("y", y, sy)):
+            if k not in sup and bool(getattr(t, side).any()):
+                raise ValueError(f"checked_mul: component {k} of {name} is not zero")
+    terms = tuple((j in sx and (j + 1) % 3 in sy, j in sy and (j + 1) % 3 in sx) for j in range(3))
+    return _checked(x, y, "mul", log, terms=terms)
 
 
 def checked_matmul(x: ArithmeticShares, y: ArithmeticShares, log: ProductLog) -> ArithmeticShares:
@@ -203,47 +224,46 @@ def _by_channel(t: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class _RhoScaled:
-    """The vector part ``[rho * a ; rho * b]`` (``rho``: ``n`` elements, ``a, b [n]``), written by
-    :func:`protocols.dzk` straight into its padded vector (no temporary of the part's size: ``rho`` is
-    regenerated block by block)."""
+    """The vector part ``[rho * a ; rho * b ; ...]`` (``rho``: ``n`` elements, ``values``: Z_2^64 vectors ``[n]``),
+    written by :func:`protocols.dzk` straight into its padded vector (no temporary of the part's size: ``rho``
+    is regenerated block by block)."""
 
     rho: G.LazyRandom
-    a: torch.Tensor
-    b: torch.Tensor
+    values: tuple[torch.Tensor, ...]
 
     @property
     def rows(self) -> int:
-        return 2 * self.rho.n
+        return len(self.values) * self.rho.n
 
     def write(self, out: torch.Tensor) -> None:
         n = self.rho.n
-        a, b = self.a.reshape(-1, 1), self.b.reshape(-1, 1)
+        cols = [v.reshape(-1, 1) for v in self.values]
         for g0, block in self.rho.blocks():
             g1 = g0 + block.shape[0]
-            torch.mul(block, a[g0:g1], out=out[g0:g1])
-            torch.mul(block, b[g0:g1], out=out[n + g0: n + g1])
+            for j, c in enumerate(cols):
+                torch.mul(block, c[g0:g1], out=out[j * n + g0: j * n + g1])
 
 
 @dataclass
 class _Lifted:
-    """The vector part ``[b ; a]`` of Z_2^64 values as constants of GR(2^64, 56), written in place."""
+    """The vector part ``[b ; a ; ...]`` of Z_2^64 values as constants of GR(2^64, 56), written in place."""
 
-    b: torch.Tensor
-    a: torch.Tensor
+    values: tuple[torch.Tensor, ...]
 
     @property
     def rows(self) -> int:
-        return self.b.numel() + self.a.numel()
+        return sum(v.numel() for v in self.values)
 
     def write(self, out: torch.Tensor) -> None:
         out.zero_()
-        out[: self.b.numel(), 0] = self.b
-        out[self.b.numel():, 0] = self.a
+        self.write_base(out[:, 0])
 
     def write_base(self, out: torch.Tensor) -> None:
         """The values themselves (``out [rows]``): the proof keeps them unlifted (``dzk._BaseVec``)."""
-        out[: self.b.numel()] = self.b
-        out[self.b.numel():] = self.a
+        off = 0
+        for v in self.values:
+            out[off: off + v.numel()] = v.reshape(-1)
+            off += v.numel()
 
 
 def _weighted_sum(rho: G.LazyRandom, t: torch.Tensor) -> torch.Tensor:
@@ -273,11 +293,13 @@ class _ArithClaim:
         out = p.received  # [N, O, Ho, Wo]
         return _Challenges(s=G.random(rng, out.shape[1]), t=G.random(rng, out.numel() // out.shape[1]))
 
-    def v1_parts(self, p: _Product, c: _Challenges, a: torch.Tensor, b: torch.Tensor) -> list[Any]:
-        """From ``A = x_i``, ``B = y_i``: ``[rho*A ; rho*B]`` or ``[A^T s ; B t]``."""
+    def v1_parts(self, p: _Product, c: _Challenges, a: torch.Tensor, b: torch.Tensor,
+                 keep: tuple[bool, bool] = (True, True)) -> list[Any]:
+        """From ``A = x_i``, ``B = y_i``: ``[rho*A ; rho*B]`` (the terms in ``keep``) or ``[A^T s ; B t]``."""
         if p.kind == "mul":
             assert c.rho is not None
-            return [_RhoScaled(c.rho, a.reshape(-1), b.reshape(-1))]
+            kept = tuple(t.reshape(-1) for t, k in zip((a, b), keep) if k)
+            return [_RhoScaled(c.rho, kept)] if kept else []
         assert c.s is not None and c.t is not None
         if p.kind == "conv2d":
             assert p.conv is not None
@@ -285,10 +307,13 @@ class _ArithClaim:
             return [_positions_weighted(a, c.t, kernel, p.conv), _channels_weighted(b, c.s, p.conv.groups)]
         return [G.weighted_t(a, c.s), G.weighted(b, c.t)]
 
-    def v2_parts(self, p: _Product, c: _Challenges, a2: torch.Tensor, b2: torch.Tensor) -> list[Any]:
-        """From ``A' = x_{i+1}``, ``B' = y_{i+1}``: ``[B' ; A']`` (lifted) or ``[B' t ; A'^T s]``."""
+    def v2_parts(self, p: _Product, c: _Challenges, a2: torch.Tensor, b2: torch.Tensor,
+                 keep: tuple[bool, bool] = (True, True)) -> list[Any]:
+        """From ``A' = x_{i+1}``, ``B' = y_{i+1}``: ``[B' ; A']`` (lifted; the terms in ``keep``) or
+        ``[B' t ; A'^T s]``."""
         if p.kind == "mul":
-            return [_Lifted(b2.reshape(-1), a2.reshape(-1))]
+            kept = tuple(t.reshape(-1) for t, k in zip((b2, a2), keep) if k)
+            return [_Lifted(kept)] if kept else []
         assert c.s is not None and c.t is not None
         if p.kind == "conv2d":
             assert p.conv is not None
@@ -319,10 +344,12 @@ class _AndClaim:
     def draw(self, p: _Product, rng: PRG) -> BF.Rho:
         return BF.Rho.draw(rng, p.x_lo.numel())
 
-    def v1_parts(self, p: _Product, rho: BF.Rho, a: torch.Tensor, b: torch.Tensor) -> list[Any]:
+    def v1_parts(self, p: _Product, rho: BF.Rho, a: torch.Tensor, b: torch.Tensor,
+                 keep: tuple[bool, bool] = (True, True)) -> list[Any]:
         return [BF.Pair(rho, a.reshape(-1), b.reshape(-1))]
 
-    def v2_parts(self, p: _Product, rho: BF.Rho, a2: torch.Tensor, b2: torch.Tensor) -> list[Any]:
+    def v2_parts(self, p: _Product, rho: BF.Rho, a2: torch.Tensor, b2: torch.Tensor,
+                 keep: tuple[bool, bool] = (True, True)) -> list[Any]:
         return [BF.Pair(None, b2.reshape(-1), a2.reshape(-1))]
 
     def tau(self, p: _Product, rho: BF.Rho, target: torch.Tensor) -> torch.Tensor:
@@ -341,19 +368,19 @@ _CLAIMS: dict[str, Any] = {"mul": _ArithClaim(), "matmul": _ArithClaim(), "conv2
 class _ProductEntry(Entry):
     """A reshared product: every party proves its own message (symmetric)."""
 
-    def __init__(self, p: _Product) -> None:
-        self.p, self.claim = p, _CLAIMS[p.kind]
+    def __init__(self, p: _Product, me: int) -> None:
+        self.p, self.me, self.claim = p, me, _CLAIMS[p.kind]
         self.field = p.kind == "and"
         self.base_v = p.kind == "mul"  # v parts: _Lifted
 
     def length(self, prover: int) -> int:
-        return self.p.vector_length()
+        return self.p.vector_length(prover)
 
     def split(self, room: int) -> tuple[Entry, Entry] | None:
         """Elementwise steps (``mul``, ``and``) cut after the elements whose vector entries fit in ``room`` (the
         same claims, each part with its own coefficients); other steps are not cut."""
         p = self.p
-        per = 2 if p.kind == "mul" else 2 * 64 if p.kind == "and" else 0
+        per = max(map(sum, p.terms)) if p.kind == "mul" else 2 * 64 if p.kind == "and" else 0
         n, k = p.x_lo.numel(), room // per if per else 0
         if not 1 <= k < n:
             return None
@@ -361,20 +388,22 @@ class _ProductEntry(Entry):
         for a, b in ((0, k), (k, n)):
             xl, xh, yl, yh, got, nxt, prv = (t.reshape(-1)[a:b] for t in (
                 p.x_lo, p.x_hi, p.y_lo, p.y_hi, p.received, p.draw_next, p.draw_prev))
-            parts.append(_ProductEntry(_Product(p.kind, xl, xh, yl, yh, got, nxt, prv)))
+            parts.append(_ProductEntry(_Product(p.kind, xl, xh, yl, yh, got, nxt, prv, terms=p.terms), self.me))
         return parts[0], parts[1]
 
     def as_prover(self, rng: PRG) -> tuple[list[Any], list[Any]]:
-        p, c = self.p, self.claim.draw(self.p, rng)  # A, B = my lo; A', B' = my hi
-        return self.claim.v1_parts(p, c, p.x_lo, p.y_lo), self.claim.v2_parts(p, c, p.x_hi, p.y_hi)
+        p, c, keep = self.p, self.claim.draw(self.p, rng), self.p.terms[self.me]  # A, B = my lo; A', B' = my hi
+        return self.claim.v1_parts(p, c, p.x_lo, p.y_lo, keep), self.claim.v2_parts(p, c, p.x_hi, p.y_hi, keep)
 
     def as_v1(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
         p, c = self.p, self.claim.draw(self.p, rng)  # A = x_{i+1}, B = y_{i+1} = my hi
-        return self.claim.v1_parts(p, c, p.x_hi, p.y_hi), self.claim.tau(p, c, self.claim.v1_target(p))
+        keep = p.terms[(self.me + 1) % 3]
+        return self.claim.v1_parts(p, c, p.x_hi, p.y_hi, keep), self.claim.tau(p, c, self.claim.v1_target(p))
 
     def as_v2(self, rng: PRG) -> tuple[list[Any], torch.Tensor | None]:
         p, c = self.p, self.claim.draw(self.p, rng)  # A' = x_i, B' = y_i = my lo
-        return self.claim.v2_parts(p, c, p.x_lo, p.y_lo), self.claim.tau(p, c, self.claim.v2_target(p))
+        keep = p.terms[(self.me - 1) % 3]
+        return self.claim.v2_parts(p, c, p.x_lo, p.y_lo, keep), self.claim.tau(p, c, self.claim.v2_target(p))
 
 
 _LOW63 = (1 << 63) - 1

@@ -114,13 +114,19 @@ def checked_msb32(x: ArithmeticShares, log: ProductLog) -> BooleanShares:
     return BooleanShares(x.party, bits, bits_hi)
 
 
+_ONLY = tuple(frozenset({k}) for k in range(3))
+_ALL = frozenset(range(3))
+
+
 def checked_bit_to_arith(bit: BooleanShares, log: ProductLog) -> ArithmeticShares:
-    """The bit in lane 0 of ``bit`` as an arithmetic 0/1 sharing. Cost: 2 rounds, 2 elements."""
+    """The bit in lane 0 of ``bit`` as an arithmetic 0/1 sharing. Cost: 2 rounds, 2 elements. Proof: 3 ring
+    entries per bit over the three provers (``c0 c1``: party 0's one cross term; ``t c2``: one each for
+    parties 1 and 2; :func:`protocols.checked.checked_mul`'s ``components``), not 12."""
     p = bit.party
     lo, hi = bit.lo & 1, bit.hi & 1
     c0, c1, c2 = (ArithmeticShares(p, *_component(p.id, k, lo, hi)) for k in range(3))
-    t = c0 + c1 - checked_mul(c0, c1, log).mul_public_int(2)
-    return t + c2 - checked_mul(t, c2, log).mul_public_int(2)
+    t = c0 + c1 - checked_mul(c0, c1, log, components=(_ONLY[0], _ONLY[1])).mul_public_int(2)
+    return t + c2 - checked_mul(t, c2, log, components=(_ALL, _ONLY[2])).mul_public_int(2)
 
 
 def checked_ltz(x: ArithmeticShares, log: ProductLog, bits: int = 64) -> ArithmeticShares:

@@ -7,10 +7,12 @@ import pytest
 import torch
 from dzk_faults import assert_rejected, corrupt_send, outcomes
 
-from protocols.checked_compare import checked_eqz, checked_ltz, checked_nearest, checked_relu
+from protocols.checked import checked_mul
+from protocols.checked_compare import checked_bit_to_arith, checked_eqz, checked_ltz, checked_nearest, checked_relu
 from protocols.dzk import ProductLog, verify_products
 from protocols.party import Party
-from protocols.sharing import from_pair, reconstruct, reveal, share
+from protocols.sectypes import BooleanShares
+from protocols.sharing import from_pair, reconstruct, reveal, share, share_xor
 from protocols.simulate import run_parties
 
 F = 16  # fractional bits of the features
@@ -82,6 +84,40 @@ def test_the_comparisons_prove_the_and_words_their_docstrings_state():
         out = run_parties(body, [[xs[i], bits] for i in range(3)])
         assert torch.equal(reconstruct([o[0] for o in out]), (x < 0).long())
         assert out[0][1] == 2 * 64 * words * n
+
+
+def _injected(party: Party, pb, bad: int | None = None, index: int = -1):
+    if party.id == bad:
+        corrupt_send(party, index, 1)
+    log = ProductLog(party)
+    b = checked_bit_to_arith(BooleanShares(party, *pb), log)
+    lengths = [sum(e.length(j) for e in log.entries) for j in range(3)]
+    verify_products(log)
+    return reveal(b), lengths  # only after the proof
+
+
+def test_bit_injection_proves_only_the_cross_terms_that_can_be_nonzero():
+    """``checked_bit_to_arith`` multiplies XOR components of the bit, each held by two parties and publicly 0
+    in the third's shares: party 0 proves one cross term per bit (``c0 c1``, both its own), parties 1 and 2
+    one each (``t c2``): 3 ring entries per bit, not 12. Exact; an error in either message of any party (the
+    products with no term to prove included: their claims are still checked) is rejected naming it; a
+    component declared 0 that is not is refused."""
+    n = 50
+    bits = torch.randint(0, 2, (n,), generator=torch.Generator().manual_seed(11))
+    bs = share_xor(bits)
+    out = run_parties(_injected, [[bs[i]] for i in range(3)])
+    assert torch.equal(out[0][0], bits) and out[0][1] == [n, n, n]
+    for bad in range(3):
+        for index in (0, 1):
+            assert_rejected(outcomes(_injected, [[bs[i], bad, index] for i in range(3)]), bad, (bad, index))
+
+    def wrong(party: Party, px):
+        x = from_pair(party, px)
+        checked_mul(x, x, ProductLog(party), components=(frozenset({0}), frozenset({1})))
+
+    xs = share(torch.arange(1, 5))
+    refused = outcomes(wrong, [[xs[i]] for i in range(3)])
+    assert all(isinstance(o, ValueError) and "component" in str(o) for o in refused)
 
 
 def _nearest(party: Party, pq, px, pxx, bad: int | None = None, index: int = -1, error: int = 0):

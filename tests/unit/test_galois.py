@@ -88,9 +88,9 @@ def test_parts_written_in_place_equal_the_products_they_stand_for(monkeypatch):
     assert torch.equal(rho, G.LazyRandom.draw(PRG(bytes(range(4, 20))), n).dense()) and torch.equal(rho, lazy.dense())
     assert len({tuple(r.tolist()) for r in rho}) == n
     out = G.random(rng, 2 * n)  # garbage: every entry must be overwritten
-    _RhoScaled(lazy, a, b).write(out)
+    _RhoScaled(lazy, (a, b)).write(out)
     assert torch.equal(out, torch.cat([G.mul(rho, G.lift(a)), G.mul(rho, G.lift(b))]))
-    _Lifted(b, a).write(out)
+    _Lifted((b, a)).write(out)
     assert torch.equal(out, G.lift(torch.cat([b, a])))
     assert torch.equal(_weighted_sum(lazy, a), G.mul(rho, G.lift(a)).sum(0))
 
