@@ -380,8 +380,9 @@ def checked_fault_lines(runs: int, rows: int, seed: int = 0) -> list[dict]:
     """One line per fault class against the CHECKED nearest-neighbour pipeline (in-process, the same steps
     as ``checked_nearest``): in each run party 1 deviates once (``tests/unit/dzk_faults.attack``) at a
     random one of its messages before the reveal. ``detected``: no index was revealed (some party
-    aborted); ``named``: every honest party that rejected a proof named party 1, or the abort names
-    it as silent; ``wrong_results``: an index other than the honest one came out."""
+    aborted); ``named``: every honest party that rejected a proof named party 1, or (none rejected) the
+    abort names it as silent or as the party that aborted the session (a party that drops a message may
+    be the first to time out); ``wrong_results``: an index other than the honest one came out."""
     from protocols.checked_compare import checked_nearest
     from protocols.dzk import ProductLog, ProofRejected, verify_products
     from protocols.sharing import from_pair, reveal, share
@@ -426,7 +427,8 @@ def checked_fault_lines(runs: int, rows: int, seed: int = 0) -> list[dict]:
             if len(results) < 3:
                 row["detected"] += 1
                 rejected = [o for i, o in enumerate(out) if i != 1 and isinstance(o, ProofRejected)]
-                silent = [o for i, o in enumerate(out) if i != 1 and "from party 1" in str(o)]
+                silent = [o for i, o in enumerate(out) if i != 1 and ("from party 1" in str(o)
+                                                                      or "aborted by party 1" in str(o))]
                 if (rejected and all(1 in o.suspects for o in rejected)) or (not rejected and silent):
                     row["named"] += 1
             elif any(r != honest for r in results):

@@ -155,6 +155,9 @@ class _Mailboxes:
 
     boxes: dict[tuple[int, int], queue.Queue] = field(default_factory=dict)
     aborted: threading.Event = field(default_factory=threading.Event)
+    aborted_by: int | None = None
+    """The party that aborted the session first (its peers' errors name it)."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         for a in range(N_PARTIES):
@@ -182,7 +185,9 @@ class InProcessComm(Comm):
                 return box.get(timeout=0.05)
             except queue.Empty:
                 if self._boxes.aborted.is_set():
-                    raise CommError(f"party {self.party_id}: session aborted by another party") from None
+                    raise CommError(
+                        f"party {self.party_id}: session aborted by party {self._boxes.aborted_by}"
+                    ) from None
                 waited += 0.05
                 if waited >= self._timeout_s:
                     raise CommError(
@@ -190,7 +195,10 @@ class InProcessComm(Comm):
                     ) from None
 
     def close(self) -> None:
-        """Abort the session: peers blocked in ``recv`` fail at once instead of timing out."""
+        """Abort the session: peers blocked in ``recv`` fail at once instead of timing out, told who aborted."""
+        with self._boxes.lock:
+            if self._boxes.aborted_by is None:
+                self._boxes.aborted_by = self.party_id
         self._boxes.aborted.set()
 
     @staticmethod

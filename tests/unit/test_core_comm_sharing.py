@@ -183,6 +183,15 @@ def test_failure_in_one_party_aborts_the_others_quickly():
         run_parties(f, timeout_s=60)
 
 
+def test_an_abort_names_the_party_that_aborted_first():
+    comms = InProcessComm.create_trio(timeout_s=30)
+    comms[2].close()
+    comms[1].close()  # a later abort does not rename it
+    for c in comms[:2]:
+        with pytest.raises(CommError, match="session aborted by party 2"):
+            c.exchange(recv_next=True)
+
+
 @pytest.mark.parametrize("cheater", [0, 1, 2])
 def test_a_party_that_sends_a_wrong_share_is_detected_at_opening(cheater):
     x = torch.randint(-(2**40), 2**40, (32,))
