@@ -58,11 +58,15 @@ def _times_public(x: ArithmeticShares, c: torch.Tensor | float, f: int, log: Pro
 
 
 def _clamp(x: ArithmeticShares, lo: float, hi: float, f: int, log: ProductLog) -> ArithmeticShares:
-    """``lo + relu(x - lo) - relu(x - hi)``, both ReLUs in one call."""
+    """``min(max(x, lo), hi)`` as ``hi + (x - lo) (c_hi - c_lo) - (hi - lo) c_hi`` with ``c_t = [x < t]``: both
+    comparisons in ONE :func:`checked_ltz` (exact within :data:`ACTIVATION_BITS`, so ``c_lo <= c_hi``), then
+    ONE checked product per value (``lo + relu(x - lo) - relu(x - hi)`` took two). Cost: 10 rounds, as a ReLU."""
     a, b = x.add_public(-float(lo)), x.add_public(-float(hi))
-    both = checked_relu(ArithmeticShares(x.party, torch.stack([a.lo, b.lo]), torch.stack([a.hi, b.hi]), f), log,
-                        ACTIVATION_BITS)
-    return ArithmeticShares(x.party, both.lo[0] - both.lo[1], both.hi[0] - both.hi[1], f).add_public(float(lo))
+    c = checked_ltz(ArithmeticShares(x.party, torch.stack([a.lo, b.lo]), torch.stack([a.hi, b.hi]), f), log,
+                    ACTIVATION_BITS)  # [2, ...]: c_lo, c_hi (integers)
+    inside = checked_mul(a, ArithmeticShares(x.party, c.lo[1] - c.lo[0], c.hi[1] - c.hi[0], 0), log)  # at f
+    span = FixedPoint(f).encode(float(hi) - float(lo))
+    return (inside - ArithmeticShares(x.party, c.lo[1] * span, c.hi[1] * span, f)).add_public(float(hi))
 
 
 _W = 16  # extra bits of the mantissa weights 2^-(j+1) (exact integers for j < 24); s w = h < 1 stays below

@@ -100,3 +100,30 @@ def test_checked_l2_normalize_matches_torch_over_the_supported_range():
     want = x / x.norm(dim=1, keepdim=True)
     bound = 4e-5 + 3e-5 / scales.view(-1, 1) + 2**-16
     assert bool(((got - want).abs() <= bound).all()), (got - want).abs().max()
+
+
+def test_relu6_is_exact_with_one_product_per_value():
+    """The checked ReLU6 (``clamp``): below, at and between the bounds, at and above 6, exactly the fixed-point
+    clamp; ONE checked product per value after the comparisons (not one per ReLU), and a corrupted message of
+    any party in it is rejected naming that party."""
+    from protocols import checked_nn as CN
+
+    f = 16
+    x = torch.tensor([-50.0, -1e-4, 0.0, 1e-4, 2.5, 5.9999, 6.0, 6.0001, 300.0, -(2.0**14), 2.0**14 - 1])
+    xs = share_fixed(x.double())
+
+    def body(party: Party, px, bad: int | None = None, index: int = -1):
+        if party.id == bad:
+            corrupt_send(party, index, 1)
+        log = ProductLog(party)
+        y = CN._clamp(from_pair(party, px, f), 0.0, 6.0, f, log)
+        products = sum(e.p.x_lo.numel() for e in log.entries if getattr(getattr(e, "p", None), "kind", "") == "mul"
+                       and e.p.terms == ((True, True),) * 3)
+        verify_products(log)
+        return reveal(y), products
+
+    out = run_parties(body, [[xs[i]] for i in range(3)])
+    want = torch.clamp(torch.round(x.double() * 2**f), 0, 6 * 2**f).long()
+    assert torch.equal(out[0][0], want) and out[0][1] == x.numel()
+    for bad in range(3):
+        assert_rejected(outcomes(body, [[xs[i], bad, 3] for i in range(3)]), bad, bad)
