@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from . import proof_kernels as K
-from .prf import KEY_BYTES, PRG
+from .prf import KEY_BYTES, PRG, keystream_blocks
 
 DEGREE = 56
 TAPS = (0, 2, 3, 8)
@@ -103,12 +103,8 @@ class Rho:
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """``(w0, planes [DEGREE, n])`` for the blocks in order (the array is reused: read it before the next)."""
-        n_max = min(RHO_BLOCK, self.words)
-        buf = np.empty(8 * DEGREE * n_max + 15, dtype=np.uint8)
-        for b, w0 in enumerate(range(0, self.words, RHO_BLOCK)):
-            n = min(RHO_BLOCK, self.words - w0)
-            PRG(self.key, nonce=b.to_bytes(8, "big") + bytes(8)).fill(buf, 8 * DEGREE * n)
-            planes = buf[: 8 * DEGREE * n].view(np.int64).reshape(DEGREE, n)
+        for w0, words in keystream_blocks(self.key, self.words, DEGREE, RHO_BLOCK):
+            planes = words.reshape(DEGREE, -1)
             if self.mask != -1:
                 planes &= self.mask
             yield w0, planes

@@ -23,11 +23,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from . import proof_kernels as K
-from .prf import KEY_BYTES, PRG
+from .prf import KEY_BYTES, PRG, keystream_blocks
 
 DEGREE = 56
 TAPS = (0, 2, 3, 8)
@@ -78,12 +77,8 @@ class LazyRandom:
 
     def blocks(self) -> Iterator[tuple[int, torch.Tensor]]:
         """``(g0, elements [m, DEGREE])`` for the blocks in order (the tensor is reused: read it before the next)."""
-        m_max = min(LAZY_BLOCK, self.n)
-        buf = np.empty(8 * DEGREE * m_max + 15, dtype=np.uint8)
-        for b, g0 in enumerate(range(0, self.n, LAZY_BLOCK)):
-            m = min(LAZY_BLOCK, self.n - g0)
-            PRG(self.key, nonce=b.to_bytes(8, "big") + bytes(8)).fill(buf, 8 * DEGREE * m)
-            yield g0, torch.from_numpy(buf[: 8 * DEGREE * m].view(np.int64).reshape(m, DEGREE))
+        for g0, words in keystream_blocks(self.key, self.n, DEGREE, LAZY_BLOCK):
+            yield g0, torch.from_numpy(words.reshape(-1, DEGREE))
 
     def dense(self) -> torch.Tensor:
         """All elements in memory (tests)."""

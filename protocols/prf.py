@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +76,18 @@ class PRG:
         buf = np.empty(8 * n + 15, dtype=np.uint8)
         self._into(buf.data, 8 * n)
         return torch.from_numpy(buf[: 8 * n].view(np.int64)).view(shape)
+
+
+def keystream_blocks(key: bytes, items: int, words_per_item: int, block_items: int) -> Iterator[tuple[int, np.ndarray]]:
+    """A keystream under ``key`` cut into blocks of ``block_items`` items of ``words_per_item`` int64 words, each
+    regenerable alone: block ``b`` is the AES-CTR stream from counter ``b * 2^64``. Yields ``(first item,
+    words [m * words_per_item])`` in order, in ONE buffer reused (read it before the next); no other memory."""
+    m_max = min(block_items, items)
+    buf = np.empty(8 * words_per_item * m_max + 15, dtype=np.uint8)
+    for b, i0 in enumerate(range(0, items, block_items)):
+        n = 8 * words_per_item * min(block_items, items - i0)
+        PRG(key, nonce=b.to_bytes(8, "big") + bytes(8)).fill(buf, n)
+        yield i0, buf[:n].view(np.int64)
 
 
 def random_key() -> bytes:

@@ -13,7 +13,7 @@ MALICIOUS_IMAGE_QUERIES = 1
 """Image queries per search session in malicious mode (the servers refuse more; the SDK splits a batch into
 sessions of this many): each image adds its checked CNN's log to the session's one proof, about 1 GB per
 server at 64 px (measured: 12.9 GB peak for three in-process parties with one image, 15.9 GB with two) and
-166 s at 96 px (102 s since stop 32), so a 16-image session would hold tens of GB and outlast any timeout."""
+166 s at 96 px (about 100 s since stop 32), so a 16-image session would hold tens of GB and outlast any timeout."""
 
 
 def security_mode(value: object, where: str = "[security] mode") -> str:
